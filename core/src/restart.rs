@@ -1,0 +1,123 @@
+//! Service restart decisions: capped exponential backoff and crash-loop quarantine.
+//!
+//! The first exit in a quiet window is restarted at once (a crash should cost no more than
+//! the service's own boot); each further exit inside the window doubles the delay up to a
+//! cap; more than `max_restarts` exits inside the window quarantine the service, as
+//! Kubernetes' CrashLoopBackOff and systemd's StartLimitBurst do. Time is tokio's monotonic
+//! clock so tests run on paused time.
+
+use crate::config::RestartPolicy;
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartDecision {
+    /// Start the service again after this delay.
+    Restart { delay: Duration, attempt: usize },
+    /// Too many restarts in the window: leave it stopped and alert.
+    Quarantine { restarts_in_window: usize },
+}
+
+/// The restart history of one service.
+#[derive(Debug, Clone)]
+pub struct RestartTracker {
+    policy: RestartPolicy,
+    exits: VecDeque<Instant>,
+}
+
+impl RestartTracker {
+    pub fn new(policy: RestartPolicy) -> Self {
+        Self {
+            policy,
+            exits: VecDeque::new(),
+        }
+    }
+
+    /// Records an exit at `now` and decides what to do about it.
+    pub fn on_exit(&mut self, now: Instant) -> RestartDecision {
+        let window = Duration::from_millis(self.policy.window_ms);
+        while let Some(&first) = self.exits.front() {
+            if now.duration_since(first) > window {
+                self.exits.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.exits.push_back(now);
+        let n = self.exits.len();
+        if n > self.policy.max_restarts {
+            return RestartDecision::Quarantine {
+                restarts_in_window: n,
+            };
+        }
+        RestartDecision::Restart {
+            delay: backoff(&self.policy, n),
+            attempt: n,
+        }
+    }
+
+    /// Forgets the history (an operator released the quarantine).
+    pub fn reset(&mut self) {
+        self.exits.clear();
+    }
+}
+
+/// Delay before the `n`th restart within a window (1-based): 0, initial, 2×initial, … ≤ max.
+pub fn backoff(policy: &RestartPolicy, n: usize) -> Duration {
+    if n <= 1 {
+        return Duration::ZERO;
+    }
+    let shift = (n - 2).min(20) as u32;
+    let ms = policy
+        .backoff_initial_ms
+        .saturating_mul(1u64 << shift)
+        .min(policy.backoff_max_ms);
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RestartPolicy {
+        RestartPolicy {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            max_restarts: 3,
+            window_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn test_backoff_is_immediate_then_doubles_to_cap() {
+        let p = policy();
+        let ms: Vec<u128> = (1..=7).map(|n| backoff(&p, n).as_millis()).collect();
+        assert_eq!(ms, [0, 100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_tracker_quarantines_past_max_restarts_in_window() {
+        let mut t = RestartTracker::new(policy());
+        let now = Instant::now();
+        for attempt in 1..=3 {
+            assert!(matches!(t.on_exit(now), RestartDecision::Restart { attempt: a, .. } if a == attempt));
+        }
+        assert_eq!(t.on_exit(now), RestartDecision::Quarantine { restarts_in_window: 4 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_tracker_forgets_exits_older_than_window() {
+        let mut t = RestartTracker::new(policy());
+        let start = Instant::now();
+        for _ in 0..3 {
+            t.on_exit(start);
+        }
+        let later = start + Duration::from_secs(11);
+        assert_eq!(
+            t.on_exit(later),
+            RestartDecision::Restart { delay: Duration::ZERO, attempt: 1 },
+            "old exits fall out of the window"
+        );
+    }
+}
