@@ -1,0 +1,87 @@
+//! Snapshots of the actor tree for `/api/status`.
+//!
+//! Each actor registers itself in `pre_start` and keeps a [`Registration`] in its state;
+//! dropping the state (a clean stop or a panic) marks it stopped, and the next start of
+//! the same path counts as a restart. The HTTP side reads snapshots and never asks an
+//! actor, so it stays responsive while a pillar restarts.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorInfo {
+    /// Position in the tree, e.g. `guardian/service_supervisor`.
+    pub path: String,
+    pub state: ActorState,
+    /// Starts after the first one.
+    pub restarts: u32,
+    pub since_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ActorRegistry {
+    inner: Arc<Mutex<BTreeMap<String, ActorInfo>>>,
+}
+
+impl ActorRegistry {
+    /// Records that the actor at `path` started; keep the returned guard in its state.
+    pub fn started(&self, path: &str) -> Registration {
+        let now = warden_core::now_unix_ms();
+        if let Ok(mut map) = self.inner.lock() {
+            map.entry(path.to_string())
+                .and_modify(|i| {
+                    i.restarts += 1;
+                    i.state = ActorState::Running;
+                    i.since_unix_ms = now;
+                })
+                .or_insert_with(|| ActorInfo {
+                    path: path.to_string(),
+                    state: ActorState::Running,
+                    restarts: 0,
+                    since_unix_ms: now,
+                });
+        }
+        Registration {
+            registry: self.clone(),
+            path: path.to_string(),
+        }
+    }
+
+    fn stopped(&self, path: &str) {
+        if let Ok(mut map) = self.inner.lock()
+            && let Some(i) = map.get_mut(path)
+        {
+            i.state = ActorState::Stopped;
+            i.since_unix_ms = warden_core::now_unix_ms();
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<ActorInfo> {
+        self.inner.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Option<ActorInfo> {
+        self.inner.lock().ok().and_then(|m| m.get(path).cloned())
+    }
+}
+
+/// Marks its actor stopped when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    registry: ActorRegistry,
+    path: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.stopped(&self.path);
+    }
+}
