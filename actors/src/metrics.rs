@@ -90,10 +90,56 @@ impl Metrics {
         Self { registry: Arc::new(r), ..m }
     }
 
-    /// The exposition text for `/metrics`.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// OpenMetrics text, for scrapers that ask for it.
+    pub fn encode_openmetrics(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Prometheus text format 0.0.4 (what `promtool check metrics` and most scrapers read).
+    pub fn encode_prometheus(&self) -> Result<String, std::fmt::Error> {
+        Ok(openmetrics_to_prometheus(&self.encode_openmetrics()?))
+    }
+}
+
+/// OpenMetrics names a counter family without `_total` and ends with `# EOF`; the
+/// Prometheus text format names the family like its samples and has no terminator.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_counter_families_are_named_like_their_samples() {
+        let m = Metrics::new();
+        m.audit_entries.inc();
+        let text = m.encode_prometheus().expect("encode");
+        assert!(text.contains("# TYPE warden_audit_entries_total counter"), "{text}");
+        assert!(text.contains("# HELP warden_audit_entries_total "), "{text}");
+        assert!(text.contains("warden_audit_entries_total 1"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# TYPE warden_mttr_seconds histogram"), "non-counters untouched");
     }
 }

@@ -13,7 +13,8 @@ pub const GENESIS: Hash = [0u8; 32];
 
 /// Who caused an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type", content = "name")]
+// Externally tagged (the serde default): postcard cannot decode self-describing forms.
+#[serde(rename_all = "snake_case")]
 pub enum AuditActor {
     System,
     User(String),
@@ -230,6 +231,16 @@ mod tests {
         c[1].entry.rationale = "forged".into();
         c[1].hash = hash_entry(&c[1].entry).expect("hash");
         assert_eq!(verify(c).expect_err("forged").position, 2);
+    }
+
+    #[test]
+    fn test_sealed_entry_round_trips_through_postcard() {
+        let mut e = entry(1, "x");
+        e.actor = AuditActor::User("alice".into());
+        let sealed = seal(e, GENESIS).expect("seal");
+        let bytes = postcard::to_stdvec(&sealed).expect("encode");
+        let back: SealedEntry = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(back, sealed);
     }
 
     #[test]
