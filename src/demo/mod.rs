@@ -1,8 +1,174 @@
 //! The embedded demo node's services: `warden demo db|model|api`.
+//!
+//! Three small but real processes that the default node supervises and that chaos runs break
+//! (kill, SIGSTOP, delete config, break credentials, corrupt data). Each one logs one line per
+//! event, shuts down gracefully on SIGTERM/SIGINT and reports start-up failures through a
+//! distinct exit code, so a supervisor can tell a permanent fault from a crash:
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | clean shutdown after SIGTERM/SIGINT |
+//! | 1 | other runtime I/O error |
+//! | 2 | cannot bind the listen address (e.g. EADDRINUSE) |
+//! | 3 | db: data file failed its integrity check |
+//! | 75 | db: data directory locked by another live process (EX_TEMPFAIL) |
+//! | 78 | bad or missing configuration file (EX_CONFIG) |
+
+pub mod api;
+pub mod db;
+pub mod model;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
 
 #[derive(clap::Subcommand)]
-pub enum DemoCommand {}
+pub enum DemoCommand {
+    /// A small checksummed key-value database over a TCP line protocol.
+    Db(db::DbArgs),
+    /// A model server speaking the Ollama HTTP API.
+    Model(model::ModelArgs),
+    /// The node's HTTP backend; its /health depends on db, model, config and credentials.
+    Api(api::ApiArgs),
+}
+
+/// Why a demo service stopped; each variant maps to one process exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("config error: {0}")]
+    Config(String),
+    #[error("data file {path} is corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("data dir {dir} is locked by pid {pid}")]
+    Locked { dir: PathBuf, pid: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl ServiceError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        ServiceError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error (see the module doc).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServiceError::Bind { .. } => 2,
+            ServiceError::Corrupt { .. } => 3,
+            ServiceError::Locked { .. } => 75,
+            ServiceError::Config(_) => 78,
+            ServiceError::Io { .. } => 1,
+        }
+    }
+}
 
 pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
-    match cmd {}
+    init_tracing();
+    let result = match cmd {
+        DemoCommand::Db(args) => db::run(args).await,
+        DemoCommand::Model(args) => model::run(args).await,
+        DemoCommand::Api(args) => api::run(args).await,
+    };
+    if let Err(e) = result {
+        // Straight to stderr, whatever the log setup: the one line a supervisor shows.
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Another part of the binary may already have installed a subscriber: keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
+/// Binds a listener; any failure (EADDRINUSE, EACCES, ...) is a start-up error with exit code 2.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Bind { addr, source })
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot install sigterm handler: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("sigterm received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("sigint received, shutting down"),
+    }
+}
+
+/// The current UTC time as RFC 3339 with nanoseconds, e.g. `2024-05-01T10:00:00.123456789Z`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs(), now.subsec_nanos())
+}
+
+/// Formats seconds since the Unix epoch as RFC 3339 UTC (civil-from-days, H. Hinnant).
+pub fn rfc3339(secs: u64, nanos: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3_600,
+        (rem % 3_600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn test_rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(rfc3339(1_714_557_600, 0), "2024-05-01T10:00:00.000000000Z");
+    }
 }
