@@ -1,0 +1,339 @@
+//! The walking skeleton end to end: a real `warden run` supervising the real demo
+//! services, faults injected with real signals, results read through warden's own API.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn healer_stats(node: &Node) -> serde_json::Value {
+    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
+}
+
+/// Hangs the api with SIGSTOP and waits until warden reports the incident resolved.
+fn hang_api_and_wait_for_heal(node: &Node) -> u32 {
+    let (pid, _) = node.service("api").unwrap();
+    let pid = pid.unwrap();
+    let resolved_before = healer_stats(node)["incidents"]["resolved"].as_u64().unwrap_or(0);
+    kill(pid, Signal::SIGSTOP);
+    wait_until("the hang incident to be resolved", Duration::from_secs(30), || {
+        healer_stats(node)["incidents"]["resolved"].as_u64().unwrap_or(0) > resolved_before
+    });
+    pid
+}
+
+#[test]
+fn test_sigkill_of_each_demo_service_is_restarted_healthy() {
+    // A killed service's exit is awaited and it is started again at once.
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    for svc in ["db", "model", "api"] {
+        let (old, _) = node.service(svc).unwrap();
+        let old = old.unwrap();
+        kill(old, Signal::SIGKILL);
+        wait_until(
+            &format!("{svc} restarted with a new pid"),
+            Duration::from_secs(20),
+            || matches!(node.service(svc), Some((Some(p), ref st)) if p != old && st == "running"),
+        );
+        wait_until("api healthy again", Duration::from_secs(20), || status_code(&node.api_url("/health")) == Some(200));
+    }
+    let s = node.status().unwrap();
+    for svc in s["services"].as_array().unwrap() {
+        assert_eq!(svc["restarts"], 1, "each service restarted exactly once: {svc}");
+    }
+}
+
+#[test]
+fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
+    // Hang → incident (mode 7) → permit → audited restart → re-probe → resolved with MTTR.
+    let mut node = Node::start_default(&[]);
+    node.wait_ready();
+    let old = hang_api_and_wait_for_heal(&node);
+
+    let stats = healer_stats(&node);
+    let run = &stats["last_runs"][0];
+    assert_eq!(run["playbook"], "restart_hung_service", "{stats}");
+    assert_eq!(run["outcome"], "succeeded", "{stats}");
+    assert_eq!(run["failure_mode"], "api_timeout", "{stats}");
+    assert!(run["mttr_ms"].as_u64().is_some(), "MTTR stored: {stats}");
+    let restart = run["steps"].as_array().unwrap().iter().find(|s| s["action"] == "restart_service").unwrap();
+    assert!(restart["permit_audit_seq"].as_u64().is_some(), "restart ran under a permit: {restart}");
+    assert_eq!(restart["tier"], 2);
+    assert!(stats["mttr"]["rolling_avg_ms"].as_f64().is_some(), "{stats}");
+    assert_eq!(stats["success_rate_pct"], 100.0, "{stats}");
+
+    let (new, state) = node.service("api").unwrap();
+    assert_ne!(new, Some(old), "the hung process was replaced");
+    assert_eq!(state, "running");
+    assert!(alive_in_groups(&[old]).is_empty(), "the hung process is gone");
+    assert_eq!(status_code(&node.api_url("/health")), Some(200));
+
+    let verify = get_json(&node.url("/api/audit/verify")).unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(verify["verified"].as_u64().unwrap() >= 2, "decision and outcome entries: {verify}");
+
+    // The healer's history is read from the store: it survives a restart of warden.
+    let config = std::fs::read_to_string(node.dir.path().join("node.yaml")).unwrap();
+    node.stop();
+    let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain verified"));
+
+    let cfg = node.dir.path().join("node.yaml");
+    std::fs::write(&cfg, &config).unwrap();
+    let mut again = Node {
+        child: None,
+        dir: tempfile::tempdir().unwrap(),
+        ports: node.ports,
+        stderr_path: node.stderr_path.clone(),
+    };
+    again.child = Some(
+        Command::new(WARDEN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(node.data_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("restarted warden answers", Duration::from_secs(30), || {
+        get_json(&again.url("/api/guardian/healer/stats")).is_some()
+    });
+    let after = healer_stats(&again);
+    assert_eq!(after["last_runs"][0]["run_id"], run["run_id"], "runs survive a restart: {after}");
+    assert_eq!(after["incidents"]["resolved"], 1);
+}
+
+#[test]
+fn test_service_that_exits_at_once_is_quarantined() {
+    // More than max_restarts exits inside the window quarantines the service and alerts.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: crasher\n    command: /bin/sh\n    args: [-c, 'exit 1']\n    restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until(
+        "crasher quarantined",
+        Duration::from_secs(20),
+        || matches!(node.service("crasher"), Some((_, ref s)) if s == "quarantined"),
+    );
+    let s = node.status().unwrap();
+    let svc = &s["services"][0];
+    assert_eq!(svc["restarts"], 3, "restarted max_restarts times before quarantine: {svc}");
+    assert_eq!(svc["last_exit"], "exited with code 1");
+    assert!(node.stderr().contains("alert: service quarantined"), "alert logged:\n{}", node.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.status().unwrap()["services"][0]["restarts"], 3, "no restarts once quarantined");
+}
+
+/// Runs `warden run` on `config`; returns (exit code, stderr, whether the service started).
+fn run_bad_config(config: &str) -> (Option<i32>, String, bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let marker = dir.path().join("started");
+    std::fs::write(&path, config.replace("MARKER", &marker.display().to_string())).unwrap();
+    let mut child = Command::new(WARDEN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("warden kept running on a bad config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err, marker.exists(), path.display().to_string())
+}
+
+#[test]
+fn test_bad_config_names_file_line_column_and_starts_nothing() {
+    // Unknown key, wrong type, broken YAML: exit non-zero before any child starts.
+    let good = "node:\n  name: t\n  http_listen: 127.0.0.1:1\nservices:\n  - name: marker\n    command: /bin/sh\n    args: [-c, 'touch MARKER; sleep 30']\n";
+    let cases = [
+        (
+            good.replace("    command: /bin/sh\n", "    command: /bin/sh\n    colour: red\n"),
+            7,
+            5,
+            "unknown field `colour`",
+        ),
+        (good.replace("name: t\n", "name: t\n  startup_deadline_ms: soon\n"), 3, 24, "invalid"),
+        (good.replace("args: [-c, 'touch MARKER; sleep 30']", "args: [-c, 'touch MARKER; sleep 30'"), 0, 0, ""),
+    ];
+    for (config, line, col, message) in cases {
+        let (code, err, started, path) = run_bad_config(&config);
+        assert_eq!(code, Some(2), "exit code for bad config; stderr:\n{err}");
+        assert!(!started, "no service may start on a bad config");
+        if line > 0 {
+            let pos = format!("{path}:{line}:{col}: ");
+            assert!(err.contains(&pos), "error names {pos}:\n{err}");
+            assert!(err.contains(message), "error says {message}:\n{err}");
+        } else {
+            assert!(err.contains(&format!("{path}:")), "broken YAML names the file and position:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn test_shutdown_stops_services_and_leaves_no_orphans() {
+    // SIGTERM stops every service (reverse order, TERM then KILL) and warden exits cleanly.
+    let mut node = Node::start_default(&[]);
+    node.wait_ready();
+    let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
+    assert!(groups.len() >= 6, "three services running: {groups:?}");
+    let status = node.stop().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    wait_until("no process of the node left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
+    let log = node.stderr();
+    let order: Vec<usize> = ["service=\"api\"", "service=\"model\"", "service=\"db\""]
+        .iter()
+        .map(|s| log.find(&format!("service stopped {s}")).unwrap_or_else(|| panic!("{s} stopped:\n{log}")))
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "stopped in reverse dependency order:\n{log}");
+}
+
+#[test]
+fn test_audit_verify_names_an_entry_with_a_flipped_byte() {
+    // One changed byte in a stored entry breaks the chain at that entry.
+    let mut node = Node::start_default(&[]);
+    node.wait_ready();
+    hang_api_and_wait_for_heal(&node);
+    node.stop();
+    let data = node.data_dir();
+    let verify = || Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(&data).output().unwrap();
+    let ok = verify();
+    assert!(ok.status.success(), "intact chain verifies: {}", String::from_utf8_lossy(&ok.stdout));
+
+    {
+        let store = warden_actors::store::Store::open(&data).unwrap();
+        let mut raw = store.audit_raw(1).unwrap().unwrap();
+        let at = raw.windows(8).position(|w| w == b"playbook").expect("rationale text in entry 1");
+        raw[at] ^= 0x20; // 'p' → 'P'
+        store.audit_put_raw(1, &raw).unwrap();
+    }
+    let bad = verify();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "tampered chain must fail: {out}");
+    assert!(out.contains("entry 0 (seq 1)") && out.contains("modified"), "names the entry: {out}");
+}
+
+#[test]
+fn test_metrics_pass_promtool_check() {
+    // /metrics is valid Prometheus text with restarts, incidents, MTTR and playbook runs.
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    hang_api_and_wait_for_heal(&node);
+    let text = http().get(node.url("/metrics")).send().unwrap().text().unwrap();
+    for name in [
+        "warden_service_restarts_total",
+        "warden_incidents_total",
+        "warden_mttr_seconds_count",
+        "warden_playbook_executions_total",
+    ] {
+        assert!(text.contains(name), "{name} in /metrics:\n{text}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: run .ci/install-deps.sh");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn test_http_serves_while_a_pillar_actor_restarts() {
+    // A panicking service supervisor is restarted by its supervisor; the API keeps
+    // answering and the new instance adopts the running services.
+    let node = Node::start_default(&["--enable-fault-injection"]);
+    node.wait_ready();
+    let (api_pid, _) = node.service("api").unwrap();
+    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        assert_eq!(status_code(&node.url("/api/status")), Some(200), "API answers during the restart");
+    }
+    wait_until("service supervisor restarted", Duration::from_secs(10), || {
+        node.status()
+            .and_then(|s| {
+                s["actors"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["path"] == "guardian/service_supervisor").cloned())
+            })
+            .is_some_and(|a| a["restarts"] == 1 && a["state"] == "running")
+    });
+    assert_eq!(node.service("api").unwrap().0, api_pid, "running services adopted, not restarted");
+    // The new instance still restarts a killed service.
+    kill(api_pid.unwrap(), Signal::SIGKILL);
+    wait_until(
+        "api restarted by the new instance",
+        Duration::from_secs(20),
+        || matches!(node.service("api"), Some((Some(p), ref s)) if Some(p) != api_pid && s == "running"),
+    );
+}
+
+#[test]
+fn test_fault_injection_is_refused_unless_enabled() {
+    // Without the flag, the crash endpoint answers 403 with a JSON error.
+    let node = Node::start_default(&[]);
+    wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
+    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    let r = http().get(node.url("/api/nope")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"]["code"], "not_found");
+}
+
+#[test]
+fn test_second_warden_on_a_locked_data_dir_fails_with_one_line() {
+    // The data dir belongs to one warden; a second gets a one-line error naming the holder.
+    let node = Node::start_default(&[]);
+    wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
+    let other = default_config_on(Ports::fresh());
+    let cfg = node.dir.path().join("other.yaml");
+    std::fs::write(&cfg, other).unwrap();
+    let out = Command::new(WARDEN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line:\n{err}");
+    assert!(
+        lines[0].contains("is locked by another warden") && lines[0].contains(&format!("pid {}", node.pid())),
+        "{err}"
+    );
+}

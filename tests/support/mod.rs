@@ -1,0 +1,219 @@
+//! Shared helpers for integration tests: free ports, a warden node on its own ports and
+//! data dir, bounded waits, and a scan of /proc for leftover processes.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+pub const DEFAULT_NODE_YAML: &str = include_str!("../../config/node.yaml");
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `pred` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if pred() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap()
+}
+
+pub fn get_json(url: &str) -> Option<serde_json::Value> {
+    http().get(url).send().ok()?.json().ok()
+}
+
+pub fn status_code(url: &str) -> Option<u16> {
+    http().get(url).send().ok().map(|r| r.status().as_u16())
+}
+
+/// The ports of one test node.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: u16,
+    pub db: u16,
+    pub model: u16,
+    pub api: u16,
+}
+
+impl Ports {
+    pub fn fresh() -> Self {
+        Self { http: free_port(), db: free_port(), model: free_port(), api: free_port() }
+    }
+}
+
+/// The embedded default node config moved onto `ports`.
+pub fn default_config_on(ports: Ports) -> String {
+    DEFAULT_NODE_YAML
+        .replace("127.0.0.1:7700", &format!("127.0.0.1:{}", ports.http))
+        .replace("127.0.0.1:5433", &format!("127.0.0.1:{}", ports.db))
+        .replace("ports: [5433]", &format!("ports: [{}]", ports.db))
+        .replace("127.0.0.1:11434", &format!("127.0.0.1:{}", ports.model))
+        .replace("ports: [11434]", &format!("ports: [{}]", ports.model))
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{}", ports.api))
+        .replace("ports: [8000]", &format!("ports: [{}]", ports.api))
+}
+
+/// A running `warden run` with its own config, ports and data dir; stopped on drop.
+pub struct Node {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub stderr_path: PathBuf,
+}
+
+impl Node {
+    /// Starts the default demo node on fresh ports.
+    pub fn start_default(extra: &[&str]) -> Self {
+        let ports = Ports::fresh();
+        Self::start_with(&default_config_on(ports), ports, extra)
+    }
+
+    pub fn start_with(config: &str, ports: Ports, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let stderr_path = dir.path().join("warden.stderr");
+        let child = Command::new(WARDEN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child: Some(child), dir, ports, stderr_path }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.http)
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.api)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        get_json(&self.url("/api/status"))
+    }
+
+    /// (pid, state) of a service from `/api/status`.
+    pub fn service(&self, name: &str) -> Option<(Option<u32>, String)> {
+        let s = self.status()?;
+        let svc = s["services"].as_array()?.iter().find(|x| x["name"] == name)?.clone();
+        Some((svc["pid"].as_u64().map(|p| p as u32), svc["state"].as_str()?.to_string()))
+    }
+
+    /// Waits until every service runs and the api answers 200.
+    pub fn wait_ready(&self) {
+        wait_until("node ready and api healthy", Duration::from_secs(60), || {
+            status_code(&self.url("/readyz")) == Some(200) && status_code(&self.api_url("/health")) == Some(200)
+        });
+    }
+
+    /// SIGTERM and wait for exit; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let pid = self.child.as_ref().map(|c| c.id());
+        let children = pid.map(descendants).unwrap_or_default();
+        self.stop();
+        // Whatever a failed test left behind must not outlive it.
+        for (p, pgrp) in children {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgrp as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// (pid, ppid, pgrp) of a process from /proc/PID/stat.
+pub fn proc_stat(pid: u32) -> Option<(u32, u32, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((pid, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+}
+
+pub fn all_procs() -> Vec<(u32, u32, u32)> {
+    std::fs::read_dir("/proc")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(proc_stat).collect())
+        .unwrap_or_default()
+}
+
+/// Every live process descended from `root`, with its process group.
+pub fn descendants(root: u32) -> Vec<(u32, u32)> {
+    let procs = all_procs();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid, pgrp) in &procs {
+            if ppid == p {
+                out.push((pid, pgrp));
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Live processes whose pid or process group is in `groups` (zombies excluded).
+pub fn alive_in_groups(groups: &[u32]) -> Vec<u32> {
+    all_procs()
+        .into_iter()
+        .filter(|&(pid, _, pgrp)| groups.contains(&pid) || groups.contains(&pgrp))
+        .filter(|&(pid, _, _)| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
