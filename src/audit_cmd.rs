@@ -9,7 +9,9 @@ use warden_core::audit::{self, SealedEntry};
 pub fn verify(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = match data_dir {
         Some(d) => d,
-        None => PathBuf::from(warden_core::config::NodeConfig::embedded_default().context("embedded config")?.node.data_dir),
+        None => {
+            PathBuf::from(warden_core::config::NodeConfig::embedded_default().context("embedded config")?.node.data_dir)
+        }
     };
     if !dir.join("store").exists() {
         anyhow::bail!("no warden store in {}", dir.display());

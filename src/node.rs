@@ -2,17 +2,20 @@
 //! tree, then wait for SIGINT/SIGTERM (or a meltdown) and shut down in order: services in
 //! reverse dependency order, then the tree, then a final store sync.
 
-use crate::http::{server::HttpServer, AppState};
+use crate::http::{AppState, server::HttpServer};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
-use warden_actors::context::{names, NodeContext};
+use warden_actors::context::{NodeContext, names};
 use warden_actors::service_supervisor::ServiceMsg;
-use warden_actors::{metrics::Metrics, probe::ProbeBoard, process, registry::ActorRegistry, rpc, service_table::ServiceTable, store::Store, tree};
+use warden_actors::{
+    metrics::Metrics, probe::ProbeBoard, process, registry::ActorRegistry, rpc, service_table::ServiceTable,
+    store::Store, tree,
+};
 use warden_core::config::NodeConfig;
 use warden_core::playbook::Catalog;
 use warden_core::policy::Policies;
@@ -65,7 +68,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(&loaded.config.node.data_dir));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize().with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
+    let data_dir =
+        data_dir.canonicalize().with_context(|| format!("cannot resolve data dir {}", data_dir.display()))?;
     let store = Arc::new(Store::open(&data_dir)?);
     let addr = loaded.config.node.http_listen.value.clone();
     let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("cannot listen on {addr}"))?;

@@ -3,7 +3,7 @@
 //! Holds what the gatekeeper parked, with the audit entry of its pending decision. The
 //! approve/reject flow through the API builds on this.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::registry::Registration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -40,11 +40,20 @@ impl Actor for ApprovalQueue {
         Ok(State { pending: Vec::new(), _reg: self.ctx.registry.started(names::APPROVAL_QUEUE) })
     }
 
-    async fn handle(&self, _: ActorRef<ApprovalMsg>, msg: ApprovalMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ApprovalMsg>,
+        msg: ApprovalMsg,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ApprovalMsg::Hold(request, audit_seq) => {
                 tracing::info!(action = request.action, target = request.target, audit_seq, "approval requested");
-                st.pending.push(PendingRequest { request: *request, audit_seq, since_unix_ms: warden_core::now_unix_ms() });
+                st.pending.push(PendingRequest {
+                    request: *request,
+                    audit_seq,
+                    since_unix_ms: warden_core::now_unix_ms(),
+                });
             }
             ApprovalMsg::List(reply) => {
                 let _ = reply.send(st.pending.clone());

@@ -3,10 +3,12 @@
 //! It is the only writer of the chain, so appends are serialised by its mailbox. It reloads
 //! the chain head from the store when it starts, so a restart continues the same chain.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::registry::Registration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use warden_core::audit::{self, AuditActor, AuditEntry, DecisionKind, EntryKind, Hash, OutcomeKind, SealedEntry, GENESIS};
+use warden_core::audit::{
+    self, AuditActor, AuditEntry, DecisionKind, EntryKind, GENESIS, Hash, OutcomeKind, SealedEntry,
+};
 
 /// An entry before the writer numbers, timestamps and seals it.
 #[derive(Debug, Clone)]

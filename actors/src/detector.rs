@@ -3,7 +3,7 @@
 //! The rule of each mode is the pure [`assess`]; the actor only feeds it events and the
 //! service's state and tells the incident manager what it found.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::incident_manager::IncidentMsg;
 use crate::probe::Failure;
 use crate::registry::Registration;
@@ -43,16 +43,24 @@ pub fn assess(mode: FailureMode, event: &ProbeEvent, service_state: Option<Servi
         // An API timeout: the process is up (running, not restarting) yet its L7 check got
         // no answer. A refused connection is a dead process, which the service supervisor
         // already restarts.
-        (FailureMode::ApiTimeout, ProbeEvent::Down { probe, target, layer: Layer::L7, failure: Failure::Timeout, consecutive, first_failure_unix_ms })
-            if service_state == Some(ServiceState::Running) =>
-        {
-            Some(Finding {
-                mode,
-                service: target.clone(),
-                evidence: format!("probe `{probe}`: {consecutive} consecutive checks got no answer within the timeout while the process is running"),
-                first_sign_unix_ms: *first_failure_unix_ms,
-            })
-        }
+        (
+            FailureMode::ApiTimeout,
+            ProbeEvent::Down {
+                probe,
+                target,
+                layer: Layer::L7,
+                failure: Failure::Timeout,
+                consecutive,
+                first_failure_unix_ms,
+            },
+        ) if service_state == Some(ServiceState::Running) => Some(Finding {
+            mode,
+            service: target.clone(),
+            evidence: format!(
+                "probe `{probe}`: {consecutive} consecutive checks got no answer within the timeout while the process is running"
+            ),
+            first_sign_unix_ms: *first_failure_unix_ms,
+        }),
         _ => None,
     }
 }
@@ -80,13 +88,23 @@ impl Actor for Detector {
         Ok(State { _reg: self.ctx.registry.started(&names::detector(self.mode.as_str())) })
     }
 
-    async fn handle(&self, _: ActorRef<DetectorMsg>, msg: DetectorMsg, _: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<DetectorMsg>,
+        msg: DetectorMsg,
+        _: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         let DetectorMsg::Probe(event) = msg;
         let target = match &event {
             ProbeEvent::Up { target, .. } | ProbeEvent::Down { target, .. } => target.clone(),
         };
         if let Some(finding) = assess(self.mode, &event, self.ctx.services.state_of(&target)) {
-            tracing::warn!(mode = self.mode.as_str(), service = finding.service, evidence = finding.evidence, "failure detected");
+            tracing::warn!(
+                mode = self.mode.as_str(),
+                service = finding.service,
+                evidence = finding.evidence,
+                "failure detected"
+            );
             rpc::tell(&self.ctx.name(names::INCIDENT_MANAGER), IncidentMsg::Open(finding))?;
         }
         Ok(())
@@ -98,16 +116,33 @@ mod tests {
     use super::*;
 
     fn down(failure: Failure) -> ProbeEvent {
-        ProbeEvent::Down { probe: "p".into(), target: "api".into(), layer: Layer::L7, failure, consecutive: 2, first_failure_unix_ms: 5 }
+        ProbeEvent::Down {
+            probe: "p".into(),
+            target: "api".into(),
+            layer: Layer::L7,
+            failure,
+            consecutive: 2,
+            first_failure_unix_ms: 5,
+        }
     }
 
     #[test]
     fn test_api_timeout_needs_a_running_process_and_a_timeout() {
         let m = FailureMode::ApiTimeout;
         assert!(assess(m, &down(Failure::Timeout), Some(ServiceState::Running)).is_some());
-        assert!(assess(m, &down(Failure::Connect("refused".into())), Some(ServiceState::Running)).is_none(), "dead process is not a hang");
+        assert!(
+            assess(m, &down(Failure::Connect("refused".into())), Some(ServiceState::Running)).is_none(),
+            "dead process is not a hang"
+        );
         assert!(assess(m, &down(Failure::Timeout), Some(ServiceState::Starting)).is_none(), "booting is not a hang");
-        assert!(assess(m, &ProbeEvent::Up { probe: "p".into(), target: "api".into(), layer: Layer::L7 }, Some(ServiceState::Running)).is_none());
+        assert!(
+            assess(
+                m,
+                &ProbeEvent::Up { probe: "p".into(), target: "api".into(), layer: Layer::L7 },
+                Some(ServiceState::Running)
+            )
+            .is_none()
+        );
     }
 
     #[test]

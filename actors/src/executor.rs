@@ -6,9 +6,9 @@
 //! so an unpermitted tier ≥ 2 step cannot be expressed. Runs execute concurrently, each in
 //! its own task; the record of every run is stored.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::gatekeeper::{GateAnswer, GateMsg, OutcomeReport};
-use crate::incident_manager::{blocking, IncidentMsg};
+use crate::incident_manager::{IncidentMsg, blocking};
 use crate::metrics::PlaybookLabels;
 use crate::registry::Registration;
 use crate::rpc;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use warden_core::audit::{AuditActor, OutcomeKind};
 use warden_core::config::ProbeCheck;
 use warden_core::permit::Authorized;
-use warden_core::playbook::{plan, PlannedStep, Primitive, RunOutcome, RunRecord, StepRecord};
+use warden_core::playbook::{PlannedStep, Primitive, RunOutcome, RunRecord, StepRecord, plan};
 use warden_core::policy::{ActionRequest, Tier};
 
 const GATE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,14 +56,22 @@ impl Actor for PlaybookExecutor {
         Ok(State { _reg: self.ctx.registry.started(names::EXECUTOR) })
     }
 
-    async fn handle(&self, _: ActorRef<ExecutorMsg>, msg: ExecutorMsg, _: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ExecutorMsg>,
+        msg: ExecutorMsg,
+        _: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         let ExecutorMsg::Run(order) = msg;
         let ctx = self.ctx.clone();
         // A run outlives a restart of this actor: it only needs the context and names.
         tokio::spawn(async move {
             let record = run_playbook(&ctx, &order).await;
             if let Some(incident_id) = order.incident_id {
-                let _ = rpc::tell(&ctx.name(names::INCIDENT_MANAGER), IncidentMsg::RunFinished { incident_id, run: Box::new(record) });
+                let _ = rpc::tell(
+                    &ctx.name(names::INCIDENT_MANAGER),
+                    IncidentMsg::RunFinished { incident_id, run: Box::new(record) },
+                );
             }
         });
         Ok(())
@@ -127,8 +135,18 @@ pub async fn run_playbook(ctx: &Ctx, order: &RunOrder) -> RunRecord {
 async fn finish(ctx: &Ctx, mut record: RunRecord) -> RunRecord {
     record.finished_unix_ms = Some(warden_core::now_unix_ms());
     let outcome = format!("{:?}", record.outcome).to_lowercase();
-    ctx.metrics.playbook_executions.get_or_create(&PlaybookLabels { playbook: record.playbook.clone(), outcome: outcome.clone() }).inc();
-    tracing::info!(run = record.run_id, playbook = record.playbook, outcome, duration_ms = record.duration_ms().unwrap_or(0), detail = record.detail, "playbook run finished");
+    ctx.metrics
+        .playbook_executions
+        .get_or_create(&PlaybookLabels { playbook: record.playbook.clone(), outcome: outcome.clone() })
+        .inc();
+    tracing::info!(
+        run = record.run_id,
+        playbook = record.playbook,
+        outcome,
+        duration_ms = record.duration_ms().unwrap_or(0),
+        detail = record.detail,
+        "playbook run finished"
+    );
     save(ctx, &record).await;
     record
 }
@@ -163,8 +181,12 @@ async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult
     let answer = rpc::ask(&ctx.name(names::GATEKEEPER), GATE_TIMEOUT, |tx| GateMsg::Request(request.clone(), tx)).await;
     let permit = match answer {
         Ok(GateAnswer::Granted(p)) => p,
-        Ok(GateAnswer::Denied { reason, audit_seq }) => return (Err((RunOutcome::Denied, format!("denied: {reason}"))), audit_seq),
-        Ok(GateAnswer::Pending { reason, audit_seq }) => return (Err((RunOutcome::PendingApproval, reason)), Some(audit_seq)),
+        Ok(GateAnswer::Denied { reason, audit_seq }) => {
+            return (Err((RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
+        }
+        Ok(GateAnswer::Pending { reason, audit_seq }) => {
+            return (Err((RunOutcome::PendingApproval, reason)), Some(audit_seq));
+        }
         Err(e) => return (Err((RunOutcome::Denied, format!("gatekeeper unavailable: {e}"))), None),
     };
     let seq = permit.audit_seq();
@@ -180,7 +202,9 @@ async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult
             Ok(d) | Err(d) => d.clone(),
         },
     };
-    if let Err(e) = rpc::ask(&ctx.name(names::GATEKEEPER), GATE_TIMEOUT, |tx| GateMsg::Outcome(Box::new(report), tx)).await {
+    if let Err(e) =
+        rpc::ask(&ctx.name(names::GATEKEEPER), GATE_TIMEOUT, |tx| GateMsg::Outcome(Box::new(report), tx)).await
+    {
         tracing::error!(run = order.run_id, error = %e, "cannot audit step outcome");
     }
     (result.map_err(|e| (RunOutcome::Failed, e)), Some(seq))
@@ -229,7 +253,11 @@ async fn reprobe(ctx: &Ctx, service: &str, timeout: Duration) -> Result<String, 
                 break;
             }
         }
-        if all_ok && (checks.is_empty() && ctx.services.state_of(service) == Some(crate::service_table::ServiceState::Running) || !checks.is_empty()) {
+        if all_ok
+            && (checks.is_empty()
+                && ctx.services.state_of(service) == Some(crate::service_table::ServiceState::Running)
+                || !checks.is_empty())
+        {
             return Ok(format!("verified healthy after {} ms", start.elapsed().as_millis()));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,7 +7,7 @@
 
 use crate::approval_queue::ApprovalMsg;
 use crate::audit_writer::{AuditDraft, AuditMsg};
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::metrics::DecisionLabel;
 use crate::registry::Registration;
 use crate::rpc;
@@ -15,7 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
-use warden_core::policy::{evaluate, ActionRequest, RateHistory, Verdict};
+use warden_core::policy::{ActionRequest, RateHistory, Verdict, evaluate};
 
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rate-limit history kept per (action, target).
@@ -101,7 +101,11 @@ impl Gatekeeper {
     async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
         let now = warden_core::now_unix_ms();
         let verdict = evaluate(&self.ctx.policies, req.clone(), now, &st.history);
-        self.ctx.metrics.gate_decisions.get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() }).inc();
+        self.ctx
+            .metrics
+            .gate_decisions
+            .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
+            .inc();
         let draft = AuditDraft {
             kind: EntryKind::Decision,
             actor: req.actor.clone(),
@@ -128,14 +132,20 @@ impl Gatekeeper {
                     st.history.record(&req.action, &req.target, now, HISTORY_KEEP);
                     GateAnswer::Granted(Permit::grant(allowed, receipt))
                 }
-                None => GateAnswer::Denied { reason: "audit entry is not a decision".into(), audit_seq: Some(sealed.entry.seq) },
+                None => GateAnswer::Denied {
+                    reason: "audit entry is not a decision".into(),
+                    audit_seq: Some(sealed.entry.seq),
+                },
             },
             Verdict::Deny { reason } => {
                 tracing::warn!(action = req.action, target = req.target, reason, "governance denied action");
                 GateAnswer::Denied { reason, audit_seq: Some(sealed.entry.seq) }
             }
             Verdict::PendingApproval { reason } => {
-                let _ = rpc::tell(&self.ctx.name(names::APPROVAL_QUEUE), ApprovalMsg::Hold(Box::new(req), sealed.entry.seq));
+                let _ = rpc::tell(
+                    &self.ctx.name(names::APPROVAL_QUEUE),
+                    ApprovalMsg::Hold(Box::new(req), sealed.entry.seq),
+                );
                 GateAnswer::Pending { reason, audit_seq: sealed.entry.seq }
             }
         }

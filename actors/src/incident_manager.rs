@@ -6,7 +6,7 @@
 //! and when none is left marks the incident failed and alerts. Incidents open longer than
 //! the MTTR limit raise an alert.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::detector::Finding;
 use crate::executor::{ExecutorMsg, RunOrder};
 use crate::metrics::ModeLabel;
@@ -17,12 +17,15 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::incident::{overdue, Incident, IncidentStatus};
+use warden_core::incident::{Incident, IncidentStatus, overdue};
 use warden_core::playbook::{RunOutcome, RunRecord};
 
 pub enum IncidentMsg {
     Open(Finding),
-    RunFinished { incident_id: u64, run: Box<RunRecord> },
+    RunFinished {
+        incident_id: u64,
+        run: Box<RunRecord>,
+    },
     CheckOverdue,
     /// Fault injection: panic inside the handler.
     Crash,
@@ -40,7 +43,10 @@ pub struct State {
 }
 
 /// Runs a store call off the async threads.
-pub async fn blocking<T: Send + 'static>(store: &Arc<Store>, f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static) -> Result<T, ActorProcessingErr> {
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ActorProcessingErr> {
     let s = store.clone();
     Ok(tokio::task::spawn_blocking(move || f(&s)).await??)
 }
@@ -54,13 +60,24 @@ impl Actor for IncidentManager {
     async fn pre_start(&self, myself: ActorRef<IncidentMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         // Incidents left open by a previous instance (or a previous run of warden) continue.
         let recent = blocking(&self.ctx.store, |s| s.recent_incidents(1000)).await?;
-        let open: BTreeMap<u64, Incident> = recent.into_iter().filter(|i| i.status == IncidentStatus::Open).map(|i| (i.id, i)).collect();
+        let open: BTreeMap<u64, Incident> =
+            recent.into_iter().filter(|i| i.status == IncidentStatus::Open).map(|i| (i.id, i)).collect();
         self.ctx.metrics.incidents_open.set(open.len() as i64);
         let tick = myself.send_interval(Duration::from_secs(5), || IncidentMsg::CheckOverdue);
-        Ok(State { open, alerted: Default::default(), _tick: AbortOnDrop(tick), _reg: self.ctx.registry.started(names::INCIDENT_MANAGER) })
+        Ok(State {
+            open,
+            alerted: Default::default(),
+            _tick: AbortOnDrop(tick),
+            _reg: self.ctx.registry.started(names::INCIDENT_MANAGER),
+        })
     }
 
-    async fn handle(&self, _: ActorRef<IncidentMsg>, msg: IncidentMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<IncidentMsg>,
+        msg: IncidentMsg,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             IncidentMsg::Open(f) => self.open(f, st).await?,
             IncidentMsg::RunFinished { incident_id, run } => self.run_finished(incident_id, *run, st).await?,
@@ -68,7 +85,11 @@ impl Actor for IncidentManager {
                 let list: Vec<Incident> = st.open.values().cloned().collect();
                 for id in overdue(&list, warden_core::now_unix_ms(), self.ctx.config.healing.mttr_alert_ms) {
                     if st.alerted.insert(id) {
-                        tracing::warn!(incident = id, limit_ms = self.ctx.config.healing.mttr_alert_ms, "alert: incident open longer than the MTTR limit");
+                        tracing::warn!(
+                            incident = id,
+                            limit_ms = self.ctx.config.healing.mttr_alert_ms,
+                            "alert: incident open longer than the MTTR limit"
+                        );
                     }
                 }
             }
@@ -100,7 +121,13 @@ impl IncidentManager {
             detail: String::new(),
         };
         self.ctx.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
-        tracing::warn!(incident = id, service = f.service, mode = f.mode.as_str(), playbook = playbook.as_deref().unwrap_or("-"), "incident opened");
+        tracing::warn!(
+            incident = id,
+            service = f.service,
+            mode = f.mode.as_str(),
+            playbook = playbook.as_deref().unwrap_or("-"),
+            "incident opened"
+        );
         match playbook {
             Some(pb) => {
                 incident.run_ids.push(run_id);
@@ -119,8 +146,21 @@ impl IncidentManager {
         Ok(())
     }
 
-    fn dispatch(&self, incident_id: u64, run_id: u64, playbook: String, target: &str, rationale: &str) -> Result<(), ActorProcessingErr> {
-        let order = RunOrder { run_id, incident_id: Some(incident_id), playbook, target: target.into(), rationale: rationale.into() };
+    fn dispatch(
+        &self,
+        incident_id: u64,
+        run_id: u64,
+        playbook: String,
+        target: &str,
+        rationale: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let order = RunOrder {
+            run_id,
+            incident_id: Some(incident_id),
+            playbook,
+            target: target.into(),
+            rationale: rationale.into(),
+        };
         rpc::tell(&self.ctx.name(names::EXECUTOR), ExecutorMsg::Run(Box::new(order)))?;
         Ok(())
     }
@@ -139,14 +179,27 @@ impl IncidentManager {
             incident.resolved_unix_ms = Some(run.finished_unix_ms.unwrap_or_else(warden_core::now_unix_ms));
             let mttr = incident.mttr_ms().unwrap_or(0);
             self.ctx.metrics.mttr_seconds.observe(mttr as f64 / 1000.0);
-            tracing::info!(incident = incident_id, service = incident.service, mttr_ms = mttr, playbook = run.playbook, "incident resolved");
+            tracing::info!(
+                incident = incident_id,
+                service = incident.service,
+                mttr_ms = mttr,
+                playbook = run.playbook,
+                "incident resolved"
+            );
         } else {
             let tried: Vec<String> = incident.playbooks.clone();
-            let next = self.ctx.catalog.for_mode(incident.mode).into_iter().map(|p| p.id.clone()).find(|p| !tried.contains(p));
+            let next =
+                self.ctx.catalog.for_mode(incident.mode).into_iter().map(|p| p.id.clone()).find(|p| !tried.contains(p));
             match next {
                 Some(pb) => {
                     let run_id = blocking(&self.ctx.store, |s| s.next_id("run")).await?;
-                    tracing::warn!(incident = incident_id, failed = run.playbook, next = pb, detail = run.detail, "playbook failed; trying the next one");
+                    tracing::warn!(
+                        incident = incident_id,
+                        failed = run.playbook,
+                        next = pb,
+                        detail = run.detail,
+                        "playbook failed; trying the next one"
+                    );
                     incident.playbooks.push(pb.clone());
                     incident.run_ids.push(run_id);
                     self.save(&incident).await?;
@@ -157,7 +210,12 @@ impl IncidentManager {
                 None => {
                     incident.status = IncidentStatus::Failed;
                     incident.detail = format!("{:?}: {}", run.outcome, run.detail);
-                    tracing::error!(incident = incident_id, service = incident.service, detail = incident.detail, "alert: incident not healed, every playbook failed");
+                    tracing::error!(
+                        incident = incident_id,
+                        service = incident.service,
+                        detail = incident.detail,
+                        "alert: incident not healed, every playbook failed"
+                    );
                 }
             }
         }

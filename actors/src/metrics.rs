@@ -106,11 +106,8 @@ impl Metrics {
 /// OpenMetrics names a counter family without `_total` and ends with `# EOF`; the
 /// Prometheus text format names the family like its samples and has no terminator.
 pub fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
+    let counters: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.lines() {
         if line == "# EOF" {

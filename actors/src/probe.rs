@@ -1,7 +1,7 @@
 //! Probes: the checks themselves, the probe actor that runs one on its interval with
 //! failure/success thresholds, and the board where their latest results are published.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::detector::{DetectorMsg, ProbeEvent};
 use crate::metrics::ProbeLabels;
 use crate::registry::Registration;
@@ -41,11 +41,7 @@ impl std::fmt::Display for Failure {
 /// A client for probes: no connection reuse (each check is a fresh connect, like
 /// Kubernetes probes) and no proxy.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap_or_default()
 }
 
 /// Runs one check; `Ok(latency)` or the failure.
@@ -177,7 +173,12 @@ impl Actor for ProbeActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<ProbeMsg>, msg: ProbeMsg, st: &mut ProbeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ProbeMsg>,
+        msg: ProbeMsg,
+        st: &mut ProbeState,
+    ) -> Result<(), ActorProcessingErr> {
         let ProbeMsg::Tick = msg;
         let started = Instant::now();
         let result = run_check(&st.client, &self.cfg.check, Duration::from_millis(self.cfg.timeout_ms)).await;
@@ -212,7 +213,8 @@ impl ProbeActor {
                 st.consecutive_ok += 1;
                 if s.up != Some(true) && st.consecutive_ok >= self.cfg.success_threshold {
                     s.up = Some(true);
-                    event = Some(ProbeEvent::Up { probe: s.name.clone(), target: s.target.clone(), layer: self.cfg.layer });
+                    event =
+                        Some(ProbeEvent::Up { probe: s.name.clone(), target: s.target.clone(), layer: self.cfg.layer });
                 }
             }
             Err(failure) => {

@@ -1,7 +1,7 @@
 //! Running one service process: its own process group, output captured into size-rotated
 //! log files, its exit awaited (never polled), and group-wide signals to stop it.
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
-use warden_core::config::{expand, LogPolicy, ServiceConfig, SELF_COMMAND};
+use warden_core::config::{LogPolicy, SELF_COMMAND, ServiceConfig, expand};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,7 +124,8 @@ pub fn log_path(data_dir: &Path, service: &str) -> PathBuf {
 /// Resolves `@warden` and `${data_dir}` in a service's command line.
 pub fn command_line(cfg: &ServiceConfig, self_exe: &Path, data_dir: &Path) -> (PathBuf, Vec<String>) {
     let dd = data_dir.display().to_string();
-    let program = if cfg.command == SELF_COMMAND { self_exe.to_path_buf() } else { PathBuf::from(expand(&cfg.command, &dd)) };
+    let program =
+        if cfg.command == SELF_COMMAND { self_exe.to_path_buf() } else { PathBuf::from(expand(&cfg.command, &dd)) };
     (program, cfg.args.iter().map(|a| expand(a, &dd)).collect())
 }
 
@@ -196,7 +197,12 @@ pub fn signal_group(pid: u32, signal: Signal) -> nix::Result<()> {
 
 /// Stops a process group: TERM (and CONT, so a stopped process can act on it), wait up to
 /// `grace`, then KILL. With `force`, KILL at once. Returns how it exited.
-pub async fn stop_group(pid: u32, mut exit: watch::Receiver<Option<ExitInfo>>, grace: std::time::Duration, force: bool) -> Option<ExitInfo> {
+pub async fn stop_group(
+    pid: u32,
+    mut exit: watch::Receiver<Option<ExitInfo>>,
+    grace: std::time::Duration,
+    force: bool,
+) -> Option<ExitInfo> {
     if let Some(done) = *exit.borrow() {
         return Some(done);
     }

@@ -49,10 +49,7 @@ impl ActorRegistry {
                     since_unix_ms: now,
                 });
         }
-        Registration {
-            registry: self.clone(),
-            path: path.to_string(),
-        }
+        Registration { registry: self.clone(), path: path.to_string() }
     }
 
     fn stopped(&self, path: &str) {

@@ -37,9 +37,7 @@ where
 
 /// Fire-and-forget to the actor named `name`.
 pub fn tell<M: ractor::Message>(name: &str, msg: M) -> Result<(), AskError> {
-    lookup::<M>(name)?
-        .send_message(msg)
-        .map_err(|_| AskError::NotRunning(name.to_string()))
+    lookup::<M>(name)?.send_message(msg).map_err(|_| AskError::NotRunning(name.to_string()))
 }
 
 /// A task that is aborted when its owner (an actor's state) is dropped, so a crashed

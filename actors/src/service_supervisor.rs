@@ -5,7 +5,7 @@
 //! crash loop, flags a slow boot, and carries out playbook steps on services — but only
 //! steps that arrive as [`Authorized`], i.e. permitted by governance where the tier needs it.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use crate::metrics::ServiceLabel;
 use crate::process::{self, ExitInfo};
 use crate::registry::Registration;
@@ -24,13 +24,32 @@ use warden_core::restart::RestartDecision;
 pub enum ServiceMsg {
     /// Start every service in dependency order (node start).
     StartAll,
-    Exited { service: String, generation: u64, info: ExitInfo },
-    Ready { service: String, generation: u64, after_ms: u64 },
-    StartupDeadline { service: String, generation: u64 },
+    Exited {
+        service: String,
+        generation: u64,
+        info: ExitInfo,
+    },
+    Ready {
+        service: String,
+        generation: u64,
+        after_ms: u64,
+    },
+    StartupDeadline {
+        service: String,
+        generation: u64,
+    },
     /// Start again after a backoff delay, if nothing changed meanwhile.
-    StartAfterBackoff { service: String, generation: u64 },
+    StartAfterBackoff {
+        service: String,
+        generation: u64,
+    },
     /// A deliberate stop finished; start again when `restart`.
-    Stopped { service: String, restart: bool, old_pid: Option<u32>, reply: Option<RpcReplyPort<Result<String, String>>> },
+    Stopped {
+        service: String,
+        restart: bool,
+        old_pid: Option<u32>,
+        reply: Option<RpcReplyPort<Result<String, String>>>,
+    },
     /// Carry out a permitted playbook step on a service.
     Execute(Authorized<PlannedStep>, RpcReplyPort<Result<String, String>>),
     /// Stop every service in reverse dependency order (node shutdown).
@@ -62,7 +81,8 @@ impl Actor for ServiceSupervisor {
         let fresh = t.services.values().all(|e| e.generation == 0);
         for (name, e) in &t.services {
             if e.state == ServiceState::Backoff {
-                let _ = myself.send_message(ServiceMsg::StartAfterBackoff { service: name.clone(), generation: e.generation });
+                let _ = myself
+                    .send_message(ServiceMsg::StartAfterBackoff { service: name.clone(), generation: e.generation });
             }
         }
         drop(t);
@@ -74,7 +94,12 @@ impl Actor for ServiceSupervisor {
         Ok(State { _reg: reg })
     }
 
-    async fn handle(&self, myself: ActorRef<ServiceMsg>, msg: ServiceMsg, _state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ServiceMsg>,
+        msg: ServiceMsg,
+        _state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ServiceMsg::StartAll => self.start_ready_ones(),
             ServiceMsg::Exited { service, generation, info } => self.on_exit(&myself, &service, generation, info),
@@ -98,13 +123,20 @@ impl Actor for ServiceSupervisor {
                     && e.state == ServiceState::Starting
                 {
                     e.slow_boot = true;
-                    warn!(service, deadline_ms = e.config.startup_deadline_ms, "alert: slow boot, service not ready by its startup deadline");
+                    warn!(
+                        service,
+                        deadline_ms = e.config.startup_deadline_ms,
+                        "alert: slow boot, service not ready by its startup deadline"
+                    );
                 }
             }
             ServiceMsg::StartAfterBackoff { service, generation } => {
                 let due = {
                     let t = self.ctx.services.lock();
-                    !t.shutting_down && t.services.get(&service).is_some_and(|e| e.generation == generation && e.state == ServiceState::Backoff)
+                    !t.shutting_down
+                        && t.services
+                            .get(&service)
+                            .is_some_and(|e| e.generation == generation && e.state == ServiceState::Backoff)
                 };
                 if due {
                     self.spawn(&service);
@@ -114,7 +146,10 @@ impl Actor for ServiceSupervisor {
                 let result = if restart {
                     let new_pid = self.spawn(&service);
                     match new_pid {
-                        Some(p) => Ok(format!("replaced pid {} with pid {p}", old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()))),
+                        Some(p) => Ok(format!(
+                            "replaced pid {} with pid {p}",
+                            old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                        )),
                         None => Err(format!("service `{service}` did not start again")),
                     }
                 } else {
@@ -149,7 +184,10 @@ impl ServiceSupervisor {
                 .filter(|n| {
                     t.services.get(*n).is_some_and(|e| {
                         e.state == ServiceState::Pending
-                            && e.config.depends_on.iter().all(|d| t.services.get(&d.value).is_some_and(|x| x.ready_once))
+                            && e.config
+                                .depends_on
+                                .iter()
+                                .all(|d| t.services.get(&d.value).is_some_and(|x| x.ready_once))
                     })
                 })
                 .cloned()
@@ -176,7 +214,10 @@ impl ServiceSupervisor {
         };
         // Managed files (config, credentials) are written when missing before the start.
         for f in &e.config.files {
-            let path = std::path::PathBuf::from(warden_core::config::expand(&f.path, &self.ctx.data_dir.display().to_string()));
+            let path = std::path::PathBuf::from(warden_core::config::expand(
+                &f.path,
+                &self.ctx.data_dir.display().to_string(),
+            ));
             if !path.exists() {
                 if let Some(dir) = path.parent() {
                     let _ = std::fs::create_dir_all(dir);
@@ -190,7 +231,11 @@ impl ServiceSupervisor {
             Ok(sp) => {
                 if e.started_at.is_some() {
                     e.restarts += 1;
-                    self.ctx.metrics.service_restarts.get_or_create(&ServiceLabel { service: service.to_string() }).inc();
+                    self.ctx
+                        .metrics
+                        .service_restarts
+                        .get_or_create(&ServiceLabel { service: service.to_string() })
+                        .inc();
                 }
                 e.pid = Some(sp.pid);
                 e.state = ServiceState::Starting;
@@ -210,7 +255,14 @@ impl ServiceSupervisor {
                 e.pid = None;
                 drop(t);
                 // Treat it as an exit so backoff and quarantine apply.
-                let _ = rpc::tell(&self.name(), ServiceMsg::Exited { service: service.to_string(), generation, info: ExitInfo { code: Some(127), signal: None } });
+                let _ = rpc::tell(
+                    &self.name(),
+                    ServiceMsg::Exited {
+                        service: service.to_string(),
+                        generation,
+                        info: ExitInfo { code: Some(127), signal: None },
+                    },
+                );
                 None
             }
         }
@@ -220,7 +272,9 @@ impl ServiceSupervisor {
         let mut t = self.ctx.services.lock();
         let shutting_down = t.shutting_down;
         let Some(e) = t.services.get_mut(service) else { return };
-        if e.generation != generation || matches!(e.state, ServiceState::Stopping | ServiceState::Stopped | ServiceState::Quarantined) {
+        if e.generation != generation
+            || matches!(e.state, ServiceState::Stopping | ServiceState::Stopped | ServiceState::Quarantined)
+        {
             return; // an older process, or one we stopped on purpose
         }
         e.pid = None;
@@ -245,7 +299,11 @@ impl ServiceSupervisor {
             }
             RestartDecision::Quarantine { restarts_in_window } => {
                 e.state = ServiceState::Quarantined;
-                self.ctx.metrics.service_quarantines.get_or_create(&ServiceLabel { service: service.to_string() }).inc();
+                self.ctx
+                    .metrics
+                    .service_quarantines
+                    .get_or_create(&ServiceLabel { service: service.to_string() })
+                    .inc();
                 warn!(
                     service,
                     restarts_in_window,
@@ -303,7 +361,10 @@ impl ServiceSupervisor {
                 if matches!(e.state, ServiceState::Stopped | ServiceState::Quarantined | ServiceState::Backoff) {
                     e.tracker.reset();
                     drop(t);
-                    let r = self.spawn(&service).map(|p| format!("started pid {p}")).ok_or_else(|| format!("`{service}` did not start"));
+                    let r = self
+                        .spawn(&service)
+                        .map(|p| format!("started pid {p}"))
+                        .ok_or_else(|| format!("`{service}` did not start"));
                     let _ = reply.send(r);
                 } else {
                     let _ = reply.send(Ok(format!("`{service}` already {:?}", e.state)));
@@ -311,7 +372,9 @@ impl ServiceSupervisor {
             }
             Primitive::SignalService { signal } => {
                 let r = match (signal.parse::<Signal>(), e.pid) {
-                    (Ok(sig), Some(pid)) => process::signal_group(pid, sig).map(|_| format!("sent {sig} to group {pid}")).map_err(|err| err.to_string()),
+                    (Ok(sig), Some(pid)) => process::signal_group(pid, sig)
+                        .map(|_| format!("sent {sig} to group {pid}"))
+                        .map_err(|err| err.to_string()),
                     (Err(_), _) => Err(format!("unknown signal `{signal}`")),
                     (_, None) => Err(format!("`{service}` has no process")),
                 };
@@ -358,7 +421,14 @@ impl ServiceSupervisor {
 
 /// Polls the ready check until it passes or the process exits; reports the startup
 /// deadline once if it passes first.
-async fn watch_readiness(me: String, service: String, generation: u64, ready: Option<ReadyCheck>, deadline: Duration, mut exit: tokio::sync::watch::Receiver<Option<ExitInfo>>) {
+async fn watch_readiness(
+    me: String,
+    service: String,
+    generation: u64,
+    ready: Option<ReadyCheck>,
+    deadline: Duration,
+    mut exit: tokio::sync::watch::Receiver<Option<ExitInfo>>,
+) {
     let start = Instant::now();
     let mut deadline_reported = false;
     let client = crate::probe::http_client();
@@ -371,7 +441,8 @@ async fn watch_readiness(me: String, service: String, generation: u64, ready: Op
             Some(check) => crate::probe::ready_check(&client, check, Duration::from_millis(500)).await,
         };
         if ok {
-            let _ = rpc::tell(&me, ServiceMsg::Ready { service, generation, after_ms: start.elapsed().as_millis() as u64 });
+            let _ =
+                rpc::tell(&me, ServiceMsg::Ready { service, generation, after_ms: start.elapsed().as_millis() as u64 });
             return;
         }
         if !deadline_reported && start.elapsed() >= deadline {

@@ -124,7 +124,9 @@ impl ServiceTable {
                 pid: e.pid,
                 restarts: e.restarts,
                 uptime_ms: match e.state {
-                    ServiceState::Running | ServiceState::Starting => e.started_at.map(|s| s.elapsed().as_millis() as u64),
+                    ServiceState::Running | ServiceState::Starting => {
+                        e.started_at.map(|s| s.elapsed().as_millis() as u64)
+                    }
                     _ => None,
                 },
                 started_unix_ms: e.started_unix_ms,

@@ -38,7 +38,8 @@ impl DataDirLock {
         let open_err = |source| StoreError::Open { dir: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(open_err)?;
         let path = dir.join("warden.lock");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(open_err)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(open_err)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
                 // Record the holder for the next one's error message.
@@ -200,7 +201,11 @@ fn decode_audit(k: &[u8], v: &[u8]) -> Result<SealedEntry, StoreError> {
     })
 }
 
-fn recent_json<T: serde::de::DeserializeOwned>(ks: &Keyspace, name: &'static str, limit: usize) -> Result<Vec<T>, StoreError> {
+fn recent_json<T: serde::de::DeserializeOwned>(
+    ks: &Keyspace,
+    name: &'static str,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     for g in ks.iter().rev().take(limit) {
         let (k, v) = g.into_inner()?;

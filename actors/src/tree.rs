@@ -4,9 +4,11 @@
 //! it stops abnormally and its parent counts that as a child failure — the failure moves
 //! up the tree until some supervisor's intensity absorbs it or the node itself stops.
 
-use crate::context::{names, Ctx};
+use crate::context::{Ctx, names};
 use ractor::{Actor, ActorCell, SpawnErr};
-use ractor_supervisor::{ChildSpec, Restart, SpawnFn, Supervisor, SupervisorArguments, SupervisorOptions, SupervisorStrategy};
+use ractor_supervisor::{
+    ChildSpec, Restart, SpawnFn, Supervisor, SupervisorArguments, SupervisorOptions, SupervisorStrategy,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::config::{Strategy, TreeSpec};
@@ -85,10 +87,15 @@ pub fn guardian(ctx: &Ctx) -> ChildSpec {
     let c = ctx.clone();
     subtree(ctx.name(names::GUARDIAN), ctx.config.supervision.guardian, move || {
         let s = c.clone();
-        let mut v = vec![worker(c.name(names::SERVICE_SUPERVISOR), move || crate::service_supervisor::ServiceSupervisor { ctx: s.clone() })];
+        let mut v = vec![worker(c.name(names::SERVICE_SUPERVISOR), move || {
+            crate::service_supervisor::ServiceSupervisor { ctx: s.clone() }
+        })];
         for p in &c.config.probes {
             let (pc, cfg) = (c.clone(), p.clone());
-            v.push(worker(c.name(&names::probe(&p.name.value)), move || crate::probe::ProbeActor { ctx: pc.clone(), cfg: cfg.clone() }));
+            v.push(worker(c.name(&names::probe(&p.name.value)), move || crate::probe::ProbeActor {
+                ctx: pc.clone(),
+                cfg: cfg.clone(),
+            }));
         }
         let e = c.clone();
         v.push(worker(c.name(names::EXECUTOR), move || crate::executor::PlaybookExecutor { ctx: e.clone() }));
@@ -104,17 +111,25 @@ pub fn healing(ctx: &Ctx) -> ChildSpec {
             .iter()
             .map(|&mode| {
                 let d = c.clone();
-                worker(c.name(&names::detector(mode.as_str())), move || crate::detector::Detector { ctx: d.clone(), mode })
+                worker(c.name(&names::detector(mode.as_str())), move || crate::detector::Detector {
+                    ctx: d.clone(),
+                    mode,
+                })
             })
             .collect();
         let i = c.clone();
-        v.push(worker(c.name(names::INCIDENT_MANAGER), move || crate::incident_manager::IncidentManager { ctx: i.clone() }));
+        v.push(worker(c.name(names::INCIDENT_MANAGER), move || crate::incident_manager::IncidentManager {
+            ctx: i.clone(),
+        }));
         v
     })
 }
 
 /// Spawns the node supervisor over governance, guardian, healing and `http`.
-pub async fn spawn_node(ctx: &Ctx, http: ChildSpec) -> Result<(ractor::ActorRef<ractor_supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>), SpawnErr> {
+pub async fn spawn_node(
+    ctx: &Ctx,
+    http: ChildSpec,
+) -> Result<(ractor::ActorRef<ractor_supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>), SpawnErr> {
     let args = SupervisorArguments {
         child_specs: vec![governance(ctx), guardian(ctx), healing(ctx), http],
         options: options(&ctx.config.supervision.node),

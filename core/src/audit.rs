@@ -79,19 +79,14 @@ mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&hex::encode(h))
-        } else {
-            serde::Serialize::serialize(h, s)
-        }
+        if s.is_human_readable() { s.serialize_str(&hex::encode(h)) } else { serde::Serialize::serialize(h, s) }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         if d.is_human_readable() {
             let s = String::deserialize(d)?;
             let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
-            v.try_into()
-                .map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
+            v.try_into().map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
         } else {
             <[u8; 32]>::deserialize(d)
         }
@@ -141,11 +136,7 @@ where
     for (position, sealed) in entries.into_iter().enumerate() {
         let position = position as u64;
         let seq = sealed.entry.seq;
-        let broken = |reason: String| ChainBreak {
-            position,
-            seq,
-            reason,
-        };
+        let broken = |reason: String| ChainBreak { position, seq, reason };
         if seq != position + 1 {
             return Err(broken(format!("expected seq {}, found {seq} (deleted or reordered entry)", position + 1)));
         }

@@ -90,17 +90,10 @@ pub struct SupervisionConfig {
 }
 
 fn tree(strategy: Strategy) -> TreeSpec {
-    TreeSpec {
-        strategy,
-        max_restarts: 5,
-        period_ms: 10_000,
-    }
+    TreeSpec { strategy, max_restarts: 5, period_ms: 10_000 }
 }
 fn tree_node() -> TreeSpec {
-    TreeSpec {
-        max_restarts: 10,
-        ..tree(Strategy::OneForOne)
-    }
+    TreeSpec { max_restarts: 10, ..tree(Strategy::OneForOne) }
 }
 fn tree_governance() -> TreeSpec {
     tree(Strategy::RestForOne)
@@ -238,10 +231,7 @@ fn default_log_keep() -> usize {
 
 impl Default for LogPolicy {
     fn default() -> Self {
-        Self {
-            max_bytes: default_log_max_bytes(),
-            keep: default_log_keep(),
-        }
+        Self { max_bytes: default_log_max_bytes(), keep: default_log_keep() }
     }
 }
 
@@ -386,11 +376,7 @@ impl NodeConfig {
         for _ in 0..=self.services.len() {
             for s in &self.services {
                 let name = s.name.value.as_str();
-                if !done.contains(name)
-                    && s.depends_on
-                        .iter()
-                        .all(|d| done.contains(d.value.as_str()))
-                {
+                if !done.contains(name) && s.depends_on.iter().all(|d| done.contains(d.value.as_str())) {
                     done.insert(name);
                     order.push(s);
                 }
@@ -401,29 +387,18 @@ impl NodeConfig {
 }
 
 fn pos(file: &str, loc: serde_saphyr::Location) -> SourcePos {
-    SourcePos {
-        file: file.to_string(),
-        line: loc.line(),
-        column: loc.column(),
-    }
+    SourcePos { file: file.to_string(), line: loc.line(), column: loc.column() }
 }
 
 /// Checks what the schema cannot; returns every problem found.
 pub fn validate(file: &str, cfg: &NodeConfig) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
-    let mut problem = |loc: serde_saphyr::Location, message: String| {
-        problems.push(Problem {
-            pos: pos(file, loc),
-            message,
-        })
-    };
+    let mut problem =
+        |loc: serde_saphyr::Location, message: String| problems.push(Problem { pos: pos(file, loc), message });
     if cfg.node.http_listen.value.parse::<SocketAddr>().is_err() {
         problem(
             cfg.node.http_listen.referenced,
-            format!(
-                "http_listen `{}` is not an address like 127.0.0.1:7700",
-                cfg.node.http_listen.value
-            ),
+            format!("http_listen `{}` is not an address like 127.0.0.1:7700", cfg.node.http_listen.value),
         );
     }
     let mut names = BTreeSet::new();
@@ -460,13 +435,19 @@ pub fn validate(file: &str, cfg: &NodeConfig) -> Result<(), Vec<Problem>> {
             problem(p.name.referenced, format!("probe `{}` is defined twice", p.name.value));
         }
         if !names.contains(p.target.value.as_str()) {
-            problem(p.target.referenced, format!("probe `{}` targets unknown service `{}`", p.name.value, p.target.value));
+            problem(
+                p.target.referenced,
+                format!("probe `{}` targets unknown service `{}`", p.name.value, p.target.value),
+            );
         }
         if p.failure_threshold == 0 || p.success_threshold == 0 {
             problem(p.name.referenced, format!("probe `{}`: thresholds must be at least 1", p.name.value));
         }
         if p.interval_ms == 0 || p.timeout_ms == 0 {
-            problem(p.name.referenced, format!("probe `{}`: interval_ms and timeout_ms must be positive", p.name.value));
+            problem(
+                p.name.referenced,
+                format!("probe `{}`: interval_ms and timeout_ms must be positive", p.name.value),
+            );
         }
         if let ProbeCheck::Tcp { addr } = &p.check {
             if addr.parse::<SocketAddr>().is_err() {
@@ -498,7 +479,14 @@ mod tests {
 
     #[test]
     fn test_start_order_puts_dependencies_first() {
-        let cfg = NodeConfig::load("t.yaml", &MINIMAL.replace("- name: a\n    command: /bin/true\n  - name: b\n    command: /bin/true\n    depends_on: [a]", "- name: b\n    command: /bin/true\n    depends_on: [a]\n  - name: a\n    command: /bin/true")).expect("valid");
+        let cfg = NodeConfig::load(
+            "t.yaml",
+            &MINIMAL.replace(
+                "- name: a\n    command: /bin/true\n  - name: b\n    command: /bin/true\n    depends_on: [a]",
+                "- name: b\n    command: /bin/true\n    depends_on: [a]\n  - name: a\n    command: /bin/true",
+            ),
+        )
+        .expect("valid");
         let order: Vec<_> = cfg.start_order().iter().map(|s| s.name.value.clone()).collect();
         assert_eq!(order, ["a", "b"]);
     }
@@ -514,7 +502,8 @@ mod tests {
 
     #[test]
     fn test_validate_cycle_is_reported() {
-        let text = MINIMAL.replace("- name: a\n    command: /bin/true\n", "- name: a\n    command: /bin/true\n    depends_on: [b]\n");
+        let text = MINIMAL
+            .replace("- name: a\n    command: /bin/true\n", "- name: a\n    command: /bin/true\n    depends_on: [b]\n");
         let err = NodeConfig::load("t.yaml", &text).expect_err("cycle");
         assert!(err.to_string().contains("dependency cycle"), "{err}");
     }
@@ -530,7 +519,8 @@ mod tests {
 
     #[test]
     fn test_unknown_key_is_a_yaml_error_with_position() {
-        let text = MINIMAL.replace("    command: /bin/true\n  - name: b", "    command: /bin/true\n    colour: red\n  - name: b");
+        let text = MINIMAL
+            .replace("    command: /bin/true\n  - name: b", "    command: /bin/true\n    colour: red\n  - name: b");
         let err = NodeConfig::load("t.yaml", &text).expect_err("unknown key");
         assert!(err.to_string().starts_with("t.yaml:7:5: unknown field `colour`"), "{err}");
     }

@@ -118,7 +118,8 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
     let last: Vec<u64> = mttrs.iter().rev().take(window.max(1)).copied().collect();
     let rolling = (!last.is_empty()).then(|| last.iter().sum::<u64>() as f64 / last.len() as f64);
     let count = |s| incidents.iter().filter(|i| i.status == s).count();
-    let (resolved, failed, open) = (count(IncidentStatus::Resolved), count(IncidentStatus::Failed), count(IncidentStatus::Open));
+    let (resolved, failed, open) =
+        (count(IncidentStatus::Resolved), count(IncidentStatus::Failed), count(IncidentStatus::Open));
     let finished = resolved + failed;
     MttrSummary {
         rolling_mttr_ms: rolling,
@@ -175,7 +176,8 @@ mod tests {
 
     #[test]
     fn test_rolling_mttr_averages_last_window_resolved() {
-        let mut all: Vec<Incident> = (0..12).map(|i| incident(i, IncidentStatus::Resolved, 0, Some(if i < 2 { 10_000 } else { 100 }))).collect();
+        let mut all: Vec<Incident> =
+            (0..12).map(|i| incident(i, IncidentStatus::Resolved, 0, Some(if i < 2 { 10_000 } else { 100 }))).collect();
         all.push(incident(99, IncidentStatus::Failed, 0, None));
         let s = summarize(&all, 10);
         assert_eq!(s.rolling_mttr_ms, Some(100.0), "the two slow old ones fall outside the window");
@@ -192,7 +194,11 @@ mod tests {
 
     #[test]
     fn test_overdue_lists_open_incidents_past_limit() {
-        let all = vec![incident(1, IncidentStatus::Open, 0, None), incident(2, IncidentStatus::Open, 100_000, None), incident(3, IncidentStatus::Resolved, 0, Some(1))];
+        let all = vec![
+            incident(1, IncidentStatus::Open, 0, None),
+            incident(2, IncidentStatus::Open, 100_000, None),
+            incident(3, IncidentStatus::Resolved, 0, Some(1)),
+        ];
         assert_eq!(overdue(&all, 130_000, 120_000), vec![1]);
     }
 }

@@ -19,14 +19,12 @@ pub mod incident;
 pub mod permit;
 pub mod playbook;
 pub mod policy;
+pub mod procnet;
 pub mod restart;
 pub mod yaml;
 
 /// Milliseconds since the Unix epoch from the wall clock. Used for stored timestamps only;
 /// all timing logic uses tokio's monotonic clock.
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

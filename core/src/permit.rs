@@ -20,10 +20,7 @@ pub struct AuditReceipt {
 impl AuditReceipt {
     /// A receipt for a sealed decision entry; `None` for any other kind of entry.
     pub fn for_decision(sealed: &SealedEntry) -> Option<Self> {
-        (sealed.entry.kind == EntryKind::Decision).then(|| Self {
-            seq: sealed.entry.seq,
-            hash: sealed.hash,
-        })
+        (sealed.entry.kind == EntryKind::Decision).then(|| Self { seq: sealed.entry.seq, hash: sealed.hash })
     }
     pub fn seq(&self) -> u64 {
         self.seq
@@ -81,12 +78,7 @@ pub enum PermitError {
     #[error("step `{action}` is tier {tier}: it needs a permit")]
     NeedsPermit { action: String, tier: u8 },
     #[error("permit for `{permit_action}` on `{permit_target}` does not cover `{action}` on `{target}`")]
-    Mismatch {
-        permit_action: String,
-        permit_target: String,
-        action: String,
-        target: String,
-    },
+    Mismatch { permit_action: String, permit_target: String, action: String, target: String },
     #[error("permit is for tier {permit_tier}, step `{action}` is tier {tier}")]
     TierTooLow { permit_tier: u8, action: String, tier: u8 },
 }
@@ -102,10 +94,7 @@ impl<S: Governed> Authorized<S> {
     /// Tier 1 steps run without asking.
     pub fn autonomous(step: S) -> Result<Self, PermitError> {
         if step.tier() > Tier::OBSERVE {
-            return Err(PermitError::NeedsPermit {
-                action: step.action().to_string(),
-                tier: step.tier().get(),
-            });
+            return Err(PermitError::NeedsPermit { action: step.action().to_string(), tier: step.tier().get() });
         }
         Ok(Self { step, audit_seq: None })
     }
@@ -127,10 +116,7 @@ impl<S: Governed> Authorized<S> {
                 tier: step.tier().get(),
             });
         }
-        Ok(Self {
-            step,
-            audit_seq: Some(permit.audit_seq),
-        })
+        Ok(Self { step, audit_seq: Some(permit.audit_seq) })
     }
 
     pub fn step(&self) -> &S {
@@ -145,7 +131,7 @@ impl<S: Governed> Authorized<S> {
 mod tests {
     use super::*;
     use crate::audit::{self, AuditActor, AuditEntry, DecisionKind, GENESIS};
-    use crate::policy::{evaluate, ActionRequest, Policies, RateHistory, Verdict};
+    use crate::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
 
     #[derive(Debug)]
     struct Step(&'static str, &'static str, u8);
@@ -162,7 +148,11 @@ mod tests {
     }
 
     fn permit_for(action: &str, target: &str) -> Permit {
-        let p = Policies::load("p.yaml", &format!("mode: dev\nwhitelist:\n  - action: {action}\n    targets: [{target}]\n")).expect("policy");
+        let p = Policies::load(
+            "p.yaml",
+            &format!("mode: dev\nwhitelist:\n  - action: {action}\n    targets: [{target}]\n"),
+        )
+        .expect("policy");
         let req = ActionRequest {
             action: action.into(),
             tier: Tier::REVERSIBLE,

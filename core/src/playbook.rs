@@ -20,7 +20,9 @@ pub enum Primitive {
     /// Gather pid, state, recent log lines and port owners into the incident.
     CollectDiagnostics,
     /// Send a signal to the service's process group.
-    SignalService { signal: String },
+    SignalService {
+        signal: String,
+    },
     /// Stop (TERM, grace, KILL) and start again; `force` skips straight to KILL, for a hung
     /// process that would never act on TERM.
     RestartService {
@@ -30,7 +32,9 @@ pub enum Primitive {
     StopService,
     StartService,
     /// Wait for the service's probes to pass.
-    WaitHealthy { timeout_ms: u64 },
+    WaitHealthy {
+        timeout_ms: u64,
+    },
     /// Stop restarting a crash-looping service until an operator releases it.
     QuarantineService,
 }
@@ -52,7 +56,10 @@ impl Primitive {
     pub fn min_tier(&self) -> Tier {
         match self {
             Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } | Primitive::StartService => Tier::OBSERVE,
-            Primitive::SignalService { .. } | Primitive::RestartService { .. } | Primitive::StopService | Primitive::QuarantineService => Tier::REVERSIBLE,
+            Primitive::SignalService { .. }
+            | Primitive::RestartService { .. }
+            | Primitive::StopService
+            | Primitive::QuarantineService => Tier::REVERSIBLE,
         }
     }
 
@@ -135,7 +142,12 @@ impl Catalog {
             }
             let highest = p.steps.iter().map(Primitive::min_tier).max().unwrap_or(Tier::OBSERVE);
             if highest != p.tier {
-                return Err(invalid(format!("playbook `{}` declares tier {} but its steps need tier {}", p.id, p.tier.get(), highest.get())));
+                return Err(invalid(format!(
+                    "playbook `{}` declares tier {} but its steps need tier {}",
+                    p.id,
+                    p.tier.get(),
+                    highest.get()
+                )));
             }
             if p.steps.is_empty() {
                 return Err(invalid(format!("playbook `{}` has no steps", p.id)));

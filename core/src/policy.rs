@@ -31,11 +31,7 @@ impl Tier {
 impl TryFrom<u8> for Tier {
     type Error = String;
     fn try_from(v: u8) -> Result<Self, String> {
-        if (1..=4).contains(&v) {
-            Ok(Tier(v))
-        } else {
-            Err(format!("tier must be 1, 2, 3 or 4, not {v}"))
-        }
+        if (1..=4).contains(&v) { Ok(Tier(v)) } else { Err(format!("tier must be 1, 2, 3 or 4, not {v}")) }
     }
 }
 
@@ -184,10 +180,7 @@ impl RateHistory {
 
     /// Records an allowed action; keeps at most `keep` timestamps per key.
     pub fn record(&mut self, action: &str, target: &str, at_unix_ms: u64, keep: usize) {
-        let q = self
-            .allowed
-            .entry((action.to_string(), target.to_string()))
-            .or_default();
+        let q = self.allowed.entry((action.to_string(), target.to_string())).or_default();
         q.push_back(at_unix_ms);
         while q.len() > keep.max(1) {
             q.pop_front();
@@ -199,15 +192,10 @@ impl RateHistory {
 pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, history: &RateHistory) -> Verdict {
     let tier = policies.tier_of(&req.action, req.tier);
     if tier == Tier::OBSERVE {
-        return Verdict::Allow(Allowed {
-            request: ActionRequest { tier, ..req },
-            reason: "tier 1: autonomous".into(),
-        });
+        return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason: "tier 1: autonomous".into() });
     }
     if tier == Tier::HUMAN_ONLY {
-        return Verdict::Deny {
-            reason: format!("`{}` is tier 4: never autonomous, a person must act", req.action),
-        };
+        return Verdict::Deny { reason: format!("`{}` is tier 4: never autonomous, a person must act", req.action) };
     }
     let entries: Vec<&WhitelistEntry> = policies
         .whitelist
@@ -215,9 +203,7 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         .filter(|w| w.action == req.action && w.targets.iter().any(|t| t == "*" || *t == req.target))
         .collect();
     if entries.is_empty() {
-        return Verdict::Deny {
-            reason: format!("`{}` on `{}` is not whitelisted", req.action, req.target),
-        };
+        return Verdict::Deny { reason: format!("`{}` on `{}` is not whitelisted", req.action, req.target) };
     }
     let hour = ((now_unix_ms / 3_600_000) % 24) as u8;
     let mut last_reason = String::new();
@@ -232,7 +218,10 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         if let Some(r) = w.rate_limit {
             let used = history.count_since(&req.action, &req.target, now_unix_ms.saturating_sub(r.per_ms));
             if used >= r.max {
-                last_reason = format!("rate limit: `{}` on `{}` ran {used} times in {} ms (max {})", req.action, req.target, r.per_ms, r.max);
+                last_reason = format!(
+                    "rate limit: `{}` on `{}` ran {used} times in {} ms (max {})",
+                    req.action, req.target, r.per_ms, r.max
+                );
                 continue;
             }
         }
@@ -246,10 +235,7 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         } else {
             "whitelisted tier 2".to_string()
         };
-        return Verdict::Allow(Allowed {
-            request: ActionRequest { tier, ..req },
-            reason,
-        });
+        return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason });
     }
     Verdict::Deny { reason: last_reason }
 }

@@ -28,10 +28,7 @@ pub struct RestartTracker {
 
 impl RestartTracker {
     pub fn new(policy: RestartPolicy) -> Self {
-        Self {
-            policy,
-            exits: VecDeque::new(),
-        }
+        Self { policy, exits: VecDeque::new() }
     }
 
     /// Records an exit at `now` and decides what to do about it.
@@ -47,14 +44,9 @@ impl RestartTracker {
         self.exits.push_back(now);
         let n = self.exits.len();
         if n > self.policy.max_restarts {
-            return RestartDecision::Quarantine {
-                restarts_in_window: n,
-            };
+            return RestartDecision::Quarantine { restarts_in_window: n };
         }
-        RestartDecision::Restart {
-            delay: backoff(&self.policy, n),
-            attempt: n,
-        }
+        RestartDecision::Restart { delay: backoff(&self.policy, n), attempt: n }
     }
 
     /// Forgets the history (an operator released the quarantine).
@@ -69,10 +61,7 @@ pub fn backoff(policy: &RestartPolicy, n: usize) -> Duration {
         return Duration::ZERO;
     }
     let shift = (n - 2).min(20) as u32;
-    let ms = policy
-        .backoff_initial_ms
-        .saturating_mul(1u64 << shift)
-        .min(policy.backoff_max_ms);
+    let ms = policy.backoff_initial_ms.saturating_mul(1u64 << shift).min(policy.backoff_max_ms);
     Duration::from_millis(ms)
 }
 
@@ -81,12 +70,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RestartPolicy {
-        RestartPolicy {
-            backoff_initial_ms: 100,
-            backoff_max_ms: 1_000,
-            max_restarts: 3,
-            window_ms: 10_000,
-        }
+        RestartPolicy { backoff_initial_ms: 100, backoff_max_ms: 1_000, max_restarts: 3, window_ms: 10_000 }
     }
 
     #[test]

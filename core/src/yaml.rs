@@ -29,16 +29,9 @@ pub struct YamlError {
 /// all reported with their line and column.
 pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, YamlError> {
     serde_saphyr::from_str::<T>(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
         YamlError {
-            pos: SourcePos {
-                file: file.to_string(),
-                line,
-                column,
-            },
+            pos: SourcePos { file: file.to_string(), line, column },
             message: first_message_line(&e.to_string()),
         }
     })

@@ -1,9 +1,9 @@
 //! One JSON error shape for every failure: `{"error": {"code", "message"}}` with a 4xx for
 //! bad input and a 5xx for our own faults.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]

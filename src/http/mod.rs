@@ -8,8 +8,8 @@ pub mod routes;
 pub mod server;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
 use warden_actors::context::Ctx;
 

@@ -1,13 +1,13 @@
 //! The routes and their handlers.
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use warden_actors::context::names;
 use warden_actors::gatekeeper::GateMsg;
 use warden_actors::incident_manager::IncidentMsg;
@@ -37,7 +37,14 @@ async fn readyz(State(app): State<AppState>) -> Response {
     if app.ready() {
         Json(json!({ "ready": true })).into_response()
     } else {
-        let waiting: Vec<String> = app.ctx.services.snapshot().into_iter().filter(|s| s.state != warden_actors::service_table::ServiceState::Running).map(|s| s.name).collect();
+        let waiting: Vec<String> = app
+            .ctx
+            .services
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.state != warden_actors::service_table::ServiceState::Running)
+            .map(|s| s.name)
+            .collect();
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "not_running": waiting }))).into_response()
     }
 }
@@ -60,7 +67,10 @@ async fn status(State(app): State<AppState>) -> Json<Value> {
 }
 
 /// Runs a store read off the async threads.
-async fn read_store<T: Send + 'static>(app: &AppState, f: impl FnOnce(&Store) -> Result<T, warden_actors::store::StoreError> + Send + 'static) -> Result<T, ApiError> {
+async fn read_store<T: Send + 'static>(
+    app: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, warden_actors::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = app.ctx.store.clone();
     tokio::task::spawn_blocking(move || f(&store))
         .await
@@ -117,13 +127,20 @@ async fn audit_verify(State(app): State<AppState>) -> Result<Response, ApiError>
     .await?;
     Ok(match result {
         Ok(n) => Json(json!({ "ok": true, "verified": n })).into_response(),
-        Err(b) => (StatusCode::CONFLICT, Json(json!({ "ok": false, "position": b.position, "seq": b.seq, "reason": b.reason }))).into_response(),
+        Err(b) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "ok": false, "position": b.position, "seq": b.seq, "reason": b.reason })),
+        )
+            .into_response(),
     })
 }
 
 /// Prometheus text format by default; OpenMetrics when the scraper asks for it.
 async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let wants_openmetrics = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/openmetrics-text"));
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     let m = &app.ctx.metrics;
     let (ctype, text) = if wants_openmetrics {
         ("application/openmetrics-text; version=1.0.0; charset=utf-8", m.encode_openmetrics())
@@ -144,7 +161,14 @@ async fn crash(State(app): State<AppState>, Path(path): Path<String>) -> Result<
         names::SERVICE_SUPERVISOR => rpc::tell(&name, ServiceMsg::Crash),
         names::GATEKEEPER => rpc::tell(&name, GateMsg::Crash),
         names::INCIDENT_MANAGER => rpc::tell(&name, IncidentMsg::Crash),
-        _ => return Err(ApiError::BadRequest(format!("cannot crash `{path}`: one of {}, {}, {}", names::SERVICE_SUPERVISOR, names::GATEKEEPER, names::INCIDENT_MANAGER))),
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "cannot crash `{path}`: one of {}, {}, {}",
+                names::SERVICE_SUPERVISOR,
+                names::GATEKEEPER,
+                names::INCIDENT_MANAGER
+            )));
+        }
     };
     sent.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({ "crashed": path })))

@@ -4,7 +4,7 @@
 //! start with a clear error instead of a restart loop); each start of this actor serves a
 //! clone of it, and the serving task dies with the actor's state.
 
-use super::{routes, AppState};
+use super::{AppState, routes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use warden_actors::context::names;
 use warden_actors::registry::Registration;
