@@ -123,17 +123,15 @@ async fn stop_services(ctx: &Arc<NodeContext>) {
     if let Err(e) = rpc::ask(&ctx.name(names::SERVICE_SUPERVISOR), budget, ServiceMsg::StopAll).await {
         warn!(error = %e, "service supervisor did not stop the services; stopping them directly");
     }
-    let left: Vec<(String, u32, Option<tokio::sync::watch::Receiver<Option<process::ExitInfo>>>)> = {
+    let left: Vec<_> = {
         let t = ctx.services.lock();
-        t.services.iter().filter_map(|(n, e)| e.pid.map(|p| (n.clone(), p, e.exit.clone()))).collect()
+        t.services.iter().filter_map(|(n, e)| Some((n.clone(), e.pid?, e.exit.clone()?))).collect()
     };
     for (name, pid, exit) in left {
-        if let Some(exit) = exit {
-            if exit.borrow().is_some() {
-                continue;
-            }
+        if exit.borrow().is_none() {
             warn!(service = name, pid, "stopping leftover process group");
             process::stop_group(pid, exit, Duration::from_secs(2), false).await;
         }
     }
 }
+

@@ -1,8 +1,82 @@
-//! `warden chaos ...` subcommands.
+//! `warden chaos ...` subcommands: argument parsing and the hand-off to the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::bench::{self, BenchConfig, Peer};
+use crate::restore::{Fault, Timing};
 
 #[derive(clap::Subcommand)]
-pub enum ChaosCommand {}
+pub enum ChaosCommand {
+    /// Time to restore: warden and a peer supervisor on the same demo api, in one run.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Faults of each kind per supervisor.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// The supervisor to compare with.
+    #[arg(long, value_enum, default_value = "monit")]
+    peer: Peer,
+    /// Faults to inject, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["kill", "hang"])]
+    faults: Vec<Fault>,
+    /// Markdown file whose restore section is (re)written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON file with every sample.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Monit's poll cycle (`set daemon`), seconds.
+    #[arg(long, default_value_t = 1)]
+    monit_cycle: u32,
+    /// Seconds warden idles before its RSS and CPU are read.
+    #[arg(long, default_value_t = 5)]
+    idle_secs: u64,
+    /// Skip warden: measure the api's start time and the peer only.
+    #[arg(long)]
+    skip_warden: bool,
+    /// Keep the temporary directories (logs, monitrc).
+    #[arg(long)]
+    keep_tmp: bool,
+}
 
 pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        ChaosCommand::Bench(args) => run_bench(args).await,
+    }
+}
+
+async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    anyhow::ensure!(!args.faults.is_empty(), "--faults needs at least one fault");
+    let mut faults = args.faults;
+    faults.dedup();
+    let cfg = BenchConfig {
+        runs: args.runs,
+        peer: args.peer,
+        faults,
+        out: args.out,
+        json: args.json,
+        monit_cycle: args.monit_cycle,
+        skip_warden: args.skip_warden,
+        idle: Duration::from_secs(args.idle_secs),
+        keep_tmp: args.keep_tmp,
+        timing: Timing::default(),
+    };
+    // On Ctrl-C or SIGTERM the bench future is dropped: every process group it owns is
+    // killed by its guard on the way out.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let report = tokio::select! {
+        r = bench::run(&cfg) => r.context("restore benchmark failed")?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; all started processes were killed"),
+        _ = term.recv() => anyhow::bail!("terminated; all started processes were killed"),
+    };
+    println!("{}", report.markdown());
+    Ok(())
 }

@@ -1,4 +1,22 @@
 //! warden-chaos: drives a node from outside like a user would — fault injectors and the
 //! timing harness that measures time-to-restore against warden and its peers.
+//!
+//! - [`bench`]: `warden chaos bench`, warden vs a peer supervisor (Monit) in one run
+//! - [`restore`]: inject a fault into the process holding a port, time the first new `200`
+//! - [`monit`]: the peer's control file and binary
+//! - [`services`]: the demo node's services and ports, started by hand
+//! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
+//! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
+//! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (shared with `warden-core`)
 
+pub mod bench;
 pub mod cli;
+pub mod error;
+pub mod monit;
+#[path = "../../core/src/procnet.rs"]
+pub mod procnet;
+pub mod procs;
+pub mod report;
+pub mod restore;
+pub mod services;
+pub mod stats;

@@ -449,10 +449,10 @@ pub fn validate(file: &str, cfg: &NodeConfig) -> Result<(), Vec<Problem>> {
                 format!("probe `{}`: interval_ms and timeout_ms must be positive", p.name.value),
             );
         }
-        if let ProbeCheck::Tcp { addr } = &p.check {
-            if addr.parse::<SocketAddr>().is_err() {
-                problem(p.name.referenced, format!("probe `{}`: `{addr}` is not an address", p.name.value));
-            }
+        if let ProbeCheck::Tcp { addr } = &p.check
+            && addr.parse::<SocketAddr>().is_err()
+        {
+            problem(p.name.referenced, format!("probe `{}`: `{addr}` is not an address", p.name.value));
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(problems) }

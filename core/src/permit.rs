@@ -20,7 +20,7 @@ pub struct AuditReceipt {
 impl AuditReceipt {
     /// A receipt for a sealed decision entry; `None` for any other kind of entry.
     pub fn for_decision(sealed: &SealedEntry) -> Option<Self> {
-        (sealed.entry.kind == EntryKind::Decision).then(|| Self { seq: sealed.entry.seq, hash: sealed.hash })
+        (sealed.entry.kind == EntryKind::Decision).then_some(Self { seq: sealed.entry.seq, hash: sealed.hash })
     }
     pub fn seq(&self) -> u64 {
         self.seq

@@ -70,8 +70,7 @@ struct AppState {
 }
 
 pub async fn run(mut args: ApiArgs) -> Result<(), ServiceError> {
-    let config =
-        read_config(&args.config).map_err(|e| ServiceError::Config(format!("config file {e}")))?;
+    let config = read_config(&args.config).map_err(|e| ServiceError::Config(format!("config file {e}")))?;
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -79,10 +78,7 @@ pub async fn run(mut args: ApiArgs) -> Result<(), ServiceError> {
     args.model_url = args.model_url.trim_end_matches('/').to_owned();
     let listen = args.listen;
     let state = Arc::new(AppState {
-        name: config
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        name: config.get("name").and_then(Value::as_str).map(str::to_owned),
         args,
         http,
         started: Instant::now(),
@@ -155,9 +151,7 @@ enum DbAuth {
 }
 
 async fn check_db(addr: &str, token: Option<&str>) -> Result<DbAuth, String> {
-    let mut conn = db::Client::connect(addr)
-        .await
-        .map_err(|e| format!("unreachable: {e}"))?;
+    let mut conn = db::Client::connect(addr).await.map_err(|e| format!("unreachable: {e}"))?;
     let auth = match token {
         None => DbAuth::NotTried,
         Some(token) => match conn.request(&format!("AUTH {token}")).await {
@@ -176,12 +170,7 @@ async fn check_db(addr: &str, token: Option<&str>) -> Result<DbAuth, String> {
 
 async fn check_model(state: &AppState) -> Result<(), String> {
     let url = format!("{}/api/tags", state.args.model_url);
-    let resp = state
-        .http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("unreachable: {}", root_cause(&e)))?;
+    let resp = state.http.get(&url).send().await.map_err(|e| format!("unreachable: {}", root_cause(&e)))?;
     if resp.status() != StatusCode::OK {
         return Err(format!("/api/tags answered {}", resp.status()));
     }
@@ -194,41 +183,24 @@ async fn check_model(state: &AppState) -> Result<(), String> {
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let credentials = read_credentials(&state.args.credentials);
     let token = credentials.as_deref().ok();
-    let (db, model) = tokio::join!(
-        bounded(check_db(&state.args.db, token)),
-        bounded(check_model(&state)),
-    );
+    let (db, model) = tokio::join!(bounded(check_db(&state.args.db, token)), bounded(check_model(&state)),);
     let config = read_config(&state.args.config).map(|_| ());
     let credentials = match (&credentials, &db) {
         (Err(e), _) => Err(e.clone()),
         (Ok(_), Ok(DbAuth::Rejected)) => Err("rejected by db".to_owned()),
         (Ok(_), _) => Ok(()),
     };
-    let checks = [
-        ("db", db.map(|_| ())),
-        ("model", model),
-        ("config", config),
-        ("credentials", credentials),
-    ];
+    let checks = [("db", db.map(|_| ())), ("model", model), ("config", config), ("credentials", credentials)];
     let healthy = checks.iter().all(|(_, r)| r.is_ok());
     let body: Map<String, Value> = checks
         .into_iter()
-        .map(|(name, r)| {
-            (
-                name.to_owned(),
-                Value::from(r.err().unwrap_or_else(|| "ok".into())),
-            )
-        })
+        .map(|(name, r)| (name.to_owned(), Value::from(r.err().unwrap_or_else(|| "ok".into()))))
         .collect();
     if state.healthy.swap(healthy, Ordering::Relaxed) != healthy {
         let checks = Value::Object(body.clone());
         tracing::warn!(healthy, %checks, "health changed");
     }
-    let (status, word) = if healthy {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "fail")
-    };
+    let (status, word) = if healthy { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "fail") };
     (status, Json(json!({ "status": word, "checks": body }))).into_response()
 }
 
@@ -293,27 +265,19 @@ async fn db_request(state: &AppState, line: &str) -> Result<String, ApiError> {
 }
 
 fn valid_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::BadRequest(
-            "key must be 1..=256 chars without whitespace".into(),
-        ));
+    if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::BadRequest("key must be 1..=256 chars without whitespace".into()));
     }
     Ok(())
 }
 
-async fn get_item(
-    State(state): State<Arc<AppState>>,
-    UrlPath(key): UrlPath<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn get_item(State(state): State<Arc<AppState>>, UrlPath(key): UrlPath<String>) -> Result<Json<Value>, ApiError> {
     valid_key(&key)?;
     let reply = db_request(&state, &format!("GET {key}")).await?;
     match reply.strip_prefix("VALUE ") {
         Some(value) => Ok(Json(json!({ "key": key, "value": value }))),
         None if reply == "NOT_FOUND" => Err(ApiError::NotFound),
-        None => Err(ApiError::DbUnavailable(format!(
-            "unexpected reply: {reply}"
-        ))),
+        None => Err(ApiError::DbUnavailable(format!("unexpected reply: {reply}"))),
     }
 }
 
@@ -329,17 +293,14 @@ async fn put_item(
             Some(Value::String(s)) => s.clone(),
             _ => return Err(ApiError::BadRequest("expected {\"value\": string}".into())),
         },
-        _ => String::from_utf8(body.to_vec())
-            .map_err(|_| ApiError::BadRequest("body is not utf-8".into()))?,
+        _ => String::from_utf8(body.to_vec()).map_err(|_| ApiError::BadRequest("body is not utf-8".into()))?,
     };
     if value.contains(['\n', '\r']) {
         return Err(ApiError::BadRequest("value must be a single line".into()));
     }
     let reply = db_request(&state, &format!("SET {key} {value}")).await?;
     if reply != "OK" {
-        return Err(ApiError::DbUnavailable(format!(
-            "unexpected reply: {reply}"
-        )));
+        return Err(ApiError::DbUnavailable(format!("unexpected reply: {reply}")));
     }
     Ok(Json(json!({ "key": key, "value": value })))
 }
@@ -358,11 +319,8 @@ async fn generate(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
         .await
         .map_err(unavailable)?;
     let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/json"));
+    let content_type =
+        resp.headers().get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     let bytes = resp.bytes().await.map_err(unavailable)?;
     Ok((status, [(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }

@@ -55,18 +55,10 @@ pub struct DbArgs {
 
 pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        ServiceError::io(
-            format!("cannot create data dir {}", args.data_dir.display()),
-            e,
-        )
-    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| ServiceError::io(format!("cannot create data dir {}", args.data_dir.display()), e))?;
     let _lock = lock_data_dir(&args.data_dir)?;
-    let password = args
-        .password_file
-        .as_deref()
-        .map(Password::load)
-        .transpose()?;
+    let password = args.password_file.as_deref().map(Password::load).transpose()?;
     let store = Store::open(&args.data_dir.join(DATA_FILE))?;
     let listener = super::bind(args.listen).await?;
     tracing::info!(
@@ -77,10 +69,7 @@ pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
         startup_ms = started.elapsed().as_millis() as u64,
         "demo db ready"
     );
-    let shared = Arc::new(Shared {
-        store: Mutex::new(store),
-        password,
-    });
+    let shared = Arc::new(Shared { store: Mutex::new(store), password });
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -100,14 +89,8 @@ pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
         }
     }
     let store = shared.store();
-    store
-        .file
-        .sync_all()
-        .map_err(|e| ServiceError::io("cannot flush data file", e))?;
-    tracing::info!(
-        records = store.records,
-        "data file flushed, demo db stopped"
-    );
+    store.file.sync_all().map_err(|e| ServiceError::io("cannot flush data file", e))?;
+    tracing::info!(records = store.records, "data file flushed, demo db stopped");
     Ok(())
 }
 
@@ -128,26 +111,18 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<File>, ServiceError> {
             let pid = pid.trim();
             return Err(ServiceError::Locked {
                 dir: dir.to_path_buf(),
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid.into()
-                },
+                pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
             });
         }
         Err((_, errno)) => {
-            return Err(ServiceError::io(
-                format!("cannot lock {}", path.display()),
-                errno.into(),
-            ));
+            return Err(ServiceError::io(format!("cannot lock {}", path.display()), errno.into()));
         }
     };
     let write_pid = |mut f: &File| {
         f.set_len(0)?;
         f.write_all(format!("{}\n", std::process::id()).as_bytes())
     };
-    write_pid(&lock)
-        .map_err(|e| ServiceError::io(format!("cannot write {}", path.display()), e))?;
+    write_pid(&lock).map_err(|e| ServiceError::io(format!("cannot write {}", path.display()), e))?;
     Ok(lock)
 }
 
@@ -158,9 +133,7 @@ struct Shared {
 
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Answers one request line; `authed` is the connection's auth state.
@@ -173,11 +146,7 @@ impl Shared {
             Request::Ping => return "PONG".into(),
             Request::Auth(token) => {
                 *authed = self.password.as_ref().is_none_or(|p| p.matches(token));
-                return if *authed {
-                    "OK".into()
-                } else {
-                    "ERR auth".into()
-                };
+                return if *authed { "OK".into() } else { "ERR auth".into() };
             }
             _ if !*authed => return "ERR auth required".into(),
             _ => {}
@@ -215,10 +184,7 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result
     let mut buf = Vec::with_capacity(128);
     loop {
         buf.clear();
-        let n = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .await?;
+        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await?;
         if n == 0 {
             return Ok(());
         }
@@ -291,10 +257,7 @@ impl Store {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(ServiceError::io(
-                    format!("cannot read {}", path.display()),
-                    e,
-                ));
+                return Err(ServiceError::io(format!("cannot read {}", path.display()), e));
             }
         };
         let (map, records) = replay(&bytes).map_err(|c| ServiceError::Corrupt {
@@ -307,12 +270,7 @@ impl Store {
             .append(true)
             .open(path)
             .map_err(|e| ServiceError::io(format!("cannot open {}", path.display()), e))?;
-        Ok(Store {
-            path: path.to_path_buf(),
-            file,
-            map,
-            records,
-        })
+        Ok(Store { path: path.to_path_buf(), file, map, records })
     }
 
     /// Appends the record (one `write`), then applies it to the map.
@@ -326,10 +284,8 @@ impl Store {
 
     /// Re-reads the file from disk and verifies every record.
     fn check(&self) -> Result<u64, CorruptAt> {
-        let bytes = std::fs::read(&self.path).map_err(|e| CorruptAt {
-            offset: 0,
-            reason: format!("cannot read data file: {e}"),
-        })?;
+        let bytes = std::fs::read(&self.path)
+            .map_err(|e| CorruptAt { offset: 0, reason: format!("cannot read data file: {e}") })?;
         replay(&bytes).map(|(_, n)| n)
     }
 }
@@ -347,10 +303,7 @@ fn apply(map: &mut HashMap<String, String>, request: &Request<'_>) {
 }
 
 fn checksum(payload: &str) -> String {
-    Sha256::digest(payload.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(payload.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn encode(request: &Request<'_>) -> String {
@@ -368,18 +321,13 @@ fn replay(bytes: &[u8]) -> Result<(HashMap<String, String>, u64), CorruptAt> {
     let mut records = 0;
     let mut offset = 0usize;
     while offset < bytes.len() {
-        let corrupt = |reason: &str| CorruptAt {
-            offset: offset as u64,
-            reason: reason.into(),
-        };
+        let corrupt = |reason: &str| CorruptAt { offset: offset as u64, reason: reason.into() };
         let rest = &bytes[offset..];
         let Some(len) = rest.iter().position(|&b| b == b'\n') else {
             return Err(corrupt("truncated record (no trailing newline)"));
         };
         let line = std::str::from_utf8(&rest[..len]).map_err(|_| corrupt("not utf-8"))?;
-        let (sum, payload) = line
-            .split_once(' ')
-            .ok_or_else(|| corrupt("missing checksum"))?;
+        let (sum, payload) = line.split_once(' ').ok_or_else(|| corrupt("missing checksum"))?;
         if sum != checksum(payload) {
             return Err(corrupt("checksum mismatch"));
         }
@@ -402,22 +350,16 @@ struct Password {
 
 impl Password {
     fn load(path: &Path) -> Result<Self, ServiceError> {
-        let secret = read_secret(path)
-            .map_err(|e| ServiceError::Config(format!("password file {}: {e}", path.display())))?;
-        Ok(Password {
-            path: path.to_path_buf(),
-            cached: Mutex::new(secret),
-        })
+        let secret =
+            read_secret(path).map_err(|e| ServiceError::Config(format!("password file {}: {e}", path.display())))?;
+        Ok(Password { path: path.to_path_buf(), cached: Mutex::new(secret) })
     }
 
     fn matches(&self, token: &str) -> bool {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         match read_secret(&self.path) {
             Ok(secret) => *cached = secret,
-            Err(e) => tracing::warn!(
-                "password file {}: {e}; using the last good one",
-                self.path.display()
-            ),
+            Err(e) => tracing::warn!("password file {}: {e}; using the last good one", self.path.display()),
         }
         constant_time_eq(cached.as_bytes(), token.as_bytes())
     }
@@ -448,27 +390,16 @@ impl Client {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, writer) = stream.into_split();
-        Ok(Client {
-            reader: BufReader::new(read),
-            writer,
-        })
+        Ok(Client { reader: BufReader::new(read), writer })
     }
 
     /// Sends one request line and returns the reply line without its newline.
     pub async fn request(&mut self, line: &str) -> std::io::Result<String> {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .await?;
+        self.writer.write_all(format!("{line}\n").as_bytes()).await?;
         let mut reply = String::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_line(&mut reply)
-            .await?;
+        let n = (&mut self.reader).take(MAX_LINE as u64 + 1).read_line(&mut reply).await?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "db closed the connection",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "db closed the connection"));
         }
         Ok(reply.trim_end_matches(['\n', '\r']).to_owned())
     }

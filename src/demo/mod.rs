@@ -37,33 +37,20 @@ pub enum DemoCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("config error: {0}")]
     Config(String),
     #[error("data file {path} is corrupt at offset {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("data dir {dir} is locked by pid {pid}")]
     Locked { dir: PathBuf, pid: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
 }
 
 impl ServiceError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        ServiceError::Io {
-            what: what.into(),
-            source,
-        }
+        ServiceError::Io { what: what.into(), source }
     }
 
     /// The process exit code for this error (see the module doc).
@@ -107,9 +94,7 @@ fn init_tracing() {
 
 /// Binds a listener; any failure (EADDRINUSE, EACCES, ...) is a start-up error with exit code 2.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServiceError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.
@@ -134,9 +119,7 @@ pub async fn shutdown_signal() {
 
 /// The current UTC time as RFC 3339 with nanoseconds, e.g. `2024-05-01T10:00:00.123456789Z`.
 pub fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     rfc3339(now.as_secs(), now.subsec_nanos())
 }
 
@@ -153,12 +136,7 @@ pub fn rfc3339(secs: u64, nanos: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3_600,
-        (rem % 3_600) / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3_600, (rem % 3_600) / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -43,19 +43,12 @@ struct Catalog {
 impl Catalog {
     fn find(&self, name: &str) -> Option<&str> {
         let wanted = normalize(name);
-        self.models
-            .iter()
-            .find(|m| **m == wanted)
-            .map(String::as_str)
+        self.models.iter().find(|m| **m == wanted).map(String::as_str)
     }
 }
 
 fn normalize(name: &str) -> String {
-    if name.contains(':') {
-        name.to_owned()
-    } else {
-        format!("{name}:latest")
-    }
+    if name.contains(':') { name.to_owned() } else { format!("{name}:latest") }
 }
 
 pub async fn run(args: ModelArgs) -> Result<(), ServiceError> {
@@ -65,10 +58,7 @@ pub async fn run(args: ModelArgs) -> Result<(), ServiceError> {
     });
     let app = Router::new()
         .route("/", get(|| async { "Ollama is running" }))
-        .route(
-            "/api/version",
-            get(|| async { Json(json!({ "version": VERSION })) }),
-        )
+        .route("/api/version", get(|| async { Json(json!({ "version": VERSION })) }))
         .route("/api/tags", get(tags))
         .route("/api/show", post(show))
         .route("/api/generate", post(generate))
@@ -108,10 +98,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ModelError> {
 }
 
 fn digest(name: &str) -> String {
-    Sha256::digest(name.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn details() -> Value {
@@ -151,9 +138,7 @@ struct ShowRequest {
 
 async fn show(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Response, ModelError> {
     let req: ShowRequest = parse(&body)?;
-    let name = catalog
-        .find(&req.model)
-        .ok_or_else(|| ModelError::NotFound(req.model.clone()))?;
+    let name = catalog.find(&req.model).ok_or_else(|| ModelError::NotFound(req.model.clone()))?;
     Ok(Json(json!({
         "modelfile": format!("FROM {name}\n"),
         "parameters": "",
@@ -173,15 +158,10 @@ struct GenerateRequest {
     stream: Option<bool>,
 }
 
-async fn generate(
-    State(catalog): State<Arc<Catalog>>,
-    body: Bytes,
-) -> Result<Response, ModelError> {
+async fn generate(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Response, ModelError> {
     let started = Instant::now();
     let req: GenerateRequest = parse(&body)?;
-    let name = catalog
-        .find(&req.model)
-        .ok_or_else(|| ModelError::NotFound(req.model.clone()))?;
+    let name = catalog.find(&req.model).ok_or_else(|| ModelError::NotFound(req.model.clone()))?;
     let words: Vec<&str> = req.prompt.split_whitespace().collect();
     let created_at = super::rfc3339_now();
     let done = |response: String| {
@@ -206,11 +186,7 @@ async fn generate(
     }
     let mut body = String::new();
     for (i, word) in words.iter().enumerate() {
-        let piece = if i + 1 < words.len() {
-            format!("{word} ")
-        } else {
-            (*word).to_owned()
-        };
+        let piece = if i + 1 < words.len() { format!("{word} ") } else { (*word).to_owned() };
         let chunk = json!({
             "model": name,
             "created_at": created_at,
