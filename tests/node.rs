@@ -250,13 +250,14 @@ fn test_metrics_pass_promtool_check() {
     ] {
         assert!(text.contains(name), "{name} in /metrics:\n{text}");
     }
+    ensure_promtool();
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool not found: run .ci/install-deps.sh");
+        .expect("promtool not found after .ci/install-deps.sh");
     std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(

@@ -217,3 +217,14 @@ pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// promtool comes from the Debian package `prometheus`; a fresh machine gets it from the
+/// project's own install script (quiet and idempotent), so `cargo test` alone suffices.
+pub fn ensure_promtool() {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-deps.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+}
