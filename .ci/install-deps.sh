@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs, as root on a fresh Debian machine, the system tools warden's tests need:
+#   promtool (Debian package `prometheus`)      always
+#   monit    (Debian package `monit`)           with --bench (the peer in the restore benchmark)
+# Idempotent and quiet: skips apt entirely when every command is present, runs
+# `apt-get update` only when something must be installed, prints only on failure.
+set -euo pipefail
+
+bench=0
+for arg in "$@"; do
+    case "$arg" in
+        --bench) bench=1 ;;
+        -h|--help) echo "usage: $0 [--bench]"; exit 0 ;;
+        *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+# command -> Debian package
+declare -A want=([promtool]=prometheus)
+if [ "$bench" = 1 ]; then
+    want[monit]=monit
+fi
+
+find_missing() {
+    missing=()
+    for cmd in "${!want[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+    done
+}
+find_missing
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+# Tests may call this script in parallel: one installs, the others wait and re-check.
+exec 9>/var/lock/warden-install-deps.lock
+if ! flock -w 600 9; then
+    echo "install-deps: timed out waiting for another install to finish" >&2
+    exit 1
+fi
+find_missing
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+log=$(mktemp)
+export DEBIAN_FRONTEND=noninteractive
+# Packaged daemons must not start here: we only want their binaries. A policy-rc.d
+# that refuses is the documented way; restore whatever was there before.
+policy=/usr/sbin/policy-rc.d
+had_policy=0
+if [ -e "$policy" ]; then had_policy=1; cp -p "$policy" "$log.policy"; fi
+restore_policy() {
+    if [ "$had_policy" = 1 ]; then mv -f "$log.policy" "$policy"; else rm -f "$policy"; fi
+    rm -f "$log"
+}
+trap restore_policy EXIT
+printf '#!/bin/sh\nexit 101\n' >"$policy"
+chmod 0755 "$policy"
+
+lock_wait=(-o DPkg::Lock::Timeout=300)
+if ! { apt-get "${lock_wait[@]}" update -qq &&
+       apt-get "${lock_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    echo "install-deps: failed to install: ${missing[*]}" >&2
+    cat "$log" >&2
+    exit 1
+fi
+
+for cmd in "${!want[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "install-deps: $cmd still missing after installing ${want[$cmd]}" >&2
+        exit 1
+    fi
+done

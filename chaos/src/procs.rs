@@ -1,0 +1,316 @@
+//! Processes the harness owns. Each child runs in its own process group with its output in a
+//! log file and is killed with its whole group when dropped, so no path out of a run (error,
+//! Ctrl-C, panic) leaves a process behind. The harness also makes itself a child subreaper
+//! and reaps orphans (services that a peer supervisor started through `sh -c '... &'`), like
+//! a real init would: a zombie must not look alive to a supervisor.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use crate::error::BenchError;
+use crate::procnet;
+
+/// A child process leading its own process group; the group dies with this value.
+pub struct Group {
+    name: String,
+    child: tokio::process::Child,
+    pid: u32,
+    log: PathBuf,
+    stopped: bool,
+}
+
+impl Group {
+    /// Starts `program args...` in a new process group, stdin from /dev/null, stdout and
+    /// stderr appended to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, BenchError> {
+        let spawn_err = |source| BenchError::Spawn { what: name.to_string(), source };
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
+        let err = out.try_clone().map_err(spawn_err)?;
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_err)?;
+        let pid = child.id().ok_or_else(|| spawn_err(std::io::Error::other("child exited before its pid was read")))?;
+        Ok(Self { name: name.to_string(), child, pid, log: log.to_path_buf(), stopped: false })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while the leader has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    /// SIGTERM to the leader, up to `grace` for it to exit, then SIGKILL to the whole group
+    /// (leader and anything it left behind). Returns whether the leader exited on SIGTERM.
+    pub async fn terminate(&mut self, grace: Duration) -> bool {
+        let clean = self.stop_leader(grace).await;
+        self.kill_group().await;
+        clean
+    }
+
+    /// SIGTERM to the leader only and up to `grace` for it to exit; true if it did. The
+    /// rest of the group is left as the leader left it (see [`Group::kill_group`]).
+    pub async fn stop_leader(&mut self, grace: Duration) -> bool {
+        let _ = kill(pid(self.pid), Signal::SIGTERM);
+        tokio::time::timeout(grace, self.child.wait()).await.is_ok()
+    }
+
+    /// SIGKILL to the whole group, then reap the leader.
+    pub async fn kill_group(&mut self) {
+        let _ = killpg(pid(self.pid), Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        self.stopped = true;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = killpg(pid(self.pid), Signal::SIGKILL);
+            // tokio reaps a dropped child in the background.
+        }
+    }
+}
+
+fn pid(raw: u32) -> Pid {
+    Pid::from_raw(i32::try_from(raw).unwrap_or(i32::MAX))
+}
+
+/// Sends `signal` to one process.
+pub fn signal(raw_pid: u32, signal: Signal) -> Result<(), BenchError> {
+    kill(pid(raw_pid), signal).map_err(BenchError::from)
+}
+
+/// The last `lines` lines of a text file, or an empty string when unreadable.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut tail = String::new();
+    for line in &all[start..] {
+        tail.push('\n');
+        tail.push_str("    ");
+        tail.push_str(line);
+    }
+    tail
+}
+
+/// Makes this process the reaper of orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`).
+pub fn become_subreaper() -> Result<(), BenchError> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(BenchError::from)
+}
+
+/// Reaps `raw_pid` if it is a zombie child of ours; silently does nothing otherwise.
+pub fn reap(raw_pid: u32) {
+    let _ = waitpid(pid(raw_pid), Some(WaitPidFlag::WNOHANG));
+}
+
+/// Reaps every zombie child of ours that does not lead its own process group: those are
+/// orphans handed to us as subreaper. [`Group`] children lead their groups and are left to
+/// tokio, which waits for them by pid.
+pub fn reap_orphans() {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(info) = parse_stat(&stat)
+            && info.state == 'Z'
+            && info.ppid == me
+            && info.pgid != p
+        {
+            reap(p);
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the harness needs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StatInfo {
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat` (the command name may contain spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<StatInfo> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15), 1-based in proc(5).
+    let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    let pgid = fields.get(2)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(StatInfo { state, ppid, pgid, cpu_ticks: utime + stime })
+}
+
+/// `/proc/<pid>/stat`, parsed; `None` once the process is gone.
+pub fn stat_of(raw_pid: u32) -> Option<StatInfo> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{raw_pid}/stat")).ok()?)
+}
+
+/// True when `raw_pid` exists and is not a zombie.
+pub fn is_alive(raw_pid: u32) -> bool {
+    stat_of(raw_pid).is_some_and(|s| s.state != 'Z')
+}
+
+/// `VmRSS` of a process in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(raw_pid: u32) -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string(format!("/proc/{raw_pid}/status")).ok()?)
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status` text, in KiB.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// True when `raw_pid` runs the same executable as this process (so it is one of ours).
+pub fn runs_our_exe(raw_pid: u32) -> bool {
+    let Ok(ours) = std::env::current_exe() else {
+        return false;
+    };
+    std::fs::read_link(format!("/proc/{raw_pid}/exe")).is_ok_and(|theirs| theirs == ours)
+}
+
+/// The pids listening on `port`, without duplicates (a port may be held through IPv4 and
+/// IPv6, or by a parent and its forked child).
+pub fn holders(port: u16) -> Result<Vec<u32>, BenchError> {
+    let mut pids: Vec<u32> = procnet::listeners_of_port(port)
+        .map_err(BenchError::io(format!("reading /proc for port {port}")))?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// Fails with [`BenchError::PortBusy`] when anything listens on one of `ports`.
+pub fn ensure_ports_free(ports: &[u16]) -> Result<(), BenchError> {
+    for &port in ports {
+        let pids = holders(port)?;
+        if !pids.is_empty() {
+            let holders = pids
+                .iter()
+                .map(|p| {
+                    let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    format!("pid {p} ({})", comm.trim())
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(BenchError::PortBusy { port, holders });
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILLs (and reaps) every process running our executable that listens on one of
+/// `ports`; returns how many it found. Used after a supervisor is gone, to leave nothing.
+pub fn kill_our_listeners(ports: &[u16]) -> usize {
+    let mut n = 0;
+    for &port in ports {
+        for p in holders(port).unwrap_or_default() {
+            if runs_our_exe(p) {
+                let _ = signal(p, Signal::SIGCONT);
+                let _ = signal(p, Signal::SIGKILL);
+                reap(p);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A private (0700) temporary directory, removed when dropped unless kept.
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str, keep: bool) -> Result<Self, BenchError> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:08x}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(BenchError::io(format!("creating {}", path.display())))?;
+        Ok(Self { path, keep })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_stat_handles_names_with_spaces_and_parens() {
+        // Invariant: the fields after the last ')' are read, whatever the command name is.
+        let text = "4242 (we (ird) name) Z 17 4200 4200 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 1 0";
+        let info = parse_stat(text).expect("parses");
+        assert_eq!(info, StatInfo { state: 'Z', ppid: 17, pgid: 4200, cpu_ticks: 281 });
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn test_parse_vm_rss_reads_kib() {
+        let status = "Name:\twarden\nVmPeak:\t  20000 kB\nVmRSS:\t    9876 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(9876));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn test_own_stat_and_rss_are_readable() {
+        let me = std::process::id();
+        assert!(is_alive(me), "we are alive");
+        assert!(rss_kib(me).is_some_and(|k| k > 0), "own VmRSS readable");
+        assert!(runs_our_exe(me), "our exe is our exe");
+    }
+}
