@@ -44,7 +44,11 @@ fn test_sigkill_of_each_demo_service_is_restarted_healthy() {
     let s = node.status().unwrap();
     for svc in s["services"].as_array().unwrap() {
         assert_eq!(svc["restarts"], 1, "each service restarted exactly once: {svc}");
+        assert!(svc["last_exit"].as_str().unwrap().contains("SIGKILL"), "exit reason kept: {svc}");
     }
+    // Output of every process generation lands in the service's log file.
+    let log = std::fs::read_to_string(node.data_dir().join("logs/api.log")).unwrap();
+    assert!(log.matches("demo api ready").count() >= 2, "both api processes logged:\n{log}");
 }
 
 #[test]
@@ -131,6 +135,23 @@ fn test_service_that_exits_at_once_is_quarantined() {
     assert!(node.stderr().contains("alert: service quarantined"), "alert logged:\n{}", node.stderr());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.status().unwrap()["services"][0]["restarts"], 3, "no restarts once quarantined");
+}
+
+#[test]
+fn test_service_not_ready_by_its_deadline_is_flagged_slow_boot() {
+    // Past startup_deadline_ms without passing its ready check, a service is marked slow.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 30']\n    ready: {{ kind: tcp, addr: '127.0.0.1:{}' }}\n    startup_deadline_ms: 300\n",
+        ports.http, ports.api
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("slow boot flagged", Duration::from_secs(20), || {
+        node.status().is_some_and(|s| s["services"][0]["slow_boot"] == true)
+    });
+    assert_eq!(node.service("slow").unwrap().1, "starting", "still waiting to be ready, not killed");
+    assert!(node.stderr().contains("alert: slow boot"), "{}", node.stderr());
+    assert_eq!(status_code(&node.url("/readyz")), Some(503), "node not ready while a service boots");
 }
 
 /// Runs `warden run` on `config`; returns (exit code, stderr, whether the service started).
