@@ -97,6 +97,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (node_ref, mut node_join) = tree::spawn_node(&ctx, http).await.context("cannot start the supervision tree")?;
     info!(node = ctx.config.node.name, http = addr, data_dir = %data_dir.display(), pid = std::process::id(), "warden node started");
 
+    // The node as a whole has a boot budget too (failure mode 3 at node level).
+    let boot_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let deadline = boot_ctx.config.node.startup_deadline_ms;
+        tokio::time::sleep(Duration::from_millis(deadline)).await;
+        if !boot_ctx.services.all_ready_once() {
+            warn!(deadline_ms = deadline, "alert: slow boot, node not ready within its startup deadline");
+        }
+    });
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let code = tokio::select! {

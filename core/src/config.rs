@@ -303,9 +303,6 @@ pub enum ProbeCheck {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealingConfig {
-    /// How long a repaired service has to pass its re-probe.
-    #[serde(default = "default_verify_timeout_ms")]
-    pub verify_timeout_ms: u64,
     /// An incident open longer than this raises an alert (SPEC: 2 minutes).
     #[serde(default = "default_mttr_alert_ms")]
     pub mttr_alert_ms: u64,
@@ -314,9 +311,6 @@ pub struct HealingConfig {
     pub mttr_window: usize,
 }
 
-fn default_verify_timeout_ms() -> u64 {
-    10_000
-}
 fn default_mttr_alert_ms() -> u64 {
     120_000
 }
@@ -327,7 +321,6 @@ fn default_mttr_window() -> usize {
 impl Default for HealingConfig {
     fn default() -> Self {
         Self {
-            verify_timeout_ms: default_verify_timeout_ms(),
             mttr_alert_ms: default_mttr_alert_ms(),
             mttr_window: default_mttr_window(),
         }
