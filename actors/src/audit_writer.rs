@@ -6,28 +6,10 @@
 use crate::context::{Ctx, names};
 use crate::registry::Registration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use warden_core::audit::{
-    self, AuditActor, AuditEntry, DecisionKind, EntryKind, GENESIS, Hash, OutcomeKind, SealedEntry,
-};
-
-/// An entry before the writer numbers, timestamps and seals it.
-#[derive(Debug, Clone)]
-pub struct AuditDraft {
-    pub kind: EntryKind,
-    pub actor: AuditActor,
-    pub action: String,
-    pub tier: u8,
-    pub target: String,
-    pub rationale: String,
-    pub decision: DecisionKind,
-    pub outcome: Option<OutcomeKind>,
-    pub detail: String,
-    pub incident_id: Option<u64>,
-    pub run_id: Option<u64>,
-}
+use warden_core::audit::{self, AuditEntry, AuditRecord, GENESIS, Hash, SealedEntry};
 
 pub enum AuditMsg {
-    Append(Box<AuditDraft>, RpcReplyPort<Result<SealedEntry, String>>),
+    Append(Box<AuditRecord>, RpcReplyPort<Result<SealedEntry, String>>),
 }
 
 pub struct AuditWriter {
@@ -54,21 +36,11 @@ impl Actor for AuditWriter {
     }
 
     async fn handle(&self, _: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
-        let AuditMsg::Append(d, reply) = msg;
+        let AuditMsg::Append(record, reply) = msg;
         let entry = AuditEntry {
             seq: st.last_seq + 1,
             ts_unix_ms: warden_core::now_unix_ms(),
-            kind: d.kind,
-            actor: d.actor,
-            action: d.action,
-            tier: d.tier,
-            target: d.target,
-            rationale: d.rationale,
-            decision: d.decision,
-            outcome: d.outcome,
-            detail: d.detail,
-            incident_id: d.incident_id,
-            run_id: d.run_id,
+            record: *record,
             prev_hash: st.last_hash,
         };
         let result = match audit::seal(entry, st.last_hash) {

@@ -6,14 +6,14 @@
 //! (fail closed). Outcomes of permitted actions are audited through it too.
 
 use crate::approval_queue::ApprovalMsg;
-use crate::audit_writer::{AuditDraft, AuditMsg};
+use crate::audit_writer::AuditMsg;
 use crate::context::{Ctx, names};
 use crate::metrics::DecisionLabel;
 use crate::registry::Registration;
 use crate::rpc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
-use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
+use warden_core::audit::{AuditRecord, DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
 use warden_core::policy::{ActionRequest, RateHistory, Verdict, evaluate};
 
@@ -70,7 +70,7 @@ impl Actor for Gatekeeper {
             }
             GateMsg::Outcome(report, reply) => {
                 let r = &report.request;
-                let draft = AuditDraft {
+                let draft = AuditRecord {
                     kind: EntryKind::Outcome,
                     actor: r.actor.clone(),
                     action: r.action.clone(),
@@ -92,7 +92,7 @@ impl Actor for Gatekeeper {
 }
 
 impl Gatekeeper {
-    async fn append(&self, draft: AuditDraft) -> Result<warden_core::audit::SealedEntry, String> {
+    async fn append(&self, draft: AuditRecord) -> Result<warden_core::audit::SealedEntry, String> {
         rpc::ask(&self.ctx.name(names::AUDIT_WRITER), AUDIT_TIMEOUT, |tx| AuditMsg::Append(Box::new(draft), tx))
             .await
             .map_err(|e| e.to_string())?
@@ -106,7 +106,7 @@ impl Gatekeeper {
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
             .inc();
-        let draft = AuditDraft {
+        let draft = AuditRecord {
             kind: EntryKind::Decision,
             actor: req.actor.clone(),
             action: req.action.clone(),

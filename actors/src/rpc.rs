@@ -16,9 +16,7 @@ pub enum AskError {
 
 /// The actor registered under `name`, typed by its message.
 pub fn lookup<M: ractor::Message>(name: &str) -> Result<ActorRef<M>, AskError> {
-    ractor::registry::where_is(name)
-        .map(ActorRef::from)
-        .ok_or_else(|| AskError::NotRunning(name.to_string()))
+    ractor::registry::where_is(name).map(ActorRef::from).ok_or_else(|| AskError::NotRunning(name.to_string()))
 }
 
 /// Sends `make(reply)` to the actor named `name` and waits at most `timeout` for the reply.

@@ -43,10 +43,10 @@ pub enum ServiceMsg {
         service: String,
         generation: u64,
     },
-    /// A deliberate stop finished; start again when `restart`.
+    /// A deliberate stop finished; `then` says what comes next.
     Stopped {
         service: String,
-        restart: bool,
+        then: AfterStop,
         old_pid: Option<u32>,
         reply: Option<RpcReplyPort<Result<String, String>>>,
     },
@@ -56,6 +56,17 @@ pub enum ServiceMsg {
     StopAll(RpcReplyPort<()>),
     /// Fault injection: panic inside the handler.
     Crash,
+}
+
+/// What follows a deliberate stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Start a new process (a restart).
+    Start,
+    /// Stay stopped.
+    Stay,
+    /// Stay stopped, quarantined until released.
+    Quarantine,
 }
 
 pub struct ServiceSupervisor {
@@ -142,18 +153,25 @@ impl Actor for ServiceSupervisor {
                     self.spawn(&service);
                 }
             }
-            ServiceMsg::Stopped { service, restart, old_pid, reply } => {
-                let result = if restart {
-                    let new_pid = self.spawn(&service);
-                    match new_pid {
-                        Some(p) => Ok(format!(
-                            "replaced pid {} with pid {p}",
-                            old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-                        )),
+            ServiceMsg::Stopped { service, then, old_pid, reply } => {
+                let old = old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                let result = match then {
+                    AfterStop::Start => match self.spawn(&service) {
+                        Some(p) => Ok(format!("replaced pid {old} with pid {p}")),
                         None => Err(format!("service `{service}` did not start again")),
+                    },
+                    AfterStop::Stay | AfterStop::Quarantine => {
+                        let mut t = self.ctx.services.lock();
+                        if let Some(e) = t.services.get_mut(&service) {
+                            e.pid = None;
+                            e.state = if then == AfterStop::Quarantine {
+                                ServiceState::Quarantined
+                            } else {
+                                ServiceState::Stopped
+                            };
+                        }
+                        Ok(format!("stopped pid {old}"))
                     }
-                } else {
-                    Ok(format!("stopped pid {}", old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())))
                 };
                 if let Some(r) = reply {
                     let _ = r.send(result);
@@ -324,12 +342,15 @@ impl ServiceSupervisor {
             return;
         };
         match &s.primitive {
-            Primitive::RestartService { .. } | Primitive::StopService => {
-                let restart = matches!(s.primitive, Primitive::RestartService { .. });
+            Primitive::RestartService { .. } | Primitive::StopService | Primitive::QuarantineService => {
+                let then = match s.primitive {
+                    Primitive::RestartService { .. } => AfterStop::Start,
+                    Primitive::QuarantineService => AfterStop::Quarantine,
+                    _ => AfterStop::Stay,
+                };
                 // A hung process never acts on TERM: `force` goes straight to KILL.
                 let force = matches!(s.primitive, Primitive::RestartService { force: true });
-                let old_pid = e.pid;
-                let exit = e.exit.clone();
+                let (old_pid, exit) = (e.pid, e.exit.clone());
                 let grace = Duration::from_millis(e.config.stop_grace_ms);
                 e.state = ServiceState::Stopping;
                 // A deliberate stop is no crash: later exit notices of this process are ignored.
@@ -340,21 +361,7 @@ impl ServiceSupervisor {
                     if let (Some(pid), Some(exit)) = (old_pid, exit) {
                         process::stop_group(pid, exit, grace, force).await;
                     }
-                    let _ = rpc::tell(&me, ServiceMsg::Stopped { service, restart, old_pid, reply: Some(reply) });
-                });
-            }
-            Primitive::QuarantineService => {
-                let old_pid = e.pid;
-                let exit = e.exit.clone();
-                let grace = Duration::from_millis(e.config.stop_grace_ms);
-                e.state = ServiceState::Quarantined;
-                e.generation += 1;
-                drop(t);
-                tokio::spawn(async move {
-                    if let (Some(pid), Some(exit)) = (old_pid, exit) {
-                        process::stop_group(pid, exit, grace, false).await;
-                    }
-                    let _ = reply.send(Ok(format!("quarantined `{service}`")));
+                    let _ = rpc::tell(&me, ServiceMsg::Stopped { service, then, old_pid, reply: Some(reply) });
                 });
             }
             Primitive::StartService => {

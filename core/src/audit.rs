@@ -46,11 +46,9 @@ pub enum OutcomeKind {
     RolledBack,
 }
 
-/// One audit record. Field order is the canonical encoding: do not reorder.
+/// What an entry says. Field order is part of the canonical encoding: do not reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub ts_unix_ms: u64,
+pub struct AuditRecord {
     pub kind: EntryKind,
     pub actor: AuditActor,
     pub action: String,
@@ -63,6 +61,14 @@ pub struct AuditEntry {
     pub detail: String,
     pub incident_id: Option<u64>,
     pub run_id: Option<u64>,
+}
+
+/// A record placed on the chain: its position, time and the previous entry's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub ts_unix_ms: u64,
+    pub record: AuditRecord,
     #[serde(with = "hex_hash")]
     pub prev_hash: Hash,
 }
@@ -161,17 +167,19 @@ mod tests {
         AuditEntry {
             seq,
             ts_unix_ms: 1_700_000_000_000 + seq,
-            kind: EntryKind::Decision,
-            actor: AuditActor::System,
-            action: action.into(),
-            tier: 2,
-            target: "api".into(),
-            rationale: "api /health timed out".into(),
-            decision: DecisionKind::Allow,
-            outcome: None,
-            detail: String::new(),
-            incident_id: Some(1),
-            run_id: Some(1),
+            record: AuditRecord {
+                kind: EntryKind::Decision,
+                actor: AuditActor::System,
+                action: action.into(),
+                tier: 2,
+                target: "api".into(),
+                rationale: "api /health timed out".into(),
+                decision: DecisionKind::Allow,
+                outcome: None,
+                detail: String::new(),
+                incident_id: Some(1),
+                run_id: Some(1),
+            },
             prev_hash: GENESIS,
         }
     }
@@ -195,7 +203,7 @@ mod tests {
     #[test]
     fn test_verify_names_modified_entry() {
         let mut c = chain(5);
-        c[2].entry.target = "db".into();
+        c[2].entry.record.target = "db".into();
         let err = verify(c).expect_err("modified");
         assert_eq!((err.position, err.seq), (2, 3));
         assert!(err.reason.contains("modified"), "{err}");
@@ -219,7 +227,7 @@ mod tests {
     fn test_verify_rejects_rehashed_forgery() {
         // Rewriting an entry and recomputing its own hash still breaks the next link.
         let mut c = chain(4);
-        c[1].entry.rationale = "forged".into();
+        c[1].entry.record.rationale = "forged".into();
         c[1].hash = hash_entry(&c[1].entry).expect("hash");
         assert_eq!(verify(c).expect_err("forged").position, 2);
     }
@@ -227,7 +235,7 @@ mod tests {
     #[test]
     fn test_sealed_entry_round_trips_through_postcard() {
         let mut e = entry(1, "x");
-        e.actor = AuditActor::User("alice".into());
+        e.record.actor = AuditActor::User("alice".into());
         let sealed = seal(e, GENESIS).expect("seal");
         let bytes = postcard::to_stdvec(&sealed).expect("encode");
         let back: SealedEntry = postcard::from_bytes(&bytes).expect("decode");

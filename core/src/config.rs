@@ -320,10 +320,7 @@ fn default_mttr_window() -> usize {
 
 impl Default for HealingConfig {
     fn default() -> Self {
-        Self {
-            mttr_alert_ms: default_mttr_alert_ms(),
-            mttr_window: default_mttr_window(),
-        }
+        Self { mttr_alert_ms: default_mttr_alert_ms(), mttr_window: default_mttr_window() }
     }
 }
 

@@ -20,7 +20,7 @@ pub struct AuditReceipt {
 impl AuditReceipt {
     /// A receipt for a sealed decision entry; `None` for any other kind of entry.
     pub fn for_decision(sealed: &SealedEntry) -> Option<Self> {
-        (sealed.entry.kind == EntryKind::Decision).then_some(Self { seq: sealed.entry.seq, hash: sealed.hash })
+        (sealed.entry.record.kind == EntryKind::Decision).then_some(Self { seq: sealed.entry.seq, hash: sealed.hash })
     }
     pub fn seq(&self) -> u64 {
         self.seq
@@ -165,22 +165,9 @@ mod tests {
         let Verdict::Allow(allowed) = evaluate(&p, req, 0, &RateHistory::default()) else {
             panic!("expected allow");
         };
-        let entry = AuditEntry {
-            seq: 1,
-            ts_unix_ms: 0,
-            kind: EntryKind::Decision,
-            actor: AuditActor::System,
-            action: action.into(),
-            tier: 2,
-            target: target.into(),
-            rationale: "t".into(),
-            decision: DecisionKind::Allow,
-            outcome: None,
-            detail: String::new(),
-            incident_id: None,
-            run_id: Some(7),
-            prev_hash: GENESIS,
-        };
+        let mut entry = audit::tests_support_entry();
+        entry.record.action = action.into();
+        entry.record.target = target.into();
         let sealed = audit::seal(entry, GENESIS).expect("seal");
         Permit::grant(allowed, AuditReceipt::for_decision(&sealed).expect("decision receipt"))
     }
@@ -211,7 +198,7 @@ mod tests {
     #[test]
     fn test_outcome_entries_give_no_receipt() {
         let mut e = audit::tests_support_entry();
-        e.kind = EntryKind::Outcome;
+        e.record.kind = EntryKind::Outcome;
         let sealed = audit::seal(e, GENESIS).expect("seal");
         assert!(AuditReceipt::for_decision(&sealed).is_none());
     }
