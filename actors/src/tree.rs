@@ -13,6 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use warden_core::config::{Strategy, TreeSpec};
 
+/// How long a respawn waits for the previous holder of its name to unregister.
+const NAME_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (bounded) until no actor holds `name`. ractor-supervisor respawns a melted-down
+/// subtree at once, while the old subtree's children are still being killed; spawning
+/// then would fail with "already registered", count as a new failure, and let one real
+/// meltdown burn several of the parent's restarts. Past the bound the spawn goes ahead and
+/// fails as it would have.
+async fn name_released(name: &str) {
+    let start = tokio::time::Instant::now();
+    while ractor::registry::where_is(name.to_string()).is_some() && start.elapsed() < NAME_RELEASE_WAIT {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 pub fn options(spec: &TreeSpec) -> SupervisorOptions {
     SupervisorOptions {
         strategy: match spec.strategy {
@@ -39,6 +54,7 @@ where
         spawn_fn: SpawnFn::new(move |sup: ActorCell, id: String| {
             let actor = make();
             async move {
+                name_released(&id).await;
                 let (r, _) = Supervisor::spawn_linked(id, actor, (), sup).await?;
                 Ok::<ActorCell, SpawnErr>(r.get_cell())
             }
@@ -60,6 +76,7 @@ where
         spawn_fn: SpawnFn::new(move |sup: ActorCell, id: String| {
             let args = SupervisorArguments { child_specs: children(), options: options(&spec) };
             async move {
+                name_released(&id).await;
                 let (r, _) = Supervisor::spawn_linked(id, Supervisor, args, sup).await?;
                 Ok::<ActorCell, SpawnErr>(r.get_cell())
             }
