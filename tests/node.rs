@@ -359,3 +359,25 @@ fn test_second_warden_on_a_locked_data_dir_fails_with_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn test_unusable_data_dir_is_a_one_line_error() {
+    // A data dir that cannot be created fails the start with one clear line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let cfg = dir.path().join("node.yaml");
+    std::fs::write(&cfg, default_config_on(Ports::fresh())).unwrap();
+    let out = Command::new(WARDEN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(file.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("cannot create data dir") && lines[0].contains("plain-file"), "{err}");
+}
