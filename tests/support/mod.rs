@@ -9,9 +9,21 @@ use std::time::{Duration, Instant};
 pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 pub const DEFAULT_NODE_YAML: &str = include_str!("../../config/node.yaml");
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below Linux's ephemeral range (32768–60999) so
+/// that the many short outgoing connections of probes can never take it before the
+/// service that is meant to bind it does.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Polls `pred` every 20 ms until it holds; panics naming `what` after `timeout`.
@@ -131,9 +143,14 @@ impl Node {
 
     /// Waits until every service runs and the api answers 200.
     pub fn wait_ready(&self) {
-        wait_until("node ready and api healthy", Duration::from_secs(60), || {
-            status_code(&self.url("/readyz")) == Some(200) && status_code(&self.api_url("/health")) == Some(200)
-        });
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if status_code(&self.url("/readyz")) == Some(200) && status_code(&self.api_url("/health")) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node not ready after 60 s; status: {:?}\nwarden stderr:\n{}", self.status(), self.stderr());
     }
 
     /// SIGTERM and wait for exit; returns the exit status.
