@@ -63,6 +63,9 @@ impl BenchConfig {
         if self.peer == Peer::Monit && self.monit_cycle != 1 {
             cmd.push_str(&format!(" --monit-cycle {}", self.monit_cycle));
         }
+        if !self.timing.settle.is_zero() {
+            cmd.push_str(&format!(" --settle {}", self.timing.settle.as_secs()));
+        }
         if self.idle != Duration::from_secs(5) {
             cmd.push_str(&format!(" --idle-secs {}", self.idle.as_secs()));
         }
@@ -100,6 +103,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
             run_limit_s: cfg.timing.run_limit.as_secs(),
             stable_for_ms: cfg.timing.stable_for.as_millis() as u64,
             max_jitter_ms: 1000,
+            settle_s: cfg.timing.settle.as_secs(),
         },
         peer: monit.as_ref().map(|m| PeerInfo {
             name: "monit".to_string(),
@@ -363,9 +367,10 @@ mod tests {
         cfg.out = None;
         cfg.json = None;
         cfg.skip_warden = true;
+        cfg.timing.settle = Duration::from_secs(61);
         assert_eq!(
             cfg.command(),
-            "warden chaos bench --runs 20 --peer monit --faults hang --monit-cycle 30 --skip-warden"
+            "warden chaos bench --runs 20 --peer monit --faults hang --monit-cycle 30 --settle 61 --skip-warden"
         );
     }
 }

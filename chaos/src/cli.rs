@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Monit's poll cycle (`set daemon`), seconds.
     #[arg(long, default_value_t = 1)]
     monit_cycle: u32,
+    /// Extra seconds between two faults, for supervisors whose crash-loop window would
+    /// otherwise count the faults as one loop (warden's default node: 5 restarts in 60 s).
+    #[arg(long, default_value_t = 0)]
+    settle: u64,
     /// Seconds warden idles before its RSS and CPU are read.
     #[arg(long, default_value_t = 5)]
     idle_secs: u64,
@@ -66,7 +70,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         skip_warden: args.skip_warden,
         idle: Duration::from_secs(args.idle_secs),
         keep_tmp: args.keep_tmp,
-        timing: Timing::default(),
+        timing: Timing { settle: Duration::from_secs(args.settle), ..Timing::default() },
     };
     // On Ctrl-C or SIGTERM the bench future is dropped: every process group it owns is
     // killed by its guard on the way out.

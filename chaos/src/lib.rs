@@ -7,14 +7,13 @@
 //! - [`services`]: the demo node's services and ports, started by hand
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
-//! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (shared with `warden-core`)
+//! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (re-exported from `warden-core`)
 
 pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod monit;
-#[path = "../../core/src/procnet.rs"]
-pub mod procnet;
+pub use warden_core::procnet;
 pub mod procs;
 pub mod report;
 pub mod restore;

@@ -83,6 +83,8 @@ pub struct Method {
     pub run_limit_s: u64,
     pub stable_for_ms: u64,
     pub max_jitter_ms: u64,
+    /// Extra pause between two faults (`--settle`).
+    pub settle_s: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -155,12 +157,16 @@ impl Report {
              sends it SIGKILL (`kill`) or SIGSTOP (`hang`: alive, port open, silent), then polls \
              `GET /health` every {} ms ({} ms request timeout, a fresh connection each time) until a \
              `200` comes from a new pid. A sample is the seconds from the signal to that `200`. \
-             Runs start after {} s of steady `200`s plus a random 0–{} ms delay, so faults do not \
+             Runs start after {}{} s of steady `200`s plus a random 0–{} ms delay, so faults do not \
              line up with a poll cycle; a run without a new `200` within {} s counts as failed. \
              Both supervisors run the same api binary against the same db and model; warden's \
              is the embedded default node (`warden run`).\n\n",
             self.method.poll_every_ms,
             self.method.request_timeout_ms,
+            match self.method.settle_s {
+                0 => String::new(),
+                s => format!("a {s} s pause (`--settle`), then "),
+            },
             self.method.stable_for_ms as f64 / 1000.0,
             self.method.max_jitter_ms,
             self.method.run_limit_s,
@@ -192,6 +198,18 @@ impl Report {
         md.push('\n');
         for line in self.verdicts() {
             md.push_str(&format!("- {line}\n"));
+        }
+        for series in self.api_start.iter().chain(&self.results) {
+            if let Some(first) = series.failures.first() {
+                let what = series.fault.map_or("start", Fault::name);
+                md.push_str(&format!(
+                    "- {} {what}: {} of {} runs failed; the first: {}.\n",
+                    series.supervisor,
+                    series.failures.len(),
+                    series.failures.len() + series.samples_s.len(),
+                    first.lines().next().unwrap_or_default().trim_end_matches('.'),
+                ));
+            }
         }
         for note in &self.notes {
             md.push_str(&format!("- Note: {note}\n"));
@@ -352,6 +370,7 @@ mod tests {
                 run_limit_s: 30,
                 stable_for_ms: 1000,
                 max_jitter_ms: 1000,
+                settle_s: 0,
             },
             peer: Some(PeerInfo { name: "monit".into(), version: "5.33.0".into(), cycle_s: 1 }),
             api_start: Some(SeriesReport::new("api", None, &ms(&[50, 60, 70]), vec![]).expect("api")),
@@ -382,6 +401,8 @@ mod tests {
         assert!(md.contains("target/release/warden chaos bench --runs 3"), "{md}");
         assert!(md.contains("Linux 6.1.0, monit 5.33.0 with `set daemon 1`"), "{md}");
         assert!(md.contains("- Note: example note"));
+        assert!(md.contains("- warden hang: 1 of 3 runs failed; the first: timeout.\n"), "{md}");
+        assert!(!md.contains("monit kill: "), "no failure line without failures");
     }
 
     #[test]

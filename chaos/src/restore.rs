@@ -52,6 +52,9 @@ pub struct Timing {
     pub stable_for: Duration,
     /// Bound on waiting for stability.
     pub stable_limit: Duration,
+    /// Extra pause before each fault, so that a supervisor's restart window (crash-loop
+    /// budget, backoff) can forget the previous one: faults become independent.
+    pub settle: Duration,
 }
 
 impl Default for Timing {
@@ -62,6 +65,7 @@ impl Default for Timing {
             run_limit: Duration::from_secs(30),
             stable_for: Duration::from_secs(1),
             stable_limit: Duration::from_secs(30),
+            settle: Duration::ZERO,
         }
     }
 }
@@ -188,6 +192,9 @@ pub async fn measure_series(
     let mut series = Series::default();
     let mut jitter = Jitter::from_clock();
     for run in 1..=runs {
+        if run > 1 {
+            sleep(probe.timing.settle).await;
+        }
         if !probe.wait_stable().await {
             let reason =
                 format!("{} not stable within {} s before run {run}", probe.url(), probe.timing.stable_limit.as_secs());
