@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use warden_actors::context::{NodeContext, names};
 use warden_actors::service_supervisor::ServiceMsg;
 use warden_actors::{
-    metrics::Metrics, probe::ProbeBoard, process, registry::ActorRegistry, rpc, service_table::ServiceTable,
+    metrics::Metrics, probe_board::ProbeBoard, process, registry::ActorRegistry, rpc, service_table::ServiceTable,
     store::Store, tree,
 };
 use warden_core::config::NodeConfig;
@@ -144,4 +144,3 @@ async fn stop_services(ctx: &Arc<NodeContext>) {
         }
     }
 }
-

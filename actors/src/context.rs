@@ -4,7 +4,7 @@
 //! again; the `prefix` keeps two nodes in one test process apart.
 
 use crate::metrics::Metrics;
-use crate::probe::ProbeBoard;
+use crate::probe_board::ProbeBoard;
 use crate::registry::ActorRegistry;
 use crate::service_table::ServiceTable;
 use crate::store::Store;

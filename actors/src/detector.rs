@@ -11,7 +11,7 @@ use crate::rpc;
 use crate::service_table::ServiceState;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use warden_core::config::Layer;
-use warden_core::incident::FailureMode;
+use warden_core::incident::{FailureMode, Finding};
 
 /// Modes with a detector in this build.
 pub const IMPLEMENTED: &[FailureMode] = &[FailureMode::ApiTimeout];
@@ -25,16 +25,6 @@ pub fn detector_paths() -> Vec<String> {
 pub enum ProbeEvent {
     Up { probe: String, target: String, layer: Layer },
     Down { probe: String, target: String, layer: Layer, failure: Failure, consecutive: u32, first_failure_unix_ms: u64 },
-}
-
-/// What a detector found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub mode: FailureMode,
-    pub service: String,
-    pub evidence: String,
-    /// The first failed check of the streak.
-    pub first_sign_unix_ms: u64,
 }
 
 /// The rule of `mode` applied to one event, given the target service's state.

@@ -8,11 +8,12 @@
 
 use crate::context::{Ctx, names};
 use crate::gatekeeper::{GateAnswer, GateMsg, OutcomeReport};
-use crate::incident_manager::{IncidentMsg, blocking};
+use crate::incident_manager::IncidentMsg;
 use crate::metrics::PlaybookLabels;
 use crate::registry::Registration;
 use crate::rpc;
 use crate::service_supervisor::ServiceMsg;
+use crate::store::blocking;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -7,17 +7,15 @@
 //! the MTTR limit raise an alert.
 
 use crate::context::{Ctx, names};
-use crate::detector::Finding;
 use crate::executor::{ExecutorMsg, RunOrder};
 use crate::metrics::ModeLabel;
 use crate::registry::Registration;
 use crate::rpc::{self, AbortOnDrop};
-use crate::store::{Store, StoreError};
+use crate::store::blocking;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-use warden_core::incident::{Incident, IncidentStatus, overdue};
+use warden_core::incident::{Finding, Incident, IncidentStatus, overdue};
 use warden_core::playbook::{RunOutcome, RunRecord};
 
 pub enum IncidentMsg {
@@ -40,15 +38,6 @@ pub struct State {
     alerted: std::collections::BTreeSet<u64>,
     _tick: AbortOnDrop,
     _reg: Registration,
-}
-
-/// Runs a store call off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ActorProcessingErr> {
-    let s = store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&s)).await??)
 }
 
 #[ractor::async_trait]

@@ -16,6 +16,7 @@ pub mod gatekeeper;
 pub mod incident_manager;
 pub mod metrics;
 pub mod probe;
+pub mod probe_board;
 pub mod process;
 pub mod registry;
 pub mod rpc;

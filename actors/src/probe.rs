@@ -4,12 +4,11 @@
 use crate::context::{Ctx, names};
 use crate::detector::{DetectorMsg, ProbeEvent};
 use crate::metrics::ProbeLabels;
+use crate::probe_board::ProbeStatus;
 use crate::registry::Registration;
 use crate::rpc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use warden_core::config::{ProbeCheck, ProbeConfig, ReadyCheck};
@@ -88,40 +87,6 @@ pub async fn ready_check(client: &reqwest::Client, check: &ReadyCheck, timeout: 
         ReadyCheck::Http { url } => ProbeCheck::Http { url: url.clone(), expect_status: None },
     };
     run_check(client, &probe, timeout).await.is_ok()
-}
-
-/// The latest state of one probe.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeStatus {
-    pub name: String,
-    pub layer: warden_core::config::Layer,
-    pub target: String,
-    /// `None` until the thresholds have decided either way.
-    pub up: Option<bool>,
-    pub last_ok: Option<bool>,
-    pub last_latency_ms: Option<f64>,
-    pub last_failure: Option<Failure>,
-    pub consecutive_failures: u32,
-    pub checks: u64,
-    pub failures: u64,
-    pub last_check_unix_ms: u64,
-}
-
-/// Where probes publish; read by the API and by re-probes.
-#[derive(Debug, Clone, Default)]
-pub struct ProbeBoard {
-    inner: Arc<Mutex<BTreeMap<String, ProbeStatus>>>,
-}
-
-impl ProbeBoard {
-    pub fn publish(&self, s: ProbeStatus) {
-        if let Ok(mut m) = self.inner.lock() {
-            m.insert(s.name.clone(), s);
-        }
-    }
-    pub fn snapshot(&self) -> Vec<ProbeStatus> {
-        self.inner.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
 }
 
 pub enum ProbeMsg {

@@ -9,6 +9,7 @@ use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use warden_core::audit::SealedEntry;
 use warden_core::incident::Incident;
 use warden_core::playbook::RunRecord;
@@ -191,6 +192,15 @@ impl Store {
     pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         recent_json(&self.runs, "runs", limit)
     }
+}
+
+/// Runs a store call off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ractor::ActorProcessingErr> {
+    let s = store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&s)).await??)
 }
 
 fn decode_audit(k: &[u8], v: &[u8]) -> Result<SealedEntry, StoreError> {

@@ -23,7 +23,7 @@ const NAME_RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// fails as it would have.
 async fn name_released(name: &str) {
     let start = tokio::time::Instant::now();
-    while ractor::registry::where_is(name.to_string()).is_some() && start.elapsed() < NAME_RELEASE_WAIT {
+    while ractor::registry::where_is(name).is_some() && start.elapsed() < NAME_RELEASE_WAIT {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -57,6 +57,16 @@ impl FailureMode {
     }
 }
 
+/// What a detector found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub mode: FailureMode,
+    pub service: String,
+    pub evidence: String,
+    /// The first failed check of the streak.
+    pub first_sign_unix_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
