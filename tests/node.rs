@@ -154,6 +154,32 @@ fn test_service_not_ready_by_its_deadline_is_flagged_slow_boot() {
     assert_eq!(status_code(&node.url("/readyz")), Some(503), "node not ready while a service boots");
 }
 
+#[test]
+fn test_service_killed_after_a_stable_run_is_never_quarantined() {
+    // Exits of a process that stayed ready past stable_after_ms start a fresh history:
+    // external kills of a healthy service are healed every time, however many.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: steady\n    command: /bin/sh\n    args: [-c, 'sleep 60']\n    restart: {{ max_restarts: 2, window_ms: 60000, stable_after_ms: 200 }}\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    for round in 1..=4u32 {
+        wait_until(
+            "steady running",
+            Duration::from_secs(20),
+            || matches!(node.service("steady"), Some((Some(_), ref s)) if s == "running"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (pid, _) = node.service("steady").unwrap();
+        kill(pid.unwrap(), Signal::SIGKILL);
+        wait_until(&format!("restart {round}"), Duration::from_secs(20), || {
+            node.status().is_some_and(|s| s["services"][0]["restarts"] == round)
+        });
+    }
+    assert_ne!(node.service("steady").unwrap().1, "quarantined", "four kills of a stable service, budget two");
+}
+
 /// Runs `warden run` on `config`; returns (exit code, stderr, whether the service started).
 fn run_bad_config(config: &str) -> (Option<i32>, String, bool, String) {
     let dir = tempfile::tempdir().unwrap();

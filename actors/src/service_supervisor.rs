@@ -122,6 +122,7 @@ impl Actor for ServiceSupervisor {
                 {
                     e.state = ServiceState::Running;
                     e.ready_once = true;
+                    e.ready_at = Some(Instant::now());
                     info!(service, after_ms, pid = e.pid, "service ready");
                 }
                 drop(t);
@@ -257,6 +258,7 @@ impl ServiceSupervisor {
                 }
                 e.pid = Some(sp.pid);
                 e.state = ServiceState::Starting;
+                e.ready_at = None;
                 e.started_at = Some(Instant::now());
                 e.started_unix_ms = Some(warden_core::now_unix_ms());
                 e.slow_boot = false;
@@ -303,7 +305,8 @@ impl ServiceSupervisor {
             return;
         }
         warn!(service, %info, "service exited unexpectedly");
-        match e.tracker.on_exit(Instant::now()) {
+        let now = Instant::now();
+        match e.tracker.on_exit(now, e.ready_at.map(|r| now.duration_since(r))) {
             RestartDecision::Restart { delay, attempt } if delay.is_zero() => {
                 info!(service, attempt, "restarting at once");
                 drop(t);

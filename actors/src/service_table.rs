@@ -41,6 +41,8 @@ pub struct ServiceEntry {
     pub started_at: Option<Instant>,
     pub started_unix_ms: Option<u64>,
     pub ready_once: bool,
+    /// When the current process passed its ready check.
+    pub ready_at: Option<Instant>,
     pub slow_boot: bool,
     pub last_exit: Option<String>,
     pub tracker: RestartTracker,
@@ -98,6 +100,7 @@ impl ServiceTable {
                     started_at: None,
                     started_unix_ms: None,
                     ready_once: false,
+                    ready_at: None,
                     slow_boot: false,
                     last_exit: None,
                     exit: None,

@@ -185,6 +185,9 @@ pub struct RestartPolicy {
     pub max_restarts: usize,
     #[serde(default = "default_window_ms")]
     pub window_ms: u64,
+    /// A process ready for this long was no crash loop: its exit starts a fresh history.
+    #[serde(default = "default_stable_after_ms")]
+    pub stable_after_ms: u64,
 }
 
 fn default_backoff_initial_ms() -> u64 {
@@ -199,6 +202,9 @@ fn default_max_restarts() -> usize {
 fn default_window_ms() -> u64 {
     60_000
 }
+fn default_stable_after_ms() -> u64 {
+    1_000
+}
 
 impl Default for RestartPolicy {
     fn default() -> Self {
@@ -207,6 +213,7 @@ impl Default for RestartPolicy {
             backoff_max_ms: default_backoff_max_ms(),
             max_restarts: default_max_restarts(),
             window_ms: default_window_ms(),
+            stable_after_ms: default_stable_after_ms(),
         }
     }
 }

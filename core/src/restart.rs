@@ -3,8 +3,11 @@
 //! The first exit in a quiet window is restarted at once (a crash should cost no more than
 //! the service's own boot); each further exit inside the window doubles the delay up to a
 //! cap; more than `max_restarts` exits inside the window quarantine the service, as
-//! Kubernetes' CrashLoopBackOff and systemd's StartLimitBurst do. Time is tokio's monotonic
-//! clock so tests run on paused time.
+//! Kubernetes' CrashLoopBackOff and systemd's StartLimitBurst do. A process that was ready
+//! and stayed up for `stable_after_ms` was no crash loop: its exit starts a fresh history
+//! (as supervisord's `startsecs` and Kubernetes' backoff reset do), so a healthy service
+//! killed from outside again and again is restarted at once every time. Time is tokio's
+//! monotonic clock so tests run on paused time.
 
 use crate::config::RestartPolicy;
 use std::collections::VecDeque;
@@ -31,8 +34,12 @@ impl RestartTracker {
         Self { policy, exits: VecDeque::new() }
     }
 
-    /// Records an exit at `now` and decides what to do about it.
-    pub fn on_exit(&mut self, now: Instant) -> RestartDecision {
+    /// Records an exit at `now` and decides what to do about it. `stable_for` is how long
+    /// the process had been ready when it exited (`None`: it never became ready).
+    pub fn on_exit(&mut self, now: Instant, stable_for: Option<Duration>) -> RestartDecision {
+        if stable_for.is_some_and(|d| d >= Duration::from_millis(self.policy.stable_after_ms)) {
+            self.exits.clear();
+        }
         let window = Duration::from_millis(self.policy.window_ms);
         while let Some(&first) = self.exits.front() {
             if now.duration_since(first) > window {
@@ -70,7 +77,13 @@ mod tests {
     use super::*;
 
     fn policy() -> RestartPolicy {
-        RestartPolicy { backoff_initial_ms: 100, backoff_max_ms: 1_000, max_restarts: 3, window_ms: 10_000 }
+        RestartPolicy {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            max_restarts: 3,
+            window_ms: 10_000,
+            stable_after_ms: 1_000,
+        }
     }
 
     #[test]
@@ -85,9 +98,27 @@ mod tests {
         let mut t = RestartTracker::new(policy());
         let now = Instant::now();
         for attempt in 1..=3 {
-            assert!(matches!(t.on_exit(now), RestartDecision::Restart { attempt: a, .. } if a == attempt));
+            assert!(matches!(t.on_exit(now, None), RestartDecision::Restart { attempt: a, .. } if a == attempt));
         }
-        assert_eq!(t.on_exit(now), RestartDecision::Quarantine { restarts_in_window: 4 });
+        assert_eq!(t.on_exit(now, None), RestartDecision::Quarantine { restarts_in_window: 4 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn test_exit_after_a_stable_run_starts_a_fresh_history() {
+        // Killed from outside after running fine: never quarantined, always restarted at once.
+        let mut t = RestartTracker::new(policy());
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                t.on_exit(now, Some(Duration::from_millis(1_500))),
+                RestartDecision::Restart { delay: Duration::ZERO, attempt: 1 }
+            );
+        }
+        // Dying soon after becoming ready still counts toward the crash loop.
+        for _ in 0..3 {
+            t.on_exit(now, Some(Duration::from_millis(200)));
+        }
+        assert!(matches!(t.on_exit(now, Some(Duration::from_millis(200))), RestartDecision::Quarantine { .. }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -95,11 +126,11 @@ mod tests {
         let mut t = RestartTracker::new(policy());
         let start = Instant::now();
         for _ in 0..3 {
-            t.on_exit(start);
+            t.on_exit(start, None);
         }
         let later = start + Duration::from_secs(11);
         assert_eq!(
-            t.on_exit(later),
+            t.on_exit(later, None),
             RestartDecision::Restart { delay: Duration::ZERO, attempt: 1 },
             "old exits fall out of the window"
         );
