@@ -225,6 +225,19 @@ fn test_bad_config_names_file_line_column_and_starts_nothing() {
         (good.replace("name: t\n", "name: t\n  startup_deadline_ms: soon\n"), 3, 24, "invalid"),
         (good.replace("args: [-c, 'touch MARKER; sleep 30']", "args: [-c, 'touch MARKER; sleep 30'"), 0, 0, ""),
     ];
+    // The governance policy file a node config points at is checked the same way.
+    let policies = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policies.path(),
+        "mode: dev\nwhitelist:\n  - action: restart_service\n    targets: ['*']\n    ratelimit: 3\n",
+    )
+    .unwrap();
+    let with_policies = format!("{good}governance_policies: {}\n", policies.path().display());
+    let (code, err, started, _) = run_bad_config(&with_policies);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!started);
+    let pos = format!("{}:5:5: unknown field `ratelimit`", policies.path().display());
+    assert!(err.contains(&pos), "error names {pos}:\n{err}");
     for (config, line, col, message) in cases {
         let (code, err, started, path) = run_bad_config(&config);
         assert_eq!(code, Some(2), "exit code for bad config; stderr:\n{err}");
@@ -241,12 +254,12 @@ fn test_bad_config_names_file_line_column_and_starts_nothing() {
 
 #[test]
 fn test_shutdown_stops_services_and_leaves_no_orphans() {
-    // SIGTERM stops every service (reverse order, TERM then KILL) and warden exits cleanly.
+    // SIGINT (like SIGTERM) stops every service in reverse order and warden exits cleanly.
     let mut node = Node::start_default(&[]);
     node.wait_ready();
     let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
     assert!(groups.len() >= 6, "three services running: {groups:?}");
-    let status = node.stop().unwrap();
+    let status = node.stop_with(Signal::SIGINT).unwrap();
     assert!(status.success(), "clean exit: {status:?}");
     wait_until("no process of the node left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
     let log = node.stderr();

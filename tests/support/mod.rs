@@ -155,9 +155,13 @@ impl Node {
 
     /// SIGTERM and wait for exit; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `signal` and waits (bounded) for exit; returns the exit status.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(st)) = child.try_wait() {
