@@ -18,20 +18,12 @@ const START: Duration = Duration::from_secs(10);
 
 /// A loopback port the OS just handed out (and we released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn warden(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.args(args)
-        .kill_on_drop(true)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args(args).kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     cmd
 }
 
@@ -43,10 +35,7 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !pred().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -67,10 +56,7 @@ async fn run_to_exit(mut cmd: Command, what: &str) -> (Option<i32>, String) {
         .await
         .unwrap_or_else(|_| panic!("{what} did not exit within {START:?}"))
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn signal(child: &Child, sig: Signal) {
@@ -79,11 +65,7 @@ fn signal(child: &Child, sig: Signal) {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap()
 }
 
 /// Sends request lines over one db connection and returns the reply lines.
@@ -103,14 +85,7 @@ async fn db_session(port: u16, lines: &[&str]) -> std::io::Result<Vec<String>> {
 
 fn db_args(port: u16, dir: &Path, password: Option<&Path>) -> Command {
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "demo",
-        "db",
-        "--listen",
-        &listen,
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ];
+    let mut args = vec!["demo", "db", "--listen", &listen, "--data-dir", dir.to_str().unwrap()];
     if let Some(p) = password {
         args.extend(["--password-file", p.to_str().unwrap()]);
     }
@@ -128,9 +103,7 @@ async fn start_db(port: u16, dir: &Path, password: Option<&Path>) -> Child {
 
 async fn start_model(port: u16) -> Child {
     let listen = format!("127.0.0.1:{port}");
-    let child = warden(&["demo", "model", "--listen", &listen])
-        .spawn()
-        .unwrap();
+    let child = warden(&["demo", "model", "--listen", &listen]).spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}/api/version");
     let client = http();
     wait_until("model answers /api/version", START, || {
@@ -161,9 +134,7 @@ impl Node {
         let password = dir.path().join("password");
         let db = start_db(db_port, &dir.path().join("data"), Some(&password)).await;
         let model = start_model(model_port).await;
-        let api = Self::api_command(dir.path(), db_port, model_port, api_port)
-            .spawn()
-            .unwrap();
+        let api = Self::api_command(dir.path(), db_port, model_port, api_port).spawn().unwrap();
         let url = format!("http://127.0.0.1:{api_port}/");
         let client = http();
         wait_until("api answers GET /", START, || {
@@ -171,14 +142,7 @@ impl Node {
             async move { req.await.is_ok_and(|r| r.status() == 200) }
         })
         .await;
-        Node {
-            dir,
-            db_port,
-            api_port,
-            db,
-            _model: model,
-            _api: api,
-        }
+        Node { dir, db_port, api_port, db, _model: model, _api: api }
     }
 
     fn api_command(dir: &Path, db_port: u16, model_port: u16, api_port: u16) -> Command {
@@ -214,10 +178,7 @@ impl Node {
 
     /// Polls /health until it answers 503, then returns the body.
     async fn wait_unhealthy(&self) -> Value {
-        wait_until("/health answers 503", START, || async {
-            self.health().await.0 == 503
-        })
-        .await;
+        wait_until("/health answers 503", START, || async { self.health().await.0 == 503 }).await;
         let (status, body) = self.health().await;
         assert_eq!(status, 503, "health still failing: {body}");
         body
@@ -225,9 +186,7 @@ impl Node {
 }
 
 fn check<'a>(body: &'a Value, name: &str) -> &'a str {
-    body["checks"][name]
-        .as_str()
-        .unwrap_or_else(|| panic!("no checks.{name} in {body}"))
+    body["checks"][name].as_str().unwrap_or_else(|| panic!("no checks.{name} in {body}"))
 }
 
 // --- db ---
@@ -238,34 +197,19 @@ async fn test_db_set_get_persists_across_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut db = start_db(port, dir.path(), None).await;
-    let r = db_session(port, &["SET greeting hello world", "GET greeting"])
-        .await
-        .unwrap();
+    let r = db_session(port, &["SET greeting hello world", "GET greeting"]).await.unwrap();
     assert_eq!(r, ["OK", "VALUE hello world"]);
     signal(&db, Signal::SIGTERM);
-    assert_eq!(
-        wait_exit(&mut db, "db").await.code(),
-        Some(0),
-        "SIGTERM is a clean exit"
-    );
+    assert_eq!(wait_exit(&mut db, "db").await.code(), Some(0), "SIGTERM is a clean exit");
 
     let mut db = start_db(port, dir.path(), None).await;
-    let r = db_session(
-        port,
-        &["GET greeting", "SET k2 v2", "DEL greeting", "CHECK"],
-    )
-    .await
-    .unwrap();
+    let r = db_session(port, &["GET greeting", "SET k2 v2", "DEL greeting", "CHECK"]).await.unwrap();
     assert_eq!(r, ["VALUE hello world", "OK", "OK", "OK 3 records"]);
     db.kill().await.unwrap();
 
     let _db = start_db(port, dir.path(), None).await;
     let r = db_session(port, &["GET greeting", "GET k2"]).await.unwrap();
-    assert_eq!(
-        r,
-        ["NOT_FOUND", "VALUE v2"],
-        "state after SIGKILL replays from the file"
-    );
+    assert_eq!(r, ["NOT_FOUND", "VALUE v2"], "state after SIGKILL replays from the file");
 }
 
 #[tokio::test]
@@ -274,9 +218,7 @@ async fn test_db_flipped_byte_exits_with_code_3() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut db = start_db(port, dir.path(), None).await;
-    db_session(port, &["SET a 1", "SET b 2", "SET c 3"])
-        .await
-        .unwrap();
+    db_session(port, &["SET a 1", "SET b 2", "SET c 3"]).await.unwrap();
     signal(&db, Signal::SIGTERM);
     wait_exit(&mut db, "db").await;
 
@@ -288,10 +230,7 @@ async fn test_db_flipped_byte_exits_with_code_3() {
 
     let (code, stderr) = run_to_exit(db_args(port, dir.path(), None), "corrupt db").await;
     assert_eq!(code, Some(3), "corrupt data exits 3; stderr: {stderr}");
-    assert!(
-        stderr.contains(&format!("corrupt at offset {second}")),
-        "stderr names the record offset: {stderr}"
-    );
+    assert!(stderr.contains(&format!("corrupt at offset {second}")), "stderr names the record offset: {stderr}");
 }
 
 #[tokio::test]
@@ -317,10 +256,7 @@ async fn test_db_second_instance_on_same_dir_fails_locked() {
     let (code, stderr) = run_to_exit(db_args(free_port(), dir.path(), None), "second db").await;
     assert_eq!(code, Some(75), "locked dir exits 75; stderr: {stderr}");
     let pid = db.id().unwrap();
-    assert!(
-        stderr.contains(&format!("is locked by pid {pid}")),
-        "stderr names the holder: {stderr}"
-    );
+    assert!(stderr.contains(&format!("is locked by pid {pid}")), "stderr names the holder: {stderr}");
 }
 
 #[tokio::test]
@@ -331,22 +267,9 @@ async fn test_db_auth_required_with_password_file() {
     std::fs::write(&password, "  hunter2\n").unwrap();
     let port = free_port();
     let _db = start_db(port, &dir.path().join("data"), Some(&password)).await;
-    let r = db_session(port, &["PING", "SET a 1", "CHECK", "AUTH wrong", "GET a"])
-        .await
-        .unwrap();
-    assert_eq!(
-        r,
-        [
-            "PONG",
-            "ERR auth required",
-            "ERR auth required",
-            "ERR auth",
-            "ERR auth required"
-        ]
-    );
-    let r = db_session(port, &["AUTH hunter2", "SET a 1", "GET a"])
-        .await
-        .unwrap();
+    let r = db_session(port, &["PING", "SET a 1", "CHECK", "AUTH wrong", "GET a"]).await.unwrap();
+    assert_eq!(r, ["PONG", "ERR auth required", "ERR auth required", "ERR auth", "ERR auth required"]);
+    let r = db_session(port, &["AUTH hunter2", "SET a 1", "GET a"]).await.unwrap();
     assert_eq!(r, ["OK", "OK", "VALUE 1"]);
     let r = db_session(port, &["GET a"]).await.unwrap();
     assert_eq!(r, ["ERR auth required"], "auth is per connection");
@@ -373,38 +296,18 @@ async fn test_model_version_and_tags_have_ollama_shapes() {
     let _model = start_model(port).await;
     let client = http();
     let base = format!("http://127.0.0.1:{port}");
-    let v: Value = client
-        .get(format!("{base}/api/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = client.get(format!("{base}/api/version")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v, json!({"version": "0.5.0-warden-demo"}));
 
-    let tags: Value = client
-        .get(format!("{base}/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = client.get(format!("{base}/api/tags")).send().await.unwrap().json().await.unwrap();
     let m = &tags["models"][0];
     assert_eq!(m["name"], "demo:latest", "tags: {tags}");
     assert_eq!(m["model"], "demo:latest");
     assert!(m["size"].as_u64().is_some_and(|s| s > 0), "size: {m}");
     let digest = m["digest"].as_str().unwrap();
-    assert!(
-        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
-        "digest: {digest}"
-    );
+    assert!(digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()), "digest: {digest}");
     let modified = m["modified_at"].as_str().unwrap();
-    assert!(
-        modified.len() >= 20 && &modified[4..5] == "-" && &modified[10..11] == "T",
-        "modified_at: {modified}"
-    );
+    assert!(modified.len() >= 20 && &modified[4..5] == "-" && &modified[10..11] == "T", "modified_at: {modified}");
     assert!(m["details"].is_object(), "details: {m}");
 }
 
@@ -424,10 +327,7 @@ async fn test_model_generate_non_streaming_returns_one_object() {
     assert_eq!(v["model"], "demo:latest");
     assert_eq!(v["done"], true);
     assert_eq!(v["response"], "why is the sky blue");
-    assert!(
-        v["created_at"].is_string() && v["total_duration"].is_u64(),
-        "{v}"
-    );
+    assert!(v["created_at"].is_string() && v["total_duration"].is_u64(), "{v}");
 }
 
 #[tokio::test]
@@ -439,32 +339,17 @@ async fn test_model_generate_streams_ndjson_by_default() {
         json!({"model": "demo:latest", "prompt": "one two three"}),
         json!({"model": "demo:latest", "prompt": "one two three", "stream": true}),
     ] {
-        let resp = http()
-            .post(format!("http://127.0.0.1:{port}/api/generate"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = http().post(format!("http://127.0.0.1:{port}/api/generate")).json(&body).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
         assert_eq!(ctype, "application/x-ndjson");
         let text = resp.text().await.unwrap();
-        let chunks: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let chunks: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert!(chunks.len() >= 2, "several chunks: {text}");
         let (last, parts) = chunks.split_last().unwrap();
         assert_eq!(last["done"], true, "final chunk: {last}");
-        assert!(
-            parts
-                .iter()
-                .all(|c| c["done"] == false && c["model"] == "demo:latest")
-        );
-        let joined: String = chunks
-            .iter()
-            .map(|c| c["response"].as_str().unwrap())
-            .collect();
+        assert!(parts.iter().all(|c| c["done"] == false && c["model"] == "demo:latest"));
+        let joined: String = chunks.iter().map(|c| c["response"].as_str().unwrap()).collect();
         assert_eq!(joined, "one two three");
     }
 }
@@ -475,17 +360,9 @@ async fn test_model_rejects_unknown_model_and_bad_json() {
     let port = free_port();
     let _model = start_model(port).await;
     let url = format!("http://127.0.0.1:{port}/api/generate");
-    let resp = http()
-        .post(&url)
-        .json(&json!({"model": "x", "prompt": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = http().post(&url).json(&json!({"model": "x", "prompt": "hi"})).send().await.unwrap();
     assert_eq!(resp.status(), 404);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"error": "model 'x' not found"})
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "model 'x' not found"}));
     let resp = http().post(&url).body("{not json").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
@@ -518,10 +395,7 @@ async fn test_api_health_503_names_db_when_db_killed() {
     let mut node = Node::start().await;
     node.db.kill().await.unwrap();
     let body = node.wait_unhealthy().await;
-    assert!(
-        check(&body, "db").starts_with("unreachable"),
-        "body: {body}"
-    );
+    assert!(check(&body, "db").starts_with("unreachable"), "body: {body}");
     assert_eq!(body["status"], "fail");
     for name in ["model", "config", "credentials"] {
         assert_eq!(check(&body, name), "ok", "body: {body}");
@@ -548,10 +422,7 @@ async fn test_api_health_503_names_config_when_deleted() {
     let node = Node::start().await;
     std::fs::remove_file(node.path("config.json")).unwrap();
     let body = node.wait_unhealthy().await;
-    assert!(
-        check(&body, "config").starts_with("missing"),
-        "body: {body}"
-    );
+    assert!(check(&body, "config").starts_with("missing"), "body: {body}");
     assert_eq!(check(&body, "db"), "ok", "body: {body}");
 }
 
@@ -561,11 +432,7 @@ async fn test_api_health_503_names_credentials_when_rejected() {
     let node = Node::start().await;
     std::fs::write(node.path("credentials"), "wrong\n").unwrap();
     let body = node.wait_unhealthy().await;
-    assert_eq!(
-        check(&body, "credentials"),
-        "rejected by db",
-        "body: {body}"
-    );
+    assert_eq!(check(&body, "credentials"), "rejected by db", "body: {body}");
     assert_eq!(check(&body, "db"), "ok", "body: {body}");
 
     std::fs::write(node.path("credentials"), "").unwrap();
@@ -574,11 +441,7 @@ async fn test_api_health_503_names_credentials_when_rejected() {
     assert_eq!(check(&body, "credentials"), "empty", "body: {body}");
 
     std::fs::write(node.path("credentials"), "s3cret").unwrap();
-    assert_eq!(
-        node.health().await.0,
-        200,
-        "fixing the file heals without restart"
-    );
+    assert_eq!(node.health().await.0, 200, "fixing the file heals without restart");
 }
 
 #[tokio::test]
@@ -586,35 +449,13 @@ async fn test_api_items_and_generate_proxy_to_db_and_model() {
     // Real traffic: items round-trip through the db, generate through the model.
     let node = Node::start().await;
     let client = http();
-    let resp = client
-        .put(node.url("/api/items/color"))
-        .json(&json!({"value": "deep blue"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.put(node.url("/api/items/color")).json(&json!({"value": "deep blue"})).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let v: Value = client
-        .get(node.url("/api/items/color"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = client.get(node.url("/api/items/color")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v, json!({"key": "color", "value": "deep blue"}));
-    let r = db_session(node.db_port, &["AUTH s3cret", "GET color"])
-        .await
-        .unwrap();
+    let r = db_session(node.db_port, &["AUTH s3cret", "GET color"]).await.unwrap();
     assert_eq!(r[1], "VALUE deep blue", "stored in the db");
-    assert_eq!(
-        client
-            .get(node.url("/api/items/none"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(client.get(node.url("/api/items/none")).send().await.unwrap().status(), 404);
 
     let resp = client
         .post(node.url("/api/generate"))
@@ -623,10 +464,7 @@ async fn test_api_items_and_generate_proxy_to_db_and_model() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["response"],
-        "hello there"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["response"], "hello there");
 }
 
 #[tokio::test]
@@ -636,10 +474,7 @@ async fn test_api_exits_78_on_missing_config() {
     let cmd = Node::api_command(dir.path(), free_port(), free_port(), free_port());
     let (code, stderr) = run_to_exit(cmd, "api without config").await;
     assert_eq!(code, Some(78), "stderr: {stderr}");
-    assert!(
-        stderr.contains("config.json"),
-        "stderr names the file: {stderr}"
-    );
+    assert!(stderr.contains("config.json"), "stderr names the file: {stderr}");
 }
 
 #[tokio::test]
