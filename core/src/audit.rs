@@ -159,6 +159,12 @@ where
     Ok(count)
 }
 
+/// A plain decision entry for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_support_entry() -> AuditEntry {
+    tests::entry(1, "restart_service")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,10 +254,4 @@ mod tests {
         let b = canonical(&entry(1, "x")).expect("encode");
         assert_eq!(a, b);
     }
-}
-
-/// A plain decision entry for other modules' tests.
-#[cfg(test)]
-pub(crate) fn tests_support_entry() -> AuditEntry {
-    tests::entry(1, "restart_service")
 }

@@ -130,7 +130,7 @@ impl<S: Governed> Authorized<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{self, AuditActor, AuditEntry, DecisionKind, GENESIS};
+    use crate::audit::{self, AuditActor, GENESIS};
     use crate::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
 
     #[derive(Debug)]
