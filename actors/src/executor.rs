@@ -254,11 +254,13 @@ async fn reprobe(ctx: &Ctx, service: &str, timeout: Duration) -> Result<String, 
                 break;
             }
         }
-        if all_ok
-            && (checks.is_empty()
-                && ctx.services.state_of(service) == Some(crate::service_table::ServiceState::Running)
-                || !checks.is_empty())
-        {
+        // Without probes of its own, the service's ready check (its `running` state) verifies.
+        let healthy = if checks.is_empty() {
+            ctx.services.state_of(service) == Some(crate::service_table::ServiceState::Running)
+        } else {
+            all_ok
+        };
+        if healthy {
             return Ok(format!("verified healthy after {} ms", start.elapsed().as_millis()));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
