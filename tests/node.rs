@@ -81,35 +81,16 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     assert!(verify["verified"].as_u64().unwrap() >= 2, "decision and outcome entries: {verify}");
 
     // The healer's history is read from the store: it survives a restart of warden.
-    let config = std::fs::read_to_string(node.dir.path().join("node.yaml")).unwrap();
     node.stop();
     let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain verified"));
 
-    let cfg = node.dir.path().join("node.yaml");
-    std::fs::write(&cfg, &config).unwrap();
-    let mut again = Node {
-        child: None,
-        dir: tempfile::tempdir().unwrap(),
-        ports: node.ports,
-        stderr_path: node.stderr_path.clone(),
-    };
-    again.child = Some(
-        Command::new(WARDEN)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(node.data_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    node.spawn(&[]);
     wait_until("restarted warden answers", Duration::from_secs(30), || {
-        get_json(&again.url("/api/guardian/healer/stats")).is_some()
+        get_json(&node.url("/api/guardian/healer/stats")).is_some()
     });
-    let after = healer_stats(&again);
+    let after = healer_stats(&node);
     assert_eq!(after["last_runs"][0]["run_id"], run["run_id"], "runs survive a restart: {after}");
     assert_eq!(after["incidents"]["resolved"], 1);
 }

@@ -64,10 +64,6 @@ impl ActorRegistry {
     pub fn snapshot(&self) -> Vec<ActorInfo> {
         self.inner.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
-
-    pub fn get(&self, path: &str) -> Option<ActorInfo> {
-        self.inner.lock().ok().and_then(|m| m.get(path).cloned())
-    }
 }
 
 /// Marks its actor stopped when dropped.

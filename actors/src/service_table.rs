@@ -140,10 +140,6 @@ impl ServiceTable {
             .collect()
     }
 
-    pub fn pid_of(&self, service: &str) -> Option<u32> {
-        self.lock().services.get(service).and_then(|e| e.pid)
-    }
-
     pub fn state_of(&self, service: &str) -> Option<ServiceState> {
         self.lock().services.get(service).map(|e| e.state)
     }

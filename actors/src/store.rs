@@ -138,17 +138,6 @@ impl Store {
         })
     }
 
-    /// Entries with seq in `[from, to]`, oldest first.
-    pub fn audit_range(&self, from: u64, to: u64) -> Result<Vec<SealedEntry>, StoreError> {
-        self.audit
-            .range(key(from)..=key(to))
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                decode_audit(&k, &v)
-            })
-            .collect()
-    }
-
     /// The raw stored bytes of audit entry `seq`, for repair tools and tamper tests.
     pub fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.audit.get(key(seq))?.map(|v| v.to_vec()))

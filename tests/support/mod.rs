@@ -94,20 +94,26 @@ impl Node {
 
     pub fn start_with(config: &str, ports: Ports, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("node.yaml");
-        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(dir.path().join("node.yaml"), config).unwrap();
         let stderr_path = dir.path().join("warden.stderr");
+        let mut node = Self { child: None, dir, ports, stderr_path };
+        node.spawn(extra);
+        node
+    }
+
+    /// Starts `warden run` on this node's config and data dir (again, after a stop).
+    pub fn spawn(&mut self, extra: &[&str]) {
         let child = Command::new(WARDEN)
             .args(["run", "--config"])
-            .arg(&cfg)
+            .arg(self.dir.path().join("node.yaml"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(self.data_dir())
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .stderr(std::fs::File::create(&self.stderr_path).unwrap())
             .spawn()
             .unwrap();
-        Self { child: Some(child), dir, ports, stderr_path }
+        self.child = Some(child);
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -233,10 +239,6 @@ pub fn alive_in_groups(groups: &[u32]) -> Vec<u32> {
 
 pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
 
 /// promtool comes from the Debian package `prometheus`; a fresh machine gets it from the
