@@ -132,31 +132,61 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-/// Walks stored entries in order; returns how many verified or the first break.
-pub fn verify<I>(entries: I) -> Result<u64, ChainBreak>
-where
-    I: IntoIterator<Item = SealedEntry>,
-{
-    let mut prev = GENESIS;
-    let mut count = 0u64;
-    for (position, sealed) in entries.into_iter().enumerate() {
-        let position = position as u64;
+/// Checks a chain one entry at a time, in stored order (so a store can stream it).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    prev: Hash,
+    count: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self { prev: GENESIS, count: 0 }
+    }
+}
+
+impl Verifier {
+    /// Checks the next stored entry against everything before it.
+    pub fn push(&mut self, sealed: &SealedEntry) -> Result<(), ChainBreak> {
+        let position = self.count;
         let seq = sealed.entry.seq;
         let broken = |reason: String| ChainBreak { position, seq, reason };
         if seq != position + 1 {
             return Err(broken(format!("expected seq {}, found {seq} (deleted or reordered entry)", position + 1)));
         }
-        if sealed.entry.prev_hash != prev {
+        if sealed.entry.prev_hash != self.prev {
             return Err(broken("prev_hash does not match the previous entry's hash".into()));
         }
         let actual = hash_entry(&sealed.entry).map_err(|e| broken(e.to_string()))?;
         if actual != sealed.hash {
             return Err(broken("content does not match its hash (entry modified)".into()));
         }
-        prev = sealed.hash;
-        count += 1;
+        self.prev = sealed.hash;
+        self.count += 1;
+        Ok(())
     }
-    Ok(count)
+
+    /// The break for a stored entry at the next position that cannot even be decoded.
+    pub fn undecodable(&self, reason: String) -> ChainBreak {
+        ChainBreak { position: self.count, seq: self.count + 1, reason: format!("entry cannot be decoded: {reason}") }
+    }
+
+    /// Entries verified so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Walks stored entries in order; returns how many verified or the first break.
+pub fn verify<I>(entries: I) -> Result<u64, ChainBreak>
+where
+    I: IntoIterator<Item = SealedEntry>,
+{
+    let mut v = Verifier::default();
+    for sealed in entries {
+        v.push(&sealed)?;
+    }
+    Ok(v.count())
 }
 
 /// A plain decision entry for other modules' tests.

@@ -1,67 +1,31 @@
-//! Failure modes, incidents and the MTTR math over them.
+//! Incidents: their lifecycle and the MTTR math over them.
+//!
+//! An incident opens on a [`Finding`], runs its mode's playbooks in catalog order (each
+//! retried up to its `max_retries` when it fails, rerun when warden itself cut it short),
+//! and ends resolved (verified restored) or failed (every playbook tried: a person must
+//! look). [`Incident::finish_run`] is that rule as a plain function; the incident manager
+//! only stores, dispatches and alerts.
 //!
 //! MTTR runs from detection (the detector opening the incident) to verification (a
-//! re-probe seeing the service restored). When a harness knows the fault's onset it is
-//! recorded too, so time-to-restore from the user's side can be reported beside MTTR.
+//! re-probe seeing the service restored). When the fault's onset is known (the first
+//! failed check of the streak, or a harness's injection time) it is kept beside it.
 
+use crate::config::ServiceName;
+use crate::mode::FailureMode;
+use crate::playbook::Catalog;
+use crate::run::{RunOutcome, RunRecord};
 use serde::{Deserialize, Serialize};
 
-/// The ten failure modes warden recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    DatabaseUnavailable,
-    PortInUse,
-    SlowBoot,
-    OutOfMemory,
-    DiskFull,
-    NetworkUnreachable,
-    ApiTimeout,
-    MissingConfig,
-    InvalidCredentials,
-    ModelServerDown,
-}
-
-impl FailureMode {
-    pub const ALL: [FailureMode; 10] = [
-        FailureMode::DatabaseUnavailable,
-        FailureMode::PortInUse,
-        FailureMode::SlowBoot,
-        FailureMode::OutOfMemory,
-        FailureMode::DiskFull,
-        FailureMode::NetworkUnreachable,
-        FailureMode::ApiTimeout,
-        FailureMode::MissingConfig,
-        FailureMode::InvalidCredentials,
-        FailureMode::ModelServerDown,
-    ];
-
-    /// The number SPEC gives the mode (1–10).
-    pub fn number(self) -> u8 {
-        self as u8 + 1
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::DatabaseUnavailable => "database_unavailable",
-            FailureMode::PortInUse => "port_in_use",
-            FailureMode::SlowBoot => "slow_boot",
-            FailureMode::OutOfMemory => "out_of_memory",
-            FailureMode::DiskFull => "disk_full",
-            FailureMode::NetworkUnreachable => "network_unreachable",
-            FailureMode::ApiTimeout => "api_timeout",
-            FailureMode::MissingConfig => "missing_config",
-            FailureMode::InvalidCredentials => "invalid_credentials",
-            FailureMode::ModelServerDown => "model_server_down",
-        }
-    }
-}
+/// How many times one playbook may be cut short by warden's own crash or shutdown before
+/// the incident moves on: an interrupted run says nothing about the playbook, but a run
+/// that keeps taking warden down with it must not loop.
+pub const MAX_INTERRUPTIONS: usize = 3;
 
 /// What a detector found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub mode: FailureMode,
-    pub service: String,
+    pub service: ServiceName,
     pub evidence: String,
     /// The first failed check of the streak.
     pub first_sign_unix_ms: u64,
@@ -72,8 +36,17 @@ pub struct Finding {
 pub enum IncidentStatus {
     Open,
     Resolved,
-    /// The playbook ran out of options; a person must look.
+    /// Every playbook failed or none applies; a person must look.
     Failed,
+}
+
+/// One playbook run made for an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub run_id: u64,
+    pub playbook: String,
+    /// `None` while the run goes on.
+    pub outcome: Option<RunOutcome>,
 }
 
 /// One incident as stored.
@@ -81,20 +54,127 @@ pub enum IncidentStatus {
 pub struct Incident {
     pub id: u64,
     pub mode: FailureMode,
-    pub service: String,
+    pub service: ServiceName,
     /// What the detector saw.
     pub evidence: String,
     pub detected_unix_ms: u64,
     pub fault_onset_unix_ms: Option<u64>,
     pub resolved_unix_ms: Option<u64>,
     pub status: IncidentStatus,
-    /// Playbooks tried, in order.
-    pub playbooks: Vec<String>,
-    pub run_ids: Vec<u64>,
+    /// Playbook runs, in order.
+    pub attempts: Vec<Attempt>,
     pub detail: String,
 }
 
+/// What to do next with an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// Start a run of this playbook (then record it with [`Incident::begin`]).
+    Run { playbook: String },
+    /// Verified restored: the incident is now resolved.
+    Resolved { mttr_ms: u64 },
+    /// Nothing left to try: the incident is now failed and a person must look.
+    Escalate { reason: String },
+}
+
 impl Incident {
+    /// A new open incident for `finding`, detected at `now_unix_ms`.
+    pub fn open(id: u64, finding: &Finding, now_unix_ms: u64) -> Self {
+        Self {
+            id,
+            mode: finding.mode,
+            service: finding.service.clone(),
+            evidence: finding.evidence.clone(),
+            detected_unix_ms: now_unix_ms,
+            fault_onset_unix_ms: Some(finding.first_sign_unix_ms),
+            resolved_unix_ms: None,
+            status: IncidentStatus::Open,
+            attempts: Vec::new(),
+            detail: String::new(),
+        }
+    }
+
+    /// The first step for a fresh incident: its mode's first playbook, or escalation when
+    /// the catalog has none (the incident is then failed).
+    pub fn first_step(&mut self, catalog: &Catalog) -> NextStep {
+        match catalog.for_mode(self.mode).first() {
+            Some(p) => NextStep::Run { playbook: p.id.clone() },
+            None => self.escalate(format!("no playbook handles failure mode {}", self.mode.as_str())),
+        }
+    }
+
+    /// Records that run `run_id` of `playbook` has started.
+    pub fn begin(&mut self, run_id: u64, playbook: &str) {
+        self.attempts.push(Attempt { run_id, playbook: playbook.to_string(), outcome: None });
+    }
+
+    /// The run this incident waits for, if any.
+    pub fn current_run(&self) -> Option<&Attempt> {
+        self.attempts.last().filter(|a| a.outcome.is_none())
+    }
+
+    /// Applies the end of `run` and says what follows. `None` when the run is not the one
+    /// this incident waits for (a duplicate or late notice): nothing changes then, so a
+    /// notice delivered twice (once live, once by reconciliation) is harmless.
+    pub fn finish_run(&mut self, run: &RunRecord, catalog: &Catalog) -> Option<NextStep> {
+        if self.status != IncidentStatus::Open || !run.outcome.is_final() {
+            return None;
+        }
+        let current = self.attempts.last_mut().filter(|a| a.run_id == run.run_id && a.outcome.is_none())?;
+        current.outcome = Some(run.outcome);
+        let playbook = current.playbook.clone();
+        let count = |outcome: fn(RunOutcome) -> bool| {
+            self.attempts.iter().filter(|a| a.playbook == playbook && a.outcome.is_some_and(outcome)).count()
+        };
+        let step = match run.outcome {
+            RunOutcome::Succeeded => {
+                let at = run.finished_unix_ms.unwrap_or(self.detected_unix_ms);
+                self.status = IncidentStatus::Resolved;
+                self.resolved_unix_ms = Some(at.max(self.detected_unix_ms));
+                NextStep::Resolved { mttr_ms: self.mttr_ms().unwrap_or(0) }
+            }
+            RunOutcome::Interrupted if count(|o| o == RunOutcome::Interrupted) <= MAX_INTERRUPTIONS => {
+                NextStep::Run { playbook }
+            }
+            RunOutcome::Failed
+                if count(|o| o == RunOutcome::Failed)
+                    <= catalog.get(&playbook).map_or(0, |p| p.max_retries as usize) =>
+            {
+                NextStep::Run { playbook }
+            }
+            outcome => {
+                let tried: Vec<&str> = self.attempts.iter().map(|a| a.playbook.as_str()).collect();
+                match catalog.for_mode(self.mode).into_iter().find(|p| !tried.contains(&p.id.as_str())) {
+                    Some(next) => NextStep::Run { playbook: next.id.clone() },
+                    None => self.escalate(format!(
+                        "every playbook for {} failed; last: `{playbook}` {}: {}",
+                        self.mode.as_str(),
+                        outcome.as_str(),
+                        run.detail
+                    )),
+                }
+            }
+        };
+        Some(step)
+    }
+
+    fn escalate(&mut self, reason: String) -> NextStep {
+        self.status = IncidentStatus::Failed;
+        self.detail = reason.clone();
+        NextStep::Escalate { reason }
+    }
+
+    /// Playbooks tried, in order, each once.
+    pub fn playbooks(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for a in &self.attempts {
+            if !out.contains(&a.playbook.as_str()) {
+                out.push(&a.playbook);
+            }
+        }
+        out
+    }
+
     /// Detection to verified restore; `None` while open or when it failed.
     pub fn mttr_ms(&self) -> Option<u64> {
         match (self.status, self.resolved_unix_ms) {
@@ -105,7 +185,7 @@ impl Incident {
 
     /// Whether the first playbook chosen resolved it (the confidence SLO).
     pub fn resolved_by_first_playbook(&self) -> bool {
-        self.status == IncidentStatus::Resolved && self.playbooks.len() == 1
+        self.status == IncidentStatus::Resolved && self.playbooks().len() == 1
     }
 }
 
@@ -142,9 +222,9 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
 }
 
 /// Open incidents older than `limit_ms` at `now` (they raise the MTTR alert).
-pub fn overdue(incidents: &[Incident], now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
+pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
     incidents
-        .iter()
+        .into_iter()
         .filter(|i| i.status == IncidentStatus::Open && now_unix_ms.saturating_sub(i.detected_unix_ms) > limit_ms)
         .map(|i| i.id)
         .collect()
@@ -153,28 +233,139 @@ pub fn overdue(incidents: &[Incident], now_unix_ms: u64, limit_ms: u64) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Source;
+    use std::path::Path;
+
+    fn api() -> ServiceName {
+        ServiceName::parse("api").expect("name")
+    }
 
     fn incident(id: u64, status: IncidentStatus, detected: u64, resolved: Option<u64>) -> Incident {
         Incident {
             id,
             mode: FailureMode::ApiTimeout,
-            service: "api".into(),
+            service: api(),
             evidence: String::new(),
             detected_unix_ms: detected,
             fault_onset_unix_ms: None,
             resolved_unix_ms: resolved,
             status,
-            playbooks: vec!["restart_hung_service".into()],
-            run_ids: vec![id],
+            attempts: vec![Attempt { run_id: id, playbook: "restart_hung_service".into(), outcome: None }],
             detail: String::new(),
         }
     }
 
+    /// Two playbooks for api_timeout: `first` (one retry) and `second` (none).
+    fn catalog() -> Catalog {
+        let pb = |id: &str, retries: u32| {
+            format!(
+                "  - id: {id}\n    name: n\n    description: d\n    category: service\n    tier: 2\n    triggers: [api_timeout]\n    max_retries: {retries}\n    timeout_ms: 1000\n    steps:\n      - do: restart_service\n"
+            )
+        };
+        let text = format!("playbooks:\n{}{}", pb("first", 1), pb("second", 0));
+        Catalog::load(&Source { name: "c.yaml", dir: Path::new("."), text: &text }).expect("catalog")
+    }
+
+    fn run(run_id: u64, playbook: &str, outcome: RunOutcome, finished: u64) -> RunRecord {
+        RunRecord {
+            run_id,
+            incident_id: Some(1),
+            playbook: playbook.into(),
+            target: api(),
+            started_unix_ms: finished.saturating_sub(10),
+            finished_unix_ms: Some(finished),
+            outcome,
+            steps: vec![],
+            detail: "it broke".into(),
+        }
+    }
+
+    fn fresh() -> Incident {
+        let finding =
+            Finding { mode: FailureMode::ApiTimeout, service: api(), evidence: "e".into(), first_sign_unix_ms: 900 };
+        Incident::open(1, &finding, 1_000)
+    }
+
     #[test]
-    fn test_mode_numbers_match_spec() {
-        assert_eq!(FailureMode::DatabaseUnavailable.number(), 1);
-        assert_eq!(FailureMode::ApiTimeout.number(), 7);
-        assert_eq!(FailureMode::ModelServerDown.number(), 10);
+    fn test_lifecycle_retries_then_moves_on_then_escalates() {
+        // first fails twice (one retry allowed), second fails once (none): then a person.
+        let c = catalog();
+        let mut i = fresh();
+        assert_eq!(i.first_step(&c), NextStep::Run { playbook: "first".into() });
+        i.begin(10, "first");
+        assert_eq!(
+            i.finish_run(&run(10, "first", RunOutcome::Failed, 1_100), &c),
+            Some(NextStep::Run { playbook: "first".into() })
+        );
+        i.begin(11, "first");
+        assert_eq!(
+            i.finish_run(&run(11, "first", RunOutcome::Failed, 1_200), &c),
+            Some(NextStep::Run { playbook: "second".into() })
+        );
+        i.begin(12, "second");
+        let last = i.finish_run(&run(12, "second", RunOutcome::Failed, 1_300), &c);
+        assert!(
+            matches!(&last, Some(NextStep::Escalate { reason }) if reason.contains("`second` failed: it broke")),
+            "{last:?}"
+        );
+        assert_eq!(i.status, IncidentStatus::Failed);
+        assert_eq!(i.playbooks(), ["first", "second"]);
+    }
+
+    #[test]
+    fn test_success_resolves_with_mttr_from_detection() {
+        let c = catalog();
+        let mut i = fresh();
+        i.begin(10, "first");
+        assert_eq!(
+            i.finish_run(&run(10, "first", RunOutcome::Succeeded, 1_700), &c),
+            Some(NextStep::Resolved { mttr_ms: 700 })
+        );
+        assert_eq!(
+            (i.status, i.resolved_unix_ms, i.fault_onset_unix_ms),
+            (IncidentStatus::Resolved, Some(1_700), Some(900))
+        );
+        assert!(i.resolved_by_first_playbook());
+    }
+
+    #[test]
+    fn test_interrupted_run_is_rerun_and_stays_first_choice() {
+        // warden's own crash says nothing about the playbook: rerun it, bounded.
+        let c = catalog();
+        let mut i = fresh();
+        for n in 0..MAX_INTERRUPTIONS as u64 {
+            i.begin(10 + n, "second");
+            assert_eq!(
+                i.finish_run(&run(10 + n, "second", RunOutcome::Interrupted, 1_100), &c),
+                Some(NextStep::Run { playbook: "second".into() })
+            );
+        }
+        i.begin(20, "second");
+        let moved = i.finish_run(&run(20, "second", RunOutcome::Interrupted, 1_200), &c);
+        assert_eq!(moved, Some(NextStep::Run { playbook: "first".into() }), "past the bound it moves on");
+    }
+
+    #[test]
+    fn test_duplicate_or_stale_run_notice_changes_nothing() {
+        let c = catalog();
+        let mut i = fresh();
+        i.begin(10, "first");
+        let done = run(10, "first", RunOutcome::Succeeded, 1_500);
+        assert!(i.finish_run(&done, &c).is_some());
+        let before = i.clone();
+        assert_eq!(i.finish_run(&done, &c), None, "delivered twice");
+        assert_eq!(i.finish_run(&run(9, "first", RunOutcome::Failed, 1_600), &c), None, "an older run");
+        assert_eq!(i, before);
+    }
+
+    #[test]
+    fn test_mode_without_playbook_escalates_at_once() {
+        let c = catalog();
+        let finding =
+            Finding { mode: FailureMode::DiskFull, service: api(), evidence: "e".into(), first_sign_unix_ms: 1 };
+        let mut i = Incident::open(2, &finding, 5);
+        assert!(matches!(i.first_step(&c), NextStep::Escalate { .. }));
+        assert_eq!(i.status, IncidentStatus::Failed);
     }
 
     #[test]
@@ -204,7 +395,7 @@ mod tests {
 
     #[test]
     fn test_overdue_lists_open_incidents_past_limit() {
-        let all = vec![
+        let all = [
             incident(1, IncidentStatus::Open, 0, None),
             incident(2, IncidentStatus::Open, 100_000, None),
             incident(3, IncidentStatus::Resolved, 0, Some(1)),

@@ -1,30 +1,35 @@
 //! warden-core: the domain of warden and its pure logic.
 //!
 //! Everything here is plain types and functions — no actors, no HTTP, no store — so every
-//! rule (config validation, restart intensity, policy decisions, the audit hash chain,
-//! MTTR math, playbook planning) is testable on its own and shared by every other crate.
+//! rule is testable on its own and shared by every other crate.
 //!
-//! - [`config`]: the node config schema, loading with file:line:column errors, validation.
+//! - [`source`]: config documents, positions, every problem of a file at once.
+//! - [`config`]: the node config, parsed into validated types (durations, addresses, URLs,
+//!   service names, resolved executables).
+//! - [`service`]: the states of a supervised service.
 //! - [`restart`]: service restart backoff and crash-loop quarantine.
-//! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions.
+//! - [`probe`]: check results, failures and the threshold tracker.
+//! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
+//! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
+//! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
+//! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions, audit records.
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
 //! - [`audit`]: audit entries and the SHA-256 hash chain.
-//! - [`incident`]: failure modes, incidents and MTTR math.
-//! - [`playbook`]: the playbook catalog and step planning.
-//! - [`procnet`]: who holds a port, from `/proc/net/tcp*`.
+//! - [`procnet`]: who holds a port.
+//! - [`time`]: wall-clock timestamps (Unix ms, RFC 3339).
 
 pub mod audit;
 pub mod config;
+pub mod detect;
 pub mod incident;
+pub mod mode;
 pub mod permit;
 pub mod playbook;
 pub mod policy;
+pub mod probe;
 pub mod procnet;
 pub mod restart;
-pub mod yaml;
-
-/// Milliseconds since the Unix epoch from the wall clock. Used for stored timestamps only;
-/// all timing logic uses tokio's monotonic clock.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub mod run;
+pub mod service;
+pub mod source;
+pub mod time;

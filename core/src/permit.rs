@@ -132,6 +132,8 @@ mod tests {
     use super::*;
     use crate::audit::{self, AuditActor, GENESIS};
     use crate::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
+    use crate::source::Source;
+    use std::path::Path;
 
     #[derive(Debug)]
     struct Step(&'static str, &'static str, u8);
@@ -148,11 +150,10 @@ mod tests {
     }
 
     fn permit_for(action: &str, target: &str) -> Permit {
-        let p = Policies::load(
-            "p.yaml",
-            &format!("mode: dev\nwhitelist:\n  - action: {action}\n    targets: [{target}]\n"),
-        )
-        .expect("policy");
+        let text = format!("mode: dev\nwhitelist:\n  - action: {action}\n    targets: [{target}]\n");
+        let services = [crate::config::ServiceName::parse(target).expect("name")];
+        let p =
+            Policies::load(&Source { name: "p.yaml", dir: Path::new("."), text: &text }, &services).expect("policy");
         let req = ActionRequest {
             action: action.into(),
             tier: Tier::REVERSIBLE,

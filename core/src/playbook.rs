@@ -4,14 +4,22 @@
 //! declares its minimum tier, what it changes and how it is undone; planning binds the
 //! steps to a target service so each one can be checked against a permit and run.
 
-use crate::incident::FailureMode;
+use crate::config::ServiceName;
+use crate::mode::FailureMode;
 use crate::permit::Governed;
 use crate::policy::Tier;
-use crate::yaml::{self, SourcePos, YamlError};
+use crate::source::{self, Collector, Problems, Source};
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::path::Path;
+use std::time::Duration;
 
 pub const DEFAULT_CATALOG_YAML: &str = include_str!("../../config/playbooks.yaml");
 pub const DEFAULT_CATALOG_FILE: &str = "config/playbooks.yaml (embedded)";
+
+/// Signals a `signal_service` step may send (by their usual names).
+pub const SIGNALS: &[&str] =
+    &["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "SIGCONT", "SIGSTOP", "SIGWINCH"];
 
 /// The building blocks of playbooks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +47,18 @@ pub enum Primitive {
     QuarantineService,
 }
 
+/// Every action a primitive can name, with its own (minimum) tier. Policies may only name
+/// these; a test keeps it in step with [`Primitive::action`].
+const ACTIONS: &[(&str, Tier)] = &[
+    ("collect_diagnostics", Tier::OBSERVE),
+    ("signal_service", Tier::REVERSIBLE),
+    ("restart_service", Tier::REVERSIBLE),
+    ("stop_service", Tier::REVERSIBLE),
+    ("start_service", Tier::OBSERVE),
+    ("wait_healthy", Tier::OBSERVE),
+    ("quarantine_service", Tier::REVERSIBLE),
+];
+
 impl Primitive {
     /// The action name governance rules and the audit log speak of.
     pub fn action(&self) -> &'static str {
@@ -53,14 +73,18 @@ impl Primitive {
         }
     }
 
+    /// The own tier of a known action; `None` for a name no primitive has.
+    pub fn action_tier(action: &str) -> Option<Tier> {
+        ACTIONS.iter().find(|(a, _)| *a == action).map(|(_, t)| *t)
+    }
+
+    /// Every known action name.
+    pub fn actions() -> impl Iterator<Item = &'static str> {
+        ACTIONS.iter().map(|(a, _)| *a)
+    }
+
     pub fn min_tier(&self) -> Tier {
-        match self {
-            Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } | Primitive::StartService => Tier::OBSERVE,
-            Primitive::SignalService { .. }
-            | Primitive::RestartService { .. }
-            | Primitive::StopService
-            | Primitive::QuarantineService => Tier::REVERSIBLE,
-        }
+        Self::action_tier(self.action()).unwrap_or(Tier::HUMAN_ONLY)
     }
 
     /// What running it changes, for people and for the rollback document.
@@ -83,43 +107,78 @@ impl Primitive {
             _ => None,
         }
     }
+
+    /// What is wrong with this step's own parameters, if anything.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Primitive::SignalService { signal } if !SIGNALS.contains(&signal.as_str()) => {
+                Some(format!("unknown signal `{signal}` (one of {})", SIGNALS.join(", ")))
+            }
+            Primitive::WaitHealthy { timeout_ms: 0 } => Some("wait_healthy.timeout_ms must be positive".into()),
+            _ => None,
+        }
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a playbook is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Service,
+    Network,
+    Database,
+    Resources,
+    Config,
+    Model,
+}
+
+/// A validated playbook.
+#[derive(Debug, Clone)]
 pub struct Playbook {
     pub id: String,
     pub name: String,
     pub description: String,
-    pub category: String,
-    /// The highest tier of its steps (checked on load).
+    pub category: Category,
+    /// At least the highest tier of its steps (checked on load).
     pub tier: Tier,
+    /// At least one failure mode.
     pub triggers: Vec<FailureMode>,
-    #[serde(default)]
     pub max_retries: u32,
-    pub timeout_ms: u64,
+    pub timeout: Duration,
     /// Re-probe the target after the steps.
-    #[serde(default = "yes")]
     pub verify: bool,
     pub steps: Vec<Primitive>,
 }
 
-fn yes() -> bool {
-    true
-}
+mod raw {
+    use super::*;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogFile {
-    playbooks: Vec<Playbook>,
-}
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CatalogFile {
+        pub playbooks: Vec<Playbook>,
+    }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    #[error("{0}")]
-    Yaml(#[from] YamlError),
-    #[error("{pos}: {message}")]
-    Invalid { pos: SourcePos, message: String },
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Playbook {
+        pub id: Spanned<String>,
+        pub name: String,
+        pub description: String,
+        pub category: Category,
+        pub tier: Spanned<Tier>,
+        pub triggers: Spanned<Vec<FailureMode>>,
+        #[serde(default)]
+        pub max_retries: u32,
+        pub timeout_ms: Spanned<u64>,
+        #[serde(default = "yes")]
+        pub verify: bool,
+        pub steps: Spanned<Vec<Spanned<Primitive>>>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
 }
 
 /// The loaded, checked catalog.
@@ -129,35 +188,66 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn load(file: &str, text: &str) -> Result<Self, CatalogError> {
-        let parsed: CatalogFile = yaml::parse(file, text)?;
-        let invalid = |message: String| CatalogError::Invalid {
-            pos: SourcePos { file: file.into(), line: 1, column: 1 },
-            message,
-        };
+    /// Reads and validates a catalog document; every problem is reported with its position.
+    pub fn load(src: &Source<'_>) -> Result<Self, Problems> {
+        let parsed: raw::CatalogFile = source::parse(src)?;
+        let mut c = Collector::new(src.name);
         let mut seen = std::collections::BTreeSet::new();
-        for p in &parsed.playbooks {
-            if !seen.insert(p.id.as_str()) {
-                return Err(invalid(format!("playbook `{}` is defined twice", p.id)));
+        let mut playbooks = Vec::new();
+        for p in parsed.playbooks {
+            let id = p.id.value.clone();
+            if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
+                c.at(p.id.referenced, format!("playbook id `{id}` must be lowercase letters, digits and _"));
             }
-            let highest = p.steps.iter().map(Primitive::min_tier).max().unwrap_or(Tier::OBSERVE);
-            if highest != p.tier {
-                return Err(invalid(format!(
-                    "playbook `{}` declares tier {} but its steps need tier {}",
-                    p.id,
-                    p.tier.get(),
-                    highest.get()
-                )));
+            if !seen.insert(id.clone()) {
+                c.at(p.id.referenced, format!("playbook `{id}` is defined twice"));
             }
-            if p.steps.is_empty() {
-                return Err(invalid(format!("playbook `{}` has no steps", p.id)));
+            if p.steps.value.is_empty() {
+                c.at(p.steps.referenced, format!("playbook `{id}` has no steps"));
             }
+            for step in &p.steps.value {
+                if let Some(problem) = step.value.problem() {
+                    c.at(step.referenced, format!("playbook `{id}`: {problem}"));
+                }
+            }
+            let highest = p.steps.value.iter().map(|s| s.value.min_tier()).max().unwrap_or(Tier::OBSERVE);
+            if p.tier.value < highest {
+                c.at(
+                    p.tier.referenced,
+                    format!(
+                        "playbook `{id}` declares tier {} but its steps need tier {}",
+                        p.tier.value.get(),
+                        highest.get()
+                    ),
+                );
+            }
+            if p.triggers.value.is_empty() {
+                c.at(
+                    p.triggers.referenced,
+                    format!("playbook `{id}` has no triggers: no failure mode would ever run it"),
+                );
+            }
+            if p.timeout_ms.value == 0 {
+                c.at(p.timeout_ms.referenced, format!("playbook `{id}`: timeout_ms must be positive"));
+            }
+            playbooks.push(Playbook {
+                id,
+                name: p.name,
+                description: p.description,
+                category: p.category,
+                tier: p.tier.value,
+                triggers: p.triggers.value,
+                max_retries: p.max_retries,
+                timeout: Duration::from_millis(p.timeout_ms.value),
+                verify: p.verify,
+                steps: p.steps.value.into_iter().map(|s| s.value).collect(),
+            });
         }
-        Ok(Self { playbooks: parsed.playbooks })
+        c.finish(|| Self { playbooks })
     }
 
-    pub fn embedded_default() -> Result<Self, CatalogError> {
-        Self::load(DEFAULT_CATALOG_FILE, DEFAULT_CATALOG_YAML)
+    pub fn embedded_default() -> Result<Self, Problems> {
+        Self::load(&Source { name: DEFAULT_CATALOG_FILE, dir: Path::new("."), text: DEFAULT_CATALOG_YAML })
     }
 
     pub fn get(&self, id: &str) -> Option<&Playbook> {
@@ -179,7 +269,7 @@ impl Catalog {
 pub struct PlannedStep {
     pub index: usize,
     pub primitive: Primitive,
-    pub target: String,
+    pub target: ServiceName,
     pub tier: Tier,
 }
 
@@ -188,7 +278,7 @@ impl Governed for PlannedStep {
         self.primitive.action()
     }
     fn target(&self) -> &str {
-        &self.target
+        self.target.as_str()
     }
     fn tier(&self) -> Tier {
         self.tier
@@ -196,7 +286,7 @@ impl Governed for PlannedStep {
 }
 
 /// Binds a playbook's steps to `target`; `tier_of` lets policy raise a step's tier.
-pub fn plan(playbook: &Playbook, target: &str, tier_of: impl Fn(&str, Tier) -> Tier) -> Vec<PlannedStep> {
+pub fn plan(playbook: &Playbook, target: &ServiceName, tier_of: impl Fn(&str, Tier) -> Tier) -> Vec<PlannedStep> {
     playbook
         .steps
         .iter()
@@ -204,7 +294,7 @@ pub fn plan(playbook: &Playbook, target: &str, tier_of: impl Fn(&str, Tier) -> T
         .map(|(index, p)| PlannedStep {
             index,
             primitive: p.clone(),
-            target: target.to_string(),
+            target: target.clone(),
             tier: tier_of(p.action(), p.min_tier()).max(p.min_tier()),
         })
         .collect()
@@ -225,65 +315,56 @@ mod tests {
     fn test_plan_binds_target_and_keeps_min_tier() {
         let c = Catalog::embedded_default().expect("catalog");
         let pb = c.get("restart_hung_service").expect("playbook");
-        let steps = plan(pb, "api", |_, t| t);
-        assert!(steps.iter().all(|s| s.target == "api"));
+        let api = ServiceName::parse("api").expect("name");
+        let steps = plan(pb, &api, |_, t| t);
+        assert!(steps.iter().all(|s| s.target == api));
         let restart = steps.iter().find(|s| s.primitive.action() == "restart_service").expect("restart step");
         assert_eq!(restart.tier, Tier::REVERSIBLE);
         // Policy may raise a tier, never lower it below the primitive's own.
-        let lowered = plan(pb, "api", |_, _| Tier::OBSERVE);
+        let lowered = plan(pb, &api, |_, _| Tier::OBSERVE);
         assert!(lowered.iter().all(|s| s.tier >= s.primitive.min_tier()));
     }
 
-    #[test]
-    fn test_catalog_rejects_understated_tier() {
-        let text = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: service\n    tier: 1\n    triggers: [api_timeout]\n    timeout_ms: 1000\n    steps:\n      - do: restart_service\n";
-        let err = Catalog::load("c.yaml", text).expect_err("tier too low");
-        assert!(err.to_string().contains("declares tier 1"), "{err}");
+    fn load(text: &str) -> Result<Catalog, Problems> {
+        Catalog::load(&Source { name: "c.yaml", dir: Path::new("."), text })
     }
-}
 
-/// How a playbook run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    Running,
-    Succeeded,
-    Failed,
-    /// Governance refused a step; nothing past it ran.
-    Denied,
-    /// A step waits for an approver.
-    PendingApproval,
-}
+    #[test]
+    fn test_catalog_mistakes_are_all_reported_at_their_position() {
+        // An understated tier, an unknown signal and a zero timeout: three problems, each
+        // on its own line (not 1:1 for the whole file).
+        let text = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: service\n    tier: 1\n    triggers: [api_timeout]\n    timeout_ms: 0\n    steps:\n      - do: restart_service\n      - do: signal_service\n        signal: SIGBOGUS\n";
+        let err = load(text).expect_err("three problems");
+        let lines: Vec<u64> = err.list().iter().map(|p| p.pos.line).collect();
+        assert_eq!(err.len(), 3, "{err}");
+        assert!(
+            err.to_string().contains("c.yaml:6:11: playbook `x` declares tier 1 but its steps need tier 2"),
+            "{err}"
+        );
+        assert!(lines.contains(&8) && lines.contains(&11), "{err}");
+    }
 
-/// One step as it ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRecord {
-    pub index: usize,
-    pub action: String,
-    pub tier: u8,
-    /// The audit entry of the decision that permitted it (tier ≥ 2).
-    pub permit_audit_seq: Option<u64>,
-    pub ok: bool,
-    pub detail: String,
-    pub duration_ms: u64,
-}
+    #[test]
+    fn test_unknown_primitive_and_trigger_name_their_line() {
+        let base = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: service\n    tier: 2\n    triggers: [api_timeout]\n    timeout_ms: 100\n    steps:\n      - do: restart_service\n";
+        let err = load(&base.replace("do: restart_service", "do: reboot_planet")).expect_err("unknown primitive");
+        assert_eq!(err.list()[0].pos.line, 10, "{err}");
+        let err = load(&base.replace("[api_timeout]", "[sunspots]")).expect_err("unknown trigger");
+        assert_eq!(err.list()[0].pos.line, 7, "{err}");
+    }
 
-/// One playbook run as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub run_id: u64,
-    pub incident_id: Option<u64>,
-    pub playbook: String,
-    pub target: String,
-    pub started_unix_ms: u64,
-    pub finished_unix_ms: Option<u64>,
-    pub outcome: RunOutcome,
-    pub steps: Vec<StepRecord>,
-    pub detail: String,
-}
-
-impl RunRecord {
-    pub fn duration_ms(&self) -> Option<u64> {
-        self.finished_unix_ms.map(|f| f.saturating_sub(self.started_unix_ms))
+    #[test]
+    fn test_action_table_matches_primitives() {
+        let every = [
+            Primitive::CollectDiagnostics,
+            Primitive::SignalService { signal: "SIGHUP".into() },
+            Primitive::RestartService { force: false },
+            Primitive::StopService,
+            Primitive::StartService,
+            Primitive::WaitHealthy { timeout_ms: 1 },
+            Primitive::QuarantineService,
+        ];
+        let names: Vec<&str> = every.iter().map(Primitive::action).collect();
+        assert_eq!(names, Primitive::actions().collect::<Vec<_>>(), "ACTIONS lists every primitive once, in order");
     }
 }

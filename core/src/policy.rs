@@ -5,9 +5,15 @@
 //! tier 4 never runs autonomously. The verdict is a pure function of the policy, the
 //! request, the clock and the recent history, so every rule is testable here.
 
-use crate::yaml::{self, YamlError};
+use crate::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind};
+use crate::config::ServiceName;
+use crate::playbook::Primitive;
+use crate::source::{self, Collector, Problems, Source};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::time::Duration;
 
 pub const DEFAULT_POLICIES_YAML: &str = include_str!("../../config/governance_policies.yaml");
 pub const DEFAULT_POLICIES_FILE: &str = "config/governance_policies.yaml (embedded)";
@@ -50,65 +56,230 @@ pub enum Mode {
     Production,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policies {
-    pub mode: Mode,
-    /// Tier overrides per action; an action not listed keeps its own tier.
-    #[serde(default)]
-    pub tiers: BTreeMap<String, Tier>,
-    #[serde(default)]
-    pub whitelist: Vec<WhitelistEntry>,
-    #[serde(default)]
-    pub approvers: Vec<Approver>,
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dev => "dev",
+            Mode::Production => "production",
+        }
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WhitelistEntry {
+/// The validated governance policy.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub mode: Mode,
+    /// Tier overrides per action; an action not listed keeps its own tier. Never lower
+    /// than the action's own tier (refused at load).
+    tiers: BTreeMap<String, Tier>,
+    pub whitelist: Vec<WhitelistRule>,
+    pub approvers: Vec<String>,
+}
+
+/// Which services a whitelist entry covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    Any,
+    Only(BTreeSet<String>),
+}
+
+impl Targets {
+    pub fn covers(&self, target: &str) -> bool {
+        match self {
+            Targets::Any => true,
+            Targets::Only(set) => set.contains(target),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WhitelistRule {
     pub action: String,
-    /// Service names, or `*` for any.
-    pub targets: Vec<String>,
-    #[serde(default)]
+    pub targets: Targets,
     pub rate_limit: Option<RateLimit>,
     /// UTC hours during which the entry applies, `[from, to)`; always when absent.
-    #[serde(default)]
     pub hours_utc: Option<HourWindow>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
+    /// At least 1.
     pub max: usize,
-    pub per_ms: u64,
+    /// Positive.
+    pub per: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[from, to)` in UTC hours, both 0–23 and different; wraps past midnight when `to < from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HourWindow {
     pub from: u8,
     pub to: u8,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Approver {
-    pub name: String,
+impl HourWindow {
+    pub fn contains(&self, hour: u8) -> bool {
+        if self.from <= self.to { hour >= self.from && hour < self.to } else { hour >= self.from || hour < self.to }
+    }
+}
+
+mod raw {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PolicyFile {
+        pub mode: Mode,
+        #[serde(default)]
+        pub tiers: BTreeMap<String, Spanned<Tier>>,
+        #[serde(default)]
+        pub whitelist: Vec<Rule>,
+        #[serde(default)]
+        pub approvers: Vec<Approver>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub action: Spanned<String>,
+        pub targets: Spanned<Vec<Spanned<String>>>,
+        #[serde(default)]
+        pub rate_limit: Option<Spanned<Rate>>,
+        #[serde(default)]
+        pub hours_utc: Option<Spanned<Hours>>,
+    }
+
+    #[derive(Debug, Clone, Copy, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rate {
+        pub max: usize,
+        pub per_ms: u64,
+    }
+
+    #[derive(Debug, Clone, Copy, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Hours {
+        pub from: u8,
+        pub to: u8,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Approver {
+        pub name: Spanned<String>,
+    }
 }
 
 impl Policies {
-    pub fn load(file: &str, text: &str) -> Result<Self, YamlError> {
-        yaml::parse(file, text)
+    /// Reads and validates a policy document for a node running `services`.
+    pub fn load(src: &Source<'_>, services: &[ServiceName]) -> Result<Self, Problems> {
+        let raw: raw::PolicyFile = source::parse(src)?;
+        let mut c = Collector::new(src.name);
+        let own_tier = |action: &str| Primitive::action_tier(action);
+        let mut tiers = BTreeMap::new();
+        for (action, tier) in &raw.tiers {
+            match own_tier(action) {
+                None => c.at(tier.referenced, format!("tiers: unknown action `{action}`")),
+                Some(own) if tier.value < own => c.at(
+                    tier.referenced,
+                    format!(
+                        "tiers: `{action}` is tier {} by nature; a policy may raise it, not lower it to {}",
+                        own.get(),
+                        tier.value.get()
+                    ),
+                ),
+                Some(_) => {
+                    tiers.insert(action.clone(), tier.value);
+                }
+            }
+        }
+        let whitelist = raw.whitelist.iter().filter_map(|r| rule(&mut c, r, &tiers, services)).collect();
+        let mut approvers = Vec::new();
+        for a in &raw.approvers {
+            if a.name.value.trim().is_empty() {
+                c.at(a.name.referenced, "approver name must not be empty");
+            } else if approvers.contains(&a.name.value) {
+                c.at(a.name.referenced, format!("approver `{}` is listed twice", a.name.value));
+            } else {
+                approvers.push(a.name.value.clone());
+            }
+        }
+        c.finish(|| Policies { mode: raw.mode, tiers, whitelist, approvers })
     }
 
-    pub fn embedded_default() -> Result<Self, YamlError> {
-        Self::load(DEFAULT_POLICIES_FILE, DEFAULT_POLICIES_YAML)
+    pub fn embedded_default(services: &[ServiceName]) -> Result<Self, Problems> {
+        Self::load(&Source { name: DEFAULT_POLICIES_FILE, dir: Path::new("."), text: DEFAULT_POLICIES_YAML }, services)
     }
 
     /// The tier governance applies to `action`: the policy's override, else its own.
     pub fn tier_of(&self, action: &str, own: Tier) -> Tier {
-        self.tiers.get(action).copied().unwrap_or(own)
+        self.tiers.get(action).copied().unwrap_or(own).max(own)
     }
+}
+
+fn rule(
+    c: &mut Collector,
+    r: &raw::Rule,
+    tiers: &BTreeMap<String, Tier>,
+    services: &[ServiceName],
+) -> Option<WhitelistRule> {
+    let action = r.action.value.clone();
+    let mut ok = true;
+    match Primitive::action_tier(&action) {
+        None => {
+            c.at(r.action.referenced, format!("whitelist: unknown action `{action}`"));
+            ok = false;
+        }
+        Some(own) if tiers.get(&action).copied().unwrap_or(own) == Tier::HUMAN_ONLY => {
+            c.at(
+                r.action.referenced,
+                format!("whitelist: `{action}` is tier 4: a person must act, it cannot be whitelisted"),
+            );
+            ok = false;
+        }
+        Some(_) => {}
+    }
+    let targets = if r.targets.value.iter().any(|t| t.value == "*") {
+        if r.targets.value.len() > 1 {
+            c.at(r.targets.referenced, "whitelist: `*` already covers every service; list it alone");
+        }
+        Targets::Any
+    } else {
+        if r.targets.value.is_empty() {
+            c.at(r.targets.referenced, format!("whitelist: `{action}` covers no target (use `*` for every service)"));
+            ok = false;
+        }
+        let mut set = BTreeSet::new();
+        for t in &r.targets.value {
+            if services.iter().any(|s| *s == t.value.as_str()) {
+                set.insert(t.value.clone());
+            } else {
+                c.at(t.referenced, format!("whitelist: unknown target `{}` (not a service of this node)", t.value));
+                ok = false;
+            }
+        }
+        Targets::Only(set)
+    };
+    let rate_limit = r.rate_limit.as_ref().map(|rl| {
+        if rl.value.max == 0 {
+            c.at(rl.referenced, "whitelist: rate_limit.max must be at least 1 (remove the entry to forbid the action)");
+        }
+        if rl.value.per_ms == 0 {
+            c.at(rl.referenced, "whitelist: rate_limit.per_ms must be positive");
+        }
+        RateLimit { max: rl.value.max, per: Duration::from_millis(rl.value.per_ms) }
+    });
+    let hours_utc = r.hours_utc.as_ref().map(|h| {
+        for (key, v) in [("from", h.value.from), ("to", h.value.to)] {
+            if v > 23 {
+                c.at(h.referenced, format!("whitelist: hours_utc.{key} is {v}, outside 0–23"));
+            }
+        }
+        if h.value.from == h.value.to {
+            c.at(h.referenced, "whitelist: hours_utc is empty (from equals to); remove it to allow all day");
+        }
+        HourWindow { from: h.value.from, to: h.value.to }
+    });
+    ok.then_some(WhitelistRule { action, targets, rate_limit, hours_utc })
 }
 
 /// A request for permission to act.
@@ -118,9 +289,43 @@ pub struct ActionRequest {
     pub tier: Tier,
     pub target: String,
     pub rationale: String,
-    pub actor: crate::audit::AuditActor,
+    pub actor: AuditActor,
     pub incident_id: Option<u64>,
     pub run_id: Option<u64>,
+}
+
+impl ActionRequest {
+    /// The audit record of the gatekeeper's decision on this request.
+    pub fn decision_record(&self, verdict: &Verdict) -> AuditRecord {
+        self.record(EntryKind::Decision, verdict.kind(), None, verdict.reason().to_string())
+    }
+
+    /// The audit record of what happened when the permitted action ran.
+    pub fn outcome_record(&self, outcome: OutcomeKind, detail: String) -> AuditRecord {
+        self.record(EntryKind::Outcome, DecisionKind::Allow, Some(outcome), detail)
+    }
+
+    fn record(
+        &self,
+        kind: EntryKind,
+        decision: DecisionKind,
+        outcome: Option<OutcomeKind>,
+        detail: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            kind,
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            tier: self.tier.get(),
+            target: self.target.clone(),
+            rationale: self.rationale.clone(),
+            decision,
+            outcome,
+            detail,
+            incident_id: self.incident_id,
+            run_id: self.run_id,
+        }
+    }
 }
 
 /// A request the policy allows. Only [`evaluate`] makes one; a [`crate::permit::Permit`]
@@ -148,8 +353,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn kind(&self) -> crate::audit::DecisionKind {
-        use crate::audit::DecisionKind;
+    pub fn kind(&self) -> DecisionKind {
         match self {
             Verdict::Allow(_) => DecisionKind::Allow,
             Verdict::Deny { .. } => DecisionKind::Deny,
@@ -197,30 +401,27 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
     if tier == Tier::HUMAN_ONLY {
         return Verdict::Deny { reason: format!("`{}` is tier 4: never autonomous, a person must act", req.action) };
     }
-    let entries: Vec<&WhitelistEntry> = policies
-        .whitelist
-        .iter()
-        .filter(|w| w.action == req.action && w.targets.iter().any(|t| t == "*" || *t == req.target))
-        .collect();
+    let entries: Vec<&WhitelistRule> =
+        policies.whitelist.iter().filter(|w| w.action == req.action && w.targets.covers(&req.target)).collect();
     if entries.is_empty() {
         return Verdict::Deny { reason: format!("`{}` on `{}` is not whitelisted", req.action, req.target) };
     }
     let hour = ((now_unix_ms / 3_600_000) % 24) as u8;
     let mut last_reason = String::new();
     for w in entries {
-        if let Some(h) = w.hours_utc {
-            let inside = if h.from <= h.to { hour >= h.from && hour < h.to } else { hour >= h.from || hour < h.to };
-            if !inside {
-                last_reason = format!("`{}` is whitelisted only {:02}:00–{:02}:00 UTC", req.action, h.from, h.to);
-                continue;
-            }
+        if let Some(h) = w.hours_utc
+            && !h.contains(hour)
+        {
+            last_reason = format!("`{}` is whitelisted only {:02}:00–{:02}:00 UTC", req.action, h.from, h.to);
+            continue;
         }
         if let Some(r) = w.rate_limit {
-            let used = history.count_since(&req.action, &req.target, now_unix_ms.saturating_sub(r.per_ms));
+            let per_ms = r.per.as_millis() as u64;
+            let used = history.count_since(&req.action, &req.target, now_unix_ms.saturating_sub(per_ms));
             if used >= r.max {
                 last_reason = format!(
-                    "rate limit: `{}` on `{}` ran {used} times in {} ms (max {})",
-                    req.action, req.target, r.per_ms, r.max
+                    "rate limit: `{}` on `{}` ran {used} times in {per_ms} ms (max {})",
+                    req.action, req.target, r.max
                 );
                 continue;
             }
@@ -243,15 +444,21 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditActor;
 
+    fn services() -> Vec<ServiceName> {
+        ["api", "db"].iter().map(|s| ServiceName::parse(s).expect("name")).collect()
+    }
+
+    fn load(text: &str) -> Result<Policies, Problems> {
+        Policies::load(&Source { name: "p.yaml", dir: Path::new("."), text }, &services())
+    }
+
+    /// stop_service is raised to tier 3 (needs approval in production); signal_service to
+    /// tier 4 (never autonomous); quarantine_service is whitelisted only 01:00–02:00 UTC.
     fn policies(mode: &str) -> Policies {
-        Policies::load(
-            "p.yaml",
-            &format!(
-                "mode: {mode}\ntiers:\n  delete_everything: 4\nwhitelist:\n  - action: restart_service\n    targets: [api]\n    rate_limit: {{ max: 2, per_ms: 60000 }}\n  - action: restore_snapshot\n    targets: ['*']\n  - action: night_job\n    targets: ['*']\n    hours_utc: {{ from: 1, to: 2 }}\n"
-            ),
-        )
+        load(&format!(
+            "mode: {mode}\ntiers:\n  stop_service: 3\n  signal_service: 4\nwhitelist:\n  - action: restart_service\n    targets: [api]\n    rate_limit: {{ max: 2, per_ms: 60000 }}\n  - action: stop_service\n    targets: ['*']\n  - action: quarantine_service\n    targets: ['*']\n    hours_utc: {{ from: 1, to: 2 }}\n"
+        ))
         .expect("valid policy")
     }
 
@@ -301,36 +508,77 @@ mod tests {
 
     #[test]
     fn test_tier3_waits_for_approval_in_production_and_is_fast_approved_in_dev() {
-        let prod = evaluate(&policies("production"), req("restore_snapshot", 3, "db"), NOON, &RateHistory::default());
+        let prod = evaluate(&policies("production"), req("stop_service", 2, "db"), NOON, &RateHistory::default());
         assert!(matches!(prod, Verdict::PendingApproval { .. }), "{prod:?}");
-        let dev = evaluate(&policies("dev"), req("restore_snapshot", 3, "db"), NOON, &RateHistory::default());
-        assert!(matches!(dev, Verdict::Allow(_)), "{dev:?}");
+        let dev = evaluate(&policies("dev"), req("stop_service", 2, "db"), NOON, &RateHistory::default());
+        assert!(matches!(&dev, Verdict::Allow(a) if a.request().tier == Tier::DESTRUCTIVE), "{dev:?}");
     }
 
     #[test]
     fn test_tier4_override_is_never_autonomous() {
-        let v = evaluate(&policies("dev"), req("delete_everything", 2, "db"), NOON, &RateHistory::default());
+        let v = evaluate(&policies("dev"), req("signal_service", 2, "db"), NOON, &RateHistory::default());
         assert!(matches!(&v, Verdict::Deny { reason } if reason.contains("tier 4")), "{v:?}");
     }
 
     #[test]
     fn test_hour_window_limits_entry() {
         let p = policies("dev");
-        let outside = evaluate(&p, req("night_job", 2, "x"), NOON, &RateHistory::default());
+        let outside = evaluate(&p, req("quarantine_service", 2, "api"), NOON, &RateHistory::default());
         assert!(matches!(outside, Verdict::Deny { .. }), "{outside:?}");
-        let inside = evaluate(&p, req("night_job", 2, "x"), 3_600_000 + 5, &RateHistory::default());
+        let inside = evaluate(&p, req("quarantine_service", 2, "api"), 3_600_000 + 5, &RateHistory::default());
         assert!(matches!(inside, Verdict::Allow(_)), "{inside:?}");
+        assert!(HourWindow { from: 22, to: 2 }.contains(23) && HourWindow { from: 22, to: 2 }.contains(1));
+        assert!(!HourWindow { from: 22, to: 2 }.contains(12), "a window may wrap past midnight");
+    }
+
+    #[test]
+    fn test_decision_and_outcome_records_carry_the_request() {
+        let r = req("restart_service", 2, "api");
+        let v = evaluate(&policies("dev"), r.clone(), NOON, &RateHistory::default());
+        let d = r.decision_record(&v);
+        assert_eq!(
+            (d.kind, d.decision, d.action.as_str(), d.detail.as_str()),
+            (EntryKind::Decision, DecisionKind::Allow, "restart_service", "whitelisted tier 2")
+        );
+        let o = r.outcome_record(OutcomeKind::Failed, "boom".into());
+        assert_eq!(
+            (o.kind, o.outcome, o.target.as_str(), o.detail.as_str()),
+            (EntryKind::Outcome, Some(OutcomeKind::Failed), "api", "boom")
+        );
     }
 
     #[test]
     fn test_embedded_policies_load() {
-        let p = Policies::embedded_default().expect("embedded policies");
+        let p = Policies::embedded_default(&services()).expect("embedded policies");
         assert!(p.whitelist.iter().any(|w| w.action == "restart_service"));
     }
 
     #[test]
     fn test_bad_tier_names_position() {
-        let err = Policies::load("p.yaml", "mode: dev\ntiers:\n  x: 9\n").expect_err("tier 9");
-        assert_eq!(err.pos.line, 3, "{err}");
+        let err = load("mode: dev\ntiers:\n  stop_service: 9\n").expect_err("tier 9");
+        assert_eq!(err.list()[0].pos.line, 3, "{err}");
+    }
+
+    #[test]
+    fn test_every_policy_mistake_is_reported_with_its_position() {
+        // Unknown action, unknown target, an hour outside 0–23, a zero rate, a whitelisted
+        // tier 4 action and a lowered tier: six problems, one load.
+        let text = "mode: dev\ntiers:\n  signal_service: 4\n  restart_service: 1\nwhitelist:\n  - action: restat_service\n    targets: ['*']\n  - action: stop_service\n    targets: [nope]\n  - action: restart_service\n    targets: [api]\n    hours_utc: { from: 25, to: 3 }\n    rate_limit: { max: 0, per_ms: 1000 }\n  - action: signal_service\n    targets: ['*']\n";
+        let err = load(text).expect_err("six problems");
+        let found: Vec<(u64, &str)> = err.list().iter().map(|p| (p.pos.line, p.message.as_str())).collect();
+        assert_eq!(err.len(), 6, "{err}");
+        for (line, needle) in [
+            (4, "not lower it to 1"),
+            (6, "unknown action `restat_service`"),
+            (9, "unknown target `nope`"),
+            (12, "hours_utc.from is 25"),
+            (13, "rate_limit.max must be at least 1"),
+            (14, "tier 4"),
+        ] {
+            assert!(
+                found.iter().any(|(l, m)| *l == line && m.contains(needle)),
+                "line {line}: `{needle}` in {found:?}"
+            );
+        }
     }
 }

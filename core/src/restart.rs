@@ -4,7 +4,7 @@
 //! the service's own boot); each further exit inside the window doubles the delay up to a
 //! cap; more than `max_restarts` exits inside the window quarantine the service, as
 //! Kubernetes' CrashLoopBackOff and systemd's StartLimitBurst do. A process that was ready
-//! and stayed up for `stable_after_ms` was no crash loop: its exit starts a fresh history
+//! and stayed up for `stable_after` was no crash loop: its exit starts a fresh history
 //! (as supervisord's `startsecs` and Kubernetes' backoff reset do), so a healthy service
 //! killed from outside again and again is restarted at once every time. Time is tokio's
 //! monotonic clock so tests run on paused time.
@@ -37,10 +37,10 @@ impl RestartTracker {
     /// Records an exit at `now` and decides what to do about it. `stable_for` is how long
     /// the process had been ready when it exited (`None`: it never became ready).
     pub fn on_exit(&mut self, now: Instant, stable_for: Option<Duration>) -> RestartDecision {
-        if stable_for.is_some_and(|d| d >= Duration::from_millis(self.policy.stable_after_ms)) {
+        if stable_for.is_some_and(|d| d >= self.policy.stable_after) {
             self.exits.clear();
         }
-        let window = Duration::from_millis(self.policy.window_ms);
+        let window = self.policy.window;
         while let Some(&first) = self.exits.front() {
             if now.duration_since(first) > window {
                 self.exits.pop_front();
@@ -68,8 +68,7 @@ pub fn backoff(policy: &RestartPolicy, n: usize) -> Duration {
         return Duration::ZERO;
     }
     let shift = (n - 2).min(20) as u32;
-    let ms = policy.backoff_initial_ms.saturating_mul(1u64 << shift).min(policy.backoff_max_ms);
-    Duration::from_millis(ms)
+    policy.backoff_initial.saturating_mul(1u32 << shift).min(policy.backoff_max)
 }
 
 #[cfg(test)]
@@ -78,11 +77,11 @@ mod tests {
 
     fn policy() -> RestartPolicy {
         RestartPolicy {
-            backoff_initial_ms: 100,
-            backoff_max_ms: 1_000,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
             max_restarts: 3,
-            window_ms: 10_000,
-            stable_after_ms: 1_000,
+            window: Duration::from_secs(10),
+            stable_after: Duration::from_secs(1),
         }
     }
 

@@ -1,0 +1,450 @@
+//! From the raw YAML schema to the validated config, collecting every problem.
+
+use super::raw::{self, NodeFile};
+use super::*;
+use crate::source::Collector;
+use serde_saphyr::{Location, Spanned};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+
+const DATA_DIR_VAR: &str = "${data_dir}";
+
+pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Result<NodeConfig, Problems> {
+    let mut c = Collector::new(src.name);
+    let data_dir = data_dir(&mut c, src, &raw, opts);
+    let ctx = Ctx { dir: src.dir, data_dir: &data_dir };
+
+    let name = raw.node.name.value.clone();
+    if name.trim().is_empty() {
+        c.at(raw.node.name.referenced, "node.name must not be empty");
+    }
+    let http_listen = socket_addr(&mut c, &raw.node.http_listen, "node.http_listen");
+    let startup_deadline =
+        positive_ms(&mut c, raw.node.startup_deadline_ms.as_ref(), 30_000, "node.startup_deadline_ms");
+    let supervision = supervision(&mut c, &raw.supervision);
+    let healing = HealingConfig {
+        mttr_alert: positive_ms(&mut c, raw.healing.mttr_alert_ms.as_ref(), 120_000, "healing.mttr_alert_ms"),
+        mttr_window: match &raw.healing.mttr_window {
+            Some(w) if w.value == 0 => {
+                c.at(w.referenced, "healing.mttr_window must be at least 1");
+                1
+            }
+            Some(w) => w.value,
+            None => 10,
+        },
+    };
+
+    if raw.services.value.is_empty() {
+        c.at(raw.services.referenced, "services: a node needs at least one service");
+    }
+    let mut names = BTreeSet::new();
+    let mut ports: BTreeMap<u16, String> = BTreeMap::new();
+    if let Some(p) = http_listen {
+        ports.insert(p.port(), "warden's own http_listen".into());
+    }
+    let mut services = Vec::new();
+    for s in &raw.services.value {
+        if let Some(svc) = service(&mut c, &ctx, s, &mut names, &mut ports) {
+            services.push(svc);
+        }
+    }
+    let services = start_order(&mut c, &raw.services.value, services, &names);
+
+    let mut probe_names = BTreeSet::new();
+    let probes: Vec<ProbeSpec> = raw.probes.iter().filter_map(|p| probe(&mut c, p, &names, &mut probe_names)).collect();
+
+    let governance_policies =
+        raw.governance_policies.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
+
+    c.finish(move || NodeConfig {
+        name,
+        http_listen: http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
+        data_dir,
+        startup_deadline,
+        supervision,
+        services,
+        probes,
+        healing,
+        governance_policies,
+    })
+}
+
+/// What relative paths and `${data_dir}` resolve against.
+struct Ctx<'a> {
+    dir: &'a Path,
+    data_dir: &'a Path,
+}
+
+fn data_dir(c: &mut Collector, src: &Source<'_>, raw: &NodeFile, opts: &LoadOptions) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let chosen = match (&opts.data_dir, &raw.node.data_dir) {
+        (Some(d), _) => resolve(&cwd, &d.display().to_string()),
+        (None, Some(d)) if d.value.contains("${") => {
+            c.at(d.referenced, "node.data_dir cannot use variables");
+            resolve(src.dir, DEFAULT_DATA_DIR)
+        }
+        (None, Some(d)) if d.value.trim().is_empty() => {
+            c.at(d.referenced, "node.data_dir must not be empty");
+            resolve(src.dir, DEFAULT_DATA_DIR)
+        }
+        (None, Some(d)) => resolve(src.dir, &d.value),
+        (None, None) => resolve(src.dir, DEFAULT_DATA_DIR),
+    };
+    std::path::absolute(&chosen).unwrap_or(chosen)
+}
+
+/// `p` against `dir` when relative, with `.` components dropped (`./run.sh` reads as
+/// `DIR/run.sh` in messages).
+fn resolve(dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    let joined = if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+    joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
+/// Replaces `${data_dir}`; any other `${...}` is a problem (a typo would otherwise end up
+/// as a literal directory name).
+fn expand(c: &mut Collector, v: &Spanned<String>, data_dir: &Path) -> Option<String> {
+    let out = v.value.replace(DATA_DIR_VAR, &data_dir.display().to_string());
+    if let Some(i) = out.find("${") {
+        let var: String = out[i..].chars().take_while(|&ch| ch != '}').chain(Some('}')).collect();
+        c.at(v.referenced, format!("unknown variable `{var}` (only {DATA_DIR_VAR} is defined)"));
+        return None;
+    }
+    Some(out)
+}
+
+fn socket_addr(c: &mut Collector, v: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+    match v.value.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            c.at(v.referenced, format!("{what} `{}`: port 0 is not a port anyone can find", v.value));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.at(v.referenced, format!("{what} `{}` is not an IP:port address like 127.0.0.1:7700", v.value));
+            None
+        }
+    }
+}
+
+fn http_url(c: &mut Collector, loc: Location, v: &str, what: &str) -> Option<Url> {
+    match Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(u) => {
+            c.at(loc, format!("{what} `{v}`: needs an http:// or https:// URL with a host, not `{}:`", u.scheme()));
+            None
+        }
+        Err(e) => {
+            c.at(loc, format!("{what} `{v}` is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+/// A duration in milliseconds that must be positive; `default` when absent.
+fn positive_ms(c: &mut Collector, v: Option<&Spanned<u64>>, default: u64, what: &str) -> Duration {
+    match v {
+        Some(v) if v.value == 0 => {
+            c.at(v.referenced, format!("{what} must be positive"));
+            Duration::from_millis(default)
+        }
+        Some(v) => Duration::from_millis(v.value),
+        None => Duration::from_millis(default),
+    }
+}
+
+fn supervision(c: &mut Collector, raw: &raw::SupervisionSection) -> SupervisionConfig {
+    let mut tree = |v: &Option<Spanned<raw::TreeSection>>, default: TreeSpec, what: &str| match v {
+        None => default,
+        Some(t) => {
+            if t.value.period_ms == 0 {
+                c.at(t.referenced, format!("supervision.{what}.period_ms must be positive"));
+            }
+            TreeSpec {
+                strategy: t.value.strategy,
+                max_restarts: t.value.max_restarts,
+                period: Duration::from_millis(t.value.period_ms.max(1)),
+            }
+        }
+    };
+    let spec = |strategy, max_restarts| TreeSpec { strategy, max_restarts, period: Duration::from_secs(10) };
+    SupervisionConfig {
+        node: tree(&raw.node, spec(Strategy::OneForOne, 10), "node"),
+        governance: tree(&raw.governance, spec(Strategy::RestForOne, 5), "governance"),
+        guardian: tree(&raw.guardian, spec(Strategy::OneForOne, 5), "guardian"),
+        healing: tree(&raw.healing, spec(Strategy::OneForOne, 5), "healing"),
+        http: tree(&raw.http, spec(Strategy::OneForOne, 5), "http"),
+    }
+}
+
+fn service(
+    c: &mut Collector,
+    ctx: &Ctx<'_>,
+    s: &raw::ServiceSection,
+    names: &mut BTreeSet<ServiceName>,
+    ports: &mut BTreeMap<u16, String>,
+) -> Option<ServiceSpec> {
+    let name = c.check(s.name.referenced, ServiceName::parse(&s.name.value).map_err(|e| format!("service {e}")));
+    if let Some(n) = &name
+        && !names.insert(n.clone())
+    {
+        c.at(s.name.referenced, format!("service `{n}` is defined twice"));
+    }
+    let label = s.name.value.as_str();
+    let program = program(c, ctx, &s.command, label);
+    let args: Vec<String> = s.args.iter().filter_map(|a| expand(c, a, ctx.data_dir)).collect();
+    let env: BTreeMap<String, String> =
+        s.env.iter().filter_map(|(k, v)| Some((k.clone(), expand(c, v, ctx.data_dir)?))).collect();
+    let workdir = s.workdir.as_ref().and_then(|w| {
+        let path = resolve(ctx.dir, &expand(c, w, ctx.data_dir)?);
+        // A workdir under the data dir is created before the start; any other must exist.
+        if !path.starts_with(ctx.data_dir) && !path.is_dir() {
+            c.at(w.referenced, format!("service `{label}`: workdir {} is not a directory", path.display()));
+        }
+        Some(path)
+    });
+    let mut own_ports = Vec::new();
+    for p in &s.ports {
+        if p.value == 0 {
+            c.at(p.referenced, format!("service `{label}`: port 0 cannot be probed or checked"));
+        } else if let Some(other) = ports.insert(p.value, label.to_string()) {
+            c.at(p.referenced, format!("service `{label}`: port {} is also declared by {other}", p.value));
+        } else {
+            own_ports.push(p.value);
+        }
+    }
+    let ready = s.ready.as_ref().and_then(|r| match &r.value {
+        raw::ReadySection::Tcp { addr } => {
+            let v = Spanned::new(addr.clone(), r.referenced, r.defined);
+            socket_addr(c, &v, &format!("service `{label}`: ready.addr")).map(|addr| ReadyCheck::Tcp { addr })
+        }
+        raw::ReadySection::Http { url } => {
+            http_url(c, r.referenced, url, &format!("service `{label}`: ready.url")).map(|url| ReadyCheck::Http { url })
+        }
+    });
+    let what = |key: &str| format!("service `{label}`: {key}");
+    let startup_deadline = positive_ms(c, s.startup_deadline_ms.as_ref(), 30_000, &what("startup_deadline_ms"));
+    let stop_grace = positive_ms(c, s.stop_grace_ms.as_ref(), 3_000, &what("stop_grace_ms"));
+    let restart = s.restart.as_ref().map_or_else(RestartPolicy::default, |r| restart_policy(c, r, label));
+    let logs = s.logs.as_ref().map_or_else(LogPolicy::default, |l| {
+        let d = LogPolicy::default();
+        let max_bytes = l.value.max_bytes.unwrap_or(d.max_bytes);
+        if max_bytes < 1024 {
+            c.at(l.referenced, format!("service `{label}`: logs.max_bytes must be at least 1024, not {max_bytes}"));
+        }
+        let keep = l.value.keep.unwrap_or(d.keep);
+        if keep == 0 {
+            c.at(l.referenced, format!("service `{label}`: logs.keep must be at least 1"));
+        }
+        LogPolicy { max_bytes, keep }
+    });
+    let memory_limit_mb = match &s.memory_limit_mb {
+        Some(m) if m.value == 0 => {
+            c.at(m.referenced, format!("service `{label}`: memory_limit_mb must be positive"));
+            None
+        }
+        m => m.as_ref().map(|m| m.value),
+    };
+    let files = s
+        .files
+        .iter()
+        .filter_map(|f| {
+            let path = resolve(ctx.dir, &expand(c, &f.path, ctx.data_dir)?);
+            Some(ManagedFile { path, content: f.content.clone() })
+        })
+        .collect();
+    let depends_on = s.depends_on.iter().filter_map(|d| ServiceName::parse(&d.value).ok()).collect();
+    Some(ServiceSpec {
+        name: name?,
+        program: program?,
+        args,
+        env,
+        workdir,
+        ports: own_ports,
+        depends_on,
+        ready,
+        startup_deadline,
+        stop_grace,
+        restart,
+        logs,
+        memory_limit_mb,
+        files,
+    })
+}
+
+/// `@warden`, a path (relative to the config's folder) or a name looked up in `PATH`,
+/// checked to be an executable file now rather than at the first start.
+fn program(c: &mut Collector, ctx: &Ctx<'_>, cmd: &Spanned<String>, label: &str) -> Option<Program> {
+    if cmd.value == SELF_COMMAND {
+        return Some(Program::SelfExe);
+    }
+    let value = expand(c, cmd, ctx.data_dir)?;
+    if value.trim().is_empty() {
+        c.at(cmd.referenced, format!("service `{label}`: command must not be empty"));
+        return None;
+    }
+    let found = if value.contains('/') {
+        let path = resolve(ctx.dir, &value);
+        executable(&path).map(|()| path.clone()).map_err(|why| {
+            if path.as_os_str() == value.as_str() { why } else { format!("{why} (resolved to {})", path.display()) }
+        })
+    } else {
+        find_in_path(&value)
+    };
+    match found {
+        Ok(path) => Some(Program::Path(path)),
+        Err(why) => {
+            c.at(cmd.referenced, format!("service `{label}`: command `{value}` {why}"));
+            None
+        }
+    }
+}
+
+fn executable(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".into()),
+        Err(e) => Err(format!("cannot be read: {e}")),
+        Ok(m) if !m.is_file() => Err("is not a file".into()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("is not executable".into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn find_in_path(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| executable(p).is_ok())
+        .ok_or_else(|| "is not found in PATH".to_string())
+}
+
+fn restart_policy(c: &mut Collector, r: &Spanned<raw::RestartSection>, label: &str) -> RestartPolicy {
+    let d = RestartPolicy::default();
+    let v = r.value;
+    let ms = |m: Option<u64>, d: Duration| m.map(Duration::from_millis).unwrap_or(d);
+    let p = RestartPolicy {
+        backoff_initial: ms(v.backoff_initial_ms, d.backoff_initial),
+        backoff_max: ms(v.backoff_max_ms, d.backoff_max),
+        max_restarts: v.max_restarts.unwrap_or(d.max_restarts),
+        window: ms(v.window_ms, d.window),
+        stable_after: ms(v.stable_after_ms, d.stable_after),
+    };
+    let mut bad = |msg: String| c.at(r.referenced, format!("service `{label}`: restart.{msg}"));
+    if p.max_restarts == 0 {
+        bad("max_restarts must be at least 1".into());
+    }
+    if p.window.is_zero() {
+        bad("window_ms must be positive".into());
+    }
+    if p.backoff_max < p.backoff_initial {
+        bad(format!(
+            "backoff_max_ms ({}) is below backoff_initial_ms ({})",
+            p.backoff_max.as_millis(),
+            p.backoff_initial.as_millis()
+        ));
+    }
+    p
+}
+
+/// Orders services so each comes after its dependencies; reports unknown dependencies
+/// and cycles at the services that name them.
+fn start_order(
+    c: &mut Collector,
+    raw: &[raw::ServiceSection],
+    services: Vec<ServiceSpec>,
+    names: &BTreeSet<ServiceName>,
+) -> Vec<ServiceSpec> {
+    let mut unknown = false;
+    for s in raw {
+        for d in &s.depends_on {
+            if d.value == s.name.value {
+                unknown = true;
+                c.at(d.referenced, format!("service `{}` depends on itself", s.name.value));
+            } else if !names.iter().any(|n| n.as_str() == d.value) {
+                unknown = true;
+                c.at(d.referenced, format!("service `{}` depends on unknown service `{}`", s.name.value, d.value));
+            }
+        }
+    }
+    let mut placed: BTreeSet<ServiceName> = BTreeSet::new();
+    let mut order = Vec::with_capacity(services.len());
+    let mut rest = services;
+    // Bounded: each pass places at least one service while the graph is acyclic.
+    for _ in 0..=rest.len() {
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|s| s.depends_on.iter().all(|d| placed.contains(d)));
+        placed.extend(ready.iter().map(|s| s.name.clone()));
+        order.extend(ready);
+        rest = waiting;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    if !rest.is_empty() && !unknown {
+        for s in &rest {
+            if let Some(r) = raw.iter().find(|r| r.name.value == s.name.as_str()) {
+                c.at(r.name.referenced, format!("service `{}` is part of a dependency cycle", s.name));
+            }
+        }
+    }
+    order.extend(rest);
+    order
+}
+
+fn probe(
+    c: &mut Collector,
+    p: &raw::ProbeSection,
+    services: &BTreeSet<ServiceName>,
+    probe_names: &mut BTreeSet<String>,
+) -> Option<ProbeSpec> {
+    let name = p.name.value.clone();
+    let name_ok = c.check(p.name.referenced, ServiceName::parse(&name).map_err(|e| format!("probe {e}"))).is_some();
+    if name_ok && !probe_names.insert(name.clone()) {
+        c.at(p.name.referenced, format!("probe `{name}` is defined twice"));
+    }
+    let target = match ServiceName::parse(&p.target.value) {
+        Ok(t) if services.contains(&t) => Some(t),
+        _ => {
+            c.at(p.target.referenced, format!("probe `{name}` targets unknown service `{}`", p.target.value));
+            None
+        }
+    };
+    let what = format!("probe `{name}`");
+    let check = match &p.check.value {
+        raw::CheckSection::Http { url, expect_status } => {
+            if let Some(s) = expect_status
+                && !(100..=599).contains(s)
+            {
+                c.at(p.check.referenced, format!("{what}: expect_status {s} is not an HTTP status"));
+            }
+            http_url(c, p.check.referenced, url, &format!("{what}: url"))
+                .map(|url| ProbeCheck::Http { url, expect_status: *expect_status })
+        }
+        raw::CheckSection::Tcp { addr } => {
+            let v = Spanned::new(addr.clone(), p.check.referenced, p.check.defined);
+            socket_addr(c, &v, &format!("{what}: addr")).map(|addr| ProbeCheck::Tcp { addr })
+        }
+    };
+    let interval = positive_ms(c, p.interval_ms.as_ref(), 1_000, &format!("{what}: interval_ms"));
+    let timeout = positive_ms(c, p.timeout_ms.as_ref(), 500, &format!("{what}: timeout_ms"));
+    let mut threshold = |v: &Option<Spanned<u32>>, default: u32, key: &str| match v {
+        Some(t) if t.value == 0 => {
+            c.at(t.referenced, format!("{what}: {key} must be at least 1"));
+            default
+        }
+        Some(t) => t.value,
+        None => default,
+    };
+    let failure_threshold = threshold(&p.failure_threshold, 3, "failure_threshold");
+    let success_threshold = threshold(&p.success_threshold, 1, "success_threshold");
+    Some(ProbeSpec {
+        name,
+        layer: p.layer,
+        target: target?,
+        check: check?,
+        interval,
+        timeout,
+        failure_threshold,
+        success_threshold,
+    })
+}

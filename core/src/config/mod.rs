@@ -1,0 +1,313 @@
+//! The node config: services, probes, supervision trees, healing settings.
+//!
+//! Parse, don't validate: [`NodeConfig::load`] reads the YAML into the raw schema
+//! (`deny_unknown_fields`, positions kept) and builds the types below, so the rest of warden
+//! sees durations, socket addresses, URLs, checked service names, resolved paths and
+//! executables, never strings to interpret again. Whatever cannot work is refused at load,
+//! every problem of the file at once with its `file:line:column`: unknown or cyclic
+//! dependencies, port 0, an unparsable address or URL, a zero grace period, window,
+//! deadline or log size, a command that does not exist or is not executable.
+//! Relative paths resolve against the config file's folder; `${data_dir}` is replaced by
+//! the node's data dir.
+
+mod build;
+mod raw;
+
+use crate::source::{Problems, Source};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// The embedded default node: the demo db, model server and api.
+pub const DEFAULT_NODE_YAML: &str = include_str!("../../../config/node.yaml");
+/// The name under which the embedded default config is reported in errors.
+pub const DEFAULT_NODE_FILE: &str = "config/node.yaml (embedded)";
+/// `command: "@warden"` runs this same binary (the demo services live in it).
+pub const SELF_COMMAND: &str = "@warden";
+/// The data dir when neither the config nor `--data-dir` names one.
+pub const DEFAULT_DATA_DIR: &str = ".warden-data";
+
+/// What the caller knows before the file is read.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--data-dir`: overrides `node.data_dir` (relative to the working directory).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A validated node config.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    /// warden's own HTTP API.
+    pub http_listen: SocketAddr,
+    /// Absolute; not created by loading.
+    pub data_dir: PathBuf,
+    /// Budget for the whole node to come up before a slow boot is reported.
+    pub startup_deadline: Duration,
+    pub supervision: SupervisionConfig,
+    /// In start order: every service comes after the services it depends on.
+    pub services: Vec<ServiceSpec>,
+    pub probes: Vec<ProbeSpec>,
+    pub healing: HealingConfig,
+    /// The governance policy file; `None`: the embedded default.
+    pub governance_policies: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Reads and validates a node config document.
+    pub fn load(src: &Source<'_>, opts: &LoadOptions) -> Result<Self, Problems> {
+        let raw: raw::NodeFile = crate::source::parse(src)?;
+        build::node(src, raw, opts)
+    }
+
+    /// The embedded default node; relative paths resolve against `cwd`.
+    pub fn embedded_default(cwd: &Path, opts: &LoadOptions) -> Result<Self, Problems> {
+        Self::load(&Source { name: DEFAULT_NODE_FILE, dir: cwd, text: DEFAULT_NODE_YAML }, opts)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name.as_str() == name)
+    }
+
+    pub fn service_names(&self) -> impl Iterator<Item = &ServiceName> {
+        self.services.iter().map(|s| &s.name)
+    }
+}
+
+/// A service's name: letters, digits, `-` and `_`, so it is safe in file names, actor
+/// names, metric labels and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct ServiceName(String);
+
+impl TryFrom<String> for ServiceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(n: ServiceName) -> String {
+        n.0
+    }
+}
+
+impl ServiceName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("name `{s}` must be 1 to 64 letters, digits, - or _"));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for ServiceName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ServiceName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Erlang/OTP restart strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+/// A supervisor's strategy and restart intensity: more than `max_restarts` within `period`
+/// and the supervisor gives up and fails upward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeSpec {
+    pub strategy: Strategy,
+    pub max_restarts: usize,
+    pub period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisionConfig {
+    pub node: TreeSpec,
+    pub governance: TreeSpec,
+    pub guardian: TreeSpec,
+    pub healing: TreeSpec,
+    pub http: TreeSpec,
+}
+
+/// What to run: this binary (`@warden`) or a resolved executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    SelfExe,
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    pub name: ServiceName,
+    pub program: Program,
+    /// With `${data_dir}` replaced.
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<PathBuf>,
+    /// Ports the service listens on (port probes, who holds a port).
+    pub ports: Vec<u16>,
+    pub depends_on: Vec<ServiceName>,
+    /// Used for dependency ordering and the startup deadline; `None`: ready when started.
+    pub ready: Option<ReadyCheck>,
+    /// Past this without being ready, the service is marked as a slow boot.
+    pub startup_deadline: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub stop_grace: Duration,
+    pub restart: RestartPolicy,
+    pub logs: LogPolicy,
+    pub memory_limit_mb: Option<u64>,
+    /// Files the service needs, written when missing.
+    pub files: Vec<ManagedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyCheck {
+    Tcp { addr: SocketAddr },
+    Http { url: Url },
+}
+
+/// Capped exponential backoff and crash-loop quarantine (like systemd's StartLimitBurst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Delay before the second restart in a window; the first is immediate.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// More than this many restarts within `window` quarantines the service.
+    pub max_restarts: usize,
+    pub window: Duration,
+    /// A process ready for this long was no crash loop: its exit starts a fresh history.
+    pub stable_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            stable_after: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPolicy {
+    /// A log file past this size is rotated.
+    pub max_bytes: u64,
+    /// How many rotated files to keep.
+    pub keep: usize,
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        Self { max_bytes: 1024 * 1024, keep: 3 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedFile {
+    pub path: PathBuf,
+    pub content: String,
+}
+
+/// OSI layer of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    L2,
+    L3,
+    L4,
+    L5,
+    L6,
+    L7,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::L2 => "l2",
+            Layer::L3 => "l3",
+            Layer::L4 => "l4",
+            Layer::L5 => "l5",
+            Layer::L6 => "l6",
+            Layer::L7 => "l7",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// Letters, digits, `-` and `_` (it names an actor and a metric label).
+    pub name: String,
+    pub layer: Layer,
+    /// The service this probe watches.
+    pub target: ServiceName,
+    pub check: ProbeCheck,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures before the probe reports the target down.
+    pub failure_threshold: u32,
+    /// Consecutive successes before a down target is reported up again.
+    pub success_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeCheck {
+    /// HTTP GET; healthy when the status matches (any 2xx if unset).
+    Http { url: Url, expect_status: Option<u16> },
+    /// TCP connect.
+    Tcp { addr: SocketAddr },
+}
+
+impl From<&ReadyCheck> for ProbeCheck {
+    fn from(r: &ReadyCheck) -> Self {
+        match r {
+            ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: *addr },
+            ReadyCheck::Http { url } => ProbeCheck::Http { url: url.clone(), expect_status: None },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealingConfig {
+    /// An incident open longer than this raises an alert (SPEC: 2 minutes).
+    pub mttr_alert: Duration,
+    /// Incidents averaged for the rolling MTTR.
+    pub mttr_window: usize,
+}
+
+#[cfg(test)]
+mod tests;
