@@ -1,26 +1,30 @@
-//! warden-actors: the supervision trees, their actors, and the fjall store behind them.
+//! warden-actors: the supervision trees, their actors, and the store behind them.
 //!
-//! The node is a tree of ractor actors under OTP-style supervisors (ractor-supervisor):
-//! governance (audit writer → gatekeeper → approval queue, rest_for_one), guardian (service
-//! supervisor, probes, playbook executor) and healing (detectors, incident manager). Actors
-//! are thin: each holds config in `self`, state built in `pre_start`, and one message enum;
-//! the rules they apply live in `warden-core`. State that must outlive an actor restart (the
-//! running processes, the store, status snapshots) lives in [`context::NodeContext`].
+//! The layout follows the runtime tree, so an actor is found where the tree puts it:
+//!
+//! - [`governance`]: audit writer → gatekeeper → approval queue (rest_for_one)
+//! - [`guardian`]: service supervisor, probes, playbook executor (one_for_one)
+//! - [`healing`]: detectors, incident manager (one_for_one)
+//!
+//! beside the shared machinery: [`node`] (the wiring: who gets which handle), [`addr`]
+//! (typed actor addresses), [`tree`] (supervisors with strategies and intensities),
+//! [`store`] and [`data_dir`] (durable records and their files), [`process`] (child
+//! processes, logs, signals), [`metrics`] and [`registry`] (what the API reads), and
+//! [`fault`] (test-only crash injection).
+//!
+//! Actors are thin: each holds its handles in `self`, state built in `pre_start`, and one
+//! message enum; the rules they apply live in `warden-core`. State that must outlive an
+//! actor restart (running processes, probe results, the store) lives outside the actors.
 
-pub mod approval_queue;
-pub mod audit_writer;
-pub mod context;
-pub mod detector;
-pub mod executor;
-pub mod gatekeeper;
-pub mod incident_manager;
+pub mod addr;
+pub mod data_dir;
+pub mod fault;
+pub mod governance;
+pub mod guardian;
+pub mod healing;
 pub mod metrics;
-pub mod probe;
-pub mod probe_board;
+pub mod node;
 pub mod process;
 pub mod registry;
-pub mod rpc;
-pub mod service_supervisor;
-pub mod service_table;
 pub mod store;
 pub mod tree;

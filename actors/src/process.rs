@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
-use warden_core::config::{LogPolicy, SELF_COMMAND, ServiceConfig, expand};
+use warden_core::config::{LogPolicy, Program, ServiceSpec};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,44 +116,42 @@ impl RotatingLog {
     }
 }
 
-/// The log file of `service` under `data_dir`.
-pub fn log_path(data_dir: &Path, service: &str) -> PathBuf {
-    data_dir.join("logs").join(format!("{service}.log"))
+/// The program and arguments of a service (`@warden` is this binary).
+pub fn command_line(spec: &ServiceSpec, self_exe: &Path) -> (PathBuf, Vec<String>) {
+    let program = match &spec.program {
+        Program::SelfExe => self_exe.to_path_buf(),
+        Program::Path(p) => p.clone(),
+    };
+    (program, spec.args.clone())
 }
 
-/// Resolves `@warden` and `${data_dir}` in a service's command line.
-pub fn command_line(cfg: &ServiceConfig, self_exe: &Path, data_dir: &Path) -> (PathBuf, Vec<String>) {
-    let dd = data_dir.display().to_string();
-    let program =
-        if cfg.command == SELF_COMMAND { self_exe.to_path_buf() } else { PathBuf::from(expand(&cfg.command, &dd)) };
-    (program, cfg.args.iter().map(|a| expand(a, &dd)).collect())
-}
-
-/// Starts the service in its own process group. `on_exit` runs once when it ends.
+/// Starts the service in its own process group, its output appended to `log` (rotated per
+/// its policy). `on_exit` runs once when it ends, after the exit is visible on the
+/// returned watch channel.
 pub fn spawn_service(
-    cfg: &ServiceConfig,
+    spec: &ServiceSpec,
     self_exe: &Path,
-    data_dir: &Path,
+    log: PathBuf,
     tail: LogTail,
     on_exit: impl FnOnce(ExitInfo) + Send + 'static,
 ) -> Result<Spawned, SpawnError> {
-    let name = cfg.name.value.clone();
-    let dd = data_dir.display().to_string();
-    let (program, args) = command_line(cfg, self_exe, data_dir);
-    let path = log_path(data_dir, &name);
-    let log = RotatingLog::open(path.clone(), cfg.logs).map_err(|source| SpawnError::Log { path, source })?;
+    let name = spec.name.to_string();
+    let (program, args) = command_line(spec, self_exe);
+    let log = RotatingLog::open(log.clone(), spec.logs).map_err(|source| SpawnError::Log { path: log, source })?;
     let log = Arc::new(Mutex::new(log));
 
     let mut cmd = Command::new(&program);
     cmd.args(&args)
-        .envs(cfg.env.iter().map(|(k, v)| (k, expand(v, &dd))))
+        .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(dir) = &cfg.workdir {
-        cmd.current_dir(expand(dir, &dd));
+    if let Some(dir) = &spec.workdir {
+        // Validation checked every workdir outside the data dir; those inside are ours to make.
+        let _ = std::fs::create_dir_all(dir);
+        cmd.current_dir(dir);
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
         service: name.clone(),

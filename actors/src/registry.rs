@@ -24,6 +24,7 @@ pub struct ActorInfo {
     /// Starts after the first one.
     pub restarts: u32,
     pub since_unix_ms: u64,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,19 +35,21 @@ pub struct ActorRegistry {
 impl ActorRegistry {
     /// Records that the actor at `path` started; keep the returned guard in its state.
     pub fn started(&self, path: &str) -> Registration {
-        let now = warden_core::now_unix_ms();
+        let now = warden_core::time::now_unix_ms();
         if let Ok(mut map) = self.inner.lock() {
             map.entry(path.to_string())
                 .and_modify(|i| {
                     i.restarts += 1;
                     i.state = ActorState::Running;
                     i.since_unix_ms = now;
+                    i.since = warden_core::time::rfc3339(now);
                 })
                 .or_insert_with(|| ActorInfo {
                     path: path.to_string(),
                     state: ActorState::Running,
                     restarts: 0,
                     since_unix_ms: now,
+                    since: warden_core::time::rfc3339(now),
                 });
         }
         Registration { registry: self.clone(), path: path.to_string() }
@@ -57,7 +60,8 @@ impl ActorRegistry {
             && let Some(i) = map.get_mut(path)
         {
             i.state = ActorState::Stopped;
-            i.since_unix_ms = warden_core::now_unix_ms();
+            i.since_unix_ms = warden_core::time::now_unix_ms();
+            i.since = warden_core::time::rfc3339(i.since_unix_ms);
         }
     }
 

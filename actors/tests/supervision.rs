@@ -74,7 +74,7 @@ fn crashable(s: &Starts, name: &str) -> ChildSpec {
 }
 
 fn spec(strategy: Strategy, max_restarts: usize) -> TreeSpec {
-    TreeSpec { strategy, max_restarts, period_ms: 10_000 }
+    TreeSpec { strategy, max_restarts, period: Duration::from_secs(10) }
 }
 
 /// Polls `pred` every 10 ms; panics with `what` if it does not hold within `timeout`.

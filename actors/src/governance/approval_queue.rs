@@ -1,13 +1,15 @@
 //! ApprovalQueue: tier 3 requests waiting for an approver (production mode).
 //!
 //! Holds what the gatekeeper parked, with the audit entry of its pending decision. The
-//! approve/reject flow through the API builds on this.
+//! approve/reject flow through the API (governance issue) builds on this.
 
-use crate::context::{Ctx, names};
-use crate::registry::Registration;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use crate::addr::{Addr, Namespace, SendError};
+use crate::registry::{ActorRegistry, Registration};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
 use warden_core::policy::ActionRequest;
+
+pub const PATH: &str = "governance/approval_queue";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingRequest {
@@ -18,11 +20,21 @@ pub struct PendingRequest {
 
 pub enum ApprovalMsg {
     Hold(Box<ActionRequest>, u64),
-    List(RpcReplyPort<Vec<PendingRequest>>),
+}
+
+impl Addr<ApprovalQueue> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Parks a request whose pending decision is audit entry `audit_seq`.
+    pub fn hold(&self, request: ActionRequest, audit_seq: u64) -> Result<(), SendError> {
+        self.tell(ApprovalMsg::Hold(Box::new(request), audit_seq))
+    }
 }
 
 pub struct ApprovalQueue {
-    pub ctx: Ctx,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
@@ -37,7 +49,7 @@ impl Actor for ApprovalQueue {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<ApprovalMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        Ok(State { pending: Vec::new(), _reg: self.ctx.registry.started(names::APPROVAL_QUEUE) })
+        Ok(State { pending: Vec::new(), _reg: self.registry.started(PATH) })
     }
 
     async fn handle(
@@ -46,19 +58,13 @@ impl Actor for ApprovalQueue {
         msg: ApprovalMsg,
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ApprovalMsg::Hold(request, audit_seq) => {
-                tracing::info!(action = request.action, target = request.target, audit_seq, "approval requested");
-                st.pending.push(PendingRequest {
-                    request: *request,
-                    audit_seq,
-                    since_unix_ms: warden_core::now_unix_ms(),
-                });
-            }
-            ApprovalMsg::List(reply) => {
-                let _ = reply.send(st.pending.clone());
-            }
-        }
+        let ApprovalMsg::Hold(request, audit_seq) = msg;
+        tracing::info!(action = request.action, target = request.target, audit_seq, "approval requested");
+        st.pending.push(PendingRequest {
+            request: *request,
+            audit_seq,
+            since_unix_ms: warden_core::time::now_unix_ms(),
+        });
         Ok(())
     }
 }

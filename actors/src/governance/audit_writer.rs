@@ -3,17 +3,53 @@
 //! It is the only writer of the chain, so appends are serialised by its mailbox. It reloads
 //! the chain head from the store when it starts, so a restart continues the same chain.
 
-use crate::context::{Ctx, names};
-use crate::registry::Registration;
+use crate::addr::{Addr, Namespace, SendError};
+use crate::metrics::Metrics;
+use crate::registry::{ActorRegistry, Registration};
+use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use warden_core::audit::{self, AuditEntry, AuditRecord, GENESIS, Hash, SealedEntry};
+use std::time::Duration;
+use warden_core::audit::{self, AuditEntry, AuditError, AuditRecord, GENESIS, Hash, SealedEntry};
+
+pub const PATH: &str = "governance/audit_writer";
+/// An append is a seal and one synced write; a slow disk gets generous time.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("audit writer unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("cannot seal audit entry: {0}")]
+    Seal(String),
+    #[error("cannot store audit entry: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<AuditError> for AppendError {
+    fn from(e: AuditError) -> Self {
+        AppendError::Seal(e.to_string())
+    }
+}
 
 pub enum AuditMsg {
-    Append(Box<AuditRecord>, RpcReplyPort<Result<SealedEntry, String>>),
+    Append(Box<AuditRecord>, RpcReplyPort<Result<SealedEntry, AppendError>>),
+}
+
+impl Addr<AuditWriter> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Seals `record` onto the chain; answers once it is on disk.
+    pub async fn append(&self, record: AuditRecord) -> Result<SealedEntry, AppendError> {
+        self.ask(APPEND_TIMEOUT, |tx| AuditMsg::Append(Box::new(record), tx)).await?
+    }
 }
 
 pub struct AuditWriter {
-    pub ctx: Ctx,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
@@ -29,38 +65,31 @@ impl Actor for AuditWriter {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<AuditMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        let store = self.ctx.store.clone();
-        let head = tokio::task::spawn_blocking(move || store.audit_last()).await??;
-        let (last_seq, last_hash) = head.map(|s| (s.entry.seq, s.hash)).unwrap_or((0, GENESIS));
-        Ok(State { last_seq, last_hash, _reg: self.ctx.registry.started(names::AUDIT_WRITER) })
+        let (last_seq, last_hash) = self.store.audit_head().await?.unwrap_or((0, GENESIS));
+        Ok(State { last_seq, last_hash, _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
         let AuditMsg::Append(record, reply) = msg;
-        let entry = AuditEntry {
-            seq: st.last_seq + 1,
-            ts_unix_ms: warden_core::now_unix_ms(),
-            record: *record,
-            prev_hash: st.last_hash,
-        };
-        let result = match audit::seal(entry, st.last_hash) {
-            Err(e) => Err(e.to_string()),
-            Ok(sealed) => {
-                let store = self.ctx.store.clone();
-                let s = sealed.clone();
-                match tokio::task::spawn_blocking(move || store.audit_append(&s)).await {
-                    Ok(Ok(())) => {
-                        st.last_seq = sealed.entry.seq;
-                        st.last_hash = sealed.hash;
-                        self.ctx.metrics.audit_entries.inc();
-                        Ok(sealed)
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        };
+        let result = self.append(st, *record).await;
         let _ = reply.send(result);
         Ok(())
+    }
+}
+
+impl AuditWriter {
+    async fn append(&self, st: &mut State, record: AuditRecord) -> Result<SealedEntry, AppendError> {
+        let entry = AuditEntry {
+            seq: st.last_seq + 1,
+            ts_unix_ms: warden_core::time::now_unix_ms(),
+            record,
+            prev_hash: st.last_hash,
+        };
+        let sealed = audit::seal(entry, st.last_hash)?;
+        self.store.audit_append(sealed.clone()).await?;
+        st.last_seq = sealed.entry.seq;
+        st.last_hash = sealed.hash;
+        self.metrics.audit_entries.inc();
+        Ok(sealed)
     }
 }

@@ -5,19 +5,21 @@
 //! [`Permit`], which nothing else can make; if the audit write fails, the answer is a deny
 //! (fail closed). Outcomes of permitted actions are audited through it too.
 
-use crate::approval_queue::ApprovalMsg;
-use crate::audit_writer::AuditMsg;
-use crate::context::{Ctx, names};
-use crate::metrics::DecisionLabel;
-use crate::registry::Registration;
-use crate::rpc;
+use super::approval_queue::ApprovalQueue;
+use super::audit_writer::{AppendError, AuditWriter};
+use crate::addr::{Addr, Namespace, SendError};
+use crate::metrics::{DecisionLabel, Metrics};
+use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
 use std::time::Duration;
-use warden_core::audit::{AuditRecord, DecisionKind, EntryKind, OutcomeKind};
+use warden_core::audit::OutcomeKind;
 use warden_core::permit::{AuditReceipt, Permit};
-use warden_core::policy::{ActionRequest, RateHistory, Verdict, evaluate};
+use warden_core::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
 
-const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const PATH: &str = "governance/gatekeeper";
+/// A decision includes one synced audit append.
+const GATE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Rate-limit history kept per (action, target).
 const HISTORY_KEEP: usize = 1000;
 
@@ -26,6 +28,14 @@ pub enum GateAnswer {
     Granted(Permit),
     Denied { reason: String, audit_seq: Option<u64> },
     Pending { reason: String, audit_seq: u64 },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GateError {
+    #[error("gatekeeper unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("cannot audit the outcome: {0}")]
+    Audit(#[from] AppendError),
 }
 
 /// What happened when a permitted action ran.
@@ -38,13 +48,35 @@ pub struct OutcomeReport {
 
 pub enum GateMsg {
     Request(ActionRequest, RpcReplyPort<GateAnswer>),
-    Outcome(Box<OutcomeReport>, RpcReplyPort<Result<u64, String>>),
-    /// Fault injection: panic inside the handler.
-    Crash,
+    Outcome(Box<OutcomeReport>, RpcReplyPort<Result<u64, AppendError>>),
+    /// Fault injection: stall in the handler for the given time (messages queue up), then
+    /// panic (they are lost with the mailbox).
+    #[cfg(feature = "fault-injection")]
+    Crash(std::time::Duration),
+}
+
+impl Addr<Gatekeeper> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Asks for a permit; the decision is on the audit chain before the answer comes.
+    pub async fn request(&self, request: ActionRequest) -> Result<GateAnswer, SendError> {
+        self.ask(GATE_TIMEOUT, |tx| GateMsg::Request(request, tx)).await
+    }
+
+    /// Audits what a permitted action did; returns the entry's seq.
+    pub async fn outcome(&self, report: OutcomeReport) -> Result<u64, GateError> {
+        Ok(self.ask(GATE_TIMEOUT, |tx| GateMsg::Outcome(Box::new(report), tx)).await??)
+    }
 }
 
 pub struct Gatekeeper {
-    pub ctx: Ctx,
+    pub policies: Arc<Policies>,
+    pub audit: Addr<AuditWriter>,
+    pub approvals: Addr<ApprovalQueue>,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
@@ -59,7 +91,7 @@ impl Actor for Gatekeeper {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<GateMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        Ok(State { history: RateHistory::default(), _reg: self.ctx.registry.started(names::GATEKEEPER) })
+        Ok(State { history: RateHistory::default(), _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<GateMsg>, msg: GateMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
@@ -69,57 +101,28 @@ impl Actor for Gatekeeper {
                 let _ = reply.send(answer);
             }
             GateMsg::Outcome(report, reply) => {
-                let r = &report.request;
-                let draft = AuditRecord {
-                    kind: EntryKind::Outcome,
-                    actor: r.actor.clone(),
-                    action: r.action.clone(),
-                    tier: r.tier.get(),
-                    target: r.target.clone(),
-                    rationale: r.rationale.clone(),
-                    decision: DecisionKind::Allow,
-                    outcome: Some(report.outcome),
-                    detail: report.detail.clone(),
-                    incident_id: r.incident_id,
-                    run_id: r.run_id,
-                };
-                let _ = reply.send(self.append(draft).await.map(|s| s.entry.seq));
+                let record = report.request.outcome_record(report.outcome, report.detail.clone());
+                let _ = reply.send(self.audit.append(record).await.map(|s| s.entry.seq));
             }
-            GateMsg::Crash => panic!("fault injection: gatekeeper crashed on command"),
+            #[cfg(feature = "fault-injection")]
+            GateMsg::Crash(after) => {
+                tokio::time::sleep(after).await;
+                panic!("fault injection: gatekeeper crashed on command");
+            }
         }
         Ok(())
     }
 }
 
 impl Gatekeeper {
-    async fn append(&self, draft: AuditRecord) -> Result<warden_core::audit::SealedEntry, String> {
-        rpc::ask(&self.ctx.name(names::AUDIT_WRITER), AUDIT_TIMEOUT, |tx| AuditMsg::Append(Box::new(draft), tx))
-            .await
-            .map_err(|e| e.to_string())?
-    }
-
     async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
-        let now = warden_core::now_unix_ms();
-        let verdict = evaluate(&self.ctx.policies, req.clone(), now, &st.history);
-        self.ctx
-            .metrics
+        let now = warden_core::time::now_unix_ms();
+        let verdict = evaluate(&self.policies, req.clone(), now, &st.history);
+        self.metrics
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
             .inc();
-        let draft = AuditRecord {
-            kind: EntryKind::Decision,
-            actor: req.actor.clone(),
-            action: req.action.clone(),
-            tier: req.tier.get(),
-            target: req.target.clone(),
-            rationale: req.rationale.clone(),
-            decision: verdict.kind(),
-            outcome: None,
-            detail: verdict.reason().to_string(),
-            incident_id: req.incident_id,
-            run_id: req.run_id,
-        };
-        let sealed = match self.append(draft).await {
+        let sealed = match self.audit.append(req.decision_record(&verdict)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(action = req.action, target = req.target, error = %e, "audit write failed; denying");
@@ -142,10 +145,9 @@ impl Gatekeeper {
                 GateAnswer::Denied { reason, audit_seq: Some(sealed.entry.seq) }
             }
             Verdict::PendingApproval { reason } => {
-                let _ = rpc::tell(
-                    &self.ctx.name(names::APPROVAL_QUEUE),
-                    ApprovalMsg::Hold(Box::new(req), sealed.entry.seq),
-                );
+                if let Err(e) = self.approvals.hold(req, sealed.entry.seq) {
+                    tracing::error!(error = %e, "cannot queue the approval request");
+                }
                 GateAnswer::Pending { reason, audit_seq: sealed.entry.seq }
             }
         }

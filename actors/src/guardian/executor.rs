@@ -3,47 +3,105 @@
 //! Each step is planned against its target; tier 1 steps run as they are, every other step
 //! first gets a permit from the Gatekeeper (which audits the decision before answering),
 //! and its outcome is audited after. Steps reach the services only as `Authorized` values,
-//! so an unpermitted tier ≥ 2 step cannot be expressed. Runs execute concurrently, each in
-//! its own task; the record of every run is stored.
+//! so an unpermitted tier ≥ 2 step cannot be expressed.
+//!
+//! Runs execute concurrently, each a task in this actor's task set: a run is stored as
+//! running before the order is acknowledged, saved after every step, and published on the
+//! finished-runs port when it ends. If the executor dies its runs die with it; the next
+//! instance finds them still marked running in the store, records them as interrupted and
+//! publishes that, so whoever waits for them (the incident manager) always hears the end.
+//! At shutdown the runs are cancelled and recorded as interrupted.
 
-use crate::context::{Ctx, names};
-use crate::gatekeeper::{GateAnswer, GateMsg, OutcomeReport};
-use crate::incident_manager::IncidentMsg;
-use crate::metrics::PlaybookLabels;
-use crate::registry::Registration;
-use crate::rpc;
-use crate::service_supervisor::ServiceMsg;
-use crate::store::blocking;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
+use super::service_table::ServiceTable;
+use crate::addr::{Addr, Namespace, SendError};
+use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
+use crate::metrics::{Metrics, PlaybookLabels};
+use crate::registry::{ActorRegistry, Registration};
+use crate::store::{Store, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warden_core::audit::{AuditActor, OutcomeKind};
-use warden_core::config::ProbeCheck;
+use warden_core::config::{ProbeSpec, ServiceName};
 use warden_core::permit::Authorized;
-use warden_core::playbook::{PlannedStep, Primitive, RunOutcome, RunRecord, StepRecord, plan};
-use warden_core::policy::{ActionRequest, Tier};
+use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
+use warden_core::policy::{ActionRequest, Policies, Tier};
+use warden_core::run::{RunOutcome, RunRecord, StepRecord};
+use warden_core::service::ServiceState;
 
-const GATE_TIMEOUT: Duration = Duration::from_secs(15);
+pub const PATH: &str = "guardian/playbook_executor";
+/// A service operation includes a stop (grace period) and a spawn.
 const SERVICE_OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starting a run is one synced store write.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct RunOrder {
     pub run_id: u64,
     pub incident_id: Option<u64>,
     pub playbook: String,
-    pub target: String,
+    pub target: ServiceName,
     pub rationale: String,
 }
 
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("executor unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("cannot store the run: {0}")]
+    Store(#[from] StoreError),
+    #[error("warden is shutting down")]
+    ShuttingDown,
+}
+
 pub enum ExecutorMsg {
-    Run(Box<RunOrder>),
+    /// Start a run; answered once it is stored as running and tracked.
+    Run(Box<RunOrder>, RpcReplyPort<Result<(), RunError>>),
+    /// Cancel every run (node shutdown); answered once each is recorded as interrupted.
+    Shutdown(RpcReplyPort<()>),
+}
+
+impl Addr<PlaybookExecutor> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Hands a run over; `Ok` means it is stored and will be reported when it ends.
+    pub async fn run(&self, order: RunOrder) -> Result<(), RunError> {
+        self.ask(ORDER_TIMEOUT, |tx| ExecutorMsg::Run(Box::new(order), tx)).await?
+    }
+
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), SendError> {
+        self.ask(timeout, ExecutorMsg::Shutdown).await
+    }
+}
+
+/// What a run needs, shared by every run task.
+pub struct RunContext {
+    pub catalog: Arc<Catalog>,
+    pub policies: Arc<Policies>,
+    pub gate: Addr<Gatekeeper>,
+    pub services: Addr<ServiceSupervisor>,
+    pub table: ServiceTable,
+    /// Every configured probe: a run verifies its target with the target's own probes.
+    pub probes: Arc<Vec<ProbeSpec>>,
+    pub store: Store,
+    pub metrics: Metrics,
+    /// Every run that ends is published here.
+    pub finished: Arc<OutputPort<RunRecord>>,
 }
 
 pub struct PlaybookExecutor {
-    pub ctx: Ctx,
+    pub ctx: Arc<RunContext>,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
+    runs: JoinSet<()>,
+    shutting_down: bool,
     _reg: Registration,
 }
 
@@ -54,70 +112,105 @@ impl Actor for PlaybookExecutor {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<ExecutorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        Ok(State { _reg: self.ctx.registry.started(names::EXECUTOR) })
+        // Runs still marked running belong to a dead executor (or a dead warden): no task
+        // of ours runs them. Record how they ended and say so.
+        for mut run in self.ctx.store.active_runs().await? {
+            run.outcome = RunOutcome::Interrupted;
+            run.finished_unix_ms = Some(warden_core::time::now_unix_ms());
+            run.detail = "interrupted: the executor or warden stopped while it ran".into();
+            tracing::warn!(run = run.run_id, playbook = run.playbook, "playbook run was interrupted");
+            self.ctx.store.put_run(run.clone()).await?;
+            self.ctx.finished.send(run);
+        }
+        Ok(State { runs: JoinSet::new(), shutting_down: false, _reg: self.registry.started(PATH) })
     }
 
     async fn handle(
         &self,
         _: ActorRef<ExecutorMsg>,
         msg: ExecutorMsg,
-        _: &mut State,
+        st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let ExecutorMsg::Run(order) = msg;
-        let ctx = self.ctx.clone();
-        // A run outlives a restart of this actor: it only needs the context and names.
-        tokio::spawn(async move {
-            let record = run_playbook(&ctx, &order).await;
-            if let Some(incident_id) = order.incident_id {
-                let _ = rpc::tell(
-                    &ctx.name(names::INCIDENT_MANAGER),
-                    IncidentMsg::RunFinished { incident_id, run: Box::new(record) },
-                );
+        while st.runs.try_join_next().is_some() {}
+        match msg {
+            ExecutorMsg::Run(order, reply) => {
+                let _ = reply.send(self.start(st, *order).await);
             }
+            ExecutorMsg::Shutdown(reply) => {
+                st.shutting_down = true;
+                st.runs.abort_all();
+                while st.runs.join_next().await.is_some() {}
+                for mut run in self.ctx.store.active_runs().await.unwrap_or_default() {
+                    run.outcome = RunOutcome::Interrupted;
+                    run.finished_unix_ms = Some(warden_core::time::now_unix_ms());
+                    run.detail = "interrupted: warden shut down while it ran".into();
+                    if let Err(e) = self.ctx.store.put_run(run).await {
+                        tracing::error!(error = %e, "cannot record an interrupted run");
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PlaybookExecutor {
+    async fn start(&self, st: &mut State, order: RunOrder) -> Result<(), RunError> {
+        if st.shutting_down {
+            return Err(RunError::ShuttingDown);
+        }
+        // Orders are retried when an acknowledgement is lost: a run id is started once.
+        if self.ctx.store.run_record(order.run_id).await?.is_some() {
+            return Ok(());
+        }
+        let record = RunRecord {
+            run_id: order.run_id,
+            incident_id: order.incident_id,
+            playbook: order.playbook.clone(),
+            target: order.target.clone(),
+            started_unix_ms: warden_core::time::now_unix_ms(),
+            finished_unix_ms: None,
+            outcome: RunOutcome::Running,
+            steps: vec![],
+            detail: String::new(),
+        };
+        self.ctx.store.put_run(record.clone()).await?;
+        let ctx = self.ctx.clone();
+        st.runs.spawn(async move {
+            let record = run_playbook(&ctx, &order, record).await;
+            ctx.finished.send(record);
         });
         Ok(())
     }
 }
 
-/// Runs one playbook to its end and stores the record.
-pub async fn run_playbook(ctx: &Ctx, order: &RunOrder) -> RunRecord {
-    let mut record = RunRecord {
-        run_id: order.run_id,
-        incident_id: order.incident_id,
-        playbook: order.playbook.clone(),
-        target: order.target.clone(),
-        started_unix_ms: warden_core::now_unix_ms(),
-        finished_unix_ms: None,
-        outcome: RunOutcome::Running,
-        steps: vec![],
-        detail: String::new(),
-    };
+/// Runs one playbook to its end, saving the record after every step.
+async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord) -> RunRecord {
     let Some(pb) = ctx.catalog.get(&order.playbook).cloned() else {
         record.outcome = RunOutcome::Failed;
         record.detail = format!("no playbook `{}`", order.playbook);
         return finish(ctx, record).await;
     };
-    save(ctx, &record).await;
-    tracing::info!(run = order.run_id, playbook = pb.id, target = order.target, "playbook run started");
+    tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
     let steps = plan(&pb, &order.target, |a, t| ctx.policies.tier_of(a, t));
     let run = async {
         for step in steps {
             let started = Instant::now();
             let (result, permit_seq) = run_step(ctx, order, step.clone()).await;
-            let ok = result.is_ok();
             let detail = match &result {
-                Ok(d) => d.clone(),
-                Err((_, d)) => d.clone(),
+                Ok(d) | Err((_, d)) => d.clone(),
             };
             record.steps.push(StepRecord {
                 index: step.index,
                 action: step.primitive.action().into(),
                 tier: step.tier.get(),
                 permit_audit_seq: permit_seq,
-                ok,
+                ok: result.is_ok(),
                 detail,
                 duration_ms: started.elapsed().as_millis() as u64,
             });
+            save(ctx, &record).await;
             if let Err((outcome, d)) = result {
                 record.outcome = outcome;
                 record.detail = format!("step {} `{}`: {d}", step.index, step.primitive.action());
@@ -126,19 +219,19 @@ pub async fn run_playbook(ctx: &Ctx, order: &RunOrder) -> RunRecord {
         }
         record.outcome = RunOutcome::Succeeded;
     };
-    if tokio::time::timeout(Duration::from_millis(pb.timeout_ms), run).await.is_err() {
+    if tokio::time::timeout(pb.timeout, run).await.is_err() {
         record.outcome = RunOutcome::Failed;
-        record.detail = format!("playbook timed out after {} ms", pb.timeout_ms);
+        record.detail = format!("playbook timed out after {} ms", pb.timeout.as_millis());
     }
     finish(ctx, record).await
 }
 
-async fn finish(ctx: &Ctx, mut record: RunRecord) -> RunRecord {
-    record.finished_unix_ms = Some(warden_core::now_unix_ms());
-    let outcome = format!("{:?}", record.outcome).to_lowercase();
+async fn finish(ctx: &RunContext, mut record: RunRecord) -> RunRecord {
+    record.finished_unix_ms = Some(warden_core::time::now_unix_ms());
+    let outcome = record.outcome.as_str();
     ctx.metrics
         .playbook_executions
-        .get_or_create(&PlaybookLabels { playbook: record.playbook.clone(), outcome: outcome.clone() })
+        .get_or_create(&PlaybookLabels { playbook: record.playbook.clone(), outcome: outcome.into() })
         .inc();
     tracing::info!(
         run = record.run_id,
@@ -152,9 +245,8 @@ async fn finish(ctx: &Ctx, mut record: RunRecord) -> RunRecord {
     record
 }
 
-async fn save(ctx: &Ctx, record: &RunRecord) {
-    let r = record.clone();
-    if let Err(e) = blocking(&ctx.store, move |s| s.put_run(&r)).await {
+async fn save(ctx: &RunContext, record: &RunRecord) {
+    if let Err(e) = ctx.store.put_run(record.clone()).await {
         tracing::error!(run = record.run_id, error = %e, "cannot store playbook run");
     }
 }
@@ -163,7 +255,7 @@ type StepResult = Result<String, (RunOutcome, String)>;
 
 /// Gets the step authorised (asking governance when its tier needs it), runs it, and
 /// audits the outcome of a permitted step.
-async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
+async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
     if step.tier == Tier::OBSERVE {
         return match Authorized::autonomous(step) {
             Ok(a) => (perform(ctx, a).await.map_err(|e| (RunOutcome::Failed, e)), None),
@@ -173,14 +265,13 @@ async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult
     let request = ActionRequest {
         action: step.primitive.action().into(),
         tier: step.tier,
-        target: step.target.clone(),
+        target: step.target.to_string(),
         rationale: format!("playbook `{}` (run {}): {}", order.playbook, order.run_id, order.rationale),
         actor: AuditActor::System,
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
     };
-    let answer = rpc::ask(&ctx.name(names::GATEKEEPER), GATE_TIMEOUT, |tx| GateMsg::Request(request.clone(), tx)).await;
-    let permit = match answer {
+    let permit = match ctx.gate.request(request.clone()).await {
         Ok(GateAnswer::Granted(p)) => p,
         Ok(GateAnswer::Denied { reason, audit_seq }) => {
             return (Err((RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
@@ -188,7 +279,7 @@ async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult
         Ok(GateAnswer::Pending { reason, audit_seq }) => {
             return (Err((RunOutcome::PendingApproval, reason)), Some(audit_seq));
         }
-        Err(e) => return (Err((RunOutcome::Denied, format!("gatekeeper unavailable: {e}"))), None),
+        Err(e) => return (Err((RunOutcome::Denied, format!("no decision: {e}"))), None),
     };
     let seq = permit.audit_seq();
     let authorized = match Authorized::with_permit(step, &permit) {
@@ -203,60 +294,52 @@ async fn run_step(ctx: &Ctx, order: &RunOrder, step: PlannedStep) -> (StepResult
             Ok(d) | Err(d) => d.clone(),
         },
     };
-    if let Err(e) =
-        rpc::ask(&ctx.name(names::GATEKEEPER), GATE_TIMEOUT, |tx| GateMsg::Outcome(Box::new(report), tx)).await
-    {
+    if let Err(e) = ctx.gate.outcome(report).await {
         tracing::error!(run = order.run_id, error = %e, "cannot audit step outcome");
     }
     (result.map_err(|e| (RunOutcome::Failed, e)), Some(seq))
 }
 
 /// Carries out an authorised step.
-async fn perform(ctx: &Ctx, step: Authorized<PlannedStep>) -> Result<String, String> {
+async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<String, String> {
     let target = step.step().target.clone();
     match step.step().primitive.clone() {
         Primitive::CollectDiagnostics => Ok(diagnostics(ctx, &target)),
         Primitive::WaitHealthy { timeout_ms } => reprobe(ctx, &target, Duration::from_millis(timeout_ms)).await,
-        _ => rpc::ask(&ctx.name(names::SERVICE_SUPERVISOR), SERVICE_OP_TIMEOUT, |tx| ServiceMsg::Execute(step, tx))
-            .await
-            .map_err(|e| e.to_string())?,
+        _ => ctx.services.execute(step, SERVICE_OP_TIMEOUT).await.map_err(|e: ServiceOpError| e.to_string()),
     }
 }
 
-fn diagnostics(ctx: &Ctx, service: &str) -> String {
-    let snap = ctx.services.snapshot().into_iter().find(|s| s.name == service);
-    let tail = ctx.services.tail_of(service);
+fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
+    let snap = ctx.table.snapshot().into_iter().find(|s| s.name == *service);
+    let tail = ctx.table.tail_of(service.as_str());
     let last: Vec<&String> = tail.iter().rev().take(3).collect();
     match snap {
-        Some(s) => format!("state {:?}, pid {:?}, restarts {}, last log lines: {:?}", s.state, s.pid, s.restarts, last),
+        Some(s) => {
+            format!("state {}, pid {:?}, restarts {}, last log lines: {:?}", s.state.as_str(), s.pid, s.restarts, last)
+        }
         None => format!("no service `{service}`"),
     }
 }
 
-/// Re-probes the target with its own probes' checks until all pass (verification).
-async fn reprobe(ctx: &Ctx, service: &str, timeout: Duration) -> Result<String, String> {
-    let checks: Vec<(ProbeCheck, Duration)> = ctx
-        .config
-        .probes
-        .iter()
-        .filter(|p| p.target.value == service)
-        .map(|p| (p.check.clone(), Duration::from_millis(p.timeout_ms)))
-        .collect();
-    let client = crate::probe::http_client();
+/// Verification: re-probes the target with its own probes' checks until all pass. A service
+/// without probes is verified by its ready check (its `running` state).
+async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, String> {
+    let checks: Vec<&ProbeSpec> = ctx.probes.iter().filter(|p| p.target == *service).collect();
+    let client = super::probe::http_client();
     let start = Instant::now();
     let mut last_err = String::from("not checked");
     while start.elapsed() < timeout {
         let mut all_ok = true;
-        for (check, t) in &checks {
-            if let Err(f) = crate::probe::run_check(&client, check, *t).await {
+        for p in &checks {
+            if let Err(f) = super::probe::run_check(&client, &p.check, p.timeout).await {
                 all_ok = false;
                 last_err = f.to_string();
                 break;
             }
         }
-        // Without probes of its own, the service's ready check (its `running` state) verifies.
         let healthy = if checks.is_empty() {
-            ctx.services.state_of(service) == Some(crate::service_table::ServiceState::Running)
+            ctx.table.state_of(service.as_str()) == Some(ServiceState::Running)
         } else {
             all_ok
         };

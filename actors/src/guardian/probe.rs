@@ -1,40 +1,24 @@
-//! Probes: the checks themselves, the probe actor that runs one on its interval with
-//! failure/success thresholds, and the board where their latest results are published.
+//! Probes: the checks themselves, and the probe actor that runs one on its interval.
+//!
+//! The actor measures; the threshold rule is `warden_core::probe::ProbeTracker`. State
+//! changes are published on the node's probe-event port (every detector subscribes) and on
+//! the probe board (the API, and detectors catching up after a restart).
 
-use crate::context::{Ctx, names};
-use crate::detector::{DetectorMsg, ProbeEvent};
-use crate::metrics::ProbeLabels;
-use crate::probe_board::ProbeStatus;
-use crate::registry::Registration;
-use crate::rpc;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde::Serialize;
+use super::probe_board::ProbeBoard;
+use crate::addr::Addr;
+use crate::addr::Namespace;
+use crate::metrics::{Metrics, ProbeLabels};
+use crate::registry::{ActorRegistry, Registration};
+use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use warden_core::config::{ProbeCheck, ProbeConfig, ReadyCheck};
+use warden_core::config::{ProbeCheck, ProbeSpec};
+use warden_core::probe::{CheckResult, Failure, ProbeEvent, ProbeTracker};
 
-/// Why a check failed; detectors tell failure modes apart by it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
-pub enum Failure {
-    /// No answer within the timeout (the process may be alive but hung).
-    Timeout,
-    /// Nothing listening, connection refused or reset.
-    Connect(String),
-    /// Answered with an unexpected status.
-    Status(u16),
-    Other(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Timeout => f.write_str("no answer within the timeout"),
-            Failure::Connect(e) => write!(f, "cannot connect: {e}"),
-            Failure::Status(s) => write!(f, "answered status {s}"),
-            Failure::Other(e) => f.write_str(e),
-        }
-    }
+/// The tree path of probe `name`.
+pub fn path(name: &str) -> String {
+    format!("guardian/probe/{name}")
 }
 
 /// A client for probes: no connection reuse (each check is a fresh connect, like
@@ -43,12 +27,12 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap_or_default()
 }
 
-/// Runs one check; `Ok(latency)` or the failure.
-pub async fn run_check(client: &reqwest::Client, check: &ProbeCheck, timeout: Duration) -> Result<Duration, Failure> {
+/// Runs one check; its latency or why it failed.
+pub async fn run_check(client: &reqwest::Client, check: &ProbeCheck, timeout: Duration) -> CheckResult {
     let start = Instant::now();
     match check {
         ProbeCheck::Http { url, expect_status } => {
-            let resp = client.get(url).timeout(timeout).send().await.map_err(|e| {
+            let resp = client.get(url.clone()).timeout(timeout).send().await.map_err(|e| {
                 if e.is_timeout() {
                     Failure::Timeout
                 } else if e.is_connect() {
@@ -80,31 +64,28 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Whether a service's ready check passes now.
-pub async fn ready_check(client: &reqwest::Client, check: &ReadyCheck, timeout: Duration) -> bool {
-    let probe = match check {
-        ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: addr.clone() },
-        ReadyCheck::Http { url } => ProbeCheck::Http { url: url.clone(), expect_status: None },
-    };
-    run_check(client, &probe, timeout).await.is_ok()
-}
-
 pub enum ProbeMsg {
     Tick,
 }
 
+impl Addr<ProbeActor> {
+    pub fn for_probe(ns: &Namespace, name: &str) -> Self {
+        Addr::new(ns.name(&path(name)))
+    }
+}
+
 /// Runs one configured probe forever on its interval.
 pub struct ProbeActor {
-    pub ctx: Ctx,
-    pub cfg: ProbeConfig,
+    pub spec: ProbeSpec,
+    pub events: Arc<OutputPort<ProbeEvent>>,
+    pub board: ProbeBoard,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
 }
 
 pub struct ProbeState {
     client: reqwest::Client,
-    status: ProbeStatus,
-    consecutive_ok: u32,
-    /// Unix ms of the first failure of the current streak (the fault's earliest sign).
-    streak_start_unix_ms: Option<u64>,
+    tracker: ProbeTracker,
     _reg: Registration,
 }
 
@@ -115,27 +96,9 @@ impl Actor for ProbeActor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<ProbeMsg>, _: ()) -> Result<ProbeState, ActorProcessingErr> {
-        let reg = self.ctx.registry.started(&names::probe(&self.cfg.name.value));
+        let reg = self.registry.started(&path(&self.spec.name));
         myself.send_message(ProbeMsg::Tick)?;
-        Ok(ProbeState {
-            client: http_client(),
-            status: ProbeStatus {
-                name: self.cfg.name.value.clone(),
-                layer: self.cfg.layer,
-                target: self.cfg.target.value.clone(),
-                up: None,
-                last_ok: None,
-                last_latency_ms: None,
-                last_failure: None,
-                consecutive_failures: 0,
-                checks: 0,
-                failures: 0,
-                last_check_unix_ms: 0,
-            },
-            consecutive_ok: 0,
-            streak_start_unix_ms: None,
-            _reg: reg,
-        })
+        Ok(ProbeState { client: http_client(), tracker: ProbeTracker::new(&self.spec), _reg: reg })
     }
 
     async fn handle(
@@ -146,69 +109,39 @@ impl Actor for ProbeActor {
     ) -> Result<(), ActorProcessingErr> {
         let ProbeMsg::Tick = msg;
         let started = Instant::now();
-        let result = run_check(&st.client, &self.cfg.check, Duration::from_millis(self.cfg.timeout_ms)).await;
+        let result = run_check(&st.client, &self.spec.check, self.spec.timeout).await;
         self.record(st, result);
-        let interval = Duration::from_millis(self.cfg.interval_ms);
-        let next = interval.saturating_sub(started.elapsed());
-        myself.send_after(next, || ProbeMsg::Tick);
+        myself.send_after(self.spec.interval.saturating_sub(started.elapsed()), || ProbeMsg::Tick);
         Ok(())
     }
 }
 
 impl ProbeActor {
-    fn record(&self, st: &mut ProbeState, result: Result<Duration, Failure>) {
-        let now = warden_core::now_unix_ms();
-        let s = &mut st.status;
-        s.checks += 1;
-        s.last_check_unix_ms = now;
-        let label = |result: &str| ProbeLabels {
-            probe: self.cfg.name.value.clone(),
-            layer: format!("{:?}", self.cfg.layer).to_lowercase(),
-            result: result.into(),
+    fn record(&self, st: &mut ProbeState, result: CheckResult) {
+        let labels = ProbeLabels {
+            probe: self.spec.name.clone(),
+            layer: self.spec.layer.as_str().into(),
+            result: if result.is_ok() { "ok" } else { "fail" }.into(),
         };
-        let mut event = None;
-        match result {
-            Ok(latency) => {
-                self.ctx.metrics.probe_checks.get_or_create(&label("ok")).inc();
-                s.last_ok = Some(true);
-                s.last_latency_ms = Some(latency.as_secs_f64() * 1000.0);
-                s.last_failure = None;
-                s.consecutive_failures = 0;
-                st.streak_start_unix_ms = None;
-                st.consecutive_ok += 1;
-                if s.up != Some(true) && st.consecutive_ok >= self.cfg.success_threshold {
-                    s.up = Some(true);
-                    event =
-                        Some(ProbeEvent::Up { probe: s.name.clone(), target: s.target.clone(), layer: self.cfg.layer });
-                }
+        self.metrics.probe_checks.get_or_create(&labels).inc();
+        let event = st.tracker.record(result, warden_core::time::now_unix_ms());
+        let status = st.tracker.status();
+        match &event {
+            Some(ProbeEvent::Down { failure, consecutive, .. }) => tracing::warn!(
+                probe = status.name,
+                target = status.target.as_str(),
+                %failure,
+                failures = consecutive,
+                "alert: probe failing"
+            ),
+            Some(ProbeEvent::Up { .. }) if status.checks > 1 => {
+                tracing::info!(probe = status.name, target = status.target.as_str(), "probe recovered")
             }
-            Err(failure) => {
-                self.ctx.metrics.probe_checks.get_or_create(&label("fail")).inc();
-                s.failures += 1;
-                s.last_ok = Some(false);
-                s.last_failure = Some(failure.clone());
-                s.consecutive_failures += 1;
-                st.consecutive_ok = 0;
-                let onset = *st.streak_start_unix_ms.get_or_insert(now);
-                if s.up != Some(false) && s.consecutive_failures >= self.cfg.failure_threshold {
-                    s.up = Some(false);
-                    tracing::warn!(probe = s.name, target = s.target, %failure, failures = s.consecutive_failures, "alert: probe failing");
-                    event = Some(ProbeEvent::Down {
-                        probe: s.name.clone(),
-                        target: s.target.clone(),
-                        layer: self.cfg.layer,
-                        failure,
-                        consecutive: s.consecutive_failures,
-                        first_failure_unix_ms: onset,
-                    });
-                }
-            }
+            _ => {}
         }
-        self.ctx.probes.publish(s.clone());
+        self.board.publish(status, event.as_ref());
         if let Some(ev) = event {
-            for path in crate::detector::detector_paths() {
-                let _ = rpc::tell(&self.ctx.name(&path), DetectorMsg::Probe(ev.clone()));
-            }
+            self.events.send(ev);
         }
     }
 }

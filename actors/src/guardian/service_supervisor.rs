@@ -4,73 +4,107 @@
 //! exit, restarts crashes at once and then with capped exponential backoff, quarantines a
 //! crash loop, flags a slow boot, and carries out playbook steps on services — but only
 //! steps that arrive as [`Authorized`], i.e. permitted by governance where the tier needs it.
+//!
+//! No state change hangs on a message alone. The tasks that learn a fact (a process exited,
+//! passed its ready check, finished stopping) write it into the [`ServiceTable`] first and
+//! then notify this actor; when the actor (re)starts it reconciles the table — exits it
+//! missed, restarts that were due, stops that finished — so a notice lost while it was down
+//! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
-use crate::context::{Ctx, names};
-use crate::metrics::ServiceLabel;
-use crate::process::{self, ExitInfo};
-use crate::registry::Registration;
-use crate::rpc;
-use crate::service_table::ServiceState;
+use super::service_table::{AfterStop, ServiceTable};
+use crate::addr::{Addr, Namespace, SendError};
+use crate::data_dir::DataDir;
+use crate::metrics::{Metrics, ServiceLabel};
+use crate::process;
+use crate::registry::{ActorRegistry, Registration};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warden_core::config::ReadyCheck;
+use warden_core::config::{ProbeCheck, ReadyCheck, ServiceName};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
 use warden_core::restart::RestartDecision;
+use warden_core::service::ServiceState;
+
+pub const PATH: &str = "guardian/service_supervisor";
+/// How long a finished stop keeps trying to reach a restarting supervisor.
+const STOP_DELIVERY_BUDGET: Duration = Duration::from_secs(10);
+/// How often a starting service's ready check is tried: a restart's downtime is bounded by
+/// how soon we notice it is back.
+const READY_POLL: Duration = Duration::from_millis(10);
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub type OpResult = Result<String, ServiceOpError>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceOpError {
+    #[error("service supervisor unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("no service `{0}`")]
+    NoSuchService(String),
+    #[error("`{0}` is not an operation on a service")]
+    NotAServiceOp(&'static str),
+    #[error("`{0}` has no process to signal")]
+    NoProcess(ServiceName),
+    #[error("unknown signal `{0}`")]
+    UnknownSignal(String),
+    #[error("cannot signal `{service}`: {reason}")]
+    Signal { service: ServiceName, reason: String },
+    #[error("`{service}` did not start: {reason}")]
+    DidNotStart { service: ServiceName, reason: String },
+    #[error("warden is shutting down")]
+    ShuttingDown,
+}
 
 pub enum ServiceMsg {
     /// Start every service in dependency order (node start).
     StartAll,
-    Exited {
-        service: String,
-        generation: u64,
-        info: ExitInfo,
-    },
-    Ready {
-        service: String,
-        generation: u64,
-        after_ms: u64,
-    },
-    StartupDeadline {
-        service: String,
-        generation: u64,
-    },
+    /// The process of `generation` exited (the exit itself is in the table).
+    Exited { service: ServiceName, generation: u64 },
+    /// A service passed its ready check: start whatever waited for it.
+    ReadyChanged,
     /// Start again after a backoff delay, if nothing changed meanwhile.
-    StartAfterBackoff {
-        service: String,
-        generation: u64,
-    },
-    /// A deliberate stop finished; `then` says what comes next.
-    Stopped {
-        service: String,
-        then: AfterStop,
-        old_pid: Option<u32>,
-        reply: Option<RpcReplyPort<Result<String, String>>>,
-    },
+    StartAfterBackoff { service: ServiceName, generation: u64 },
+    /// A deliberate stop of `generation` is over; apply what was meant to follow it.
+    StopFinished { service: ServiceName, generation: u64, reply: Option<RpcReplyPort<OpResult>> },
     /// Carry out a permitted playbook step on a service.
-    Execute(Authorized<PlannedStep>, RpcReplyPort<Result<String, String>>),
+    Execute(Authorized<PlannedStep>, RpcReplyPort<OpResult>),
     /// Stop every service in reverse dependency order (node shutdown).
     StopAll(RpcReplyPort<()>),
-    /// Fault injection: panic inside the handler.
-    Crash,
+    /// Fault injection: stall in the handler for the given time (messages queue up), then
+    /// panic (they are lost with the mailbox).
+    #[cfg(feature = "fault-injection")]
+    Crash(std::time::Duration),
 }
 
-/// What follows a deliberate stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterStop {
-    /// Start a new process (a restart).
-    Start,
-    /// Stay stopped.
-    Stay,
-    /// Stay stopped, quarantined until released.
-    Quarantine,
+impl Addr<ServiceSupervisor> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Carries out a permitted step; answers when it is done (a restart: when the new
+    /// process is spawned).
+    pub async fn execute(&self, step: Authorized<PlannedStep>, timeout: Duration) -> OpResult {
+        self.ask(timeout, |tx| ServiceMsg::Execute(step, tx)).await?
+    }
+
+    /// Stops every service, dependents first; answers when all are down.
+    pub async fn stop_all(&self, timeout: Duration) -> Result<(), SendError> {
+        self.ask(timeout, ServiceMsg::StopAll).await
+    }
 }
 
 pub struct ServiceSupervisor {
-    pub ctx: Ctx,
+    pub table: ServiceTable,
+    pub me: Addr<ServiceSupervisor>,
+    /// This binary, for `@warden` services.
+    pub self_exe: PathBuf,
+    pub data_dir: DataDir,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
@@ -84,23 +118,12 @@ impl Actor for ServiceSupervisor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<ServiceMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        let reg = self.ctx.registry.started(names::SERVICE_SUPERVISOR);
-        self.ctx.services.init(self.ctx.config.start_order().into_iter().cloned().collect());
-        // After a restart of this actor, adopt the running processes and pick up any restart
-        // the previous instance had scheduled but not yet done.
-        let t = self.ctx.services.lock();
-        let fresh = t.services.values().all(|e| e.generation == 0);
-        for (name, e) in &t.services {
-            if e.state == ServiceState::Backoff {
-                let _ = myself
-                    .send_message(ServiceMsg::StartAfterBackoff { service: name.clone(), generation: e.generation });
-            }
-        }
-        drop(t);
+        let reg = self.registry.started(PATH);
+        let fresh = self.reconcile(&myself)?;
         if fresh {
             myself.send_message(ServiceMsg::StartAll)?;
         } else {
-            info!(actor = names::SERVICE_SUPERVISOR, "restarted; adopted running services");
+            info!(actor = PATH, "restarted; adopted running services and reconciled what changed meanwhile");
         }
         Ok(State { _reg: reg })
     }
@@ -112,89 +135,69 @@ impl Actor for ServiceSupervisor {
         _state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ServiceMsg::StartAll => self.start_ready_ones(),
-            ServiceMsg::Exited { service, generation, info } => self.on_exit(&myself, &service, generation, info),
-            ServiceMsg::Ready { service, generation, after_ms } => {
-                let mut t = self.ctx.services.lock();
-                if let Some(e) = t.services.get_mut(&service)
-                    && e.generation == generation
-                    && e.state == ServiceState::Starting
-                {
-                    e.state = ServiceState::Running;
-                    e.ready_once = true;
-                    e.ready_at = Some(Instant::now());
-                    info!(service, after_ms, pid = e.pid, "service ready");
-                }
-                drop(t);
-                self.start_ready_ones();
-            }
-            ServiceMsg::StartupDeadline { service, generation } => {
-                let mut t = self.ctx.services.lock();
-                if let Some(e) = t.services.get_mut(&service)
-                    && e.generation == generation
-                    && e.state == ServiceState::Starting
-                {
-                    e.slow_boot = true;
-                    warn!(
-                        service,
-                        deadline_ms = e.config.startup_deadline_ms,
-                        "alert: slow boot, service not ready by its startup deadline"
-                    );
-                }
-            }
+            ServiceMsg::StartAll | ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
+            ServiceMsg::Exited { service, generation } => self.on_exit(&myself, &service, generation),
             ServiceMsg::StartAfterBackoff { service, generation } => {
                 let due = {
-                    let t = self.ctx.services.lock();
+                    let t = self.table.lock();
                     !t.shutting_down
                         && t.services
                             .get(&service)
                             .is_some_and(|e| e.generation == generation && e.state == ServiceState::Backoff)
                 };
                 if due {
-                    self.spawn(&service);
+                    let _ = self.spawn(&myself, &service);
                 }
             }
-            ServiceMsg::Stopped { service, then, old_pid, reply } => {
-                let old = old_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                let result = match then {
-                    AfterStop::Start => match self.spawn(&service) {
-                        Some(p) => Ok(format!("replaced pid {old} with pid {p}")),
-                        None => Err(format!("service `{service}` did not start again")),
-                    },
-                    AfterStop::Stay | AfterStop::Quarantine => {
-                        let mut t = self.ctx.services.lock();
-                        if let Some(e) = t.services.get_mut(&service) {
-                            e.pid = None;
-                            e.state = if then == AfterStop::Quarantine {
-                                ServiceState::Quarantined
-                            } else {
-                                ServiceState::Stopped
-                            };
-                        }
-                        Ok(format!("stopped pid {old}"))
-                    }
-                };
+            ServiceMsg::StopFinished { service, generation, reply } => {
+                let result = self.stop_finished(&myself, &service, generation);
                 if let Some(r) = reply {
                     let _ = r.send(result);
                 }
             }
-            ServiceMsg::Execute(step, reply) => self.execute(step, reply),
+            ServiceMsg::Execute(step, reply) => self.execute(&myself, step, reply),
             ServiceMsg::StopAll(reply) => self.stop_all(reply),
-            ServiceMsg::Crash => panic!("fault injection: service supervisor crashed on command"),
+            #[cfg(feature = "fault-injection")]
+            ServiceMsg::Crash(after) => {
+                tokio::time::sleep(after).await;
+                panic!("fault injection: service supervisor crashed on command");
+            }
         }
         Ok(())
     }
 }
 
 impl ServiceSupervisor {
-    fn name(&self) -> String {
-        self.ctx.name(names::SERVICE_SUPERVISOR)
+    /// Brings this instance up to date with the table; true on a fresh node (nothing ever
+    /// started). Every notice that a previous instance may have missed is sent again;
+    /// the handlers ignore the ones that were not missed.
+    fn reconcile(&self, myself: &ActorRef<ServiceMsg>) -> Result<bool, ActorProcessingErr> {
+        let t = self.table.lock();
+        let fresh = t.services.values().all(|e| e.generation == 0);
+        for (name, e) in &t.services {
+            let (service, generation) = (name.clone(), e.generation);
+            match e.state {
+                ServiceState::Backoff => myself.send_message(ServiceMsg::StartAfterBackoff { service, generation })?,
+                ServiceState::Starting | ServiceState::Running if e.process_exited().is_some() => {
+                    warn!(service = name.as_str(), "exit happened while the supervisor was down; handling it now");
+                    myself.send_message(ServiceMsg::Exited { service, generation })?;
+                }
+                ServiceState::Stopping if e.process_exited().is_some() || e.pid.is_none() => {
+                    myself.send_message(ServiceMsg::StopFinished { service, generation, reply: None })?;
+                }
+                _ => {}
+            }
+        }
+        if !fresh {
+            myself.send_message(ServiceMsg::ReadyChanged)?;
+        }
+        Ok(fresh)
     }
 
     /// Starts every pending service whose dependencies have all been ready.
-    fn start_ready_ones(&self) {
-        let due: Vec<String> = {
-            let t = self.ctx.services.lock();
+    fn start_ready_ones(&self, myself: &ActorRef<ServiceMsg>) {
+        let due: Vec<ServiceName> = {
+            let t = self.table.lock();
             if t.shutting_down {
                 return;
             }
@@ -203,100 +206,91 @@ impl ServiceSupervisor {
                 .filter(|n| {
                     t.services.get(*n).is_some_and(|e| {
                         e.state == ServiceState::Pending
-                            && e.config
-                                .depends_on
-                                .iter()
-                                .all(|d| t.services.get(&d.value).is_some_and(|x| x.ready_once))
+                            && e.spec.depends_on.iter().all(|d| t.services.get(d).is_some_and(|x| x.ready_once))
                     })
                 })
                 .cloned()
                 .collect()
         };
         for name in due {
-            self.spawn(&name);
+            let _ = self.spawn(myself, &name);
         }
     }
 
-    /// Starts a new process for `service`; returns its pid.
-    fn spawn(&self, service: &str) -> Option<u32> {
-        let mut t = self.ctx.services.lock();
+    /// Starts a new process for `service`; returns its pid. A failed spawn counts as an
+    /// exit of a process that never became ready: it backs off and can be quarantined.
+    fn spawn(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName) -> Result<u32, ServiceOpError> {
+        let mut t = self.table.lock();
         if t.shutting_down {
-            return None;
+            return Err(ServiceOpError::ShuttingDown);
         }
-        let e = t.services.get_mut(service)?;
+        let e = t.services.get_mut(service).ok_or_else(|| ServiceOpError::NoSuchService(service.to_string()))?;
         e.generation += 1;
         let generation = e.generation;
-        let me = self.name();
-        let svc = service.to_string();
-        let on_exit = move |info| {
-            let _ = rpc::tell(&me, ServiceMsg::Exited { service: svc, generation, info });
-        };
         // Managed files (config, credentials) are written when missing before the start.
-        for f in &e.config.files {
-            let path = std::path::PathBuf::from(warden_core::config::expand(
-                &f.path,
-                &self.ctx.data_dir.display().to_string(),
-            ));
-            if !path.exists() {
-                if let Some(dir) = path.parent() {
+        for f in &e.spec.files {
+            if !f.path.exists() {
+                if let Some(dir) = f.path.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                if let Err(err) = std::fs::write(&path, &f.content) {
-                    warn!(service, path = %path.display(), %err, "cannot write managed file");
+                if let Err(err) = std::fs::write(&f.path, &f.content) {
+                    warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file");
                 }
             }
         }
-        match process::spawn_service(&e.config, &self.ctx.self_exe, &self.ctx.data_dir, e.tail.clone(), on_exit) {
+        let me = self.me.clone();
+        let svc = service.clone();
+        let on_exit = move |_| {
+            let _ = me.tell(ServiceMsg::Exited { service: svc, generation });
+        };
+        let log = self.data_dir.log_file(service.as_str());
+        match process::spawn_service(&e.spec, &self.self_exe, log, e.tail.clone(), on_exit) {
             Ok(sp) => {
                 if e.started_at.is_some() {
                     e.restarts += 1;
-                    self.ctx
-                        .metrics
-                        .service_restarts
-                        .get_or_create(&ServiceLabel { service: service.to_string() })
-                        .inc();
+                    self.metrics.service_restarts.get_or_create(&ServiceLabel { service: service.to_string() }).inc();
                 }
                 e.pid = Some(sp.pid);
                 e.state = ServiceState::Starting;
                 e.ready_at = None;
                 e.started_at = Some(Instant::now());
-                e.started_unix_ms = Some(warden_core::now_unix_ms());
+                e.started_unix_ms = Some(warden_core::time::now_unix_ms());
                 e.slow_boot = false;
                 e.exit = Some(sp.exit.clone());
-                info!(service, pid = sp.pid, generation, "service started");
-                let ready = e.config.ready.clone();
-                let deadline = Duration::from_millis(e.config.startup_deadline_ms);
-                tokio::spawn(watch_readiness(self.name(), service.to_string(), generation, ready, deadline, sp.exit));
-                Some(sp.pid)
+                info!(service = service.as_str(), pid = sp.pid, generation, "service started");
+                tokio::spawn(watch_readiness(
+                    self.table.clone(),
+                    self.me.clone(),
+                    service.clone(),
+                    generation,
+                    e.spec.ready.clone(),
+                    e.spec.startup_deadline,
+                    sp.exit,
+                ));
+                Ok(sp.pid)
             }
             Err(err) => {
-                warn!(service, %err, "service failed to start");
+                warn!(service = service.as_str(), %err, "service failed to start");
                 e.last_exit = Some(err.to_string());
                 e.pid = None;
+                e.exit = None;
+                // The previous process's readiness says nothing about this attempt.
+                e.ready_at = None;
                 drop(t);
-                // Treat it as an exit so backoff and quarantine apply.
-                let _ = rpc::tell(
-                    &self.name(),
-                    ServiceMsg::Exited {
-                        service: service.to_string(),
-                        generation,
-                        info: ExitInfo { code: Some(127), signal: None },
-                    },
-                );
-                None
+                self.decide_after_exit(myself, service, generation);
+                Err(ServiceOpError::DidNotStart { service: service.clone(), reason: err.to_string() })
             }
         }
     }
 
-    fn on_exit(&self, myself: &ActorRef<ServiceMsg>, service: &str, generation: u64, info: ExitInfo) {
-        let mut t = self.ctx.services.lock();
+    fn on_exit(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) {
+        let mut t = self.table.lock();
         let shutting_down = t.shutting_down;
         let Some(e) = t.services.get_mut(service) else { return };
-        if e.generation != generation
-            || matches!(e.state, ServiceState::Stopping | ServiceState::Stopped | ServiceState::Quarantined)
-        {
-            return; // an older process, or one we stopped on purpose
+        if e.generation != generation || !matches!(e.state, ServiceState::Starting | ServiceState::Running) {
+            return; // an older process, one we stopped on purpose, or already handled
         }
+        let Some(info) = e.process_exited() else { return };
         e.pid = None;
         e.exit = None;
         e.last_exit = Some(info.to_string());
@@ -304,31 +298,36 @@ impl ServiceSupervisor {
             e.state = ServiceState::Stopped;
             return;
         }
-        warn!(service, %info, "service exited unexpectedly");
+        warn!(service = service.as_str(), %info, "service exited unexpectedly");
+        drop(t);
+        self.decide_after_exit(myself, service, generation);
+    }
+
+    /// Applies the restart policy to an exit (or failed spawn) of `generation`.
+    fn decide_after_exit(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) {
+        let mut t = self.table.lock();
+        let Some(e) = t.services.get_mut(service) else { return };
         let now = Instant::now();
         match e.tracker.on_exit(now, e.ready_at.map(|r| now.duration_since(r))) {
-            RestartDecision::Restart { delay, attempt } if delay.is_zero() => {
-                info!(service, attempt, "restarting at once");
-                drop(t);
-                self.spawn(service);
-            }
             RestartDecision::Restart { delay, attempt } => {
                 e.state = ServiceState::Backoff;
-                info!(service, attempt, delay_ms = delay.as_millis() as u64, "restarting after backoff");
-                let svc = service.to_string();
-                myself.send_after(delay, move || ServiceMsg::StartAfterBackoff { service: svc, generation });
+                info!(service = service.as_str(), attempt, delay_ms = delay.as_millis() as u64, "restarting");
+                let svc = service.clone();
+                // Through the mailbox even without delay: a spawn that fails again must not
+                // recurse, and exits queued meanwhile are handled in order.
+                if delay.is_zero() {
+                    let _ = myself.send_message(ServiceMsg::StartAfterBackoff { service: svc, generation });
+                } else {
+                    myself.send_after(delay, move || ServiceMsg::StartAfterBackoff { service: svc, generation });
+                }
             }
             RestartDecision::Quarantine { restarts_in_window } => {
                 e.state = ServiceState::Quarantined;
-                self.ctx
-                    .metrics
-                    .service_quarantines
-                    .get_or_create(&ServiceLabel { service: service.to_string() })
-                    .inc();
+                self.metrics.service_quarantines.get_or_create(&ServiceLabel { service: service.to_string() }).inc();
                 warn!(
-                    service,
+                    service = service.as_str(),
                     restarts_in_window,
-                    window_ms = e.config.restart.window_ms,
+                    window_ms = e.spec.restart.window.as_millis() as u64,
                     "alert: service quarantined, crash loop past its restart budget"
                 );
             }
@@ -336,12 +335,12 @@ impl ServiceSupervisor {
     }
 
     /// Carries out a permitted step. Stops run in a task so exits keep being handled.
-    fn execute(&self, step: Authorized<PlannedStep>, reply: RpcReplyPort<Result<String, String>>) {
+    fn execute(&self, myself: &ActorRef<ServiceMsg>, step: Authorized<PlannedStep>, reply: RpcReplyPort<OpResult>) {
         let s = step.step();
         let service = s.target.clone();
-        let mut t = self.ctx.services.lock();
+        let mut t = self.table.lock();
         let Some(e) = t.services.get_mut(&service) else {
-            let _ = reply.send(Err(format!("no service `{service}`")));
+            let _ = reply.send(Err(ServiceOpError::NoSuchService(service.to_string())));
             return;
         };
         match &s.primitive {
@@ -354,50 +353,83 @@ impl ServiceSupervisor {
                 // A hung process never acts on TERM: `force` goes straight to KILL.
                 let force = matches!(s.primitive, Primitive::RestartService { force: true });
                 let (old_pid, exit) = (e.pid, e.exit.clone());
-                let grace = Duration::from_millis(e.config.stop_grace_ms);
+                let grace = e.spec.stop_grace;
                 e.state = ServiceState::Stopping;
+                e.after_stop = Some(then);
                 // A deliberate stop is no crash: later exit notices of this process are ignored.
                 e.generation += 1;
+                let generation = e.generation;
                 drop(t);
-                let me = self.name();
+                let me = self.me.clone();
                 tokio::spawn(async move {
                     if let (Some(pid), Some(exit)) = (old_pid, exit) {
                         process::stop_group(pid, exit, grace, force).await;
                     }
-                    let _ = rpc::tell(&me, ServiceMsg::Stopped { service, then, old_pid, reply: Some(reply) });
+                    let result = me
+                        .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
+                            service: service.clone(),
+                            generation,
+                            reply: Some(tx),
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.into()));
+                    let _ = reply.send(result);
                 });
             }
             Primitive::StartService => {
                 if matches!(e.state, ServiceState::Stopped | ServiceState::Quarantined | ServiceState::Backoff) {
                     e.tracker.reset();
                     drop(t);
-                    let r = self
-                        .spawn(&service)
-                        .map(|p| format!("started pid {p}"))
-                        .ok_or_else(|| format!("`{service}` did not start"));
-                    let _ = reply.send(r);
+                    let _ = reply.send(self.spawn(myself, &service).map(|p| format!("started pid {p}")));
                 } else {
-                    let _ = reply.send(Ok(format!("`{service}` already {:?}", e.state)));
+                    let _ = reply.send(Ok(format!("`{service}` already {}", e.state.as_str())));
                 }
             }
             Primitive::SignalService { signal } => {
                 let r = match (signal.parse::<Signal>(), e.pid) {
+                    (Err(_), _) => Err(ServiceOpError::UnknownSignal(signal.clone())),
+                    (_, None) => Err(ServiceOpError::NoProcess(service.clone())),
                     (Ok(sig), Some(pid)) => process::signal_group(pid, sig)
                         .map(|_| format!("sent {sig} to group {pid}"))
-                        .map_err(|err| err.to_string()),
-                    (Err(_), _) => Err(format!("unknown signal `{signal}`")),
-                    (_, None) => Err(format!("`{service}` has no process")),
+                        .map_err(|err| ServiceOpError::Signal { service: service.clone(), reason: err.to_string() }),
                 };
                 let _ = reply.send(r);
             }
             other => {
-                let _ = reply.send(Err(format!("`{}` is not a service operation", other.action())));
+                let _ = reply.send(Err(ServiceOpError::NotAServiceOp(other.action())));
+            }
+        }
+    }
+
+    /// Applies what follows the deliberate stop of `generation`, once.
+    fn stop_finished(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) -> OpResult {
+        let mut t = self.table.lock();
+        let e = t.services.get_mut(service).ok_or_else(|| ServiceOpError::NoSuchService(service.to_string()))?;
+        let old = e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        if e.generation != generation || e.state != ServiceState::Stopping {
+            // Reconciliation got here first.
+            return Ok(format!("`{service}` stopped; now {} (pid {old})", e.state.as_str()));
+        }
+        let then = e.after_stop.take().unwrap_or(AfterStop::Stay);
+        if let Some(info) = e.process_exited() {
+            e.last_exit = Some(info.to_string());
+        }
+        e.pid = None;
+        e.exit = None;
+        match then {
+            AfterStop::Start => {
+                drop(t);
+                self.spawn(myself, service).map(|p| format!("replaced pid {old} with pid {p}"))
+            }
+            AfterStop::Stay | AfterStop::Quarantine => {
+                e.state = if then == AfterStop::Quarantine { ServiceState::Quarantined } else { ServiceState::Stopped };
+                Ok(format!("stopped pid {old}"))
             }
         }
     }
 
     fn stop_all(&self, reply: RpcReplyPort<()>) {
-        let mut t = self.ctx.services.lock();
+        let mut t = self.table.lock();
         t.shutting_down = true;
         let mut procs = Vec::new();
         for name in t.order.clone().iter().rev() {
@@ -405,19 +437,24 @@ impl ServiceSupervisor {
                 e.generation += 1;
                 if let (Some(pid), Some(exit)) = (e.pid, e.exit.clone()) {
                     e.state = ServiceState::Stopping;
-                    procs.push((name.clone(), pid, exit, Duration::from_millis(e.config.stop_grace_ms)));
+                    procs.push((name.clone(), pid, exit, e.spec.stop_grace));
                 } else {
                     e.state = ServiceState::Stopped;
                 }
             }
         }
         drop(t);
-        let table = self.ctx.services.clone();
+        let table = self.table.clone();
         tokio::spawn(async move {
             // Reverse dependency order, one at a time: dependents go before what they use.
             for (name, pid, exit, grace) in procs {
                 let info = process::stop_group(pid, exit, grace, false).await;
-                info!(service = name, pid, exit = info.map(|i| i.to_string()).unwrap_or_default(), "service stopped");
+                info!(
+                    service = name.as_str(),
+                    pid,
+                    exit = info.map(|i| i.to_string()).unwrap_or_default(),
+                    "service stopped"
+                );
                 let mut t = table.lock();
                 if let Some(e) = t.services.get_mut(&name) {
                     e.state = ServiceState::Stopped;
@@ -429,39 +466,48 @@ impl ServiceSupervisor {
     }
 }
 
-/// Polls the ready check until it passes or the process exits; reports the startup
-/// deadline once if it passes first.
+/// Polls the ready check until it passes or the process exits, and flags a missed startup
+/// deadline once. Writes both facts into the table before telling anyone.
 async fn watch_readiness(
-    me: String,
-    service: String,
+    table: ServiceTable,
+    me: Addr<ServiceSupervisor>,
+    service: ServiceName,
     generation: u64,
     ready: Option<ReadyCheck>,
     deadline: Duration,
-    mut exit: tokio::sync::watch::Receiver<Option<ExitInfo>>,
+    mut exit: tokio::sync::watch::Receiver<Option<process::ExitInfo>>,
 ) {
     let start = Instant::now();
     let mut deadline_reported = false;
-    let client = crate::probe::http_client();
+    let client = super::probe::http_client();
+    let check = ready.as_ref().map(ProbeCheck::from);
     loop {
         if exit.borrow_and_update().is_some() {
             return;
         }
-        let ok = match &ready {
+        let ok = match &check {
             None => true,
-            Some(check) => crate::probe::ready_check(&client, check, Duration::from_millis(500)).await,
+            Some(check) => super::probe::run_check(&client, check, READY_CHECK_TIMEOUT).await.is_ok(),
         };
         if ok {
-            let _ =
-                rpc::tell(&me, ServiceMsg::Ready { service, generation, after_ms: start.elapsed().as_millis() as u64 });
+            if table.mark_ready(service.as_str(), generation) {
+                info!(service = service.as_str(), after_ms = start.elapsed().as_millis() as u64, "service ready");
+                let _ = me.tell(ServiceMsg::ReadyChanged);
+            }
             return;
         }
         if !deadline_reported && start.elapsed() >= deadline {
             deadline_reported = true;
-            let _ = rpc::tell(&me, ServiceMsg::StartupDeadline { service: service.clone(), generation });
+            if table.mark_slow_boot(service.as_str(), generation) {
+                warn!(
+                    service = service.as_str(),
+                    deadline_ms = deadline.as_millis() as u64,
+                    "alert: slow boot, service not ready by its startup deadline"
+                );
+            }
         }
-        // Ready checks poll briskly: a restart's downtime is bounded by how soon we notice.
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = tokio::time::sleep(READY_POLL) => {}
             _ = exit.changed() => {}
         }
     }

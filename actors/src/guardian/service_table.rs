@@ -1,8 +1,10 @@
 //! The services' shared state: what runs, under which pid, in which state.
 //!
 //! It lives outside the service supervisor actor so that running processes survive that
-//! actor's restart (the new instance adopts them) and so the HTTP API reads it without
-//! asking any actor.
+//! actor's restart (the new instance adopts them and reconciles what it missed) and so the
+//! HTTP API and the detectors read it without asking any actor. Facts about a process are
+//! written here by the tasks that learn them (its exit, its readiness) before any message
+//! is sent, so a message lost while the supervisor restarts loses no fact.
 
 use crate::process::{ExitInfo, LogTail};
 use serde::Serialize;
@@ -10,32 +12,28 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use warden_core::config::ServiceConfig;
+use warden_core::config::{ServiceName, ServiceSpec};
 use warden_core::restart::RestartTracker;
+use warden_core::service::ServiceState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceState {
-    /// Waiting for its dependencies.
-    Pending,
-    /// Started, not yet ready.
-    Starting,
-    Running,
-    /// Exited; restarts after a backoff delay.
-    Backoff,
-    Stopping,
-    Stopped,
-    /// Crash-looped past its restart budget; left stopped until released.
-    Quarantined,
+/// What follows a deliberate stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Start a new process (a restart).
+    Start,
+    /// Stay stopped.
+    Stay,
+    /// Stay stopped, quarantined until released.
+    Quarantine,
 }
 
 #[derive(Debug)]
 pub struct ServiceEntry {
-    pub config: ServiceConfig,
+    pub spec: ServiceSpec,
     pub state: ServiceState,
     pub pid: Option<u32>,
-    /// Bumped for every process started (and every deliberate stop), so late exit
-    /// notices of an older process are recognised and ignored.
+    /// Bumped for every process started (and every deliberate stop), so late notices
+    /// about an older process are recognised and ignored.
     pub generation: u64,
     pub restarts: u64,
     pub started_at: Option<Instant>,
@@ -46,19 +44,30 @@ pub struct ServiceEntry {
     pub slow_boot: bool,
     pub last_exit: Option<String>,
     pub tracker: RestartTracker,
+    /// Becomes `Some` when the current process has exited.
     pub exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    /// What a deliberate stop in progress leads to.
+    pub after_stop: Option<AfterStop>,
     pub tail: LogTail,
+}
+
+impl ServiceEntry {
+    /// The current process has exited (its watcher saw it), whatever we were told.
+    pub fn process_exited(&self) -> Option<ExitInfo> {
+        self.exit.as_ref().and_then(|rx| *rx.borrow())
+    }
 }
 
 /// What `/api/status` shows of a service.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceSnapshot {
-    pub name: String,
+    pub name: ServiceName,
     pub state: ServiceState,
     pub pid: Option<u32>,
     pub restarts: u64,
     pub uptime_ms: Option<u64>,
     pub started_unix_ms: Option<u64>,
+    pub started_at: Option<String>,
     pub slow_boot: bool,
     pub last_exit: Option<String>,
     pub ports: Vec<u16>,
@@ -66,9 +75,9 @@ pub struct ServiceSnapshot {
 
 #[derive(Debug, Default)]
 pub struct Table {
-    pub services: BTreeMap<String, ServiceEntry>,
+    pub services: BTreeMap<ServiceName, ServiceEntry>,
     /// Start order (dependencies first).
-    pub order: Vec<String>,
+    pub order: Vec<ServiceName>,
     /// Set once shutdown begins: nothing starts or restarts after it.
     pub shutting_down: bool,
 }
@@ -79,20 +88,16 @@ pub struct ServiceTable {
 }
 
 impl ServiceTable {
-    /// Fills the table from config (in start order) unless it already holds services.
-    pub fn init(&self, order: Vec<ServiceConfig>) {
-        let mut t = self.lock();
-        if !t.services.is_empty() {
-            return;
-        }
-        for cfg in order {
-            let name = cfg.name.value.clone();
-            t.order.push(name.clone());
+    /// A table of `specs` (already in start order), all pending.
+    pub fn new(specs: &[ServiceSpec]) -> Self {
+        let mut t = Table::default();
+        for spec in specs {
+            t.order.push(spec.name.clone());
             t.services.insert(
-                name,
+                spec.name.clone(),
                 ServiceEntry {
-                    tracker: RestartTracker::new(cfg.restart),
-                    config: cfg,
+                    tracker: RestartTracker::new(spec.restart),
+                    spec: spec.clone(),
                     state: ServiceState::Pending,
                     pid: None,
                     generation: 0,
@@ -104,10 +109,12 @@ impl ServiceTable {
                     slow_boot: false,
                     last_exit: None,
                     exit: None,
+                    after_stop: None,
                     tail: LogTail::default(),
                 },
             );
         }
+        Self { inner: Arc::new(Mutex::new(t)) }
     }
 
     /// The table, locked. A poisoned lock (a panic while holding it) still yields the
@@ -122,7 +129,7 @@ impl ServiceTable {
             .iter()
             .filter_map(|n| t.services.get(n))
             .map(|e| ServiceSnapshot {
-                name: e.config.name.value.clone(),
+                name: e.spec.name.clone(),
                 state: e.state,
                 pid: e.pid,
                 restarts: e.restarts,
@@ -133,9 +140,10 @@ impl ServiceTable {
                     _ => None,
                 },
                 started_unix_ms: e.started_unix_ms,
+                started_at: e.started_unix_ms.map(warden_core::time::rfc3339),
                 slow_boot: e.slow_boot,
                 last_exit: e.last_exit.clone(),
-                ports: e.config.ports.clone(),
+                ports: e.spec.ports.clone(),
             })
             .collect()
     }
@@ -152,5 +160,32 @@ impl ServiceTable {
     pub fn all_ready_once(&self) -> bool {
         let t = self.lock();
         !t.services.is_empty() && t.services.values().all(|e| e.ready_once)
+    }
+
+    /// Process generation `generation` of `service` passed its ready check: it runs.
+    /// Returns whether that changed anything (a stale or repeated notice does not).
+    pub fn mark_ready(&self, service: &str, generation: u64) -> bool {
+        let mut t = self.lock();
+        match t.services.get_mut(service) {
+            Some(e) if e.generation == generation && e.state == ServiceState::Starting => {
+                e.state = ServiceState::Running;
+                e.ready_once = true;
+                e.ready_at = Some(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Process generation `generation` of `service` missed its startup deadline.
+    pub fn mark_slow_boot(&self, service: &str, generation: u64) -> bool {
+        let mut t = self.lock();
+        match t.services.get_mut(service) {
+            Some(e) if e.generation == generation && e.state == ServiceState::Starting => {
+                e.slow_boot = true;
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -1,70 +1,57 @@
-//! Detectors: one actor per failure mode, turning probe events into incidents.
+//! Detectors: one actor per failure mode, turning probe events into findings.
 //!
-//! The rule of each mode is the pure [`assess`]; the actor only feeds it events and the
-//! service's state and tells the incident manager what it found.
+//! The rule of each mode is `warden_core::detect::assess`; the actor feeds it the events of
+//! the probe-event port and the target's state, and reports what it finds to the incident
+//! manager, which acknowledges once the incident is stored. Detection is level-triggered
+//! where it matters: on (re)start, and whenever a report did not get through, the detector
+//! judges every probe that is down now (from the probe board) again, so an event missed
+//! while it or the incident manager restarted is never a fault missed. Reporting the same
+//! fault twice is harmless: the incident manager keeps one incident per service and mode.
 
-use crate::context::{Ctx, names};
-use crate::incident_manager::IncidentMsg;
-use crate::probe::Failure;
-use crate::registry::Registration;
-use crate::rpc;
-use crate::service_table::ServiceState;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use warden_core::config::Layer;
-use warden_core::incident::{FailureMode, Finding};
+use super::incident_manager::IncidentManager;
+use crate::addr::{Addr, Namespace};
+use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_table::ServiceTable;
+use crate::registry::{ActorRegistry, Registration};
+use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_core::detect::assess;
+use warden_core::mode::FailureMode;
+use warden_core::probe::ProbeEvent;
 
-/// Modes with a detector in this build.
-pub const IMPLEMENTED: &[FailureMode] = &[FailureMode::ApiTimeout];
+/// How soon a report that did not get through is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-pub fn detector_paths() -> Vec<String> {
-    IMPLEMENTED.iter().map(|m| names::detector(m.as_str())).collect()
-}
-
-/// A probe crossing its threshold either way.
-#[derive(Debug, Clone)]
-pub enum ProbeEvent {
-    Up { probe: String, target: String, layer: Layer },
-    Down { probe: String, target: String, layer: Layer, failure: Failure, consecutive: u32, first_failure_unix_ms: u64 },
-}
-
-/// The rule of `mode` applied to one event, given the target service's state.
-pub fn assess(mode: FailureMode, event: &ProbeEvent, service_state: Option<ServiceState>) -> Option<Finding> {
-    match (mode, event) {
-        // An API timeout: the process is up (running, not restarting) yet its L7 check got
-        // no answer. A refused connection is a dead process, which the service supervisor
-        // already restarts.
-        (
-            FailureMode::ApiTimeout,
-            ProbeEvent::Down {
-                probe,
-                target,
-                layer: Layer::L7,
-                failure: Failure::Timeout,
-                consecutive,
-                first_failure_unix_ms,
-            },
-        ) if service_state == Some(ServiceState::Running) => Some(Finding {
-            mode,
-            service: target.clone(),
-            evidence: format!(
-                "probe `{probe}`: {consecutive} consecutive checks got no answer within the timeout while the process is running"
-            ),
-            first_sign_unix_ms: *first_failure_unix_ms,
-        }),
-        _ => None,
-    }
+/// The tree path of the detector for `mode`.
+pub fn path(mode: FailureMode) -> String {
+    format!("healing/detector/{}", mode.as_str())
 }
 
 pub enum DetectorMsg {
     Probe(ProbeEvent),
+    /// Judge every probe that is down now.
+    Recheck,
+}
+
+impl Addr<Detector> {
+    pub fn for_mode(ns: &Namespace, mode: FailureMode) -> Self {
+        Addr::new(ns.name(&path(mode)))
+    }
 }
 
 pub struct Detector {
-    pub ctx: Ctx,
     pub mode: FailureMode,
+    pub events: Arc<OutputPort<ProbeEvent>>,
+    pub board: ProbeBoard,
+    pub services: ServiceTable,
+    pub incidents: Addr<IncidentManager>,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
+    /// A recheck is already scheduled.
+    recheck_due: bool,
     _reg: Registration,
 }
 
@@ -74,70 +61,46 @@ impl Actor for Detector {
     type State = State;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<DetectorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        Ok(State { _reg: self.ctx.registry.started(&names::detector(self.mode.as_str())) })
+    async fn pre_start(&self, myself: ActorRef<DetectorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+        self.events.subscribe(myself.clone(), |ev| Some(DetectorMsg::Probe(ev)));
+        // Whatever went down before this instance subscribed.
+        myself.send_message(DetectorMsg::Recheck)?;
+        Ok(State { recheck_due: true, _reg: self.registry.started(&path(self.mode)) })
     }
 
     async fn handle(
         &self,
-        _: ActorRef<DetectorMsg>,
+        myself: ActorRef<DetectorMsg>,
         msg: DetectorMsg,
-        _: &mut State,
+        st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let DetectorMsg::Probe(event) = msg;
-        let target = match &event {
-            ProbeEvent::Up { target, .. } | ProbeEvent::Down { target, .. } => target.clone(),
+        let events = match msg {
+            DetectorMsg::Probe(ev) => vec![ev],
+            DetectorMsg::Recheck => {
+                st.recheck_due = false;
+                self.board.down_now()
+            }
         };
-        if let Some(finding) = assess(self.mode, &event, self.ctx.services.state_of(&target)) {
+        let mut undelivered = false;
+        for ev in events {
+            let Some(finding) = assess(self.mode, &ev, self.services.state_of(ev.target().as_str())) else {
+                continue;
+            };
             tracing::warn!(
                 mode = self.mode.as_str(),
-                service = finding.service,
+                service = finding.service.as_str(),
                 evidence = finding.evidence,
                 "failure detected"
             );
-            rpc::tell(&self.ctx.name(names::INCIDENT_MANAGER), IncidentMsg::Open(finding))?;
+            if let Err(e) = self.incidents.report(finding).await {
+                tracing::warn!(mode = self.mode.as_str(), error = %e, "finding not delivered; will judge again");
+                undelivered = true;
+            }
+        }
+        if undelivered && !st.recheck_due {
+            st.recheck_due = true;
+            myself.send_after(RETRY_AFTER, || DetectorMsg::Recheck);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn down(failure: Failure) -> ProbeEvent {
-        ProbeEvent::Down {
-            probe: "p".into(),
-            target: "api".into(),
-            layer: Layer::L7,
-            failure,
-            consecutive: 2,
-            first_failure_unix_ms: 5,
-        }
-    }
-
-    #[test]
-    fn test_api_timeout_needs_a_running_process_and_a_timeout() {
-        let m = FailureMode::ApiTimeout;
-        assert!(assess(m, &down(Failure::Timeout), Some(ServiceState::Running)).is_some());
-        assert!(
-            assess(m, &down(Failure::Connect("refused".into())), Some(ServiceState::Running)).is_none(),
-            "dead process is not a hang"
-        );
-        assert!(assess(m, &down(Failure::Timeout), Some(ServiceState::Starting)).is_none(), "booting is not a hang");
-        assert!(
-            assess(
-                m,
-                &ProbeEvent::Up { probe: "p".into(), target: "api".into(), layer: Layer::L7 },
-                Some(ServiceState::Running)
-            )
-            .is_none()
-        );
-    }
-
-    #[test]
-    fn test_finding_carries_first_sign() {
-        let f = assess(FailureMode::ApiTimeout, &down(Failure::Timeout), Some(ServiceState::Running)).expect("finding");
-        assert_eq!((f.service.as_str(), f.first_sign_unix_ms), ("api", 5));
     }
 }

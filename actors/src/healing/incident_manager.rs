@@ -1,41 +1,82 @@
-//! IncidentManager: the incident lifecycle.
+//! IncidentManager: keeps incidents moving.
 //!
-//! Opens one incident per (service, failure mode) at a time, picks the first playbook the
-//! catalog lists for the mode, hands it to the executor, and on the run's verified success
-//! resolves the incident with its MTTR stored; on failure it tries the mode's next playbook,
-//! and when none is left marks the incident failed and alerts. Incidents open longer than
-//! the MTTR limit raise an alert.
+//! It opens one incident per (service, failure mode) at a time, hands each run to the
+//! executor, and applies the end of every run it hears about on the finished-runs port.
+//! What to do after a run (retry, next playbook, resolve, escalate) is the pure
+//! `Incident::finish_run` in warden-core; this actor stores, dispatches and alerts.
+//!
+//! Nothing that moves an incident may be lost. A finding is acknowledged only once the
+//! incident is stored. A dispatch the executor did not acknowledge is retried on the next
+//! tick. When the manager (re)starts it reloads the open incidents from the store and
+//! catches up on each: a run that ended while it was down is applied, a run that was never
+//! handed over is handed over again. Applying a run twice changes nothing.
 
-use crate::context::{Ctx, names};
-use crate::executor::{ExecutorMsg, RunOrder};
-use crate::metrics::ModeLabel;
-use crate::registry::Registration;
-use crate::rpc::{self, AbortOnDrop};
-use crate::store::blocking;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::BTreeMap;
+use crate::addr::{AbortOnDrop, Addr, Namespace, SendError};
+use crate::guardian::executor::{PlaybookExecutor, RunOrder};
+use crate::metrics::{Metrics, ModeLabel};
+use crate::registry::{ActorRegistry, Registration};
+use crate::store::{Counter, Store, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
-use warden_core::incident::{Finding, Incident, IncidentStatus, overdue};
-use warden_core::playbook::{RunOutcome, RunRecord};
+use warden_core::config::HealingConfig;
+use warden_core::incident::{Finding, Incident, NextStep, overdue};
+use warden_core::playbook::Catalog;
+use warden_core::run::RunRecord;
+
+pub const PATH: &str = "healing/incident_manager";
+/// Overdue alerts and dispatch retries.
+const TICK: Duration = Duration::from_secs(1);
+/// Opening an incident is two counter bumps and one synced write.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IncidentError {
+    #[error("incident manager unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("cannot store the incident: {0}")]
+    Store(#[from] StoreError),
+}
 
 pub enum IncidentMsg {
-    Open(Finding),
-    RunFinished {
-        incident_id: u64,
-        run: Box<RunRecord>,
-    },
-    CheckOverdue,
-    /// Fault injection: panic inside the handler.
-    Crash,
+    /// A detector's finding; answered once the incident is stored.
+    Open(Box<Finding>, RpcReplyPort<Result<(), IncidentError>>),
+    /// A playbook run ended (from the executor's finished-runs port, or the store).
+    RunFinished(Box<RunRecord>),
+    Tick,
+    /// Fault injection: stall in the handler for the given time (messages queue up), then
+    /// panic (they are lost with the mailbox).
+    #[cfg(feature = "fault-injection")]
+    Crash(std::time::Duration),
+}
+
+impl Addr<IncidentManager> {
+    pub fn at(ns: &Namespace) -> Self {
+        Addr::new(ns.name(PATH))
+    }
+
+    /// Reports a finding; `Ok` once an incident for it is stored (or one is already open).
+    pub async fn report(&self, finding: Finding) -> Result<(), IncidentError> {
+        self.ask(REPORT_TIMEOUT, |tx| IncidentMsg::Open(Box::new(finding), tx)).await?
+    }
 }
 
 pub struct IncidentManager {
-    pub ctx: Ctx,
+    pub catalog: Arc<Catalog>,
+    pub healing: HealingConfig,
+    pub store: Store,
+    pub executor: Addr<PlaybookExecutor>,
+    pub runs_finished: Arc<OutputPort<RunRecord>>,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
 }
 
 pub struct State {
     open: BTreeMap<u64, Incident>,
-    alerted: std::collections::BTreeSet<u64>,
+    /// Runs the executor has not acknowledged yet, by incident.
+    undispatched: BTreeMap<u64, RunOrder>,
+    alerted: BTreeSet<u64>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -47,18 +88,20 @@ impl Actor for IncidentManager {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<IncidentMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        // Incidents left open by a previous instance (or a previous run of warden) continue.
-        let recent = blocking(&self.ctx.store, |s| s.recent_incidents(1000)).await?;
-        let open: BTreeMap<u64, Incident> =
-            recent.into_iter().filter(|i| i.status == IncidentStatus::Open).map(|i| (i.id, i)).collect();
-        self.ctx.metrics.incidents_open.set(open.len() as i64);
-        let tick = myself.send_interval(Duration::from_secs(5), || IncidentMsg::CheckOverdue);
-        Ok(State {
+        // Subscribe before reading the store: a run that ends in between is heard twice at
+        // worst, never missed.
+        self.runs_finished.subscribe(myself.clone(), |run| Some(IncidentMsg::RunFinished(Box::new(run))));
+        let open: BTreeMap<u64, Incident> = self.store.open_incidents().await?.into_iter().map(|i| (i.id, i)).collect();
+        let mut st = State {
             open,
-            alerted: Default::default(),
-            _tick: AbortOnDrop(tick),
-            _reg: self.ctx.registry.started(names::INCIDENT_MANAGER),
-        })
+            undispatched: BTreeMap::new(),
+            alerted: BTreeSet::new(),
+            _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
+            _reg: self.registry.started(PATH),
+        };
+        self.catch_up(&myself, &mut st).await?;
+        self.metrics.incidents_open.set(st.open.len() as i64);
+        Ok(st)
     }
 
     async fn handle(
@@ -68,148 +111,164 @@ impl Actor for IncidentManager {
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            IncidentMsg::Open(f) => self.open(f, st).await?,
-            IncidentMsg::RunFinished { incident_id, run } => self.run_finished(incident_id, *run, st).await?,
-            IncidentMsg::CheckOverdue => {
-                let list: Vec<Incident> = st.open.values().cloned().collect();
-                for id in overdue(&list, warden_core::now_unix_ms(), self.ctx.config.healing.mttr_alert_ms) {
-                    if st.alerted.insert(id) {
-                        tracing::warn!(
-                            incident = id,
-                            limit_ms = self.ctx.config.healing.mttr_alert_ms,
-                            "alert: incident open longer than the MTTR limit"
-                        );
-                    }
-                }
+            IncidentMsg::Open(finding, reply) => {
+                let result = self.open(*finding, st).await;
+                let _ = reply.send(result);
             }
-            IncidentMsg::Crash => panic!("fault injection: incident manager crashed on command"),
+            IncidentMsg::RunFinished(run) => self.run_finished(*run, st).await?,
+            IncidentMsg::Tick => {
+                self.alert_overdue(st);
+                self.retry_dispatches(st).await;
+            }
+            #[cfg(feature = "fault-injection")]
+            IncidentMsg::Crash(after) => {
+                tokio::time::sleep(after).await;
+                panic!("fault injection: incident manager crashed on command");
+            }
         }
+        self.metrics.incidents_open.set(st.open.len() as i64);
         Ok(())
     }
 }
 
 impl IncidentManager {
-    async fn open(&self, f: Finding, st: &mut State) -> Result<(), ActorProcessingErr> {
+    /// Brings every reloaded open incident up to date with what happened meanwhile.
+    async fn catch_up(&self, myself: &ActorRef<IncidentMsg>, st: &mut State) -> Result<(), StoreError> {
+        let ids: Vec<u64> = st.open.keys().copied().collect();
+        for id in ids {
+            let Some(incident) = st.open.get(&id) else { continue };
+            match incident.current_run().map(|a| (a.run_id, a.playbook.clone())) {
+                // Open but nothing started (stopped between storing and dispatching).
+                None => {
+                    let mut incident = incident.clone();
+                    let step = incident.first_step(&self.catalog);
+                    self.apply(step, incident, st).await?;
+                }
+                Some((run_id, playbook)) => match self.store.run_record(run_id).await? {
+                    Some(run) if run.outcome.is_final() => {
+                        tracing::info!(incident = id, run = run_id, "a run ended while the incident manager was down");
+                        let _ = myself.send_message(IncidentMsg::RunFinished(Box::new(run)));
+                    }
+                    // Still running: the executor publishes its end (or records it as
+                    // interrupted when it restarts).
+                    Some(_) => {}
+                    None => {
+                        tracing::info!(incident = id, run = run_id, "run was never handed over; handing it over now");
+                        let order = self.order(&st.open[&id], run_id, playbook);
+                        st.undispatched.insert(id, order);
+                    }
+                },
+            }
+        }
+        self.retry_dispatches(st).await;
+        Ok(())
+    }
+
+    async fn open(&self, f: Finding, st: &mut State) -> Result<(), IncidentError> {
         if st.open.values().any(|i| i.service == f.service && i.mode == f.mode) {
-            tracing::debug!(service = f.service, mode = f.mode.as_str(), "incident already open");
+            tracing::debug!(service = f.service.as_str(), mode = f.mode.as_str(), "incident already open");
             return Ok(());
         }
-        let (id, run_id) = blocking(&self.ctx.store, |s| Ok((s.next_id("incident")?, s.next_id("run")?))).await?;
-        let playbook = self.ctx.catalog.for_mode(f.mode).first().map(|p| p.id.clone());
-        let mut incident = Incident {
-            id,
-            mode: f.mode,
-            service: f.service.clone(),
-            evidence: f.evidence.clone(),
-            detected_unix_ms: warden_core::now_unix_ms(),
-            fault_onset_unix_ms: Some(f.first_sign_unix_ms),
-            resolved_unix_ms: None,
-            status: IncidentStatus::Open,
-            playbooks: playbook.iter().cloned().collect(),
-            run_ids: vec![],
-            detail: String::new(),
-        };
-        self.ctx.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
+        let id = self.store.next_id(Counter::Incident).await?;
+        let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
+        self.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
         tracing::warn!(
             incident = id,
-            service = f.service,
+            service = f.service.as_str(),
             mode = f.mode.as_str(),
-            playbook = playbook.as_deref().unwrap_or("-"),
+            evidence = f.evidence,
             "incident opened"
         );
-        match playbook {
-            Some(pb) => {
-                incident.run_ids.push(run_id);
-                self.save(&incident).await?;
-                st.open.insert(id, incident);
-                self.ctx.metrics.incidents_open.set(st.open.len() as i64);
-                self.dispatch(id, run_id, pb, &f.service, &f.evidence)?;
-            }
-            None => {
-                incident.status = IncidentStatus::Failed;
-                incident.detail = "no playbook for this failure mode".into();
-                tracing::error!(incident = id, "alert: no playbook for failure mode {}", f.mode.as_str());
-                self.save(&incident).await?;
-            }
-        }
+        let step = incident.first_step(&self.catalog);
+        self.apply(step, incident, st).await?;
         Ok(())
     }
 
-    fn dispatch(
-        &self,
-        incident_id: u64,
-        run_id: u64,
-        playbook: String,
-        target: &str,
-        rationale: &str,
-    ) -> Result<(), ActorProcessingErr> {
-        let order = RunOrder {
-            run_id,
-            incident_id: Some(incident_id),
-            playbook,
-            target: target.into(),
-            rationale: rationale.into(),
-        };
-        rpc::tell(&self.ctx.name(names::EXECUTOR), ExecutorMsg::Run(Box::new(order)))?;
-        Ok(())
-    }
-
-    async fn save(&self, i: &Incident) -> Result<(), ActorProcessingErr> {
-        let i = i.clone();
-        blocking(&self.ctx.store, move |s| s.put_incident(&i)).await
-    }
-
-    async fn run_finished(&self, incident_id: u64, run: RunRecord, st: &mut State) -> Result<(), ActorProcessingErr> {
-        let Some(mut incident) = st.open.remove(&incident_id) else {
-            return Ok(());
-        };
-        if run.outcome == RunOutcome::Succeeded {
-            incident.status = IncidentStatus::Resolved;
-            incident.resolved_unix_ms = Some(run.finished_unix_ms.unwrap_or_else(warden_core::now_unix_ms));
-            let mttr = incident.mttr_ms().unwrap_or(0);
-            self.ctx.metrics.mttr_seconds.observe(mttr as f64 / 1000.0);
-            tracing::info!(
-                incident = incident_id,
-                service = incident.service,
-                mttr_ms = mttr,
-                playbook = run.playbook,
-                "incident resolved"
+    async fn run_finished(&self, run: RunRecord, st: &mut State) -> Result<(), StoreError> {
+        let Some(id) = run.incident_id else { return Ok(()) };
+        let Some(mut incident) = st.open.get(&id).cloned() else { return Ok(()) };
+        let Some(step) = incident.finish_run(&run, &self.catalog) else { return Ok(()) };
+        if let NextStep::Run { playbook } = &step {
+            tracing::warn!(
+                incident = id,
+                ended = run.playbook,
+                outcome = run.outcome.as_str(),
+                next = playbook,
+                detail = run.detail,
+                "playbook did not heal; running the next step"
             );
-        } else {
-            let tried: Vec<String> = incident.playbooks.clone();
-            let next =
-                self.ctx.catalog.for_mode(incident.mode).into_iter().map(|p| p.id.clone()).find(|p| !tried.contains(p));
-            match next {
-                Some(pb) => {
-                    let run_id = blocking(&self.ctx.store, |s| s.next_id("run")).await?;
-                    tracing::warn!(
-                        incident = incident_id,
-                        failed = run.playbook,
-                        next = pb,
-                        detail = run.detail,
-                        "playbook failed; trying the next one"
-                    );
-                    incident.playbooks.push(pb.clone());
-                    incident.run_ids.push(run_id);
-                    self.save(&incident).await?;
-                    let (service, evidence) = (incident.service.clone(), incident.evidence.clone());
-                    st.open.insert(incident_id, incident);
-                    return self.dispatch(incident_id, run_id, pb, &service, &evidence);
-                }
-                None => {
-                    incident.status = IncidentStatus::Failed;
-                    incident.detail = format!("{:?}: {}", run.outcome, run.detail);
-                    tracing::error!(
-                        incident = incident_id,
-                        service = incident.service,
-                        detail = incident.detail,
-                        "alert: incident not healed, every playbook failed"
-                    );
-                }
+        }
+        self.apply(step, incident, st).await
+    }
+
+    /// Stores the incident after `step` and carries the step out.
+    async fn apply(&self, step: NextStep, mut incident: Incident, st: &mut State) -> Result<(), StoreError> {
+        let id = incident.id;
+        match step {
+            NextStep::Run { playbook } => {
+                let run_id = self.store.next_id(Counter::Run).await?;
+                incident.begin(run_id, &playbook);
+                self.store.put_incident(incident.clone()).await?;
+                st.undispatched.insert(id, self.order(&incident, run_id, playbook));
+                st.open.insert(id, incident);
+                self.retry_dispatches(st).await;
+            }
+            NextStep::Resolved { mttr_ms } => {
+                self.store.put_incident(incident.clone()).await?;
+                self.metrics.mttr_seconds.observe(mttr_ms as f64 / 1000.0);
+                tracing::info!(incident = id, service = incident.service.as_str(), mttr_ms, "incident resolved");
+                self.close(id, st);
+            }
+            NextStep::Escalate { reason } => {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::error!(
+                    incident = id,
+                    service = incident.service.as_str(),
+                    reason,
+                    "alert: incident not healed, a person must look"
+                );
+                self.close(id, st);
             }
         }
-        self.save(&incident).await?;
-        self.ctx.metrics.incidents_open.set(st.open.len() as i64);
         Ok(())
+    }
+
+    fn close(&self, id: u64, st: &mut State) {
+        st.open.remove(&id);
+        st.undispatched.remove(&id);
+        st.alerted.remove(&id);
+    }
+
+    fn order(&self, incident: &Incident, run_id: u64, playbook: String) -> RunOrder {
+        RunOrder {
+            run_id,
+            incident_id: Some(incident.id),
+            playbook,
+            target: incident.service.clone(),
+            rationale: incident.evidence.clone(),
+        }
+    }
+
+    /// Hands every waiting run to the executor; what it does not acknowledge waits for
+    /// the next tick.
+    async fn retry_dispatches(&self, st: &mut State) {
+        let waiting: Vec<(u64, RunOrder)> = st.undispatched.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (id, order) in waiting {
+            match self.executor.run(order).await {
+                Ok(()) => {
+                    st.undispatched.remove(&id);
+                }
+                Err(e) => tracing::warn!(incident = id, error = %e, "run not handed over yet; retrying"),
+            }
+        }
+    }
+
+    fn alert_overdue(&self, st: &mut State) {
+        let limit_ms = self.healing.mttr_alert.as_millis() as u64;
+        for id in overdue(st.open.values(), warden_core::time::now_unix_ms(), limit_ms) {
+            if st.alerted.insert(id) {
+                tracing::warn!(incident = id, limit_ms, "alert: incident open longer than the MTTR limit");
+            }
+        }
     }
 }

@@ -1,0 +1,36 @@
+//! The governance pillar: the audit writer first, the gatekeeper on top of it, then the
+//! approval queue (rest_for_one: a new audit writer restarts everything that depends on it).
+
+pub mod approval_queue;
+pub mod audit_writer;
+pub mod gatekeeper;
+
+use crate::node::Wiring;
+use crate::tree::{self, ChildSpec};
+use approval_queue::ApprovalQueue;
+use audit_writer::AuditWriter;
+use gatekeeper::Gatekeeper;
+
+pub const PATH: &str = "governance";
+
+pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
+    let w = w.clone();
+    tree::subtree(w.ns.name(PATH), w.config.supervision.governance, move || {
+        let (a, g, q) = (w.clone(), w.clone(), w.clone());
+        vec![
+            tree::worker(w.addrs.audit.name(), move || AuditWriter {
+                store: a.store.clone(),
+                metrics: a.metrics.clone(),
+                registry: a.registry.clone(),
+            }),
+            tree::worker(w.addrs.gatekeeper.name(), move || Gatekeeper {
+                policies: g.policies.clone(),
+                audit: g.addrs.audit.clone(),
+                approvals: g.addrs.approvals.clone(),
+                metrics: g.metrics.clone(),
+                registry: g.registry.clone(),
+            }),
+            tree::worker(w.addrs.approvals.name(), move || ApprovalQueue { registry: q.registry.clone() }),
+        ]
+    })
+}

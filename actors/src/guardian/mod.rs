@@ -1,0 +1,60 @@
+//! The guardian pillar: the service supervisor, one probe actor per configured probe, and
+//! the playbook executor (one_for_one: each restarts alone).
+
+pub mod executor;
+pub mod probe;
+pub mod probe_board;
+pub mod service_supervisor;
+pub mod service_table;
+
+use crate::node::Wiring;
+use crate::tree::{self, ChildSpec};
+use executor::{PlaybookExecutor, RunContext};
+use probe::ProbeActor;
+use service_supervisor::ServiceSupervisor;
+use std::sync::Arc;
+
+pub const PATH: &str = "guardian";
+
+pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
+    let w = w.clone();
+    tree::subtree(w.ns.name(PATH), w.config.supervision.guardian, move || {
+        let s = w.clone();
+        let mut v = vec![tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
+            table: s.services.clone(),
+            me: s.addrs.services.clone(),
+            self_exe: s.self_exe.clone(),
+            data_dir: s.data_dir.clone(),
+            metrics: s.metrics.clone(),
+            registry: s.registry.clone(),
+        })];
+        for spec in &w.config.probes {
+            let (p, spec) = (w.clone(), spec.clone());
+            let name = crate::addr::Addr::<ProbeActor>::for_probe(&w.ns, &spec.name).name().to_string();
+            v.push(tree::worker(name, move || ProbeActor {
+                spec: spec.clone(),
+                events: p.probe_events.clone(),
+                board: p.probes.clone(),
+                metrics: p.metrics.clone(),
+                registry: p.registry.clone(),
+            }));
+        }
+        let run_ctx = Arc::new(RunContext {
+            catalog: w.catalog.clone(),
+            policies: w.policies.clone(),
+            gate: w.addrs.gatekeeper.clone(),
+            services: w.addrs.services.clone(),
+            table: w.services.clone(),
+            probes: Arc::new(w.config.probes.clone()),
+            store: w.store.clone(),
+            metrics: w.metrics.clone(),
+            finished: w.runs_finished.clone(),
+        });
+        let registry = w.registry.clone();
+        v.push(tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {
+            ctx: run_ctx.clone(),
+            registry: registry.clone(),
+        }));
+        v
+    })
+}

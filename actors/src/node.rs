@@ -1,0 +1,196 @@
+//! The node: where every actor gets exactly the handles it uses.
+//!
+//! [`Node::new`] makes the shared state (store handle, service table, probe board,
+//! registry, metrics), the two event ports (probe events → detectors, finished runs →
+//! incident manager) and the typed address of every singleton actor. The pillar modules
+//! build their subtrees from this [`Wiring`], handing each actor its few fields; no actor
+//! sees the wiring itself. The binary reads the node through [`Views`] and stops it
+//! through [`Node::shutdown`].
+
+use crate::addr::{Addr, Namespace};
+use crate::data_dir::DataDir;
+use crate::governance::approval_queue::ApprovalQueue;
+use crate::governance::audit_writer::AuditWriter;
+use crate::governance::gatekeeper::Gatekeeper;
+use crate::guardian::executor::PlaybookExecutor;
+use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_supervisor::ServiceSupervisor;
+use crate::guardian::service_table::ServiceTable;
+use crate::healing::incident_manager::IncidentManager;
+use crate::metrics::Metrics;
+use crate::process;
+use crate::registry::ActorRegistry;
+use crate::store::Store;
+use crate::tree::{self, ChildSpec};
+use ractor::{ActorRef, OutputPort, SpawnErr};
+use ractor_supervisor::SupervisorMsg;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use warden_core::config::NodeConfig;
+use warden_core::playbook::Catalog;
+use warden_core::policy::Policies;
+use warden_core::probe::ProbeEvent;
+use warden_core::run::RunRecord;
+
+pub const PATH: &str = "node";
+
+/// What a node is made from: validated files, the binary, the data dir and its store.
+pub struct NodeParts {
+    pub ns: Namespace,
+    pub config: NodeConfig,
+    pub policies: Policies,
+    pub catalog: Catalog,
+    /// This binary, for `@warden` services.
+    pub self_exe: PathBuf,
+    pub data_dir: DataDir,
+    pub store: Store,
+}
+
+/// The typed addresses of the singleton actors.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub audit: Addr<AuditWriter>,
+    pub gatekeeper: Addr<Gatekeeper>,
+    pub approvals: Addr<ApprovalQueue>,
+    pub services: Addr<ServiceSupervisor>,
+    pub executor: Addr<PlaybookExecutor>,
+    pub incidents: Addr<IncidentManager>,
+}
+
+impl Addrs {
+    fn new(ns: &Namespace) -> Self {
+        Self {
+            audit: Addr::<AuditWriter>::at(ns),
+            gatekeeper: Addr::<Gatekeeper>::at(ns),
+            approvals: Addr::<ApprovalQueue>::at(ns),
+            services: Addr::<ServiceSupervisor>::at(ns),
+            executor: Addr::<PlaybookExecutor>::at(ns),
+            incidents: Addr::<IncidentManager>::at(ns),
+        }
+    }
+}
+
+/// Everything the subtree builders hand out. Crate-private: actors get fields, not this.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    pub ns: Namespace,
+    pub config: Arc<NodeConfig>,
+    pub policies: Arc<Policies>,
+    pub catalog: Arc<Catalog>,
+    pub self_exe: PathBuf,
+    pub data_dir: DataDir,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
+    pub services: ServiceTable,
+    pub probes: ProbeBoard,
+    pub probe_events: Arc<OutputPort<ProbeEvent>>,
+    pub runs_finished: Arc<OutputPort<RunRecord>>,
+    pub addrs: Addrs,
+}
+
+/// What the HTTP API and the CLI read: snapshots and the store, never an actor.
+#[derive(Clone)]
+pub struct Views {
+    pub config: Arc<NodeConfig>,
+    pub data_dir: DataDir,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
+    pub services: ServiceTable,
+    pub probes: ProbeBoard,
+}
+
+pub struct Node {
+    wiring: Wiring,
+}
+
+/// The running supervision tree.
+pub struct Running {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Ends when the node supervisor stops (a meltdown past its restart intensity).
+    pub join: JoinHandle<()>,
+}
+
+impl Node {
+    /// Must run inside the tokio runtime (the event ports start their fan-out tasks).
+    pub fn new(parts: NodeParts) -> Self {
+        let services = ServiceTable::new(&parts.config.services);
+        let addrs = Addrs::new(&parts.ns);
+        Self {
+            wiring: Wiring {
+                ns: parts.ns,
+                config: Arc::new(parts.config),
+                policies: Arc::new(parts.policies),
+                catalog: Arc::new(parts.catalog),
+                self_exe: parts.self_exe,
+                data_dir: parts.data_dir,
+                store: parts.store,
+                metrics: Metrics::new(),
+                registry: ActorRegistry::default(),
+                services,
+                probes: ProbeBoard::default(),
+                probe_events: Arc::new(OutputPort::default()),
+                runs_finished: Arc::new(OutputPort::default()),
+                addrs,
+            },
+        }
+    }
+
+    pub fn ns(&self) -> &Namespace {
+        &self.wiring.ns
+    }
+
+    pub fn addrs(&self) -> &Addrs {
+        &self.wiring.addrs
+    }
+
+    pub fn views(&self) -> Views {
+        let w = &self.wiring;
+        Views {
+            config: w.config.clone(),
+            data_dir: w.data_dir.clone(),
+            store: w.store.clone(),
+            metrics: w.metrics.clone(),
+            registry: w.registry.clone(),
+            services: w.services.clone(),
+            probes: w.probes.clone(),
+        }
+    }
+
+    /// Spawns the node supervisor over governance, guardian, healing and `http`.
+    pub async fn spawn(&self, http: ChildSpec) -> Result<Running, SpawnErr> {
+        let w = &self.wiring;
+        let children =
+            vec![crate::governance::subtree(w), crate::guardian::subtree(w), crate::healing::subtree(w), http];
+        let (supervisor, join) = tree::spawn_root(w.ns.name(PATH), w.config.supervision.node, children).await?;
+        Ok(Running { supervisor, join })
+    }
+
+    /// Orderly stop: playbook runs cancelled (and recorded as interrupted), then every
+    /// service in reverse dependency order. If an actor cannot answer, the process groups
+    /// are stopped directly, so nothing is left behind.
+    pub async fn shutdown(&self) {
+        let w = &self.wiring;
+        if let Err(e) = w.addrs.executor.shutdown(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "playbook executor did not cancel its runs");
+        }
+        let grace: Duration = w.config.services.iter().map(|s| s.stop_grace).sum();
+        if let Err(e) = w.addrs.services.stop_all(grace + Duration::from_secs(5)).await {
+            tracing::warn!(error = %e, "service supervisor did not stop the services; stopping them directly");
+        }
+        let left: Vec<_> = {
+            let mut t = w.services.lock();
+            t.shutting_down = true;
+            t.services.iter().filter_map(|(n, e)| Some((n.clone(), e.pid?, e.exit.clone()?))).collect()
+        };
+        for (name, pid, exit) in left {
+            if exit.borrow().is_none() {
+                tracing::warn!(service = name.as_str(), pid, "stopping leftover process group");
+                process::stop_group(pid, exit, Duration::from_secs(2), false).await;
+            }
+        }
+    }
+}

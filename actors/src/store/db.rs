@@ -1,0 +1,216 @@
+//! The fjall database behind [`super::Store`]: keyspaces, keys and encodings. Synchronous;
+//! only the store handle calls it, always off the async threads.
+//!
+//! | keyspace | key | value |
+//! | --- | --- | --- |
+//! | `audit` | seq (u64 BE) | postcard `SealedEntry` |
+//! | `incidents` | id (u64 BE) | JSON `Incident` |
+//! | `incidents_open` | id (u64 BE) | empty: the index of open incidents |
+//! | `runs` | run id (u64 BE) | JSON `RunRecord` |
+//! | `runs_active` | run id (u64 BE) | empty: the index of runs not yet finished |
+//! | `meta` | `counter/<name>` | u64 BE |
+
+use super::StoreError;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+use warden_core::audit::SealedEntry;
+use warden_core::incident::{Incident, IncidentStatus};
+use warden_core::run::RunRecord;
+
+pub(super) struct Db {
+    db: Database,
+    audit: Keyspace,
+    incidents: Keyspace,
+    incidents_open: Keyspace,
+    runs: Keyspace,
+    runs_active: Keyspace,
+    meta: Keyspace,
+}
+
+fn key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn decode_key(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[8 - n..].copy_from_slice(&k[k.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+impl Db {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(path)
+            // Small caches: warden's records are few and it must stay light when idle.
+            .cache_size(2 * 1024 * 1024)
+            .worker_threads(1)
+            .open()?;
+        let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Self {
+            audit: ks("audit")?,
+            incidents: ks("incidents")?,
+            incidents_open: ks("incidents_open")?,
+            runs: ks("runs")?,
+            runs_active: ks("runs_active")?,
+            meta: ks("meta")?,
+            db,
+        })
+    }
+
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+
+    // --- audit -----------------------------------------------------------------------------
+
+    pub(super) fn audit_last(&self) -> Result<Option<SealedEntry>, StoreError> {
+        match self.audit.last_key_value() {
+            None => Ok(None),
+            Some(g) => {
+                let (k, v) = g.into_inner()?;
+                Ok(Some(decode_audit(&k, &v)?))
+            }
+        }
+    }
+
+    pub(super) fn audit_append(&self, sealed: &SealedEntry) -> Result<(), StoreError> {
+        let bytes = postcard::to_stdvec(sealed).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.audit.insert(key(sealed.entry.seq), bytes)?;
+        self.sync()
+    }
+
+    /// Entries from `from_seq` on, at most `limit`, each decoded or the decode error.
+    pub(super) fn audit_from(&self, from_seq: u64, limit: usize) -> Vec<Result<SealedEntry, StoreError>> {
+        self.audit
+            .range(key(from_seq)..)
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                decode_audit(&k, &v)
+            })
+            .collect()
+    }
+
+    pub(super) fn audit_for_each(
+        &self,
+        mut f: impl FnMut(Result<SealedEntry, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        for g in self.audit.iter() {
+            let item = g.into_inner().map_err(StoreError::from).and_then(|(k, v)| decode_audit(&k, &v));
+            if !f(item) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.audit.get(key(seq))?.map(|v| v.to_vec()))
+    }
+
+    pub(super) fn audit_put_raw(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.audit.insert(key(seq), bytes)?;
+        self.sync()
+    }
+
+    // --- counters --------------------------------------------------------------------------
+
+    pub(super) fn next_id(&self, counter: &str) -> Result<u64, StoreError> {
+        let k = format!("counter/{counter}");
+        let current = self.meta.get(&k)?.map(|v| decode_key(&v)).unwrap_or(0);
+        let next = current + 1;
+        self.meta.insert(&k, key(next))?;
+        Ok(next)
+    }
+
+    // --- incidents and runs -----------------------------------------------------------------
+
+    /// Stores the incident and keeps the open index in step, atomically, synced.
+    pub(super) fn put_incident(&self, incident: &Incident) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(incident).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut b = self.db.batch();
+        b.insert(&self.incidents, key(incident.id), v);
+        if incident.status == IncidentStatus::Open {
+            b.insert(&self.incidents_open, key(incident.id), []);
+        } else {
+            b.remove(&self.incidents_open, key(incident.id));
+        }
+        b.commit()?;
+        self.sync()
+    }
+
+    pub(super) fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.incidents_open.iter() {
+            let id = decode_key(&g.key()?);
+            if let Some(v) = self.incidents.get(key(id))? {
+                out.push(decode_json("incidents", id, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        recent_json(&self.incidents, "incidents", limit)
+    }
+
+    /// Stores the run and keeps the active index in step, atomically, synced.
+    pub(super) fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(run).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut b = self.db.batch();
+        b.insert(&self.runs, key(run.run_id), v);
+        if run.outcome.is_final() {
+            b.remove(&self.runs_active, key(run.run_id));
+        } else {
+            b.insert(&self.runs_active, key(run.run_id), []);
+        }
+        b.commit()?;
+        self.sync()
+    }
+
+    pub(super) fn run(&self, run_id: u64) -> Result<Option<RunRecord>, StoreError> {
+        self.runs.get(key(run_id))?.map(|v| decode_json("runs", run_id, &v)).transpose()
+    }
+
+    pub(super) fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.runs_active.iter() {
+            let id = decode_key(&g.key()?);
+            if let Some(r) = self.run(id)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        recent_json(&self.runs, "runs", limit)
+    }
+}
+
+fn decode_audit(k: &[u8], v: &[u8]) -> Result<SealedEntry, StoreError> {
+    postcard::from_bytes(v).map_err(|e| StoreError::Decode {
+        keyspace: "audit",
+        key: decode_key(k).to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(keyspace: &'static str, id: u64, v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Decode { keyspace, key: id.to_string(), reason: e.to_string() })
+}
+
+/// The newest `limit` records of a keyspace, oldest first.
+fn recent_json<T: serde::de::DeserializeOwned>(
+    ks: &Keyspace,
+    name: &'static str,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for g in ks.iter().rev().take(limit) {
+        let (k, v) = g.into_inner()?;
+        out.push(decode_json(name, decode_key(&k), &v)?);
+    }
+    out.reverse();
+    Ok(out)
+}
