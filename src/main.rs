@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod demo;
 mod http;
+mod load;
 mod node;
 mod telemetry;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Supervise a node (the embedded default demo node unless --config is given).
     Run(node::RunArgs),
+    /// Check a node config and the files it names; start nothing (like `monit -t`).
+    CheckConfig(CheckArgs),
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -33,11 +36,25 @@ enum Command {
     Chaos(warden_chaos::cli::ChaosCommand),
 }
 
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Node config file (default: the embedded demo node).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data dir the config's `${data_dir}` stands for (default: the config's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; report the first broken entry or how many verified.
+    /// Walk the hash chain; report the first broken entry or how many verified. On a data
+    /// dir in use, asks the running warden through its API.
     Verify {
-        /// The node's data dir (default: the config's, `.warden-data`).
+        /// Node config whose data dir to check (default: the embedded demo node).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data dir (default: the config's).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -56,7 +73,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => rt.block_on(node::run(node::RunArgs::default())),
         Some(Command::Run(args)) => rt.block_on(node::run(args)),
-        Some(Command::Audit(AuditCommand::Verify { data_dir })) => audit_cmd::verify(data_dir),
+        Some(Command::CheckConfig(args)) => Ok(check_config(args)),
+        Some(Command::Audit(AuditCommand::Verify { config, data_dir })) => {
+            rt.block_on(audit_cmd::verify(config, data_dir))
+        }
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
     };
@@ -67,6 +87,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `warden check-config`: every problem of every file, or a summary of what would run.
+fn check_config(args: CheckArgs) -> ExitCode {
+    match load::load(args.config.as_deref(), args.data_dir.as_deref()) {
+        Ok(l) => {
+            let c = &l.config;
+            let services: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+            println!("configuration ok: node `{}`", c.name);
+            println!("  services (start order): {}", services.join(", "));
+            println!("  probes: {}", c.probes.len());
+            println!("  api: http://{}", c.http_listen);
+            println!("  data dir: {}", c.data_dir.display());
+            println!(
+                "  governance: {} ({} mode, {} whitelist entries)",
+                l.policies_from,
+                l.policies.mode.as_str(),
+                l.policies.whitelist.len()
+            );
+            println!("  playbooks: {}", l.catalog.all().len());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("error: invalid configuration:\n{problems}");
+            ExitCode::from(node::EXIT_CONFIG)
         }
     }
 }

@@ -264,11 +264,17 @@ fn test_audit_verify_names_an_entry_with_a_flipped_byte() {
     assert!(ok.status.success(), "intact chain verifies: {}", String::from_utf8_lossy(&ok.stdout));
 
     {
-        let store = warden_actors::store::Store::open(&data).unwrap();
-        let mut raw = store.audit_raw(1).unwrap().unwrap();
-        let at = raw.windows(8).position(|w| w == b"playbook").expect("rationale text in entry 1");
-        raw[at] ^= 0x20; // 'p' → 'P'
-        store.audit_put_raw(1, &raw).unwrap();
+        // The node is stopped: take its data dir and flip one byte of the first entry.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let dd = warden_actors::data_dir::DataDir::new(&data);
+            let _lock = dd.lock(None).unwrap();
+            let store = warden_actors::store::Store::open(&dd).unwrap();
+            let mut raw = store.audit_raw(1).await.unwrap().unwrap();
+            let at = raw.windows(8).position(|w| w == b"playbook").expect("rationale text in entry 1");
+            raw[at] ^= 0x20; // 'p' → 'P'
+            store.audit_put_raw(1, raw).await.unwrap();
+        });
     }
     let bad = verify();
     let out = String::from_utf8_lossy(&bad.stdout);

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::error::BenchError;
 use crate::monit::{self, MonitRc};
-use crate::procs::{self, Group, TempDir};
+use crate::procs::{self, Group};
 use crate::report::{Idle, Machine, Method, PeerInfo, Report, SeriesReport};
 use crate::restore::{self, Fault, Probe, Timing};
 use crate::services::{self, API_PORT, DB_PORT, DemoFiles, MODEL_PORT, NODE_PORTS, WARDEN_PORT};
@@ -133,7 +133,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
 /// warden's half: start the default node, sample it idle, inject the faults, stop it.
 async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&NODE_PORTS)?;
-    let tmp = TempDir::new("warden-bench-node", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-bench-node", cfg.keep_tmp)?;
     let data = tmp.path().join("data");
     let args = vec!["run".to_string(), "--data-dir".to_string(), data.to_string_lossy().into_owned()];
     let mut node = Group::spawn("warden run", exe, &args, &tmp.path().join("warden.log"))?;
@@ -201,7 +201,7 @@ async fn sample_idle(pid: u32, window: Duration) -> Idle {
 /// The api's own start time, then the peer's half, sharing one db and one model.
 async fn peer_part(cfg: &BenchConfig, exe: &Path, monit: Option<&Path>, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
-    let tmp = TempDir::new("warden-bench-peer", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-bench-peer", cfg.keep_tmp)?;
     let files = DemoFiles::create(tmp.path())?;
     // Dropped last: kills an api that Monit started, on every way out of this function.
     let _api_guard = OrphanApi { pidfile: tmp.path().join("api.pid") };

@@ -4,7 +4,6 @@
 //! and reaps orphans (services that a peer supervisor started through `sh -c '... &'`), like
 //! a real init would: a zombie must not look alive to a supervisor.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -133,53 +132,34 @@ pub fn reap(raw_pid: u32) {
 /// orphans handed to us as subreaper. [`Group`] children lead their groups and are left to
 /// tokio, which waits for them by pid.
 pub fn reap_orphans() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let me = std::process::id() as i32;
+    let Ok(all) = procfs::process::all_processes() else {
         return;
     };
-    for entry in entries.flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(info) = parse_stat(&stat)
-            && info.state == 'Z'
-            && info.ppid == me
-            && info.pgid != p
+    for p in all.flatten() {
+        if let Ok(stat) = p.stat()
+            && stat.state == 'Z'
+            && stat.ppid == me
+            && stat.pgrp != stat.pid
+            && let Ok(pid) = u32::try_from(stat.pid)
         {
-            reap(p);
+            reap(pid);
         }
     }
 }
 
-/// The fields of `/proc/<pid>/stat` the harness needs.
+/// What the harness reads of a process's `/proc/<pid>/stat`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StatInfo {
     pub state: char,
-    pub ppid: u32,
-    pub pgid: u32,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
 }
 
-/// Parses `/proc/<pid>/stat` (the command name may contain spaces and parentheses).
-pub fn parse_stat(text: &str) -> Option<StatInfo> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15), 1-based in proc(5).
-    let state = fields.first()?.chars().next()?;
-    let ppid = fields.get(1)?.parse().ok()?;
-    let pgid = fields.get(2)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(StatInfo { state, ppid, pgid, cpu_ticks: utime + stime })
-}
-
-/// `/proc/<pid>/stat`, parsed; `None` once the process is gone.
+/// `/proc/<pid>/stat`, parsed by `procfs`; `None` once the process is gone.
 pub fn stat_of(raw_pid: u32) -> Option<StatInfo> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{raw_pid}/stat")).ok()?)
+    let stat = procfs::process::Process::new(i32::try_from(raw_pid).ok()?).ok()?.stat().ok()?;
+    Some(StatInfo { state: stat.state, cpu_ticks: stat.utime + stat.stime })
 }
 
 /// True when `raw_pid` exists and is not a zombie.
@@ -187,14 +167,9 @@ pub fn is_alive(raw_pid: u32) -> bool {
     stat_of(raw_pid).is_some_and(|s| s.state != 'Z')
 }
 
-/// `VmRSS` of a process in KiB, from `/proc/<pid>/status`.
+/// `VmRSS` of a process in KiB.
 pub fn rss_kib(raw_pid: u32) -> Option<u64> {
-    parse_vm_rss(&std::fs::read_to_string(format!("/proc/{raw_pid}/status")).ok()?)
-}
-
-/// The `VmRSS:` line of a `/proc/<pid>/status` text, in KiB.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+    procfs::process::Process::new(i32::try_from(raw_pid).ok()?).ok()?.status().ok()?.vmrss
 }
 
 /// True when `raw_pid` runs the same executable as this process (so it is one of ours).
@@ -253,58 +228,23 @@ pub fn kill_our_listeners(ports: &[u16]) -> usize {
     n
 }
 
-/// A private (0700) temporary directory, removed when dropped unless kept.
-pub struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str, keep: bool) -> Result<Self, BenchError> {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos:08x}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(BenchError::io(format!("creating {}", path.display())))?;
-        Ok(Self { path, keep })
+/// A private (0700) temporary directory, removed when dropped unless `keep` (then its path
+/// is printed so the logs and configs in it can be read).
+pub fn temp_dir(prefix: &str, keep: bool) -> Result<tempfile::TempDir, BenchError> {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .map_err(BenchError::io(format!("creating a temporary directory for {prefix}")))?;
+    if keep {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
+    Ok(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_parse_stat_handles_names_with_spaces_and_parens() {
-        // Invariant: the fields after the last ')' are read, whatever the command name is.
-        let text = "4242 (we (ird) name) Z 17 4200 4200 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 1 0";
-        let info = parse_stat(text).expect("parses");
-        assert_eq!(info, StatInfo { state: 'Z', ppid: 17, pgid: 4200, cpu_ticks: 281 });
-        assert!(parse_stat("garbage").is_none());
-    }
-
-    #[test]
-    fn test_parse_vm_rss_reads_kib() {
-        let status = "Name:\twarden\nVmPeak:\t  20000 kB\nVmRSS:\t    9876 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(9876));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
-    }
 
     #[test]
     fn test_own_stat_and_rss_are_readable() {

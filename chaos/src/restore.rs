@@ -190,7 +190,6 @@ pub async fn measure_series(
     label: &str,
 ) -> Result<Series, BenchError> {
     let mut series = Series::default();
-    let mut jitter = Jitter::from_clock();
     for run in 1..=runs {
         if run > 1 {
             sleep(probe.timing.settle).await;
@@ -204,7 +203,7 @@ pub async fn measure_series(
             }
             break;
         }
-        sleep(Duration::from_millis(jitter.next_below(1000))).await;
+        sleep(Duration::from_millis(rand::random_range(0..1000))).await;
         match measure_once(probe, port, fault).await? {
             Outcome::Restored { after, old, new } => {
                 eprintln!(
@@ -223,40 +222,9 @@ pub async fn measure_series(
     Ok(series)
 }
 
-/// A tiny xorshift generator for jitter; seeded from the clock, no dependency needed.
-struct Jitter(u64);
-
-impl Jitter {
-    fn from_clock() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9E37_79B9_7F4A_7C15);
-        Self(seed | 1)
-    }
-
-    fn next_below(&mut self, bound: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x % bound.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_jitter_stays_below_bound() {
-        let mut j = Jitter(42);
-        for _ in 0..1000 {
-            assert!(j.next_below(1000) < 1000);
-        }
-        assert_eq!(j.next_below(0), 0, "a zero bound never divides by zero");
-    }
 
     #[tokio::test]
     async fn test_probe_fails_fast_on_closed_port() {

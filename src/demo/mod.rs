@@ -117,36 +117,20 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The current UTC time as RFC 3339 with nanoseconds, e.g. `2024-05-01T10:00:00.123456789Z`.
+/// The current UTC time as RFC 3339 with nanoseconds, e.g. `2024-05-01T10:00:00.123456789Z`
+/// (the precision Ollama's own timestamps use).
 pub fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    rfc3339(now.as_secs(), now.subsec_nanos())
-}
-
-/// Formats seconds since the Unix epoch as RFC 3339 UTC (civil-from-days, H. Hinnant).
-pub fn rfc3339(secs: u64, nanos: u32) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3_600, (rem % 3_600) / 60, rem % 60)
+    format!("{:.9}", jiff::Timestamp::now())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::rfc3339_now;
 
     #[test]
-    fn test_rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(rfc3339(1_714_557_600, 0), "2024-05-01T10:00:00.000000000Z");
+    fn test_rfc3339_now_has_nanoseconds_and_utc() {
+        let s = rfc3339_now();
+        assert_eq!(s.len(), "2024-05-01T10:00:00.000000000Z".len(), "{s}");
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
     }
 }

@@ -1,7 +1,7 @@
-//! warden's own HTTP API: health, status, healer stats, metrics.
+//! warden's own HTTP API: health, status, healer stats, audit verification, metrics.
 //!
-//! Handlers read snapshots (service table, actor registry, probe board) and the store;
-//! they never wait on a pillar actor, so the API answers while a pillar restarts.
+//! Handlers read the node's [`Views`] (snapshots and the store); they never wait on a
+//! pillar actor, so the API answers while a pillar restarts.
 
 pub mod error;
 pub mod routes;
@@ -11,12 +11,19 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
-use warden_actors::context::Ctx;
+use warden_actors::addr::Namespace;
+use warden_actors::node::{Addrs, Views};
+
+/// The http subtree's path.
+pub const PATH: &str = "http";
 
 /// What every handler can see.
 #[derive(Clone)]
 pub struct AppState {
-    pub ctx: Ctx,
+    pub views: Views,
+    /// Only for fault injection (crash an actor on command).
+    pub addrs: Addrs,
+    pub ns: Namespace,
     pub started: Instant,
     /// Bound once at start; each (re)start of the server actor serves a clone of it.
     pub listener: Arc<TcpListener>,
@@ -26,9 +33,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(ctx: Ctx, listener: Arc<TcpListener>, fault_injection: bool) -> Self {
+    pub fn new(views: Views, addrs: Addrs, listener: Arc<TcpListener>, fault_injection: bool) -> Self {
         Self {
-            ctx,
+            views,
+            addrs,
+            ns: Namespace::default(),
             started: Instant::now(),
             listener,
             fault_injection,
@@ -44,7 +53,7 @@ impl AppState {
         if self.shutting_down.load(Ordering::Relaxed) {
             return false;
         }
-        if !self.ready_latch.load(Ordering::Relaxed) && self.ctx.services.all_ready_once() {
+        if !self.ready_latch.load(Ordering::Relaxed) && self.views.services.all_ready_once() {
             self.ready_latch.store(true, Ordering::Relaxed);
         }
         self.ready_latch.load(Ordering::Relaxed)

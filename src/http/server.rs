@@ -6,9 +6,10 @@
 
 use super::{AppState, routes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use warden_actors::context::names;
+use warden_actors::addr::AbortOnDrop;
 use warden_actors::registry::Registration;
-use warden_actors::rpc::AbortOnDrop;
+
+pub const PATH: &str = "http/server";
 
 pub struct HttpServer {
     pub app: AppState,
@@ -34,6 +35,6 @@ impl Actor for HttpServer {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
-        Ok(State { _serve: AbortOnDrop(task), _reg: self.app.ctx.registry.started(names::HTTP_SERVER) })
+        Ok(State { _serve: AbortOnDrop(task), _reg: self.app.views.registry.started(PATH) })
     }
 }

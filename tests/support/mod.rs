@@ -194,19 +194,20 @@ impl Drop for Node {
     }
 }
 
-/// (pid, ppid, pgrp) of a process from /proc/PID/stat.
-pub fn proc_stat(pid: u32) -> Option<(u32, u32, u32)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((pid, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+/// (pid, ppid, pgrp) of every process.
+pub fn all_procs() -> Vec<(u32, u32, u32)> {
+    procfs::process::all_processes()
+        .map(|all| {
+            all.flatten()
+                .filter_map(|p| p.stat().ok())
+                .map(|st| (st.pid as u32, st.ppid as u32, st.pgrp as u32))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-pub fn all_procs() -> Vec<(u32, u32, u32)> {
-    std::fs::read_dir("/proc")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(proc_stat).collect())
-        .unwrap_or_default()
+fn is_zombie(pid: u32) -> bool {
+    procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map(|st| st.state == 'Z').unwrap_or(true)
 }
 
 /// Every live process descended from `root`, with its process group.
@@ -230,9 +231,7 @@ pub fn alive_in_groups(groups: &[u32]) -> Vec<u32> {
     all_procs()
         .into_iter()
         .filter(|&(pid, _, pgrp)| groups.contains(&pid) || groups.contains(&pgrp))
-        .filter(|&(pid, _, _)| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
-        })
+        .filter(|&(pid, _, _)| !is_zombie(pid))
         .map(|(pid, _, _)| pid)
         .collect()
 }
