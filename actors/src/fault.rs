@@ -2,7 +2,7 @@
 //! nothing it was doing is lost. Compiled in only with the `fault-injection` feature (the
 //! test suite's build); a default release build answers that it has none.
 
-use crate::node::Addrs;
+use crate::wiring::Addrs;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FaultError {

@@ -6,7 +6,7 @@
 //! - [`guardian`]: service supervisor, probes, playbook executor (one_for_one)
 //! - [`healing`]: detectors, incident manager (one_for_one)
 //!
-//! beside the shared machinery: [`node`] (the wiring: who gets which handle), [`addr`]
+//! beside the shared machinery: [`node`] (making a node and wiring it: who gets which handle), [`addr`]
 //! (typed actor addresses), [`tree`] (supervisors with strategies and intensities),
 //! [`store`] and [`data_dir`] (durable records and their files), [`process`] (child
 //! processes, logs, signals), [`metrics`] and [`registry`] (what the API reads), and
@@ -28,3 +28,4 @@ pub mod process;
 pub mod registry;
 pub mod store;
 pub mod tree;
+mod wiring;

@@ -3,25 +3,21 @@
 //! [`Node::new`] makes the shared state (store handle, service table, probe board,
 //! registry, metrics), the two event ports (probe events → detectors, finished runs →
 //! incident manager) and the typed address of every singleton actor. The pillar modules
-//! build their subtrees from this [`Wiring`], handing each actor its few fields; no actor
+//! build their subtrees from this wiring, handing each actor its few fields; no actor
 //! sees the wiring itself. The binary reads the node through [`Views`] and stops it
 //! through [`Node::shutdown`].
 
-use crate::addr::{Addr, Namespace};
+use crate::addr::Namespace;
 use crate::data_dir::DataDir;
-use crate::governance::approval_queue::ApprovalQueue;
-use crate::governance::audit_writer::AuditWriter;
-use crate::governance::gatekeeper::Gatekeeper;
-use crate::guardian::executor::PlaybookExecutor;
 use crate::guardian::probe_board::ProbeBoard;
-use crate::guardian::service_supervisor::ServiceSupervisor;
 use crate::guardian::service_table::ServiceTable;
-use crate::healing::incident_manager::IncidentManager;
 use crate::metrics::Metrics;
 use crate::process;
 use crate::registry::ActorRegistry;
 use crate::store::Store;
 use crate::tree::{self, ChildSpec};
+pub use crate::wiring::Addrs;
+use crate::wiring::Wiring;
 use ractor::{ActorRef, OutputPort, SpawnErr};
 use ractor_supervisor::SupervisorMsg;
 use std::path::PathBuf;
@@ -31,8 +27,6 @@ use tokio::task::JoinHandle;
 use warden_core::config::NodeConfig;
 use warden_core::playbook::Catalog;
 use warden_core::policy::Policies;
-use warden_core::probe::ProbeEvent;
-use warden_core::run::RunRecord;
 
 pub const PATH: &str = "node";
 
@@ -46,49 +40,6 @@ pub struct NodeParts {
     pub self_exe: PathBuf,
     pub data_dir: DataDir,
     pub store: Store,
-}
-
-/// The typed addresses of the singleton actors.
-#[derive(Debug, Clone)]
-pub struct Addrs {
-    pub audit: Addr<AuditWriter>,
-    pub gatekeeper: Addr<Gatekeeper>,
-    pub approvals: Addr<ApprovalQueue>,
-    pub services: Addr<ServiceSupervisor>,
-    pub executor: Addr<PlaybookExecutor>,
-    pub incidents: Addr<IncidentManager>,
-}
-
-impl Addrs {
-    fn new(ns: &Namespace) -> Self {
-        Self {
-            audit: Addr::<AuditWriter>::at(ns),
-            gatekeeper: Addr::<Gatekeeper>::at(ns),
-            approvals: Addr::<ApprovalQueue>::at(ns),
-            services: Addr::<ServiceSupervisor>::at(ns),
-            executor: Addr::<PlaybookExecutor>::at(ns),
-            incidents: Addr::<IncidentManager>::at(ns),
-        }
-    }
-}
-
-/// Everything the subtree builders hand out. Crate-private: actors get fields, not this.
-#[derive(Clone)]
-pub(crate) struct Wiring {
-    pub ns: Namespace,
-    pub config: Arc<NodeConfig>,
-    pub policies: Arc<Policies>,
-    pub catalog: Arc<Catalog>,
-    pub self_exe: PathBuf,
-    pub data_dir: DataDir,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub registry: ActorRegistry,
-    pub services: ServiceTable,
-    pub probes: ProbeBoard,
-    pub probe_events: Arc<OutputPort<ProbeEvent>>,
-    pub runs_finished: Arc<OutputPort<RunRecord>>,
-    pub addrs: Addrs,
 }
 
 /// What the HTTP API and the CLI read: snapshots and the store, never an actor.

@@ -12,6 +12,7 @@
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
+//! - [`tier`]: autonomy tiers 1–4.
 //! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions, audit records.
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
 //! - [`audit`]: audit entries and the SHA-256 hash chain.
@@ -32,4 +33,5 @@ pub mod restart;
 pub mod run;
 pub mod service;
 pub mod source;
+pub mod tier;
 pub mod time;

@@ -8,7 +8,9 @@
 //! [`Authorized::autonomous`], which refuses anything higher.
 
 use crate::audit::{EntryKind, Hash, SealedEntry};
-use crate::policy::{Allowed, Tier};
+use crate::playbook::PlannedStep;
+use crate::policy::Allowed;
+use crate::tier::Tier;
 
 /// Proof that a decision entry was sealed onto the audit chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,18 @@ pub trait Governed {
     fn action(&self) -> &str;
     fn target(&self) -> &str;
     fn tier(&self) -> Tier;
+}
+
+impl Governed for PlannedStep {
+    fn action(&self) -> &str {
+        self.primitive.action()
+    }
+    fn target(&self) -> &str {
+        self.target.as_str()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,9 +6,8 @@
 
 use crate::config::ServiceName;
 use crate::mode::FailureMode;
-use crate::permit::Governed;
-use crate::policy::Tier;
 use crate::source::{self, Collector, Problems, Source};
+use crate::tier::Tier;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::path::Path;
@@ -271,18 +270,6 @@ pub struct PlannedStep {
     pub primitive: Primitive,
     pub target: ServiceName,
     pub tier: Tier,
-}
-
-impl Governed for PlannedStep {
-    fn action(&self) -> &str {
-        self.primitive.action()
-    }
-    fn target(&self) -> &str {
-        self.target.as_str()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
-    }
 }
 
 /// Binds a playbook's steps to `target`; `tier_of` lets policy raise a step's tier.

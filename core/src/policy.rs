@@ -9,6 +9,7 @@ use crate::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind
 use crate::config::ServiceName;
 use crate::playbook::Primitive;
 use crate::source::{self, Collector, Problems, Source};
+use crate::tier::Tier;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -17,35 +18,6 @@ use std::time::Duration;
 
 pub const DEFAULT_POLICIES_YAML: &str = include_str!("../../config/governance_policies.yaml");
 pub const DEFAULT_POLICIES_FILE: &str = "config/governance_policies.yaml (embedded)";
-
-/// Autonomy tier of an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub struct Tier(u8);
-
-impl Tier {
-    pub const OBSERVE: Tier = Tier(1);
-    pub const REVERSIBLE: Tier = Tier(2);
-    pub const DESTRUCTIVE: Tier = Tier(3);
-    pub const HUMAN_ONLY: Tier = Tier(4);
-
-    pub fn get(self) -> u8 {
-        self.0
-    }
-}
-
-impl TryFrom<u8> for Tier {
-    type Error = String;
-    fn try_from(v: u8) -> Result<Self, String> {
-        if (1..=4).contains(&v) { Ok(Tier(v)) } else { Err(format!("tier must be 1, 2, 3 or 4, not {v}")) }
-    }
-}
-
-impl From<Tier> for u8 {
-    fn from(t: Tier) -> u8 {
-        t.0
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

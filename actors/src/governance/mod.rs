@@ -5,8 +5,8 @@ pub mod approval_queue;
 pub mod audit_writer;
 pub mod gatekeeper;
 
-use crate::node::Wiring;
 use crate::tree::{self, ChildSpec};
+use crate::wiring::Wiring;
 use approval_queue::ApprovalQueue;
 use audit_writer::AuditWriter;
 use gatekeeper::Gatekeeper;

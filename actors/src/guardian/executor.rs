@@ -28,9 +28,10 @@ use warden_core::audit::{AuditActor, OutcomeKind};
 use warden_core::config::{ProbeSpec, ServiceName};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
-use warden_core::policy::{ActionRequest, Policies, Tier};
+use warden_core::policy::{ActionRequest, Policies};
 use warden_core::run::{RunOutcome, RunRecord, StepRecord};
 use warden_core::service::ServiceState;
+use warden_core::tier::Tier;
 
 pub const PATH: &str = "guardian/playbook_executor";
 /// A service operation includes a stop (grace period) and a spawn.

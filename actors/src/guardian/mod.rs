@@ -7,8 +7,8 @@ pub mod probe_board;
 pub mod service_supervisor;
 pub mod service_table;
 
-use crate::node::Wiring;
 use crate::tree::{self, ChildSpec};
+use crate::wiring::Wiring;
 use executor::{PlaybookExecutor, RunContext};
 use probe::ProbeActor;
 use service_supervisor::ServiceSupervisor;

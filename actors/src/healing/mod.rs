@@ -5,8 +5,8 @@ pub mod detector;
 pub mod incident_manager;
 
 use crate::addr::Addr;
-use crate::node::Wiring;
 use crate::tree::{self, ChildSpec};
+use crate::wiring::Wiring;
 use detector::Detector;
 use incident_manager::IncidentManager;
 

@@ -1,0 +1,68 @@
+//! The wiring: every shared handle of a node in one place, for the subtree builders only.
+//! [`crate::node::Node`] makes it; each pillar's `subtree` hands its actors the few fields
+//! they use.
+
+use crate::addr::{Addr, Namespace};
+use crate::data_dir::DataDir;
+use crate::governance::approval_queue::ApprovalQueue;
+use crate::governance::audit_writer::AuditWriter;
+use crate::governance::gatekeeper::Gatekeeper;
+use crate::guardian::executor::PlaybookExecutor;
+use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_supervisor::ServiceSupervisor;
+use crate::guardian::service_table::ServiceTable;
+use crate::healing::incident_manager::IncidentManager;
+use crate::metrics::Metrics;
+use crate::registry::ActorRegistry;
+use crate::store::Store;
+use ractor::OutputPort;
+use std::path::PathBuf;
+use std::sync::Arc;
+use warden_core::config::NodeConfig;
+use warden_core::playbook::Catalog;
+use warden_core::policy::Policies;
+use warden_core::probe::ProbeEvent;
+use warden_core::run::RunRecord;
+
+/// The typed addresses of the singleton actors.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub audit: Addr<AuditWriter>,
+    pub gatekeeper: Addr<Gatekeeper>,
+    pub approvals: Addr<ApprovalQueue>,
+    pub services: Addr<ServiceSupervisor>,
+    pub executor: Addr<PlaybookExecutor>,
+    pub incidents: Addr<IncidentManager>,
+}
+
+impl Addrs {
+    pub(crate) fn new(ns: &Namespace) -> Self {
+        Self {
+            audit: Addr::<AuditWriter>::at(ns),
+            gatekeeper: Addr::<Gatekeeper>::at(ns),
+            approvals: Addr::<ApprovalQueue>::at(ns),
+            services: Addr::<ServiceSupervisor>::at(ns),
+            executor: Addr::<PlaybookExecutor>::at(ns),
+            incidents: Addr::<IncidentManager>::at(ns),
+        }
+    }
+}
+
+/// Everything the subtree builders hand out. Crate-private: actors get fields, not this.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    pub ns: Namespace,
+    pub config: Arc<NodeConfig>,
+    pub policies: Arc<Policies>,
+    pub catalog: Arc<Catalog>,
+    pub self_exe: PathBuf,
+    pub data_dir: DataDir,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub registry: ActorRegistry,
+    pub services: ServiceTable,
+    pub probes: ProbeBoard,
+    pub probe_events: Arc<OutputPort<ProbeEvent>>,
+    pub runs_finished: Arc<OutputPort<RunRecord>>,
+    pub addrs: Addrs,
+}
