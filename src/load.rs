@@ -28,41 +28,64 @@ fn read(file: &Path) -> Result<String, Problems> {
         .map_err(|e| Problems::whole_file(&file.display().to_string(), format!("cannot read the file: {e}")))
 }
 
-/// Loads `config` (the embedded default node when `None`) and the files it names.
+/// Every problem found so far, across files.
+#[derive(Default)]
+struct AllProblems(Option<Problems>);
+
+impl AllProblems {
+    fn keep<T>(&mut self, r: Result<T, Problems>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(p) => {
+                match &mut self.0 {
+                    Some(all) => all.extend(p),
+                    None => self.0 = Some(p),
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Loads `config` (the embedded default node when `None`) and the files it names. The
+/// catalog is checked whatever the node config says; the policy needs a valid node config
+/// (its targets are the node's services).
 pub fn load(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Loaded, Problems> {
     let opts = LoadOptions { data_dir: data_dir.map(Path::to_path_buf) };
-    let node = match config {
-        Some(path) => {
-            let text = read(path)?;
-            let name = path.display().to_string();
-            NodeConfig::load(&Source { name: &name, dir: &folder_of(path), text: &text }, &opts)?
+    let mut all = AllProblems::default();
+    let node =
+        match config {
+            Some(path) => {
+                let name = path.display().to_string();
+                all.keep(read(path).and_then(|text| {
+                    NodeConfig::load(&Source { name: &name, dir: &folder_of(path), text: &text }, &opts)
+                }))
+            }
+            None => {
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+                all.keep(NodeConfig::embedded_default(&cwd, &opts))
+            }
+        };
+    let catalog = all.keep(Catalog::embedded_default());
+    let policies = node.as_ref().and_then(|node| {
+        let services: Vec<_> = node.service_names().cloned().collect();
+        match &node.governance_policies {
+            Some(path) => {
+                let name = path.display().to_string();
+                let loaded = read(path).and_then(|text| {
+                    Policies::load(&Source { name: &name, dir: &folder_of(path), text: &text }, &services)
+                });
+                all.keep(loaded).map(|p| (name, p))
+            }
+            None => all.keep(Policies::embedded_default(&services)).map(|p| ("embedded default".to_string(), p)),
         }
-        None => {
-            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-            NodeConfig::embedded_default(&cwd, &opts)?
+    });
+    match (all.0, node, policies, catalog) {
+        (None, Some(config), Some((policies_from, policies)), Some(catalog)) => {
+            Ok(Loaded { config, policies_from, policies, catalog })
         }
-    };
-    let services: Vec<_> = node.service_names().cloned().collect();
-    let mut problems: Option<Problems> = None;
-    let mut note = |p: Problems| match &mut problems {
-        Some(all) => all.extend(p),
-        None => problems = Some(p),
-    };
-    let (policies_from, policies) = match &node.governance_policies {
-        Some(path) => {
-            let name = path.display().to_string();
-            let loaded = read(path).and_then(|text| {
-                Policies::load(&Source { name: &name, dir: &folder_of(path), text: &text }, &services)
-            });
-            (name, loaded)
-        }
-        None => ("embedded default".to_string(), Policies::embedded_default(&services)),
-    };
-    let policies = policies.map_err(&mut note).ok();
-    let catalog = Catalog::embedded_default().map_err(&mut note).ok();
-    match (policies, catalog, problems) {
-        (Some(policies), Some(catalog), None) => Ok(Loaded { config: node, policies_from, policies, catalog }),
-        (_, _, Some(p)) => Err(p),
-        _ => Err(Problems::whole_file("config", "cannot load the policy or catalog")),
+        (Some(problems), ..) => Err(problems),
+        // Every loader either gives its value or a problem.
+        _ => Err(Problems::whole_file("configuration", "could not be loaded")),
     }
 }

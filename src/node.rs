@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
-use warden_actors::addr::Namespace;
 use warden_actors::data_dir::DataDir;
 use warden_actors::node::{Node, NodeParts};
 use warden_actors::store::Store;
@@ -61,7 +60,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let name = config.name.clone();
     let node = Node::new(NodeParts {
-        ns: Namespace::default(),
         config,
         policies: loaded.policies,
         catalog: loaded.catalog,
@@ -72,9 +70,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let views = node.views();
     let app = AppState::new(views.clone(), node.addrs().clone(), Arc::new(listener), args.enable_fault_injection);
     let http_app = app.clone();
-    let http = tree::subtree(node.ns().name(crate::http::PATH), views.config.supervision.http, move || {
+    let server_name = crate::http::server::PATH;
+    let http = tree::subtree(crate::http::PATH, views.config.supervision.http, move || {
         let a = http_app.clone();
-        vec![tree::worker(node_name(&a), move || HttpServer { app: a.clone() })]
+        vec![tree::worker(server_name, move || HttpServer { app: a.clone() })]
     });
     let running = node.spawn(http).await.context("cannot start the supervision tree")?;
     let mut join = running.join;
@@ -113,8 +112,4 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     info!("warden stopped");
     Ok(code)
-}
-
-fn node_name(app: &AppState) -> String {
-    app.ns.name(crate::http::server::PATH)
 }

@@ -46,11 +46,9 @@ fn test_service_that_dies_while_its_supervisor_is_down_is_restarted() {
     );
 }
 
-#[test]
-fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
-    // A service that takes 2 s to come back: the hang's playbook is still verifying when
-    // the incident manager stalls, so the run's end reaches a mailbox that is then lost.
-    // The new manager reloads the incident, finds the finished run in the store, resolves.
+/// A node with one service that takes 2 s to come back after a restart, probed at L7 every
+/// 100 ms: a hang's playbook spends about 2 s verifying, long enough to land a fault in.
+fn slow_node(extra: &[&str]) -> Node {
     let ports = Ports::fresh();
     let config = format!(
         "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 2; exec {warden} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\nprobes:\n  - name: slow-http\n    layer: l7\n    target: slow\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    interval_ms: 100\n    timeout_ms: 200\n    failure_threshold: 2\n",
@@ -58,7 +56,15 @@ fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
         port = ports.api,
         warden = WARDEN
     );
-    let node = Node::start_with(&config, ports, &["--enable-fault-injection"]);
+    Node::start_with(&config, ports, extra)
+}
+
+fn healer_stats(node: &Node) -> serde_json::Value {
+    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
+}
+
+/// Hangs the slow service and waits until its incident is open (the playbook then runs).
+fn hang_slow_service(node: &Node) {
     wait_until(
         "slow service running",
         Duration::from_secs(30),
@@ -66,14 +72,19 @@ fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
     );
     let (pid, _) = node.service("slow").unwrap();
     kill(pid.unwrap(), Signal::SIGSTOP);
-    wait_until("incident opened", Duration::from_secs(20), || {
-        get_json(&node.url("/api/guardian/healer/stats")).is_some_and(|s| s["incidents"]["open"] == 1)
-    });
+    wait_until("incident opened", Duration::from_secs(20), || healer_stats(node)["incidents"]["open"] == 1);
+}
+
+#[test]
+fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
+    // The hang's playbook is still verifying when the incident manager stalls, so the run's
+    // end reaches a mailbox that is then lost. The new manager reloads the incident, finds
+    // the finished run in the store, and resolves it.
+    let node = slow_node(&["--enable-fault-injection"]);
+    hang_slow_service(&node);
     crash(&node, "healing/incident_manager", 3_000);
-    wait_until("incident resolved", Duration::from_secs(40), || {
-        get_json(&node.url("/api/guardian/healer/stats")).is_some_and(|s| s["incidents"]["resolved"] == 1)
-    });
-    let stats = get_json(&node.url("/api/guardian/healer/stats")).unwrap();
+    wait_until("incident resolved", Duration::from_secs(40), || healer_stats(&node)["incidents"]["resolved"] == 1);
+    let stats = healer_stats(&node);
     assert_eq!(stats["incidents"]["open"], 0, "{stats}");
     assert_eq!(stats["last_runs"][0]["outcome"], "succeeded", "{stats}");
     assert_eq!(actor_restarts(&node, "healing/incident_manager"), Some(1));
@@ -82,4 +93,28 @@ fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
         "resolved by reconciliation from the store:\n{}",
         node.stderr()
     );
+}
+
+#[test]
+fn test_shutdown_cancels_a_running_playbook_and_the_next_start_finishes_the_incident() {
+    // SIGTERM while a playbook verifies: the run is cancelled and recorded as interrupted,
+    // warden exits cleanly with nothing left running. The next warden on the same data dir
+    // reruns the playbook for the still-open incident and resolves it.
+    let mut node = slow_node(&[]);
+    hang_slow_service(&node);
+    let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
+    let status = node.stop().unwrap();
+    assert!(status.success(), "clean exit during a run: {status:?}\n{}", node.stderr());
+    wait_until("no process of the node left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
+    assert!(node.stderr().contains("playbook run cancelled"), "{}", node.stderr());
+
+    node.spawn(&[]);
+    wait_until("incident resolved after the restart", Duration::from_secs(60), || {
+        healer_stats(&node)["incidents"]["resolved"] == 1
+    });
+    let stats = healer_stats(&node);
+    let outcomes: Vec<&str> =
+        stats["last_runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["succeeded", "interrupted"], "rerun after the interrupted one: {stats}");
+    assert_eq!(stats["incidents"]["open"], 0, "{stats}");
 }

@@ -80,6 +80,13 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     assert_eq!(verify["ok"], true, "{verify}");
     assert!(verify["verified"].as_u64().unwrap() >= 2, "decision and outcome entries: {verify}");
 
+    // On a data dir in use, `audit verify` asks the running warden through its API.
+    let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("is in use by warden pid") && text.contains("/api/audit/verify"), "{text}");
+    assert!(text.contains("audit chain verified"), "{text}");
+
     // The healer's history is read from the store: it survives a restart of warden.
     node.stop();
     let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
@@ -219,6 +226,7 @@ fn test_bad_config_names_file_line_column_and_starts_nothing() {
     assert!(!started);
     let pos = format!("{}:5:5: unknown field `ratelimit`", policies.path().display());
     assert!(err.contains(&pos), "error names {pos}:\n{err}");
+    assert_eq!(err.matches("unknown field `ratelimit`").count(), 1, "reported once:\n{err}");
     for (config, line, col, message) in cases {
         let (code, err, started, path) = run_bad_config(&config);
         assert_eq!(code, Some(2), "exit code for bad config; stderr:\n{err}");

@@ -3,7 +3,7 @@
 //!
 //! An [`Addr<A>`] holds the name an actor of kind `A` is registered under and looks it up
 //! at send time: a restarted actor (a fresh `ActorRef` under the same name) is found again.
-//! Each actor module makes its addresses (`Addr::<Gatekeeper>::at(ns)`) and gives them the
+//! Each actor module makes its addresses (`Addr::<Gatekeeper>::at()`) and gives them the
 //! methods its callers use (`gate.request(req)`), so a reader can follow a message from
 //! the sender to the handler with go-to-definition. Errors say whether the actor was not
 //! running, did not answer in time, or failed before answering.
@@ -15,21 +15,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Keeps two nodes in one process (tests) apart: every registered name starts with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Namespace(Arc<str>);
-
-impl Namespace {
-    pub fn new(prefix: &str) -> Self {
-        Self(prefix.into())
-    }
-
-    /// The registered name of the actor at tree path `path`.
-    pub fn name(&self, path: &str) -> String {
-        format!("{}{path}", self.0)
-    }
-}
-
 /// Why a message did not get through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -39,13 +24,6 @@ pub enum SendError {
     TimedOut { actor: String, after: Duration },
     #[error("actor `{actor}` failed before answering")]
     Failed { actor: String },
-}
-
-impl SendError {
-    /// Worth trying again shortly: the actor is restarting or busy.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, SendError::Failed { .. })
-    }
 }
 
 /// The address of an actor of kind `A`.
@@ -68,7 +46,7 @@ impl<A> fmt::Debug for Addr<A> {
 
 impl<A: Actor> Addr<A> {
     /// Only actor modules make addresses, each for its own kind and path.
-    pub(crate) fn new(name: String) -> Self {
+    pub(crate) fn new(name: impl Into<Arc<str>>) -> Self {
         Self { name: name.into(), _kind: PhantomData }
     }
 
@@ -80,11 +58,6 @@ impl<A: Actor> Addr<A> {
         ractor::registry::where_is(&self.name)
             .map(ActorRef::from)
             .ok_or_else(|| SendError::NotRunning { actor: self.name.to_string() })
-    }
-
-    /// Whether an actor is registered under this address now.
-    pub fn is_running(&self) -> bool {
-        ractor::registry::where_is(&self.name).is_some()
     }
 
     /// Fire and forget.
@@ -108,8 +81,9 @@ impl<A: Actor> Addr<A> {
     }
 
     /// Like [`Addr::ask`], but keeps trying (every `RETRY_EVERY`) while the actor is not
-    /// running, up to `budget` in all: for messages that must not be lost while their
-    /// receiver restarts. The message is rebuilt for each try.
+    /// running, fails or does not answer, up to `budget` in all: for messages that must
+    /// not be lost while their receiver restarts, and whose handler is idempotent. The
+    /// message is rebuilt for each try.
     pub async fn ask_until<T: Send + 'static>(
         &self,
         budget: Duration,
@@ -120,9 +94,7 @@ impl<A: Actor> Addr<A> {
         loop {
             let left = budget.saturating_sub(start.elapsed());
             match self.ask(left.max(Duration::from_millis(1)), &make).await {
-                Err(SendError::NotRunning { .. }) if start.elapsed() + RETRY_EVERY < budget => {
-                    tokio::time::sleep(RETRY_EVERY).await;
-                }
+                Err(_) if start.elapsed() + RETRY_EVERY < budget => tokio::time::sleep(RETRY_EVERY).await,
                 other => return other,
             }
         }

@@ -60,10 +60,6 @@ impl DataDir {
         self.logs().join(format!("{service}.log"))
     }
 
-    pub fn service_dir(&self, service: &str) -> PathBuf {
-        self.root.join("services").join(service)
-    }
-
     /// Whether a store was ever created here.
     pub fn has_store(&self) -> bool {
         self.store().is_dir()
@@ -131,7 +127,6 @@ mod tests {
     fn test_layout_paths() {
         let dd = DataDir::new("/d");
         assert_eq!(dd.log_file("api"), Path::new("/d/logs/api.log"));
-        assert_eq!(dd.service_dir("db"), Path::new("/d/services/db"));
         assert_eq!(dd.store(), Path::new("/d/store"));
     }
 }

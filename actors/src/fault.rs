@@ -10,8 +10,8 @@ pub enum FaultError {
     NotBuilt,
     #[error("cannot crash `{0}`: one of {1}")]
     UnknownTarget(String, String),
-    #[error("{0}")]
-    NotRunning(String),
+    #[error(transparent)]
+    NotRunning(#[from] crate::addr::SendError),
 }
 
 /// Whether this build has fault injection.
@@ -38,7 +38,7 @@ pub fn crash(addrs: &Addrs, target: &str, after: std::time::Duration) -> Result<
         crate::healing::incident_manager::PATH => addrs.incidents.tell(IncidentMsg::Crash(after)),
         other => return Err(FaultError::UnknownTarget(other.to_string(), TARGETS.join(", "))),
     };
-    sent.map_err(|e| FaultError::NotRunning(e.to_string()))
+    Ok(sent?)
 }
 
 /// Without the feature, nothing can be crashed.

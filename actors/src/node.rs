@@ -7,7 +7,6 @@
 //! sees the wiring itself. The binary reads the node through [`Views`] and stops it
 //! through [`Node::shutdown`].
 
-use crate::addr::Namespace;
 use crate::data_dir::DataDir;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_table::ServiceTable;
@@ -16,8 +15,8 @@ use crate::process;
 use crate::registry::ActorRegistry;
 use crate::store::Store;
 use crate::tree::{self, ChildSpec};
-pub use crate::wiring::Addrs;
 use crate::wiring::Wiring;
+pub use crate::wiring::{Addrs, Views};
 use ractor::{ActorRef, OutputPort, SpawnErr};
 use ractor_supervisor::SupervisorMsg;
 use std::path::PathBuf;
@@ -32,7 +31,6 @@ pub const PATH: &str = "node";
 
 /// What a node is made from: validated files, the binary, the data dir and its store.
 pub struct NodeParts {
-    pub ns: Namespace,
     pub config: NodeConfig,
     pub policies: Policies,
     pub catalog: Catalog,
@@ -40,18 +38,6 @@ pub struct NodeParts {
     pub self_exe: PathBuf,
     pub data_dir: DataDir,
     pub store: Store,
-}
-
-/// What the HTTP API and the CLI read: snapshots and the store, never an actor.
-#[derive(Clone)]
-pub struct Views {
-    pub config: Arc<NodeConfig>,
-    pub data_dir: DataDir,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub registry: ActorRegistry,
-    pub services: ServiceTable,
-    pub probes: ProbeBoard,
 }
 
 pub struct Node {
@@ -69,20 +55,21 @@ impl Node {
     /// Must run inside the tokio runtime (the event ports start their fan-out tasks).
     pub fn new(parts: NodeParts) -> Self {
         let services = ServiceTable::new(&parts.config.services);
-        let addrs = Addrs::new(&parts.ns);
+        let addrs = Addrs::new();
         Self {
             wiring: Wiring {
-                ns: parts.ns,
-                config: Arc::new(parts.config),
+                views: Views {
+                    config: Arc::new(parts.config),
+                    data_dir: parts.data_dir,
+                    store: parts.store,
+                    metrics: Metrics::new(),
+                    registry: ActorRegistry::default(),
+                    services,
+                    probes: ProbeBoard::default(),
+                },
                 policies: Arc::new(parts.policies),
                 catalog: Arc::new(parts.catalog),
                 self_exe: parts.self_exe,
-                data_dir: parts.data_dir,
-                store: parts.store,
-                metrics: Metrics::new(),
-                registry: ActorRegistry::default(),
-                services,
-                probes: ProbeBoard::default(),
                 probe_events: Arc::new(OutputPort::default()),
                 runs_finished: Arc::new(OutputPort::default()),
                 addrs,
@@ -90,25 +77,12 @@ impl Node {
         }
     }
 
-    pub fn ns(&self) -> &Namespace {
-        &self.wiring.ns
-    }
-
     pub fn addrs(&self) -> &Addrs {
         &self.wiring.addrs
     }
 
     pub fn views(&self) -> Views {
-        let w = &self.wiring;
-        Views {
-            config: w.config.clone(),
-            data_dir: w.data_dir.clone(),
-            store: w.store.clone(),
-            metrics: w.metrics.clone(),
-            registry: w.registry.clone(),
-            services: w.services.clone(),
-            probes: w.probes.clone(),
-        }
+        self.wiring.views.clone()
     }
 
     /// Spawns the node supervisor over governance, guardian, healing and `http`.
@@ -116,7 +90,7 @@ impl Node {
         let w = &self.wiring;
         let children =
             vec![crate::governance::subtree(w), crate::guardian::subtree(w), crate::healing::subtree(w), http];
-        let (supervisor, join) = tree::spawn_root(w.ns.name(PATH), w.config.supervision.node, children).await?;
+        let (supervisor, join) = tree::spawn_root(PATH, w.views.config.supervision.node, children).await?;
         Ok(Running { supervisor, join })
     }
 
@@ -128,12 +102,12 @@ impl Node {
         if let Err(e) = w.addrs.executor.shutdown(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "playbook executor did not cancel its runs");
         }
-        let grace: Duration = w.config.services.iter().map(|s| s.stop_grace).sum();
+        let grace: Duration = w.views.config.services.iter().map(|s| s.stop_grace).sum();
         if let Err(e) = w.addrs.services.stop_all(grace + Duration::from_secs(5)).await {
             tracing::warn!(error = %e, "service supervisor did not stop the services; stopping them directly");
         }
         let left: Vec<_> = {
-            let mut t = w.services.lock();
+            let mut t = w.views.services.lock();
             t.shutting_down = true;
             t.services.iter().filter_map(|(n, e)| Some((n.clone(), e.pid?, e.exit.clone()?))).collect()
         };

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 use warden_core::config::{LogPolicy, Program, ServiceSpec};
+use warden_core::playbook::SignalName;
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -185,6 +186,22 @@ async fn copy_lines(stream: impl AsyncRead + Unpin, log: Arc<Mutex<RotatingLog>>
         if let Ok(mut l) = log.lock() {
             l.write_line(&line);
         }
+    }
+}
+
+/// The signal a playbook names.
+pub fn signal_of(name: SignalName) -> Signal {
+    match name {
+        SignalName::Hup => Signal::SIGHUP,
+        SignalName::Int => Signal::SIGINT,
+        SignalName::Quit => Signal::SIGQUIT,
+        SignalName::Usr1 => Signal::SIGUSR1,
+        SignalName::Usr2 => Signal::SIGUSR2,
+        SignalName::Term => Signal::SIGTERM,
+        SignalName::Kill => Signal::SIGKILL,
+        SignalName::Cont => Signal::SIGCONT,
+        SignalName::Stop => Signal::SIGSTOP,
+        SignalName::Winch => Signal::SIGWINCH,
     }
 }
 

@@ -86,9 +86,9 @@ where
 
 /// Spawns a root supervisor named `name` over `children`.
 pub async fn spawn_root(
-    name: String,
+    name: impl Into<String>,
     spec: TreeSpec,
     children: Vec<ChildSpec>,
 ) -> Result<(ractor::ActorRef<ractor_supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>), SpawnErr> {
-    Supervisor::spawn(name, SupervisorArguments { child_specs: children, options: options(&spec) }).await
+    Supervisor::spawn(name.into(), SupervisorArguments { child_specs: children, options: options(&spec) }).await
 }

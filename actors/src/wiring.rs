@@ -2,7 +2,7 @@
 //! [`crate::node::Node`] makes it; each pillar's `subtree` hands its actors the few fields
 //! they use.
 
-use crate::addr::{Addr, Namespace};
+use crate::addr::Addr;
 use crate::data_dir::DataDir;
 use crate::governance::approval_queue::ApprovalQueue;
 use crate::governance::audit_writer::AuditWriter;
@@ -36,14 +36,14 @@ pub struct Addrs {
 }
 
 impl Addrs {
-    pub(crate) fn new(ns: &Namespace) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            audit: Addr::<AuditWriter>::at(ns),
-            gatekeeper: Addr::<Gatekeeper>::at(ns),
-            approvals: Addr::<ApprovalQueue>::at(ns),
-            services: Addr::<ServiceSupervisor>::at(ns),
-            executor: Addr::<PlaybookExecutor>::at(ns),
-            incidents: Addr::<IncidentManager>::at(ns),
+            audit: Addr::<AuditWriter>::at(),
+            gatekeeper: Addr::<Gatekeeper>::at(),
+            approvals: Addr::<ApprovalQueue>::at(),
+            services: Addr::<ServiceSupervisor>::at(),
+            executor: Addr::<PlaybookExecutor>::at(),
+            incidents: Addr::<IncidentManager>::at(),
         }
     }
 }
@@ -51,18 +51,24 @@ impl Addrs {
 /// Everything the subtree builders hand out. Crate-private: actors get fields, not this.
 #[derive(Clone)]
 pub(crate) struct Wiring {
-    pub ns: Namespace,
-    pub config: Arc<NodeConfig>,
+    /// The shared state the API reads too (config, store, table, board, registry, metrics).
+    pub views: Views,
     pub policies: Arc<Policies>,
     pub catalog: Arc<Catalog>,
     pub self_exe: PathBuf,
+    pub probe_events: Arc<OutputPort<ProbeEvent>>,
+    pub runs_finished: Arc<OutputPort<RunRecord>>,
+    pub addrs: Addrs,
+}
+
+/// What the HTTP API and the CLI read: snapshots and the store, never an actor.
+#[derive(Clone)]
+pub struct Views {
+    pub config: Arc<NodeConfig>,
     pub data_dir: DataDir,
     pub store: Store,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
     pub services: ServiceTable,
     pub probes: ProbeBoard,
-    pub probe_events: Arc<OutputPort<ProbeEvent>>,
-    pub runs_finished: Arc<OutputPort<RunRecord>>,
-    pub addrs: Addrs,
 }

@@ -2,7 +2,8 @@
 //!
 //! Each entry is hashed over a canonical encoding (postcard: fixed field order, no maps) of
 //! the entry itself, which includes the previous entry's hash. Changing, deleting or
-//! reordering any stored entry breaks the chain at that point, and [`verify`] names it.
+//! reordering any stored entry breaks the chain at that point, and a [`Verifier`] walking
+//! the stored entries names it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -99,7 +100,7 @@ mod hex_hash {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
     #[error("cannot encode audit entry: {0}")]
     Encode(#[from] postcard::Error),
@@ -177,18 +178,6 @@ impl Verifier {
     }
 }
 
-/// Walks stored entries in order; returns how many verified or the first break.
-pub fn verify<I>(entries: I) -> Result<u64, ChainBreak>
-where
-    I: IntoIterator<Item = SealedEntry>,
-{
-    let mut v = Verifier::default();
-    for sealed in entries {
-        v.push(&sealed)?;
-    }
-    Ok(v.count())
-}
-
 /// A plain decision entry for other modules' tests.
 #[cfg(test)]
 pub(crate) fn tests_support_entry() -> AuditEntry {
@@ -218,6 +207,15 @@ mod tests {
             },
             prev_hash: GENESIS,
         }
+    }
+
+    /// How many entries verify, or the first break.
+    fn verify(entries: Vec<SealedEntry>) -> Result<u64, ChainBreak> {
+        let mut v = Verifier::default();
+        for e in &entries {
+            v.push(e)?;
+        }
+        Ok(v.count())
     }
 
     fn chain(n: u64) -> Vec<SealedEntry> {

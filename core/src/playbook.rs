@@ -16,19 +16,54 @@ use std::time::Duration;
 pub const DEFAULT_CATALOG_YAML: &str = include_str!("../../config/playbooks.yaml");
 pub const DEFAULT_CATALOG_FILE: &str = "config/playbooks.yaml (embedded)";
 
-/// Signals a `signal_service` step may send (by their usual names).
-pub const SIGNALS: &[&str] =
-    &["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGKILL", "SIGCONT", "SIGSTOP", "SIGWINCH"];
+/// Signals a `signal_service` step may send, by their usual names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalName {
+    #[serde(rename = "SIGHUP")]
+    Hup,
+    #[serde(rename = "SIGINT")]
+    Int,
+    #[serde(rename = "SIGQUIT")]
+    Quit,
+    #[serde(rename = "SIGUSR1")]
+    Usr1,
+    #[serde(rename = "SIGUSR2")]
+    Usr2,
+    #[serde(rename = "SIGTERM")]
+    Term,
+    #[serde(rename = "SIGKILL")]
+    Kill,
+    #[serde(rename = "SIGCONT")]
+    Cont,
+    #[serde(rename = "SIGSTOP")]
+    Stop,
+    #[serde(rename = "SIGWINCH")]
+    Winch,
+}
+
+/// Durations written as whole milliseconds (`timeout_ms: 500`).
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
 
 /// The building blocks of playbooks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "do", deny_unknown_fields)]
 pub enum Primitive {
-    /// Gather pid, state, recent log lines and port owners into the incident.
+    /// Record the service's state, pid, restarts and last log lines in the step's detail.
     CollectDiagnostics,
     /// Send a signal to the service's process group.
     SignalService {
-        signal: String,
+        signal: SignalName,
     },
     /// Stop (TERM, grace, KILL) and start again; `force` skips straight to KILL, for a hung
     /// process that would never act on TERM.
@@ -40,7 +75,8 @@ pub enum Primitive {
     StartService,
     /// Wait for the service's probes to pass.
     WaitHealthy {
-        timeout_ms: u64,
+        #[serde(rename = "timeout_ms", with = "millis")]
+        timeout: Duration,
     },
     /// Stop restarting a crash-looping service until an operator releases it.
     QuarantineService,
@@ -110,10 +146,9 @@ impl Primitive {
     /// What is wrong with this step's own parameters, if anything.
     fn problem(&self) -> Option<String> {
         match self {
-            Primitive::SignalService { signal } if !SIGNALS.contains(&signal.as_str()) => {
-                Some(format!("unknown signal `{signal}` (one of {})", SIGNALS.join(", ")))
+            Primitive::WaitHealthy { timeout } if timeout.is_zero() => {
+                Some("wait_healthy.timeout_ms must be positive".into())
             }
-            Primitive::WaitHealthy { timeout_ms: 0 } => Some("wait_healthy.timeout_ms must be positive".into()),
             _ => None,
         }
     }
@@ -144,7 +179,8 @@ pub struct Playbook {
     pub triggers: Vec<FailureMode>,
     pub max_retries: u32,
     pub timeout: Duration,
-    /// Re-probe the target after the steps.
+    /// The run succeeds only once the target's own probes pass: the executor re-probes after
+    /// the steps unless the last step already waits for exactly that.
     pub verify: bool,
     pub steps: Vec<Primitive>,
 }
@@ -318,9 +354,9 @@ mod tests {
 
     #[test]
     fn test_catalog_mistakes_are_all_reported_at_their_position() {
-        // An understated tier, an unknown signal and a zero timeout: three problems, each
+        // An understated tier, a zero playbook timeout and a zero wait: three problems, each
         // on its own line (not 1:1 for the whole file).
-        let text = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: service\n    tier: 1\n    triggers: [api_timeout]\n    timeout_ms: 0\n    steps:\n      - do: restart_service\n      - do: signal_service\n        signal: SIGBOGUS\n";
+        let text = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: service\n    tier: 1\n    triggers: [api_timeout]\n    timeout_ms: 0\n    steps:\n      - do: restart_service\n      - do: wait_healthy\n        timeout_ms: 0\n";
         let err = load(text).expect_err("three problems");
         let lines: Vec<u64> = err.list().iter().map(|p| p.pos.line).collect();
         assert_eq!(err.len(), 3, "{err}");
@@ -338,17 +374,21 @@ mod tests {
         assert_eq!(err.list()[0].pos.line, 10, "{err}");
         let err = load(&base.replace("[api_timeout]", "[sunspots]")).expect_err("unknown trigger");
         assert_eq!(err.list()[0].pos.line, 7, "{err}");
+        let signal = base.replace("do: restart_service", "do: signal_service\n        signal: SIGBOGUS");
+        let err = load(&signal).expect_err("unknown signal");
+        assert_eq!(err.list()[0].pos.line, 10, "the step that names it: {err}");
+        assert!(err.to_string().contains("unknown variant `SIGBOGUS`"), "{err}");
     }
 
     #[test]
     fn test_action_table_matches_primitives() {
         let every = [
             Primitive::CollectDiagnostics,
-            Primitive::SignalService { signal: "SIGHUP".into() },
+            Primitive::SignalService { signal: SignalName::Hup },
             Primitive::RestartService { force: false },
             Primitive::StopService,
             Primitive::StartService,
-            Primitive::WaitHealthy { timeout_ms: 1 },
+            Primitive::WaitHealthy { timeout: Duration::from_millis(1) },
             Primitive::QuarantineService,
         ];
         let names: Vec<&str> = every.iter().map(Primitive::action).collect();

@@ -182,6 +182,12 @@ impl Policies {
         Self::load(&Source { name: DEFAULT_POLICIES_FILE, dir: Path::new("."), text: DEFAULT_POLICIES_YAML }, services)
     }
 
+    /// The longest rate-limit period of any whitelist entry: how far back the history of
+    /// allowed actions matters.
+    pub fn longest_rate_window(&self) -> Option<Duration> {
+        self.whitelist.iter().filter_map(|w| w.rate_limit.map(|r| r.per)).max()
+    }
+
     /// The tier governance applies to `action`: the policy's override, else its own.
     pub fn tier_of(&self, action: &str, own: Tier) -> Tier {
         self.tiers.get(action).copied().unwrap_or(own).max(own)

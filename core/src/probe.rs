@@ -8,6 +8,7 @@
 
 use crate::config::{Layer, ProbeSpec, ServiceName};
 use serde::Serialize;
+use std::mem::discriminant;
 use std::time::Duration;
 
 /// Why a check failed; detectors tell failure modes apart by it.
@@ -76,9 +77,28 @@ pub struct ProbeStatus {
     pub last_latency_ms: Option<f64>,
     pub last_failure: Option<Failure>,
     pub consecutive_failures: u32,
+    /// When the current streak of failures began (its first failed check).
+    pub failing_since_unix_ms: Option<u64>,
     pub checks: u64,
     pub failures: u64,
     pub last_check_unix_ms: u64,
+}
+
+impl ProbeStatus {
+    /// The down event this status stands for, while the probe is down.
+    pub fn down_event(&self) -> Option<ProbeEvent> {
+        match (self.up, &self.last_failure, self.failing_since_unix_ms) {
+            (Some(false), Some(failure), Some(since)) => Some(ProbeEvent::Down {
+                probe: self.name.clone(),
+                target: self.target.clone(),
+                layer: self.layer,
+                failure: failure.clone(),
+                consecutive: self.consecutive_failures,
+                first_failure_unix_ms: since,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Threshold tracking for one probe.
@@ -88,7 +108,6 @@ pub struct ProbeTracker {
     success_threshold: u32,
     status: ProbeStatus,
     consecutive_ok: u32,
-    streak_start_unix_ms: Option<u64>,
 }
 
 impl ProbeTracker {
@@ -105,12 +124,12 @@ impl ProbeTracker {
                 last_latency_ms: None,
                 last_failure: None,
                 consecutive_failures: 0,
+                failing_since_unix_ms: None,
                 checks: 0,
                 failures: 0,
                 last_check_unix_ms: 0,
             },
             consecutive_ok: 0,
-            streak_start_unix_ms: None,
         }
     }
 
@@ -129,7 +148,7 @@ impl ProbeTracker {
                 s.last_latency_ms = Some(latency.as_secs_f64() * 1000.0);
                 s.last_failure = None;
                 s.consecutive_failures = 0;
-                self.streak_start_unix_ms = None;
+                s.failing_since_unix_ms = None;
                 self.consecutive_ok = self.consecutive_ok.saturating_add(1);
                 if s.up != Some(true) && self.consecutive_ok >= self.success_threshold {
                     s.up = Some(true);
@@ -138,12 +157,22 @@ impl ProbeTracker {
                 None
             }
             Err(failure) => {
+                // A different kind of failure is a different fault (a crash, then a hang
+                // once restarted): it starts its own streak and is reported on its own.
+                let changed = s.last_failure.as_ref().is_some_and(|f| discriminant(f) != discriminant(&failure));
+                if changed {
+                    s.consecutive_failures = 0;
+                    s.failing_since_unix_ms = None;
+                    if s.up == Some(false) {
+                        s.up = None;
+                    }
+                }
                 s.failures += 1;
                 s.last_ok = Some(false);
                 s.last_failure = Some(failure.clone());
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 self.consecutive_ok = 0;
-                let onset = *self.streak_start_unix_ms.get_or_insert(now_unix_ms);
+                let onset = *s.failing_since_unix_ms.get_or_insert(now_unix_ms);
                 if s.up != Some(false) && s.consecutive_failures >= self.failure_threshold {
                     s.up = Some(false);
                     return Some(ProbeEvent::Down {
@@ -196,6 +225,25 @@ mod tests {
             "onset is the streak's first failure: {down:?}"
         );
         assert_eq!(t.record(Err(Failure::Timeout), 70), None, "still down is no news");
+    }
+
+    #[test]
+    fn test_a_new_kind_of_failure_is_a_new_streak_and_reported_again() {
+        // Down because nothing listens; then the restarted process hangs: the hang is news.
+        let mut t = tracker(2, 1);
+        let refused = || Err(Failure::Connect("refused".into()));
+        assert_eq!(t.record(refused(), 10), None);
+        assert!(matches!(t.record(refused(), 20), Some(ProbeEvent::Down { failure: Failure::Connect(_), .. })));
+        assert_eq!(t.record(Err(Failure::Timeout), 30), None, "first of the new streak");
+        let hang = t.record(Err(Failure::Timeout), 40).expect("the hang is reported");
+        assert!(
+            matches!(
+                hang,
+                ProbeEvent::Down { failure: Failure::Timeout, first_failure_unix_ms: 30, consecutive: 2, .. }
+            ),
+            "{hang:?}"
+        );
+        assert_eq!(t.status().down_event(), Some(hang), "the status stands for the same event");
     }
 
     #[test]

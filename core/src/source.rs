@@ -116,10 +116,6 @@ impl Collector {
         }
     }
 
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
-    }
-
     /// `value` when nothing was wrong, else every problem found, in the order they appear
     /// in the file.
     pub fn finish<T>(mut self, value: impl FnOnce() -> T) -> Result<T, Problems> {

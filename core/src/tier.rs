@@ -21,11 +21,15 @@ impl Tier {
 }
 
 impl TryFrom<u8> for Tier {
-    type Error = String;
-    fn try_from(v: u8) -> Result<Self, String> {
-        if (1..=4).contains(&v) { Ok(Tier(v)) } else { Err(format!("tier must be 1, 2, 3 or 4, not {v}")) }
+    type Error = TierError;
+    fn try_from(v: u8) -> Result<Self, TierError> {
+        if (1..=4).contains(&v) { Ok(Tier(v)) } else { Err(TierError(v)) }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("tier must be 1, 2, 3 or 4, not {0}")]
+pub struct TierError(pub u8);
 
 impl From<Tier> for u8 {
     fn from(t: Tier) -> u8 {

@@ -15,11 +15,6 @@ pub fn rfc3339(unix_ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// Today's date in UTC as `YYYYMMDD` (report file names).
-pub fn today_yyyymmdd() -> String {
-    jiff::Timestamp::now().strftime("%Y%m%d").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
-use warden_actors::addr::Namespace;
 use warden_actors::node::{Addrs, Views};
 
 /// The http subtree's path.
@@ -23,7 +22,6 @@ pub struct AppState {
     pub views: Views,
     /// Only for fault injection (crash an actor on command).
     pub addrs: Addrs,
-    pub ns: Namespace,
     pub started: Instant,
     /// Bound once at start; each (re)start of the server actor serves a clone of it.
     pub listener: Arc<TcpListener>,
@@ -37,7 +35,6 @@ impl AppState {
         Self {
             views,
             addrs,
-            ns: Namespace::default(),
             started: Instant::now(),
             listener,
             fault_injection,

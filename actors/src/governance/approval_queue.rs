@@ -3,7 +3,7 @@
 //! Holds what the gatekeeper parked, with the audit entry of its pending decision. The
 //! approve/reject flow through the API (governance issue) builds on this.
 
-use crate::addr::{Addr, Namespace, SendError};
+use crate::addr::{Addr, SendError};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
@@ -23,8 +23,8 @@ pub enum ApprovalMsg {
 }
 
 impl Addr<ApprovalQueue> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Parks a request whose pending decision is audit entry `audit_seq`.

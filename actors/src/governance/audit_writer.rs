@@ -3,7 +3,7 @@
 //! It is the only writer of the chain, so appends are serialised by its mailbox. It reloads
 //! the chain head from the store when it starts, so a restart continues the same chain.
 
-use crate::addr::{Addr, Namespace, SendError};
+use crate::addr::{Addr, SendError};
 use crate::metrics::Metrics;
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
@@ -19,16 +19,10 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum AppendError {
     #[error("audit writer unavailable: {0}")]
     Unavailable(#[from] SendError),
-    #[error("cannot seal audit entry: {0}")]
-    Seal(String),
+    #[error(transparent)]
+    Seal(#[from] AuditError),
     #[error("cannot store audit entry: {0}")]
     Store(#[from] StoreError),
-}
-
-impl From<AuditError> for AppendError {
-    fn from(e: AuditError) -> Self {
-        AppendError::Seal(e.to_string())
-    }
 }
 
 pub enum AuditMsg {
@@ -36,8 +30,8 @@ pub enum AuditMsg {
 }
 
 impl Addr<AuditWriter> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Seals `record` onto the chain; answers once it is on disk.

@@ -3,17 +3,19 @@
 //! It evaluates the policy (pure, in warden-core), has the AuditWriter seal the decision
 //! onto the chain — synced to disk — and only then answers. An allow comes back as a
 //! [`Permit`], which nothing else can make; if the audit write fails, the answer is a deny
-//! (fail closed). Outcomes of permitted actions are audited through it too.
+//! (fail closed). Outcomes of permitted actions are audited through it too. Its rate-limit
+//! history is rebuilt from the audit chain when it starts.
 
 use super::approval_queue::ApprovalQueue;
 use super::audit_writer::{AppendError, AuditWriter};
-use crate::addr::{Addr, Namespace, SendError};
+use crate::addr::{Addr, SendError};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::registry::{ActorRegistry, Registration};
+use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::audit::OutcomeKind;
+use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
 use warden_core::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
 
@@ -56,8 +58,8 @@ pub enum GateMsg {
 }
 
 impl Addr<Gatekeeper> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Asks for a permit; the decision is on the audit chain before the answer comes.
@@ -73,6 +75,7 @@ impl Addr<Gatekeeper> {
 
 pub struct Gatekeeper {
     pub policies: Arc<Policies>,
+    pub store: Store,
     pub audit: Addr<AuditWriter>,
     pub approvals: Addr<ApprovalQueue>,
     pub metrics: Metrics,
@@ -91,7 +94,19 @@ impl Actor for Gatekeeper {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<GateMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        Ok(State { history: RateHistory::default(), _reg: self.registry.started(PATH) })
+        // Rate limits count what the audit chain says was allowed, so they hold across a
+        // restart of this actor or of warden.
+        let mut history = RateHistory::default();
+        if let Some(window) = self.policies.longest_rate_window() {
+            let since = warden_core::time::now_unix_ms().saturating_sub(window.as_millis() as u64);
+            for sealed in self.store.audit_since(since).await? {
+                let r = &sealed.entry.record;
+                if r.kind == EntryKind::Decision && r.decision == DecisionKind::Allow {
+                    history.record(&r.action, &r.target, sealed.entry.ts_unix_ms, HISTORY_KEEP);
+                }
+            }
+        }
+        Ok(State { history, _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<GateMsg>, msg: GateMsg, st: &mut State) -> Result<(), ActorProcessingErr> {

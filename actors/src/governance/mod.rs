@@ -15,22 +15,23 @@ pub const PATH: &str = "governance";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(w.ns.name(PATH), w.config.supervision.governance, move || {
+    tree::subtree(PATH, w.views.config.supervision.governance, move || {
         let (a, g, q) = (w.clone(), w.clone(), w.clone());
         vec![
             tree::worker(w.addrs.audit.name(), move || AuditWriter {
-                store: a.store.clone(),
-                metrics: a.metrics.clone(),
-                registry: a.registry.clone(),
+                store: a.views.store.clone(),
+                metrics: a.views.metrics.clone(),
+                registry: a.views.registry.clone(),
             }),
             tree::worker(w.addrs.gatekeeper.name(), move || Gatekeeper {
                 policies: g.policies.clone(),
+                store: g.views.store.clone(),
                 audit: g.addrs.audit.clone(),
                 approvals: g.addrs.approvals.clone(),
-                metrics: g.metrics.clone(),
-                registry: g.registry.clone(),
+                metrics: g.views.metrics.clone(),
+                registry: g.views.registry.clone(),
             }),
-            tree::worker(w.addrs.approvals.name(), move || ApprovalQueue { registry: q.registry.clone() }),
+            tree::worker(w.addrs.approvals.name(), move || ApprovalQueue { registry: q.views.registry.clone() }),
         ]
     })
 }

@@ -14,12 +14,13 @@
 
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
-use crate::addr::{Addr, Namespace, SendError};
+use crate::addr::{Addr, SendError};
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
 use crate::metrics::{Metrics, PlaybookLabels};
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -36,8 +37,12 @@ use warden_core::tier::Tier;
 pub const PATH: &str = "guardian/playbook_executor";
 /// A service operation includes a stop (grace period) and a spawn.
 const SERVICE_OP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Starting a run is one synced store write.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a playbook's closing verification waits for the target's probes (the
+/// playbook's own timeout bounds it too).
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Starting a run is a store read and one synced write; an order not acknowledged in time
+/// is retried by the incident manager on its next tick.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct RunOrder {
@@ -66,8 +71,8 @@ pub enum ExecutorMsg {
 }
 
 impl Addr<PlaybookExecutor> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Hands a run over; `Ok` means it is stored and will be reported when it ends.
@@ -102,6 +107,8 @@ pub struct PlaybookExecutor {
 
 pub struct State {
     runs: JoinSet<()>,
+    /// The run each task of `runs` carries.
+    tracked: BTreeMap<tokio::task::Id, u64>,
     shutting_down: bool,
     _reg: Registration,
 }
@@ -115,15 +122,15 @@ impl Actor for PlaybookExecutor {
     async fn pre_start(&self, _: ActorRef<ExecutorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         // Runs still marked running belong to a dead executor (or a dead warden): no task
         // of ours runs them. Record how they ended and say so.
-        for mut run in self.ctx.store.active_runs().await? {
-            run.outcome = RunOutcome::Interrupted;
-            run.finished_unix_ms = Some(warden_core::time::now_unix_ms());
-            run.detail = "interrupted: the executor or warden stopped while it ran".into();
-            tracing::warn!(run = run.run_id, playbook = run.playbook, "playbook run was interrupted");
-            self.ctx.store.put_run(run.clone()).await?;
-            self.ctx.finished.send(run);
+        for run in self.ctx.store.active_runs().await? {
+            self.end_untracked(run, RunOutcome::Interrupted, "the executor or warden stopped while it ran").await?;
         }
-        Ok(State { runs: JoinSet::new(), shutting_down: false, _reg: self.registry.started(PATH) })
+        Ok(State {
+            runs: JoinSet::new(),
+            tracked: BTreeMap::new(),
+            shutting_down: false,
+            _reg: self.registry.started(PATH),
+        })
     }
 
     async fn handle(
@@ -132,7 +139,7 @@ impl Actor for PlaybookExecutor {
         msg: ExecutorMsg,
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        while st.runs.try_join_next().is_some() {}
+        self.reap(st).await;
         match msg {
             ExecutorMsg::Run(order, reply) => {
                 let _ = reply.send(self.start(st, *order).await);
@@ -141,7 +148,13 @@ impl Actor for PlaybookExecutor {
                 st.shutting_down = true;
                 st.runs.abort_all();
                 while st.runs.join_next().await.is_some() {}
+                st.tracked.clear();
                 for mut run in self.ctx.store.active_runs().await.unwrap_or_default() {
+                    tracing::warn!(
+                        run = run.run_id,
+                        playbook = run.playbook,
+                        "playbook run cancelled: warden is shutting down"
+                    );
                     run.outcome = RunOutcome::Interrupted;
                     run.finished_unix_ms = Some(warden_core::time::now_unix_ms());
                     run.detail = "interrupted: warden shut down while it ran".into();
@@ -161,8 +174,13 @@ impl PlaybookExecutor {
         if st.shutting_down {
             return Err(RunError::ShuttingDown);
         }
-        // Orders are retried when an acknowledgement is lost: a run id is started once.
-        if self.ctx.store.run_record(order.run_id).await?.is_some() {
+        // Orders are retried when an acknowledgement is lost: a run id is started once. A
+        // record still "running" that no task of ours carries was left by a task that died
+        // (an earlier instance's write landing late): it ended, and says so.
+        if let Some(run) = self.ctx.store.run_record(order.run_id).await? {
+            if run.outcome == RunOutcome::Running && !st.tracked.values().any(|&id| id == run.run_id) {
+                self.end_untracked(run, RunOutcome::Interrupted, "no task was running it").await?;
+            }
             return Ok(());
         }
         let record = RunRecord {
@@ -178,10 +196,53 @@ impl PlaybookExecutor {
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
-        st.runs.spawn(async move {
+        let run_id = order.run_id;
+        let task = st.runs.spawn(async move {
             let record = run_playbook(&ctx, &order, record).await;
             ctx.finished.send(record);
         });
+        st.tracked.insert(task.id(), run_id);
+        Ok(())
+    }
+
+    /// Collects finished run tasks; a run whose task panicked is recorded as failed.
+    async fn reap(&self, st: &mut State) {
+        while let Some(done) = st.runs.try_join_next_with_id() {
+            let (id, panic) = match done {
+                Ok((id, ())) => (id, None),
+                Err(e) => (e.id(), e.is_panic().then(|| e.to_string())),
+            };
+            let Some(run_id) = st.tracked.remove(&id) else { continue };
+            if let Some(why) = panic {
+                tracing::error!(run = run_id, error = why, "playbook run task panicked");
+                match self.ctx.store.run_record(run_id).await {
+                    Ok(Some(run)) => {
+                        let detail = format!("the run's task panicked: {why}");
+                        if let Err(e) = self.end_untracked(run, RunOutcome::Failed, &detail).await {
+                            tracing::error!(run = run_id, error = %e, "cannot record the failed run");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(run = run_id, error = %e, "cannot read the failed run"),
+                }
+            }
+        }
+    }
+
+    /// Ends a stored run no task of this instance carries, and announces it.
+    async fn end_untracked(&self, mut run: RunRecord, outcome: RunOutcome, why: &str) -> Result<(), StoreError> {
+        run.outcome = outcome;
+        run.finished_unix_ms = Some(warden_core::time::now_unix_ms());
+        run.detail = format!("{}: {why}", outcome.as_str());
+        tracing::warn!(
+            run = run.run_id,
+            playbook = run.playbook,
+            outcome = outcome.as_str(),
+            why,
+            "playbook run ended without its task"
+        );
+        self.ctx.store.put_run(run.clone()).await?;
+        self.ctx.finished.send(run);
         Ok(())
     }
 }
@@ -215,6 +276,28 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             if let Err((outcome, d)) = result {
                 record.outcome = outcome;
                 record.detail = format!("step {} `{}`: {d}", step.index, step.primitive.action());
+                return;
+            }
+        }
+        // `verify`: the run succeeds only once the target's own probes pass, unless the
+        // playbook ends by waiting for exactly that.
+        if pb.verify && !matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. })) {
+            let started = Instant::now();
+            let result = reprobe(ctx, &order.target, VERIFY_TIMEOUT).await.map_err(|e| e.to_string());
+            record.steps.push(StepRecord {
+                index: pb.steps.len(),
+                action: "verify".into(),
+                tier: Tier::OBSERVE.get(),
+                permit_audit_seq: None,
+                ok: result.is_ok(),
+                detail: match &result {
+                    Ok(d) | Err(d) => d.clone(),
+                },
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
+            if let Err(d) = result {
+                record.outcome = RunOutcome::Failed;
+                record.detail = format!("verify: {d}");
                 return;
             }
         }
@@ -259,7 +342,7 @@ type StepResult = Result<String, (RunOutcome, String)>;
 async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
     if step.tier == Tier::OBSERVE {
         return match Authorized::autonomous(step) {
-            Ok(a) => (perform(ctx, a).await.map_err(|e| (RunOutcome::Failed, e)), None),
+            Ok(a) => (perform(ctx, a).await.map_err(|e| (RunOutcome::Failed, e.to_string())), None),
             Err(e) => (Err((RunOutcome::Denied, e.to_string())), None),
         };
     }
@@ -287,7 +370,7 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
         Ok(a) => a,
         Err(e) => return (Err((RunOutcome::Denied, e.to_string())), Some(seq)),
     };
-    let result = perform(ctx, authorized).await;
+    let result = perform(ctx, authorized).await.map_err(|e| e.to_string());
     let report = OutcomeReport {
         request,
         outcome: if result.is_ok() { OutcomeKind::Succeeded } else { OutcomeKind::Failed },
@@ -301,13 +384,22 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
     (result.map_err(|e| (RunOutcome::Failed, e)), Some(seq))
 }
 
+/// Why a step did not do its job.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Service(#[from] ServiceOpError),
+    #[error("still unhealthy after {} ms: {last}", .after.as_millis())]
+    Unhealthy { after: Duration, last: String },
+}
+
 /// Carries out an authorised step.
-async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<String, String> {
+async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<String, StepError> {
     let target = step.step().target.clone();
     match step.step().primitive.clone() {
         Primitive::CollectDiagnostics => Ok(diagnostics(ctx, &target)),
-        Primitive::WaitHealthy { timeout_ms } => reprobe(ctx, &target, Duration::from_millis(timeout_ms)).await,
-        _ => ctx.services.execute(step, SERVICE_OP_TIMEOUT).await.map_err(|e: ServiceOpError| e.to_string()),
+        Primitive::WaitHealthy { timeout } => reprobe(ctx, &target, timeout).await,
+        _ => Ok(ctx.services.execute(step, SERVICE_OP_TIMEOUT).await?),
     }
 }
 
@@ -325,7 +417,7 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
 
 /// Verification: re-probes the target with its own probes' checks until all pass. A service
 /// without probes is verified by its ready check (its `running` state).
-async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, String> {
+async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, StepError> {
     let checks: Vec<&ProbeSpec> = ctx.probes.iter().filter(|p| p.target == *service).collect();
     let client = super::probe::http_client();
     let start = Instant::now();
@@ -349,5 +441,5 @@ async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Err(format!("still unhealthy after {} ms: {last_err}", timeout.as_millis()))
+    Err(StepError::Unhealthy { after: timeout, last: last_err })
 }

@@ -18,25 +18,25 @@ pub const PATH: &str = "guardian";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(w.ns.name(PATH), w.config.supervision.guardian, move || {
+    tree::subtree(PATH, w.views.config.supervision.guardian, move || {
         let s = w.clone();
         let mut v = vec![tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
-            table: s.services.clone(),
+            table: s.views.services.clone(),
             me: s.addrs.services.clone(),
             self_exe: s.self_exe.clone(),
-            data_dir: s.data_dir.clone(),
-            metrics: s.metrics.clone(),
-            registry: s.registry.clone(),
+            data_dir: s.views.data_dir.clone(),
+            metrics: s.views.metrics.clone(),
+            registry: s.views.registry.clone(),
         })];
-        for spec in &w.config.probes {
+        for spec in &w.views.config.probes {
             let (p, spec) = (w.clone(), spec.clone());
-            let name = crate::addr::Addr::<ProbeActor>::for_probe(&w.ns, &spec.name).name().to_string();
+            let name = crate::addr::Addr::<ProbeActor>::for_probe(&spec.name).name().to_string();
             v.push(tree::worker(name, move || ProbeActor {
                 spec: spec.clone(),
                 events: p.probe_events.clone(),
-                board: p.probes.clone(),
-                metrics: p.metrics.clone(),
-                registry: p.registry.clone(),
+                board: p.views.probes.clone(),
+                metrics: p.views.metrics.clone(),
+                registry: p.views.registry.clone(),
             }));
         }
         let run_ctx = Arc::new(RunContext {
@@ -44,13 +44,13 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             policies: w.policies.clone(),
             gate: w.addrs.gatekeeper.clone(),
             services: w.addrs.services.clone(),
-            table: w.services.clone(),
-            probes: Arc::new(w.config.probes.clone()),
-            store: w.store.clone(),
-            metrics: w.metrics.clone(),
+            table: w.views.services.clone(),
+            probes: Arc::new(w.views.config.probes.clone()),
+            store: w.views.store.clone(),
+            metrics: w.views.metrics.clone(),
             finished: w.runs_finished.clone(),
         });
-        let registry = w.registry.clone();
+        let registry = w.views.registry.clone();
         v.push(tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {
             ctx: run_ctx.clone(),
             registry: registry.clone(),

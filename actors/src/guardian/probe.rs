@@ -6,7 +6,6 @@
 
 use super::probe_board::ProbeBoard;
 use crate::addr::Addr;
-use crate::addr::Namespace;
 use crate::metrics::{Metrics, ProbeLabels};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
@@ -69,8 +68,8 @@ pub enum ProbeMsg {
 }
 
 impl Addr<ProbeActor> {
-    pub fn for_probe(ns: &Namespace, name: &str) -> Self {
-        Addr::new(ns.name(&path(name)))
+    pub fn for_probe(name: &str) -> Self {
+        Addr::new(path(name))
     }
 }
 
@@ -139,7 +138,7 @@ impl ProbeActor {
             }
             _ => {}
         }
-        self.board.publish(status, event.as_ref());
+        self.board.publish(status);
         if let Some(ev) = event {
             self.events.send(ev);
         }

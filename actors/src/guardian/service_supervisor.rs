@@ -12,14 +12,14 @@
 //! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
 use super::service_table::{AfterStop, ServiceTable};
-use crate::addr::{Addr, Namespace, SendError};
+use crate::addr::{Addr, SendError};
 use crate::data_dir::DataDir;
 use crate::metrics::{Metrics, ServiceLabel};
 use crate::process;
 use crate::registry::{ActorRegistry, Registration};
-use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -49,12 +49,10 @@ pub enum ServiceOpError {
     NotAServiceOp(&'static str),
     #[error("`{0}` has no process to signal")]
     NoProcess(ServiceName),
-    #[error("unknown signal `{0}`")]
-    UnknownSignal(String),
-    #[error("cannot signal `{service}`: {reason}")]
-    Signal { service: ServiceName, reason: String },
-    #[error("`{service}` did not start: {reason}")]
-    DidNotStart { service: ServiceName, reason: String },
+    #[error("cannot signal `{service}`: {errno}")]
+    Signal { service: ServiceName, errno: nix::errno::Errno },
+    #[error("`{service}` did not start: {source}")]
+    DidNotStart { service: ServiceName, source: Arc<process::SpawnError> },
     #[error("warden is shutting down")]
     ShuttingDown,
 }
@@ -81,8 +79,8 @@ pub enum ServiceMsg {
 }
 
 impl Addr<ServiceSupervisor> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Carries out a permitted step; answers when it is done (a restart: when the new
@@ -177,7 +175,12 @@ impl ServiceSupervisor {
         for (name, e) in &t.services {
             let (service, generation) = (name.clone(), e.generation);
             match e.state {
-                ServiceState::Backoff => myself.send_message(ServiceMsg::StartAfterBackoff { service, generation })?,
+                ServiceState::Backoff => {
+                    // The timer died with the previous instance; the due time did not.
+                    let left =
+                        e.restart_due.map_or(Duration::ZERO, |due| due.saturating_duration_since(Instant::now()));
+                    myself.send_after(left, move || ServiceMsg::StartAfterBackoff { service, generation });
+                }
                 ServiceState::Starting | ServiceState::Running if e.process_exited().is_some() => {
                     warn!(service = name.as_str(), "exit happened while the supervisor was down; handling it now");
                     myself.send_message(ServiceMsg::Exited { service, generation })?;
@@ -272,13 +275,14 @@ impl ServiceSupervisor {
             Err(err) => {
                 warn!(service = service.as_str(), %err, "service failed to start");
                 e.last_exit = Some(err.to_string());
+                let err = Arc::new(err);
                 e.pid = None;
                 e.exit = None;
                 // The previous process's readiness says nothing about this attempt.
                 e.ready_at = None;
                 drop(t);
                 self.decide_after_exit(myself, service, generation);
-                Err(ServiceOpError::DidNotStart { service: service.clone(), reason: err.to_string() })
+                Err(ServiceOpError::DidNotStart { service: service.clone(), source: err })
             }
         }
     }
@@ -311,6 +315,7 @@ impl ServiceSupervisor {
         match e.tracker.on_exit(now, e.ready_at.map(|r| now.duration_since(r))) {
             RestartDecision::Restart { delay, attempt } => {
                 e.state = ServiceState::Backoff;
+                e.restart_due = Some(now + delay);
                 info!(service = service.as_str(), attempt, delay_ms = delay.as_millis() as u64, "restarting");
                 let svc = service.clone();
                 // Through the mailbox even without delay: a spawn that fails again must not
@@ -362,8 +367,16 @@ impl ServiceSupervisor {
                 drop(t);
                 let me = self.me.clone();
                 tokio::spawn(async move {
-                    if let (Some(pid), Some(exit)) = (old_pid, exit) {
-                        process::stop_group(pid, exit, grace, force).await;
+                    if let (Some(pid), Some(mut exit)) = (old_pid, exit)
+                        && process::stop_group(pid, exit.clone(), grace, force).await.is_none()
+                    {
+                        // Not reaped within seconds of SIGKILL (uninterruptible sleep): the
+                        // stop is not over until it is gone, however long that takes.
+                        warn!(
+                            service = service.as_str(),
+                            pid, "alert: process did not die after SIGKILL; still waiting"
+                        );
+                        let _ = exit.wait_for(Option::is_some).await;
                     }
                     let result = me
                         .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
@@ -386,12 +399,12 @@ impl ServiceSupervisor {
                 }
             }
             Primitive::SignalService { signal } => {
-                let r = match (signal.parse::<Signal>(), e.pid) {
-                    (Err(_), _) => Err(ServiceOpError::UnknownSignal(signal.clone())),
-                    (_, None) => Err(ServiceOpError::NoProcess(service.clone())),
-                    (Ok(sig), Some(pid)) => process::signal_group(pid, sig)
+                let sig = process::signal_of(*signal);
+                let r = match e.pid {
+                    None => Err(ServiceOpError::NoProcess(service.clone())),
+                    Some(pid) => process::signal_group(pid, sig)
                         .map(|_| format!("sent {sig} to group {pid}"))
-                        .map_err(|err| ServiceOpError::Signal { service: service.clone(), reason: err.to_string() }),
+                        .map_err(|errno| ServiceOpError::Signal { service: service.clone(), errno }),
                 };
                 let _ = reply.send(r);
             }
@@ -408,7 +421,11 @@ impl ServiceSupervisor {
         let old = e.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         if e.generation != generation || e.state != ServiceState::Stopping {
             // Reconciliation got here first.
-            return Ok(format!("`{service}` stopped; now {} (pid {old})", e.state.as_str()));
+            return Ok(format!("`{service}` was stopped; it is now {} (pid {old})", e.state.as_str()));
+        }
+        if e.pid.is_some() && e.process_exited().is_none() {
+            // Only a process seen gone is forgotten: this one is still being waited for.
+            return Ok(format!("`{service}` is still stopping (pid {old})"));
         }
         let then = e.after_stop.take().unwrap_or(AfterStop::Stay);
         if let Some(info) = e.process_exited() {
@@ -435,6 +452,7 @@ impl ServiceSupervisor {
         for name in t.order.clone().iter().rev() {
             if let Some(e) = t.services.get_mut(name) {
                 e.generation += 1;
+                e.after_stop = None;
                 if let (Some(pid), Some(exit)) = (e.pid, e.exit.clone()) {
                     e.state = ServiceState::Stopping;
                     procs.push((name.clone(), pid, exit, e.spec.stop_grace));

@@ -48,6 +48,8 @@ pub struct ServiceEntry {
     pub exit: Option<watch::Receiver<Option<ExitInfo>>>,
     /// What a deliberate stop in progress leads to.
     pub after_stop: Option<AfterStop>,
+    /// When a backed-off restart is due (kept here so a restarted supervisor keeps it).
+    pub restart_due: Option<Instant>,
     pub tail: LogTail,
 }
 
@@ -110,6 +112,7 @@ impl ServiceTable {
                     last_exit: None,
                     exit: None,
                     after_stop: None,
+                    restart_due: None,
                     tail: LogTail::default(),
                 },
             );

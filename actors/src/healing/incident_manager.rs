@@ -7,11 +7,12 @@
 //!
 //! Nothing that moves an incident may be lost. A finding is acknowledged only once the
 //! incident is stored. A dispatch the executor did not acknowledge is retried on the next
-//! tick. When the manager (re)starts it reloads the open incidents from the store and
-//! catches up on each: a run that ended while it was down is applied, a run that was never
-//! handed over is handed over again. Applying a run twice changes nothing.
+//! tick. When the manager (re)starts, and on every tick, it checks each open incident's run
+//! in the store: a run that ended is applied (its notice may have been lost), a run never
+//! handed over is handed over again, a run still "running" long past its timeout is
+//! recorded as interrupted. Applying a run twice changes nothing.
 
-use crate::addr::{AbortOnDrop, Addr, Namespace, SendError};
+use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
 use crate::metrics::{Metrics, ModeLabel};
 use crate::registry::{ActorRegistry, Registration};
@@ -23,11 +24,15 @@ use std::time::Duration;
 use warden_core::config::HealingConfig;
 use warden_core::incident::{Finding, Incident, NextStep, overdue};
 use warden_core::playbook::Catalog;
-use warden_core::run::RunRecord;
+use warden_core::run::{RunOutcome, RunRecord};
 
 pub const PATH: &str = "healing/incident_manager";
-/// Overdue alerts and dispatch retries.
+/// Overdue alerts, the check of every open incident's run, dispatch retries.
 const TICK: Duration = Duration::from_secs(1);
+/// A run still marked running this long past its playbook's timeout has no task behind it.
+const RUN_GRACE: Duration = Duration::from_secs(10);
+/// How long a run's end may take to be announced before the store is believed instead.
+const NOTICE_GRACE: Duration = Duration::from_secs(2);
 /// Opening an incident is two counter bumps and one synced write.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,8 +57,8 @@ pub enum IncidentMsg {
 }
 
 impl Addr<IncidentManager> {
-    pub fn at(ns: &Namespace) -> Self {
-        Addr::new(ns.name(PATH))
+    pub fn at() -> Self {
+        Addr::new(PATH)
     }
 
     /// Reports a finding; `Ok` once an incident for it is stored (or one is already open).
@@ -99,7 +104,8 @@ impl Actor for IncidentManager {
             _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
             _reg: self.registry.started(PATH),
         };
-        self.catch_up(&myself, &mut st).await?;
+        self.check_runs(&mut st, true).await?;
+        self.retry_dispatches(&mut st).await;
         self.metrics.incidents_open.set(st.open.len() as i64);
         Ok(st)
     }
@@ -112,13 +118,14 @@ impl Actor for IncidentManager {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             IncidentMsg::Open(finding, reply) => {
+                // The finding is safe once the incident is stored: answer before dispatching.
                 let result = self.open(*finding, st).await;
                 let _ = reply.send(result);
             }
             IncidentMsg::RunFinished(run) => self.run_finished(*run, st).await?,
             IncidentMsg::Tick => {
                 self.alert_overdue(st);
-                self.retry_dispatches(st).await;
+                self.check_runs(st, false).await?;
             }
             #[cfg(feature = "fault-injection")]
             IncidentMsg::Crash(after) => {
@@ -126,41 +133,68 @@ impl Actor for IncidentManager {
                 panic!("fault injection: incident manager crashed on command");
             }
         }
+        self.retry_dispatches(st).await;
         self.metrics.incidents_open.set(st.open.len() as i64);
         Ok(())
     }
 }
 
 impl IncidentManager {
-    /// Brings every reloaded open incident up to date with what happened meanwhile.
-    async fn catch_up(&self, myself: &ActorRef<IncidentMsg>, st: &mut State) -> Result<(), StoreError> {
-        let ids: Vec<u64> = st.open.keys().copied().collect();
-        for id in ids {
-            let Some(incident) = st.open.get(&id) else { continue };
-            match incident.current_run().map(|a| (a.run_id, a.playbook.clone())) {
-                // Open but nothing started (stopped between storing and dispatching).
-                None => {
-                    let mut incident = incident.clone();
-                    let step = incident.first_step(&self.catalog);
-                    self.apply(step, incident, st).await?;
-                }
-                Some((run_id, playbook)) => match self.store.run_record(run_id).await? {
-                    Some(run) if run.outcome.is_final() => {
+    /// Brings every open incident up to date with its run as the store knows it: a run
+    /// that ended is applied (its notice may have been lost), a run the store never saw is
+    /// handed over again, and a run still marked running long past its playbook's timeout
+    /// (its task died without a word) is recorded as interrupted. Runs at start and on every
+    /// tick, so a lost notice costs at most a tick.
+    async fn check_runs(&self, st: &mut State, on_start: bool) -> Result<(), StoreError> {
+        let now = warden_core::time::now_unix_ms();
+        let waiting: Vec<(u64, u64, String)> = st
+            .open
+            .values()
+            .filter(|i| !st.undispatched.contains_key(&i.id))
+            .filter_map(|i| i.current_run().map(|a| (i.id, a.run_id, a.playbook.clone())))
+            .collect();
+        for (id, run_id, playbook) in waiting {
+            match self.store.run_record(run_id).await? {
+                // Its notice is likely still in the mailbox, behind this tick.
+                Some(run)
+                    if run.outcome.is_final()
+                        && !on_start
+                        && now.saturating_sub(run.finished_unix_ms.unwrap_or(0)) < NOTICE_GRACE.as_millis() as u64 => {}
+                Some(run) if run.outcome.is_final() => {
+                    if on_start {
                         tracing::info!(incident = id, run = run_id, "a run ended while the incident manager was down");
-                        let _ = myself.send_message(IncidentMsg::RunFinished(Box::new(run)));
+                    } else {
+                        tracing::warn!(
+                            incident = id,
+                            run = run_id,
+                            "a run's end was not announced; applying it from the store"
+                        );
                     }
-                    // Still running: the executor publishes its end (or records it as
-                    // interrupted when it restarts).
-                    Some(_) => {}
-                    None => {
-                        tracing::info!(incident = id, run = run_id, "run was never handed over; handing it over now");
-                        let order = self.order(&st.open[&id], run_id, playbook);
-                        st.undispatched.insert(id, order);
+                    self.run_finished(run, st).await?;
+                }
+                Some(mut run) => {
+                    let timeout = self.catalog.get(&playbook).map_or(Duration::ZERO, |p| p.timeout);
+                    let limit = (timeout + RUN_GRACE).as_millis() as u64;
+                    if now.saturating_sub(run.started_unix_ms) > limit {
+                        tracing::warn!(
+                            incident = id,
+                            run = run_id,
+                            "run still marked running past its timeout; recording it as interrupted"
+                        );
+                        run.outcome = RunOutcome::Interrupted;
+                        run.finished_unix_ms = Some(now);
+                        run.detail = "interrupted: no end was heard within the playbook's timeout".into();
+                        self.store.put_run(run.clone()).await?;
+                        self.run_finished(run, st).await?;
                     }
-                },
+                }
+                None => {
+                    tracing::info!(incident = id, run = run_id, "run was never handed over; handing it over now");
+                    let order = self.order(&st.open[&id], run_id, playbook);
+                    st.undispatched.insert(id, order);
+                }
             }
         }
-        self.retry_dispatches(st).await;
         Ok(())
     }
 
@@ -211,7 +245,6 @@ impl IncidentManager {
                 self.store.put_incident(incident.clone()).await?;
                 st.undispatched.insert(id, self.order(&incident, run_id, playbook));
                 st.open.insert(id, incident);
-                self.retry_dispatches(st).await;
             }
             NextStep::Resolved { mttr_ms } => {
                 self.store.put_incident(incident.clone()).await?;

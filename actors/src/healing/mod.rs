@@ -14,30 +14,30 @@ pub const PATH: &str = "healing";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(w.ns.name(PATH), w.config.supervision.healing, move || {
+    tree::subtree(PATH, w.views.config.supervision.healing, move || {
         let mut v: Vec<ChildSpec> = warden_core::detect::IMPLEMENTED
             .iter()
             .map(|&mode| {
                 let d = w.clone();
-                tree::worker(Addr::<Detector>::for_mode(&w.ns, mode).name(), move || Detector {
+                tree::worker(Addr::<Detector>::for_mode(mode).name(), move || Detector {
                     mode,
                     events: d.probe_events.clone(),
-                    board: d.probes.clone(),
-                    services: d.services.clone(),
+                    board: d.views.probes.clone(),
+                    services: d.views.services.clone(),
                     incidents: d.addrs.incidents.clone(),
-                    registry: d.registry.clone(),
+                    registry: d.views.registry.clone(),
                 })
             })
             .collect();
         let i = w.clone();
         v.push(tree::worker(w.addrs.incidents.name(), move || IncidentManager {
             catalog: i.catalog.clone(),
-            healing: i.config.healing,
-            store: i.store.clone(),
+            healing: i.views.config.healing,
+            store: i.views.store.clone(),
             executor: i.addrs.executor.clone(),
             runs_finished: i.runs_finished.clone(),
-            metrics: i.metrics.clone(),
-            registry: i.registry.clone(),
+            metrics: i.views.metrics.clone(),
+            registry: i.views.registry.clone(),
         }));
         v
     })

@@ -104,6 +104,23 @@ impl Db {
         Ok(())
     }
 
+    /// Entries newest first, while `keep_going` says so.
+    pub(super) fn audit_newest_first(
+        &self,
+        mut keep_going: impl FnMut(&SealedEntry) -> bool,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.audit.iter().rev() {
+            let (k, v) = g.into_inner()?;
+            let entry = decode_audit(&k, &v)?;
+            if !keep_going(&entry) {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
     pub(super) fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.audit.get(key(seq))?.map(|v| v.to_vec()))
     }

@@ -20,7 +20,7 @@ use warden_core::run::RunRecord;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store error: {0}")]
-    Fjall(String),
+    Fjall(Arc<fjall::Error>),
     #[error("the store refused a write after a failed flush (poisoned); warden must restart to recover it")]
     Poisoned,
     #[error("stored record {key} in `{keyspace}` cannot be decoded: {reason}")]
@@ -28,14 +28,14 @@ pub enum StoreError {
     #[error("cannot encode record: {0}")]
     Encode(String),
     #[error("store task failed: {0}")]
-    Task(String),
+    Task(Arc<tokio::task::JoinError>),
 }
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
         match e {
             fjall::Error::Poisoned => StoreError::Poisoned,
-            e => StoreError::Fjall(e.to_string()),
+            e => StoreError::Fjall(Arc::new(e)),
         }
     }
 }
@@ -96,9 +96,16 @@ impl Store {
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
         let result =
-            tokio::task::spawn_blocking(move || f(&db)).await.unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+            tokio::task::spawn_blocking(move || f(&db)).await.unwrap_or_else(|e| Err(StoreError::Task(Arc::new(e))));
         if let Err(StoreError::Poisoned) = &result {
-            self.fatal.send_if_modified(|f| f.is_none() && f.replace(StoreError::Poisoned).is_none());
+            // Announce it once; later errors change nothing.
+            self.fatal.send_if_modified(|fatal| {
+                if fatal.is_some() {
+                    return false;
+                }
+                *fatal = Some(StoreError::Poisoned);
+                true
+            });
         }
         result
     }
@@ -149,6 +156,17 @@ impl Store {
         .await
     }
 
+    /// Entries stamped at or after `since_unix_ms`, oldest first (rebuilding rate-limit
+    /// history after a restart).
+    pub async fn audit_since(&self, since_unix_ms: u64) -> Result<Vec<SealedEntry>, StoreError> {
+        self.run(move |db| {
+            let mut newest_first = db.audit_newest_first(|e| e.entry.ts_unix_ms >= since_unix_ms)?;
+            newest_first.reverse();
+            Ok(newest_first)
+        })
+        .await
+    }
+
     /// The raw bytes of entry `seq` (repair tools, tamper tests).
     pub async fn audit_raw(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.run(move |db| db.audit_raw(seq)).await
@@ -175,11 +193,6 @@ impl Store {
         self.run(|db| db.open_incidents()).await
     }
 
-    /// The newest `limit` incidents, oldest first.
-    pub async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
-        self.run(move |db| db.recent_incidents(limit)).await
-    }
-
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
         self.run(move |db| db.put_run(&run)).await
     }
@@ -191,11 +204,6 @@ impl Store {
     /// Runs stored as still going: after a crash, the ones nobody finished.
     pub async fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.run(|db| db.active_runs()).await
-    }
-
-    /// The newest `limit` runs, oldest first.
-    pub async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        self.run(move |db| db.recent_runs(limit)).await
     }
 
     /// The last `runs` playbook runs with their incidents, and MTTR over the last `window`

@@ -75,21 +75,27 @@ struct Ctx<'a> {
     data_dir: &'a Path,
 }
 
+/// The data dir: `--data-dir` (against the working directory) or `node.data_dir` (against
+/// the config's folder), made absolute. `node.data_dir` is checked either way, so a file
+/// that `run` refuses is not passed by `check-config --data-dir`.
 fn data_dir(c: &mut Collector, src: &Source<'_>, raw: &NodeFile, opts: &LoadOptions) -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let chosen = match (&opts.data_dir, &raw.node.data_dir) {
-        (Some(d), _) => resolve(&cwd, &d.display().to_string()),
-        (None, Some(d)) if d.value.contains("${") => {
+    let from_file = match &raw.node.data_dir {
+        Some(d) if d.value.contains("${") => {
             c.at(d.referenced, "node.data_dir cannot use variables");
-            resolve(src.dir, DEFAULT_DATA_DIR)
+            None
         }
-        (None, Some(d)) if d.value.trim().is_empty() => {
+        Some(d) if d.value.trim().is_empty() => {
             c.at(d.referenced, "node.data_dir must not be empty");
-            resolve(src.dir, DEFAULT_DATA_DIR)
+            None
         }
-        (None, Some(d)) => resolve(src.dir, &d.value),
-        (None, None) => resolve(src.dir, DEFAULT_DATA_DIR),
+        Some(d) => Some(resolve(src.dir, &d.value)),
+        None => None,
     };
+    let chosen = match &opts.data_dir {
+        Some(d) => std::env::current_dir().map(|cwd| cwd.join(d)).unwrap_or_else(|_| d.clone()),
+        None => from_file.unwrap_or_else(|| resolve(src.dir, DEFAULT_DATA_DIR)),
+    };
+    let chosen: PathBuf = chosen.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
     std::path::absolute(&chosen).unwrap_or(chosen)
 }
 
@@ -154,18 +160,13 @@ fn positive_ms(c: &mut Collector, v: Option<&Spanned<u64>>, default: u64, what: 
 }
 
 fn supervision(c: &mut Collector, raw: &raw::SupervisionSection) -> SupervisionConfig {
-    let mut tree = |v: &Option<Spanned<raw::TreeSection>>, default: TreeSpec, what: &str| match v {
+    let mut tree = |v: &Option<raw::TreeSection>, default: TreeSpec, what: &str| match v {
         None => default,
-        Some(t) => {
-            if t.value.period_ms == 0 {
-                c.at(t.referenced, format!("supervision.{what}.period_ms must be positive"));
-            }
-            TreeSpec {
-                strategy: t.value.strategy,
-                max_restarts: t.value.max_restarts,
-                period: Duration::from_millis(t.value.period_ms.max(1)),
-            }
-        }
+        Some(t) => TreeSpec {
+            strategy: t.strategy,
+            max_restarts: t.max_restarts,
+            period: positive_ms(c, Some(&t.period_ms), 10_000, &format!("supervision.{what}.period_ms")),
+        },
     };
     let spec = |strategy, max_restarts| TreeSpec { strategy, max_restarts, period: Duration::from_secs(10) };
     SupervisionConfig {
@@ -174,6 +175,43 @@ fn supervision(c: &mut Collector, raw: &raw::SupervisionSection) -> SupervisionC
         guardian: tree(&raw.guardian, spec(Strategy::OneForOne, 5), "guardian"),
         healing: tree(&raw.healing, spec(Strategy::OneForOne, 5), "healing"),
         http: tree(&raw.http, spec(Strategy::OneForOne, 5), "http"),
+    }
+}
+
+/// A ready check or a probe check: the fields its kind needs, and no others.
+fn check(c: &mut Collector, raw: &raw::CheckSection, what: &str, allow_status: bool) -> Option<ProbeCheck> {
+    let kind = raw.kind.value;
+    let unwanted = |c: &mut Collector, v: Option<Location>, key: &str, kind_name: &str| {
+        if let Some(loc) = v {
+            c.at(loc, format!("{what}: `{key}` does not apply to kind {kind_name}"));
+        }
+    };
+    if let Some(s) = &raw.expect_status {
+        if !allow_status {
+            c.at(s.referenced, format!("{what}: `expect_status` applies to probes only"));
+        } else if !(100..=599).contains(&s.value) {
+            c.at(s.referenced, format!("{what}: expect_status {} is not an HTTP status", s.value));
+        }
+    }
+    match kind {
+        raw::CheckKind::Tcp => {
+            unwanted(c, raw.url.as_ref().map(|u| u.referenced), "url", "tcp");
+            unwanted(c, raw.expect_status.as_ref().map(|u| u.referenced), "expect_status", "tcp");
+            let Some(addr) = &raw.addr else {
+                c.at(raw.kind.referenced, format!("{what}: kind tcp needs `addr`"));
+                return None;
+            };
+            socket_addr(c, addr, &format!("{what}.addr")).map(|addr| ProbeCheck::Tcp { addr })
+        }
+        raw::CheckKind::Http => {
+            unwanted(c, raw.addr.as_ref().map(|a| a.referenced), "addr", "http");
+            let Some(url) = &raw.url else {
+                c.at(raw.kind.referenced, format!("{what}: kind http needs `url`"));
+                return None;
+            };
+            http_url(c, url.referenced, &url.value, &format!("{what}.url"))
+                .map(|url| ProbeCheck::Http { url, expect_status: raw.expect_status.as_ref().map(|s| s.value) })
+        }
     }
 }
 
@@ -213,14 +251,9 @@ fn service(
             own_ports.push(p.value);
         }
     }
-    let ready = s.ready.as_ref().and_then(|r| match &r.value {
-        raw::ReadySection::Tcp { addr } => {
-            let v = Spanned::new(addr.clone(), r.referenced, r.defined);
-            socket_addr(c, &v, &format!("service `{label}`: ready.addr")).map(|addr| ReadyCheck::Tcp { addr })
-        }
-        raw::ReadySection::Http { url } => {
-            http_url(c, r.referenced, url, &format!("service `{label}`: ready.url")).map(|url| ReadyCheck::Http { url })
-        }
+    let ready = s.ready.as_ref().and_then(|r| match check(c, r, &format!("service `{label}`: ready"), false)? {
+        ProbeCheck::Tcp { addr } => Some(ReadyCheck::Tcp { addr }),
+        ProbeCheck::Http { url, .. } => Some(ReadyCheck::Http { url }),
     });
     let what = |key: &str| format!("service `{label}`: {key}");
     let startup_deadline = positive_ms(c, s.startup_deadline_ms.as_ref(), 30_000, &what("startup_deadline_ms"));
@@ -228,14 +261,20 @@ fn service(
     let restart = s.restart.as_ref().map_or_else(RestartPolicy::default, |r| restart_policy(c, r, label));
     let logs = s.logs.as_ref().map_or_else(LogPolicy::default, |l| {
         let d = LogPolicy::default();
-        let max_bytes = l.value.max_bytes.unwrap_or(d.max_bytes);
-        if max_bytes < 1024 {
-            c.at(l.referenced, format!("service `{label}`: logs.max_bytes must be at least 1024, not {max_bytes}"));
-        }
-        let keep = l.value.keep.unwrap_or(d.keep);
-        if keep == 0 {
-            c.at(l.referenced, format!("service `{label}`: logs.keep must be at least 1"));
-        }
+        let max_bytes = match &l.max_bytes {
+            Some(v) if v.value < 1024 => {
+                c.at(v.referenced, format!("service `{label}`: logs.max_bytes must be at least 1024, not {}", v.value));
+                d.max_bytes
+            }
+            v => v.as_ref().map_or(d.max_bytes, |v| v.value),
+        };
+        let keep = match &l.keep {
+            Some(v) if v.value == 0 => {
+                c.at(v.referenced, format!("service `{label}`: logs.keep must be at least 1"));
+                d.keep
+            }
+            v => v.as_ref().map_or(d.keep, |v| v.value),
+        };
         LogPolicy { max_bytes, keep }
     });
     let memory_limit_mb = match &s.memory_limit_mb {
@@ -318,30 +357,36 @@ fn find_in_path(name: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| "is not found in PATH".to_string())
 }
 
-fn restart_policy(c: &mut Collector, r: &Spanned<raw::RestartSection>, label: &str) -> RestartPolicy {
+fn restart_policy(c: &mut Collector, r: &raw::RestartSection, label: &str) -> RestartPolicy {
     let d = RestartPolicy::default();
-    let v = r.value;
-    let ms = |m: Option<u64>, d: Duration| m.map(Duration::from_millis).unwrap_or(d);
-    let p = RestartPolicy {
-        backoff_initial: ms(v.backoff_initial_ms, d.backoff_initial),
-        backoff_max: ms(v.backoff_max_ms, d.backoff_max),
-        max_restarts: v.max_restarts.unwrap_or(d.max_restarts),
-        window: ms(v.window_ms, d.window),
-        stable_after: ms(v.stable_after_ms, d.stable_after),
+    let what = |key: &str| format!("service `{label}`: restart.{key}");
+    let ms = |v: &Option<Spanned<u64>>, d: Duration| v.as_ref().map_or(d, |v| Duration::from_millis(v.value));
+    let max_restarts = match &r.max_restarts {
+        Some(m) if m.value == 0 => {
+            c.at(m.referenced, format!("{} must be at least 1", what("max_restarts")));
+            d.max_restarts
+        }
+        m => m.as_ref().map_or(d.max_restarts, |m| m.value),
     };
-    let mut bad = |msg: String| c.at(r.referenced, format!("service `{label}`: restart.{msg}"));
-    if p.max_restarts == 0 {
-        bad("max_restarts must be at least 1".into());
-    }
-    if p.window.is_zero() {
-        bad("window_ms must be positive".into());
-    }
-    if p.backoff_max < p.backoff_initial {
-        bad(format!(
-            "backoff_max_ms ({}) is below backoff_initial_ms ({})",
-            p.backoff_max.as_millis(),
-            p.backoff_initial.as_millis()
-        ));
+    let p = RestartPolicy {
+        backoff_initial: ms(&r.backoff_initial_ms, d.backoff_initial),
+        backoff_max: ms(&r.backoff_max_ms, d.backoff_max),
+        max_restarts,
+        window: positive_ms(c, r.window_ms.as_ref(), d.window.as_millis() as u64, &what("window_ms")),
+        stable_after: ms(&r.stable_after_ms, d.stable_after),
+    };
+    if p.backoff_max < p.backoff_initial
+        && let Some(m) = r.backoff_max_ms.as_ref().or(r.backoff_initial_ms.as_ref())
+    {
+        c.at(
+            m.referenced,
+            format!(
+                "{} ({}) is below backoff_initial_ms ({})",
+                what("backoff_max_ms"),
+                p.backoff_max.as_millis(),
+                p.backoff_initial.as_millis()
+            ),
+        );
     }
     p
 }
@@ -410,21 +455,7 @@ fn probe(
         }
     };
     let what = format!("probe `{name}`");
-    let check = match &p.check.value {
-        raw::CheckSection::Http { url, expect_status } => {
-            if let Some(s) = expect_status
-                && !(100..=599).contains(s)
-            {
-                c.at(p.check.referenced, format!("{what}: expect_status {s} is not an HTTP status"));
-            }
-            http_url(c, p.check.referenced, url, &format!("{what}: url"))
-                .map(|url| ProbeCheck::Http { url, expect_status: *expect_status })
-        }
-        raw::CheckSection::Tcp { addr } => {
-            let v = Spanned::new(addr.clone(), p.check.referenced, p.check.defined);
-            socket_addr(c, &v, &format!("{what}: addr")).map(|addr| ProbeCheck::Tcp { addr })
-        }
-    };
+    let check = check(c, &p.check, &format!("{what}: check"), true);
     let interval = positive_ms(c, p.interval_ms.as_ref(), 1_000, &format!("{what}: interval_ms"));
     let timeout = positive_ms(c, p.timeout_ms.as_ref(), 500, &format!("{what}: timeout_ms"));
     let mut threshold = |v: &Option<Spanned<u32>>, default: u32, key: &str| match v {

@@ -69,10 +69,6 @@ impl NodeConfig {
         Self::load(&Source { name: DEFAULT_NODE_FILE, dir: cwd, text: DEFAULT_NODE_YAML }, opts)
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
-        self.services.iter().find(|s| s.name.as_str() == name)
-    }
-
     pub fn service_names(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.iter().map(|s| &s.name)
     }
@@ -85,11 +81,16 @@ impl NodeConfig {
 pub struct ServiceName(String);
 
 impl TryFrom<String> for ServiceName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
         Self::parse(&s)
     }
 }
+
+/// A name that cannot be a service's (or a probe's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name `{0}` must be 1 to 64 letters, digits, - or _")]
+pub struct NameError(pub String);
 
 impl From<ServiceName> for String {
     fn from(n: ServiceName) -> String {
@@ -98,9 +99,9 @@ impl From<ServiceName> for String {
 }
 
 impl ServiceName {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("name `{s}` must be 1 to 64 letters, digits, - or _"));
+            return Err(NameError(s.to_string()));
         }
         Ok(Self(s.to_string()))
     }

@@ -34,22 +34,22 @@ pub struct NodeSection {
     pub startup_deadline_ms: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TreeSection {
     pub strategy: Strategy,
     pub max_restarts: usize,
-    pub period_ms: u64,
+    pub period_ms: Spanned<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisionSection {
-    pub node: Option<Spanned<TreeSection>>,
-    pub governance: Option<Spanned<TreeSection>>,
-    pub guardian: Option<Spanned<TreeSection>>,
-    pub healing: Option<Spanned<TreeSection>>,
-    pub http: Option<Spanned<TreeSection>>,
+    pub node: Option<TreeSection>,
+    pub governance: Option<TreeSection>,
+    pub guardian: Option<TreeSection>,
+    pub healing: Option<TreeSection>,
+    pub http: Option<TreeSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,43 +68,58 @@ pub struct ServiceSection {
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
     #[serde(default)]
-    pub ready: Option<Spanned<ReadySection>>,
+    pub ready: Option<CheckSection>,
     #[serde(default)]
     pub startup_deadline_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub stop_grace_ms: Option<Spanned<u64>>,
     #[serde(default)]
-    pub restart: Option<Spanned<RestartSection>>,
+    pub restart: Option<RestartSection>,
     #[serde(default)]
-    pub logs: Option<Spanned<LogSection>>,
+    pub logs: Option<LogSection>,
     #[serde(default)]
     pub memory_limit_mb: Option<Spanned<u64>>,
     #[serde(default)]
     pub files: Vec<FileSection>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
-pub enum ReadySection {
-    Tcp { addr: String },
-    Http { url: String },
+/// A check's kind; its fields are checked against it (so each mistake has its own line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Tcp,
+    Http,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+/// A ready check (`{kind: tcp, addr}` / `{kind: http, url}`) or a probe check (which may
+/// also say `expect_status`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSection {
+    pub kind: Spanned<CheckKind>,
+    #[serde(default)]
+    pub addr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expect_status: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartSection {
-    pub backoff_initial_ms: Option<u64>,
-    pub backoff_max_ms: Option<u64>,
-    pub max_restarts: Option<usize>,
-    pub window_ms: Option<u64>,
-    pub stable_after_ms: Option<u64>,
+    pub backoff_initial_ms: Option<Spanned<u64>>,
+    pub backoff_max_ms: Option<Spanned<u64>>,
+    pub max_restarts: Option<Spanned<usize>>,
+    pub window_ms: Option<Spanned<u64>>,
+    pub stable_after_ms: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    pub max_bytes: Option<u64>,
-    pub keep: Option<usize>,
+    pub max_bytes: Option<Spanned<u64>>,
+    pub keep: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +135,7 @@ pub struct ProbeSection {
     pub name: Spanned<String>,
     pub layer: Layer,
     pub target: Spanned<String>,
-    pub check: Spanned<CheckSection>,
+    pub check: CheckSection,
     #[serde(default)]
     pub interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -129,19 +144,6 @@ pub struct ProbeSection {
     pub failure_threshold: Option<Spanned<u32>>,
     #[serde(default)]
     pub success_threshold: Option<Spanned<u32>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
-pub enum CheckSection {
-    Http {
-        url: String,
-        #[serde(default)]
-        expect_status: Option<u16>,
-    },
-    Tcp {
-        addr: String,
-    },
 }
 
 #[derive(Debug, Default, Deserialize)]

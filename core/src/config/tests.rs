@@ -3,6 +3,10 @@ use crate::source::Source;
 
 const MINIMAL: &str = "node:\n  name: t\n  http_listen: 127.0.0.1:7700\nservices:\n  - name: a\n    command: /bin/true\n  - name: b\n    command: /bin/true\n    depends_on: [a]\n";
 
+fn service<'a>(cfg: &'a NodeConfig, name: &str) -> Option<&'a ServiceSpec> {
+    cfg.services.iter().find(|s| s.name == name)
+}
+
 fn load_in(dir: &Path, text: &str) -> Result<NodeConfig, Problems> {
     NodeConfig::load(&Source { name: "t.yaml", dir, text }, &LoadOptions { data_dir: Some("/d".into()) })
 }
@@ -27,7 +31,7 @@ fn test_embedded_default_node_is_valid_and_ordered() {
     let order: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(order, ["db", "model", "api"], "dependency order");
     assert_eq!(cfg.data_dir, Path::new("/srv/.warden-data"), "relative data dir resolves against the config's folder");
-    assert_eq!(cfg.service("api").map(|s| s.program.clone()), Some(Program::SelfExe));
+    assert_eq!(service(&cfg, "api").map(|s| s.program.clone()), Some(Program::SelfExe));
     assert!(cfg.probes.iter().any(|p| p.layer == Layer::L7 && p.target == "api"));
 }
 
@@ -35,7 +39,7 @@ fn test_embedded_default_node_is_valid_and_ordered() {
 fn test_values_are_parsed_into_their_types() {
     let cfg = NodeConfig::embedded_default(Path::new("/srv"), &LoadOptions { data_dir: Some("/var/lib/w".into()) })
         .expect("embedded default");
-    let db = cfg.service("db").expect("db");
+    let db = service(&cfg, "db").expect("db");
     assert_eq!(db.ready, Some(ReadyCheck::Tcp { addr: "127.0.0.1:5433".parse().expect("addr") }));
     assert_eq!(db.stop_grace, Duration::from_secs(3));
     assert!(db.args.contains(&"/var/lib/w/services/db/data".to_string()), "${{data_dir}} expanded: {:?}", db.args);
@@ -148,8 +152,10 @@ fn test_commands_resolve_through_path_and_the_config_folder() {
         MINIMAL.replace("/bin/true\n  - name: b\n    command: /bin/true", "sh\n  - name: b\n    command: ./run.sh");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let cfg = load_in(&dir, &ok).expect("sh from PATH, ./run.sh from the config folder");
-    assert!(matches!(&cfg.service("a").expect("a").program, Program::Path(p) if p.ends_with("sh") && p.is_absolute()));
-    assert_eq!(cfg.service("b").expect("b").program, Program::Path(dir.join("run.sh")));
+    assert!(
+        matches!(&service(&cfg, "a").expect("a").program, Program::Path(p) if p.ends_with("sh") && p.is_absolute())
+    );
+    assert_eq!(service(&cfg, "b").expect("b").program, Program::Path(dir.join("run.sh")));
     let bad = MINIMAL.replace(
         "/bin/true\n  - name: b\n    command: /bin/true",
         "no-such-cmd-xyz\n  - name: b\n    command: plain.txt",
