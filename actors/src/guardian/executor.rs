@@ -35,8 +35,9 @@ use warden_core::service::ServiceState;
 use warden_core::tier::Tier;
 
 pub const PATH: &str = "guardian/playbook_executor";
-/// A service operation includes a stop (grace period) and a spawn.
-const SERVICE_OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A service operation is a stop (the service's grace period, then KILL) and a spawn: it
+/// may take the grace period plus this.
+const SERVICE_OP_SLACK: Duration = Duration::from_secs(30);
 /// How long a playbook's closing verification waits for the target's probes (the
 /// playbook's own timeout bounds it too).
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -399,7 +400,10 @@ async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<Stri
     match step.step().primitive.clone() {
         Primitive::CollectDiagnostics => Ok(diagnostics(ctx, &target)),
         Primitive::WaitHealthy { timeout } => reprobe(ctx, &target, timeout).await,
-        _ => Ok(ctx.services.execute(step, SERVICE_OP_TIMEOUT).await?),
+        _ => {
+            let grace = ctx.table.lock().services.get(&target).map_or(Duration::ZERO, |e| e.spec.stop_grace);
+            Ok(ctx.services.execute(step, grace + SERVICE_OP_SLACK).await?)
+        }
     }
 }
 
