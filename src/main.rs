@@ -34,6 +34,16 @@ enum Command {
     /// Drive a node from outside: fault injection and timing harness.
     #[command(subcommand)]
     Chaos(warden_chaos::cli::ChaosCommand),
+    /// Internal: the first process of every service (joins its cgroup, sets limits and
+    /// identity, then execs the program). Started by warden, not by people.
+    #[command(hide = true)]
+    Launch {
+        /// The launch plan (JSON), from warden.
+        plan: String,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +72,12 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The launcher execs the service at once: no logging set-up, no runtime.
+    if let Some(Command::Launch { plan, command }) = &cli.command {
+        let (program, args) = command.split_first().map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
+        let code = warden_actors::process::launch::run(plan, program, args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     telemetry::init();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -79,6 +95,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
+        Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),
     };
     // Don't wait for blocking tasks (a hung probe) on the way out.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));

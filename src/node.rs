@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use warden_actors::data_dir::DataDir;
 use warden_actors::node::{Node, NodeParts};
+use warden_actors::process::{self, cgroup::Containment};
 use warden_actors::store::Store;
 use warden_actors::{fault, tree};
 
@@ -58,8 +59,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
 
+    // A service that forks and exits leaves its children to warden, inside its cgroup.
+    if let Err(e) = process::reaper::become_subreaper() {
+        warn!(error = %e, "cannot become a child subreaper; orphans of services go to init");
+    }
+    tokio::spawn(process::reaper::run());
+    let containment = Containment::detect(&data_dir.id());
+    if containment.is_active() {
+        info!(containment = %containment, "each service runs in its own cgroup");
+    } else {
+        warn!(containment = %containment, "no cgroups: a stop reaches each service's process group only, memory limits are not enforced");
+    }
+    let containment_for_cleanup = containment.clone();
     let name = config.name.clone();
     let node = Node::new(NodeParts {
+        containment,
         config,
         policies: loaded.policies,
         catalog: loaded.catalog,
@@ -107,6 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !join.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(3), join).await;
     }
+    containment_for_cleanup.remove_node();
     if let Err(e) = store.sync_now() {
         warn!(error = %e, "final store sync failed");
     }

@@ -5,6 +5,7 @@
 //!   warden.lock          flock held by the running warden: its pid and API address
 //!   store/               the fjall store (audit chain, incidents, runs, counters)
 //!   logs/<service>.log   each service's output, size-rotated (.1, .2, …)
+//!   run/<service>.json   the running process of each service (pid, start time, definition)
 //!   services/<service>/  files a service keeps (the demo node's data, passwords, config)
 //! ```
 
@@ -58,6 +59,18 @@ impl DataDir {
 
     pub fn log_file(&self, service: &str) -> PathBuf {
         self.logs().join(format!("{service}.log"))
+    }
+
+    /// Where process records live.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// A short id of this data dir, for names that must not collide between two wardens
+    /// on one machine (their cgroups).
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes())[..6])
     }
 
     /// Whether a store was ever created here.

@@ -12,6 +12,7 @@ use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_table::ServiceTable;
 use crate::metrics::Metrics;
 use crate::process;
+use crate::process::cgroup::Containment;
 use crate::registry::ActorRegistry;
 use crate::store::Store;
 use crate::tree::{self, ChildSpec};
@@ -31,6 +32,8 @@ pub const PATH: &str = "node";
 
 /// What a node is made from: validated files, the binary, the data dir and its store.
 pub struct NodeParts {
+    /// Where services' cgroups go (or why there are none).
+    pub containment: Containment,
     pub config: NodeConfig,
     pub policies: Policies,
     pub catalog: Catalog,
@@ -70,6 +73,7 @@ impl Node {
                 policies: Arc::new(parts.policies),
                 catalog: Arc::new(parts.catalog),
                 self_exe: parts.self_exe,
+                containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),
                 runs_finished: Arc::new(OutputPort::default()),
                 addrs,
@@ -109,12 +113,17 @@ impl Node {
         let left: Vec<_> = {
             let mut t = w.views.services.lock();
             t.shutting_down = true;
-            t.services.iter().filter_map(|(n, e)| Some((n.clone(), e.pid?, e.exit.clone()?))).collect()
+            t.services
+                .iter()
+                .filter_map(|(n, e)| Some((n.clone(), e.pid?, e.exit.clone()?, e.spec.stop_signal, e.cgroup.clone())))
+                .collect()
         };
-        for (name, pid, exit) in left {
+        for (name, pid, exit, signal, cgroup) in left {
             if exit.borrow().is_none() {
-                tracing::warn!(service = name.as_str(), pid, "stopping leftover process group");
-                process::stop_group(pid, exit, Duration::from_secs(2), false).await;
+                tracing::warn!(service = name.as_str(), pid, "stopping leftover service");
+                let signal = process::signal_of(signal);
+                let grace = Duration::from_secs(2);
+                process::stop(process::Stop { pid, exit, grace, force: false, signal, cgroup: cgroup.as_ref() }).await;
             }
         }
     }

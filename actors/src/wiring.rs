@@ -13,6 +13,7 @@ use crate::guardian::service_supervisor::ServiceSupervisor;
 use crate::guardian::service_table::ServiceTable;
 use crate::healing::incident_manager::IncidentManager;
 use crate::metrics::Metrics;
+use crate::process::cgroup::Containment;
 use crate::registry::ActorRegistry;
 use crate::store::Store;
 use ractor::OutputPort;
@@ -56,6 +57,7 @@ pub(crate) struct Wiring {
     pub policies: Arc<Policies>,
     pub catalog: Arc<Catalog>,
     pub self_exe: PathBuf,
+    pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
     pub addrs: Addrs,

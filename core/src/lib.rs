@@ -17,6 +17,7 @@
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
 //! - [`audit`]: audit entries and the SHA-256 hash chain.
 //! - [`procnet`]: who holds a port.
+//! - [`signal`]: signals by name.
 //! - [`time`]: wall-clock timestamps (Unix ms, RFC 3339).
 
 pub mod audit;
@@ -32,6 +33,7 @@ pub mod procnet;
 pub mod restart;
 pub mod run;
 pub mod service;
+pub mod signal;
 pub mod source;
 pub mod tier;
 pub mod time;

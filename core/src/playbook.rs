@@ -6,6 +6,7 @@
 
 use crate::config::ServiceName;
 use crate::mode::FailureMode;
+use crate::signal::SignalName;
 use crate::source::{self, Collector, Problems, Source};
 use crate::tier::Tier;
 use serde::{Deserialize, Serialize};
@@ -15,31 +16,6 @@ use std::time::Duration;
 
 pub const DEFAULT_CATALOG_YAML: &str = include_str!("../../config/playbooks.yaml");
 pub const DEFAULT_CATALOG_FILE: &str = "config/playbooks.yaml (embedded)";
-
-/// Signals a `signal_service` step may send, by their usual names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SignalName {
-    #[serde(rename = "SIGHUP")]
-    Hup,
-    #[serde(rename = "SIGINT")]
-    Int,
-    #[serde(rename = "SIGQUIT")]
-    Quit,
-    #[serde(rename = "SIGUSR1")]
-    Usr1,
-    #[serde(rename = "SIGUSR2")]
-    Usr2,
-    #[serde(rename = "SIGTERM")]
-    Term,
-    #[serde(rename = "SIGKILL")]
-    Kill,
-    #[serde(rename = "SIGCONT")]
-    Cont,
-    #[serde(rename = "SIGSTOP")]
-    Stop,
-    #[serde(rename = "SIGWINCH")]
-    Winch,
-}
 
 /// Durations written as whole milliseconds (`timeout_ms: 500`).
 mod millis {

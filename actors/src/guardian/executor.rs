@@ -15,6 +15,7 @@
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
 use crate::addr::{Addr, SendError};
+use crate::data_dir::DataDir;
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
 use crate::metrics::{Metrics, PlaybookLabels};
 use crate::registry::{ActorRegistry, Registration};
@@ -93,6 +94,8 @@ pub struct RunContext {
     pub gate: Addr<Gatekeeper>,
     pub services: Addr<ServiceSupervisor>,
     pub table: ServiceTable,
+    /// For the services' logs, which diagnostics quote.
+    pub data_dir: DataDir,
     /// Every configured probe: a run verifies its target with the target's own probes.
     pub probes: Arc<Vec<ProbeSpec>>,
     pub store: Store,
@@ -409,8 +412,7 @@ async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<Stri
 
 fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
     let snap = ctx.table.snapshot().into_iter().find(|s| s.name == *service);
-    let tail = ctx.table.tail_of(service.as_str());
-    let last: Vec<&String> = tail.iter().rev().take(3).collect();
+    let last = crate::process::logs::tail(&ctx.data_dir.log_file(service.as_str()), 3);
     match snap {
         Some(s) => {
             format!("state {}, pid {:?}, restarts {}, last log lines: {:?}", s.state.as_str(), s.pid, s.restarts, last)

@@ -25,6 +25,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             me: s.addrs.services.clone(),
             self_exe: s.self_exe.clone(),
             data_dir: s.views.data_dir.clone(),
+            containment: s.containment.clone(),
             metrics: s.views.metrics.clone(),
             registry: s.views.registry.clone(),
         })];
@@ -45,6 +46,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             gate: w.addrs.gatekeeper.clone(),
             services: w.addrs.services.clone(),
             table: w.views.services.clone(),
+            data_dir: w.views.data_dir.clone(),
             probes: Arc::new(w.views.config.probes.clone()),
             store: w.views.store.clone(),
             metrics: w.views.metrics.clone(),

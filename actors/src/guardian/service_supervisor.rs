@@ -12,10 +12,11 @@
 //! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
 use super::service_table::{AfterStop, ServiceTable};
-use crate::addr::{Addr, SendError};
+use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::data_dir::DataDir;
 use crate::metrics::{Metrics, ServiceLabel};
-use crate::process;
+use crate::process::cgroup::{Containment, ServiceCgroup};
+use crate::process::{self, record};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::path::PathBuf;
@@ -23,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warden_core::config::{ProbeCheck, ReadyCheck, ServiceName};
+use warden_core::config::{LogPolicy, ProbeCheck, ReadyCheck, ServiceName};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
+use warden_core::probe::Failure;
 use warden_core::restart::RestartDecision;
 use warden_core::service::ServiceState;
 
@@ -36,6 +38,9 @@ const STOP_DELIVERY_BUDGET: Duration = Duration::from_secs(10);
 /// how soon we notice it is back.
 const READY_POLL: Duration = Duration::from_millis(10);
 const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Ready checks in a row that find the process stopped or connect without an answer before
+/// a starting service counts as hung.
+const HUNG_CHECKS: u32 = 3;
 
 pub type OpResult = Result<String, ServiceOpError>;
 
@@ -98,14 +103,16 @@ impl Addr<ServiceSupervisor> {
 pub struct ServiceSupervisor {
     pub table: ServiceTable,
     pub me: Addr<ServiceSupervisor>,
-    /// This binary, for `@warden` services.
+    /// This binary: the launcher, and `@warden` services.
     pub self_exe: PathBuf,
     pub data_dir: DataDir,
+    pub containment: Containment,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
 }
 
 pub struct State {
+    _rotate_logs: AbortOnDrop,
     _reg: Registration,
 }
 
@@ -123,7 +130,8 @@ impl Actor for ServiceSupervisor {
         } else {
             info!(actor = PATH, "restarted; adopted running services and reconciled what changed meanwhile");
         }
-        Ok(State { _reg: reg })
+        let rotate = tokio::spawn(rotate_logs(self.table.clone(), self.data_dir.clone()));
+        Ok(State { _rotate_logs: AbortOnDrop(rotate), _reg: reg })
     }
 
     async fn handle(
@@ -246,8 +254,13 @@ impl ServiceSupervisor {
         let on_exit = move |_| {
             let _ = me.tell(ServiceMsg::Exited { service: svc, generation });
         };
+        if e.cgroup.is_none() {
+            e.cgroup = self.containment.service(service.as_str());
+        }
         let log = self.data_dir.log_file(service.as_str());
-        match process::spawn_service(&e.spec, &self.self_exe, log, e.tail.clone(), on_exit) {
+        let req =
+            process::SpawnRequest { spec: &e.spec, self_exe: &self.self_exe, log: &log, cgroup: e.cgroup.as_ref() };
+        match process::spawn_service(req, on_exit) {
             Ok(sp) => {
                 if e.started_at.is_some() {
                     e.restarts += 1;
@@ -259,27 +272,39 @@ impl ServiceSupervisor {
                 e.started_at = Some(Instant::now());
                 e.started_unix_ms = Some(warden_core::time::now_unix_ms());
                 e.slow_boot = false;
+                e.hung_before_ready = false;
                 e.exit = Some(sp.exit.clone());
+                // For the next warden, should this one die: which process is this service's.
+                match record::ProcessRecord::of(service.as_str(), sp.pid, record::spec_hash(&e.spec)) {
+                    Some(rec) => {
+                        if let Err(err) = record::write(&self.data_dir.run_dir(), &rec) {
+                            warn!(service = service.as_str(), %err, "cannot write the process record");
+                        }
+                    }
+                    None => warn!(service = service.as_str(), pid = sp.pid, "process gone before it could be recorded"),
+                }
                 info!(service = service.as_str(), pid = sp.pid, generation, "service started");
-                tokio::spawn(watch_readiness(
-                    self.table.clone(),
-                    self.me.clone(),
-                    service.clone(),
+                tokio::spawn(watch_readiness(Readiness {
+                    table: self.table.clone(),
+                    me: self.me.clone(),
+                    service: service.clone(),
                     generation,
-                    e.spec.ready.clone(),
-                    e.spec.startup_deadline,
-                    sp.exit,
-                ));
+                    ready: e.spec.ready.clone(),
+                    deadline: e.spec.startup_deadline,
+                    pid: sp.pid,
+                    cgroup: e.cgroup.clone(),
+                    exit: sp.exit,
+                }));
                 Ok(sp.pid)
             }
             Err(err) => {
                 warn!(service = service.as_str(), %err, "service failed to start");
                 e.last_exit = Some(err.to_string());
-                let err = Arc::new(err);
                 e.pid = None;
                 e.exit = None;
                 // The previous process's readiness says nothing about this attempt.
                 e.ready_at = None;
+                let err = Arc::new(err);
                 drop(t);
                 self.decide_after_exit(myself, service, generation);
                 Err(ServiceOpError::DidNotStart { service: service.clone(), source: err })
@@ -297,7 +322,12 @@ impl ServiceSupervisor {
         let Some(info) = e.process_exited() else { return };
         e.pid = None;
         e.exit = None;
-        e.last_exit = Some(info.to_string());
+        e.last_exit = Some(if e.hung_before_ready {
+            format!("hung before its first ready check; killed ({info})")
+        } else {
+            info.to_string()
+        });
+        record::remove(&self.data_dir.run_dir(), service.as_str());
         if shutting_down {
             e.state = ServiceState::Stopped;
             return;
@@ -358,7 +388,8 @@ impl ServiceSupervisor {
                 // A hung process never acts on TERM: `force` goes straight to KILL.
                 let force = matches!(s.primitive, Primitive::RestartService { force: true });
                 let (old_pid, exit) = (e.pid, e.exit.clone());
-                let grace = e.spec.stop_grace;
+                let (grace, signal, cgroup) =
+                    (e.spec.stop_grace, process::signal_of(e.spec.stop_signal), e.cgroup.clone());
                 e.state = ServiceState::Stopping;
                 e.after_stop = Some(then);
                 // A deliberate stop is no crash: later exit notices of this process are ignored.
@@ -368,7 +399,16 @@ impl ServiceSupervisor {
                 let me = self.me.clone();
                 tokio::spawn(async move {
                     if let (Some(pid), Some(mut exit)) = (old_pid, exit)
-                        && process::stop_group(pid, exit.clone(), grace, force).await.is_none()
+                        && process::stop(process::Stop {
+                            pid,
+                            exit: exit.clone(),
+                            grace,
+                            force,
+                            signal,
+                            cgroup: cgroup.as_ref(),
+                        })
+                        .await
+                        .is_none()
                     {
                         // Not reaped within seconds of SIGKILL (uninterruptible sleep): the
                         // stop is not over until it is gone, however long that takes.
@@ -440,6 +480,7 @@ impl ServiceSupervisor {
             }
             AfterStop::Stay | AfterStop::Quarantine => {
                 e.state = if then == AfterStop::Quarantine { ServiceState::Quarantined } else { ServiceState::Stopped };
+                record::remove(&self.data_dir.run_dir(), service.as_str());
                 Ok(format!("stopped pid {old}"))
             }
         }
@@ -455,7 +496,8 @@ impl ServiceSupervisor {
                 e.after_stop = None;
                 if let (Some(pid), Some(exit)) = (e.pid, e.exit.clone()) {
                     e.state = ServiceState::Stopping;
-                    procs.push((name.clone(), pid, exit, e.spec.stop_grace));
+                    let signal = process::signal_of(e.spec.stop_signal);
+                    procs.push((name.clone(), pid, exit, e.spec.stop_grace, signal, e.cgroup.clone()));
                 } else {
                     e.state = ServiceState::Stopped;
                 }
@@ -463,16 +505,23 @@ impl ServiceSupervisor {
         }
         drop(t);
         let table = self.table.clone();
+        let run_dir = self.data_dir.run_dir();
         tokio::spawn(async move {
             // Reverse dependency order, one at a time: dependents go before what they use.
-            for (name, pid, exit, grace) in procs {
-                let info = process::stop_group(pid, exit, grace, false).await;
+            for (name, pid, exit, grace, signal, cgroup) in procs {
+                let info =
+                    process::stop(process::Stop { pid, exit, grace, force: false, signal, cgroup: cgroup.as_ref() })
+                        .await;
                 info!(
                     service = name.as_str(),
                     pid,
                     exit = info.map(|i| i.to_string()).unwrap_or_default(),
                     "service stopped"
                 );
+                record::remove(&run_dir, name.as_str());
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
                 let mut t = table.lock();
                 if let Some(e) = t.services.get_mut(&name) {
                     e.state = ServiceState::Stopped;
@@ -484,49 +533,99 @@ impl ServiceSupervisor {
     }
 }
 
-/// Polls the ready check until it passes or the process exits, and flags a missed startup
-/// deadline once. Writes both facts into the table before telling anyone.
-async fn watch_readiness(
+/// Rotates every service's log file that has reached its size, once a second.
+async fn rotate_logs(table: ServiceTable, data_dir: DataDir) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let logs: Vec<(PathBuf, LogPolicy)> = {
+            let t = table.lock();
+            t.services.values().map(|e| (data_dir.log_file(e.spec.name.as_str()), e.spec.logs)).collect()
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            for (path, policy) in logs {
+                if let Err(err) = process::logs::rotate_if_full(&path, policy) {
+                    warn!(log = %path.display(), %err, "cannot rotate log file");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What a readiness watcher watches.
+struct Readiness {
     table: ServiceTable,
     me: Addr<ServiceSupervisor>,
     service: ServiceName,
     generation: u64,
     ready: Option<ReadyCheck>,
     deadline: Duration,
-    mut exit: tokio::sync::watch::Receiver<Option<process::ExitInfo>>,
-) {
+    pid: u32,
+    cgroup: Option<ServiceCgroup>,
+    exit: tokio::sync::watch::Receiver<Option<process::ExitInfo>>,
+}
+
+/// Polls the ready check until it passes or the process exits; writes readiness, a missed
+/// startup deadline and a hang into the table before telling anyone. A process that hangs
+/// before it is ever ready (stopped, or its ready check connects but never answers, a few
+/// times in a row) is killed: a failed start, retried with backoff, not a slow boot.
+async fn watch_readiness(mut r: Readiness) {
     let start = Instant::now();
     let mut deadline_reported = false;
+    let mut hung_checks = 0u32;
     let client = super::probe::http_client();
-    let check = ready.as_ref().map(ProbeCheck::from);
+    let check = r.ready.as_ref().map(ProbeCheck::from);
     loop {
-        if exit.borrow_and_update().is_some() {
+        if r.exit.borrow_and_update().is_some() {
             return;
         }
-        let ok = match &check {
-            None => true,
-            Some(check) => super::probe::run_check(&client, check, READY_CHECK_TIMEOUT).await.is_ok(),
+        let result = match &check {
+            None => Ok(Duration::ZERO),
+            Some(check) => super::probe::run_check(&client, check, READY_CHECK_TIMEOUT).await,
         };
-        if ok {
-            if table.mark_ready(service.as_str(), generation) {
-                info!(service = service.as_str(), after_ms = start.elapsed().as_millis() as u64, "service ready");
-                let _ = me.tell(ServiceMsg::ReadyChanged);
+        if result.is_ok() {
+            if r.table.mark_ready(r.service.as_str(), r.generation) {
+                info!(service = r.service.as_str(), after_ms = start.elapsed().as_millis() as u64, "service ready");
+                let _ = r.me.tell(ServiceMsg::ReadyChanged);
             }
             return;
         }
-        if !deadline_reported && start.elapsed() >= deadline {
+        let stopped = process_state(r.pid).is_some_and(|s| s == 'T' || s == 't');
+        hung_checks = if stopped || matches!(result, Err(Failure::Timeout)) { hung_checks + 1 } else { 0 };
+        if hung_checks >= HUNG_CHECKS
+            && let Some(pid) = r.table.mark_hung(r.service.as_str(), r.generation)
+        {
+            warn!(
+                service = r.service.as_str(),
+                pid,
+                checks = hung_checks,
+                "alert: service hung before its first ready check; killing it (a failed start)"
+            );
+            let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            if let Some(cg) = &r.cgroup {
+                cg.kill_all().await;
+            }
+        }
+        if !deadline_reported && start.elapsed() >= r.deadline {
             deadline_reported = true;
-            if table.mark_slow_boot(service.as_str(), generation) {
+            if r.table.mark_slow_boot(r.service.as_str(), r.generation) {
                 warn!(
-                    service = service.as_str(),
-                    deadline_ms = deadline.as_millis() as u64,
+                    service = r.service.as_str(),
+                    deadline_ms = r.deadline.as_millis() as u64,
                     "alert: slow boot, service not ready by its startup deadline"
                 );
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(READY_POLL) => {}
-            _ = exit.changed() => {}
+            _ = r.exit.changed() => {}
         }
     }
+}
+
+/// The state letter of a process (`R`, `S`, `T` for stopped, …).
+fn process_state(pid: u32) -> Option<char> {
+    Some(procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?.state)
 }

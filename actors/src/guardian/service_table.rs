@@ -6,7 +6,8 @@
 //! written here by the tasks that learn them (its exit, its readiness) before any message
 //! is sent, so a message lost while the supervisor restarts loses no fact.
 
-use crate::process::{ExitInfo, LogTail};
+use crate::process::ExitInfo;
+use crate::process::cgroup::ServiceCgroup;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,13 +51,16 @@ pub struct ServiceEntry {
     pub after_stop: Option<AfterStop>,
     /// When a backed-off restart is due (kept here so a restarted supervisor keeps it).
     pub restart_due: Option<Instant>,
-    pub tail: LogTail,
+    /// The current process hung before its first ready check and was killed for it.
+    pub hung_before_ready: bool,
+    /// Its cgroup, where the machine has cgroups.
+    pub cgroup: Option<ServiceCgroup>,
 }
 
 impl ServiceEntry {
     /// The current process has exited (its watcher saw it), whatever we were told.
     pub fn process_exited(&self) -> Option<ExitInfo> {
-        self.exit.as_ref().and_then(|rx| *rx.borrow())
+        self.exit.as_ref().and_then(|rx| rx.borrow().clone())
     }
 }
 
@@ -113,7 +117,8 @@ impl ServiceTable {
                     exit: None,
                     after_stop: None,
                     restart_due: None,
-                    tail: LogTail::default(),
+                    hung_before_ready: false,
+                    cgroup: None,
                 },
             );
         }
@@ -155,10 +160,6 @@ impl ServiceTable {
         self.lock().services.get(service).map(|e| e.state)
     }
 
-    pub fn tail_of(&self, service: &str) -> Vec<String> {
-        self.lock().services.get(service).map(|e| e.tail.lines()).unwrap_or_default()
-    }
-
     /// Every service has been ready at least once.
     pub fn all_ready_once(&self) -> bool {
         let t = self.lock();
@@ -177,6 +178,19 @@ impl ServiceTable {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Process generation `generation` of `service` hung before its first ready check; its
+    /// pid, to kill, when that is news.
+    pub fn mark_hung(&self, service: &str, generation: u64) -> Option<u32> {
+        let mut t = self.lock();
+        match t.services.get_mut(service) {
+            Some(e) if e.generation == generation && e.state == ServiceState::Starting && !e.hung_before_ready => {
+                e.hung_before_ready = true;
+                e.pid
+            }
+            _ => None,
         }
     }
 

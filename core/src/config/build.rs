@@ -2,6 +2,7 @@
 
 use super::raw::{self, NodeFile};
 use super::*;
+use crate::signal::SignalName;
 use crate::source::Collector;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeSet;
@@ -293,6 +294,32 @@ fn service(
         })
         .collect();
     let depends_on = s.depends_on.iter().filter_map(|d| ServiceName::parse(&d.value).ok()).collect();
+    let identity = identity(c, s, label);
+    let umask = s.umask.as_ref().and_then(|u| {
+        let parsed = u32::from_str_radix(&u.value, 8).ok().filter(|m| *m <= 0o777 && !u.value.is_empty());
+        if parsed.is_none() {
+            c.at(u.referenced, format!("service `{label}`: umask `{}` is not octal digits from 000 to 777", u.value));
+        }
+        parsed
+    });
+    let env_file = s.env_file.as_ref().and_then(|f| {
+        let path = resolve(ctx.dir, &expand(c, f, ctx.data_dir)?);
+        if let Err(e) = read_env_file(&path) {
+            c.at(f.referenced, format!("service `{label}`: env_file {}: {e}", path.display()));
+        }
+        Some(path)
+    });
+    let mut limit = |v: &Option<Spanned<u64>>, key: &str| match v {
+        Some(l) if l.value == 0 => {
+            c.at(l.referenced, format!("service `{label}`: limits.{key} must be at least 1"));
+            None
+        }
+        v => v.as_ref().map(|l| l.value),
+    };
+    let limits = s.limits.as_ref().map_or_else(Limits::default, |l| Limits {
+        open_files: limit(&l.open_files, "open_files"),
+        processes: limit(&l.processes, "processes"),
+    });
     Some(ServiceSpec {
         name: name?,
         program: program?,
@@ -308,7 +335,61 @@ fn service(
         logs,
         memory_limit_mb,
         files,
+        identity,
+        umask,
+        stop_signal: s.stop_signal.unwrap_or(SignalName::Term),
+        env_file,
+        limits,
     })
+}
+
+/// `user` and `group` looked up now (`/etc/passwd`, `/etc/group`, NSS), with the user's
+/// supplementary groups, as `initgroups` would set them.
+fn identity(c: &mut Collector, s: &raw::ServiceSection, label: &str) -> Option<Identity> {
+    use nix::unistd::{Group, User};
+    let user = s.user.as_ref().and_then(|u| match User::from_name(&u.value) {
+        Ok(Some(user)) => Some(user),
+        Ok(None) => {
+            c.at(u.referenced, format!("service `{label}`: no user `{}` on this machine", u.value));
+            None
+        }
+        Err(e) => {
+            c.at(u.referenced, format!("service `{label}`: cannot look up user `{}`: {e}", u.value));
+            None
+        }
+    });
+    let group = s.group.as_ref().and_then(|g| match Group::from_name(&g.value) {
+        Ok(Some(group)) => Some(group),
+        Ok(None) => {
+            c.at(g.referenced, format!("service `{label}`: no group `{}` on this machine", g.value));
+            None
+        }
+        Err(e) => {
+            c.at(g.referenced, format!("service `{label}`: cannot look up group `{}`: {e}", g.value));
+            None
+        }
+    });
+    match (user, group) {
+        (None, None) => None,
+        (Some(user), group) => {
+            let gid = group.map_or(user.gid, |g| g.gid);
+            let groups = std::ffi::CString::new(user.name.clone())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, gid).ok())
+                .unwrap_or_else(|| vec![gid]);
+            Some(Identity {
+                user: Some(UserId { name: user.name, uid: user.uid.as_raw(), home: user.dir }),
+                gid: gid.as_raw(),
+                groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+            })
+        }
+        (None, Some(group)) => Some(Identity { user: None, gid: group.gid.as_raw(), groups: vec![group.gid.as_raw()] }),
+    }
+}
+
+/// Reads an env file (`KEY=VALUE` lines, `#` comments, quoted values), as dotenv does.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    dotenvy::from_path_iter(path).map_err(|e| e.to_string())?.map(|item| item.map_err(|e| e.to_string())).collect()
 }
 
 /// `@warden`, a path (relative to the config's folder) or a name looked up in `PATH`,

@@ -13,6 +13,9 @@
 mod build;
 mod raw;
 
+pub use build::read_env_file;
+
+use crate::signal::SignalName;
 use crate::source::{Problems, Source};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -188,9 +191,40 @@ pub struct ServiceSpec {
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
     pub logs: LogPolicy,
+    /// The kernel's memory limit for everything in the service's cgroup.
     pub memory_limit_mb: Option<u64>,
     /// Files the service needs, written when missing.
     pub files: Vec<ManagedFile>,
+    /// Who it runs as; `None`: as warden runs.
+    pub identity: Option<Identity>,
+    pub umask: Option<u32>,
+    pub stop_signal: SignalName,
+    /// Read at every start (like systemd's `EnvironmentFile=`); `env` wins over it.
+    pub env_file: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// A user and groups resolved at load, so a typo is a config error, not a failed start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `None` when only `group` was given: the user stays warden's.
+    pub user: Option<UserId>,
+    pub gid: u32,
+    /// Supplementary groups (the user's groups, or just `gid`).
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserId {
+    pub name: String,
+    pub uid: u32,
+    pub home: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub open_files: Option<u64>,
+    pub processes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

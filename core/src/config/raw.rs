@@ -6,6 +6,7 @@ use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
 use super::{Layer, Strategy};
+use crate::signal::SignalName;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +82,32 @@ pub struct ServiceSection {
     pub memory_limit_mb: Option<Spanned<u64>>,
     #[serde(default)]
     pub files: Vec<FileSection>,
+    /// Run as this user (name), with its groups.
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    /// Run with this primary group (name) instead of the user's.
+    #[serde(default)]
+    pub group: Option<Spanned<String>>,
+    /// File mode creation mask, octal digits as a string (`"027"`).
+    #[serde(default)]
+    pub umask: Option<Spanned<String>>,
+    /// The signal that asks the service to stop (default SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<SignalName>,
+    /// `KEY=VALUE` lines added to the environment, read at every start.
+    #[serde(default)]
+    pub env_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub limits: Option<LimitsSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Open file descriptors (RLIMIT_NOFILE).
+    pub open_files: Option<Spanned<u64>>,
+    /// Processes and threads in the service (cgroup pids.max; RLIMIT_NPROC without cgroups).
+    pub processes: Option<Spanned<u64>>,
 }
 
 /// A check's kind; its fields are checked against it (so each mistake has its own line).
