@@ -46,17 +46,9 @@ fn test_service_that_dies_while_its_supervisor_is_down_is_restarted() {
     );
 }
 
-/// A node with one service that takes 2 s to come back after a restart, probed at L7 every
-/// 100 ms: a hang's playbook spends about 2 s verifying, long enough to land a fault in.
 fn slow_node(extra: &[&str]) -> Node {
     let ports = Ports::fresh();
-    let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 2; exec {warden} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\nprobes:\n  - name: slow-http\n    layer: l7\n    target: slow\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    interval_ms: 100\n    timeout_ms: 200\n    failure_threshold: 2\n",
-        http = ports.http,
-        port = ports.api,
-        warden = WARDEN
-    );
-    Node::start_with(&config, ports, extra)
+    Node::start_with(&slow_node_config(ports), ports, extra)
 }
 
 fn healer_stats(node: &Node) -> serde_json::Value {

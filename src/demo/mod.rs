@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod db;
+pub mod hog;
 pub mod model;
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub enum DemoCommand {
     Model(model::ModelArgs),
     /// The node's HTTP backend; its /health depends on db, model, config and credentials.
     Api(api::ApiArgs),
+    /// A memory balloon: allocates until it holds `--mb` MiB, then idles.
+    Hog(hog::HogArgs),
 }
 
 /// Why a demo service stopped; each variant maps to one process exit code.
@@ -71,6 +74,7 @@ pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
         DemoCommand::Db(args) => db::run(args).await,
         DemoCommand::Model(args) => model::run(args).await,
         DemoCommand::Api(args) => api::run(args).await,
+        DemoCommand::Hog(args) => hog::run(args).await,
     };
     if let Err(e) = result {
         // Straight to stderr, whatever the log setup: the one line a supervisor shows.

@@ -250,3 +250,48 @@ pub fn ensure_promtool() {
     let out = Command::new("bash").arg(&script).output().unwrap();
     assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A node with one service, `slow`, that takes 2 s to come back after a restart (a shell
+/// sleeps, then execs the demo model server on `ports.api`), probed at L7 every 100 ms: a
+/// hang's playbook spends about 2 s verifying, long enough to land a fault in.
+pub fn slow_node_config(ports: Ports) -> String {
+    format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 2; exec {warden} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\nprobes:\n  - name: slow-http\n    layer: l7\n    target: slow\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    interval_ms: 100\n    timeout_ms: 200\n    failure_threshold: 2\n",
+        http = ports.http,
+        port = ports.api,
+        warden = WARDEN
+    )
+}
+
+/// Live (not zombie) processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    procfs::process::all_processes()
+        .map(|all| {
+            all.flatten()
+                .filter(|p| p.stat().is_ok_and(|st| st.state != 'Z'))
+                .filter(|p| p.cmdline().is_ok_and(|c| c.join(" ").contains(needle)))
+                .map(|p| p.pid as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live processes whose whole command line is `cmdline` (words separated by spaces).
+pub fn processes_exactly(cmdline: &str) -> Vec<u32> {
+    let want: Vec<&str> = cmdline.split(' ').collect();
+    procfs::process::all_processes()
+        .map(|all| {
+            all.flatten()
+                .filter(|p| p.stat().is_ok_and(|st| st.state != 'Z'))
+                .filter(|p| p.cmdline().is_ok_and(|c| c == want))
+                .map(|p| p.pid as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether warden put its services in cgroups (it says so in its log at start).
+pub fn node_has_cgroups(node: &Node) -> bool {
+    wait_until("warden reports its containment", Duration::from_secs(20), || node.stderr().contains("containment="));
+    node.stderr().contains("containment=cgroup")
+}

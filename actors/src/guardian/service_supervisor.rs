@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warden_core::config::{LogPolicy, ProbeCheck, ReadyCheck, ServiceName};
+use warden_core::config::{LogPolicy, ProbeCheck, ReadyCheck, ServiceName, ServiceSpec};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
 use warden_core::probe::Failure;
@@ -63,7 +63,8 @@ pub enum ServiceOpError {
 }
 
 pub enum ServiceMsg {
-    /// Start every service in dependency order (node start).
+    /// Node start: adopt or stop what an earlier warden on this data dir left running, then
+    /// start every service in dependency order.
     StartAll,
     /// The process of `generation` exited (the exit itself is in the table).
     Exited { service: ServiceName, generation: u64 },
@@ -141,17 +142,30 @@ impl Actor for ServiceSupervisor {
         _state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ServiceMsg::StartAll | ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
+            ServiceMsg::StartAll => {
+                self.adopt_or_stop_leftovers().await;
+                self.start_ready_ones(&myself);
+            }
+            ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
             ServiceMsg::Exited { service, generation } => self.on_exit(&myself, &service, generation),
             ServiceMsg::StartAfterBackoff { service, generation } => {
                 let due = {
                     let t = self.table.lock();
-                    !t.shutting_down
-                        && t.services
-                            .get(&service)
-                            .is_some_and(|e| e.generation == generation && e.state == ServiceState::Backoff)
+                    (!t.shutting_down)
+                        .then(|| t.services.get(&service))
+                        .flatten()
+                        .filter(|e| e.generation == generation && e.state == ServiceState::Backoff)
+                        .map(|e| e.cgroup.clone())
                 };
-                if due {
+                if let Some(cgroup) = due {
+                    // What the last process left behind (children it forked) goes before the
+                    // next one starts in the same cgroup, as systemd does.
+                    if let Some(cg) = cgroup
+                        && !cg.pids().is_empty()
+                    {
+                        warn!(service = service.as_str(), pids = ?cg.pids(), "killing what the exited process left running");
+                        cg.kill_all().await;
+                    }
                     let _ = self.spawn(&myself, &service);
                 }
             }
@@ -203,6 +217,91 @@ impl ServiceSupervisor {
             myself.send_message(ServiceMsg::ReadyChanged)?;
         }
         Ok(fresh)
+    }
+
+    /// What an earlier warden on this data dir left running (it was killed, or crashed):
+    /// a recorded process that still runs, was started from the same definition and passes
+    /// its ready check is adopted (watched through a pidfd) and not started again; any other
+    /// process of the service (a different definition, unhealthy, or anything left in its
+    /// cgroup) is stopped first. So a `kill -9` of warden followed by `warden run` ends with
+    /// one process per service, and no start fails on a port its own orphan holds.
+    async fn adopt_or_stop_leftovers(&self) {
+        let names: Vec<ServiceName> = self.table.lock().order.clone();
+        let run_dir = self.data_dir.run_dir();
+        for name in names {
+            let Some(spec) = self.table.lock().services.get(&name).map(|e| e.spec.clone()) else { continue };
+            let cgroup = self.containment.service(name.as_str());
+            let mut adopted = false;
+            if let Some(rec) = record::read(&run_dir, name.as_str()).filter(record::ProcessRecord::is_running) {
+                let same = rec.spec_hash == record::spec_hash(&spec);
+                if same && adoptable(&spec, rec.pid).await {
+                    adopted = self.adopt(&name, &rec, cgroup.clone());
+                }
+                if !adopted {
+                    let why = if same { "it does not pass its ready check" } else { "its definition changed" };
+                    warn!(
+                        service = name.as_str(),
+                        pid = rec.pid,
+                        reason = why,
+                        "stopping a process an earlier warden left"
+                    );
+                    if let Ok(exit) = process::watch_adopted(rec.pid) {
+                        let signal = process::signal_of(spec.stop_signal);
+                        let stop = process::Stop {
+                            pid: rec.pid,
+                            exit,
+                            grace: spec.stop_grace,
+                            force: false,
+                            signal,
+                            cgroup: cgroup.as_ref(),
+                        };
+                        process::stop(stop).await;
+                    }
+                }
+            }
+            if !adopted {
+                record::remove(&run_dir, name.as_str());
+                if let Some(cg) = &cgroup
+                    && !cg.pids().is_empty()
+                {
+                    warn!(service = name.as_str(), pids = ?cg.pids(), "killing what an earlier warden left in the service's cgroup");
+                    cg.kill_all().await;
+                }
+            }
+        }
+    }
+
+    /// Takes over a running process as the service's current one.
+    fn adopt(&self, name: &ServiceName, rec: &record::ProcessRecord, cgroup: Option<ServiceCgroup>) -> bool {
+        let exit = match process::watch_adopted(rec.pid) {
+            Ok(exit) => exit,
+            Err(err) => {
+                warn!(service = name.as_str(), pid = rec.pid, %err, "cannot watch the process; not adopting it");
+                return false;
+            }
+        };
+        let mut t = self.table.lock();
+        let Some(e) = t.services.get_mut(name) else { return false };
+        e.generation += 1;
+        let generation = e.generation;
+        e.pid = Some(rec.pid);
+        e.state = ServiceState::Running;
+        e.ready_once = true;
+        e.ready_at = Some(Instant::now());
+        e.started_at = Some(Instant::now());
+        e.started_unix_ms = Some(rec.started_unix_ms);
+        e.exit = Some(exit.clone());
+        e.cgroup = cgroup;
+        drop(t);
+        let me = self.me.clone();
+        let service = name.clone();
+        let mut exit = exit;
+        tokio::spawn(async move {
+            let _ = exit.wait_for(Option::is_some).await;
+            let _ = me.tell(ServiceMsg::Exited { service, generation });
+        });
+        info!(service = name.as_str(), pid = rec.pid, "adopted the running process an earlier warden started");
+        true
     }
 
     /// Starts every pending service whose dependencies have all been ready.
@@ -623,6 +722,23 @@ async fn watch_readiness(mut r: Readiness) {
             _ = r.exit.changed() => {}
         }
     }
+}
+
+/// Whether a left-over process may be adopted: it passes its ready check (a few tries) or,
+/// without one, is simply alive and not stopped.
+async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
+    if process_state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
+        return false;
+    }
+    let Some(check) = spec.ready.as_ref().map(ProbeCheck::from) else { return true };
+    let client = super::probe::http_client();
+    for _ in 0..3 {
+        if super::probe::run_check(&client, &check, READY_CHECK_TIMEOUT).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// The state letter of a process (`R`, `S`, `T` for stopped, …).

@@ -1,0 +1,236 @@
+//! warden survives what happens to it and contains what it runs: its own `kill -9`,
+//! services that fork away, hog memory, cannot be executed or hang before they are ready,
+//! and services that must run as someone else.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use support::*;
+
+fn healer_stats(node: &Node) -> serde_json::Value {
+    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
+}
+
+fn service_json(node: &Node, name: &str) -> serde_json::Value {
+    node.status()
+        .and_then(|s| s["services"].as_array()?.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn test_kill_9_of_warden_during_a_healing_run_then_restart_ends_with_one_healthy_process() {
+    // warden dies mid-repair (the playbook is verifying a restart). The next warden on the
+    // same data dir adopts or replaces what it finds, never starts a second copy, finishes
+    // the interrupted incident, and its audit chain still verifies.
+    let ports = Ports::fresh();
+    let mut node = Node::start_with(&slow_node_config(ports), ports, &[]);
+    wait_until(
+        "slow service running",
+        Duration::from_secs(30),
+        || matches!(node.service("slow"), Some((Some(_), ref s)) if s == "running"),
+    );
+    let (pid, _) = node.service("slow").unwrap();
+    kill(pid.unwrap(), Signal::SIGSTOP);
+    wait_until("incident opened", Duration::from_secs(20), || healer_stats(&node)["incidents"]["open"] == 1);
+    let mut warden = node.child.take().unwrap();
+    kill(warden.id(), Signal::SIGKILL);
+    let _ = warden.wait();
+    let service_cmd = format!("demo model --listen 127.0.0.1:{}", ports.api);
+
+    node.spawn(&[]);
+    wait_until("the interrupted incident resolved", Duration::from_secs(60), || {
+        healer_stats(&node)["incidents"]["resolved"] == 1
+    });
+    wait_until(
+        "slow service running",
+        Duration::from_secs(30),
+        || matches!(node.service("slow"), Some((Some(_), ref s)) if s == "running"),
+    );
+    let stats = healer_stats(&node);
+    assert_eq!(stats["incidents"]["open"], 0, "{stats}");
+    assert_eq!(stats["last_runs"][1]["outcome"], "interrupted", "the run warden died in: {stats}");
+    assert_eq!(stats["last_runs"][0]["outcome"], "succeeded", "{stats}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        processes_with(&service_cmd).len(),
+        1,
+        "exactly one process of the service: {:?}",
+        processes_with(&service_cmd)
+    );
+    assert_eq!(service_json(&node, "slow")["state"], "running", "not quarantined");
+    assert_eq!(status_code(&format!("http://127.0.0.1:{}/api/version", ports.api)), Some(200));
+    let verify = get_json(&node.url("/api/audit/verify")).unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+}
+
+#[test]
+fn test_kill_9_of_warden_then_restart_adopts_healthy_services() {
+    // Nothing is restarted: the healthy processes are adopted, on their ports, and watched.
+    let mut node = Node::start_default(&[]);
+    node.wait_ready();
+    let before: Vec<u32> = ["db", "model", "api"].iter().map(|s| node.service(s).unwrap().0.unwrap()).collect();
+    let mut warden = node.child.take().unwrap();
+    kill(warden.id(), Signal::SIGKILL);
+    let _ = warden.wait();
+    node.spawn(&[]);
+    node.wait_ready();
+    let after: Vec<u32> = ["db", "model", "api"].iter().map(|s| node.service(s).unwrap().0.unwrap()).collect();
+    assert_eq!(before, after, "the same processes, adopted");
+    assert!(node.stderr().contains("adopted the running process"), "{}", node.stderr());
+    for s in ["db", "model", "api"] {
+        assert_eq!(service_json(&node, s)["restarts"], 0, "{s} was not restarted");
+    }
+    // An adopted process is watched like a child: its death is noticed and healed.
+    kill(after[2], Signal::SIGKILL);
+    wait_until(
+        "adopted api restarted",
+        Duration::from_secs(20),
+        || matches!(node.service("api"), Some((Some(p), ref s)) if p != after[2] && s == "running"),
+    );
+}
+
+#[test]
+fn test_stop_reaches_grandchildren_and_setsid_escapees() {
+    // A service whose shell leaves a background child and a child in a new session (out of
+    // its process group): a stop of the node leaves none of them running.
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: forky\n    command: /bin/sh\n    args: [-c, '(sleep {tag}1 &); setsid sleep {tag}2 & exec sleep {tag}3']\n",
+        ports.http
+    );
+    let mut node = Node::start_with(&config, ports, &[]);
+    if !node_has_cgroups(&node) {
+        eprintln!("skipped: no writable cgroups on this machine ({})", node.stderr().lines().next().unwrap_or(""));
+        return;
+    }
+    let left = || [1, 2, 3].iter().flat_map(|i| processes_exactly(&format!("sleep {tag}{i}"))).collect::<Vec<_>>();
+    wait_until("three sleeps running", Duration::from_secs(20), || left().len() == 3);
+    let status = node.stop().unwrap();
+    assert!(status.success(), "{}", node.stderr());
+    wait_until("nothing of the service left", Duration::from_secs(10), || left().is_empty());
+}
+
+#[test]
+fn test_a_crash_kills_what_the_process_left_before_the_restart() {
+    // The main process dies; the child it forked must not outlive it into the next run.
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: forky\n    command: /bin/sh\n    args: [-c, 'setsid sleep {tag}4 & exec sleep {tag}5']\n    restart: {{ stable_after_ms: 100 }}\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    if !node_has_cgroups(&node) {
+        eprintln!("skipped: no writable cgroups on this machine");
+        return;
+    }
+    let child = || processes_exactly(&format!("sleep {tag}4"));
+    wait_until("both running", Duration::from_secs(20), || {
+        child().len() == 1 && processes_exactly(&format!("sleep {tag}5")).len() == 1
+    });
+    let first_child = child()[0];
+    std::thread::sleep(Duration::from_millis(300));
+    let (main, _) = node.service("forky").unwrap();
+    kill(main.unwrap(), Signal::SIGKILL);
+    wait_until("restarted with a new child", Duration::from_secs(20), || {
+        child().len() == 1 && child()[0] != first_child
+    });
+    assert!(alive_in_groups(&[first_child]).is_empty(), "the old child was killed before the restart");
+}
+
+#[test]
+fn test_memory_hog_over_its_limit_is_oom_killed_and_seen_as_such() {
+    // memory_limit_mb is the kernel's limit: a balloon growing past it is killed by the OOM
+    // killer, and warden says so.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: hog\n    command: '@warden'\n    args: [demo, hog, --mb, '256', --step-mb, '16', --step-ms, '10']\n    memory_limit_mb: 48\n    restart: {{ max_restarts: 1, backoff_initial_ms: 5000, backoff_max_ms: 5000 }}\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    if !node_has_cgroups(&node) {
+        eprintln!("skipped: no writable cgroups on this machine");
+        return;
+    }
+    wait_until("the hog is OOM-killed", Duration::from_secs(30), || {
+        service_json(&node, "hog")["last_exit"].as_str().is_some_and(|e| e.contains("OOM killer"))
+    });
+}
+
+#[test]
+fn test_a_binary_made_non_executable_after_a_stable_run_backs_off_and_says_why() {
+    // After running fine, the program loses its execute bit and the process dies: restarts
+    // fail with EACCES, back off, and the service is quarantined after its budget, not
+    // retried thousands of times.
+    let ports = Ports::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("svc.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: svc\n    command: {}\n    restart: {{ max_restarts: 3, backoff_initial_ms: 50, backoff_max_ms: 200, stable_after_ms: 200 }}\n",
+        ports.http,
+        script.display()
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until(
+        "running",
+        Duration::from_secs(20),
+        || matches!(node.service("svc"), Some((Some(_), ref s)) if s == "running"),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    kill(node.service("svc").unwrap().0.unwrap(), Signal::SIGKILL);
+    wait_until("quarantined", Duration::from_secs(20), || service_json(&node, "svc")["state"] == "quarantined");
+    let svc = service_json(&node, "svc");
+    let why = svc["last_exit"].as_str().unwrap_or_default();
+    assert!(why.contains("EACCES") && why.contains("did not start"), "the real reason: {svc}");
+    assert!(svc["restarts"].as_u64().unwrap() <= 4, "bounded attempts: {svc}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(service_json(&node, "svc")["restarts"], svc["restarts"], "no attempts once quarantined");
+}
+
+#[test]
+fn test_a_service_hung_before_it_is_ready_is_a_failed_start() {
+    // A process that stops itself before it ever answers its ready check is killed and
+    // retried with backoff, not left to wait for the slow-boot alert.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: stuck\n    command: /bin/sh\n    args: [-c, 'kill -STOP $$; sleep 60']\n    ready: {{ kind: tcp, addr: '127.0.0.1:{}' }}\n    startup_deadline_ms: 60000\n    restart: {{ max_restarts: 2, backoff_initial_ms: 50, backoff_max_ms: 100 }}\n",
+        ports.http, ports.api
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("quarantined after repeated hangs", Duration::from_secs(20), || {
+        service_json(&node, "stuck")["state"] == "quarantined"
+    });
+    let svc = service_json(&node, "stuck");
+    assert!(svc["last_exit"].as_str().unwrap_or_default().contains("hung before its first ready check"), "{svc}");
+    assert!(node.stderr().contains("alert: service hung before its first ready check"), "{}", node.stderr());
+}
+
+#[test]
+fn test_a_service_runs_as_its_user_with_umask_env_file_and_limits() {
+    // user, umask, env_file and limits.open_files reach the process, as systemd's User=,
+    // UMask=, EnvironmentFile= and LimitNOFILE= do.
+    let ports = Ports::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = dir.path().join("out");
+    let env = dir.path().join("svc.env");
+    std::fs::write(&env, "# read at every start\nFROM_FILE=\"hello file\"\n").unwrap();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: who\n    command: /bin/sh\n    args: [-c, 'echo \"$(id -un) $(umask) $FROM_FILE $(ulimit -n)\" > {}; exec sleep 60']\n    user: nobody\n    umask: '027'\n    env_file: {}\n    limits: {{ open_files: 321 }}\n",
+        ports.http,
+        out.display(),
+        env.display()
+    );
+    let _node = Node::start_with(&config, ports, &[]);
+    wait_until("the service wrote who it is", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.trim(), "nobody 0027 hello file 321", "{text}");
+}
