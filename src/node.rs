@@ -20,6 +20,7 @@ use warden_actors::node::{Node, NodeParts};
 use warden_actors::process::{self, cgroup::Containment};
 use warden_actors::store::Store;
 use warden_actors::{fault, tree};
+use warden_core::config::HttpLimits;
 
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_MELTDOWN: u8 = 70;
@@ -82,7 +83,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         store: store.clone(),
     });
     let views = node.views();
-    let app = AppState::new(views.clone(), node.addrs().clone(), Arc::new(listener), args.enable_fault_injection);
+    let limits = http_limits(views.config.http);
+    let app =
+        AppState::new(views.clone(), node.addrs().clone(), Arc::new(listener), args.enable_fault_injection, limits);
     let http_app = app.clone();
     let server_name = crate::http::server::PATH;
     let http = tree::subtree(crate::http::PATH, views.config.supervision.http, move || {
@@ -127,4 +130,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     info!("warden stopped");
     Ok(code)
+}
+
+/// Descriptors kept for supervision (processes, pipes, probes, the store) whatever the API
+/// holds.
+const FDS_FOR_SUPERVISION: u64 = 1024;
+
+/// Raises the open-files limit to its hard limit (as servers do) and caps the API's
+/// connections so that supervision always has descriptors left.
+fn http_limits(wanted: HttpLimits) -> HttpLimits {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if hard > soft => setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_or(soft, |()| hard),
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    };
+    let room = usize::try_from(soft.saturating_sub(FDS_FOR_SUPERVISION) / 2).unwrap_or(usize::MAX).max(16);
+    if wanted.max_connections > room {
+        warn!(
+            wanted = wanted.max_connections,
+            capped = room,
+            open_files = soft,
+            "http.max_connections capped to keep descriptors for supervision"
+        );
+    }
+    HttpLimits { max_connections: wanted.max_connections.min(room), ..wanted }
 }

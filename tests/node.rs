@@ -121,6 +121,10 @@ fn test_service_that_exits_at_once_is_quarantined() {
     assert_eq!(svc["restarts"], 3, "restarted max_restarts times before quarantine: {svc}");
     assert_eq!(svc["last_exit"], "exited with code 1");
     assert!(node.stderr().contains("alert: service quarantined"), "alert logged:\n{}", node.stderr());
+    let ready = http().get(node.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "not ready while a service is quarantined");
+    let body: serde_json::Value = ready.json().unwrap();
+    assert!(body["reasons"].to_string().contains("service `crasher` is quarantined"), "{body}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.status().unwrap()["services"][0]["restarts"], 3, "no restarts once quarantined");
 }

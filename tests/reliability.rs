@@ -234,3 +234,48 @@ fn test_a_service_runs_as_its_user_with_umask_env_file_and_limits() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(text.trim(), "nobody 0027 hello file 321", "{text}");
 }
+
+#[test]
+fn test_five_thousand_idle_connections_starve_neither_the_api_nor_healing() {
+    // A flood of idle connections: warden keeps its descriptors bounded (the oldest idle
+    // connection makes room for a new one), the API answers, and a killed service is
+    // still restarted.
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", node.ports.http).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5000 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            held.push(s);
+        }
+    }
+    assert!(held.len() >= 4500, "the flood got its connections: {}", held.len());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", node.pid())).unwrap().count();
+    assert!(fds < 512 + 400, "warden holds at most max_connections API sockets: {fds} descriptors");
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        assert_eq!(status_code(&node.url("/api/status")), Some(200), "the API answers under the flood");
+        assert!(start.elapsed() < Duration::from_secs(2), "promptly: {:?}", start.elapsed());
+    }
+    let (api, _) = node.service("api").unwrap();
+    kill(api.unwrap(), Signal::SIGKILL);
+    wait_until(
+        "api restarted under the flood",
+        Duration::from_secs(20),
+        || matches!(node.service("api"), Some((Some(p), ref s)) if Some(p) != api && s == "running"),
+    );
+    drop(held);
+}
+
+#[test]
+fn test_oversized_bodies_and_wrong_methods_get_json_errors() {
+    let node = Node::start_default(&["--enable-fault-injection"]);
+    wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
+    let big = vec![b'x'; 200 * 1024];
+    let r = http().post(node.url("/api/debug/crash/healing/incident_manager")).body(big).send().unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"]["code"], "payload_too_large");
+    let r = http().delete(node.url("/api/status")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["error"]["code"], "method_not_allowed");
+}

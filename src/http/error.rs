@@ -38,3 +38,26 @@ impl IntoResponse for ApiError {
         (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
     }
 }
+
+/// Gives every error response the JSON shape, including those made outside the handlers
+/// (405 from the router, 408 from the request timeout, 413 from the body limit).
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+}

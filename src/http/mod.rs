@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod routes;
+pub mod serve;
 pub mod server;
 
 use std::net::TcpListener;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
 use warden_actors::node::{Addrs, Views};
+use warden_actors::registry::ActorState;
+use warden_core::config::HttpLimits;
+use warden_core::service::ServiceState;
 
 /// The http subtree's path.
 pub const PATH: &str = "http";
@@ -26,13 +30,22 @@ pub struct AppState {
     /// Bound once at start; each (re)start of the server actor serves a clone of it.
     pub listener: Arc<TcpListener>,
     pub fault_injection: bool,
+    /// The server's limits, capped to the descriptors warden has.
+    pub limits: HttpLimits,
     ready_latch: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(views: Views, addrs: Addrs, listener: Arc<TcpListener>, fault_injection: bool) -> Self {
+    pub fn new(
+        views: Views,
+        addrs: Addrs,
+        listener: Arc<TcpListener>,
+        fault_injection: bool,
+        limits: HttpLimits,
+    ) -> Self {
         Self {
+            limits,
             views,
             addrs,
             started: Instant::now(),
@@ -43,17 +56,44 @@ impl AppState {
         }
     }
 
-    /// Ready once every service has been ready once (a latch: later faults are the
-    /// healer's business, not a reason to pull warden out of rotation); not ready while
-    /// shutting down.
-    pub fn ready(&self) -> bool {
+    /// Why warden is not ready, if it is not: shutting down; still starting (not every
+    /// service has been ready once); a required service quarantined (a person must act);
+    /// a pillar actor restarting. Ready is the empty list. Later faults of a running
+    /// service are the healer's business, not a reason to pull warden out of rotation.
+    pub fn not_ready(&self) -> Vec<String> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return false;
+            return vec!["shutting down".into()];
         }
-        if !self.ready_latch.load(Ordering::Relaxed) && self.views.services.all_ready_once() {
-            self.ready_latch.store(true, Ordering::Relaxed);
+        let services = self.views.services.snapshot();
+        let mut reasons = Vec::new();
+        if !self.ready_latch.load(Ordering::Relaxed) {
+            if self.views.services.all_ready_once() {
+                self.ready_latch.store(true, Ordering::Relaxed);
+            } else {
+                let waiting: Vec<&str> =
+                    services.iter().filter(|s| s.state != ServiceState::Running).map(|s| s.name.as_str()).collect();
+                reasons.push(format!("starting: waiting for {}", waiting.join(", ")));
+            }
         }
-        self.ready_latch.load(Ordering::Relaxed)
+        reasons.extend(
+            services
+                .iter()
+                .filter(|s| s.state == ServiceState::Quarantined)
+                .map(|s| format!("service `{}` is quarantined", s.name)),
+        );
+        reasons.extend(
+            self.views
+                .registry
+                .snapshot()
+                .into_iter()
+                .filter(|a| a.state == ActorState::Stopped)
+                .map(|a| format!("`{}` is restarting", a.path)),
+        );
+        reasons
+    }
+
+    pub fn ready(&self) -> bool {
+        self.not_ready().is_empty()
     }
 
     pub fn begin_shutdown(&self) {

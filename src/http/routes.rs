@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use warden_actors::fault::{self, FaultError};
 use warden_actors::store::StoreError;
-use warden_core::service::ServiceState;
 use warden_core::time::rfc3339;
 
 pub fn router(app: AppState) -> Router {
@@ -38,19 +37,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// 200 when warden is ready to be relied on, 503 with every reason when not.
 async fn readyz(State(app): State<AppState>) -> Response {
-    if app.ready() {
+    let reasons = app.not_ready();
+    if reasons.is_empty() {
         Json(json!({ "ready": true })).into_response()
     } else {
-        let waiting: Vec<String> = app
-            .views
-            .services
-            .snapshot()
-            .into_iter()
-            .filter(|s| s.state != ServiceState::Running)
-            .map(|s| s.name.to_string())
-            .collect();
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "not_running": waiting }))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reasons": reasons }))).into_response()
     }
 }
 

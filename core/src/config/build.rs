@@ -35,6 +35,36 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         },
     };
 
+    let http = {
+        let d = HttpLimits::default();
+        let h = &raw.http;
+        let mut count = |v: &Option<Spanned<usize>>, default: usize, key: &str| match v {
+            Some(n) if n.value == 0 => {
+                c.at(n.referenced, format!("http.{key} must be at least 1"));
+                default
+            }
+            v => v.as_ref().map_or(default, |n| n.value),
+        };
+        let max_connections = count(&h.max_connections, d.max_connections, "max_connections");
+        let max_body_bytes = count(&h.max_body_bytes, d.max_body_bytes, "max_body_bytes");
+        let ms = |d: Duration| d.as_millis() as u64;
+        HttpLimits {
+            max_connections,
+            max_body_bytes,
+            header_read_timeout: positive_ms(
+                &mut c,
+                h.header_read_timeout_ms.as_ref(),
+                ms(d.header_read_timeout),
+                "http.header_read_timeout_ms",
+            ),
+            request_timeout: positive_ms(
+                &mut c,
+                h.request_timeout_ms.as_ref(),
+                ms(d.request_timeout),
+                "http.request_timeout_ms",
+            ),
+        }
+    };
     if raw.services.value.is_empty() {
         c.at(raw.services.referenced, "services: a node needs at least one service");
     }
@@ -66,6 +96,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         services,
         probes,
         healing,
+        http,
         governance_policies,
     })
 }

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub services: Vec<ServiceSpec>,
     pub probes: Vec<ProbeSpec>,
     pub healing: HealingConfig,
+    /// Limits of warden's own HTTP server.
+    pub http: HttpLimits,
     /// The governance policy file; `None`: the embedded default.
     pub governance_policies: Option<PathBuf>,
 }
@@ -332,6 +334,31 @@ impl From<&ReadyCheck> for ProbeCheck {
         match r {
             ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: *addr },
             ReadyCheck::Http { url } => ProbeCheck::Http { url: url.clone(), expect_status: None },
+        }
+    }
+}
+
+/// What one client, or many, may hold of warden's HTTP server: supervision must never wait
+/// for a file descriptor a flood of idle connections took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections at most; past it the oldest idle one is closed for a new one.
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this is closed.
+    pub header_read_timeout: Duration,
+    /// A request not answered within this gets 408.
+    pub request_timeout: Duration,
+    /// A request body larger than this gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
         }
     }
 }

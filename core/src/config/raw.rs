@@ -19,6 +19,8 @@ pub struct NodeFile {
     pub probes: Vec<ProbeSection>,
     #[serde(default)]
     pub healing: HealingSection,
+    #[serde(default)]
+    pub http: HttpSection,
     /// Path of the governance policy file; absent: the embedded default.
     #[serde(default)]
     pub governance_policies: Option<Spanned<String>>,
@@ -180,4 +182,17 @@ pub struct HealingSection {
     pub mttr_alert_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub mttr_window: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    #[serde(default)]
+    pub max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub request_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_body_bytes: Option<Spanned<usize>>,
 }
