@@ -6,6 +6,7 @@ mod demo;
 mod http;
 mod load;
 mod node;
+mod systemd;
 mod telemetry;
 
 use clap::{Parser, Subcommand};

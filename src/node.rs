@@ -1,13 +1,13 @@
 //! `warden run`: load and check every config file, take the data dir, open the store, start
 //! the supervision tree, then wait for SIGINT/SIGTERM, a meltdown or a fatal store error, and
 //! shut down in order: playbook runs, services in reverse dependency order, the tree, a final
-//! store sync.
+//! store sync. SIGHUP reloads the files (an invalid set is refused; the running one stays).
 //!
 //! Exit codes: 0 after a signal, 2 on invalid configuration, 70 when the node supervisor
 //! gave up (restart intensity exceeded), 74 when the store can no longer be written.
 
 use crate::http::{AppState, server::HttpServer};
-use crate::load;
+use crate::{load, systemd};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
+use warden_actors::addr::AbortOnDrop;
 use warden_actors::data_dir::DataDir;
 use warden_actors::node::{Node, NodeParts};
 use warden_actors::process::{self, cgroup::Containment};
@@ -83,12 +84,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         store: store.clone(),
     });
     let views = node.views();
-    let limits = http_limits(views.config.http);
+    let limits = http_limits(views.config.get().http);
     let app =
         AppState::new(views.clone(), node.addrs().clone(), Arc::new(listener), args.enable_fault_injection, limits);
     let http_app = app.clone();
     let server_name = crate::http::server::PATH;
-    let http = tree::subtree(crate::http::PATH, views.config.supervision.http, move || {
+    let http = tree::subtree(crate::http::PATH, views.config.get().supervision.http, move || {
         let a = http_app.clone();
         vec![tree::worker(server_name, move || HttpServer { app: a.clone() })]
     });
@@ -99,7 +100,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The node as a whole has a boot budget too (failure mode 3 at node level).
     let boot = views.clone();
     tokio::spawn(async move {
-        let deadline = boot.config.startup_deadline;
+        let deadline = boot.config.get().startup_deadline;
         tokio::time::sleep(deadline).await;
         if !boot.services.all_ready_once() {
             warn!(
@@ -109,15 +110,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
 
+    let _watchdog = AbortOnDrop(tokio::spawn(systemd::watchdog(running.supervisor.clone(), node.addrs().clone())));
+    systemd::ready();
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut fatal = store.fatal();
-    let code = tokio::select! {
-        _ = term.recv() => { info!("SIGTERM: shutting down"); ExitCode::SUCCESS }
-        _ = int.recv() => { info!("SIGINT: shutting down"); ExitCode::SUCCESS }
-        _ = &mut join => { error!("node supervisor stopped: restart intensity exceeded, shutting down"); ExitCode::from(EXIT_MELTDOWN) }
-        _ = fatal.wait_for(Option::is_some) => { error!("alert: the store cannot be written any more, shutting down"); ExitCode::from(EXIT_STORE) }
+    let code = loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break ExitCode::SUCCESS }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break ExitCode::SUCCESS }
+            _ = hup.recv() => reload(&args, &node).await,
+            _ = &mut join => {
+                error!("node supervisor stopped: restart intensity exceeded, shutting down");
+                break ExitCode::from(EXIT_MELTDOWN)
+            }
+            _ = fatal.wait_for(Option::is_some) => {
+                error!("alert: the store cannot be written any more, shutting down");
+                break ExitCode::from(EXIT_STORE)
+            }
+        }
     };
+    systemd::stopping();
     app.begin_shutdown();
     node.shutdown().await;
     running.supervisor.stop(None);
@@ -130,6 +145,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     info!("warden stopped");
     Ok(code)
+}
+
+/// SIGHUP: read the files again; apply them if they are valid, keep the running ones if not.
+async fn reload(args: &RunArgs, node: &Node) {
+    info!("SIGHUP: reloading the configuration");
+    let loaded = match load::load(args.config.as_deref(), args.data_dir.as_deref()) {
+        Ok(l) => l,
+        Err(problems) => {
+            error!("alert: configuration reload refused, the running configuration stays:\n{problems}");
+            systemd::status("reload refused: invalid configuration");
+            return;
+        }
+    };
+    match node.reload(loaded.config, loaded.policies, loaded.catalog).await {
+        Ok(r) => {
+            let names =
+                |v: &[warden_core::config::ServiceName]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+            info!(
+                changed = names(&r.services.changed),
+                added = names(&r.services.added),
+                removed = names(&r.services.removed),
+                unchanged = r.services.unchanged.len(),
+                probes_changed = r.probes_changed,
+                "configuration reloaded"
+            );
+            systemd::status("supervising (configuration reloaded)");
+        }
+        Err(e) => {
+            error!(error = %e, "alert: configuration reload refused, the running configuration stays");
+            systemd::status("reload refused");
+        }
+    }
 }
 
 /// Descriptors kept for supervision (processes, pipes, probes, the store) whatever the API

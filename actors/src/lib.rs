@@ -17,6 +17,7 @@
 //! actor restart (running processes, probe results, the store) lives outside the actors.
 
 pub mod addr;
+pub mod current;
 pub mod data_dir;
 pub mod fault;
 pub mod governance;

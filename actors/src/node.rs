@@ -7,8 +7,10 @@
 //! sees the wiring itself. The binary reads the node through [`Views`] and stops it
 //! through [`Node::shutdown`].
 
+use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_supervisor::ReloadReport;
 use crate::guardian::service_table::ServiceTable;
 use crate::metrics::Metrics;
 use crate::process;
@@ -47,6 +49,21 @@ pub struct Node {
     wiring: Wiring,
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub services: ReloadReport,
+    pub probes_changed: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("only a restart of warden can change: {0}")]
+    NeedsRestart(String),
+    #[error("cannot reach the service supervisor: {0}")]
+    Services(#[from] crate::addr::SendError),
+}
+
 /// The running supervision tree.
 pub struct Running {
     pub supervisor: ActorRef<SupervisorMsg>,
@@ -62,7 +79,7 @@ impl Node {
         Self {
             wiring: Wiring {
                 views: Views {
-                    config: Arc::new(parts.config),
+                    config: Current::new(parts.config),
                     data_dir: parts.data_dir,
                     store: parts.store,
                     metrics: Metrics::new(),
@@ -70,8 +87,8 @@ impl Node {
                     services,
                     probes: ProbeBoard::default(),
                 },
-                policies: Arc::new(parts.policies),
-                catalog: Arc::new(parts.catalog),
+                policies: Current::new(parts.policies),
+                catalog: Current::new(parts.catalog),
                 self_exe: parts.self_exe,
                 containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),
@@ -94,8 +111,57 @@ impl Node {
         let w = &self.wiring;
         let children =
             vec![crate::governance::subtree(w), crate::guardian::subtree(w), crate::healing::subtree(w), http];
-        let (supervisor, join) = tree::spawn_root(PATH, w.views.config.supervision.node, children).await?;
+        let (supervisor, join) = tree::spawn_root(PATH, w.views.config.get().supervision.node, children).await?;
         Ok(Running { supervisor, join })
+    }
+
+    /// Applies a reloaded, validated set of files (SIGHUP). Policies and the catalog are
+    /// swapped in for the next decision and run; services whose definition changed restart,
+    /// removed ones stop, new ones start; a changed probe set respawns the probes' subtree.
+    /// What only a restart of warden can change (its name, API address, data dir,
+    /// supervision trees, HTTP limits) is refused, and nothing changes.
+    pub async fn reload(
+        &self,
+        config: NodeConfig,
+        policies: Policies,
+        catalog: Catalog,
+    ) -> Result<Reloaded, ReloadError> {
+        let w = &self.wiring;
+        let current = w.views.config.get();
+        let mut fixed = Vec::new();
+        if config.name != current.name {
+            fixed.push("node.name");
+        }
+        if config.http_listen != current.http_listen {
+            fixed.push("node.http_listen");
+        }
+        if config.data_dir != current.data_dir {
+            fixed.push("node.data_dir");
+        }
+        if config.supervision != current.supervision {
+            fixed.push("supervision");
+        }
+        if config.http != current.http {
+            fixed.push("http");
+        }
+        if !fixed.is_empty() {
+            return Err(ReloadError::NeedsRestart(fixed.join(", ")));
+        }
+        let probes_changed = config.probes != current.probes;
+        let services = config.services.clone();
+        let probe_names: Vec<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        w.policies.set(policies);
+        w.catalog.set(catalog);
+        w.views.config.set(config);
+        let report = w.addrs.services.reload(services).await?;
+        if probes_changed {
+            w.views.probes.retain(&probe_names.iter().map(String::as_str).collect::<Vec<_>>());
+            // Permanent under the guardian: stopped, it is started again from the new config.
+            if let Some(probes) = ractor::registry::where_is(crate::guardian::PROBES) {
+                probes.stop(Some("reload: the probes changed".into()));
+            }
+        }
+        Ok(Reloaded { services: report, probes_changed })
     }
 
     /// Orderly stop: playbook runs cancelled (and recorded as interrupted), then every
@@ -106,7 +172,7 @@ impl Node {
         if let Err(e) = w.addrs.executor.shutdown(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "playbook executor did not cancel its runs");
         }
-        let grace: Duration = w.views.config.services.iter().map(|s| s.stop_grace).sum();
+        let grace: Duration = w.views.config.get().services.iter().map(|s| s.stop_grace).sum();
         if let Err(e) = w.addrs.services.stop_all(grace + Duration::from_secs(5)).await {
             tracing::warn!(error = %e, "service supervisor did not stop the services; stopping them directly");
         }

@@ -5,7 +5,7 @@
 //! up the tree until some supervisor's intensity absorbs it or the node itself stops.
 
 use ractor::{Actor, ActorCell, SpawnErr};
-pub use ractor_supervisor::ChildSpec;
+pub use ractor_supervisor::{ChildSpec, SupervisorMsg};
 use ractor_supervisor::{Restart, SpawnFn, Supervisor, SupervisorArguments, SupervisorOptions, SupervisorStrategy};
 use std::sync::Arc;
 use std::time::Duration;

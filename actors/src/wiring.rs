@@ -3,6 +3,7 @@
 //! they use.
 
 use crate::addr::Addr;
+use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::approval_queue::ApprovalQueue;
 use crate::governance::audit_writer::AuditWriter;
@@ -54,8 +55,8 @@ impl Addrs {
 pub(crate) struct Wiring {
     /// The shared state the API reads too (config, store, table, board, registry, metrics).
     pub views: Views,
-    pub policies: Arc<Policies>,
-    pub catalog: Arc<Catalog>,
+    pub policies: Current<Policies>,
+    pub catalog: Current<Catalog>,
     pub self_exe: PathBuf,
     pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
@@ -66,7 +67,7 @@ pub(crate) struct Wiring {
 /// What the HTTP API and the CLI read: snapshots and the store, never an actor.
 #[derive(Clone)]
 pub struct Views {
-    pub config: Arc<NodeConfig>,
+    pub config: Current<NodeConfig>,
     pub data_dir: DataDir,
     pub store: Store,
     pub metrics: Metrics,

@@ -51,7 +51,7 @@ async fn status(State(app): State<AppState>) -> Json<Value> {
     let v = &app.views;
     Json(json!({
         "node": {
-            "name": v.config.name,
+            "name": v.config.get().name,
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_ms": app.started.elapsed().as_millis() as u64,
@@ -67,7 +67,7 @@ async fn status(State(app): State<AppState>) -> Json<Value> {
 /// The last 5 healing runs, MTTR and success rate — from the store, so they survive a
 /// restart of warden.
 async fn healer_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let healing = app.views.config.healing;
+    let healing = app.views.config.get().healing;
     let stats = app.views.store.healer_stats(5, healing.mttr_window).await?;
     let last_runs: Vec<Value> = stats
         .last_runs

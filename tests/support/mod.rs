@@ -93,17 +93,31 @@ impl Node {
     }
 
     pub fn start_with(config: &str, ports: Ports, extra: &[&str]) -> Self {
+        Self::start_with_env(config, ports, extra, &[])
+    }
+
+    pub fn start_with_env(config: &str, ports: Ports, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.yaml"), config).unwrap();
         let stderr_path = dir.path().join("warden.stderr");
         let mut node = Self { child: None, dir, ports, stderr_path };
-        node.spawn(extra);
+        node.spawn_with_env(extra, env);
         node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.yaml")
     }
 
     /// Starts `warden run` on this node's config and data dir (again, after a stop).
     pub fn spawn(&mut self, extra: &[&str]) {
+        self.spawn_with_env(extra, &[]);
+    }
+
+    /// Like [`Node::spawn`], with extra environment variables for warden.
+    pub fn spawn_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let child = Command::new(WARDEN)
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(self.dir.path().join("node.yaml"))
             .arg("--data-dir")

@@ -9,11 +9,11 @@
 use super::approval_queue::ApprovalQueue;
 use super::audit_writer::{AppendError, AuditWriter};
 use crate::addr::{Addr, SendError};
+use crate::current::Current;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::sync::Arc;
 use std::time::Duration;
 use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
@@ -74,7 +74,8 @@ impl Addr<Gatekeeper> {
 }
 
 pub struct Gatekeeper {
-    pub policies: Arc<Policies>,
+    /// Replaced by a reload; each decision takes the current one.
+    pub policies: Current<Policies>,
     pub store: Store,
     pub audit: Addr<AuditWriter>,
     pub approvals: Addr<ApprovalQueue>,
@@ -97,7 +98,7 @@ impl Actor for Gatekeeper {
         // Rate limits count what the audit chain says was allowed, so they hold across a
         // restart of this actor or of warden.
         let mut history = RateHistory::default();
-        if let Some(window) = self.policies.longest_rate_window() {
+        if let Some(window) = self.policies.get().longest_rate_window() {
             let since = warden_core::time::now_unix_ms().saturating_sub(window.as_millis() as u64);
             for sealed in self.store.audit_since(since).await? {
                 let r = &sealed.entry.record;
@@ -132,7 +133,7 @@ impl Actor for Gatekeeper {
 impl Gatekeeper {
     async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
         let now = warden_core::time::now_unix_ms();
-        let verdict = evaluate(&self.policies, req.clone(), now, &st.history);
+        let verdict = evaluate(&self.policies.get(), req.clone(), now, &st.history);
         self.metrics
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })

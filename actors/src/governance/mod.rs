@@ -15,7 +15,7 @@ pub const PATH: &str = "governance";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(PATH, w.views.config.supervision.governance, move || {
+    tree::subtree(PATH, w.views.config.get().supervision.governance, move || {
         let (a, g, q) = (w.clone(), w.clone(), w.clone());
         vec![
             tree::worker(w.addrs.audit.name(), move || AuditWriter {

@@ -15,6 +15,7 @@
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
 use crate::addr::{Addr, SendError};
+use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
 use crate::metrics::{Metrics, PlaybookLabels};
@@ -27,7 +28,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warden_core::audit::{AuditActor, OutcomeKind};
-use warden_core::config::{ProbeSpec, ServiceName};
+use warden_core::config::{NodeConfig, ProbeSpec, ServiceName};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
 use warden_core::policy::{ActionRequest, Policies};
@@ -89,15 +90,16 @@ impl Addr<PlaybookExecutor> {
 
 /// What a run needs, shared by every run task.
 pub struct RunContext {
-    pub catalog: Arc<Catalog>,
-    pub policies: Arc<Policies>,
+    /// Replaced by a reload; a run takes the current ones when it starts.
+    pub catalog: Current<Catalog>,
+    pub policies: Current<Policies>,
     pub gate: Addr<Gatekeeper>,
     pub services: Addr<ServiceSupervisor>,
     pub table: ServiceTable,
     /// For the services' logs, which diagnostics quote.
     pub data_dir: DataDir,
-    /// Every configured probe: a run verifies its target with the target's own probes.
-    pub probes: Arc<Vec<ProbeSpec>>,
+    /// The node config: a run verifies its target with the target's own probes.
+    pub config: Current<NodeConfig>,
     pub store: Store,
     pub metrics: Metrics,
     /// Every run that ends is published here.
@@ -253,13 +255,14 @@ impl PlaybookExecutor {
 
 /// Runs one playbook to its end, saving the record after every step.
 async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord) -> RunRecord {
-    let Some(pb) = ctx.catalog.get(&order.playbook).cloned() else {
+    let Some(pb) = ctx.catalog.get().get(&order.playbook).cloned() else {
         record.outcome = RunOutcome::Failed;
         record.detail = format!("no playbook `{}`", order.playbook);
         return finish(ctx, record).await;
     };
     tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
-    let steps = plan(&pb, &order.target, |a, t| ctx.policies.tier_of(a, t));
+    let policies = ctx.policies.get();
+    let steps = plan(&pb, &order.target, |a, t| policies.tier_of(a, t));
     let run = async {
         for step in steps {
             let started = Instant::now();
@@ -424,7 +427,8 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
 /// Verification: re-probes the target with its own probes' checks until all pass. A service
 /// without probes is verified by its ready check (its `running` state).
 async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, StepError> {
-    let checks: Vec<&ProbeSpec> = ctx.probes.iter().filter(|p| p.target == *service).collect();
+    let config = ctx.config.get();
+    let checks: Vec<&ProbeSpec> = config.probes.iter().filter(|p| p.target == *service).collect();
     let client = super::probe::http_client();
     let start = Instant::now();
     let mut last_err = String::from("not checked");

@@ -1,5 +1,7 @@
-//! The guardian pillar: the service supervisor, one probe actor per configured probe, and
-//! the playbook executor (one_for_one: each restarts alone).
+//! The guardian pillar: the service supervisor, the probes (a subtree of their own, one
+//! actor per configured probe, rebuilt from the current config whenever it restarts, so a
+//! reload with other probes respawns just it), and the playbook executor (one_for_one:
+//! each restarts alone).
 
 pub mod executor;
 pub mod probe;
@@ -7,6 +9,7 @@ pub mod probe_board;
 pub mod service_supervisor;
 pub mod service_table;
 
+use crate::addr::Addr;
 use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
 use executor::{PlaybookExecutor, RunContext};
@@ -15,12 +18,14 @@ use service_supervisor::ServiceSupervisor;
 use std::sync::Arc;
 
 pub const PATH: &str = "guardian";
+/// The probes' own supervisor.
+pub const PROBES: &str = "guardian/probes";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(PATH, w.views.config.supervision.guardian, move || {
+    tree::subtree(PATH, w.views.config.get().supervision.guardian, move || {
         let s = w.clone();
-        let mut v = vec![tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
+        let services = tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
             table: s.views.services.clone(),
             me: s.addrs.services.clone(),
             self_exe: s.self_exe.clone(),
@@ -28,18 +33,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             containment: s.containment.clone(),
             metrics: s.views.metrics.clone(),
             registry: s.views.registry.clone(),
-        })];
-        for spec in &w.views.config.probes {
-            let (p, spec) = (w.clone(), spec.clone());
-            let name = crate::addr::Addr::<ProbeActor>::for_probe(&spec.name).name().to_string();
-            v.push(tree::worker(name, move || ProbeActor {
-                spec: spec.clone(),
-                events: p.probe_events.clone(),
-                board: p.views.probes.clone(),
-                metrics: p.views.metrics.clone(),
-                registry: p.views.registry.clone(),
-            }));
-        }
+        });
         let run_ctx = Arc::new(RunContext {
             catalog: w.catalog.clone(),
             policies: w.policies.clone(),
@@ -47,16 +41,39 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             services: w.addrs.services.clone(),
             table: w.views.services.clone(),
             data_dir: w.views.data_dir.clone(),
-            probes: Arc::new(w.views.config.probes.clone()),
+            config: w.views.config.clone(),
             store: w.views.store.clone(),
             metrics: w.views.metrics.clone(),
             finished: w.runs_finished.clone(),
         });
         let registry = w.views.registry.clone();
-        v.push(tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {
+        let executor = tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {
             ctx: run_ctx.clone(),
             registry: registry.clone(),
-        }));
-        v
+        });
+        vec![services, probes(&w), executor]
+    })
+}
+
+/// The probes' subtree: its children are the probes the config lists when it (re)starts.
+fn probes(w: &Wiring) -> ChildSpec {
+    let w = w.clone();
+    tree::subtree(PROBES, w.views.config.get().supervision.guardian, move || {
+        w.views
+            .config
+            .get()
+            .probes
+            .iter()
+            .map(|spec| {
+                let (p, spec) = (w.clone(), spec.clone());
+                tree::worker(Addr::<ProbeActor>::for_probe(&spec.name).name(), move || ProbeActor {
+                    spec: spec.clone(),
+                    events: p.probe_events.clone(),
+                    board: p.views.probes.clone(),
+                    metrics: p.views.metrics.clone(),
+                    registry: p.views.registry.clone(),
+                })
+            })
+            .collect()
     })
 }

@@ -21,6 +21,12 @@ impl ProbeBoard {
         m.insert(status.name.clone(), status.clone());
     }
 
+    /// Forgets probes no longer configured (after a reload).
+    pub fn retain(&self, names: &[&str]) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|name, _| names.contains(&name.as_str()));
+    }
+
     pub fn snapshot(&self) -> Vec<ProbeStatus> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         m.values().cloned().collect()

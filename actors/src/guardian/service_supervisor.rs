@@ -11,7 +11,7 @@
 //! missed, restarts that were due, stops that finished — so a notice lost while it was down
 //! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
-use super::service_table::{AfterStop, ServiceTable};
+use super::service_table::{AfterStop, ServiceEntry, ServiceTable};
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::data_dir::DataDir;
 use crate::metrics::{Metrics, ServiceLabel};
@@ -19,6 +19,7 @@ use crate::process::cgroup::{Containment, ServiceCgroup};
 use crate::process::{self, record};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
 use warden_core::probe::Failure;
 use warden_core::restart::RestartDecision;
+use warden_core::restart::RestartTracker;
 use warden_core::service::ServiceState;
 
 pub const PATH: &str = "guardian/service_supervisor";
@@ -43,6 +45,16 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 const HUNG_CHECKS: u32 = 3;
 
 pub type OpResult = Result<String, ServiceOpError>;
+
+/// What a reload did to the services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Restarted (if running) with a new definition.
+    pub changed: Vec<ServiceName>,
+    pub added: Vec<ServiceName>,
+    pub removed: Vec<ServiceName>,
+    pub unchanged: Vec<ServiceName>,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceOpError {
@@ -78,6 +90,10 @@ pub enum ServiceMsg {
     Execute(Authorized<PlannedStep>, RpcReplyPort<OpResult>),
     /// Stop every service in reverse dependency order (node shutdown).
     StopAll(RpcReplyPort<()>),
+    /// Apply a reloaded config's services.
+    Reload(Vec<ServiceSpec>, RpcReplyPort<ReloadReport>),
+    /// Answers at once: the actor is not wedged (the service manager's watchdog).
+    Ping(RpcReplyPort<()>),
     /// Fault injection: stall in the handler for the given time (messages queue up), then
     /// panic (they are lost with the mailbox).
     #[cfg(feature = "fault-injection")]
@@ -93,6 +109,16 @@ impl Addr<ServiceSupervisor> {
     /// process is spawned).
     pub async fn execute(&self, step: Authorized<PlannedStep>, timeout: Duration) -> OpResult {
         self.ask(timeout, |tx| ServiceMsg::Execute(step, tx)).await?
+    }
+
+    /// Applies a reloaded config's services; answers with what changed.
+    pub async fn reload(&self, specs: Vec<ServiceSpec>) -> Result<ReloadReport, SendError> {
+        self.ask(Duration::from_secs(10), |tx| ServiceMsg::Reload(specs, tx)).await
+    }
+
+    /// Whether the actor answers within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), SendError> {
+        self.ask(timeout, ServiceMsg::Ping).await
     }
 
     /// Stops every service, dependents first; answers when all are down.
@@ -177,6 +203,12 @@ impl Actor for ServiceSupervisor {
             }
             ServiceMsg::Execute(step, reply) => self.execute(&myself, step, reply),
             ServiceMsg::StopAll(reply) => self.stop_all(reply),
+            ServiceMsg::Reload(specs, reply) => {
+                let _ = reply.send(self.reload(&myself, specs));
+            }
+            ServiceMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
             #[cfg(feature = "fault-injection")]
             ServiceMsg::Crash(after) => {
                 tokio::time::sleep(after).await;
@@ -486,47 +518,8 @@ impl ServiceSupervisor {
                 };
                 // A hung process never acts on TERM: `force` goes straight to KILL.
                 let force = matches!(s.primitive, Primitive::RestartService { force: true });
-                let (old_pid, exit) = (e.pid, e.exit.clone());
-                let (grace, signal, cgroup) =
-                    (e.spec.stop_grace, process::signal_of(e.spec.stop_signal), e.cgroup.clone());
-                e.state = ServiceState::Stopping;
-                e.after_stop = Some(then);
-                // A deliberate stop is no crash: later exit notices of this process are ignored.
-                e.generation += 1;
-                let generation = e.generation;
                 drop(t);
-                let me = self.me.clone();
-                tokio::spawn(async move {
-                    if let (Some(pid), Some(mut exit)) = (old_pid, exit)
-                        && process::stop(process::Stop {
-                            pid,
-                            exit: exit.clone(),
-                            grace,
-                            force,
-                            signal,
-                            cgroup: cgroup.as_ref(),
-                        })
-                        .await
-                        .is_none()
-                    {
-                        // Not reaped within seconds of SIGKILL (uninterruptible sleep): the
-                        // stop is not over until it is gone, however long that takes.
-                        warn!(
-                            service = service.as_str(),
-                            pid, "alert: process did not die after SIGKILL; still waiting"
-                        );
-                        let _ = exit.wait_for(Option::is_some).await;
-                    }
-                    let result = me
-                        .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
-                            service: service.clone(),
-                            generation,
-                            reply: Some(tx),
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(e.into()));
-                    let _ = reply.send(result);
-                });
+                self.begin_stop(&service, then, force, Some(reply));
             }
             Primitive::StartService => {
                 if matches!(e.state, ServiceState::Stopped | ServiceState::Quarantined | ServiceState::Backoff) {
@@ -551,6 +544,124 @@ impl ServiceSupervisor {
                 let _ = reply.send(Err(ServiceOpError::NotAServiceOp(other.action())));
             }
         }
+    }
+
+    /// Starts a deliberate stop of `service` (a task stops it; its end comes back as
+    /// `StopFinished`, which applies `then`). `reply`, if any, gets the result of the whole.
+    fn begin_stop(&self, service: &ServiceName, then: AfterStop, force: bool, reply: Option<RpcReplyPort<OpResult>>) {
+        let mut t = self.table.lock();
+        let Some(e) = t.services.get_mut(service) else {
+            if let Some(r) = reply {
+                let _ = r.send(Err(ServiceOpError::NoSuchService(service.to_string())));
+            }
+            return;
+        };
+        let (old_pid, exit) = (e.pid, e.exit.clone());
+        let (grace, signal, cgroup) = (e.spec.stop_grace, process::signal_of(e.spec.stop_signal), e.cgroup.clone());
+        e.state = ServiceState::Stopping;
+        e.after_stop = Some(then);
+        // A deliberate stop is no crash: later exit notices of this process are ignored.
+        e.generation += 1;
+        let generation = e.generation;
+        drop(t);
+        let me = self.me.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let (Some(pid), Some(mut exit)) = (old_pid, exit)
+                && process::stop(process::Stop {
+                    pid,
+                    exit: exit.clone(),
+                    grace,
+                    force,
+                    signal,
+                    cgroup: cgroup.as_ref(),
+                })
+                .await
+                .is_none()
+            {
+                // Not reaped within seconds of SIGKILL (uninterruptible sleep): the stop is
+                // not over until it is gone, however long that takes.
+                warn!(service = service.as_str(), pid, "alert: process did not die after SIGKILL; still waiting");
+                let _ = exit.wait_for(Option::is_some).await;
+            }
+            let result = me
+                .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
+                    service: service.clone(),
+                    generation,
+                    reply: Some(tx),
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.into()));
+            if let Some(r) = reply {
+                let _ = r.send(result);
+            }
+        });
+    }
+
+    /// A reloaded config's services: a service whose definition changed restarts with the
+    /// new one, a removed one stops and leaves, a new one starts when its dependencies are
+    /// ready; the others are not touched.
+    fn reload(&self, myself: &ActorRef<ServiceMsg>, specs: Vec<ServiceSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let mut restart = Vec::new();
+        let mut t = self.table.lock();
+        let wanted: BTreeSet<ServiceName> = specs.iter().map(|s| s.name.clone()).collect();
+        for (name, e) in t.services.iter_mut() {
+            if !wanted.contains(name) && !e.removed {
+                e.removed = true;
+                report.removed.push(name.clone());
+            }
+        }
+        for spec in &specs {
+            match t.services.get_mut(&spec.name) {
+                Some(e) if e.spec == *spec => report.unchanged.push(spec.name.clone()),
+                Some(e) => {
+                    e.spec = spec.clone();
+                    e.tracker = RestartTracker::new(spec.restart);
+                    report.changed.push(spec.name.clone());
+                    if e.pid.is_some() && matches!(e.state, ServiceState::Starting | ServiceState::Running) {
+                        restart.push(spec.name.clone());
+                    }
+                }
+                None => {
+                    t.services.insert(spec.name.clone(), ServiceEntry::new(spec.clone()));
+                    report.added.push(spec.name.clone());
+                }
+            }
+        }
+        // Start order follows the new config; removed services stay listed until gone.
+        let mut order: Vec<ServiceName> = specs.iter().map(|s| s.name.clone()).collect();
+        order.extend(report.removed.iter().cloned());
+        t.order = order;
+        let removing: Vec<(ServiceName, bool)> =
+            report.removed.iter().map(|n| (n.clone(), t.services.get(n).is_some_and(|e| e.pid.is_some()))).collect();
+        drop(t);
+        for name in &restart {
+            info!(service = name.as_str(), "definition changed: restarting with the new one");
+            self.begin_stop(name, AfterStop::Start, false, None);
+        }
+        for (name, running) in removing {
+            info!(service = name.as_str(), "removed from the config: stopping it");
+            if running {
+                self.begin_stop(&name, AfterStop::Remove, false, None);
+            } else {
+                self.forget(&name);
+            }
+        }
+        self.start_ready_ones(myself);
+        report
+    }
+
+    /// Drops a removed, stopped service from the table, with its record and cgroup.
+    fn forget(&self, name: &ServiceName) {
+        let mut t = self.table.lock();
+        if let Some(e) = t.services.remove(name)
+            && let Some(cg) = &e.cgroup
+        {
+            cg.remove();
+        }
+        t.order.retain(|n| n != name);
+        record::remove(&self.data_dir.run_dir(), name.as_str());
     }
 
     /// Applies what follows the deliberate stop of `generation`, once.
@@ -581,6 +692,11 @@ impl ServiceSupervisor {
                 e.state = if then == AfterStop::Quarantine { ServiceState::Quarantined } else { ServiceState::Stopped };
                 record::remove(&self.data_dir.run_dir(), service.as_str());
                 Ok(format!("stopped pid {old}"))
+            }
+            AfterStop::Remove => {
+                drop(t);
+                self.forget(service);
+                Ok(format!("stopped pid {old} and removed the service"))
             }
         }
     }

@@ -26,6 +26,8 @@ pub enum AfterStop {
     Stay,
     /// Stay stopped, quarantined until released.
     Quarantine,
+    /// Gone from the config: leave the table.
+    Remove,
 }
 
 #[derive(Debug)]
@@ -55,9 +57,35 @@ pub struct ServiceEntry {
     pub hung_before_ready: bool,
     /// Its cgroup, where the machine has cgroups.
     pub cgroup: Option<ServiceCgroup>,
+    /// A reload removed it; it leaves the table once stopped.
+    pub removed: bool,
 }
 
 impl ServiceEntry {
+    /// A service not started yet.
+    pub fn new(spec: ServiceSpec) -> Self {
+        Self {
+            tracker: RestartTracker::new(spec.restart),
+            spec,
+            state: ServiceState::Pending,
+            pid: None,
+            generation: 0,
+            restarts: 0,
+            started_at: None,
+            started_unix_ms: None,
+            ready_once: false,
+            ready_at: None,
+            slow_boot: false,
+            last_exit: None,
+            exit: None,
+            after_stop: None,
+            restart_due: None,
+            hung_before_ready: false,
+            cgroup: None,
+            removed: false,
+        }
+    }
+
     /// The current process has exited (its watcher saw it), whatever we were told.
     pub fn process_exited(&self) -> Option<ExitInfo> {
         self.exit.as_ref().and_then(|rx| rx.borrow().clone())
@@ -99,28 +127,7 @@ impl ServiceTable {
         let mut t = Table::default();
         for spec in specs {
             t.order.push(spec.name.clone());
-            t.services.insert(
-                spec.name.clone(),
-                ServiceEntry {
-                    tracker: RestartTracker::new(spec.restart),
-                    spec: spec.clone(),
-                    state: ServiceState::Pending,
-                    pid: None,
-                    generation: 0,
-                    restarts: 0,
-                    started_at: None,
-                    started_unix_ms: None,
-                    ready_once: false,
-                    ready_at: None,
-                    slow_boot: false,
-                    last_exit: None,
-                    exit: None,
-                    after_stop: None,
-                    restart_due: None,
-                    hung_before_ready: false,
-                    cgroup: None,
-                },
-            );
+            t.services.insert(spec.name.clone(), ServiceEntry::new(spec.clone()));
         }
         Self { inner: Arc::new(Mutex::new(t)) }
     }

@@ -13,6 +13,7 @@
 //! recorded as interrupted. Applying a run twice changes nothing.
 
 use crate::addr::{AbortOnDrop, Addr, SendError};
+use crate::current::Current;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
 use crate::metrics::{Metrics, ModeLabel};
 use crate::registry::{ActorRegistry, Registration};
@@ -21,7 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::config::HealingConfig;
+use warden_core::config::NodeConfig;
 use warden_core::incident::{Finding, Incident, NextStep, overdue};
 use warden_core::playbook::Catalog;
 use warden_core::run::{RunOutcome, RunRecord};
@@ -68,8 +69,9 @@ impl Addr<IncidentManager> {
 }
 
 pub struct IncidentManager {
-    pub catalog: Arc<Catalog>,
-    pub healing: HealingConfig,
+    /// Replaced by a reload; every decision takes the current one.
+    pub catalog: Current<Catalog>,
+    pub config: Current<NodeConfig>,
     pub store: Store,
     pub executor: Addr<PlaybookExecutor>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
@@ -173,7 +175,7 @@ impl IncidentManager {
                     self.run_finished(run, st).await?;
                 }
                 Some(mut run) => {
-                    let timeout = self.catalog.get(&playbook).map_or(Duration::ZERO, |p| p.timeout);
+                    let timeout = self.catalog.get().get(&playbook).map_or(Duration::ZERO, |p| p.timeout);
                     let limit = (timeout + RUN_GRACE).as_millis() as u64;
                     if now.saturating_sub(run.started_unix_ms) > limit {
                         tracing::warn!(
@@ -213,7 +215,7 @@ impl IncidentManager {
             evidence = f.evidence,
             "incident opened"
         );
-        let step = incident.first_step(&self.catalog);
+        let step = incident.first_step(&self.catalog.get());
         self.apply(step, incident, st).await?;
         Ok(())
     }
@@ -221,7 +223,7 @@ impl IncidentManager {
     async fn run_finished(&self, run: RunRecord, st: &mut State) -> Result<(), StoreError> {
         let Some(id) = run.incident_id else { return Ok(()) };
         let Some(mut incident) = st.open.get(&id).cloned() else { return Ok(()) };
-        let Some(step) = incident.finish_run(&run, &self.catalog) else { return Ok(()) };
+        let Some(step) = incident.finish_run(&run, &self.catalog.get()) else { return Ok(()) };
         if let NextStep::Run { playbook } = &step {
             tracing::warn!(
                 incident = id,
@@ -297,7 +299,7 @@ impl IncidentManager {
     }
 
     fn alert_overdue(&self, st: &mut State) {
-        let limit_ms = self.healing.mttr_alert.as_millis() as u64;
+        let limit_ms = self.config.get().healing.mttr_alert.as_millis() as u64;
         for id in overdue(st.open.values(), warden_core::time::now_unix_ms(), limit_ms) {
             if st.alerted.insert(id) {
                 tracing::warn!(incident = id, limit_ms, "alert: incident open longer than the MTTR limit");

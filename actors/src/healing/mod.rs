@@ -14,7 +14,7 @@ pub const PATH: &str = "healing";
 
 pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(PATH, w.views.config.supervision.healing, move || {
+    tree::subtree(PATH, w.views.config.get().supervision.healing, move || {
         let mut v: Vec<ChildSpec> = warden_core::detect::IMPLEMENTED
             .iter()
             .map(|&mode| {
@@ -32,7 +32,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
         let i = w.clone();
         v.push(tree::worker(w.addrs.incidents.name(), move || IncidentManager {
             catalog: i.catalog.clone(),
-            healing: i.views.config.healing,
+            config: i.views.config.clone(),
             store: i.views.store.clone(),
             executor: i.addrs.executor.clone(),
             runs_finished: i.runs_finished.clone(),

@@ -174,7 +174,7 @@ pub enum Program {
     Path(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
     pub name: ServiceName,
     pub program: Program,
@@ -305,7 +305,7 @@ impl Layer {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
     /// Letters, digits, `-` and `_` (it names an actor and a metric label).
     pub name: String,

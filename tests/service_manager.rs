@@ -1,0 +1,182 @@
+//! warden under a service manager: SIGHUP reloads, systemd's notify protocol and watchdog,
+//! and the documented exit code when the tree gives up.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn sleeper(name: &str, secs: u32) -> String {
+    format!("  - name: {name}\n    command: /bin/sh\n    args: [-c, 'exec sleep {secs}']\n")
+}
+
+fn pid_of(node: &Node, s: &str) -> Option<u32> {
+    node.service(s).and_then(|(p, state)| (state == "running").then_some(p).flatten())
+}
+
+#[test]
+fn test_sighup_restarts_changed_services_only_and_refuses_an_invalid_config() {
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let head = format!("node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n", ports.http);
+    let first = format!("{head}{}{}", sleeper("a", tag as u32 * 10 + 1), sleeper("b", tag as u32 * 10 + 2));
+    let mut node = Node::start_with(&first, ports, &[]);
+    wait_until("a and b running", Duration::from_secs(20), || {
+        pid_of(&node, "a").is_some() && pid_of(&node, "b").is_some()
+    });
+    let (a, b) = (pid_of(&node, "a").unwrap(), pid_of(&node, "b").unwrap());
+
+    // a's command changes, b stays, c is new.
+    let second = format!(
+        "{head}{}{}{}",
+        sleeper("a", tag as u32 * 10 + 3),
+        sleeper("b", tag as u32 * 10 + 2),
+        sleeper("c", tag as u32 * 10 + 4)
+    );
+    std::fs::write(node.config_path(), &second).unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    wait_until("a restarted and c started", Duration::from_secs(20), || {
+        pid_of(&node, "a").is_some_and(|p| p != a) && pid_of(&node, "c").is_some()
+    });
+    assert_eq!(pid_of(&node, "b"), Some(b), "an unchanged service is not touched");
+    assert!(node.stderr().contains("configuration reloaded"), "{}", node.stderr());
+    let c = pid_of(&node, "c").unwrap();
+    let a2 = pid_of(&node, "a").unwrap();
+
+    // An invalid file is refused with its problem; nothing changes.
+    std::fs::write(node.config_path(), second.replace("  name: t\n", "  name: t\n  colour: red\n")).unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    let path = node.config_path().display().to_string();
+    wait_until("reload refused", Duration::from_secs(20), || node.stderr().contains("configuration reload refused"));
+    assert!(node.stderr().contains(&format!("{path}:3:3: unknown field `colour`")), "{}", node.stderr());
+    // What only a restart can change is refused too.
+    let other_port = Ports::fresh().http;
+    std::fs::write(node.config_path(), second.replace(&format!(":{}", node.ports.http), &format!(":{other_port}")))
+        .unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    wait_until("restart-only change refused", Duration::from_secs(20), || {
+        node.stderr().contains("only a restart of warden can change: node.http_listen")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((pid_of(&node, "a"), pid_of(&node, "b"), pid_of(&node, "c")), (Some(a2), Some(b), Some(c)));
+    assert_eq!(status_code(&node.url("/healthz")), Some(200));
+
+    // Removing a service stops it.
+    std::fs::write(
+        node.config_path(),
+        first.replace(&format!("sleep {}", tag as u32 * 10 + 1), &format!("sleep {}", tag as u32 * 10 + 3)),
+    )
+    .unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    wait_until("c removed", Duration::from_secs(20), || node.service("c").is_none());
+    assert!(alive_in_groups(&[c]).is_empty(), "the removed service's process is gone");
+    assert!(node.stop().unwrap().success());
+}
+
+/// Collects what warden sends on a notify socket.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    got: Arc<Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let got: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Bounded: the test's own lifetime; the socket file goes with the temp dir.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(120) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                    sink.lock().unwrap().push((Instant::now(), msg));
+                }
+            }
+        });
+        Self { path, got, _dir: dir }
+    }
+
+    fn count(&self, what: &str, since: Instant, until: Instant) -> usize {
+        self.got.lock().unwrap().iter().filter(|(t, m)| *t >= since && *t < until && m.contains(what)).count()
+    }
+}
+
+#[test]
+fn test_notify_protocol_ready_watchdog_withheld_when_wedged_and_stopping() {
+    let sock = NotifySocket::new();
+    let ports = Ports::fresh();
+    let notify = sock.path.display().to_string();
+    let env = [("NOTIFY_SOCKET", notify.as_str()), ("WATCHDOG_USEC", "200000")];
+    let mut node = Node::start_with_env(&default_config_on(ports), ports, &["--enable-fault-injection"], &env);
+    node.wait_ready();
+    let t0 = Instant::now();
+    wait_until("READY=1", Duration::from_secs(20), || {
+        sock.count("READY=1", t0 - Duration::from_secs(60), Instant::now()) == 1
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(sock.count("WATCHDOG=1", t0, Instant::now()) >= 3, "pings every 100 ms");
+
+    // The service supervisor stalls for 1.5 s: no ping while it cannot answer.
+    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor?after_ms=1500")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let stalled = Instant::now();
+    std::thread::sleep(Duration::from_millis(1300));
+    let during = sock.count("WATCHDOG=1", stalled + Duration::from_millis(300), stalled + Duration::from_millis(1300));
+    assert_eq!(during, 0, "the watchdog ping is withheld while warden is wedged");
+    wait_until("pings resume after the restart", Duration::from_secs(20), || {
+        sock.count("WATCHDOG=1", stalled + Duration::from_millis(1500), Instant::now()) >= 2
+    });
+    assert!(node.stderr().contains("watchdog ping withheld"), "{}", node.stderr());
+
+    assert!(node.stop().unwrap().success());
+    assert!(sock.count("STOPPING=1", t0, Instant::now()) >= 1);
+}
+
+#[test]
+fn test_meltdown_exits_with_the_documented_code_after_stopping_services_and_syncing() {
+    // A governance subtree allowed one restart, under a node that allows none: the second
+    // gatekeeper crash melts governance down, and the node gives up.
+    let ports = Ports::fresh();
+    let config = default_config_on(ports)
+        .replace(
+            "governance: { strategy: rest_for_one, max_restarts: 5,",
+            "governance: { strategy: rest_for_one, max_restarts: 1,",
+        )
+        .replace(
+            "node:       { strategy: one_for_one,  max_restarts: 10,",
+            "node:       { strategy: one_for_one,  max_restarts: 0,",
+        );
+    let mut node = Node::start_with(&config, ports, &["--enable-fault-injection"]);
+    node.wait_ready();
+    let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
+    let mut child = node.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "warden should have given up");
+        let _ = http().post(node.url("/api/debug/crash/governance/gatekeeper")).send();
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(70), "{}", node.stderr());
+    assert!(node.stderr().contains("restart intensity exceeded"), "{}", node.stderr());
+    assert!(!node.stderr().contains("polled after completion"), "no panic on the way out: {}", node.stderr());
+    wait_until("no service left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
+    let out = std::process::Command::new(WARDEN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(node.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "store synced and released: {}", String::from_utf8_lossy(&out.stdout));
+}
