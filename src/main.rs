@@ -6,6 +6,7 @@ mod demo;
 mod http;
 mod load;
 mod node;
+mod store_cmd;
 mod systemd;
 mod telemetry;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check or repair a stopped node's store.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Run the embedded demo services (started by the default node).
     #[command(subcommand)]
     Demo(demo::DemoCommand),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(AuditCommand::Verify { config, data_dir })) => {
             rt.block_on(audit_cmd::verify(config, data_dir))
         }
+        Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),

@@ -1,10 +1,12 @@
 //! `warden run`: load and check every config file, take the data dir, open the store, start
-//! the supervision tree, then wait for SIGINT/SIGTERM, a meltdown or a fatal store error, and
+//! the supervision tree, then wait for SIGINT/SIGTERM or a meltdown, and
 //! shut down in order: playbook runs, services in reverse dependency order, the tree, a final
 //! store sync. SIGHUP reloads the files (an invalid set is refused; the running one stays).
 //!
 //! Exit codes: 0 after a signal, 2 on invalid configuration, 70 when the node supervisor
-//! gave up (restart intensity exceeded), 74 when the store can no longer be written.
+//! gave up (restart intensity exceeded), 1 when warden cannot start (a locked data dir, a
+//! busy API address, a corrupt store journal: the message says which). A store that stops
+//! taking writes (a full disk) degrades warden rather than stopping it.
 
 use crate::http::{AppState, server::HttpServer};
 use crate::{load, systemd};
@@ -25,7 +27,6 @@ use warden_core::config::HttpLimits;
 
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_MELTDOWN: u8 = 70;
-pub const EXIT_STORE: u8 = 74;
 
 #[derive(clap::Args, Default, Debug)]
 pub struct RunArgs {
@@ -116,7 +117,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut fatal = store.fatal();
     let code = loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break ExitCode::SUCCESS }
@@ -125,10 +125,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             _ = &mut join => {
                 error!("node supervisor stopped: restart intensity exceeded, shutting down");
                 break ExitCode::from(EXIT_MELTDOWN)
-            }
-            _ = fatal.wait_for(Option::is_some) => {
-                error!("alert: the store cannot be written any more, shutting down");
-                break ExitCode::from(EXIT_STORE)
             }
         }
     };

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
 use warden_actors::node::{Addrs, Views};
 use warden_actors::registry::ActorState;
+use warden_actors::store::Health;
 use warden_core::config::HttpLimits;
 use warden_core::service::ServiceState;
 
@@ -58,7 +59,7 @@ impl AppState {
 
     /// Why warden is not ready, if it is not: shutting down; still starting (not every
     /// service has been ready once); a required service quarantined (a person must act);
-    /// a pillar actor restarting. Ready is the empty list. Later faults of a running
+    /// the store degraded (nothing durable can happen); a pillar actor restarting. Ready is the empty list. Later faults of a running
     /// service are the healer's business, not a reason to pull warden out of rotation.
     pub fn not_ready(&self) -> Vec<String> {
         if self.shutting_down.load(Ordering::Relaxed) {
@@ -81,6 +82,9 @@ impl AppState {
                 .filter(|s| s.state == ServiceState::Quarantined)
                 .map(|s| format!("service `{}` is quarantined", s.name)),
         );
+        if let Health::Degraded { reason, .. } = &*self.views.store.health().borrow() {
+            reasons.push(format!("store degraded: {reason}"));
+        }
         reasons.extend(
             self.views
                 .registry

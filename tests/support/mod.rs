@@ -97,12 +97,17 @@ impl Node {
     }
 
     pub fn start_with_env(config: &str, ports: Ports, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut node = Self::prepare(config, ports);
+        node.spawn_with_env(extra, env);
+        node
+    }
+
+    /// A node's config and dirs, not started yet.
+    pub fn prepare(config: &str, ports: Ports) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.yaml"), config).unwrap();
         let stderr_path = dir.path().join("warden.stderr");
-        let mut node = Self { child: None, dir, ports, stderr_path };
-        node.spawn_with_env(extra, env);
-        node
+        Self { child: None, dir, ports, stderr_path }
     }
 
     pub fn config_path(&self) -> PathBuf {

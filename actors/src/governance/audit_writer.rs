@@ -47,8 +47,9 @@ pub struct AuditWriter {
 }
 
 pub struct State {
-    last_seq: u64,
-    last_hash: Hash,
+    /// Where the chain ends, once it could be read: nothing is appended before, so a store
+    /// that cannot be read never forks the chain.
+    head: Option<(u64, Hash)>,
     _reg: Registration,
 }
 
@@ -59,8 +60,14 @@ impl Actor for AuditWriter {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<AuditMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        let (last_seq, last_hash) = self.store.audit_head().await?.unwrap_or((0, GENESIS));
-        Ok(State { last_seq, last_hash, _reg: self.registry.started(PATH) })
+        let head = match self.store.audit_head().await {
+            Ok(head) => Some(head.unwrap_or((0, GENESIS))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the audit chain's head yet; appends wait for it");
+                None
+            }
+        };
+        Ok(State { head, _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<AuditMsg>, msg: AuditMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
@@ -73,16 +80,28 @@ impl Actor for AuditWriter {
 
 impl AuditWriter {
     async fn append(&self, st: &mut State, record: AuditRecord) -> Result<SealedEntry, AppendError> {
+        let (last_seq, last_hash) = match st.head {
+            Some(head) => head,
+            None => {
+                let head = self.store.audit_head().await?.unwrap_or((0, GENESIS));
+                st.head = Some(head);
+                head
+            }
+        };
         let entry = AuditEntry {
-            seq: st.last_seq + 1,
+            seq: last_seq + 1,
             ts_unix_ms: warden_core::time::now_unix_ms(),
             record,
-            prev_hash: st.last_hash,
+            prev_hash: last_hash,
         };
-        let sealed = audit::seal(entry, st.last_hash)?;
-        self.store.audit_append(sealed.clone()).await?;
-        st.last_seq = sealed.entry.seq;
-        st.last_hash = sealed.hash;
+        let sealed = audit::seal(entry, last_hash)?;
+        if let Err(e) = self.store.audit_append(sealed.clone()).await {
+            // The append may or may not have reached the disk: read the head again before the
+            // next one, so the chain continues from what is really stored.
+            st.head = None;
+            return Err(e.into());
+        }
+        st.head = Some((sealed.entry.seq, sealed.hash));
         self.metrics.audit_entries.inc();
         Ok(sealed)
     }

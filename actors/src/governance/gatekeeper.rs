@@ -12,7 +12,7 @@ use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::registry::{ActorRegistry, Registration};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
@@ -84,7 +84,9 @@ pub struct Gatekeeper {
 }
 
 pub struct State {
-    history: RateHistory,
+    /// `None` until it could be read from the audit chain: then nothing is allowed, since a
+    /// rate limit that cannot be counted cannot be kept.
+    history: Option<RateHistory>,
     _reg: Registration,
 }
 
@@ -95,19 +97,11 @@ impl Actor for Gatekeeper {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<GateMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        // Rate limits count what the audit chain says was allowed, so they hold across a
-        // restart of this actor or of warden.
-        let mut history = RateHistory::default();
-        if let Some(window) = self.policies.get().longest_rate_window() {
-            let since = warden_core::time::now_unix_ms().saturating_sub(window.as_millis() as u64);
-            for sealed in self.store.audit_since(since).await? {
-                let r = &sealed.entry.record;
-                if r.kind == EntryKind::Decision && r.decision == DecisionKind::Allow {
-                    history.record(&r.action, &r.target, sealed.entry.ts_unix_ms, HISTORY_KEEP);
-                }
-            }
+        let history = self.load_history().await;
+        if let Err(e) = &history {
+            tracing::warn!(error = %e, "rate-limit history unavailable; tier 2+ requests are refused until it loads");
         }
-        Ok(State { history, _reg: self.registry.started(PATH) })
+        Ok(State { history: history.ok(), _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<GateMsg>, msg: GateMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
@@ -131,9 +125,38 @@ impl Actor for Gatekeeper {
 }
 
 impl Gatekeeper {
+    /// Rate limits count what the audit chain says was allowed, so they hold across a
+    /// restart of this actor or of warden.
+    async fn load_history(&self) -> Result<RateHistory, StoreError> {
+        let mut history = RateHistory::default();
+        if let Some(window) = self.policies.get().longest_rate_window() {
+            let since = warden_core::time::now_unix_ms().saturating_sub(window.as_millis() as u64);
+            for sealed in self.store.audit_since(since).await? {
+                let r = &sealed.entry.record;
+                if r.kind == EntryKind::Decision && r.decision == DecisionKind::Allow {
+                    history.record(&r.action, &r.target, sealed.entry.ts_unix_ms, HISTORY_KEEP);
+                }
+            }
+        }
+        Ok(history)
+    }
+
     async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
+        if st.history.is_none() {
+            match self.load_history().await {
+                Ok(h) => st.history = Some(h),
+                Err(e) => {
+                    tracing::error!(action = req.action, target = req.target, error = %e, "rate-limit history unavailable; denying");
+                    return GateAnswer::Denied {
+                        reason: format!("rate-limit history unavailable: {e}"),
+                        audit_seq: None,
+                    };
+                }
+            }
+        }
+        let history = st.history.get_or_insert_with(RateHistory::default);
         let now = warden_core::time::now_unix_ms();
-        let verdict = evaluate(&self.policies.get(), req.clone(), now, &st.history);
+        let verdict = evaluate(&self.policies.get(), req.clone(), now, history);
         self.metrics
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
@@ -148,7 +171,7 @@ impl Gatekeeper {
         match verdict {
             Verdict::Allow(allowed) => match AuditReceipt::for_decision(&sealed) {
                 Some(receipt) => {
-                    st.history.record(&req.action, &req.target, now, HISTORY_KEEP);
+                    history.record(&req.action, &req.target, now, HISTORY_KEEP);
                     GateAnswer::Granted(Permit::grant(allowed, receipt))
                 }
                 None => GateAnswer::Denied {

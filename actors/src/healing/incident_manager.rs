@@ -106,7 +106,9 @@ impl Actor for IncidentManager {
             _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
             _reg: self.registry.started(PATH),
         };
-        self.check_runs(&mut st, true).await?;
+        if let Err(e) = self.check_runs(&mut st, true).await {
+            tracing::warn!(error = %e, "cannot check the open incidents' runs yet; every tick tries again");
+        }
         self.retry_dispatches(&mut st).await;
         self.metrics.incidents_open.set(st.open.len() as i64);
         Ok(st)
@@ -124,10 +126,18 @@ impl Actor for IncidentManager {
                 let result = self.open(*finding, st).await;
                 let _ = reply.send(result);
             }
-            IncidentMsg::RunFinished(run) => self.run_finished(*run, st).await?,
+            // A store that refuses writes leaves the incident as it was; the tick's check of
+            // the run in the store applies it once the store takes writes again.
+            IncidentMsg::RunFinished(run) => {
+                if let Err(e) = self.run_finished(*run, st).await {
+                    tracing::warn!(error = %e, "cannot record a run's end yet; the store check will");
+                }
+            }
             IncidentMsg::Tick => {
                 self.alert_overdue(st);
-                self.check_runs(st, false).await?;
+                if let Err(e) = self.check_runs(st, false).await {
+                    tracing::debug!(error = %e, "cannot check the open incidents' runs");
+                }
             }
             #[cfg(feature = "fault-injection")]
             IncidentMsg::Crash(after) => {

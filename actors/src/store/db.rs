@@ -57,6 +57,24 @@ impl Db {
         })
     }
 
+    /// A synced write of a scratch key: proves the store takes writes.
+    pub(super) fn probe_write(&self) -> Result<(), StoreError> {
+        self.meta.insert("health/probe", warden_core::time::now_unix_ms().to_be_bytes())?;
+        self.sync()
+    }
+
+    /// fjall's ids of warden's keyspaces, to name what a repair cut from the journal.
+    pub(super) fn keyspace_ids(&self) -> Vec<(u64, &'static str)> {
+        vec![
+            (self.audit.id(), "audit"),
+            (self.incidents.id(), "incidents"),
+            (self.incidents_open.id(), "incidents_open"),
+            (self.runs.id(), "runs"),
+            (self.runs_active.id(), "runs_active"),
+            (self.meta.id(), "meta"),
+        ]
+    }
+
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }

@@ -2,16 +2,26 @@
 //!
 //! Every caller (actors, HTTP, the CLI) goes through [`Store`]: typed queries, the blocking
 //! fjall work run off the async threads, typed errors. Writes that the system relies on
-//! (audit entries, incidents, runs) are synced to disk before they return. fjall marks its
-//! database poisoned after a failed flush; from then on no write can be trusted, so the
-//! first [`StoreError::Poisoned`] is published on [`Store::fatal`] and the node stops
-//! rather than run on without a durable audit trail.
+//! (audit entries, incidents, runs) are synced to disk before they return.
+//!
+//! A failed write (a full disk, an I/O error) poisons a fjall database: no later write is
+//! accepted. The store then degrades instead of taking warden down: it lets the database go,
+//! says so on [`Store::health`] (and `/readyz`), refuses what must be durable (so tier ≥ 2
+//! actions fail closed), and reopens the database every second until a write succeeds
+//! again. Tier 1 healing (restarting a crashed service) needs no store and goes on.
+//!
+//! A corrupt journal is found before the database opens ([`journal`]), named by file and
+//! offset, and repaired by `warden store recover`, which keeps every intact batch.
 
 mod db;
+pub mod journal;
 
 use crate::data_dir::DataDir;
 use db::Db;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::watch;
 use warden_core::audit::{self, ChainBreak, Hash, SealedEntry};
 use warden_core::incident::{Incident, MttrSummary, summarize};
@@ -21,12 +31,20 @@ use warden_core::run::RunRecord;
 pub enum StoreError {
     #[error("store error: {0}")]
     Fjall(Arc<fjall::Error>),
-    #[error("the store refused a write after a failed flush (poisoned); warden must restart to recover it")]
+    #[error("the store refused a write after a failed flush (poisoned)")]
     Poisoned,
+    #[error("the store is degraded ({0}); it is being reopened")]
+    Degraded(String),
+    #[error(
+        "the store's journal is corrupt: {0}; run `warden store check` for details and `warden store recover` to keep every intact entry"
+    )]
+    Corrupt(Box<journal::Corruption>),
     #[error("stored record {key} in `{keyspace}` cannot be decoded: {reason}")]
     Decode { keyspace: &'static str, key: String, reason: String },
     #[error("cannot encode record: {0}")]
     Encode(String),
+    #[error("cannot read the store's files: {0}")]
+    Io(Arc<std::io::Error>),
     #[error("store task failed: {0}")]
     Task(Arc<tokio::task::JoinError>),
 }
@@ -64,11 +82,32 @@ pub struct HealerStats {
     pub summary: MttrSummary,
 }
 
+/// Whether the store takes writes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Health {
+    Healthy,
+    /// A write failed (a full disk, an I/O error); warden reopens the store until it takes
+    /// writes again. Meanwhile nothing that must be durable happens: tier ≥ 2 actions are
+    /// refused because their decision cannot be audited.
+    Degraded {
+        reason: String,
+        since_unix_ms: u64,
+    },
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` while degraded: the old database is let go so it can be reopened.
+    db: RwLock<Option<Arc<Db>>>,
+    health: watch::Sender<Health>,
+    reopening: AtomicBool,
+}
+
 /// The handle every part of warden uses to reach the store.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Db>,
-    fatal: Arc<watch::Sender<Option<StoreError>>>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Store {
@@ -77,42 +116,109 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How often a degraded store tries to open again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
 impl Store {
-    /// Opens (creating if needed) the store of `dir`. The caller holds the dir's lock.
+    /// Opens (creating if needed) the store of `dir`. The caller holds the dir's lock. A
+    /// corrupt journal is refused with its file and offset (`warden store recover` keeps
+    /// every intact entry).
     pub fn open(dir: &DataDir) -> Result<Self, StoreError> {
-        let db = Db::open(&dir.store())?;
-        Ok(Self { db: Arc::new(db), fatal: Arc::new(watch::channel(None).0) })
+        let path = dir.store();
+        if let Some(c) = journal::first_corruption(&path).map_err(|e| StoreError::Io(Arc::new(e)))? {
+            return Err(StoreError::Corrupt(Box::new(c)));
+        }
+        let db = Db::open(&path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                db: RwLock::new(Some(Arc::new(db))),
+                health: watch::channel(Health::Healthy).0,
+                reopening: AtomicBool::new(false),
+            }),
+        })
     }
 
-    /// Becomes `Some` on the first fatal store error.
-    pub fn fatal(&self) -> watch::Receiver<Option<StoreError>> {
-        self.fatal.subscribe()
+    /// The store's health now and as it changes.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.inner.health.subscribe()
     }
 
-    /// Runs `f` on the blocking pool; escalates a poisoned store.
+    fn db(&self) -> Result<Arc<Db>, StoreError> {
+        let guard = self.inner.db.read().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or_else(|| match &*self.inner.health.borrow() {
+            Health::Degraded { reason, .. } => StoreError::Degraded(reason.clone()),
+            Health::Healthy => StoreError::Degraded("reopening".into()),
+        })
+    }
+
+    /// Runs a read on the blocking pool.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        let result =
-            tokio::task::spawn_blocking(move || f(&db)).await.unwrap_or_else(|e| Err(StoreError::Task(Arc::new(e))));
-        if let Err(StoreError::Poisoned) = &result {
-            // Announce it once; later errors change nothing.
-            self.fatal.send_if_modified(|fatal| {
-                if fatal.is_some() {
-                    return false;
-                }
-                *fatal = Some(StoreError::Poisoned);
-                true
-            });
+        let db = self.db()?;
+        tokio::task::spawn_blocking(move || f(&db)).await.unwrap_or_else(|e| Err(StoreError::Task(Arc::new(e))))
+    }
+
+    /// Runs a write on the blocking pool; a failed write degrades the store.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let result = self.run(f).await;
+        if let Err(e @ (StoreError::Fjall(_) | StoreError::Poisoned)) = &result {
+            self.degrade(e.to_string());
         }
         result
     }
 
+    /// Lets the database go and reopens it in the background until it takes writes.
+    fn degrade(&self, reason: String) {
+        let was = self.inner.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if was.is_none() {
+            return;
+        }
+        tracing::error!(
+            reason,
+            "alert: the store refused a write; degraded until it takes writes again (tier 2+ actions are refused)"
+        );
+        self.inner.health.send_replace(Health::Degraded { reason, since_unix_ms: warden_core::time::now_unix_ms() });
+        drop(was);
+        if !self.inner.reopening.swap(true, Ordering::AcqRel) {
+            let store = self.clone();
+            tokio::spawn(async move { store.reopen().await });
+        }
+    }
+
+    async fn reopen(&self) {
+        loop {
+            tokio::time::sleep(REOPEN_EVERY).await;
+            let path = self.inner.path.clone();
+            // A write proves it: opening alone succeeds on a full disk.
+            let opened = tokio::task::spawn_blocking(move || {
+                let db = Db::open(&path)?;
+                db.probe_write()?;
+                Ok::<_, StoreError>(db)
+            })
+            .await;
+            match opened {
+                Ok(Ok(db)) => {
+                    *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                    self.inner.health.send_replace(Health::Healthy);
+                    self.inner.reopening.store(false, Ordering::Release);
+                    tracing::info!("store resumed: it takes writes again");
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "store still refuses writes"),
+                Err(e) => tracing::debug!(error = %e, "store reopen task failed"),
+            }
+        }
+    }
+
     /// Makes everything written so far durable (used at shutdown, outside the runtime).
     pub fn sync_now(&self) -> Result<(), StoreError> {
-        self.db.sync()
+        self.db()?.sync()
     }
 
     // --- audit -----------------------------------------------------------------------------
@@ -124,7 +230,7 @@ impl Store {
 
     /// Appends a sealed entry, synced to disk before it returns.
     pub async fn audit_append(&self, sealed: SealedEntry) -> Result<(), StoreError> {
-        self.run(move |db| db.audit_append(&sealed)).await
+        self.write(move |db| db.audit_append(&sealed)).await
     }
 
     /// Up to `limit` entries from `from_seq` on.
@@ -175,18 +281,18 @@ impl Store {
     /// Overwrites the raw bytes of entry `seq`: for tamper tests, which must see the chain
     /// notice.
     pub async fn audit_put_raw(&self, seq: u64, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.run(move |db| db.audit_put_raw(seq, &bytes)).await
+        self.write(move |db| db.audit_put_raw(seq, &bytes)).await
     }
 
     // --- incidents and runs ---------------------------------------------------------------
 
     /// The next value of a durable counter, starting at 1.
     pub async fn next_id(&self, counter: Counter) -> Result<u64, StoreError> {
-        self.run(move |db| db.next_id(counter.name())).await
+        self.write(move |db| db.next_id(counter.name())).await
     }
 
     pub async fn put_incident(&self, incident: Incident) -> Result<(), StoreError> {
-        self.run(move |db| db.put_incident(&incident)).await
+        self.write(move |db| db.put_incident(&incident)).await
     }
 
     pub async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -194,7 +300,7 @@ impl Store {
     }
 
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        self.run(move |db| db.put_run(&run)).await
+        self.write(move |db| db.put_run(&run)).await
     }
 
     pub async fn run_record(&self, run_id: u64) -> Result<Option<RunRecord>, StoreError> {
@@ -227,6 +333,60 @@ impl Store {
         })
         .await
     }
+}
+
+/// What `warden store recover` did.
+#[derive(Debug, Clone)]
+pub struct Repair {
+    /// A copy of the store as it was, kept beside it.
+    pub backup: PathBuf,
+    /// The bad batches cut out of the journals.
+    pub cut: Vec<journal::Corruption>,
+    /// What those batches held, in warden's words (`audit entry 7`, `incident 3`).
+    pub lost: Vec<String>,
+}
+
+/// Repairs a store whose journal is corrupt: copies it aside, cuts every bad batch out
+/// (keeping every intact batch before and after), opens it, and says what was lost. The
+/// caller holds the data dir's lock; the store is not open.
+pub fn repair(dir: &DataDir) -> Result<Repair, StoreError> {
+    let io = |e: std::io::Error| StoreError::Io(Arc::new(e));
+    let store = dir.store();
+    let backup = dir.root().join(format!("store.before-recover-{}", warden_core::time::now_unix_ms()));
+    copy_dir(&store, &backup).map_err(io)?;
+    let cut = journal::cut_corruption(&store).map_err(io)?;
+    let db = Db::open(&store)?;
+    let names = db.keyspace_ids();
+    let lost = cut
+        .iter()
+        .flat_map(|c| c.items.iter())
+        .map(|item| {
+            let seq = <[u8; 8]>::try_from(item.key.as_slice()).map(u64::from_be_bytes);
+            match (names.iter().find(|(id, _)| *id == item.keyspace_id).map(|(_, n)| *n), seq) {
+                (Some("audit"), Ok(n)) => format!("audit entry {n}"),
+                (Some("incidents" | "incidents_open"), Ok(n)) => format!("incident {n}"),
+                (Some("runs" | "runs_active"), Ok(n)) => format!("playbook run {n}"),
+                (Some(name), _) => format!("{name} key {}", String::from_utf8_lossy(&item.key)),
+                (None, _) => format!("keyspace #{} key {}", item.keyspace_id, hex::encode(&item.key)),
+            }
+        })
+        .collect();
+    db.sync()?;
+    Ok(Repair { backup, cut, lost })
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
