@@ -279,3 +279,38 @@ fn test_oversized_bodies_and_wrong_methods_get_json_errors() {
     assert_eq!(r.status().as_u16(), 405);
     assert_eq!(r.json::<serde_json::Value>().unwrap()["error"]["code"], "method_not_allowed");
 }
+
+#[test]
+fn test_a_rate_limited_repair_waits_and_runs_when_the_limit_allows() {
+    // restart_service may run once per 4 s. A second hang right after the first is held by
+    // governance (the incident stays open, with an alert) and repaired when the window moves
+    // on, not failed and forgotten.
+    let ports = Ports::fresh();
+    let mut node = Node::prepare("", ports);
+    let policy = node.dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "mode: dev\nwhitelist:\n  - action: restart_service\n    targets: ['*']\n    rate_limit: { max: 1, per_ms: 4000 }\n",
+    )
+    .unwrap();
+    let config = format!("{}governance_policies: {}\n", default_config_on(ports), policy.display());
+    std::fs::write(node.config_path(), config).unwrap();
+    node.spawn(&[]);
+    node.wait_ready();
+    for round in 1..=2u64 {
+        let (pid, _) = node.service("api").unwrap();
+        kill(pid.unwrap(), Signal::SIGSTOP);
+        if round == 2 {
+            wait_until("the repair is held", Duration::from_secs(20), || {
+                node.stderr().contains("alert: governance holds the repair")
+            });
+            assert_eq!(healer_stats(&node)["incidents"]["open"], 1, "held, still open");
+        }
+        wait_until("healed", Duration::from_secs(30), || healer_stats(&node)["incidents"]["resolved"] == round);
+    }
+    let stats = healer_stats(&node);
+    let outcomes: Vec<&str> =
+        stats["last_runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(&outcomes[..3], ["succeeded", "throttled", "succeeded"], "{stats}");
+    assert_eq!(stats["incidents"]["failed"], 0, "{stats}");
+}

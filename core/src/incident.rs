@@ -47,6 +47,9 @@ pub struct Attempt {
     pub playbook: String,
     /// `None` while the run goes on.
     pub outcome: Option<RunOutcome>,
+    /// For a throttled run: when governance would allow the playbook again.
+    #[serde(default)]
+    pub retry_at_unix_ms: Option<u64>,
 }
 
 /// One incident as stored.
@@ -64,6 +67,15 @@ pub struct Incident {
     /// Playbook runs, in order.
     pub attempts: Vec<Attempt>,
     pub detail: String,
+    /// How many times detectors reported it (the first and every later sighting).
+    #[serde(default = "one")]
+    pub findings: u32,
+    #[serde(default)]
+    pub last_finding_unix_ms: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What to do next with an incident.
@@ -75,6 +87,9 @@ pub enum NextStep {
     Resolved { mttr_ms: u64 },
     /// Nothing left to try: the incident is now failed and a person must look.
     Escalate { reason: String },
+    /// Governance holds the playbook until `retry_at_unix_ms` (a rate limit, an hour
+    /// window); the incident stays open and [`Incident::due`] says when to run it again.
+    Wait { playbook: String, retry_at_unix_ms: u64, reason: String },
 }
 
 impl Incident {
@@ -91,6 +106,26 @@ impl Incident {
             status: IncidentStatus::Open,
             attempts: Vec::new(),
             detail: String::new(),
+            findings: 1,
+            last_finding_unix_ms: Some(now_unix_ms),
+        }
+    }
+
+    /// A detector reported the same fault again while the incident is open.
+    pub fn note_finding(&mut self, now_unix_ms: u64) {
+        self.findings = self.findings.saturating_add(1);
+        self.last_finding_unix_ms = Some(now_unix_ms);
+    }
+
+    /// The step that is due now for an open incident that waits for governance: its
+    /// throttled playbook, once the time has come. `None` otherwise.
+    pub fn due(&self, now_unix_ms: u64) -> Option<NextStep> {
+        let last = self.attempts.last()?;
+        match (self.status, last.outcome, last.retry_at_unix_ms) {
+            (IncidentStatus::Open, Some(RunOutcome::Throttled), Some(at)) if now_unix_ms >= at => {
+                Some(NextStep::Run { playbook: last.playbook.clone() })
+            }
+            _ => None,
         }
     }
 
@@ -105,7 +140,7 @@ impl Incident {
 
     /// Records that run `run_id` of `playbook` has started.
     pub fn begin(&mut self, run_id: u64, playbook: &str) {
-        self.attempts.push(Attempt { run_id, playbook: playbook.to_string(), outcome: None });
+        self.attempts.push(Attempt { run_id, playbook: playbook.to_string(), outcome: None, retry_at_unix_ms: None });
     }
 
     /// The run this incident waits for, if any.
@@ -122,6 +157,7 @@ impl Incident {
         }
         let current = self.attempts.last_mut().filter(|a| a.run_id == run.run_id && a.outcome.is_none())?;
         current.outcome = Some(run.outcome);
+        current.retry_at_unix_ms = run.retry_at_unix_ms;
         let playbook = current.playbook.clone();
         let count = |outcome: fn(RunOutcome) -> bool| {
             self.attempts.iter().filter(|a| a.playbook == playbook && a.outcome.is_some_and(outcome)).count()
@@ -136,6 +172,12 @@ impl Incident {
             RunOutcome::Interrupted if count(|o| o == RunOutcome::Interrupted) <= MAX_INTERRUPTIONS => {
                 NextStep::Run { playbook }
             }
+            // Held, not refused: the same playbook runs again when governance allows it.
+            RunOutcome::Throttled => NextStep::Wait {
+                playbook,
+                retry_at_unix_ms: run.retry_at_unix_ms.unwrap_or(run.finished_unix_ms.unwrap_or(0) + 60_000),
+                reason: run.detail.clone(),
+            },
             RunOutcome::Failed
                 if count(|o| o == RunOutcome::Failed)
                     <= catalog.get(&playbook).map_or(0, |p| p.max_retries as usize) =>
@@ -250,8 +292,15 @@ mod tests {
             fault_onset_unix_ms: None,
             resolved_unix_ms: resolved,
             status,
-            attempts: vec![Attempt { run_id: id, playbook: "restart_hung_service".into(), outcome: None }],
+            attempts: vec![Attempt {
+                run_id: id,
+                playbook: "restart_hung_service".into(),
+                outcome: None,
+                retry_at_unix_ms: None,
+            }],
             detail: String::new(),
+            findings: 1,
+            last_finding_unix_ms: None,
         }
     }
 
@@ -277,6 +326,7 @@ mod tests {
             outcome,
             steps: vec![],
             detail: "it broke".into(),
+            retry_at_unix_ms: None,
         }
     }
 
@@ -343,6 +393,22 @@ mod tests {
         i.begin(20, "second");
         let moved = i.finish_run(&run(20, "second", RunOutcome::Interrupted, 1_200), &c);
         assert_eq!(moved, Some(NextStep::Run { playbook: "first".into() }), "past the bound it moves on");
+    }
+
+    #[test]
+    fn test_a_throttled_run_waits_and_the_same_playbook_is_due_when_allowed() {
+        // A rate limit holds the playbook: the incident stays open, nothing else is tried,
+        // and the same playbook is due once governance would allow it.
+        let c = catalog();
+        let mut i = fresh();
+        i.begin(10, "first");
+        let held = RunRecord { retry_at_unix_ms: Some(5_000), ..run(10, "first", RunOutcome::Throttled, 1_100) };
+        assert!(matches!(i.finish_run(&held, &c), Some(NextStep::Wait { retry_at_unix_ms: 5_000, .. })));
+        assert_eq!(i.status, IncidentStatus::Open);
+        assert_eq!(i.due(4_999), None, "not before");
+        assert_eq!(i.due(5_000), Some(NextStep::Run { playbook: "first".into() }));
+        i.note_finding(5_100);
+        assert_eq!(i.findings, 2);
     }
 
     #[test]

@@ -326,8 +326,15 @@ impl Allowed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow(Allowed),
-    Deny { reason: String },
-    PendingApproval { reason: String },
+    Deny {
+        reason: String,
+        /// When the same request would be allowed (a rate limit's window moves on, an hour
+        /// window opens); `None`: not by waiting.
+        retry_at_unix_ms: Option<u64>,
+    },
+    PendingApproval {
+        reason: String,
+    },
 }
 
 impl Verdict {
@@ -341,7 +348,7 @@ impl Verdict {
     pub fn reason(&self) -> &str {
         match self {
             Verdict::Allow(a) => &a.reason,
-            Verdict::Deny { reason } | Verdict::PendingApproval { reason } => reason,
+            Verdict::Deny { reason, .. } | Verdict::PendingApproval { reason } => reason,
         }
     }
 }
@@ -353,11 +360,12 @@ pub struct RateHistory {
 }
 
 impl RateHistory {
-    fn count_since(&self, action: &str, target: &str, since: u64) -> usize {
+    /// The times (oldest first) `action` on `target` was allowed at or after `since`.
+    fn within(&self, action: &str, target: &str, since: u64) -> Vec<u64> {
         self.allowed
             .get(&(action.to_string(), target.to_string()))
-            .map(|q| q.iter().filter(|&&t| t >= since).count())
-            .unwrap_or(0)
+            .map(|q| q.iter().copied().filter(|&t| t >= since).collect())
+            .unwrap_or_default()
     }
 
     /// Records an allowed action; keeps at most `keep` timestamps per key.
@@ -377,30 +385,42 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason: "tier 1: autonomous".into() });
     }
     if tier == Tier::HUMAN_ONLY {
-        return Verdict::Deny { reason: format!("`{}` is tier 4: never autonomous, a person must act", req.action) };
+        let reason = format!("`{}` is tier 4: never autonomous, a person must act", req.action);
+        return Verdict::Deny { reason, retry_at_unix_ms: None };
     }
     let entries: Vec<&WhitelistRule> =
         policies.whitelist.iter().filter(|w| w.action == req.action && w.targets.covers(&req.target)).collect();
     if entries.is_empty() {
-        return Verdict::Deny { reason: format!("`{}` on `{}` is not whitelisted", req.action, req.target) };
+        let reason = format!("`{}` on `{}` is not whitelisted", req.action, req.target);
+        return Verdict::Deny { reason, retry_at_unix_ms: None };
     }
     let hour = ((now_unix_ms / 3_600_000) % 24) as u8;
     let mut last_reason = String::new();
+    // The earliest time any matching entry would allow it.
+    let mut retry_at: Option<u64> = None;
+    let mut later = |at: u64| retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
     for w in entries {
         if let Some(h) = w.hours_utc
             && !h.contains(hour)
         {
             last_reason = format!("`{}` is whitelisted only {:02}:00–{:02}:00 UTC", req.action, h.from, h.to);
+            let hours_until = (u64::from(h.from) + 24 - u64::from(hour)) % 24;
+            later((now_unix_ms / 3_600_000 + hours_until) * 3_600_000);
             continue;
         }
         if let Some(r) = w.rate_limit {
             let per_ms = r.per.as_millis() as u64;
-            let used = history.count_since(&req.action, &req.target, now_unix_ms.saturating_sub(per_ms));
-            if used >= r.max {
+            let window = history.within(&req.action, &req.target, now_unix_ms.saturating_sub(per_ms));
+            if window.len() >= r.max {
+                let used = window.len();
                 last_reason = format!(
                     "rate limit: `{}` on `{}` ran {used} times in {per_ms} ms (max {})",
                     req.action, req.target, r.max
                 );
+                // Allowed again once enough of the counted ones have left the window.
+                if let Some(&oldest) = window.get(used - r.max) {
+                    later(oldest + per_ms + 1);
+                }
                 continue;
             }
         }
@@ -416,7 +436,7 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         };
         return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason });
     }
-    Verdict::Deny { reason: last_reason }
+    Verdict::Deny { reason: last_reason, retry_at_unix_ms: retry_at }
 }
 
 #[cfg(test)]
@@ -469,7 +489,10 @@ mod tests {
     #[test]
     fn test_tier2_not_whitelisted_is_denied() {
         let v = evaluate(&policies("dev"), req("restart_service", 2, "db"), NOON, &RateHistory::default());
-        assert!(matches!(&v, Verdict::Deny { reason } if reason.contains("not whitelisted")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Deny { reason, retry_at_unix_ms: None } if reason.contains("not whitelisted")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -479,7 +502,9 @@ mod tests {
         h.record("restart_service", "api", NOON - 1000, 100);
         h.record("restart_service", "api", NOON - 500, 100);
         let v = evaluate(&p, req("restart_service", 2, "api"), NOON, &h);
-        assert!(matches!(&v, Verdict::Deny { reason } if reason.contains("rate limit")), "{v:?}");
+        assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.contains("rate limit")), "{v:?}");
+        // The first of the two leaves the 60 s window at NOON - 1000 + 60000.
+        assert!(matches!(v, Verdict::Deny { retry_at_unix_ms: Some(t), .. } if t == NOON - 1000 + 60_000 + 1));
         let later = evaluate(&p, req("restart_service", 2, "api"), NOON + 61_000, &h);
         assert!(matches!(later, Verdict::Allow(_)), "window passed: {later:?}");
     }
@@ -495,14 +520,15 @@ mod tests {
     #[test]
     fn test_tier4_override_is_never_autonomous() {
         let v = evaluate(&policies("dev"), req("signal_service", 2, "db"), NOON, &RateHistory::default());
-        assert!(matches!(&v, Verdict::Deny { reason } if reason.contains("tier 4")), "{v:?}");
+        assert!(matches!(&v, Verdict::Deny { reason, .. } if reason.contains("tier 4")), "{v:?}");
     }
 
     #[test]
     fn test_hour_window_limits_entry() {
         let p = policies("dev");
         let outside = evaluate(&p, req("quarantine_service", 2, "api"), NOON, &RateHistory::default());
-        assert!(matches!(outside, Verdict::Deny { .. }), "{outside:?}");
+        let tomorrow_one = 25 * 3_600_000;
+        assert!(matches!(outside, Verdict::Deny { retry_at_unix_ms: Some(t), .. } if t == tomorrow_one), "{outside:?}");
         let inside = evaluate(&p, req("quarantine_service", 2, "api"), 3_600_000 + 5, &RateHistory::default());
         assert!(matches!(inside, Verdict::Allow(_)), "{inside:?}");
         assert!(HourWindow { from: 22, to: 2 }.contains(23) && HourWindow { from: 22, to: 2 }.contains(1));

@@ -13,6 +13,9 @@ pub enum RunOutcome {
     Failed,
     /// Governance refused a step; nothing past it ran.
     Denied,
+    /// Governance refused a step for now (a rate limit, an hour window); it would allow it
+    /// at the run's `retry_at_unix_ms`.
+    Throttled,
     /// A step waits for an approver.
     PendingApproval,
     /// Cut short by a crash or a shutdown of warden, not by the playbook: it may run again.
@@ -26,6 +29,7 @@ impl RunOutcome {
             RunOutcome::Succeeded => "succeeded",
             RunOutcome::Failed => "failed",
             RunOutcome::Denied => "denied",
+            RunOutcome::Throttled => "throttled",
             RunOutcome::PendingApproval => "pending_approval",
             RunOutcome::Interrupted => "interrupted",
         }
@@ -62,6 +66,9 @@ pub struct RunRecord {
     pub outcome: RunOutcome,
     pub steps: Vec<StepRecord>,
     pub detail: String,
+    /// For a throttled run: when governance would allow it.
+    #[serde(default)]
+    pub retry_at_unix_ms: Option<u64>,
 }
 
 impl RunRecord {

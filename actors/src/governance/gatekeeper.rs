@@ -28,8 +28,16 @@ const HISTORY_KEEP: usize = 1000;
 #[derive(Debug)]
 pub enum GateAnswer {
     Granted(Permit),
-    Denied { reason: String, audit_seq: Option<u64> },
-    Pending { reason: String, audit_seq: u64 },
+    Denied {
+        reason: String,
+        audit_seq: Option<u64>,
+        /// When the same request would be allowed (a rate limit, an hour window).
+        retry_at_unix_ms: Option<u64>,
+    },
+    Pending {
+        reason: String,
+        audit_seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -150,6 +158,7 @@ impl Gatekeeper {
                     return GateAnswer::Denied {
                         reason: format!("rate-limit history unavailable: {e}"),
                         audit_seq: None,
+                        retry_at_unix_ms: None,
                     };
                 }
             }
@@ -165,7 +174,8 @@ impl Gatekeeper {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(action = req.action, target = req.target, error = %e, "audit write failed; denying");
-                return GateAnswer::Denied { reason: format!("audit log unavailable: {e}"), audit_seq: None };
+                let reason = format!("audit log unavailable: {e}");
+                return GateAnswer::Denied { reason, audit_seq: None, retry_at_unix_ms: None };
             }
         };
         match verdict {
@@ -177,11 +187,12 @@ impl Gatekeeper {
                 None => GateAnswer::Denied {
                     reason: "audit entry is not a decision".into(),
                     audit_seq: Some(sealed.entry.seq),
+                    retry_at_unix_ms: None,
                 },
             },
-            Verdict::Deny { reason } => {
+            Verdict::Deny { reason, retry_at_unix_ms } => {
                 tracing::warn!(action = req.action, target = req.target, reason, "governance denied action");
-                GateAnswer::Denied { reason, audit_seq: Some(sealed.entry.seq) }
+                GateAnswer::Denied { reason, audit_seq: Some(sealed.entry.seq), retry_at_unix_ms }
             }
             Verdict::PendingApproval { reason } => {
                 if let Err(e) = self.approvals.hold(req, sealed.entry.seq) {

@@ -209,6 +209,7 @@ impl PlaybookExecutor {
             outcome: RunOutcome::Running,
             steps: vec![],
             detail: String::new(),
+            retry_at_unix_ms: None,
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
@@ -278,7 +279,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             let started = Instant::now();
             let (result, permit_seq) = run_step(ctx, order, step.clone()).await;
             let detail = match &result {
-                Ok(d) | Err((_, d)) => d.clone(),
+                Ok(d) => d.clone(),
+                Err(f) => f.detail.clone(),
             };
             record.steps.push(StepRecord {
                 index: step.index,
@@ -290,9 +292,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 duration_ms: started.elapsed().as_millis() as u64,
             });
             save(ctx, &record).await;
-            if let Err((outcome, d)) = result {
-                record.outcome = outcome;
-                record.detail = format!("step {} `{}`: {d}", step.index, step.primitive.action());
+            if let Err(f) = result {
+                record.outcome = f.outcome;
+                record.retry_at_unix_ms = f.retry_at_unix_ms;
+                record.detail = format!("step {} `{}`: {}", step.index, step.primitive.action(), f.detail);
                 return;
             }
         }
@@ -352,15 +355,27 @@ async fn save(ctx: &RunContext, record: &RunRecord) {
     }
 }
 
-type StepResult = Result<String, (RunOutcome, String)>;
+/// Why a step ended its run.
+struct StepFailure {
+    outcome: RunOutcome,
+    detail: String,
+    /// For a throttled step: when governance would allow it.
+    retry_at_unix_ms: Option<u64>,
+}
+
+fn failed(outcome: RunOutcome, detail: String) -> StepFailure {
+    StepFailure { outcome, detail, retry_at_unix_ms: None }
+}
+
+type StepResult = Result<String, StepFailure>;
 
 /// Gets the step authorised (asking governance when its tier needs it), runs it, and
 /// audits the outcome of a permitted step.
 async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
     if step.tier == Tier::OBSERVE {
         return match Authorized::autonomous(step) {
-            Ok(a) => (perform(ctx, a).await.map_err(|e| (RunOutcome::Failed, e.to_string())), None),
-            Err(e) => (Err((RunOutcome::Denied, e.to_string())), None),
+            Ok(a) => (perform(ctx, a).await.map_err(|e| failed(RunOutcome::Failed, e.to_string())), None),
+            Err(e) => (Err(failed(RunOutcome::Denied, e.to_string())), None),
         };
     }
     let request = ActionRequest {
@@ -374,18 +389,23 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
     };
     let permit = match ctx.gate.request(request.clone()).await {
         Ok(GateAnswer::Granted(p)) => p,
-        Ok(GateAnswer::Denied { reason, audit_seq }) => {
-            return (Err((RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
+        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
+            let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));
+            let failure = StepFailure { outcome: RunOutcome::Throttled, detail, retry_at_unix_ms: Some(at) };
+            return (Err(failure), audit_seq);
+        }
+        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: None }) => {
+            return (Err(failed(RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
         }
         Ok(GateAnswer::Pending { reason, audit_seq }) => {
-            return (Err((RunOutcome::PendingApproval, reason)), Some(audit_seq));
+            return (Err(failed(RunOutcome::PendingApproval, reason)), Some(audit_seq));
         }
-        Err(e) => return (Err((RunOutcome::Denied, format!("no decision: {e}"))), None),
+        Err(e) => return (Err(failed(RunOutcome::Denied, format!("no decision: {e}"))), None),
     };
     let seq = permit.audit_seq();
     let authorized = match Authorized::with_permit(step, &permit) {
         Ok(a) => a,
-        Err(e) => return (Err((RunOutcome::Denied, e.to_string())), Some(seq)),
+        Err(e) => return (Err(failed(RunOutcome::Denied, e.to_string())), Some(seq)),
     };
     let result = perform(ctx, authorized).await.map_err(|e| e.to_string());
     let report = OutcomeReport {
@@ -398,7 +418,7 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
     if let Err(e) = ctx.gate.outcome(report).await {
         tracing::error!(run = order.run_id, error = %e, "cannot audit step outcome");
     }
-    (result.map_err(|e| (RunOutcome::Failed, e)), Some(seq))
+    (result.map_err(|e| failed(RunOutcome::Failed, e)), Some(seq))
 }
 
 /// Why a step did not do its job.

@@ -135,6 +135,9 @@ impl Actor for IncidentManager {
             }
             IncidentMsg::Tick => {
                 self.alert_overdue(st);
+                if let Err(e) = self.run_due(st).await {
+                    tracing::debug!(error = %e, "cannot start the repairs that are due");
+                }
                 if let Err(e) = self.check_runs(st, false).await {
                     tracing::debug!(error = %e, "cannot check the open incidents' runs");
                 }
@@ -211,8 +214,13 @@ impl IncidentManager {
     }
 
     async fn open(&self, f: Finding, st: &mut State) -> Result<(), IncidentError> {
-        if st.open.values().any(|i| i.service == f.service && i.mode == f.mode) {
-            tracing::debug!(service = f.service.as_str(), mode = f.mode.as_str(), "incident already open");
+        // The same fault seen again: one incident, which counts the sightings.
+        if let Some(open) = st.open.values().find(|i| i.service == f.service && i.mode == f.mode) {
+            let mut incident = open.clone();
+            incident.note_finding(warden_core::time::now_unix_ms());
+            tracing::debug!(incident = incident.id, findings = incident.findings, "the open incident was seen again");
+            self.store.put_incident(incident.clone()).await?;
+            st.open.insert(incident.id, incident);
             return Ok(());
         }
         let id = self.store.next_id(Counter::Incident).await?;
@@ -264,6 +272,18 @@ impl IncidentManager {
                 tracing::info!(incident = id, service = incident.service.as_str(), mttr_ms, "incident resolved");
                 self.close(id, st);
             }
+            NextStep::Wait { playbook, retry_at_unix_ms, reason } => {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::warn!(
+                    incident = id,
+                    service = incident.service.as_str(),
+                    playbook,
+                    retry_at = warden_core::time::rfc3339(retry_at_unix_ms),
+                    reason,
+                    "alert: governance holds the repair; it runs again when allowed"
+                );
+                st.open.insert(id, incident);
+            }
             NextStep::Escalate { reason } => {
                 self.store.put_incident(incident.clone()).await?;
                 tracing::error!(
@@ -274,6 +294,17 @@ impl IncidentManager {
                 );
                 self.close(id, st);
             }
+        }
+        Ok(())
+    }
+
+    /// Starts the held repairs whose time has come (a rate limit's window moved on).
+    async fn run_due(&self, st: &mut State) -> Result<(), StoreError> {
+        let now = warden_core::time::now_unix_ms();
+        let due: Vec<(Incident, NextStep)> = st.open.values().filter_map(|i| Some((i.clone(), i.due(now)?))).collect();
+        for (incident, step) in due {
+            tracing::info!(incident = incident.id, "governance allows the held repair now; running it");
+            self.apply(step, incident, st).await?;
         }
         Ok(())
     }
