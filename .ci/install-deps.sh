@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, as root on a fresh Debian machine, the system tools warden's tests need:
 #   promtool (Debian package `prometheus`)      always
+#   postgres (Debian package `postgresql`)      always: a real PostgreSQL supervised by warden
 #   monit    (Debian package `monit`)           with --bench (the peer in the restore benchmark)
 # Idempotent and quiet: skips apt entirely when every command is present, runs
 # `apt-get update` only when something must be installed, prints only on failure.
@@ -16,16 +17,29 @@ for arg in "$@"; do
 done
 
 # command -> Debian package
-declare -A want=([promtool]=prometheus)
+declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql)
 if [ "$bench" = 1 ]; then
     want[monit]=monit
 fi
 
+# PostgreSQL's server binaries live outside PATH, under /usr/lib/postgresql/VERSION/bin.
+have() {
+    if [ "$1" = postgres ]; then
+        compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+    else
+        command -v "$1" >/dev/null 2>&1
+    fi
+}
+
 find_missing() {
     missing=()
     for cmd in "${!want[@]}"; do
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+        have "$cmd" || missing+=("${want[$cmd]}")
     done
+    # One package may provide several commands.
+    if [ "${#missing[@]}" -gt 0 ]; then
+        mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    fi
 }
 find_missing
 [ "${#missing[@]}" -eq 0 ] && exit 0
@@ -68,7 +82,7 @@ if ! { apt-get "${lock_wait[@]}" update -qq &&
 fi
 
 for cmd in "${!want[@]}"; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+    if ! have "$cmd"; then
         echo "install-deps: $cmd still missing after installing ${want[$cmd]}" >&2
         exit 1
     fi

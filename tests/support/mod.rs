@@ -259,15 +259,34 @@ pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
 
-/// promtool comes from the Debian package `prometheus`; a fresh machine gets it from the
+/// promtool and PostgreSQL come from Debian packages; a fresh machine gets them from the
 /// project's own install script (quiet and idempotent), so `cargo test` alone suffices.
-pub fn ensure_promtool() {
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        return;
-    }
+fn install_deps() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-deps.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
     assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn ensure_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        install_deps();
+    }
+}
+
+/// The directory of PostgreSQL's server binaries (newest version installed).
+pub fn postgres_bin_dir() -> PathBuf {
+    let find = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("postgres").exists()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs.pop()
+    };
+    if let Some(dir) = find() {
+        return dir;
+    }
+    install_deps();
+    find().expect("postgres installed by .ci/install-deps.sh")
 }
 
 /// A node with one service, `slow`, that takes 2 s to come back after a restart (a shell

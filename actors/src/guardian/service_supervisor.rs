@@ -181,16 +181,22 @@ impl Actor for ServiceSupervisor {
                         .then(|| t.services.get(&service))
                         .flatten()
                         .filter(|e| e.generation == generation && e.state == ServiceState::Backoff)
-                        .map(|e| e.cgroup.clone())
+                        .map(|e| (e.cgroup.clone(), e.last_group))
                 };
-                if let Some(cgroup) = due {
+                if let Some((cgroup, last_group)) = due {
                     // What the last process left behind (children it forked) goes before the
-                    // next one starts in the same cgroup, as systemd does.
-                    if let Some(cg) = cgroup
-                        && !cg.pids().is_empty()
-                    {
-                        warn!(service = service.as_str(), pids = ?cg.pids(), "killing what the exited process left running");
-                        cg.kill_all().await;
+                    // next one starts, as systemd does: its cgroup, or without one its group.
+                    match cgroup {
+                        Some(cg) if !cg.pids().is_empty() => {
+                            warn!(service = service.as_str(), pids = ?cg.pids(), "killing what the exited process left running");
+                            cg.kill_all().await;
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Some(group) = last_group {
+                                let _ = process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+                            }
+                        }
                     }
                     let _ = self.spawn(&myself, &service);
                 }
@@ -451,6 +457,7 @@ impl ServiceSupervisor {
             return; // an older process, one we stopped on purpose, or already handled
         }
         let Some(info) = e.process_exited() else { return };
+        e.last_group = e.pid;
         e.pid = None;
         e.exit = None;
         e.last_exit = Some(if e.hung_before_ready {

@@ -59,6 +59,9 @@ pub struct ServiceEntry {
     pub cgroup: Option<ServiceCgroup>,
     /// A reload removed it; it leaves the table once stopped.
     pub removed: bool,
+    /// The process group of the process that last exited (without cgroups, what is left
+    /// of it is killed through the group before the next start).
+    pub last_group: Option<u32>,
 }
 
 impl ServiceEntry {
@@ -83,6 +86,7 @@ impl ServiceEntry {
             hung_before_ready: false,
             cgroup: None,
             removed: false,
+            last_group: None,
         }
     }
 
