@@ -6,12 +6,38 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::bench::{self, BenchConfig, Peer};
+use crate::reliability::{self, ReliabilityConfig};
 use crate::restore::{Fault, Timing};
 
 #[derive(clap::Subcommand)]
 pub enum ChaosCommand {
     /// Time to restore: warden and a peer supervisor on the same demo api, in one run.
     Bench(BenchArgs),
+    /// Faults to warden itself on the default node: a flood of idle connections, and
+    /// repeated kill -9 with the time back to healthy.
+    Reliability(ReliabilityArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReliabilityArgs {
+    /// Idle connections held open against warden's API during the flood.
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// API requests timed before and during the flood.
+    #[arg(long, default_value_t = 200)]
+    requests: u32,
+    /// Times warden is killed with SIGKILL and started again.
+    #[arg(long, default_value_t = 10)]
+    restarts: u32,
+    /// Markdown file whose reliability section is (re)written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON file with every sample.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the temporary data directory and logs.
+    #[arg(long)]
+    keep_tmp: bool,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +78,34 @@ pub struct BenchArgs {
 pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
     match cmd {
         ChaosCommand::Bench(args) => run_bench(args).await,
+        ChaosCommand::Reliability(args) => run_reliability(args).await,
+    }
+}
+
+async fn run_reliability(args: ReliabilityArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.requests > 0, "--requests must be at least 1");
+    let cfg = ReliabilityConfig {
+        connections: args.connections,
+        requests: args.requests,
+        restarts: args.restarts,
+        out: args.out,
+        json: args.json,
+        keep_tmp: args.keep_tmp,
+    };
+    let report = until_signal(reliability::run(&cfg)).await?.context("reliability benchmark failed")?;
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+/// Runs `fut` until it ends or Ctrl-C/SIGTERM arrives. On a signal the future is dropped:
+/// every process group it owns is killed by its guard on the way out.
+async fn until_signal<T>(fut: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = fut => Ok(r),
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; all started processes were killed"),
+        _ = term.recv() => anyhow::bail!("terminated; all started processes were killed"),
     }
 }
 
@@ -72,15 +126,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         keep_tmp: args.keep_tmp,
         timing: Timing { settle: Duration::from_secs(args.settle), ..Timing::default() },
     };
-    // On Ctrl-C or SIGTERM the bench future is dropped: every process group it owns is
-    // killed by its guard on the way out.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let report = tokio::select! {
-        r = bench::run(&cfg) => r.context("restore benchmark failed")?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; all started processes were killed"),
-        _ = term.recv() => anyhow::bail!("terminated; all started processes were killed"),
-    };
+    let report = until_signal(bench::run(&cfg)).await?.context("restore benchmark failed")?;
     println!("{}", report.markdown());
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod monit;
 pub use warden_core::procnet;
 pub mod procs;
+pub mod reliability;
 pub mod report;
 pub mod restore;
 pub mod services;

@@ -148,6 +148,35 @@ pub fn reap_orphans() {
     }
 }
 
+/// Reaps every zombie child of ours except `keep`: services orphaned by a killed warden
+/// lead their own process groups, and are ours (as subreaper) once they exit.
+pub fn reap_zombies_except(keep: u32) {
+    let me = std::process::id() as i32;
+    let Ok(all) = procfs::process::all_processes() else {
+        return;
+    };
+    for p in all.flatten() {
+        if let Ok(stat) = p.stat()
+            && stat.state == 'Z'
+            && stat.ppid == me
+            && let Ok(pid) = u32::try_from(stat.pid)
+            && pid != keep
+        {
+            reap(pid);
+        }
+    }
+}
+
+/// Raises this process's open-file soft limit to its hard limit, for a flood of sockets.
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if hard > soft => setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_or(soft, |()| hard),
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 /// What the harness reads of a process's `/proc/<pid>/stat`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StatInfo {

@@ -64,6 +64,11 @@ impl Machine {
             .unwrap_or_else(|| "unknown CPU".to_string());
         Self { nproc, kernel, cpu }
     }
+
+    /// "2 vCPU (model), Linux 6.1.0", as the reports print it.
+    pub fn describe(&self) -> String {
+        format!("{} vCPU ({}), Linux {}", self.nproc, self.cpu, self.kernel)
+    }
 }
 
 /// The `model name` of the first CPU in a `/proc/cpuinfo` text.
@@ -146,8 +151,9 @@ impl Report {
             .as_ref()
             .map_or(String::new(), |p| format!(", {} {} with `set daemon {}`", p.name, p.version, p.cycle_s));
         md.push_str(&format!(
-            "Measured {} (UTC) on {} vCPU ({}), Linux {}{peer_line}. To reproduce:\n\n",
-            self.date, self.machine.nproc, self.machine.cpu, self.machine.kernel
+            "Measured {} (UTC) on {}{peer_line}. To reproduce:\n\n",
+            self.date,
+            self.machine.describe()
         ));
         md.push_str("```sh\n.ci/install-deps.sh --bench   # as root: monit, promtool\n");
         md.push_str("cargo build --release\n");
@@ -279,13 +285,18 @@ fn met(ok: bool) -> &'static str {
 /// `existing` with its restore block replaced by `block`; the block is appended when the
 /// markers are missing, and a short intro starts a new file.
 pub fn replace_block(existing: Option<&str>, block: &str) -> String {
+    replace_section(existing, block, START_MARKER, END_MARKER)
+}
+
+/// Like [`replace_block`], for the section between `start_marker` and `end_marker`.
+pub fn replace_section(existing: Option<&str>, block: &str, start_marker: &str, end_marker: &str) -> String {
     let Some(text) = existing else {
         return format!("{INTRO}\n{block}");
     };
-    if let Some(start) = text.find(START_MARKER)
-        && let Some(end_rel) = text[start..].find(END_MARKER)
+    if let Some(start) = text.find(start_marker)
+        && let Some(end_rel) = text[start..].find(end_marker)
     {
-        let mut end = start + end_rel + END_MARKER.len();
+        let mut end = start + end_rel + end_marker.len();
         if text[end..].starts_with('\n') {
             end += 1;
         }
@@ -296,18 +307,23 @@ pub fn replace_block(existing: Option<&str>, block: &str) -> String {
 
 /// Writes the markdown section into `path` (see [`replace_block`]).
 pub fn write_markdown(path: &Path, report: &Report) -> Result<(), BenchError> {
+    write_section(path, &report.markdown(), START_MARKER, END_MARKER)
+}
+
+/// Writes `block` into `path` between its markers (see [`replace_section`]).
+pub fn write_section(path: &Path, block: &str, start_marker: &str, end_marker: &str) -> Result<(), BenchError> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(BenchError::io(format!("reading {}", path.display()))(e)),
     };
     create_parent(path)?;
-    std::fs::write(path, replace_block(existing.as_deref(), &report.markdown()))
+    std::fs::write(path, replace_section(existing.as_deref(), block, start_marker, end_marker))
         .map_err(BenchError::io(format!("writing {}", path.display())))
 }
 
 /// Writes the JSON document to `path`.
-pub fn write_json(path: &Path, report: &Report) -> Result<(), BenchError> {
+pub fn write_json<T: serde::Serialize>(path: &Path, report: &T) -> Result<(), BenchError> {
     create_parent(path)?;
     let mut text = serde_json::to_string_pretty(report)?;
     text.push('\n');
