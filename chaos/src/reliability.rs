@@ -278,3 +278,62 @@ impl ReliabilityReport {
         md
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(ms: &[u64], failures: usize) -> Summary {
+        let samples: Vec<Duration> = ms.iter().map(|&m| Duration::from_millis(m)).collect();
+        stats::summarize(&samples, failures).expect("histogram")
+    }
+
+    fn sample_report() -> ReliabilityReport {
+        ReliabilityReport {
+            kind: "reliability_bench",
+            date: "2026-11-25".into(),
+            command: "warden chaos reliability --connections 5000 --requests 200 --restarts 3".into(),
+            machine: Machine { nproc: 2, kernel: "6.1.0".into(), cpu: "Test CPU".into() },
+            connections_opened: 5000,
+            before: Footprint { open_fds: 19, rss_kib: 13 * 1024 },
+            during: Footprint { open_fds: 531, rss_kib: 22 * 1024 },
+            api_before: summary(&[1, 1, 2], 0),
+            api_during: summary(&[1, 2, 3], 1),
+            restart_to_healthy: summary(&[10, 20], 1),
+            restarts_adopting_all: 2,
+            notes: vec!["restart 3: not healthy within 60 s".into()],
+        }
+    }
+
+    #[test]
+    fn test_markdown_is_one_marked_section_with_every_figure() {
+        let md = sample_report().markdown();
+        assert!(md.starts_with(START_MARKER) && md.trim_end().ends_with(END_MARKER));
+        assert_eq!(md.matches(START_MARKER).count(), 1);
+        assert!(md.contains("| before | 19 | 13.0 |"), "{md}");
+        assert!(md.contains("| during the flood | 531 | 22.0 |"), "{md}");
+        // The failed request during the flood is shown, not dropped.
+        assert!(md.contains("| 1 |\n"), "{md}");
+        assert!(md.contains("(3 times)"), "{md}");
+        assert!(md.contains("1 failed"), "{md}");
+        assert!(md.contains("In 2 of 3 restarts"), "{md}");
+        assert!(md.contains("- restart 3: not healthy within 60 s"), "{md}");
+        assert!(md.contains("--restarts 3"), "{md}");
+    }
+
+    #[test]
+    fn test_command_names_the_outputs() {
+        let cfg = ReliabilityConfig {
+            connections: 10,
+            requests: 5,
+            restarts: 1,
+            out: Some("docs/benchmarks.md".into()),
+            json: Some("r.json".into()),
+            keep_tmp: false,
+        };
+        assert_eq!(
+            cfg.command(),
+            "warden chaos reliability --connections 10 --requests 5 --restarts 1 --out docs/benchmarks.md --json r.json"
+        );
+    }
+}
