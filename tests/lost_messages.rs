@@ -51,32 +51,16 @@ fn slow_node(extra: &[&str]) -> Node {
     Node::start_with(&slow_node_config(ports), ports, extra)
 }
 
-fn healer_stats(node: &Node) -> serde_json::Value {
-    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
-}
-
-/// Hangs the slow service and waits until its incident is open (the playbook then runs).
-fn hang_slow_service(node: &Node) {
-    wait_until(
-        "slow service running",
-        Duration::from_secs(30),
-        || matches!(node.service("slow"), Some((Some(_), ref s)) if s == "running"),
-    );
-    let (pid, _) = node.service("slow").unwrap();
-    kill(pid.unwrap(), Signal::SIGSTOP);
-    wait_until("incident opened", Duration::from_secs(20), || healer_stats(node)["incidents"]["open"] == 1);
-}
-
 #[test]
 fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
     // The hang's playbook is still verifying when the incident manager stalls, so the run's
     // end reaches a mailbox that is then lost. The new manager reloads the incident, finds
     // the finished run in the store, and resolves it.
     let node = slow_node(&["--enable-fault-injection"]);
-    hang_slow_service(&node);
+    node.hang_slow_service();
     crash(&node, "healing/incident_manager", 3_000);
-    wait_until("incident resolved", Duration::from_secs(40), || healer_stats(&node)["incidents"]["resolved"] == 1);
-    let stats = healer_stats(&node);
+    wait_until("incident resolved", Duration::from_secs(40), || node.healer_stats()["incidents"]["resolved"] == 1);
+    let stats = node.healer_stats();
     assert_eq!(stats["incidents"]["open"], 0, "{stats}");
     assert_eq!(stats["last_runs"][0]["outcome"], "succeeded", "{stats}");
     assert_eq!(actor_restarts(&node, "healing/incident_manager"), Some(1));
@@ -93,7 +77,7 @@ fn test_shutdown_cancels_a_running_playbook_and_the_next_start_finishes_the_inci
     // warden exits cleanly with nothing left running. The next warden on the same data dir
     // reruns the playbook for the still-open incident and resolves it.
     let mut node = slow_node(&[]);
-    hang_slow_service(&node);
+    node.hang_slow_service();
     let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
     let status = node.stop().unwrap();
     assert!(status.success(), "clean exit during a run: {status:?}\n{}", node.stderr());
@@ -102,9 +86,9 @@ fn test_shutdown_cancels_a_running_playbook_and_the_next_start_finishes_the_inci
 
     node.spawn(&[]);
     wait_until("incident resolved after the restart", Duration::from_secs(60), || {
-        healer_stats(&node)["incidents"]["resolved"] == 1
+        node.healer_stats()["incidents"]["resolved"] == 1
     });
-    let stats = healer_stats(&node);
+    let stats = node.healer_stats();
     let outcomes: Vec<&str> =
         stats["last_runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
     assert_eq!(outcomes, ["succeeded", "interrupted"], "rerun after the interrupted one: {stats}");

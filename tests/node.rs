@@ -9,18 +9,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn healer_stats(node: &Node) -> serde_json::Value {
-    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
-}
-
 /// Hangs the api with SIGSTOP and waits until warden reports the incident resolved.
 fn hang_api_and_wait_for_heal(node: &Node) -> u32 {
     let (pid, _) = node.service("api").unwrap();
     let pid = pid.unwrap();
-    let resolved_before = healer_stats(node)["incidents"]["resolved"].as_u64().unwrap_or(0);
+    let resolved_before = node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0);
     kill(pid, Signal::SIGSTOP);
     wait_until("the hang incident to be resolved", Duration::from_secs(30), || {
-        healer_stats(node)["incidents"]["resolved"].as_u64().unwrap_or(0) > resolved_before
+        node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0) > resolved_before
     });
     pid
 }
@@ -58,7 +54,7 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     node.wait_ready();
     let old = hang_api_and_wait_for_heal(&node);
 
-    let stats = healer_stats(&node);
+    let stats = node.healer_stats();
     let run = &stats["last_runs"][0];
     assert_eq!(run["playbook"], "restart_hung_service", "{stats}");
     assert_eq!(run["outcome"], "succeeded", "{stats}");
@@ -97,7 +93,7 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     wait_until("restarted warden answers", Duration::from_secs(30), || {
         get_json(&node.url("/api/guardian/healer/stats")).is_some()
     });
-    let after = healer_stats(&node);
+    let after = node.healer_stats();
     assert_eq!(after["last_runs"][0]["run_id"], run["run_id"], "runs survive a restart: {after}");
     assert_eq!(after["incidents"]["resolved"], 1);
 }

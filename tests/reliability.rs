@@ -9,10 +9,6 @@ use nix::sys::signal::Signal;
 use std::time::Duration;
 use support::*;
 
-fn healer_stats(node: &Node) -> serde_json::Value {
-    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
-}
-
 fn service_json(node: &Node, name: &str) -> serde_json::Value {
     node.status()
         .and_then(|s| s["services"].as_array()?.iter().find(|x| x["name"] == name).cloned())
@@ -26,14 +22,7 @@ fn test_kill_9_of_warden_during_a_healing_run_then_restart_ends_with_one_healthy
     // the interrupted incident, and its audit chain still verifies.
     let ports = Ports::fresh();
     let mut node = Node::start_with(&slow_node_config(ports), ports, &[]);
-    wait_until(
-        "slow service running",
-        Duration::from_secs(30),
-        || matches!(node.service("slow"), Some((Some(_), ref s)) if s == "running"),
-    );
-    let (pid, _) = node.service("slow").unwrap();
-    kill(pid.unwrap(), Signal::SIGSTOP);
-    wait_until("incident opened", Duration::from_secs(20), || healer_stats(&node)["incidents"]["open"] == 1);
+    node.hang_slow_service();
     let mut warden = node.child.take().unwrap();
     kill(warden.id(), Signal::SIGKILL);
     let _ = warden.wait();
@@ -41,14 +30,14 @@ fn test_kill_9_of_warden_during_a_healing_run_then_restart_ends_with_one_healthy
 
     node.spawn(&[]);
     wait_until("the interrupted incident resolved", Duration::from_secs(60), || {
-        healer_stats(&node)["incidents"]["resolved"] == 1
+        node.healer_stats()["incidents"]["resolved"] == 1
     });
     wait_until(
         "slow service running",
         Duration::from_secs(30),
         || matches!(node.service("slow"), Some((Some(_), ref s)) if s == "running"),
     );
-    let stats = healer_stats(&node);
+    let stats = node.healer_stats();
     assert_eq!(stats["incidents"]["open"], 0, "{stats}");
     assert_eq!(stats["last_runs"][1]["outcome"], "interrupted", "the run warden died in: {stats}");
     assert_eq!(stats["last_runs"][0]["outcome"], "succeeded", "{stats}");
@@ -304,11 +293,11 @@ fn test_a_rate_limited_repair_waits_and_runs_when_the_limit_allows() {
             wait_until("the repair is held", Duration::from_secs(20), || {
                 node.stderr().contains("alert: governance holds the repair")
             });
-            assert_eq!(healer_stats(&node)["incidents"]["open"], 1, "held, still open");
+            assert_eq!(node.healer_stats()["incidents"]["open"], 1, "held, still open");
         }
-        wait_until("healed", Duration::from_secs(30), || healer_stats(&node)["incidents"]["resolved"] == round);
+        wait_until("healed", Duration::from_secs(30), || node.healer_stats()["incidents"]["resolved"] == round);
     }
-    let stats = healer_stats(&node);
+    let stats = node.healer_stats();
     let outcomes: Vec<&str> =
         stats["last_runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
     assert_eq!(&outcomes[..3], ["succeeded", "throttled", "succeeded"], "{stats}");

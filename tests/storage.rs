@@ -10,15 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-fn healer_stats(node: &Node) -> serde_json::Value {
-    get_json(&node.url("/api/guardian/healer/stats")).unwrap_or_default()
-}
-
 fn hang_api_and_wait_for_heal(node: &Node, resolved: u64) {
     let (pid, _) = node.service("api").unwrap();
     kill(pid.unwrap(), Signal::SIGSTOP);
     wait_until("the hang healed", Duration::from_secs(40), || {
-        healer_stats(node)["incidents"]["resolved"].as_u64().unwrap_or(0) >= resolved
+        node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0) >= resolved
     });
 }
 
@@ -60,7 +56,7 @@ fn test_a_flipped_journal_byte_is_named_and_recovered_keeping_every_intact_entry
     assert!(!ok && out.contains("expected seq 1, found 2"), "{out}");
     node.spawn(&[]);
     node.wait_ready();
-    assert_eq!(healer_stats(&node)["incidents"]["resolved"], 2, "both incidents survived");
+    assert_eq!(node.healer_stats()["incidents"]["resolved"], 2, "both incidents survived");
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.
@@ -119,13 +115,13 @@ fn test_a_full_disk_degrades_warden_and_the_store_resumes_when_space_returns() {
         get_json(&node.url("/readyz")).is_some_and(|r| r["reasons"].to_string().contains("store degraded"))
     });
     assert!(node.stderr().contains("alert: the store refused a write"), "{}", node.stderr());
-    assert_eq!(healer_stats(&node)["incidents"]["resolved"], serde_json::Value::Null, "no stats while degraded");
+    assert_eq!(node.healer_stats()["incidents"]["resolved"], serde_json::Value::Null, "no stats while degraded");
 
     // Space returns: the store resumes on its own, and the waiting hang is healed, audited.
     std::fs::remove_file(&filler).unwrap();
     wait_until("store resumed", Duration::from_secs(30), || node.stderr().contains("store resumed"));
     wait_until("the hang healed after the store resumed", Duration::from_secs(40), || {
-        healer_stats(&node)["incidents"]["resolved"].as_u64().unwrap_or(0) >= 1
+        node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0) >= 1
     });
     assert_eq!(status_code(&node.url("/readyz")), Some(200));
     let verify = get_json(&node.url("/api/audit/verify")).unwrap();

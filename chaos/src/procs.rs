@@ -132,25 +132,16 @@ pub fn reap(raw_pid: u32) {
 /// orphans handed to us as subreaper. [`Group`] children lead their groups and are left to
 /// tokio, which waits for them by pid.
 pub fn reap_orphans() {
-    let me = std::process::id() as i32;
-    let Ok(all) = procfs::process::all_processes() else {
-        return;
-    };
-    for p in all.flatten() {
-        if let Ok(stat) = p.stat()
-            && stat.state == 'Z'
-            && stat.ppid == me
-            && stat.pgrp != stat.pid
-            && let Ok(pid) = u32::try_from(stat.pid)
-        {
-            reap(pid);
-        }
-    }
+    reap_zombies(|stat| stat.pgrp != stat.pid);
 }
 
 /// Reaps every zombie child of ours except `keep`: services orphaned by a killed warden
 /// lead their own process groups, and are ours (as subreaper) once they exit.
 pub fn reap_zombies_except(keep: u32) {
+    reap_zombies(|stat| u32::try_from(stat.pid).is_ok_and(|p| p != keep));
+}
+
+fn reap_zombies(pick: impl Fn(&procfs::process::Stat) -> bool) {
     let me = std::process::id() as i32;
     let Ok(all) = procfs::process::all_processes() else {
         return;
@@ -159,8 +150,8 @@ pub fn reap_zombies_except(keep: u32) {
         if let Ok(stat) = p.stat()
             && stat.state == 'Z'
             && stat.ppid == me
+            && pick(&stat)
             && let Ok(pid) = u32::try_from(stat.pid)
-            && pid != keep
         {
             reap(pid);
         }

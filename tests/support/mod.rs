@@ -166,6 +166,24 @@ impl Node {
         Some((svc["pid"].as_u64().map(|p| p as u32), svc["state"].as_str()?.to_string()))
     }
 
+    /// The healing pillar's counters: incidents, runs, outcomes.
+    pub fn healer_stats(&self) -> serde_json::Value {
+        get_json(&self.url("/api/guardian/healer/stats")).unwrap_or_default()
+    }
+
+    /// Hangs the `slow` service (of [`slow_node_config`]) with SIGSTOP and waits until its
+    /// incident is open (the playbook then runs).
+    pub fn hang_slow_service(&self) {
+        wait_until(
+            "slow service running",
+            Duration::from_secs(30),
+            || matches!(self.service("slow"), Some((Some(_), ref s)) if s == "running"),
+        );
+        let (pid, _) = self.service("slow").unwrap();
+        kill(pid.unwrap(), nix::sys::signal::Signal::SIGSTOP);
+        wait_until("incident opened", Duration::from_secs(20), || self.healer_stats()["incidents"]["open"] == 1);
+    }
+
     /// Waits until every service runs and the api answers 200.
     pub fn wait_ready(&self) {
         let start = Instant::now();
