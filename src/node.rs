@@ -73,6 +73,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         warn!(containment = %containment, "no cgroups: a stop reaches each service's process group only, memory limits are not enforced");
     }
+    for shortfall in containment.shortfalls(&config.services) {
+        warn!("{shortfall}");
+    }
     let containment_for_cleanup = containment.clone();
     let name = config.name.clone();
     let node = Node::new(NodeParts {
@@ -183,6 +186,9 @@ const FDS_FOR_SUPERVISION: u64 = 1024;
 /// connections so that supervision always has descriptors left.
 fn http_limits(wanted: HttpLimits) -> HttpLimits {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((given, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        warden_actors::process::remember_inherited_open_files(given);
+    }
     let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if hard > soft => setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_or(soft, |()| hard),
         Ok((soft, _)) => soft,

@@ -131,6 +131,50 @@ fn test_a_crash_kills_what_the_process_left_before_the_restart() {
 }
 
 #[test]
+fn test_a_quarantined_crash_loop_leaves_nothing_it_forked_running() {
+    // Each start leaves a background child in its process group (and cgroup) and exits
+    // with an error; once the loop is quarantined none of those children may still run.
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: loopy\n    command: /bin/sh\n    args: [-c, '(sleep {tag}6 &); sleep 0.2; exit 1']\n    restart: {{ max_restarts: 2, backoff_initial_ms: 50, backoff_max_ms: 100 }}\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("quarantined", Duration::from_secs(20), || service_json(&node, "loopy")["state"] == "quarantined");
+    wait_until("nothing of the loop left", Duration::from_secs(10), || {
+        processes_exactly(&format!("sleep {tag}6")).is_empty()
+    });
+}
+
+#[test]
+fn test_a_service_removed_while_warden_was_down_is_stopped_on_the_next_start() {
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let keep = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: keep\n    command: /bin/sh\n    args: [-c, 'exec sleep {tag}7']\n",
+        ports.http
+    );
+    let both = format!("{keep}  - name: gone\n    command: /bin/sh\n    args: [-c, 'exec sleep {tag}8']\n");
+    let mut node = Node::start_with(&both, ports, &[]);
+    wait_until("both running", Duration::from_secs(20), || {
+        processes_exactly(&format!("sleep {tag}7")).len() == 1 && processes_exactly(&format!("sleep {tag}8")).len() == 1
+    });
+    let kept = processes_exactly(&format!("sleep {tag}7"));
+    let mut warden = node.child.take().unwrap();
+    kill(warden.id(), Signal::SIGKILL);
+    let _ = warden.wait();
+    std::fs::write(node.config_path(), &keep).unwrap();
+    node.spawn(&[]);
+    wait_until("the removed service's process is stopped", Duration::from_secs(20), || {
+        processes_exactly(&format!("sleep {tag}8")).is_empty()
+    });
+    assert!(node.stderr().contains("no longer in the config"), "{}", node.stderr());
+    wait_until("keep adopted", Duration::from_secs(20), || service_json(&node, "keep")["state"] == "running");
+    assert_eq!(processes_exactly(&format!("sleep {tag}7")), kept, "the configured one is adopted, not restarted");
+}
+
+#[test]
 fn test_memory_hog_over_its_limit_is_oom_killed_and_seen_as_such() {
     // memory_limit_mb is the kernel's limit: a balloon growing past it is killed by the OOM
     // killer, and warden says so.
@@ -302,4 +346,8 @@ fn test_a_rate_limited_repair_waits_and_runs_when_the_limit_allows() {
         stats["last_runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
     assert_eq!(&outcomes[..3], ["succeeded", "throttled", "succeeded"], "{stats}");
     assert_eq!(stats["incidents"]["failed"], 0, "{stats}");
+    let held = &stats["last_runs"][1];
+    let (retry, started) = (held["retry_at_unix_ms"].as_u64().unwrap(), held["started_unix_ms"].as_u64().unwrap());
+    assert!(retry > started && retry <= started + 4_500, "held until the window moves on: {held}");
+    assert_eq!(held["incident_status"], "resolved", "{held}");
 }

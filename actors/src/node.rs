@@ -62,6 +62,8 @@ pub enum ReloadError {
     NeedsRestart(String),
     #[error("cannot reach the service supervisor: {0}")]
     Services(#[from] crate::addr::SendError),
+    #[error("the service supervisor refused: {0}")]
+    Refused(#[from] crate::guardian::service_supervisor::ServiceOpError),
 }
 
 /// The running supervision tree.
@@ -117,9 +119,10 @@ impl Node {
 
     /// Applies a reloaded, validated set of files (SIGHUP). Policies and the catalog are
     /// swapped in for the next decision and run; services whose definition changed restart,
-    /// removed ones stop, new ones start; a changed probe set respawns the probes' subtree.
-    /// What only a restart of warden can change (its name, API address, data dir,
-    /// supervision trees, HTTP limits) is refused, and nothing changes.
+    /// removed ones stop, new ones start; a probe removed or changed stops, one added or
+    /// changed starts, the others keep running. What only a restart of warden can change
+    /// (its name, API address, data dir, supervision trees, HTTP limits) is refused, and so
+    /// is a reload the service supervisor refuses or cannot take: then nothing changes.
     pub async fn reload(
         &self,
         config: NodeConfig,
@@ -147,20 +150,14 @@ impl Node {
         if !fixed.is_empty() {
             return Err(ReloadError::NeedsRestart(fixed.join(", ")));
         }
-        let probes_changed = config.probes != current.probes;
-        let services = config.services.clone();
-        let probe_names: Vec<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        // The services first: if the supervisor refuses or cannot be reached, nothing else
+        // has changed either. Only then governance's files, the config views, the probes.
+        let report = w.addrs.services.reload(config.services.clone()).await??;
+        let (old_probes, new_probes) = (current.probes.clone(), config.probes.clone());
         w.policies.set(policies);
         w.catalog.set(catalog);
         w.views.config.set(config);
-        let report = w.addrs.services.reload(services).await?;
-        if probes_changed {
-            w.views.probes.retain(&probe_names.iter().map(String::as_str).collect::<Vec<_>>());
-            // Permanent under the guardian: stopped, it is started again from the new config.
-            if let Some(probes) = ractor::registry::where_is(crate::guardian::PROBES) {
-                probes.stop(Some("reload: the probes changed".into()));
-            }
-        }
+        let probes_changed = crate::guardian::reload_probes(w, &old_probes, &new_probes).await;
         Ok(Reloaded { services: report, probes_changed })
     }
 

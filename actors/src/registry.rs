@@ -65,6 +65,14 @@ impl ActorRegistry {
         }
     }
 
+    /// Drops `path` from the list: an actor that is gone for good (a probe a reload
+    /// removed), not one that is restarting.
+    pub fn forget(&self, path: &str) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.remove(path);
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<ActorInfo> {
         self.inner.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }

@@ -19,7 +19,7 @@ const NAME_RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// then would fail with "already registered", count as a new failure, and let one real
 /// meltdown burn several of the parent's restarts. Past the bound the spawn goes ahead and
 /// fails as it would have.
-async fn name_released(name: &str) {
+pub(crate) async fn name_released(name: &str) {
     let start = tokio::time::Instant::now();
     while ractor::registry::where_is(name).is_some() && start.elapsed() < NAME_RELEASE_WAIT {
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -86,6 +86,11 @@ async fn healer_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiErr
                 "mttr_ms": incident.as_ref().and_then(|i| i.mttr_ms()),
                 "steps": r.steps,
                 "detail": r.detail,
+                "retry_at_unix_ms": r.retry_at_unix_ms,
+                "retry_at": r.retry_at_unix_ms.map(rfc3339),
+                "incident_status": incident.as_ref().map(|i| i.status),
+                "findings": incident.as_ref().map(|i| i.findings),
+                "last_finding_unix_ms": incident.as_ref().and_then(|i| i.last_finding_unix_ms),
             })
         })
         .collect();

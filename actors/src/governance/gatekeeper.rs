@@ -95,6 +95,9 @@ pub struct State {
     /// `None` until it could be read from the audit chain: then nothing is allowed, since a
     /// rate limit that cannot be counted cannot be kept.
     history: Option<RateHistory>,
+    /// How far back that history was read: a reload whose policies have a longer window
+    /// reads it again, so a longer limit counts what it should from its first request.
+    covers: Option<std::time::Duration>,
     _reg: Registration,
 }
 
@@ -105,11 +108,12 @@ impl Actor for Gatekeeper {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<GateMsg>, _: ()) -> Result<State, ActorProcessingErr> {
-        let history = self.load_history().await;
+        let covers = self.policies.get().longest_rate_window();
+        let history = self.load_history(covers).await;
         if let Err(e) = &history {
             tracing::warn!(error = %e, "rate-limit history unavailable; tier 2+ requests are refused until it loads");
         }
-        Ok(State { history: history.ok(), _reg: self.registry.started(PATH) })
+        Ok(State { history: history.ok(), covers, _reg: self.registry.started(PATH) })
     }
 
     async fn handle(&self, _: ActorRef<GateMsg>, msg: GateMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
@@ -135,9 +139,9 @@ impl Actor for Gatekeeper {
 impl Gatekeeper {
     /// Rate limits count what the audit chain says was allowed, so they hold across a
     /// restart of this actor or of warden.
-    async fn load_history(&self) -> Result<RateHistory, StoreError> {
+    async fn load_history(&self, window: Option<std::time::Duration>) -> Result<RateHistory, StoreError> {
         let mut history = RateHistory::default();
-        if let Some(window) = self.policies.get().longest_rate_window() {
+        if let Some(window) = window {
             let since = warden_core::time::now_unix_ms().saturating_sub(window.as_millis() as u64);
             for sealed in self.store.audit_since(since).await? {
                 let r = &sealed.entry.record;
@@ -150,9 +154,13 @@ impl Gatekeeper {
     }
 
     async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
-        if st.history.is_none() {
-            match self.load_history().await {
-                Ok(h) => st.history = Some(h),
+        let wanted = self.policies.get().longest_rate_window();
+        if st.history.is_none() || wanted > st.covers {
+            match self.load_history(wanted).await {
+                Ok(h) => {
+                    st.history = Some(h);
+                    st.covers = wanted;
+                }
                 Err(e) => {
                     tracing::error!(action = req.action, target = req.target, error = %e, "rate-limit history unavailable; denying");
                     return GateAnswer::Denied {

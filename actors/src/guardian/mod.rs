@@ -1,9 +1,10 @@
-//! The guardian pillar: the service supervisor, the probes (a subtree of their own, one
-//! actor per configured probe, rebuilt from the current config whenever it restarts, so a
-//! reload with other probes respawns just it), and the playbook executor (one_for_one:
-//! each restarts alone).
+//! The guardian pillar: the service supervisor, the probes (a dynamic supervisor of their
+//! own, one actor per configured probe, started from the current config whenever it
+//! restarts; a reload stops and starts single probes in it), and the playbook executor
+//! (one_for_one: each restarts alone).
 
 pub mod executor;
+pub mod leftovers;
 pub mod probe;
 pub mod probe_board;
 pub mod service_supervisor;
@@ -14,8 +15,10 @@ use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
 use executor::{PlaybookExecutor, RunContext};
 use probe::ProbeActor;
+use ractor_supervisor::{DynamicSupervisor, DynamicSupervisorMsg, DynamicSupervisorOptions};
 use service_supervisor::ServiceSupervisor;
 use std::sync::Arc;
+use warden_core::config::ProbeSpec;
 
 pub const PATH: &str = "guardian";
 /// The probes' own supervisor.
@@ -55,25 +58,79 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     })
 }
 
-/// The probes' subtree: its children are the probes the config lists when it (re)starts.
+/// The probes' subtree: a dynamic supervisor that starts with the probes the config lists
+/// when it (re)starts; a reload then stops and starts single probes in it
+/// ([`reload_probes`]), which neither disturbs the unchanged ones nor counts as a restart
+/// against the guardian's intensity.
 fn probes(w: &Wiring) -> ChildSpec {
     let w = w.clone();
-    tree::subtree(PROBES, w.views.config.get().supervision.guardian, move || {
-        w.views
-            .config
-            .get()
-            .probes
-            .iter()
-            .map(|spec| {
-                let (p, spec) = (w.clone(), spec.clone());
-                tree::worker(Addr::<ProbeActor>::for_probe(&spec.name).name(), move || ProbeActor {
-                    spec: spec.clone(),
-                    events: p.probe_events.clone(),
-                    board: p.views.probes.clone(),
-                    metrics: p.views.metrics.clone(),
-                    registry: p.views.registry.clone(),
-                })
-            })
-            .collect()
+    let tree = w.views.config.get().supervision.guardian;
+    ChildSpec {
+        id: PROBES.to_string(),
+        restart: ractor_supervisor::Restart::Permanent,
+        spawn_fn: ractor_supervisor::SpawnFn::new(move |sup: ractor::ActorCell, id: String| {
+            let w = w.clone();
+            async move {
+                let options = DynamicSupervisorOptions {
+                    max_children: None,
+                    max_restarts: tree.max_restarts,
+                    max_window: tree.period,
+                    reset_after: None,
+                };
+                tree::name_released(&id).await;
+                let (probes, _) = DynamicSupervisor::spawn_linked(id, DynamicSupervisor, options, sup).await?;
+                for spec in &w.views.config.get().probes {
+                    if let Err(e) = DynamicSupervisor::spawn_child(probes.clone(), probe_child(&w, spec)).await {
+                        return Err(ractor::SpawnErr::StartupFailed(e));
+                    }
+                }
+                Ok(probes.get_cell())
+            }
+        }),
+        backoff_fn: None,
+        reset_after: None,
+    }
+}
+
+/// One probe actor, as a child of the probes' supervisor.
+fn probe_child(w: &Wiring, spec: &ProbeSpec) -> ChildSpec {
+    let (p, spec) = (w.clone(), spec.clone());
+    tree::worker(Addr::<ProbeActor>::for_probe(&spec.name).name(), move || ProbeActor {
+        spec: spec.clone(),
+        events: p.probe_events.clone(),
+        board: p.views.probes.clone(),
+        metrics: p.views.metrics.clone(),
+        registry: p.views.registry.clone(),
     })
+}
+
+/// A reload's probes: those removed or changed stop (and leave the actor list), those
+/// added or changed start with their new definition. Returns whether anything changed.
+/// Without a running probes' supervisor (it is being restarted) there is nothing to do:
+/// it starts from the new config.
+pub(crate) async fn reload_probes(w: &Wiring, old: &[ProbeSpec], new: &[ProbeSpec]) -> bool {
+    let same = |a: &ProbeSpec| new.iter().any(|b| b == a);
+    let stop: Vec<&ProbeSpec> = old.iter().filter(|a| !same(a)).collect();
+    let start: Vec<&ProbeSpec> = new.iter().filter(|b| !old.contains(b)).collect();
+    if stop.is_empty() && start.is_empty() {
+        return false;
+    }
+    w.views.probes.retain(&new.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
+    let Some(cell) = ractor::registry::where_is(PROBES) else { return true };
+    let sup: ractor::ActorRef<DynamicSupervisorMsg> = cell.into();
+    for spec in stop {
+        let name = Addr::<ProbeActor>::for_probe(&spec.name).name().to_string();
+        if let Err(e) = DynamicSupervisor::terminate_child(sup.clone(), name.clone()).await {
+            tracing::warn!(probe = spec.name, error = %e, "could not stop the probe");
+        }
+        if !new.iter().any(|b| b.name == spec.name) {
+            w.views.registry.forget(&name);
+        }
+    }
+    for spec in start {
+        if let Err(e) = DynamicSupervisor::spawn_child(sup.clone(), probe_child(w, spec)).await {
+            tracing::warn!(probe = spec.name, error = %e, "could not start the probe");
+        }
+    }
+    true
 }

@@ -11,6 +11,7 @@
 //! missed, restarts that were due, stops that finished — so a notice lost while it was down
 //! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
+use super::leftovers::{self, LastGroup};
 use super::service_table::{AfterStop, ServiceEntry, ServiceTable};
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::data_dir::DataDir;
@@ -23,6 +24,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use warden_core::config::{LogPolicy, ProbeCheck, ReadyCheck, ServiceName, ServiceSpec};
@@ -40,8 +42,8 @@ const STOP_DELIVERY_BUDGET: Duration = Duration::from_secs(10);
 /// how soon we notice it is back.
 const READY_POLL: Duration = Duration::from_millis(10);
 const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
-/// Ready checks in a row that find the process stopped or connect without an answer before
-/// a starting service counts as hung.
+/// Ready checks in a row that find the process stopped (or, past its startup deadline,
+/// connect without an answer) before a starting service counts as hung.
 const HUNG_CHECKS: u32 = 3;
 
 pub type OpResult = Result<String, ServiceOpError>;
@@ -72,6 +74,8 @@ pub enum ServiceOpError {
     DidNotStart { service: ServiceName, source: Arc<process::SpawnError> },
     #[error("warden is shutting down")]
     ShuttingDown,
+    #[error("warden is still taking over what an earlier warden left running; try again shortly")]
+    TakingOver,
 }
 
 pub enum ServiceMsg {
@@ -82,16 +86,21 @@ pub enum ServiceMsg {
     Exited { service: ServiceName, generation: u64 },
     /// A service passed its ready check: start whatever waited for it.
     ReadyChanged,
-    /// Start again after a backoff delay, if nothing changed meanwhile.
-    StartAfterBackoff { service: ServiceName, generation: u64 },
+    /// The start-up takeover of an earlier warden's leftovers is over: carry out the steps
+    /// that waited for it, start what is due.
+    TakeoverDone,
+    /// Start again after a backoff delay, if nothing changed meanwhile; `cleared`: what
+    /// the exited process left has been killed.
+    StartAfterBackoff { service: ServiceName, generation: u64, cleared: bool },
     /// A deliberate stop of `generation` is over; apply what was meant to follow it.
     StopFinished { service: ServiceName, generation: u64, reply: Option<RpcReplyPort<OpResult>> },
     /// Carry out a permitted playbook step on a service.
     Execute(Authorized<PlannedStep>, RpcReplyPort<OpResult>),
     /// Stop every service in reverse dependency order (node shutdown).
     StopAll(RpcReplyPort<()>),
-    /// Apply a reloaded config's services.
-    Reload(Vec<ServiceSpec>, RpcReplyPort<ReloadReport>),
+    /// Apply a reloaded config's services (refused while an earlier warden's leftovers
+    /// are being taken over).
+    Reload(Vec<ServiceSpec>, RpcReplyPort<Result<ReloadReport, ServiceOpError>>),
     /// Answers at once: the actor is not wedged (the service manager's watchdog).
     Ping(RpcReplyPort<()>),
     /// Fault injection: stall in the handler for the given time (messages queue up), then
@@ -112,7 +121,7 @@ impl Addr<ServiceSupervisor> {
     }
 
     /// Applies a reloaded config's services; answers with what changed.
-    pub async fn reload(&self, specs: Vec<ServiceSpec>) -> Result<ReloadReport, SendError> {
+    pub async fn reload(&self, specs: Vec<ServiceSpec>) -> Result<Result<ReloadReport, ServiceOpError>, SendError> {
         self.ask(Duration::from_secs(10), |tx| ServiceMsg::Reload(specs, tx)).await
     }
 
@@ -139,6 +148,9 @@ pub struct ServiceSupervisor {
 }
 
 pub struct State {
+    /// Playbook steps that arrived during the takeover (which process is a service's was
+    /// not settled yet); carried out when it is over.
+    deferred: Vec<(Authorized<PlannedStep>, RpcReplyPort<OpResult>)>,
     _rotate_logs: AbortOnDrop,
     _reg: Registration,
 }
@@ -158,23 +170,38 @@ impl Actor for ServiceSupervisor {
             info!(actor = PATH, "restarted; adopted running services and reconciled what changed meanwhile");
         }
         let rotate = tokio::spawn(rotate_logs(self.table.clone(), self.data_dir.clone()));
-        Ok(State { _rotate_logs: AbortOnDrop(rotate), _reg: reg })
+        Ok(State { deferred: Vec::new(), _rotate_logs: AbortOnDrop(rotate), _reg: reg })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<ServiceMsg>,
         msg: ServiceMsg,
-        _state: &mut State,
+        state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ServiceMsg::StartAll => {
-                self.adopt_or_stop_leftovers().await;
-                self.start_ready_ones(&myself);
+                // The takeover runs as a task (its stops take grace periods); it sends
+                // `TakeoverDone` when it is over, and nothing starts before that.
+                if let Some(done) = leftovers::begin(&self.table) {
+                    let takeover = leftovers::Takeover {
+                        table: self.table.clone(),
+                        run_dir: self.data_dir.run_dir(),
+                        containment: self.containment.clone(),
+                        me: self.me.clone(),
+                    };
+                    tokio::spawn(leftovers::take_over(takeover, done));
+                }
             }
             ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
+            ServiceMsg::TakeoverDone => {
+                for (step, reply) in std::mem::take(&mut state.deferred) {
+                    self.execute(&myself, step, reply);
+                }
+                self.start_ready_ones(&myself);
+            }
             ServiceMsg::Exited { service, generation } => self.on_exit(&myself, &service, generation),
-            ServiceMsg::StartAfterBackoff { service, generation } => {
+            ServiceMsg::StartAfterBackoff { service, generation, cleared } => {
                 let due = {
                     let t = self.table.lock();
                     (!t.shutting_down)
@@ -185,20 +212,16 @@ impl Actor for ServiceSupervisor {
                 };
                 if let Some((cgroup, last_group)) = due {
                     // What the last process left behind (children it forked) goes before the
-                    // next one starts, as systemd does: its cgroup, or without one its group.
-                    match cgroup {
-                        Some(cg) if !cg.pids().is_empty() => {
-                            warn!(service = service.as_str(), pids = ?cg.pids(), "killing what the exited process left running");
-                            cg.kill_all().await;
-                        }
-                        Some(_) => {}
-                        None => {
-                            if let Some(group) = last_group {
-                                let _ = process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
-                            }
-                        }
+                    // next one starts, as systemd does; in a task, as it may take seconds.
+                    if !cleared && leftovers::present(cgroup.as_ref(), last_group) {
+                        let me = self.me.clone();
+                        tokio::spawn(async move {
+                            leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
+                            let _ = me.tell(ServiceMsg::StartAfterBackoff { service, generation, cleared: true });
+                        });
+                    } else {
+                        let _ = self.spawn(&myself, &service);
                     }
-                    let _ = self.spawn(&myself, &service);
                 }
             }
             ServiceMsg::StopFinished { service, generation, reply } => {
@@ -207,10 +230,21 @@ impl Actor for ServiceSupervisor {
                     let _ = r.send(result);
                 }
             }
-            ServiceMsg::Execute(step, reply) => self.execute(&myself, step, reply),
+            ServiceMsg::Execute(step, reply) => {
+                if self.table.lock().adopting() {
+                    state.deferred.push((step, reply));
+                } else {
+                    self.execute(&myself, step, reply);
+                }
+            }
             ServiceMsg::StopAll(reply) => self.stop_all(reply),
             ServiceMsg::Reload(specs, reply) => {
-                let _ = reply.send(self.reload(&myself, specs));
+                let answer = if self.table.lock().adopting() {
+                    Err(ServiceOpError::TakingOver)
+                } else {
+                    Ok(self.reload(&myself, specs))
+                };
+                let _ = reply.send(answer);
             }
             ServiceMsg::Ping(reply) => {
                 let _ = reply.send(());
@@ -239,7 +273,11 @@ impl ServiceSupervisor {
                     // The timer died with the previous instance; the due time did not.
                     let left =
                         e.restart_due.map_or(Duration::ZERO, |due| due.saturating_duration_since(Instant::now()));
-                    myself.send_after(left, move || ServiceMsg::StartAfterBackoff { service, generation });
+                    myself.send_after(left, move || ServiceMsg::StartAfterBackoff {
+                        service,
+                        generation,
+                        cleared: false,
+                    });
                 }
                 ServiceState::Starting | ServiceState::Running if e.process_exited().is_some() => {
                     warn!(service = name.as_str(), "exit happened while the supervisor was down; handling it now");
@@ -257,96 +295,11 @@ impl ServiceSupervisor {
         Ok(fresh)
     }
 
-    /// What an earlier warden on this data dir left running (it was killed, or crashed):
-    /// a recorded process that still runs, was started from the same definition and passes
-    /// its ready check is adopted (watched through a pidfd) and not started again; any other
-    /// process of the service (a different definition, unhealthy, or anything left in its
-    /// cgroup) is stopped first. So a `kill -9` of warden followed by `warden run` ends with
-    /// one process per service, and no start fails on a port its own orphan holds.
-    async fn adopt_or_stop_leftovers(&self) {
-        let names: Vec<ServiceName> = self.table.lock().order.clone();
-        let run_dir = self.data_dir.run_dir();
-        for name in names {
-            let Some(spec) = self.table.lock().services.get(&name).map(|e| e.spec.clone()) else { continue };
-            let cgroup = self.containment.service(name.as_str());
-            let mut adopted = false;
-            if let Some(rec) = record::read(&run_dir, name.as_str()).filter(record::ProcessRecord::is_running) {
-                let same = rec.spec_hash == record::spec_hash(&spec);
-                if same && adoptable(&spec, rec.pid).await {
-                    adopted = self.adopt(&name, &rec, cgroup.clone());
-                }
-                if !adopted {
-                    let why = if same { "it does not pass its ready check" } else { "its definition changed" };
-                    warn!(
-                        service = name.as_str(),
-                        pid = rec.pid,
-                        reason = why,
-                        "stopping a process an earlier warden left"
-                    );
-                    if let Ok(exit) = process::watch_adopted(rec.pid) {
-                        let signal = process::signal_of(spec.stop_signal);
-                        let stop = process::Stop {
-                            pid: rec.pid,
-                            exit,
-                            grace: spec.stop_grace,
-                            force: false,
-                            signal,
-                            cgroup: cgroup.as_ref(),
-                        };
-                        process::stop(stop).await;
-                    }
-                }
-            }
-            if !adopted {
-                record::remove(&run_dir, name.as_str());
-                if let Some(cg) = &cgroup
-                    && !cg.pids().is_empty()
-                {
-                    warn!(service = name.as_str(), pids = ?cg.pids(), "killing what an earlier warden left in the service's cgroup");
-                    cg.kill_all().await;
-                }
-            }
-        }
-    }
-
-    /// Takes over a running process as the service's current one.
-    fn adopt(&self, name: &ServiceName, rec: &record::ProcessRecord, cgroup: Option<ServiceCgroup>) -> bool {
-        let exit = match process::watch_adopted(rec.pid) {
-            Ok(exit) => exit,
-            Err(err) => {
-                warn!(service = name.as_str(), pid = rec.pid, %err, "cannot watch the process; not adopting it");
-                return false;
-            }
-        };
-        let mut t = self.table.lock();
-        let Some(e) = t.services.get_mut(name) else { return false };
-        e.generation += 1;
-        let generation = e.generation;
-        e.pid = Some(rec.pid);
-        e.state = ServiceState::Running;
-        e.ready_once = true;
-        e.ready_at = Some(Instant::now());
-        e.started_at = Some(Instant::now());
-        e.started_unix_ms = Some(rec.started_unix_ms);
-        e.exit = Some(exit.clone());
-        e.cgroup = cgroup;
-        drop(t);
-        let me = self.me.clone();
-        let service = name.clone();
-        let mut exit = exit;
-        tokio::spawn(async move {
-            let _ = exit.wait_for(Option::is_some).await;
-            let _ = me.tell(ServiceMsg::Exited { service, generation });
-        });
-        info!(service = name.as_str(), pid = rec.pid, "adopted the running process an earlier warden started");
-        true
-    }
-
     /// Starts every pending service whose dependencies have all been ready.
     fn start_ready_ones(&self, myself: &ActorRef<ServiceMsg>) {
         let due: Vec<ServiceName> = {
             let t = self.table.lock();
-            if t.shutting_down {
+            if t.shutting_down || t.adopting() {
                 return;
             }
             t.order
@@ -371,6 +324,9 @@ impl ServiceSupervisor {
         let mut t = self.table.lock();
         if t.shutting_down {
             return Err(ServiceOpError::ShuttingDown);
+        }
+        if t.adopting() {
+            return Err(ServiceOpError::TakingOver);
         }
         let e = t.services.get_mut(service).ok_or_else(|| ServiceOpError::NoSuchService(service.to_string()))?;
         e.generation += 1;
@@ -411,9 +367,11 @@ impl ServiceSupervisor {
                 e.slow_boot = false;
                 e.hung_before_ready = false;
                 e.exit = Some(sp.exit.clone());
+                e.start_ticks = None;
                 // For the next warden, should this one die: which process is this service's.
                 match record::ProcessRecord::of(service.as_str(), sp.pid, record::spec_hash(&e.spec)) {
                     Some(rec) => {
+                        e.start_ticks = Some(rec.start_ticks);
                         if let Err(err) = record::write(&self.data_dir.run_dir(), &rec) {
                             warn!(service = service.as_str(), %err, "cannot write the process record");
                         }
@@ -457,7 +415,7 @@ impl ServiceSupervisor {
             return; // an older process, one we stopped on purpose, or already handled
         }
         let Some(info) = e.process_exited() else { return };
-        e.last_group = e.pid;
+        e.last_group = e.pid.zip(e.start_ticks).map(|(pgid, leader_ticks)| LastGroup { pgid, leader_ticks });
         e.pid = None;
         e.exit = None;
         e.last_exit = Some(if e.hung_before_ready {
@@ -489,9 +447,14 @@ impl ServiceSupervisor {
                 // Through the mailbox even without delay: a spawn that fails again must not
                 // recurse, and exits queued meanwhile are handled in order.
                 if delay.is_zero() {
-                    let _ = myself.send_message(ServiceMsg::StartAfterBackoff { service: svc, generation });
+                    let _ =
+                        myself.send_message(ServiceMsg::StartAfterBackoff { service: svc, generation, cleared: false });
                 } else {
-                    myself.send_after(delay, move || ServiceMsg::StartAfterBackoff { service: svc, generation });
+                    myself.send_after(delay, move || ServiceMsg::StartAfterBackoff {
+                        service: svc,
+                        generation,
+                        cleared: false,
+                    });
                 }
             }
             RestartDecision::Quarantine { restarts_in_window } => {
@@ -503,6 +466,9 @@ impl ServiceSupervisor {
                     window_ms = e.spec.restart.window.as_millis() as u64,
                     "alert: service quarantined, crash loop past its restart budget"
                 );
+                // Nothing of it runs while it is quarantined.
+                let (service, cgroup, group) = (service.to_string(), e.cgroup.clone(), e.last_group);
+                tokio::spawn(async move { leftovers::clear(&service, cgroup.as_ref(), group).await });
             }
         }
     }
@@ -563,7 +529,7 @@ impl ServiceSupervisor {
             }
             return;
         };
-        let (old_pid, exit) = (e.pid, e.exit.clone());
+        let (old_pid, exit, last_group) = (e.pid, e.exit.clone(), e.last_group);
         let (grace, signal, cgroup) = (e.spec.stop_grace, process::signal_of(e.spec.stop_signal), e.cgroup.clone());
         e.state = ServiceState::Stopping;
         e.after_stop = Some(then);
@@ -590,6 +556,10 @@ impl ServiceSupervisor {
                 // not over until it is gone, however long that takes.
                 warn!(service = service.as_str(), pid, "alert: process did not die after SIGKILL; still waiting");
                 let _ = exit.wait_for(Option::is_some).await;
+            }
+            if old_pid.is_none() {
+                // No main process (in backoff, or it just exited): what it forked still goes.
+                leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
             }
             let result = me
                 .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
@@ -621,6 +591,17 @@ impl ServiceSupervisor {
         }
         for spec in &specs {
             match t.services.get_mut(&spec.name) {
+                Some(e) if e.removed => {
+                    // Removed by an earlier reload and back before it was gone: it stays,
+                    // and its pending removal becomes a start with this definition.
+                    e.removed = false;
+                    e.spec = spec.clone();
+                    e.tracker = RestartTracker::new(spec.restart);
+                    if e.after_stop == Some(AfterStop::Remove) {
+                        e.after_stop = Some(AfterStop::Start);
+                    }
+                    report.added.push(spec.name.clone());
+                }
                 Some(e) if e.spec == *spec => report.unchanged.push(spec.name.clone()),
                 Some(e) => {
                     e.spec = spec.clone();
@@ -662,13 +643,19 @@ impl ServiceSupervisor {
     /// Drops a removed, stopped service from the table, with its record and cgroup.
     fn forget(&self, name: &ServiceName) {
         let mut t = self.table.lock();
-        if let Some(e) = t.services.remove(name)
-            && let Some(cg) = &e.cgroup
-        {
-            cg.remove();
-        }
+        let gone = t.services.remove(name);
         t.order.retain(|n| n != name);
+        drop(t);
         record::remove(&self.data_dir.run_dir(), name.as_str());
+        if let Some(e) = gone {
+            let service = name.to_string();
+            tokio::spawn(async move {
+                leftovers::clear(&service, e.cgroup.as_ref(), e.last_group).await;
+                if let Some(cg) = &e.cgroup {
+                    cg.remove();
+                }
+            });
+        }
     }
 
     /// Applies what follows the deliberate stop of `generation`, once.
@@ -711,41 +698,61 @@ impl ServiceSupervisor {
     fn stop_all(&self, reply: RpcReplyPort<()>) {
         let mut t = self.table.lock();
         t.shutting_down = true;
-        let mut procs = Vec::new();
+        let adoption = t.adoption.clone();
+        let mut stops = Vec::new();
         for name in t.order.clone().iter().rev() {
             if let Some(e) = t.services.get_mut(name) {
                 e.generation += 1;
                 e.after_stop = None;
-                if let (Some(pid), Some(exit)) = (e.pid, e.exit.clone()) {
-                    e.state = ServiceState::Stopping;
-                    let signal = process::signal_of(e.spec.stop_signal);
-                    procs.push((name.clone(), pid, exit, e.spec.stop_grace, signal, e.cgroup.clone()));
-                } else {
-                    e.state = ServiceState::Stopped;
-                }
+                let main = e.pid.zip(e.exit.clone());
+                e.state = if main.is_some() { ServiceState::Stopping } else { ServiceState::Stopped };
+                stops.push(FinalStop {
+                    name: name.clone(),
+                    main,
+                    grace: e.spec.stop_grace,
+                    signal: process::signal_of(e.spec.stop_signal),
+                    cgroup: e.cgroup.clone(),
+                    last_group: e.last_group,
+                });
             }
         }
         drop(t);
         let table = self.table.clone();
         let run_dir = self.data_dir.run_dir();
         tokio::spawn(async move {
+            // A takeover under way adopts nothing more (shutdown is set) but may still be
+            // stopping leftovers: those must be gone too before warden is.
+            if let Some(mut rx) = adoption {
+                let _ = rx.wait_for(|done| *done).await;
+            }
             // Reverse dependency order, one at a time: dependents go before what they use.
-            for (name, pid, exit, grace, signal, cgroup) in procs {
-                let info =
-                    process::stop(process::Stop { pid, exit, grace, force: false, signal, cgroup: cgroup.as_ref() })
-                        .await;
-                info!(
-                    service = name.as_str(),
-                    pid,
-                    exit = info.map(|i| i.to_string()).unwrap_or_default(),
-                    "service stopped"
-                );
-                record::remove(&run_dir, name.as_str());
-                if let Some(cg) = &cgroup {
+            for stop in stops {
+                let name = stop.name.as_str();
+                if let Some((pid, exit)) = stop.main {
+                    let info = process::stop(process::Stop {
+                        pid,
+                        exit,
+                        grace: stop.grace,
+                        force: false,
+                        signal: stop.signal,
+                        cgroup: stop.cgroup.as_ref(),
+                    })
+                    .await;
+                    info!(
+                        service = name,
+                        pid,
+                        exit = info.map(|i| i.to_string()).unwrap_or_default(),
+                        "service stopped"
+                    );
+                }
+                // Whatever an earlier process forked goes as well, also without a main process.
+                leftovers::clear(name, stop.cgroup.as_ref(), stop.last_group).await;
+                record::remove(&run_dir, name);
+                if let Some(cg) = &stop.cgroup {
                     cg.remove();
                 }
                 let mut t = table.lock();
-                if let Some(e) = t.services.get_mut(&name) {
+                if let Some(e) = t.services.get_mut(&stop.name) {
                     e.state = ServiceState::Stopped;
                     e.pid = None;
                 }
@@ -753,6 +760,17 @@ impl ServiceSupervisor {
             let _ = reply.send(());
         });
     }
+}
+
+/// One service's part of the node's shutdown.
+struct FinalStop {
+    name: ServiceName,
+    /// The main process and its exit watch, if one runs.
+    main: Option<(u32, watch::Receiver<Option<process::ExitInfo>>)>,
+    grace: Duration,
+    signal: nix::sys::signal::Signal,
+    cgroup: Option<ServiceCgroup>,
+    last_group: Option<LastGroup>,
 }
 
 /// Rotates every service's log file that has reached its size, once a second.
@@ -791,8 +809,9 @@ struct Readiness {
 
 /// Polls the ready check until it passes or the process exits; writes readiness, a missed
 /// startup deadline and a hang into the table before telling anyone. A process that hangs
-/// before it is ever ready (stopped, or its ready check connects but never answers, a few
-/// times in a row) is killed: a failed start, retried with backoff, not a slow boot.
+/// before it is ever ready (stopped, or past its startup deadline its ready check connects
+/// but never answers, a few times in a row) is killed: a failed start, retried with
+/// backoff. Within its deadline a silent service is only slow: some answer late at boot.
 async fn watch_readiness(mut r: Readiness) {
     let start = Instant::now();
     let mut deadline_reported = false;
@@ -814,8 +833,9 @@ async fn watch_readiness(mut r: Readiness) {
             }
             return;
         }
-        let stopped = process_state(r.pid).is_some_and(|s| s == 'T' || s == 't');
-        hung_checks = if stopped || matches!(result, Err(Failure::Timeout)) { hung_checks + 1 } else { 0 };
+        let stopped = leftovers::process_state(r.pid).is_some_and(|s| s == 'T' || s == 't');
+        let silent = matches!(result, Err(Failure::Timeout)) && start.elapsed() >= r.deadline;
+        hung_checks = if stopped || silent { hung_checks + 1 } else { 0 };
         if hung_checks >= HUNG_CHECKS
             && let Some(pid) = r.table.mark_hung(r.service.as_str(), r.generation)
         {
@@ -845,26 +865,4 @@ async fn watch_readiness(mut r: Readiness) {
             _ = r.exit.changed() => {}
         }
     }
-}
-
-/// Whether a left-over process may be adopted: it passes its ready check (a few tries) or,
-/// without one, is simply alive and not stopped.
-async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
-    if process_state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
-        return false;
-    }
-    let Some(check) = spec.ready.as_ref().map(ProbeCheck::from) else { return true };
-    let client = super::probe::http_client();
-    for _ in 0..3 {
-        if super::probe::run_check(&client, &check, READY_CHECK_TIMEOUT).await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-/// The state letter of a process (`R`, `S`, `T` for stopped, …).
-fn process_state(pid: u32) -> Option<char> {
-    Some(procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?.state)
 }

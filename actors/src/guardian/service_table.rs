@@ -6,6 +6,7 @@
 //! written here by the tasks that learn them (its exit, its readiness) before any message
 //! is sent, so a message lost while the supervisor restarts loses no fact.
 
+use super::leftovers::LastGroup;
 use crate::process::ExitInfo;
 use crate::process::cgroup::ServiceCgroup;
 use serde::Serialize;
@@ -59,9 +60,11 @@ pub struct ServiceEntry {
     pub cgroup: Option<ServiceCgroup>,
     /// A reload removed it; it leaves the table once stopped.
     pub removed: bool,
+    /// The current process's start time (clock ticks since boot).
+    pub start_ticks: Option<u64>,
     /// The process group of the process that last exited (without cgroups, what is left
     /// of it is killed through the group before the next start).
-    pub last_group: Option<u32>,
+    pub last_group: Option<LastGroup>,
 }
 
 impl ServiceEntry {
@@ -86,6 +89,7 @@ impl ServiceEntry {
             hung_before_ready: false,
             cgroup: None,
             removed: false,
+            start_ticks: None,
             last_group: None,
         }
     }
@@ -118,6 +122,16 @@ pub struct Table {
     pub order: Vec<ServiceName>,
     /// Set once shutdown begins: nothing starts or restarts after it.
     pub shutting_down: bool,
+    /// The start-up takeover of an earlier warden's leftovers; `true` once it is over.
+    pub adoption: Option<watch::Receiver<bool>>,
+}
+
+impl Table {
+    /// A takeover of an earlier warden's leftovers is under way: nothing starts yet. A
+    /// takeover task that died (its sender dropped) is over too.
+    pub fn adopting(&self) -> bool {
+        self.adoption.as_ref().is_some_and(|rx| !*rx.borrow() && rx.has_changed().is_ok())
+    }
 }
 
 #[derive(Debug, Clone, Default)]

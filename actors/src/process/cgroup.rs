@@ -79,6 +79,32 @@ impl Containment {
         !self.roots.is_empty()
     }
 
+    /// Whether a pids controller enforces `limits.processes` per service.
+    pub fn limits_processes(&self) -> bool {
+        self.roots.iter().any(|(r, _)| matches!(r, Role::Pids | Role::Unified))
+    }
+
+    /// What the config asks that this machine can only approximate, one sentence each.
+    pub fn shortfalls(&self, specs: &[warden_core::config::ServiceSpec]) -> Vec<String> {
+        let root = nix::unistd::geteuid().is_root();
+        let mut out = Vec::new();
+        for spec in specs {
+            let name = spec.name.as_str();
+            if spec.memory_limit_mb.is_some() && !self.is_active() {
+                out.push(format!("service `{name}`: memory_limit_mb is not enforced without a memory cgroup"));
+            }
+            if spec.limits.processes.is_some() && !self.limits_processes() {
+                let user = spec.identity.as_ref().and_then(|i| i.user.as_ref());
+                out.push(if user.is_none() && root {
+                    format!("service `{name}`: limits.processes has no effect: without a pids cgroup it becomes RLIMIT_NPROC, which does not bind root (set `user:`)")
+                } else {
+                    format!("service `{name}`: limits.processes becomes RLIMIT_NPROC without a pids cgroup: it counts every process of the service's user, not the service's")
+                });
+            }
+        }
+        out
+    }
+
     /// The cgroup of `service` (created by [`ServiceCgroup::prepare`]).
     pub fn service(&self, service: &str) -> Option<ServiceCgroup> {
         self.is_active().then(|| ServiceCgroup {

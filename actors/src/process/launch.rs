@@ -10,9 +10,9 @@
 //! reason there if a step or the exec fails. A successful exec closes the pipe empty.
 
 use serde::{Deserialize, Serialize};
-use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 /// The subcommand name (`warden launch`).
@@ -29,7 +29,12 @@ pub const EXIT_NOTFOUND: i32 = 127;
 pub struct LaunchPlan {
     /// `cgroup.procs` files the launcher writes its own pid into, first of all.
     pub cgroup_procs: Vec<PathBuf>,
+    /// `limits.open_files`: soft and hard limit.
     pub open_files: Option<u64>,
+    /// Without `limits.open_files`: the soft limit warden itself was given, restored
+    /// (warden raises its own for the API; a service should not inherit that).
+    #[serde(default)]
+    pub open_files_soft: Option<u64>,
     /// RLIMIT_NPROC, only where no pids cgroup limits the service.
     pub processes: Option<u64>,
     pub umask: Option<u32>,
@@ -70,21 +75,16 @@ pub fn run(plan_json: &str, program: &str, args: &[String]) -> i32 {
     if let Err(what) = set_up(&plan) {
         return report(EXIT_SETUP, what);
     }
-    let (Ok(prog), Ok(argv)) = (
-        CString::new(program),
-        std::iter::once(program)
-            .chain(args.iter().map(String::as_str))
-            .map(CString::new)
-            .collect::<Result<Vec<_>, _>>(),
-    ) else {
-        return report(EXIT_SETUP, "program or argument contains a NUL byte".into());
-    };
-    let err = match nix::unistd::execv(&prog, &argv) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    let code = if err == nix::errno::Errno::ENOENT { EXIT_NOTFOUND } else { EXIT_NOEXEC };
-    report(code, format!("cannot execute {program}: {} ({err:?})", err.desc()))
+    // std's exec, not a bare execv: it restores what the launcher's own Rust runtime
+    // changed (SIGPIPE ignored, the signal mask), so the program starts with the default
+    // dispositions a service expects, as it did when warden spawned it directly.
+    let err = std::process::Command::new(program).args(args).exec();
+    let code = if err.kind() == std::io::ErrorKind::NotFound { EXIT_NOTFOUND } else { EXIT_NOEXEC };
+    let errno = err.raw_os_error().map(nix::errno::Errno::from_raw);
+    match errno {
+        Some(errno) => report(code, format!("cannot execute {program}: {} ({errno:?})", errno.desc())),
+        None => report(code, format!("cannot execute {program}: {err}")),
+    }
 }
 
 fn set_up(plan: &LaunchPlan) -> Result<(), String> {
@@ -96,6 +96,12 @@ fn set_up(plan: &LaunchPlan) -> Result<(), String> {
     }
     if let Some(n) = plan.open_files {
         setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("cannot set open files limit {n}: {e}"))?;
+    } else if let Some(soft) = plan.open_files_soft
+        && let Ok((current, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < current
+    {
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+            .map_err(|e| format!("cannot restore the open files limit {soft}: {e}"))?;
     }
     if let Some(n) = plan.processes {
         setrlimit(Resource::RLIMIT_NPROC, n, n).map_err(|e| format!("cannot set processes limit {n}: {e}"))?;

@@ -124,11 +124,21 @@ fn environment(spec: &ServiceSpec) -> Result<Vec<(String, String)>, SpawnError> 
     Ok(env)
 }
 
+/// warden's open-files soft limit as it was given (before warden raised its own).
+static INHERITED_OPEN_FILES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Remembers the open-files soft limit warden was started with: services without
+/// `limits.open_files` get that one back, not the raised limit warden keeps for its API.
+pub fn remember_inherited_open_files(soft: u64) {
+    let _ = INHERITED_OPEN_FILES.set(soft);
+}
+
 fn plan(spec: &ServiceSpec, cgroup: Option<&ServiceCgroup>) -> LaunchPlan {
     let identity = spec.identity.as_ref();
     LaunchPlan {
         cgroup_procs: cgroup.map(ServiceCgroup::procs_files).unwrap_or_default(),
         open_files: spec.limits.open_files,
+        open_files_soft: INHERITED_OPEN_FILES.get().copied(),
         processes: spec.limits.processes.filter(|_| !cgroup.is_some_and(ServiceCgroup::limits_processes)),
         umask: spec.umask,
         groups: identity.map(|i| i.groups.clone()),
@@ -163,6 +173,14 @@ pub fn spawn_service(
         .arg("--")
         .arg(&program)
         .args(&args)
+        // warden's own service-manager variables are for warden alone: a systemd-aware
+        // service would otherwise report its readiness, or its end, to warden's manager.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
         .envs(env)
         .stdin(Stdio::from(status_tx))
         .stdout(Stdio::from(out))
@@ -174,7 +192,9 @@ pub fn spawn_service(
         let _ = std::fs::create_dir_all(dir);
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+    // Registered with the reaper before it can scan again: a launcher that fails at once
+    // is then never taken for an orphan.
+    let mut child = reaper::spawn_watched(|| cmd.spawn()).map_err(|source| SpawnError::Exec {
         service: name.clone(),
         command: program.display().to_string(),
         source,
@@ -182,7 +202,6 @@ pub fn spawn_service(
     // The parent's copy of the pipe's write end went with `cmd`'s stdin when it spawned.
     drop(cmd);
     let pid = child.id().unwrap_or(0);
-    reaper::watched(pid);
     let oom_before = req.cgroup.and_then(ServiceCgroup::oom_kills).unwrap_or(0);
     let cgroup = req.cgroup.cloned();
     let (tx, rx) = watch::channel(None);
@@ -210,13 +229,19 @@ pub fn spawn_service(
     Ok(Spawned { pid, exit: rx })
 }
 
-/// Watches a process that is not our child (adopted from an earlier warden) through a
+/// A pidfd for `pid`: from here on the process it names cannot be confused with a later
+/// one that gets the same pid, so identity checks made after opening it hold.
+pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    let raw = rustix::process::Pid::from_raw(i32::try_from(pid).map_err(std::io::Error::other)?)
+        .ok_or_else(|| std::io::Error::other("pid 0"))?;
+    Ok(rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?)
+}
+
+/// Watches a process that is not our child (adopted from an earlier warden) through its
 /// pidfd, which becomes readable when it exits. A small thread waits on it: registering a
 /// raw fd with tokio's reactor needs `unsafe`, which this workspace forbids.
-pub fn watch_adopted(pid: u32) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
+pub fn watch_pidfd(pid: u32, fd: std::os::fd::OwnedFd) -> std::io::Result<watch::Receiver<Option<ExitInfo>>> {
     use std::os::fd::AsFd;
-    let raw = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| std::io::Error::other("pid 0"))?;
-    let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
     let (tx, rx) = watch::channel(None);
     std::thread::Builder::new().name(format!("pidfd-{pid}")).stack_size(64 * 1024).spawn(move || {
         let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];

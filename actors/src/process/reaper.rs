@@ -12,9 +12,18 @@ use std::time::Duration;
 
 static WATCHED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
-/// `pid` is a child an exit watcher waits for: the reaper must leave it alone.
-pub fn watched(pid: u32) {
-    WATCHED.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
+/// Spawns a child an exit watcher will wait for, registered before the reaper can look:
+/// the reaper holds the same lock while it scans and reaps, so it never sees the child
+/// unregistered (a launcher that fails at once is a zombie within microseconds).
+pub fn spawn_watched(
+    spawn: impl FnOnce() -> std::io::Result<tokio::process::Child>,
+) -> std::io::Result<tokio::process::Child> {
+    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    let child = spawn()?;
+    if let Some(pid) = child.id() {
+        watched.insert(pid);
+    }
+    Ok(child)
 }
 
 /// Its exit watcher is done with `pid`.
@@ -30,6 +39,7 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Reaps exited orphans now: zombie children of ours that no exit watcher waits for.
 pub fn reap_orphans() -> usize {
     let me = std::process::id() as i32;
+    let watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(all) = procfs::process::all_processes() else { return 0 };
     let zombies: Vec<i32> = all
         .flatten()
@@ -37,7 +47,6 @@ pub fn reap_orphans() -> usize {
         .filter(|st| st.state == 'Z' && st.ppid == me)
         .map(|st| st.pid)
         .collect();
-    let watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner()).clone();
     zombies
         .into_iter()
         .filter(|pid| !watched.contains(&(*pid as u32)))

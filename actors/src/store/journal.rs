@@ -176,6 +176,27 @@ fn read_batch(c: &mut Cursor<'_>) -> Batch {
     Batch::Ok
 }
 
+/// The offset of the first complete batch with a matching checksum at or after `from`.
+/// Most offsets fail at their first byte, so the search is about one pass over the rest.
+fn next_intact_batch(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len())
+        .find(|&at| bytes[at] == TAG_START && matches!(read_batch(&mut Cursor { bytes, pos: at }), Batch::Ok))
+}
+
+/// Writes `bytes` over `file` atomically: a crash leaves the old file or the new one.
+fn replace_file(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("jnl.recovering");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Walks one journal file; stops at the first corruption.
 pub fn scan_file(path: &Path) -> std::io::Result<FileScan> {
     let bytes = std::fs::read(path)?;
@@ -193,10 +214,25 @@ pub fn scan_file(path: &Path) -> std::io::Result<FileScan> {
                 scan.batches += 1;
                 continue;
             }
-            Batch::Torn => {
-                scan.torn_tail = (bytes.len() - start) as u64;
-                break;
-            }
+            // A batch that runs past the end of the file is a write cut short only if
+            // nothing intact follows it; a damaged length that skips over later batches
+            // is corruption, and it ends where the next intact batch starts.
+            Batch::Torn => match next_intact_batch(&bytes, start + 1) {
+                None => {
+                    scan.torn_tail = (bytes.len() - start) as u64;
+                    break;
+                }
+                Some(next) => Corruption {
+                    file: path.to_path_buf(),
+                    offset: start as u64,
+                    end: Some(next as u64),
+                    reason: format!(
+                        "batch framing runs past the end of the file, yet an intact batch starts at offset {next}"
+                    ),
+                    seqno: None,
+                    items: Vec::new(),
+                },
+            },
             // Only zeros after the point where it stopped reading: a write cut short.
             Batch::Unreadable { at, .. } if zeros_from(at) => {
                 scan.torn_tail = (at - start) as u64;
@@ -247,7 +283,7 @@ pub fn cut_corruption(store: &Path) -> std::io::Result<Vec<Corruption>> {
                 // Zeros from there: fjall reads that as the end of the journal.
                 None => bytes[start..].fill(0),
             }
-            std::fs::write(&file, &bytes)?;
+            replace_file(&file, &bytes)?;
             cut.push(c);
         }
     }
@@ -296,6 +332,25 @@ mod tests {
         assert_eq!(cut.len(), 1);
         let after = scan_file(&file).expect("scan");
         assert_eq!((after.batches, after.corruption), (4, None), "the other four batches are kept");
+    }
+
+    #[test]
+    fn test_a_damaged_length_that_skips_later_batches_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("0.jnl");
+        let mut bytes = journal(4);
+        let batch = bytes.len() / 4;
+        // The second batch's stored value length (start 13 bytes, item tag, 2 flags,
+        // keyspace 8, key length 2, value length 4, then the stored length): far too long.
+        let stored_len = batch + 13 + 1 + 2 + 8 + 2 + 4;
+        bytes[stored_len + 3] = 0x40;
+        std::fs::write(&file, &bytes).expect("write");
+        let scan = scan_file(&file).expect("scan");
+        let bad = scan.corruption.clone().expect("corruption, not a torn tail");
+        assert_eq!((bad.offset, bad.end), (batch as u64, Some(2 * batch as u64)), "{bad}");
+        cut_corruption(dir.path()).expect("cut");
+        let after = scan_file(&file).expect("scan");
+        assert_eq!((after.batches, after.corruption, after.torn_tail), (3, None, 0), "the other three are kept");
     }
 
     #[test]

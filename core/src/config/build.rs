@@ -351,6 +351,18 @@ fn service(
         open_files: limit(&l.open_files, "open_files"),
         processes: limit(&l.processes, "processes"),
     });
+    // A stop signal must be one a process can act on and end with: STOP would freeze it and
+    // CONT does nothing, and either way every stop would wait out the whole grace period.
+    let stop_signal = match &s.stop_signal {
+        Some(sig) if matches!(sig.value, SignalName::Stop | SignalName::Cont) => {
+            c.at(
+                sig.referenced,
+                format!("service `{label}`: stop_signal {} cannot stop a process; use SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH or SIGKILL", sig.value.as_str()),
+            );
+            SignalName::Term
+        }
+        sig => sig.as_ref().map_or(SignalName::Term, |s| s.value),
+    };
     Some(ServiceSpec {
         name: name?,
         program: program?,
@@ -368,7 +380,7 @@ fn service(
         files,
         identity,
         umask,
-        stop_signal: s.stop_signal.unwrap_or(SignalName::Term),
+        stop_signal,
         env_file,
         limits,
     })

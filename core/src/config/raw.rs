@@ -95,7 +95,7 @@ pub struct ServiceSection {
     pub umask: Option<Spanned<String>>,
     /// The signal that asks the service to stop (default SIGTERM).
     #[serde(default)]
-    pub stop_signal: Option<SignalName>,
+    pub stop_signal: Option<Spanned<SignalName>>,
     /// `KEY=VALUE` lines added to the environment, read at every start.
     #[serde(default)]
     pub env_file: Option<Spanned<String>>,

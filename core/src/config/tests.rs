@@ -176,3 +176,15 @@ fn test_unknown_key_is_a_yaml_error_with_position() {
 }
 
 use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn test_a_stop_signal_that_cannot_stop_is_refused_with_its_position() {
+    let text = MINIMAL.replace("  - name: b\n", "    stop_signal: SIGSTOP\n  - name: b\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (7, 18), "{found:?}");
+    assert!(found[0].2.contains("stop_signal SIGSTOP cannot stop a process"), "{found:?}");
+    let ok = MINIMAL.replace("  - name: b\n", "    stop_signal: SIGINT\n  - name: b\n");
+    let cfg = load(&ok).expect("valid");
+    assert_eq!(service(&cfg, "a").map(|s| s.stop_signal), Some(crate::signal::SignalName::Int));
+}

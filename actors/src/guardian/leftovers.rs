@@ -1,0 +1,316 @@
+//! What earlier processes of a service left behind, and what becomes of it.
+//!
+//! Three kinds of leftover: the processes of an earlier warden on this data dir (killed or
+//! crashed), adopted when they are still the recorded ones and healthy, stopped otherwise;
+//! what an exited main process forked (daemons, `setsid` escapees), killed before the
+//! next start and whenever the service stops for good, as systemd does; and the processes
+//! of a service that left the config while warden was down, stopped.
+//!
+//! Everything that waits (grace periods, cgroups emptying) runs in tasks, never in the
+//! service supervisor's handler: the supervisor keeps answering meanwhile, and the service
+//! manager's watchdog pings through it.
+
+use super::service_supervisor::{ServiceMsg, ServiceSupervisor};
+use super::service_table::ServiceTable;
+use crate::addr::Addr;
+use crate::process::cgroup::{Containment, ServiceCgroup};
+use crate::process::{self, record};
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use warden_core::config::{ProbeCheck, ServiceName, ServiceSpec};
+
+/// Grace for a process of a service that is no longer configured (its own stop settings
+/// went with its definition): SIGTERM, this long, then SIGKILL.
+const UNKNOWN_SERVICE_GRACE: Duration = Duration::from_secs(10);
+/// Ready-check timeout when deciding whether a leftover is healthy enough to adopt.
+const ADOPT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The process group of a service's exited main process, for machines without cgroups:
+/// what it forked stays in the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastGroup {
+    /// The group id: the exited leader's pid.
+    pub pgid: u32,
+    /// The leader's start time (clock ticks since boot).
+    pub leader_ticks: u64,
+}
+
+impl LastGroup {
+    /// The live members of the group. The kernel gives no process a pid that a live group
+    /// still uses as its id, so while members remain the number is still ours; once the
+    /// group is empty the number may go to a new process, and a live process with this pid
+    /// but another start time means exactly that: nothing of ours is left.
+    pub fn members(&self) -> Vec<u32> {
+        let Ok(pgid) = i32::try_from(self.pgid) else { return Vec::new() };
+        if let Ok(p) = procfs::process::Process::new(pgid)
+            && let Ok(st) = p.stat()
+            && st.starttime != self.leader_ticks
+        {
+            return Vec::new();
+        }
+        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+        all.flatten()
+            .filter_map(|p| p.stat().ok())
+            .filter(|st| st.pgrp == pgid && st.state != 'Z' && st.starttime >= self.leader_ticks)
+            .filter_map(|st| u32::try_from(st.pid).ok())
+            .collect()
+    }
+}
+
+/// Whether anything of a service's earlier processes still runs.
+pub fn present(cgroup: Option<&ServiceCgroup>, group: Option<LastGroup>) -> bool {
+    match cgroup {
+        Some(cg) => !cg.pids().is_empty(),
+        None => group.is_some_and(|g| !g.members().is_empty()),
+    }
+}
+
+/// Kills what a service's earlier processes left running: everything in its cgroup, or
+/// without one the members of the last process group. Bounded: a few seconds at most.
+pub async fn clear(service: &str, cgroup: Option<&ServiceCgroup>, group: Option<LastGroup>) {
+    match cgroup {
+        Some(cg) => {
+            let pids = cg.pids();
+            if !pids.is_empty() {
+                warn!(service, ?pids, "killing what the service's exited process left running");
+                if !cg.kill_all().await {
+                    warn!(service, pids = ?cg.pids(), "alert: the service's cgroup is not empty after SIGKILL");
+                }
+            }
+        }
+        None => {
+            let Some(group) = group else { return };
+            for _ in 0..50 {
+                let pids = group.members();
+                if pids.is_empty() {
+                    return;
+                }
+                warn!(service, ?pids, "killing what the service's exited process left in its group");
+                for pid in pids {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// What the start-up pass over an earlier warden's leftovers needs.
+pub struct Takeover {
+    pub table: ServiceTable,
+    pub run_dir: PathBuf,
+    pub containment: Containment,
+    pub me: Addr<ServiceSupervisor>,
+}
+
+/// Marks the table as taking over (nothing starts meanwhile) and returns the sender that
+/// ends it; `None` if a takeover is already under way.
+pub fn begin(table: &ServiceTable) -> Option<watch::Sender<bool>> {
+    let mut t = table.lock();
+    if t.adopting() {
+        return None;
+    }
+    let (tx, rx) = watch::channel(false);
+    t.adoption = Some(rx);
+    Some(tx)
+}
+
+/// What an earlier warden on this data dir left running (it was killed, or crashed): a
+/// recorded process that still runs, was started from the same definition and passes its
+/// ready check is adopted (watched through a pidfd) and not started again; any other
+/// process of a configured service (another definition, unhealthy, anything else in its
+/// cgroup) is stopped first, and so is whatever a service no longer in the config left. So
+/// a `kill -9` of warden followed by `warden run` ends with one process per service, and no
+/// start fails on a port its own orphan holds. Ends the takeover and tells the supervisor,
+/// which then carries out the steps that waited and starts what is due.
+pub async fn take_over(t: Takeover, done: watch::Sender<bool>) {
+    let names: Vec<ServiceName> = t.table.lock().order.clone();
+    for name in &names {
+        let Some(spec) = t.table.lock().services.get(name).map(|e| e.spec.clone()) else { continue };
+        let cgroup = t.containment.service(name.as_str());
+        let adopted = match record::read(&t.run_dir, name.as_str()) {
+            Some(rec) => adopt_or_stop(&t, name, &spec, &rec, cgroup.clone()).await,
+            None => false,
+        };
+        if !adopted {
+            record::remove(&t.run_dir, name.as_str());
+            clear(name.as_str(), cgroup.as_ref(), None).await;
+        }
+    }
+    stop_unconfigured(&t, &names).await;
+    let _ = done.send(true);
+    // Delivered even if the supervisor is restarting right now (bounded).
+    for _ in 0..500 {
+        if t.me.tell(ServiceMsg::TakeoverDone).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Adopts the recorded process of `name` if it is still that process, runs `spec` and is
+/// healthy; stops it otherwise. Whether it was adopted.
+async fn adopt_or_stop(
+    t: &Takeover,
+    name: &ServiceName,
+    spec: &ServiceSpec,
+    rec: &record::ProcessRecord,
+    cgroup: Option<ServiceCgroup>,
+) -> bool {
+    // The pidfd first, the identity check second: the pid cannot be reused in between.
+    let Ok(fd) = process::pidfd(rec.pid) else { return false };
+    if !rec.is_running() {
+        return false;
+    }
+    let Ok(exit) = process::watch_pidfd(rec.pid, fd) else {
+        warn!(service = name.as_str(), pid = rec.pid, "cannot watch the process; not adopting it");
+        return false;
+    };
+    let same = rec.spec_hash == record::spec_hash(spec);
+    if same && adoptable(spec, rec.pid).await && adopt(t, name, rec, cgroup.clone(), exit.clone()) {
+        return true;
+    }
+    let why = if same { "it does not pass its ready check" } else { "its definition changed" };
+    warn!(service = name.as_str(), pid = rec.pid, reason = why, "stopping a process an earlier warden left");
+    let stop = process::Stop {
+        pid: rec.pid,
+        exit,
+        grace: spec.stop_grace,
+        force: false,
+        signal: process::signal_of(spec.stop_signal),
+        cgroup: cgroup.as_ref(),
+    };
+    process::stop(stop).await;
+    false
+}
+
+/// Takes over a running process as the service's current one (not during shutdown: what
+/// shutdown did not see would be left running).
+fn adopt(
+    t: &Takeover,
+    name: &ServiceName,
+    rec: &record::ProcessRecord,
+    cgroup: Option<ServiceCgroup>,
+    exit: watch::Receiver<Option<process::ExitInfo>>,
+) -> bool {
+    let mut table = t.table.lock();
+    if table.shutting_down {
+        return false;
+    }
+    let Some(e) = table.services.get_mut(name) else { return false };
+    e.generation += 1;
+    let generation = e.generation;
+    e.pid = Some(rec.pid);
+    e.start_ticks = Some(rec.start_ticks);
+    e.state = warden_core::service::ServiceState::Running;
+    e.ready_once = true;
+    e.ready_at = Some(Instant::now());
+    e.started_at = Some(Instant::now());
+    e.started_unix_ms = Some(rec.started_unix_ms);
+    e.exit = Some(exit.clone());
+    e.cgroup = cgroup;
+    drop(table);
+    let me = t.me.clone();
+    let service = name.clone();
+    let mut exit = exit;
+    tokio::spawn(async move {
+        let _ = exit.wait_for(Option::is_some).await;
+        let _ = me.tell(ServiceMsg::Exited { service, generation });
+    });
+    info!(service = name.as_str(), pid = rec.pid, "adopted the running process an earlier warden started");
+    true
+}
+
+/// Stops what services no longer in the config left: their recorded processes and their
+/// cgroups, which are then removed.
+async fn stop_unconfigured(t: &Takeover, configured: &[ServiceName]) {
+    let configured: BTreeSet<&str> = configured.iter().map(ServiceName::as_str).collect();
+    let mut gone: BTreeSet<String> = record::services(&t.run_dir).into_iter().collect();
+    gone.extend(t.containment.existing_services());
+    gone.retain(|s| !configured.contains(s.as_str()));
+    for service in gone {
+        let cgroup = t.containment.service(&service);
+        if let Some(rec) = record::read(&t.run_dir, &service)
+            && let Ok(fd) = process::pidfd(rec.pid)
+            && rec.is_running()
+            && let Ok(exit) = process::watch_pidfd(rec.pid, fd)
+        {
+            warn!(service, pid = rec.pid, "stopping a process of a service no longer in the config");
+            let stop = process::Stop {
+                pid: rec.pid,
+                exit,
+                grace: UNKNOWN_SERVICE_GRACE,
+                force: false,
+                signal: Signal::SIGTERM,
+                cgroup: cgroup.as_ref(),
+            };
+            process::stop(stop).await;
+        }
+        clear(&service, cgroup.as_ref(), None).await;
+        if let Some(cg) = &cgroup {
+            cg.remove();
+        }
+        record::remove(&t.run_dir, &service);
+    }
+}
+
+/// Whether a left-over process may be adopted: it passes its ready check (a few tries) or,
+/// without one, is simply alive and not stopped.
+async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
+    if process_state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
+        return false;
+    }
+    let Some(check) = spec.ready.as_ref().map(ProbeCheck::from) else { return true };
+    let client = super::probe::http_client();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for _ in 0..3 {
+        if super::probe::run_check(&client, &check, ADOPT_CHECK_TIMEOUT).await.is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The state letter of a process (`R`, `S`, `T` for stopped, …).
+pub(crate) fn process_state(pid: u32) -> Option<char> {
+    Some(procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?.state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_group_whose_number_went_to_another_process_has_no_members() {
+        // This test process leads no group of its own usually; use our own pid as a fake
+        // group id with a start time that is not ours: the number is someone else's now.
+        let me = std::process::id();
+        let ticks = procfs::process::Process::myself().and_then(|p| p.stat()).map(|s| s.starttime).unwrap_or(0);
+        let reused = LastGroup { pgid: me, leader_ticks: ticks + 1 };
+        assert!(reused.members().is_empty());
+        assert!(!present(None, Some(reused)));
+        assert!(!present(None, None));
+    }
+
+    #[test]
+    fn test_members_of_a_live_group_are_found() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().expect("spawn sleep");
+        let pid = child.id();
+        let ticks = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map(|s| s.starttime).unwrap_or(0);
+        let group = LastGroup { pgid: pid, leader_ticks: ticks };
+        assert_eq!(group.members(), vec![pid]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(group.members().is_empty());
+    }
+}
