@@ -128,6 +128,35 @@ fn test_sighup_stops_and_starts_single_probes_and_many_reloads_melt_nothing() {
     assert!(node.stop().unwrap().success());
 }
 
+#[test]
+fn test_a_service_added_back_while_its_removal_is_still_stopping_it_stays() {
+    // Removed by one SIGHUP, it takes its 3 s grace to stop (it ignores SIGTERM); a second
+    // SIGHUP puts it back meanwhile. It must end up running, not be dropped by the first.
+    let ports = Ports::fresh();
+    let tag = ports.api;
+    let head = format!("node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n", ports.http);
+    let stubborn = format!(
+        "  - name: s\n    command: /bin/sh\n    args: [-c, 'trap \"\" TERM; exec sleep {}']\n    stop_grace_ms: 3000\n",
+        tag as u32 * 10 + 6
+    );
+    let with = format!("{head}{}{stubborn}", sleeper("a", tag as u32 * 10 + 7));
+    let without = format!("{head}{}", sleeper("a", tag as u32 * 10 + 7));
+    let mut node = Node::start_with(&with, ports, &[]);
+    // Past its `trap` (it has exec'd sleep): from now on it ignores SIGTERM.
+    let sleep = format!("sleep {}", tag as u32 * 10 + 6);
+    wait_until("s ignoring TERM", Duration::from_secs(20), || processes_exactly(&sleep).len() == 1);
+    let first = pid_of(&node, "s").unwrap();
+    std::fs::write(node.config_path(), &without).unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    wait_until("s stopping", Duration::from_secs(20), || node.service("s").is_some_and(|(_, st)| st == "stopping"));
+    std::fs::write(node.config_path(), &with).unwrap();
+    kill(node.pid(), Signal::SIGHUP);
+    wait_until("s running again", Duration::from_secs(30), || pid_of(&node, "s").is_some_and(|p| p != first));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pid_of(&node, "s").is_some(), "still there: {:?}", node.status());
+    assert!(node.stop().unwrap().success());
+}
+
 /// Collects what warden sends on a notify socket.
 struct NotifySocket {
     path: std::path::PathBuf,
