@@ -10,11 +10,9 @@
 //! service supervisor's handler: the supervisor keeps answering meanwhile, and the service
 //! manager's watchdog pings through it.
 
-use super::service_supervisor::{ServiceMsg, ServiceSupervisor};
 use super::service_table::ServiceTable;
-use crate::addr::Addr;
 use crate::process::cgroup::{Containment, ServiceCgroup};
-use crate::process::{self, record};
+use crate::process::{self, ExitInfo, LastGroup, record};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,38 +27,6 @@ use warden_core::config::{ProbeCheck, ServiceName, ServiceSpec};
 const UNKNOWN_SERVICE_GRACE: Duration = Duration::from_secs(10);
 /// Ready-check timeout when deciding whether a leftover is healthy enough to adopt.
 const ADOPT_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The process group of a service's exited main process, for machines without cgroups:
-/// what it forked stays in the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastGroup {
-    /// The group id: the exited leader's pid.
-    pub pgid: u32,
-    /// The leader's start time (clock ticks since boot).
-    pub leader_ticks: u64,
-}
-
-impl LastGroup {
-    /// The live members of the group. The kernel gives no process a pid that a live group
-    /// still uses as its id, so while members remain the number is still ours; once the
-    /// group is empty the number may go to a new process, and a live process with this pid
-    /// but another start time means exactly that: nothing of ours is left.
-    pub fn members(&self) -> Vec<u32> {
-        let Ok(pgid) = i32::try_from(self.pgid) else { return Vec::new() };
-        if let Ok(p) = procfs::process::Process::new(pgid)
-            && let Ok(st) = p.stat()
-            && st.starttime != self.leader_ticks
-        {
-            return Vec::new();
-        }
-        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
-        all.flatten()
-            .filter_map(|p| p.stat().ok())
-            .filter(|st| st.pgrp == pgid && st.state != 'Z' && st.starttime >= self.leader_ticks)
-            .filter_map(|st| u32::try_from(st.pid).ok())
-            .collect()
-    }
-}
 
 /// Whether anything of a service's earlier processes still runs.
 pub fn present(cgroup: Option<&ServiceCgroup>, group: Option<LastGroup>) -> bool {
@@ -105,7 +71,13 @@ pub struct Takeover {
     pub table: ServiceTable,
     pub run_dir: PathBuf,
     pub containment: Containment,
-    pub me: Addr<ServiceSupervisor>,
+}
+
+/// A process the takeover adopted: the service supervisor watches for its exit.
+pub struct Adopted {
+    pub service: ServiceName,
+    pub generation: u64,
+    pub exit: watch::Receiver<Option<ExitInfo>>,
 }
 
 /// Marks the table as taking over (nothing starts meanwhile) and returns the sender that
@@ -126,54 +98,54 @@ pub fn begin(table: &ServiceTable) -> Option<watch::Sender<bool>> {
 /// process of a configured service (another definition, unhealthy, anything else in its
 /// cgroup) is stopped first, and so is whatever a service no longer in the config left. So
 /// a `kill -9` of warden followed by `warden run` ends with one process per service, and no
-/// start fails on a port its own orphan holds. Ends the takeover and tells the supervisor,
-/// which then carries out the steps that waited and starts what is due.
-pub async fn take_over(t: Takeover, done: watch::Sender<bool>) {
+/// start fails on a port its own orphan holds. Returns what it adopted; the caller ends
+/// the takeover (the sender [`begin`] gave) and watches those processes.
+pub async fn take_over(t: Takeover) -> Vec<Adopted> {
     let names: Vec<ServiceName> = t.table.lock().order.clone();
+    let mut adopted = Vec::new();
     for name in &names {
         let Some(spec) = t.table.lock().services.get(name).map(|e| e.spec.clone()) else { continue };
         let cgroup = t.containment.service(name.as_str());
-        let adopted = match record::read(&t.run_dir, name.as_str()) {
+        let this = match record::read(&t.run_dir, name.as_str()) {
             Some(rec) => adopt_or_stop(&t, name, &spec, &rec, cgroup.clone()).await,
-            None => false,
+            None => None,
         };
-        if !adopted {
-            record::remove(&t.run_dir, name.as_str());
-            clear(name.as_str(), cgroup.as_ref(), None).await;
+        match this {
+            Some(a) => adopted.push(a),
+            None => {
+                record::remove(&t.run_dir, name.as_str());
+                clear(name.as_str(), cgroup.as_ref(), None).await;
+            }
         }
     }
     stop_unconfigured(&t, &names).await;
-    let _ = done.send(true);
-    // Delivered even if the supervisor is restarting right now (bounded).
-    for _ in 0..500 {
-        if t.me.tell(ServiceMsg::TakeoverDone).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    adopted
 }
 
 /// Adopts the recorded process of `name` if it is still that process, runs `spec` and is
-/// healthy; stops it otherwise. Whether it was adopted.
+/// healthy; stops it otherwise.
 async fn adopt_or_stop(
     t: &Takeover,
     name: &ServiceName,
     spec: &ServiceSpec,
     rec: &record::ProcessRecord,
     cgroup: Option<ServiceCgroup>,
-) -> bool {
+) -> Option<Adopted> {
     // The pidfd first, the identity check second: the pid cannot be reused in between.
-    let Ok(fd) = process::pidfd(rec.pid) else { return false };
+    let fd = process::pidfd(rec.pid).ok()?;
     if !rec.is_running() {
-        return false;
+        return None;
     }
     let Ok(exit) = process::watch_pidfd(rec.pid, fd) else {
         warn!(service = name.as_str(), pid = rec.pid, "cannot watch the process; not adopting it");
-        return false;
+        return None;
     };
     let same = rec.spec_hash == record::spec_hash(spec);
-    if same && adoptable(spec, rec.pid).await && adopt(t, name, rec, cgroup.clone(), exit.clone()) {
-        return true;
+    if same
+        && adoptable(spec, rec.pid).await
+        && let Some(generation) = adopt(t, name, rec, cgroup.clone(), exit.clone())
+    {
+        return Some(Adopted { service: name.clone(), generation, exit });
     }
     let why = if same { "it does not pass its ready check" } else { "its definition changed" };
     warn!(service = name.as_str(), pid = rec.pid, reason = why, "stopping a process an earlier warden left");
@@ -186,23 +158,23 @@ async fn adopt_or_stop(
         cgroup: cgroup.as_ref(),
     };
     process::stop(stop).await;
-    false
+    None
 }
 
 /// Takes over a running process as the service's current one (not during shutdown: what
-/// shutdown did not see would be left running).
+/// shutdown did not see would be left running); its generation.
 fn adopt(
     t: &Takeover,
     name: &ServiceName,
     rec: &record::ProcessRecord,
     cgroup: Option<ServiceCgroup>,
-    exit: watch::Receiver<Option<process::ExitInfo>>,
-) -> bool {
+    exit: watch::Receiver<Option<ExitInfo>>,
+) -> Option<u64> {
     let mut table = t.table.lock();
     if table.shutting_down {
-        return false;
+        return None;
     }
-    let Some(e) = table.services.get_mut(name) else { return false };
+    let e = table.services.get_mut(name)?;
     e.generation += 1;
     let generation = e.generation;
     e.pid = Some(rec.pid);
@@ -212,18 +184,11 @@ fn adopt(
     e.ready_at = Some(Instant::now());
     e.started_at = Some(Instant::now());
     e.started_unix_ms = Some(rec.started_unix_ms);
-    e.exit = Some(exit.clone());
+    e.exit = Some(exit);
     e.cgroup = cgroup;
     drop(table);
-    let me = t.me.clone();
-    let service = name.clone();
-    let mut exit = exit;
-    tokio::spawn(async move {
-        let _ = exit.wait_for(Option::is_some).await;
-        let _ = me.tell(ServiceMsg::Exited { service, generation });
-    });
     info!(service = name.as_str(), pid = rec.pid, "adopted the running process an earlier warden started");
-    true
+    Some(generation)
 }
 
 /// Stops what services no longer in the config left: their recorded processes and their
@@ -262,7 +227,7 @@ async fn stop_unconfigured(t: &Takeover, configured: &[ServiceName]) {
 /// Whether a left-over process may be adopted: it passes its ready check (a few tries) or,
 /// without one, is simply alive and not stopped.
 async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
-    if process_state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
+    if process::state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
         return false;
     }
     let Some(check) = spec.ready.as_ref().map(ProbeCheck::from) else { return true };
@@ -278,39 +243,4 @@ async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-/// The state letter of a process (`R`, `S`, `T` for stopped, …).
-pub(crate) fn process_state(pid: u32) -> Option<char> {
-    Some(procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?.state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_a_group_whose_number_went_to_another_process_has_no_members() {
-        // This test process leads no group of its own usually; use our own pid as a fake
-        // group id with a start time that is not ours: the number is someone else's now.
-        let me = std::process::id();
-        let ticks = procfs::process::Process::myself().and_then(|p| p.stat()).map(|s| s.starttime).unwrap_or(0);
-        let reused = LastGroup { pgid: me, leader_ticks: ticks + 1 };
-        assert!(reused.members().is_empty());
-        assert!(!present(None, Some(reused)));
-        assert!(!present(None, None));
-    }
-
-    #[test]
-    fn test_members_of_a_live_group_are_found() {
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().expect("spawn sleep");
-        let pid = child.id();
-        let ticks = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map(|s| s.starttime).unwrap_or(0);
-        let group = LastGroup { pgid: pid, leader_ticks: ticks };
-        assert_eq!(group.members(), vec![pid]);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(group.members().is_empty());
-    }
 }

@@ -11,13 +11,13 @@
 //! missed, restarts that were due, stops that finished — so a notice lost while it was down
 //! costs nothing. A stop task keeps trying to deliver its result while the actor restarts.
 
-use super::leftovers::{self, LastGroup};
+use super::leftovers;
 use super::service_table::{AfterStop, ServiceEntry, ServiceTable};
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::data_dir::DataDir;
 use crate::metrics::{Metrics, ServiceLabel};
 use crate::process::cgroup::{Containment, ServiceCgroup};
-use crate::process::{self, record};
+use crate::process::{self, LastGroup, record};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeSet;
@@ -188,9 +188,23 @@ impl Actor for ServiceSupervisor {
                         table: self.table.clone(),
                         run_dir: self.data_dir.run_dir(),
                         containment: self.containment.clone(),
-                        me: self.me.clone(),
                     };
-                    tokio::spawn(leftovers::take_over(takeover, done));
+                    let me = self.me.clone();
+                    tokio::spawn(async move {
+                        let adopted = leftovers::take_over(takeover).await;
+                        // Over before the exits are watched: a restart they cause may start.
+                        let _ = done.send(true);
+                        for a in adopted {
+                            notify_exit(me.clone(), a.service, a.generation, a.exit);
+                        }
+                        // Delivered even if the supervisor is restarting right now (bounded).
+                        for _ in 0..500 {
+                            if me.tell(ServiceMsg::TakeoverDone).is_ok() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
                 }
             }
             ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
@@ -833,7 +847,7 @@ async fn watch_readiness(mut r: Readiness) {
             }
             return;
         }
-        let stopped = leftovers::process_state(r.pid).is_some_and(|s| s == 'T' || s == 't');
+        let stopped = process::state(r.pid).is_some_and(|s| s == 'T' || s == 't');
         let silent = matches!(result, Err(Failure::Timeout)) && start.elapsed() >= r.deadline;
         hung_checks = if stopped || silent { hung_checks + 1 } else { 0 };
         if hung_checks >= HUNG_CHECKS
@@ -865,4 +879,18 @@ async fn watch_readiness(mut r: Readiness) {
             _ = r.exit.changed() => {}
         }
     }
+}
+
+/// Tells the supervisor when an adopted process exits (for a child, `spawn_service`'s
+/// exit watcher does it).
+fn notify_exit(
+    me: Addr<ServiceSupervisor>,
+    service: ServiceName,
+    generation: u64,
+    mut exit: watch::Receiver<Option<process::ExitInfo>>,
+) {
+    tokio::spawn(async move {
+        let _ = exit.wait_for(Option::is_some).await;
+        let _ = me.tell(ServiceMsg::Exited { service, generation });
+    });
 }

@@ -6,9 +6,8 @@
 //! written here by the tasks that learn them (its exit, its readiness) before any message
 //! is sent, so a message lost while the supervisor restarts loses no fact.
 
-use super::leftovers::LastGroup;
-use crate::process::ExitInfo;
 use crate::process::cgroup::ServiceCgroup;
+use crate::process::{ExitInfo, LastGroup};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

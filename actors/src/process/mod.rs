@@ -7,14 +7,17 @@
 //! - [`logs`]: log files, rotation, the tail for diagnostics.
 //! - [`record`]: what the data dir keeps about running processes, for the next warden.
 //! - [`reaper`]: warden as a child subreaper, collecting orphans.
+//! - [`LastGroup`]: what is left of a process group after its leader exited.
 
 pub mod cgroup;
+mod group;
 pub mod launch;
 pub mod logs;
 pub mod reaper;
 pub mod record;
 
 use cgroup::ServiceCgroup;
+pub use group::LastGroup;
 use launch::LaunchPlan;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -249,6 +252,11 @@ pub fn watch_pidfd(pid: u32, fd: std::os::fd::OwnedFd) -> std::io::Result<watch:
         let _ = tx.send(Some(ExitInfo { adopted: true, ..ExitInfo::default() }));
     })?;
     Ok(rx)
+}
+
+/// The state letter of a process (`R`, `S`, `T` for stopped, `Z`, …); `None` once gone.
+pub fn state(pid: u32) -> Option<char> {
+    Some(procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?.state)
 }
 
 /// The signal a config or playbook names.
