@@ -56,6 +56,9 @@ pub struct Reloaded {
     pub probes_changed: bool,
 }
 
+/// How long shutdown waits for a takeover under way (its stops take grace periods).
+const TAKEOVER_AT_SHUTDOWN: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReloadError {
     #[error("only a restart of warden can change: {0}")]
@@ -168,6 +171,18 @@ impl Node {
         let w = &self.wiring;
         if let Err(e) = w.addrs.executor.shutdown(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "playbook executor did not cancel its runs");
+        }
+        // A takeover under way adopts nothing more and finishes its stops first (bounded):
+        // what it is still stopping must be gone before warden is.
+        let adoption = {
+            let mut t = w.views.services.lock();
+            t.shutting_down = true;
+            t.adoption.clone()
+        };
+        if let Some(mut rx) = adoption
+            && tokio::time::timeout(TAKEOVER_AT_SHUTDOWN, rx.wait_for(|done| *done)).await.is_err()
+        {
+            tracing::warn!("the takeover of an earlier warden's processes did not end in time; stopping anyway");
         }
         let grace: Duration = w.views.config.get().services.iter().map(|s| s.stop_grace).sum();
         if let Err(e) = w.addrs.services.stop_all(grace + Duration::from_secs(5)).await {

@@ -106,15 +106,17 @@ pub async fn take_over(t: Takeover) -> Vec<Adopted> {
     for name in &names {
         let Some(spec) = t.table.lock().services.get(name).map(|e| e.spec.clone()) else { continue };
         let cgroup = t.containment.service(name.as_str());
-        let this = match record::read(&t.run_dir, name.as_str()) {
-            Some(rec) => adopt_or_stop(&t, name, &spec, &rec, cgroup.clone()).await,
+        let rec = record::read(&t.run_dir, name.as_str());
+        let this = match &rec {
+            Some(rec) => adopt_or_stop(&t, name, &spec, rec, cgroup.clone()).await,
             None => None,
         };
         match this {
             Some(a) => adopted.push(a),
             None => {
+                // Its cgroup, or without one what is left of the recorded process's group.
+                clear(name.as_str(), cgroup.as_ref(), rec.as_ref().and_then(record::ProcessRecord::group)).await;
                 record::remove(&t.run_dir, name.as_str());
-                clear(name.as_str(), cgroup.as_ref(), None).await;
             }
         }
     }
@@ -216,7 +218,8 @@ async fn stop_unconfigured(t: &Takeover, configured: &[ServiceName]) {
             };
             process::stop(stop).await;
         }
-        clear(&service, cgroup.as_ref(), None).await;
+        let group = record::read(&t.run_dir, &service).and_then(|r| r.group());
+        clear(&service, cgroup.as_ref(), group).await;
         if let Some(cg) = &cgroup {
             cg.remove();
         }

@@ -81,6 +81,8 @@ fn probes(w: &Wiring) -> ChildSpec {
                 let (probes, _) = DynamicSupervisor::spawn_linked(id, DynamicSupervisor, options, sup).await?;
                 for spec in &w.views.config.get().probes {
                     if let Err(e) = DynamicSupervisor::spawn_child(probes.clone(), probe_child(&w, spec)).await {
+                        // Not left holding the name: the guardian's retry must be able to take it.
+                        probes.stop(Some("a probe could not start".into()));
                         return Err(ractor::SpawnErr::StartupFailed(e));
                     }
                 }
@@ -115,8 +117,10 @@ pub(crate) async fn reload_probes(w: &Wiring, old: &[ProbeSpec], new: &[ProbeSpe
     if stop.is_empty() && start.is_empty() {
         return false;
     }
-    w.views.probes.retain(&new.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
-    let Some(cell) = ractor::registry::where_is(PROBES) else { return true };
+    let Some(cell) = ractor::registry::where_is(PROBES) else {
+        w.views.probes.retain(&new.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
+        return true;
+    };
     let sup: ractor::ActorRef<DynamicSupervisorMsg> = cell.into();
     for spec in stop {
         let name = Addr::<ProbeActor>::for_probe(&spec.name).name().to_string();
@@ -127,6 +131,8 @@ pub(crate) async fn reload_probes(w: &Wiring, old: &[ProbeSpec], new: &[ProbeSpe
             w.views.registry.forget(&name);
         }
     }
+    // After the stops: a removed probe in the middle of a check publishes nothing later.
+    w.views.probes.retain(&new.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
     for spec in start {
         if let Err(e) = DynamicSupervisor::spawn_child(sup.clone(), probe_child(w, spec)).await {
             tracing::warn!(probe = spec.name, error = %e, "could not start the probe");

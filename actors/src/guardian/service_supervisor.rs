@@ -191,7 +191,11 @@ impl Actor for ServiceSupervisor {
                     };
                     let me = self.me.clone();
                     tokio::spawn(async move {
-                        let adopted = leftovers::take_over(takeover).await;
+                        // Its own task: should it panic, the takeover still ends here.
+                        let adopted = tokio::spawn(leftovers::take_over(takeover)).await.unwrap_or_else(|e| {
+                            warn!(error = %e, "alert: the takeover of an earlier warden's processes failed");
+                            Vec::new()
+                        });
                         // Over before the exits are watched: a restart they cause may start.
                         let _ = done.send(true);
                         for a in adopted {
@@ -210,7 +214,22 @@ impl Actor for ServiceSupervisor {
             ServiceMsg::ReadyChanged => self.start_ready_ones(&myself),
             ServiceMsg::TakeoverDone => {
                 for (step, reply) in std::mem::take(&mut state.deferred) {
-                    self.execute(&myself, step, reply);
+                    // A caller that gave up meanwhile does not get its step run late.
+                    if !reply.is_closed() {
+                        self.execute(&myself, step, reply);
+                    }
+                }
+                // A restart refused during the takeover is due now.
+                let backoff: Vec<(ServiceName, u64)> = {
+                    let t = self.table.lock();
+                    t.services
+                        .iter()
+                        .filter(|(_, e)| e.state == ServiceState::Backoff)
+                        .map(|(n, e)| (n.clone(), e.generation))
+                        .collect()
+                };
+                for (service, generation) in backoff {
+                    let _ = myself.send_message(ServiceMsg::StartAfterBackoff { service, generation, cleared: false });
                 }
                 self.start_ready_ones(&myself);
             }
@@ -543,7 +562,8 @@ impl ServiceSupervisor {
             }
             return;
         };
-        let (old_pid, exit, last_group) = (e.pid, e.exit.clone(), e.last_group);
+        let main_group = e.pid.zip(e.start_ticks).map(|(pgid, leader_ticks)| LastGroup { pgid, leader_ticks });
+        let (old_pid, exit, last_group) = (e.pid, e.exit.clone(), main_group.or(e.last_group));
         let (grace, signal, cgroup) = (e.spec.stop_grace, process::signal_of(e.spec.stop_signal), e.cgroup.clone());
         e.state = ServiceState::Stopping;
         e.after_stop = Some(then);
@@ -571,10 +591,10 @@ impl ServiceSupervisor {
                 warn!(service = service.as_str(), pid, "alert: process did not die after SIGKILL; still waiting");
                 let _ = exit.wait_for(Option::is_some).await;
             }
-            if old_pid.is_none() {
-                // No main process (in backoff, or it just exited): what it forked still goes.
-                leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
-            }
+            // Whatever the main process forked goes too, also what ignored the stop signal
+            // (without cgroups the group got only that signal), and with no main process
+            // (in backoff, or it just exited) what the last one left.
+            leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
             let result = me
                 .ask_until(STOP_DELIVERY_BUDGET, |tx| ServiceMsg::StopFinished {
                     service: service.clone(),
@@ -633,7 +653,7 @@ impl ServiceSupervisor {
         }
         // Start order follows the new config; removed services stay listed until gone.
         let mut order: Vec<ServiceName> = specs.iter().map(|s| s.name.clone()).collect();
-        order.extend(report.removed.iter().cloned());
+        order.extend(t.services.iter().filter(|(_, e)| e.removed).map(|(n, _)| n.clone()));
         t.order = order;
         let removing: Vec<(ServiceName, bool)> =
             report.removed.iter().map(|n| (n.clone(), t.services.get(n).is_some_and(|e| e.pid.is_some()))).collect();
@@ -719,6 +739,7 @@ impl ServiceSupervisor {
                 e.generation += 1;
                 e.after_stop = None;
                 let main = e.pid.zip(e.exit.clone());
+                let main_group = e.pid.zip(e.start_ticks).map(|(pgid, leader_ticks)| LastGroup { pgid, leader_ticks });
                 e.state = if main.is_some() { ServiceState::Stopping } else { ServiceState::Stopped };
                 stops.push(FinalStop {
                     name: name.clone(),
@@ -726,7 +747,7 @@ impl ServiceSupervisor {
                     grace: e.spec.stop_grace,
                     signal: process::signal_of(e.spec.stop_signal),
                     cgroup: e.cgroup.clone(),
-                    last_group: e.last_group,
+                    last_group: main_group.or(e.last_group),
                 });
             }
         }

@@ -39,7 +39,6 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Reaps exited orphans now: zombie children of ours that no exit watcher waits for.
 pub fn reap_orphans() -> usize {
     let me = std::process::id() as i32;
-    let watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(all) = procfs::process::all_processes() else { return 0 };
     let zombies: Vec<i32> = all
         .flatten()
@@ -47,6 +46,9 @@ pub fn reap_orphans() -> usize {
         .filter(|st| st.state == 'Z' && st.ppid == me)
         .map(|st| st.pid)
         .collect();
+    // The lock only now, for the check and the reap: a child spawned after the scan is not
+    // in the list, and one spawned before it was registered before the spawn let go.
+    let watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
     zombies
         .into_iter()
         .filter(|pid| !watched.contains(&(*pid as u32)))

@@ -54,6 +54,16 @@ impl ProcessRecord {
         })
     }
 
+    /// Whether it was recorded in this boot (its start time means something now).
+    pub fn same_boot(&self) -> bool {
+        self.boot_id == boot_id()
+    }
+
+    /// Its process group, as what may be left of it (only meaningful in the same boot).
+    pub fn group(&self) -> Option<crate::process::LastGroup> {
+        self.same_boot().then_some(crate::process::LastGroup { pgid: self.pgid, leader_ticks: self.start_ticks })
+    }
+
     /// Whether the recorded process still runs (same boot, same start time, not a zombie).
     pub fn is_running(&self) -> bool {
         self.boot_id == boot_id()
