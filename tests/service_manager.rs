@@ -83,7 +83,7 @@ fn test_sighup_stops_and_starts_single_probes_and_many_reloads_melt_nothing() {
     let tag = ports.api;
     let probe = |name: &str| {
         format!(
-            "  - name: {name}\n    layer: l4\n    target: a\n    check: {{ kind: tcp, addr: '127.0.0.1:{}' }}\n    interval_ms: 200\n",
+            "  - name: {name}\n    layer: l4\n    target: a\n    check: {{ kind: tcp, addr: '127.0.0.1:{}', owner: false }}\n    interval_ms: 200\n    timeout_ms: 150\n",
             ports.http
         )
     };

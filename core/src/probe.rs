@@ -12,8 +12,7 @@ use std::mem::discriminant;
 use std::time::Duration;
 
 /// Why a check failed; detectors tell failure modes apart by it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// No answer within the timeout (the process may be alive but hung).
     Timeout,
@@ -21,7 +20,50 @@ pub enum Failure {
     Connect(String),
     /// Answered with an unexpected status.
     Status(u16),
+    /// No route to the network (`ENETUNREACH`).
+    NetworkUnreachable(String),
+    /// The host cannot be reached (`EHOSTUNREACH`, ICMP host unreachable).
+    HostUnreachable(String),
+    /// The link: interface down, no carrier, MTU too small, gateway neighbour failed.
+    Link(String),
+    /// A process that is not the target service's holds its port.
+    Stranger {
+        port: u16,
+        pid: u32,
+        command: String,
+    },
+    /// A count or a latency over its limit.
+    Threshold(String),
+    /// The TLS handshake or the certificate.
+    Tls(String),
+    /// The answer came but is wrong: not UTF-8, not JSON, not the expected content.
+    Response(String),
+    /// The name does not resolve.
+    Dns(String),
+    /// Credentials refused (a 401/403, a login the server rejects).
+    Auth(String),
     Other(String),
+}
+
+impl Failure {
+    /// The kind's name, as the API and the logs give it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Connect(_) => "connect",
+            Failure::Status(_) => "status",
+            Failure::NetworkUnreachable(_) => "network_unreachable",
+            Failure::HostUnreachable(_) => "host_unreachable",
+            Failure::Link(_) => "link",
+            Failure::Stranger { .. } => "stranger",
+            Failure::Threshold(_) => "threshold",
+            Failure::Tls(_) => "tls",
+            Failure::Response(_) => "response",
+            Failure::Dns(_) => "dns",
+            Failure::Auth(_) => "auth",
+            Failure::Other(_) => "other",
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -30,13 +72,77 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => f.write_str("no answer within the timeout"),
             Failure::Connect(e) => write!(f, "cannot connect: {e}"),
             Failure::Status(s) => write!(f, "answered status {s}"),
-            Failure::Other(e) => f.write_str(e),
+            Failure::NetworkUnreachable(e) => write!(f, "network unreachable: {e}"),
+            Failure::HostUnreachable(e) => write!(f, "host unreachable: {e}"),
+            Failure::Link(e) => write!(f, "link: {e}"),
+            Failure::Stranger { port, pid, command } => {
+                write!(f, "port {port} is held by pid {pid} ({command}), not by the service")
+            }
+            Failure::Threshold(e) | Failure::Tls(e) | Failure::Response(e) | Failure::Other(e) => f.write_str(e),
+            Failure::Dns(e) => write!(f, "does not resolve: {e}"),
+            Failure::Auth(e) => write!(f, "credentials refused: {e}"),
         }
     }
 }
 
-/// The result of one check.
+/// In the API: `kind` and `message` always (strings), `status` and `pid`/`port` as numbers
+/// for the kinds that have them.
+impl Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("kind", self.kind())?;
+        m.serialize_entry("message", &self.to_string())?;
+        match self {
+            Failure::Status(s) => m.serialize_entry("status", s)?,
+            Failure::Stranger { port, pid, command } => {
+                m.serialize_entry("port", port)?;
+                m.serialize_entry("pid", pid)?;
+                m.serialize_entry("command", command)?;
+            }
+            _ => {}
+        }
+        m.end()
+    }
+}
+
+/// The result of a ready check, or of a check that passes or fails.
 pub type CheckResult = Result<Duration, Failure>;
+
+/// What one probe check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed; with a warning when something is close to failing (a certificate
+    /// expiring soon).
+    Pass {
+        latency: Duration,
+        warning: Option<String>,
+    },
+    Fail(Failure),
+    /// The check cannot run here (no permission for raw ICMP, no such interface): neither
+    /// up nor down, and said why.
+    Unsupported(String),
+}
+
+impl From<CheckResult> for Outcome {
+    fn from(r: CheckResult) -> Self {
+        match r {
+            Ok(latency) => Outcome::Pass { latency, warning: None },
+            Err(f) => Outcome::Fail(f),
+        }
+    }
+}
+
+/// A probe's state as the API and the metrics give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    /// Not decided yet (fewer checks than the thresholds need).
+    Pending,
+    Up,
+    Down,
+    Unsupported,
+}
 
 /// A probe crossing its threshold either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +177,14 @@ pub struct ProbeStatus {
     pub name: String,
     pub layer: Layer,
     pub target: ServiceName,
-    /// `None` until the thresholds have decided either way.
+    pub state: ProbeState,
+    /// `None` until the thresholds have decided either way (and while unsupported).
     pub up: Option<bool>,
+    /// The last check passed with this warning.
+    pub warning: Option<String>,
+    /// Why the check cannot run here.
+    pub unsupported: Option<String>,
+    pub last_success_unix_ms: Option<u64>,
     pub last_ok: Option<bool>,
     pub last_latency_ms: Option<f64>,
     pub last_failure: Option<Failure>,
@@ -119,7 +231,11 @@ impl ProbeTracker {
                 name: spec.name.clone(),
                 layer: spec.layer,
                 target: spec.target.clone(),
+                state: ProbeState::Pending,
                 up: None,
+                warning: None,
+                unsupported: None,
+                last_success_unix_ms: None,
                 last_ok: None,
                 last_latency_ms: None,
                 last_failure: None,
@@ -138,12 +254,39 @@ impl ProbeTracker {
     }
 
     /// Records a check made at `now_unix_ms`; returns the event when the probe changes state.
-    pub fn record(&mut self, result: CheckResult, now_unix_ms: u64) -> Option<ProbeEvent> {
+    pub fn record(&mut self, outcome: Outcome, now_unix_ms: u64) -> Option<ProbeEvent> {
+        let event = self.apply(outcome, now_unix_ms);
+        let s = &mut self.status;
+        s.state = match (&s.unsupported, s.up) {
+            (Some(_), _) => ProbeState::Unsupported,
+            (None, Some(true)) => ProbeState::Up,
+            (None, Some(false)) => ProbeState::Down,
+            (None, None) => ProbeState::Pending,
+        };
+        event
+    }
+
+    fn apply(&mut self, outcome: Outcome, now_unix_ms: u64) -> Option<ProbeEvent> {
         let s = &mut self.status;
         s.checks += 1;
         s.last_check_unix_ms = now_unix_ms;
-        match result {
-            Ok(latency) => {
+        match outcome {
+            Outcome::Unsupported(why) => {
+                // Never a false up: what cannot be checked is not reported healthy.
+                s.unsupported = Some(why);
+                s.up = None;
+                s.warning = None;
+                s.last_ok = None;
+                s.last_latency_ms = None;
+                s.consecutive_failures = 0;
+                s.failing_since_unix_ms = None;
+                self.consecutive_ok = 0;
+                None
+            }
+            Outcome::Pass { latency, warning } => {
+                s.unsupported = None;
+                s.warning = warning;
+                s.last_success_unix_ms = Some(now_unix_ms);
                 s.last_ok = Some(true);
                 s.last_latency_ms = Some(latency.as_secs_f64() * 1000.0);
                 s.last_failure = None;
@@ -156,7 +299,9 @@ impl ProbeTracker {
                 }
                 None
             }
-            Err(failure) => {
+            Outcome::Fail(failure) => {
+                s.unsupported = None;
+                s.warning = None;
                 // A different kind of failure is a different fault (a crash, then a hang
                 // once restarted): it starts its own streak and is reported on its own.
                 let changed = s.last_failure.as_ref().is_some_and(|f| discriminant(f) != discriminant(&failure));
@@ -200,7 +345,7 @@ mod tests {
             name: "p".into(),
             layer: Layer::L7,
             target: ServiceName::parse("api").expect("name"),
-            check: ProbeCheck::Tcp { addr: "127.0.0.1:1".parse().expect("addr") },
+            check: ProbeCheck::Tcp { addr: "127.0.0.1:1".parse().expect("addr"), owner: false },
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(50),
             failure_threshold: failures,
@@ -208,34 +353,38 @@ mod tests {
         })
     }
 
-    const OK: CheckResult = Ok(Duration::from_millis(3));
+    const OK: Outcome = Outcome::Pass { latency: Duration::from_millis(3), warning: None };
+
+    fn fail(f: Failure) -> Outcome {
+        Outcome::Fail(f)
+    }
 
     #[test]
     fn test_down_only_after_failure_threshold_in_a_row() {
         let mut t = tracker(3, 1);
         assert!(matches!(t.record(OK, 1), Some(ProbeEvent::Up { .. })), "first pass decides up");
-        assert_eq!(t.record(Err(Failure::Timeout), 10), None);
-        assert_eq!(t.record(Err(Failure::Timeout), 20), None);
+        assert_eq!(t.record(fail(Failure::Timeout), 10), None);
+        assert_eq!(t.record(fail(Failure::Timeout), 20), None);
         assert_eq!(t.record(OK, 30), None, "a pass in between resets the streak");
-        assert_eq!(t.record(Err(Failure::Timeout), 40), None);
-        assert_eq!(t.record(Err(Failure::Timeout), 50), None);
-        let down = t.record(Err(Failure::Timeout), 60).expect("third failure in a row");
+        assert_eq!(t.record(fail(Failure::Timeout), 40), None);
+        assert_eq!(t.record(fail(Failure::Timeout), 50), None);
+        let down = t.record(fail(Failure::Timeout), 60).expect("third failure in a row");
         assert!(
             matches!(down, ProbeEvent::Down { consecutive: 3, first_failure_unix_ms: 40, .. }),
             "onset is the streak's first failure: {down:?}"
         );
-        assert_eq!(t.record(Err(Failure::Timeout), 70), None, "still down is no news");
+        assert_eq!(t.record(fail(Failure::Timeout), 70), None, "still down is no news");
     }
 
     #[test]
     fn test_a_new_kind_of_failure_is_a_new_streak_and_reported_again() {
         // Down because nothing listens; then the restarted process hangs: the hang is news.
         let mut t = tracker(2, 1);
-        let refused = || Err(Failure::Connect("refused".into()));
+        let refused = || fail(Failure::Connect("refused".into()));
         assert_eq!(t.record(refused(), 10), None);
         assert!(matches!(t.record(refused(), 20), Some(ProbeEvent::Down { failure: Failure::Connect(_), .. })));
-        assert_eq!(t.record(Err(Failure::Timeout), 30), None, "first of the new streak");
-        let hang = t.record(Err(Failure::Timeout), 40).expect("the hang is reported");
+        assert_eq!(t.record(fail(Failure::Timeout), 30), None, "first of the new streak");
+        let hang = t.record(fail(Failure::Timeout), 40).expect("the hang is reported");
         assert!(
             matches!(
                 hang,
@@ -249,10 +398,43 @@ mod tests {
     #[test]
     fn test_up_again_only_after_success_threshold() {
         let mut t = tracker(1, 2);
-        assert!(matches!(t.record(Err(Failure::Connect("refused".into())), 1), Some(ProbeEvent::Down { .. })));
+        assert!(matches!(t.record(fail(Failure::Connect("refused".into())), 1), Some(ProbeEvent::Down { .. })));
         assert_eq!(t.record(OK, 2), None, "one pass is not enough");
         assert!(matches!(t.record(OK, 3), Some(ProbeEvent::Up { .. })));
         assert_eq!(t.status().checks, 3);
         assert_eq!(t.status().failures, 1);
+    }
+
+    #[test]
+    fn test_unsupported_is_neither_up_nor_down_and_says_why() {
+        let mut t = tracker(1, 1);
+        assert!(t.record(OK, 1).is_some());
+        assert_eq!(t.record(Outcome::Unsupported("no raw ICMP".into()), 2), None);
+        let s = t.status();
+        assert_eq!((s.state, s.up, s.unsupported.as_deref()), (ProbeState::Unsupported, None, Some("no raw ICMP")));
+        assert!(matches!(t.record(OK, 3), Some(ProbeEvent::Up { .. })), "supported again: up is news");
+        assert_eq!(t.status().state, ProbeState::Up);
+    }
+
+    #[test]
+    fn test_a_warning_passes_and_is_kept_until_the_next_check() {
+        let mut t = tracker(1, 1);
+        let warn = Outcome::Pass { latency: Duration::from_millis(1), warning: Some("expires in 3 days".into()) };
+        assert!(matches!(t.record(warn, 1), Some(ProbeEvent::Up { .. })));
+        assert_eq!(t.status().warning.as_deref(), Some("expires in 3 days"));
+        assert_eq!(t.status().last_success_unix_ms, Some(1));
+        assert_eq!(t.record(OK, 2), None);
+        assert_eq!(t.status().warning, None);
+    }
+
+    #[test]
+    fn test_failures_serialize_with_consistent_types() {
+        let json = |f: Failure| serde_json::to_value(f).expect("json");
+        let s = json(Failure::Status(503));
+        assert_eq!((s["kind"].as_str(), s["status"].as_u64()), (Some("status"), Some(503)));
+        assert!(s["message"].is_string());
+        let st = json(Failure::Stranger { port: 8000, pid: 42, command: "nc".into() });
+        assert_eq!((st["pid"].as_u64(), st["port"].as_u64()), (Some(42), Some(8000)));
+        assert_eq!(json(Failure::Timeout)["message"], "no answer within the timeout");
     }
 }

@@ -312,7 +312,7 @@ pub fn postgres_bin_dir() -> PathBuf {
 /// hang's playbook spends about 2 s verifying, long enough to land a fault in.
 pub fn slow_node_config(ports: Ports) -> String {
     format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 2; exec {warden} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\nprobes:\n  - name: slow-http\n    layer: l7\n    target: slow\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    interval_ms: 100\n    timeout_ms: 200\n    failure_threshold: 2\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: slow\n    command: /bin/sh\n    args: [-c, 'sleep 2; exec {warden} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\nprobes:\n  - name: slow-http\n    layer: l7\n    target: slow\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    interval_ms: 150\n    timeout_ms: 140\n    failure_threshold: 2\n",
         http = ports.http,
         port = ports.api,
         warden = WARDEN

@@ -12,6 +12,7 @@
 //! publishes that, so whoever waits for them (the incident manager) always hears the end.
 //! At shutdown the runs are cancelled and recorded as interrupted.
 
+use super::checks::Prober;
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
 use crate::addr::{Addr, SendError};
@@ -28,10 +29,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warden_core::audit::{AuditActor, OutcomeKind};
-use warden_core::config::{NodeConfig, ProbeSpec, ServiceName};
+use warden_core::config::{NodeConfig, ServiceName};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
 use warden_core::policy::{ActionRequest, Policies};
+use warden_core::probe::Outcome;
 use warden_core::run::{RunOutcome, RunRecord, StepRecord};
 use warden_core::service::ServiceState;
 use warden_core::tier::Tier;
@@ -458,20 +460,26 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
 /// without probes is verified by its ready check (its `running` state).
 async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, StepError> {
     let config = ctx.config.get();
-    let checks: Vec<&ProbeSpec> = config.probes.iter().filter(|p| p.target == *service).collect();
-    let client = super::probe::http_client();
+    // The service's own probes, every layer; a check that cannot run here does not hold
+    // the verdict (it is reported as unsupported by its probe).
+    let mut probers: Vec<(String, Prober)> = config
+        .probes
+        .iter()
+        .filter(|p| p.target == *service)
+        .map(|p| (p.name.clone(), Prober::new(p, ctx.table.clone())))
+        .collect();
     let start = Instant::now();
     let mut last_err = String::from("not checked");
     while start.elapsed() < timeout {
         let mut all_ok = true;
-        for p in &checks {
-            if let Err(f) = super::probe::run_check(&client, &p.check, p.timeout).await {
+        for (name, prober) in probers.iter_mut() {
+            if let Outcome::Fail(f) = prober.check().await {
                 all_ok = false;
-                last_err = f.to_string();
+                last_err = format!("{name}: {f}");
                 break;
             }
         }
-        let healthy = if checks.is_empty() {
+        let healthy = if probers.is_empty() {
             ctx.table.state_of(service.as_str()) == Some(ServiceState::Running)
         } else {
             all_ok

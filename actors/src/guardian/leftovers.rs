@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warden_core::config::{ProbeCheck, ServiceName, ServiceSpec};
+use warden_core::config::{ServiceName, ServiceSpec};
 
 /// Grace for a process of a service that is no longer configured (its own stop settings
 /// went with its definition): SIGTERM, this long, then SIGKILL.
@@ -233,11 +233,11 @@ async fn adoptable(spec: &ServiceSpec, pid: u32) -> bool {
     if process::state(pid).is_none_or(|s| matches!(s, 'T' | 't' | 'Z')) {
         return false;
     }
-    let Some(check) = spec.ready.as_ref().map(ProbeCheck::from) else { return true };
-    let client = super::probe::http_client();
+    let Some(check) = spec.ready.as_ref() else { return true };
+    let client = super::checks::http_client();
     let deadline = Instant::now() + Duration::from_secs(3);
     for _ in 0..3 {
-        if super::probe::run_check(&client, &check, ADOPT_CHECK_TIMEOUT).await.is_ok() {
+        if super::checks::ready(&client, check, ADOPT_CHECK_TIMEOUT).await.is_ok() {
             return true;
         }
         if Instant::now() >= deadline {

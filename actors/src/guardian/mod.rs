@@ -3,6 +3,7 @@
 //! restarts; a reload stops and starts single probes in it), and the playbook executor
 //! (one_for_one: each restarts alone).
 
+pub mod checks;
 pub mod executor;
 pub mod leftovers;
 pub mod probe;
@@ -103,6 +104,7 @@ fn probe_child(w: &Wiring, spec: &ProbeSpec) -> ChildSpec {
         board: p.views.probes.clone(),
         metrics: p.views.metrics.clone(),
         registry: p.views.registry.clone(),
+        table: p.views.services.clone(),
     })
 }
 

@@ -4,63 +4,21 @@
 //! changes are published on the node's probe-event port (every detector subscribes) and on
 //! the probe board (the API, and detectors catching up after a restart).
 
+use super::checks::Prober;
 use super::probe_board::ProbeBoard;
+use super::service_table::ServiceTable;
 use crate::addr::Addr;
 use crate::metrics::{Metrics, ProbeLabels};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
-use warden_core::config::{ProbeCheck, ProbeSpec};
-use warden_core::probe::{CheckResult, Failure, ProbeEvent, ProbeTracker};
+use warden_core::config::ProbeSpec;
+use warden_core::probe::{Outcome, ProbeEvent, ProbeTracker};
 
 /// The tree path of probe `name`.
 pub fn path(name: &str) -> String {
     format!("guardian/probe/{name}")
-}
-
-/// A client for probes: no connection reuse (each check is a fresh connect, like
-/// Kubernetes probes) and no proxy.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap_or_default()
-}
-
-/// Runs one check; its latency or why it failed.
-pub async fn run_check(client: &reqwest::Client, check: &ProbeCheck, timeout: Duration) -> CheckResult {
-    let start = Instant::now();
-    match check {
-        ProbeCheck::Http { url, expect_status } => {
-            let resp = client.get(url.clone()).timeout(timeout).send().await.map_err(|e| {
-                if e.is_timeout() {
-                    Failure::Timeout
-                } else if e.is_connect() {
-                    Failure::Connect(root_cause(&e))
-                } else {
-                    Failure::Other(root_cause(&e))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            let ok = match expect_status {
-                Some(s) => status == *s,
-                None => resp.status().is_success(),
-            };
-            if ok { Ok(start.elapsed()) } else { Err(Failure::Status(status)) }
-        }
-        ProbeCheck::Tcp { addr } => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => Ok(start.elapsed()),
-            Ok(Err(e)) => Err(Failure::Connect(e.to_string())),
-            Err(_) => Err(Failure::Timeout),
-        },
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 pub enum ProbeMsg {
@@ -80,10 +38,12 @@ pub struct ProbeActor {
     pub board: ProbeBoard,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
+    /// The services, for the port-owner check.
+    pub table: ServiceTable,
 }
 
 pub struct ProbeState {
-    client: reqwest::Client,
+    prober: Prober,
     tracker: ProbeTracker,
     _reg: Registration,
 }
@@ -97,7 +57,8 @@ impl Actor for ProbeActor {
     async fn pre_start(&self, myself: ActorRef<ProbeMsg>, _: ()) -> Result<ProbeState, ActorProcessingErr> {
         let reg = self.registry.started(&path(&self.spec.name));
         myself.send_message(ProbeMsg::Tick)?;
-        Ok(ProbeState { client: http_client(), tracker: ProbeTracker::new(&self.spec), _reg: reg })
+        let prober = Prober::new(&self.spec, self.table.clone());
+        Ok(ProbeState { prober, tracker: ProbeTracker::new(&self.spec), _reg: reg })
     }
 
     async fn handle(
@@ -108,22 +69,27 @@ impl Actor for ProbeActor {
     ) -> Result<(), ActorProcessingErr> {
         let ProbeMsg::Tick = msg;
         let started = Instant::now();
-        let result = run_check(&st.client, &self.spec.check, self.spec.timeout).await;
-        self.record(st, result);
+        let outcome = st.prober.check().await;
+        self.record(st, outcome);
         myself.send_after(self.spec.interval.saturating_sub(started.elapsed()), || ProbeMsg::Tick);
         Ok(())
     }
 }
 
 impl ProbeActor {
-    fn record(&self, st: &mut ProbeState, result: CheckResult) {
+    fn record(&self, st: &mut ProbeState, outcome: Outcome) {
+        let result = match &outcome {
+            Outcome::Pass { .. } => "ok",
+            Outcome::Fail(_) => "fail",
+            Outcome::Unsupported(_) => "unsupported",
+        };
         let labels = ProbeLabels {
             probe: self.spec.name.clone(),
             layer: self.spec.layer.as_str().into(),
-            result: if result.is_ok() { "ok" } else { "fail" }.into(),
+            result: result.into(),
         };
         self.metrics.probe_checks.get_or_create(&labels).inc();
-        let event = st.tracker.record(result, warden_core::time::now_unix_ms());
+        let event = st.tracker.record(outcome, warden_core::time::now_unix_ms());
         let status = st.tracker.status();
         match &event {
             Some(ProbeEvent::Down { failure, consecutive, .. }) => tracing::warn!(

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warden_core::config::{LogPolicy, ProbeCheck, ReadyCheck, ServiceName, ServiceSpec};
+use warden_core::config::{LogPolicy, ReadyCheck, ServiceName, ServiceSpec};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
 use warden_core::probe::Failure;
@@ -851,15 +851,15 @@ async fn watch_readiness(mut r: Readiness) {
     let start = Instant::now();
     let mut deadline_reported = false;
     let mut hung_checks = 0u32;
-    let client = super::probe::http_client();
-    let check = r.ready.as_ref().map(ProbeCheck::from);
+    let client = super::checks::http_client();
+    let check = r.ready.clone();
     loop {
         if r.exit.borrow_and_update().is_some() {
             return;
         }
         let result = match &check {
             None => Ok(Duration::ZERO),
-            Some(check) => super::probe::run_check(&client, check, READY_CHECK_TIMEOUT).await,
+            Some(check) => super::checks::ready(&client, check, READY_CHECK_TIMEOUT).await,
         };
         if result.is_ok() {
             if r.table.mark_ready(r.service.as_str(), r.generation) {

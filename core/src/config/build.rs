@@ -8,6 +8,8 @@ use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
+mod probe_check;
+
 const DATA_DIR_VAR: &str = "${data_dir}";
 
 pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Result<NodeConfig, Problems> {
@@ -82,7 +84,8 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
     let services = start_order(&mut c, &raw.services.value, services, &names);
 
     let mut probe_names = BTreeSet::new();
-    let probes: Vec<ProbeSpec> = raw.probes.iter().filter_map(|p| probe(&mut c, p, &names, &mut probe_names)).collect();
+    let probes: Vec<ProbeSpec> =
+        raw.probes.iter().filter_map(|p| probe(&mut c, &ctx, p, &names, &mut probe_names)).collect();
 
     let governance_policies =
         raw.governance_policies.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
@@ -211,29 +214,21 @@ fn supervision(c: &mut Collector, raw: &raw::SupervisionSection) -> SupervisionC
 }
 
 /// A ready check or a probe check: the fields its kind needs, and no others.
-fn check(c: &mut Collector, raw: &raw::CheckSection, what: &str, allow_status: bool) -> Option<ProbeCheck> {
-    let kind = raw.kind.value;
+/// A service's ready check: `{kind: tcp, addr}` or `{kind: http, url}`.
+fn ready_check(c: &mut Collector, raw: &raw::CheckSection, what: &str) -> Option<ReadyCheck> {
     let unwanted = |c: &mut Collector, v: Option<Location>, key: &str, kind_name: &str| {
         if let Some(loc) = v {
             c.at(loc, format!("{what}: `{key}` does not apply to kind {kind_name}"));
         }
     };
-    if let Some(s) = &raw.expect_status {
-        if !allow_status {
-            c.at(s.referenced, format!("{what}: `expect_status` applies to probes only"));
-        } else if !(100..=599).contains(&s.value) {
-            c.at(s.referenced, format!("{what}: expect_status {} is not an HTTP status", s.value));
-        }
-    }
-    match kind {
+    match raw.kind.value {
         raw::CheckKind::Tcp => {
             unwanted(c, raw.url.as_ref().map(|u| u.referenced), "url", "tcp");
-            unwanted(c, raw.expect_status.as_ref().map(|u| u.referenced), "expect_status", "tcp");
             let Some(addr) = &raw.addr else {
                 c.at(raw.kind.referenced, format!("{what}: kind tcp needs `addr`"));
                 return None;
             };
-            socket_addr(c, addr, &format!("{what}.addr")).map(|addr| ProbeCheck::Tcp { addr })
+            socket_addr(c, addr, &format!("{what}.addr")).map(|addr| ReadyCheck::Tcp { addr })
         }
         raw::CheckKind::Http => {
             unwanted(c, raw.addr.as_ref().map(|a| a.referenced), "addr", "http");
@@ -241,8 +236,7 @@ fn check(c: &mut Collector, raw: &raw::CheckSection, what: &str, allow_status: b
                 c.at(raw.kind.referenced, format!("{what}: kind http needs `url`"));
                 return None;
             };
-            http_url(c, url.referenced, &url.value, &format!("{what}.url"))
-                .map(|url| ProbeCheck::Http { url, expect_status: raw.expect_status.as_ref().map(|s| s.value) })
+            http_url(c, url.referenced, &url.value, &format!("{what}.url")).map(|url| ReadyCheck::Http { url })
         }
     }
 }
@@ -283,10 +277,7 @@ fn service(
             own_ports.push(p.value);
         }
     }
-    let ready = s.ready.as_ref().and_then(|r| match check(c, r, &format!("service `{label}`: ready"), false)? {
-        ProbeCheck::Tcp { addr } => Some(ReadyCheck::Tcp { addr }),
-        ProbeCheck::Http { url, .. } => Some(ReadyCheck::Http { url }),
-    });
+    let ready = s.ready.as_ref().and_then(|r| ready_check(c, r, &format!("service `{label}`: ready")));
     let what = |key: &str| format!("service `{label}`: {key}");
     let startup_deadline = positive_ms(c, s.startup_deadline_ms.as_ref(), 30_000, &what("startup_deadline_ms"));
     let stop_grace = positive_ms(c, s.stop_grace_ms.as_ref(), 3_000, &what("stop_grace_ms"));
@@ -562,6 +553,7 @@ fn start_order(
 
 fn probe(
     c: &mut Collector,
+    ctx: &Ctx<'_>,
     p: &raw::ProbeSection,
     services: &BTreeSet<ServiceName>,
     probe_names: &mut BTreeSet<String>,
@@ -579,9 +571,17 @@ fn probe(
         }
     };
     let what = format!("probe `{name}`");
-    let check = check(c, &p.check, &format!("{what}: check"), true);
+    let check = probe_check::probe_check(c, ctx, &p.check, &p.layer, &what);
     let interval = positive_ms(c, p.interval_ms.as_ref(), 1_000, &format!("{what}: interval_ms"));
     let timeout = positive_ms(c, p.timeout_ms.as_ref(), 500, &format!("{what}: timeout_ms"));
+    // A check must end before the next one is due: probes never pile up.
+    if timeout >= interval {
+        let at = p.timeout_ms.as_ref().or(p.interval_ms.as_ref()).map_or(p.name.referenced, |v| v.referenced);
+        c.at(
+            at,
+            format!("{what}: timeout_ms {} must be below interval_ms {}", timeout.as_millis(), interval.as_millis()),
+        );
+    }
     let mut threshold = |v: &Option<Spanned<u32>>, default: u32, key: &str| match v {
         Some(t) if t.value == 0 => {
             c.at(t.referenced, format!("{what}: {key} must be at least 1"));
@@ -594,7 +594,7 @@ fn probe(
     let success_threshold = threshold(&p.success_threshold, 1, "success_threshold");
     Some(ProbeSpec {
         name,
-        layer: p.layer,
+        layer: p.layer.value,
         target: target?,
         check: check?,
         interval,

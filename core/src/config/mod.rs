@@ -20,7 +20,7 @@ use crate::source::{Problems, Source};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
@@ -321,19 +321,93 @@ pub struct ProbeSpec {
     pub success_threshold: u32,
 }
 
+/// What a probe checks. Each kind belongs to one layer (see [`ProbeCheck::layer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeCheck {
-    /// HTTP GET; healthy when the status matches (any 2xx if unset).
-    Http { url: Url, expect_status: Option<u16> },
-    /// TCP connect.
-    Tcp { addr: SocketAddr },
+    /// L2: the interface is up with carrier, has a MAC (loopback aside) and at least
+    /// `min_mtu`; with `gateway`, the default gateway has a reachable neighbour entry.
+    Link { interface: String, gateway: bool, min_mtu: Option<u32> },
+    /// L3: a route to `host` exists and it answers ICMP echo; where ICMP may not be used, a
+    /// TCP connect to `port` (a refusal proves reachability too).
+    Route { host: IpAddr, port: Option<u16> },
+    /// L4: a TCP connect; with `owner`, the listener must be the target service's own
+    /// process (a stranger on the port is a finding in itself).
+    Tcp { addr: SocketAddr, owner: bool },
+    /// L4: a UDP datagram is answered (with a reply starting `expect`, if set).
+    Udp { addr: SocketAddr, send: String, expect: Option<String> },
+    /// L5: `requests` exchanges on one connection, and the port's connection counts under
+    /// their limits.
+    Session { exchange: Exchange, requests: u32, max_established: Option<u32>, max_time_wait: Option<u32> },
+    /// L6: a TLS handshake whose chain verifies (system roots, or `ca_file`) and whose leaf
+    /// certificate expires in more than `fail_days` (a warning under `warn_days`).
+    Tls { addr: SocketAddr, server_name: String, ca_file: Option<PathBuf>, warn_days: u32, fail_days: u32 },
+    /// L6: the response is valid UTF-8, or JSON that parses.
+    Encoding { exchange: Exchange, format: Format },
+    /// L7: HTTP GET; the status (any 2xx unless `expect_status`), the body (contains
+    /// `body`) and the latency (under `max_latency`).
+    Http { url: Url, expect_status: Option<u16>, body: Option<String>, max_latency: Option<Duration> },
+    /// L7: `query` resolves (A and AAAA) through `resolver`, or the system's resolvers; to
+    /// `expect` among the answers, if set.
+    Dns { query: String, resolver: Option<SocketAddr>, expect: Option<IpAddr> },
+    /// L7: PostgreSQL answers `SELECT 1`.
+    Postgres { addr: SocketAddr, user: String, dbname: String, password_file: Option<PathBuf> },
+    /// L7: an Ollama server's `/api/tags` answers, listing `model` if set.
+    Ollama { url: Url, model: Option<String> },
+    /// L7: a line protocol: `send` one line to `addr`, the answer line starts with `expect`.
+    Line { addr: SocketAddr, send: String, expect: String },
+}
+
+impl ProbeCheck {
+    /// The layer this kind of check belongs to.
+    pub fn layer(&self) -> Layer {
+        match self {
+            ProbeCheck::Link { .. } => Layer::L2,
+            ProbeCheck::Route { .. } => Layer::L3,
+            ProbeCheck::Tcp { .. } | ProbeCheck::Udp { .. } => Layer::L4,
+            ProbeCheck::Session { .. } => Layer::L5,
+            ProbeCheck::Tls { .. } | ProbeCheck::Encoding { .. } => Layer::L6,
+            ProbeCheck::Http { .. }
+            | ProbeCheck::Dns { .. }
+            | ProbeCheck::Postgres { .. }
+            | ProbeCheck::Ollama { .. }
+            | ProbeCheck::Line { .. } => Layer::L7,
+        }
+    }
+}
+
+/// One request and its answer, over HTTP or a line protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchange {
+    /// `GET url`.
+    Http { url: Url },
+    /// `send` as a line to `addr`; one line back, starting with `expect` if set.
+    Line { addr: SocketAddr, send: String, expect: Option<String> },
+}
+
+impl Exchange {
+    /// Where it connects.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Exchange::Http { url } => url.port_or_known_default(),
+            Exchange::Line { addr, .. } => Some(addr.port()),
+        }
+    }
+}
+
+/// What an `encoding` check expects a response to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Utf8,
+    Json,
 }
 
 impl From<&ReadyCheck> for ProbeCheck {
     fn from(r: &ReadyCheck) -> Self {
         match r {
-            ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: *addr },
-            ReadyCheck::Http { url } => ProbeCheck::Http { url: url.clone(), expect_status: None },
+            ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: *addr, owner: false },
+            ReadyCheck::Http { url } => {
+                ProbeCheck::Http { url: url.clone(), expect_status: None, body: None, max_latency: None }
+            }
         }
     }
 }

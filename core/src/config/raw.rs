@@ -120,8 +120,7 @@ pub enum CheckKind {
     Http,
 }
 
-/// A ready check (`{kind: tcp, addr}` / `{kind: http, url}`) or a probe check (which may
-/// also say `expect_status`).
+/// A ready check (`{kind: tcp, addr}` / `{kind: http, url}`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSection {
@@ -130,8 +129,6 @@ pub struct CheckSection {
     pub addr: Option<Spanned<String>>,
     #[serde(default)]
     pub url: Option<Spanned<String>>,
-    #[serde(default)]
-    pub expect_status: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,9 +159,9 @@ pub struct FileSection {
 #[serde(deny_unknown_fields)]
 pub struct ProbeSection {
     pub name: Spanned<String>,
-    pub layer: Layer,
+    pub layer: Spanned<Layer>,
     pub target: Spanned<String>,
-    pub check: CheckSection,
+    pub check: ProbeCheckSection,
     #[serde(default)]
     pub interval_ms: Option<Spanned<u64>>,
     #[serde(default)]
@@ -173,6 +170,94 @@ pub struct ProbeSection {
     pub failure_threshold: Option<Spanned<u32>>,
     #[serde(default)]
     pub success_threshold: Option<Spanned<u32>>,
+}
+
+/// What a probe checks, by layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    Link,
+    Route,
+    Tcp,
+    Udp,
+    Session,
+    Tls,
+    Encoding,
+    Http,
+    Dns,
+    Postgres,
+    Ollama,
+    Line,
+}
+
+/// The response format an `encoding` check expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatName {
+    Utf8,
+    Json,
+}
+
+/// A probe's check: `kind` and the keys that kind uses (any other key is refused at its
+/// line, so a key meant for another kind is not silently ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCheckSection {
+    pub kind: Spanned<ProbeKind>,
+    #[serde(default)]
+    pub interface: Option<Spanned<String>>,
+    #[serde(default)]
+    pub gateway: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub min_mtu: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub port: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub addr: Option<Spanned<String>>,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expect_status: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_latency_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub send: Option<Spanned<String>>,
+    #[serde(default)]
+    pub expect: Option<Spanned<String>>,
+    #[serde(default)]
+    pub requests: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_established: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_time_wait: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub owner: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub warn_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub fail_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub format: Option<Spanned<FormatName>>,
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    #[serde(default)]
+    pub resolver: Option<Spanned<String>>,
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub dbname: Option<Spanned<String>>,
+    #[serde(default)]
+    pub password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

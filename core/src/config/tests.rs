@@ -1,5 +1,6 @@
 use super::*;
 use crate::source::Source;
+use std::collections::BTreeSet;
 
 const MINIMAL: &str = "node:\n  name: t\n  http_listen: 127.0.0.1:7700\nservices:\n  - name: a\n    command: /bin/true\n  - name: b\n    command: /bin/true\n    depends_on: [a]\n";
 
@@ -45,8 +46,14 @@ fn test_values_are_parsed_into_their_types() {
     assert!(db.args.contains(&"/var/lib/w/services/db/data".to_string()), "${{data_dir}} expanded: {:?}", db.args);
     assert_eq!(db.files[0].path, Path::new("/var/lib/w/services/db/password"));
     let probe = &cfg.probes[0];
-    assert_eq!((probe.interval, probe.timeout), (Duration::from_millis(100), Duration::from_millis(200)));
-    assert!(matches!(&probe.check, ProbeCheck::Http { url, .. } if url.port() == Some(8000)));
+    assert_eq!((probe.interval, probe.timeout), (Duration::from_millis(150), Duration::from_millis(140)));
+    assert!(matches!(&probe.check, ProbeCheck::Http { url, body: Some(_), .. } if url.port() == Some(8000)));
+    // Every layer for every service.
+    for service in ["db", "model", "api"] {
+        let layers: BTreeSet<Layer> =
+            cfg.probes.iter().filter(|p| p.target == service).map(|p| p.check.layer()).collect();
+        assert_eq!(layers.len(), 6, "{service}: {layers:?}");
+    }
 }
 
 #[test]
@@ -187,4 +194,106 @@ fn test_a_stop_signal_that_cannot_stop_is_refused_with_its_position() {
     let ok = MINIMAL.replace("  - name: b\n", "    stop_signal: SIGINT\n  - name: b\n");
     let cfg = load(&ok).expect("valid");
     assert_eq!(service(&cfg, "a").map(|s| s.stop_signal), Some(crate::signal::SignalName::Int));
+}
+
+/// `MINIMAL` with these probes on service `a`.
+fn with_probes(probes: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("{MINIMAL}probes:\n");
+    for (name, layer, check) in probes {
+        text.push_str(&format!("  - name: {name}\n    layer: {layer}\n    target: a\n    check: {check}\n"));
+    }
+    text
+}
+
+#[test]
+fn test_every_kind_of_check_parses_into_its_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), "x").expect("write");
+    let text = with_probes(&[
+        ("l2", "l2", "{ kind: link, interface: eth0, gateway: true, min_mtu: 1400 }"),
+        ("l3", "l3", "{ kind: route, host: '::1', port: 22 }"),
+        ("l4", "l4", "{ kind: tcp, addr: '127.0.0.1:80', owner: false }"),
+        ("l4u", "l4", "{ kind: udp, addr: '127.0.0.1:53', send: hi, expect: ho }"),
+        (
+            "l5",
+            "l5",
+            "{ kind: session, addr: '127.0.0.1:5433', send: PING, expect: PONG, requests: 3, max_time_wait: 9 }",
+        ),
+        (
+            "l6",
+            "l6",
+            "{ kind: tls, addr: '127.0.0.1:443', server_name: example.test, ca_file: ca.pem, warn_days: 20, fail_days: 5 }",
+        ),
+        ("l6e", "l6", "{ kind: encoding, url: 'http://127.0.0.1:1/', format: json }"),
+        ("l7", "l7", "{ kind: http, url: 'http://127.0.0.1:1/x', expect_status: 204, body: ok, max_latency_ms: 50 }"),
+        ("l7d", "l7", "{ kind: dns, query: example.test, resolver: '127.0.0.1:5353', expect: 10.0.0.1 }"),
+        ("l7p", "l7", "{ kind: postgres, addr: '127.0.0.1:5432', user: postgres }"),
+        ("l7o", "l7", "{ kind: ollama, url: 'http://127.0.0.1:11434', model: 'demo:latest' }"),
+        ("l7l", "l7", "{ kind: line, addr: '127.0.0.1:5433', send: PING, expect: PONG }"),
+    ]);
+    let cfg = load_in(dir.path(), &text).expect("valid");
+    let check = |name: &str| cfg.probes.iter().find(|p| p.name == name).map(|p| p.check.clone()).expect(name);
+    assert_eq!(check("l2"), ProbeCheck::Link { interface: "eth0".into(), gateway: true, min_mtu: Some(1400) });
+    assert_eq!(check("l3"), ProbeCheck::Route { host: "::1".parse().expect("ip"), port: Some(22) });
+    assert!(matches!(check("l4"), ProbeCheck::Tcp { owner: false, .. }));
+    assert!(matches!(
+        check("l5"),
+        ProbeCheck::Session {
+            requests: 3,
+            max_time_wait: Some(9),
+            max_established: None,
+            exchange: Exchange::Line { .. }
+        }
+    ));
+    assert!(
+        matches!(check("l6"), ProbeCheck::Tls { warn_days: 20, fail_days: 5, ca_file: Some(ref f), .. } if f.ends_with("ca.pem"))
+    );
+    assert!(matches!(check("l6e"), ProbeCheck::Encoding { format: Format::Json, exchange: Exchange::Http { .. } }));
+    assert!(
+        matches!(check("l7"), ProbeCheck::Http { expect_status: Some(204), max_latency: Some(d), .. } if d == Duration::from_millis(50))
+    );
+    assert!(matches!(check("l7d"), ProbeCheck::Dns { resolver: Some(_), expect: Some(_), .. }));
+    assert!(matches!(check("l7p"), ProbeCheck::Postgres { ref dbname, .. } if dbname == "postgres"));
+    assert!(matches!(check("l7o"), ProbeCheck::Ollama { model: Some(_), .. }));
+    assert!(matches!(check("l7l"), ProbeCheck::Line { .. }));
+    // A tcp probe checks the port's owner unless told not to.
+    let owner = load(&with_probes(&[("t", "l4", "{ kind: tcp, addr: '127.0.0.1:80' }")])).expect("valid");
+    assert!(matches!(owner.probes[0].check, ProbeCheck::Tcp { owner: true, .. }));
+}
+
+#[test]
+fn test_probe_mistakes_are_all_reported_with_their_positions() {
+    let mut text = with_probes(&[
+        ("wrong-layer", "l7", "{ kind: tcp, addr: '127.0.0.1:80' }"),
+        ("foreign-key", "l4", "{ kind: tcp, addr: '127.0.0.1:80', interface: eth0 }"),
+        ("no-host", "l3", "{ kind: route }"),
+        ("bad-addr", "l4", "{ kind: tcp, addr: 'localhost:80' }"),
+        ("bad-name", "l7", "{ kind: dns, query: 'no spaces please' }"),
+        ("days", "l6", "{ kind: tls, addr: '127.0.0.1:443', warn_days: 1, fail_days: 7 }"),
+        ("no-format", "l6", "{ kind: encoding, url: 'http://127.0.0.1:1/' }"),
+        ("one-request", "l5", "{ kind: session, url: 'http://127.0.0.1:1/', requests: 1 }"),
+        ("no-ca", "l6", "{ kind: tls, addr: '127.0.0.1:443', ca_file: /no/such/ca.pem }"),
+    ]);
+    text.push_str("  - name: slow\n    layer: l4\n    target: a\n    check: { kind: tcp, addr: '127.0.0.1:80' }\n    interval_ms: 100\n    timeout_ms: 100\n");
+    let p = problems(&text);
+    let has = |line: u64, what: &str| p.iter().any(|(l, _, m)| *l == line && m.contains(what));
+    assert!(has(12, "kind tcp is a layer 4 check, not l7"), "{p:?}");
+    assert!(has(18, "`interface` does not apply to kind tcp"), "{p:?}");
+    assert!(has(22, "kind route needs `host`"), "{p:?}");
+    assert!(has(26, "is not an IP:port address"), "{p:?}");
+    assert!(has(30, "is not a DNS name"), "{p:?}");
+    assert!(has(34, "warn_days 1 is below fail_days 7"), "{p:?}");
+    assert!(has(38, "needs `format`"), "{p:?}");
+    assert!(has(42, "requests must be at least 2"), "{p:?}");
+    assert!(has(46, "is not a readable file"), "{p:?}");
+    assert!(has(52, "timeout_ms 100 must be below interval_ms 100"), "{p:?}");
+    assert_eq!(p.len(), 10, "{p:?}");
+}
+
+#[test]
+fn test_an_unknown_layer_is_refused_at_its_position() {
+    let p = problems(&with_probes(&[("x", "l8", "{ kind: tcp, addr: '127.0.0.1:80' }")]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, 12, "{p:?}");
+    assert!(p[0].2.contains("l8"), "{p:?}");
 }

@@ -1,0 +1,109 @@
+//! L4, transport: a TCP connect and the port's owner, a UDP request and its answer.
+//!
+//! The owner check answers "is the process listening on the service's port the service?":
+//! the listening socket's inode (`/proc/net/tcp*`) must be held by the service's main
+//! process, a process in its cgroup, or one of its descendants. A stranger (an orphan of an
+//! earlier run, another program) is a finding in itself: its pid and command are named.
+
+use super::{ServiceView, classify};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+use warden_core::probe::{Failure, Outcome};
+
+/// A TCP connect; with `owner`, the listener must belong to the service.
+pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let connected = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Outcome::Fail(classify(&e)),
+        Err(_) => return Outcome::Fail(Failure::Timeout),
+    };
+    let latency = start.elapsed();
+    drop(connected);
+    if owner {
+        let port = addr.port();
+        match tokio::task::spawn_blocking({
+            let service = service.clone();
+            move || stranger_on(port, &service)
+        })
+        .await
+        {
+            Ok(Ok(Some(f))) => return Outcome::Fail(f),
+            Ok(Ok(None)) => {}
+            Ok(Err(why)) => return Outcome::Unsupported(why),
+            Err(e) => return Outcome::Fail(Failure::Other(format!("owner check failed: {e}"))),
+        }
+    }
+    Outcome::Pass { latency, warning: None }
+}
+
+/// The process holding `port` when it is not the service's; `Err` when this process may
+/// not see who holds it.
+fn stranger_on(port: u16, service: &ServiceView) -> Result<Option<Failure>, String> {
+    let inodes = warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot read /proc/net/tcp: {e}"))?;
+    if inodes.is_empty() {
+        // Nobody listens (it went away after our connect): the next check sees it.
+        return Ok(None);
+    }
+    // The service's own processes first: in the common case no full scan of /proc.
+    let own = service.processes();
+    if own.iter().any(|pid| holds(*pid, &inodes)) {
+        return Ok(None);
+    }
+    let holders = warden_core::procnet::pids_holding(&inodes).map_err(|e| format!("cannot scan /proc: {e}"))?;
+    let Some((pid, _)) = holders.iter().find(|(pid, _)| !own.contains(pid)) else {
+        // Held by a process of ours after all (it appeared between the two reads).
+        return Ok(None);
+    };
+    if holders.iter().any(|(p, _)| own.contains(p)) {
+        return Ok(None);
+    }
+    let command = procfs::process::Process::new(*pid as i32)
+        .and_then(|p| p.cmdline())
+        .map(|c| c.join(" "))
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "?".into());
+    Ok(Some(Failure::Stranger { port, pid: *pid, command }))
+}
+
+/// Whether process `pid` has a file descriptor on one of `inodes`.
+fn holds(pid: u32, inodes: &BTreeSet<u64>) -> bool {
+    let Ok(p) = procfs::process::Process::new(pid as i32) else { return false };
+    let Ok(fds) = p.fd() else { return false };
+    fds.flatten().any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(inode) if inodes.contains(&inode)))
+}
+
+/// A UDP datagram to `addr` is answered (starting with `expect`, if set).
+pub async fn udp(addr: SocketAddr, send: &str, expect: Option<&str>, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let socket = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Fail(Failure::Other(format!("cannot open a UDP socket: {e}"))),
+    };
+    if let Err(e) = socket.connect(addr).await {
+        return Outcome::Fail(classify(&e));
+    }
+    let exchange = async {
+        socket.send(send.as_bytes()).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = socket.recv(&mut buf).await?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>(buf)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Outcome::Fail(Failure::Timeout),
+        // A port unreachable answer surfaces as ECONNREFUSED on a connected UDP socket.
+        Ok(Err(e)) => Outcome::Fail(classify(&e)),
+        Ok(Ok(reply)) => match expect {
+            Some(want) if !reply.starts_with(want.as_bytes()) => Outcome::Fail(Failure::Response(format!(
+                "answered {:?}, expected it to start with {want:?}",
+                String::from_utf8_lossy(&reply[..reply.len().min(64)])
+            ))),
+            _ => Outcome::Pass { latency: start.elapsed(), warning: None },
+        },
+    }
+}
