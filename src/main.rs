@@ -6,6 +6,7 @@ mod demo;
 mod http;
 mod load;
 mod node;
+mod probes_cmd;
 mod store_cmd;
 mod systemd;
 mod telemetry;
@@ -27,6 +28,9 @@ enum Command {
     Run(node::RunArgs),
     /// Check a node config and the files it names; start nothing (like `monit -t`).
     CheckConfig(CheckArgs),
+    /// Run probe checks once from this shell.
+    #[command(subcommand)]
+    Probes(probes_cmd::ProbesCommand),
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
             rt.block_on(audit_cmd::verify(config, data_dir))
         }
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
+        Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),

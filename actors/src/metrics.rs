@@ -1,12 +1,22 @@
 //! Metric names in one place, in Prometheus text format via prometheus-client.
+//!
+//! Counters and histograms are fed as things happen; state gauges (a service's state, a
+//! probe's) are set from the service table and the probe board when a scraper asks
+//! ([`Metrics::refresh`]), so they never drift from what the API shows.
 
+use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_table::ServiceTable;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use warden_core::config::ProbeSpec;
+use warden_core::probe::ProbeState;
+use warden_core::service::ServiceState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabel {
@@ -31,6 +41,40 @@ pub struct ProbeLabels {
     pub result: String,
 }
 
+/// One probe's identity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeId {
+    pub probe: String,
+    pub layer: String,
+    pub target: String,
+}
+
+impl ProbeId {
+    pub fn of(spec: &ProbeSpec) -> Self {
+        Self { probe: spec.name.clone(), layer: spec.layer.as_str().into(), target: spec.target.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeStateLabels {
+    pub probe: String,
+    pub layer: String,
+    pub target: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceStateLabels {
+    pub service: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub sink: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
     pub decision: String,
@@ -49,7 +93,45 @@ pub struct Metrics {
     pub probe_checks: Family<ProbeLabels, Counter>,
     pub gate_decisions: Family<DecisionLabel, Counter>,
     pub audit_entries: Counter,
+    /// 1 while the probe is up; 0 while down, undecided or unsupported (see `probe_state`).
+    pub probe_up: Family<ProbeId, Gauge>,
+    /// 1 for the probe's current state (pending, up, down, unsupported), 0 for the others.
+    pub probe_state: Family<ProbeStateLabels, Gauge>,
+    pub probe_latency_seconds: Family<ProbeId, Histogram, fn() -> Histogram>,
+    pub probe_last_success: Family<ProbeId, Gauge<f64, AtomicU64>>,
+    /// 1 for the service's current state, 0 for the others.
+    pub service_state: Family<ServiceStateLabels, Gauge>,
+    pub alerts_sent: Family<AlertLabels, Counter>,
+    /// Held while gauges are refreshed and the text encoded, so a scrape never sees a
+    /// half-refreshed family.
+    scrape: Arc<Mutex<()>>,
 }
+
+/// The handles one probe feeds on every check (looked up once, not per check).
+#[derive(Clone, Debug)]
+pub struct ProbeMetrics {
+    pub checks_ok: Counter,
+    pub checks_fail: Counter,
+    pub checks_unsupported: Counter,
+    pub latency: Histogram,
+    pub last_success: Gauge<f64, AtomicU64>,
+}
+
+fn probe_latency_histogram() -> Histogram {
+    Histogram::new([0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+}
+
+const SERVICE_STATES: [ServiceState; 7] = [
+    ServiceState::Pending,
+    ServiceState::Starting,
+    ServiceState::Running,
+    ServiceState::Backoff,
+    ServiceState::Stopping,
+    ServiceState::Stopped,
+    ServiceState::Quarantined,
+];
+
+const PROBE_STATES: [ProbeState; 4] = [ProbeState::Pending, ProbeState::Up, ProbeState::Down, ProbeState::Unsupported];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +159,13 @@ impl Metrics {
             probe_checks: Family::default(),
             gate_decisions: Family::default(),
             audit_entries: Counter::default(),
+            probe_up: Family::default(),
+            probe_state: Family::default(),
+            probe_latency_seconds: Family::new_with_constructor(probe_latency_histogram as fn() -> Histogram),
+            probe_last_success: Family::default(),
+            service_state: Family::default(),
+            alerts_sent: Family::default(),
+            scrape: Arc::new(Mutex::new(())),
         };
         r.register("service_restarts", "Service processes restarted", m.service_restarts.clone());
         r.register("service_quarantines", "Services quarantined for crash-looping", m.service_quarantines.clone());
@@ -87,7 +176,85 @@ impl Metrics {
         r.register("probe_checks", "Probe checks, by result", m.probe_checks.clone());
         r.register("gate_decisions", "Gatekeeper decisions", m.gate_decisions.clone());
         r.register("audit_entries", "Audit entries appended", m.audit_entries.clone());
+        r.register("probe_up", "1 while the probe is up, else 0 (see warden_probe_state)", m.probe_up.clone());
+        r.register("probe_state", "1 for the probe's current state", m.probe_state.clone());
+        r.register("probe_latency_seconds", "Latency of passing probe checks", m.probe_latency_seconds.clone());
+        r.register(
+            "probe_last_success_timestamp_seconds",
+            "Unix time of the probe's last passing check",
+            m.probe_last_success.clone(),
+        );
+        r.register("service_state", "1 for the service's current state", m.service_state.clone());
+        r.register("alerts_sent", "Alert notifications, by sink and outcome", m.alerts_sent.clone());
         Self { registry: Arc::new(r), ..m }
+    }
+
+    /// The handles of one probe; its series exist from now on (zero until its first check).
+    pub fn probe(&self, spec: &ProbeSpec) -> ProbeMetrics {
+        let id = ProbeId::of(spec);
+        let checks = |result: &str| {
+            let labels = ProbeLabels { probe: id.probe.clone(), layer: id.layer.clone(), result: result.into() };
+            self.probe_checks.get_or_create(&labels).clone()
+        };
+        ProbeMetrics {
+            checks_ok: checks("ok"),
+            checks_fail: checks("fail"),
+            checks_unsupported: checks("unsupported"),
+            latency: self.probe_latency_seconds.get_or_create(&id).clone(),
+            last_success: self.probe_last_success.get_or_create(&id).clone(),
+        }
+    }
+
+    /// Drops the series of a probe a reload removed.
+    pub fn forget_probe(&self, spec: &ProbeSpec) {
+        let id = ProbeId::of(spec);
+        for result in ["ok", "fail", "unsupported"] {
+            self.probe_checks.remove(&ProbeLabels {
+                probe: id.probe.clone(),
+                layer: id.layer.clone(),
+                result: result.into(),
+            });
+        }
+        self.probe_latency_seconds.remove(&id);
+        self.probe_last_success.remove(&id);
+    }
+
+    /// Sets the state gauges from the service table and the probe board.
+    fn refresh(&self, services: &ServiceTable, probes: &ProbeBoard) {
+        self.service_state.clear();
+        for s in services.snapshot() {
+            for state in SERVICE_STATES {
+                let labels = ServiceStateLabels { service: s.name.to_string(), state: state.as_str().into() };
+                self.service_state.get_or_create(&labels).set(i64::from(s.state == state));
+            }
+        }
+        self.probe_up.clear();
+        self.probe_state.clear();
+        for p in probes.snapshot() {
+            let id = ProbeId { probe: p.name.clone(), layer: p.layer.as_str().into(), target: p.target.to_string() };
+            self.probe_up.get_or_create(&id).set(i64::from(p.state == ProbeState::Up));
+            for state in PROBE_STATES {
+                let labels = ProbeStateLabels {
+                    probe: id.probe.clone(),
+                    layer: id.layer.clone(),
+                    target: id.target.clone(),
+                    state: state.as_str().into(),
+                };
+                self.probe_state.get_or_create(&labels).set(i64::from(p.state == state));
+            }
+        }
+    }
+
+    /// Refreshes the state gauges and encodes everything, as one scrape.
+    pub fn scrape(
+        &self,
+        services: &ServiceTable,
+        probes: &ProbeBoard,
+        openmetrics: bool,
+    ) -> Result<String, std::fmt::Error> {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(services, probes);
+        if openmetrics { self.encode_openmetrics() } else { self.encode_prometheus() }
     }
 
     /// OpenMetrics text, for scrapers that ask for it.

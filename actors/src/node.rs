@@ -12,6 +12,8 @@ use crate::data_dir::DataDir;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_supervisor::ReloadReport;
 use crate::guardian::service_table::ServiceTable;
+use crate::healing::alerter::AlertBook;
+use crate::healing::notifier::Notifier;
 use crate::metrics::Metrics;
 use crate::process;
 use crate::process::cgroup::Containment;
@@ -81,13 +83,15 @@ impl Node {
     pub fn new(parts: NodeParts) -> Self {
         let services = ServiceTable::new(&parts.config.services);
         let addrs = Addrs::new();
+        let config = Current::new(parts.config);
+        let metrics = Metrics::new();
         Self {
             wiring: Wiring {
                 views: Views {
-                    config: Current::new(parts.config),
+                    config: config.clone(),
                     data_dir: parts.data_dir,
                     store: parts.store,
-                    metrics: Metrics::new(),
+                    metrics: metrics.clone(),
                     registry: ActorRegistry::default(),
                     services,
                     probes: ProbeBoard::default(),
@@ -98,6 +102,8 @@ impl Node {
                 containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),
                 runs_finished: Arc::new(OutputPort::default()),
+                alert_book: AlertBook::default(),
+                notifier: Notifier::new(config, metrics),
                 addrs,
             },
         }

@@ -12,7 +12,9 @@ use crate::guardian::executor::PlaybookExecutor;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_supervisor::ServiceSupervisor;
 use crate::guardian::service_table::ServiceTable;
+use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::IncidentManager;
+use crate::healing::notifier::Notifier;
 use crate::metrics::Metrics;
 use crate::process::cgroup::Containment;
 use crate::registry::ActorRegistry;
@@ -61,6 +63,9 @@ pub(crate) struct Wiring {
     pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
+    /// What people were told of each probe (kept across restarts of the alerter).
+    pub alert_book: AlertBook,
+    pub notifier: Notifier,
     pub addrs: Addrs,
 }
 

@@ -9,6 +9,8 @@
 //! - [`service`]: the states of a supervised service.
 //! - [`restart`]: service restart backoff and crash-loop quarantine.
 //! - [`probe`]: check results, failures and the threshold tracker.
+//! - [`probe_history`]: a probe's recent checks and latency percentiles.
+//! - [`alert`]: alerts, flap damping, Alertmanager's webhook payload.
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
@@ -20,6 +22,7 @@
 //! - [`signal`]: signals by name.
 //! - [`time`]: wall-clock timestamps (Unix ms, RFC 3339).
 
+pub mod alert;
 pub mod audit;
 pub mod config;
 pub mod detect;
@@ -29,6 +32,7 @@ pub mod permit;
 pub mod playbook;
 pub mod policy;
 pub mod probe;
+pub mod probe_history;
 pub mod procnet;
 pub mod restart;
 pub mod run;

@@ -134,7 +134,7 @@ impl From<CheckResult> for Outcome {
 }
 
 /// A probe's state as the API and the metrics give it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeState {
     /// Not decided yet (fewer checks than the thresholds need).
@@ -142,6 +142,17 @@ pub enum ProbeState {
     Up,
     Down,
     Unsupported,
+}
+
+impl ProbeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeState::Pending => "pending",
+            ProbeState::Up => "up",
+            ProbeState::Down => "down",
+            ProbeState::Unsupported => "unsupported",
+        }
+    }
 }
 
 /// A probe crossing its threshold either way.
@@ -177,6 +188,10 @@ pub struct ProbeStatus {
     pub name: String,
     pub layer: Layer,
     pub target: ServiceName,
+    /// The check's kind (`http`, `link`, `route`...).
+    pub kind: &'static str,
+    /// How the check runs here, where there is a choice (`ICMP echo, raw socket`).
+    pub method: Option<String>,
     pub state: ProbeState,
     /// `None` until the thresholds have decided either way (and while unsupported).
     pub up: Option<bool>,
@@ -231,6 +246,8 @@ impl ProbeTracker {
                 name: spec.name.clone(),
                 layer: spec.layer,
                 target: spec.target.clone(),
+                kind: spec.check.kind(),
+                method: None,
                 state: ProbeState::Pending,
                 up: None,
                 warning: None,
@@ -251,6 +268,11 @@ impl ProbeTracker {
 
     pub fn status(&self) -> &ProbeStatus {
         &self.status
+    }
+
+    /// Says how the check runs here (the API shows it beside the state).
+    pub fn set_method(&mut self, method: Option<String>) {
+        self.status.method = method;
     }
 
     /// Records a check made at `now_unix_ms`; returns the event when the probe changes state.

@@ -2,8 +2,11 @@
 //!
 //! The default node needs a model server that real Ollama clients (and warden's own `ollama`
 //! check) can talk to without downloading weights. It answers `GET /`, `GET /api/version`,
-//! `GET /api/tags`, `POST /api/show` and `POST /api/generate` with Ollama's JSON shapes;
-//! generation is deterministic: the response echoes the prompt's words. `stream` defaults to
+//! `GET /api/tags`, `POST /api/show`, `POST /api/generate`, `POST /api/pull` and
+//! `DELETE /api/delete` with Ollama's JSON shapes; generation is deterministic: the response
+//! echoes the prompt's words. A pull adds the model at once (there is no registry to fetch
+//! from); a delete removes it from the list, as a real server's would, until a pull or a
+//! restart brings it back. `stream` defaults to
 //! true as in Ollama: the answer is NDJSON, one chunk per word, then a final `done: true` chunk.
 //! Errors are `{"error": "..."}` with 400 (bad request) or 404 (unknown model).
 
@@ -36,14 +39,18 @@ pub struct ModelArgs {
 }
 
 struct Catalog {
-    models: Vec<String>,
+    models: std::sync::Mutex<Vec<String>>,
     modified_at: String,
 }
 
 impl Catalog {
-    fn find(&self, name: &str) -> Option<&str> {
+    fn models(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn find(&self, name: &str) -> Option<String> {
         let wanted = normalize(name);
-        self.models.iter().find(|m| **m == wanted).map(String::as_str)
+        self.models().iter().find(|m| **m == wanted).cloned()
     }
 }
 
@@ -53,7 +60,7 @@ fn normalize(name: &str) -> String {
 
 pub async fn run(args: ModelArgs) -> Result<(), ServiceError> {
     let catalog = Arc::new(Catalog {
-        models: args.models.iter().map(|m| normalize(m)).collect(),
+        models: std::sync::Mutex::new(args.models.iter().map(|m| normalize(m)).collect()),
         modified_at: super::rfc3339_now(),
     });
     let app = Router::new()
@@ -62,9 +69,11 @@ pub async fn run(args: ModelArgs) -> Result<(), ServiceError> {
         .route("/api/tags", get(tags))
         .route("/api/show", post(show))
         .route("/api/generate", post(generate))
+        .route("/api/pull", post(pull))
+        .route("/api/delete", axum::routing::delete(delete))
         .with_state(catalog.clone());
     let listener = super::bind(args.listen).await?;
-    tracing::info!(listen = %args.listen, models = ?catalog.models, "demo model server ready");
+    tracing::info!(listen = %args.listen, models = ?*catalog.models(), "demo model server ready");
     axum::serve(listener, app)
         .with_graceful_shutdown(super::shutdown_signal())
         .await
@@ -114,7 +123,7 @@ fn details() -> Value {
 
 async fn tags(State(catalog): State<Arc<Catalog>>) -> Json<Value> {
     let models: Vec<Value> = catalog
-        .models
+        .models()
         .iter()
         .map(|name| {
             json!({
@@ -199,4 +208,49 @@ async fn generate(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Re
     body.push_str(&done(String::new()).to_string());
     body.push('\n');
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    #[serde(alias = "name")]
+    model: String,
+    stream: Option<bool>,
+}
+
+/// Adds the model to the list (Ollama's `/api/pull`: NDJSON progress unless `stream` is
+/// false, ending in `{"status": "success"}`).
+async fn pull(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Response, ModelError> {
+    let req: PullRequest = parse(&body)?;
+    if req.model.trim().is_empty() {
+        return Err(ModelError::BadRequest("model is required".into()));
+    }
+    let name = normalize(&req.model);
+    {
+        let mut models = catalog.models();
+        if !models.contains(&name) {
+            models.push(name.clone());
+        }
+    }
+    tracing::info!(model = name, "model pulled");
+    if req.stream == Some(false) {
+        return Ok(Json(json!({ "status": "success" })).into_response());
+    }
+    let steps = ["pulling manifest", "verifying sha256 digest", "writing manifest", "success"];
+    let body: String = steps.iter().map(|s| format!("{}\n", json!({ "status": s }))).collect();
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Removes the model from the list (Ollama's `/api/delete`: 200, or 404 when absent).
+async fn delete(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Response, ModelError> {
+    let req: ShowRequest = parse(&body)?;
+    let name = normalize(&req.model);
+    let mut models = catalog.models();
+    let before = models.len();
+    models.retain(|m| *m != name);
+    if models.len() == before {
+        return Err(ModelError::NotFound(req.model));
+    }
+    drop(models);
+    tracing::info!(model = name, "model deleted");
+    Ok(StatusCode::OK.into_response())
 }

@@ -4,6 +4,7 @@
 //! pillar actor, so the API answers while a pillar restarts.
 
 pub mod error;
+pub mod probes;
 pub mod routes;
 pub mod serve;
 pub mod server;

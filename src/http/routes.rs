@@ -20,6 +20,8 @@ pub fn router(app: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
+        .route("/api/guardian/probes", get(super::probes::list))
+        .route("/api/guardian/probes/{id}", get(super::probes::detail))
         .route("/api/audit/verify", get(audit_verify))
         .route("/metrics", get(metrics))
         .route("/api/debug/crash/{*path}", post(crash))
@@ -124,11 +126,12 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<Resp
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let m = &app.views.metrics;
-    let (ctype, text) = if wants_openmetrics {
-        ("application/openmetrics-text; version=1.0.0; charset=utf-8", m.encode_openmetrics())
+    let v = &app.views;
+    let text = v.metrics.scrape(&v.services, &v.probes, wants_openmetrics);
+    let ctype = if wants_openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
-        ("text/plain; version=0.0.4; charset=utf-8", m.encode_prometheus())
+        "text/plain; version=0.0.4; charset=utf-8"
     };
     let text = text.map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())

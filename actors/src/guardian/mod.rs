@@ -132,6 +132,7 @@ pub(crate) async fn reload_probes(w: &Wiring, old: &[ProbeSpec], new: &[ProbeSpe
         if !new.iter().any(|b| b.name == spec.name) {
             w.views.registry.forget(&name);
         }
+        w.views.metrics.forget_probe(spec);
     }
     // After the stops: a removed probe in the middle of a check publishes nothing later.
     w.views.probes.retain(&new.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());

@@ -8,7 +8,7 @@ use super::checks::Prober;
 use super::probe_board::ProbeBoard;
 use super::service_table::ServiceTable;
 use crate::addr::Addr;
-use crate::metrics::{Metrics, ProbeLabels};
+use crate::metrics::{Metrics, ProbeMetrics};
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
 use std::sync::Arc;
@@ -45,6 +45,7 @@ pub struct ProbeActor {
 pub struct ProbeState {
     prober: Prober,
     tracker: ProbeTracker,
+    metrics: ProbeMetrics,
     _reg: Registration,
 }
 
@@ -58,7 +59,9 @@ impl Actor for ProbeActor {
         let reg = self.registry.started(&path(&self.spec.name));
         myself.send_message(ProbeMsg::Tick)?;
         let prober = Prober::new(&self.spec, self.table.clone());
-        Ok(ProbeState { prober, tracker: ProbeTracker::new(&self.spec), _reg: reg })
+        let mut tracker = ProbeTracker::new(&self.spec);
+        tracker.set_method(prober.method());
+        Ok(ProbeState { prober, tracker, metrics: self.metrics.probe(&self.spec), _reg: reg })
     }
 
     async fn handle(
@@ -77,34 +80,25 @@ impl Actor for ProbeActor {
 }
 
 impl ProbeActor {
+    /// Counts the check, tracks its thresholds, publishes the status; a state change goes
+    /// to the event port (the detectors and the alerter tell what it means).
     fn record(&self, st: &mut ProbeState, outcome: Outcome) {
-        let result = match &outcome {
-            Outcome::Pass { .. } => "ok",
-            Outcome::Fail(_) => "fail",
-            Outcome::Unsupported(_) => "unsupported",
-        };
-        let labels = ProbeLabels {
-            probe: self.spec.name.clone(),
-            layer: self.spec.layer.as_str().into(),
-            result: result.into(),
-        };
-        self.metrics.probe_checks.get_or_create(&labels).inc();
-        let event = st.tracker.record(outcome, warden_core::time::now_unix_ms());
-        let status = st.tracker.status();
-        match &event {
-            Some(ProbeEvent::Down { failure, consecutive, .. }) => tracing::warn!(
-                probe = status.name,
-                target = status.target.as_str(),
-                %failure,
-                failures = consecutive,
-                "alert: probe failing"
-            ),
-            Some(ProbeEvent::Up { .. }) if status.checks > 1 => {
-                tracing::info!(probe = status.name, target = status.target.as_str(), "probe recovered")
+        let now = warden_core::time::now_unix_ms();
+        match &outcome {
+            Outcome::Pass { latency, .. } => {
+                st.metrics.checks_ok.inc();
+                st.metrics.latency.observe(latency.as_secs_f64());
+                st.metrics.last_success.set(now as f64 / 1000.0);
             }
-            _ => {}
+            Outcome::Fail(_) => {
+                st.metrics.checks_fail.inc();
+            }
+            Outcome::Unsupported(_) => {
+                st.metrics.checks_unsupported.inc();
+            }
         }
-        self.board.publish(status);
+        let event = st.tracker.record(outcome.clone(), now);
+        self.board.record(st.tracker.status(), &outcome, now);
         if let Some(ev) = event {
             self.events.send(ev);
         }

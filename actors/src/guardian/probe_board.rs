@@ -1,5 +1,5 @@
-//! The probes' latest results, published by each probe actor and read by the API and by
-//! the detectors.
+//! The probes' latest results and recent history, published by each probe actor and read
+//! by the API, the metrics, the alerter and the detectors.
 //!
 //! Shared state outside the actors, like the service table: a probe's restart loses
 //! nothing here, readers never ask an actor, and a detector that missed an event (it was
@@ -7,18 +7,49 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use warden_core::probe::{ProbeEvent, ProbeStatus};
+use warden_core::probe::{Outcome, ProbeEvent, ProbeStatus};
+use warden_core::probe_history::{CheckRecord, LatencySummary, ProbeHistory};
 
 /// Where probes publish.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeBoard {
-    inner: Arc<Mutex<BTreeMap<String, ProbeStatus>>>,
+    inner: Arc<Mutex<BTreeMap<String, Entry>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    status: ProbeStatus,
+    history: ProbeHistory,
+}
+
+/// One probe as the API shows it in a list.
+#[derive(Debug, Clone)]
+pub struct ProbeSummary {
+    pub status: ProbeStatus,
+    pub latency: LatencySummary,
+    /// The newest check.
+    pub last: Option<CheckRecord>,
+}
+
+impl Entry {
+    fn summary(&self) -> ProbeSummary {
+        ProbeSummary {
+            status: self.status.clone(),
+            latency: self.history.latency(),
+            last: self.history.recent().next().cloned(),
+        }
+    }
 }
 
 impl ProbeBoard {
-    pub fn publish(&self, status: &ProbeStatus) {
+    /// A check's outcome and the status it left.
+    pub fn record(&self, status: &ProbeStatus, outcome: &Outcome, at_unix_ms: u64) {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(status.name.clone(), status.clone());
+        let entry = m
+            .entry(status.name.clone())
+            .or_insert_with(|| Entry { status: status.clone(), history: ProbeHistory::new() });
+        entry.status.clone_from(status);
+        entry.history.record(outcome, at_unix_ms);
     }
 
     /// Forgets probes no longer configured (after a reload).
@@ -29,12 +60,25 @@ impl ProbeBoard {
 
     pub fn snapshot(&self) -> Vec<ProbeStatus> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().cloned().collect()
+        m.values().map(|e| e.status.clone()).collect()
+    }
+
+    /// Every probe with its latency percentiles.
+    pub fn summaries(&self) -> Vec<ProbeSummary> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().map(Entry::summary).collect()
+    }
+
+    /// One probe with its recent checks, newest first.
+    pub fn detail(&self, name: &str) -> Option<(ProbeSummary, Vec<CheckRecord>)> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.get(name)?;
+        Some((e.summary(), e.history.recent().cloned().collect()))
     }
 
     /// The down event of every probe that is down now, as its status stands.
     pub fn down_now(&self) -> Vec<ProbeEvent> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().filter_map(ProbeStatus::down_event).collect()
+        m.values().filter_map(|e| e.status.down_event()).collect()
     }
 }

@@ -1,12 +1,15 @@
-//! The healing pillar: one detector per failure mode with a rule, and the incident
-//! manager (one_for_one).
+//! The healing pillar: one detector per failure mode with a rule, the incident manager,
+//! and the alerter (one_for_one).
 
+pub mod alerter;
 pub mod detector;
 pub mod incident_manager;
+pub mod notifier;
 
 use crate::addr::Addr;
 use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
+use alerter::Alerter;
 use detector::Detector;
 use incident_manager::IncidentManager;
 
@@ -38,6 +41,15 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             runs_finished: i.runs_finished.clone(),
             metrics: i.views.metrics.clone(),
             registry: i.views.registry.clone(),
+        }));
+        let a = w.clone();
+        v.push(tree::worker(Addr::<Alerter>::at().name(), move || Alerter {
+            events: a.probe_events.clone(),
+            board: a.views.probes.clone(),
+            book: a.alert_book.clone(),
+            notifier: a.notifier.clone(),
+            config: a.views.config.clone(),
+            registry: a.views.registry.clone(),
         }));
         v
     })

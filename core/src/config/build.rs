@@ -67,6 +67,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
             ),
         }
     };
+    let alerts = alerts(&mut c, &raw.alerts);
     if raw.services.value.is_empty() {
         c.at(raw.services.referenced, "services: a node needs at least one service");
     }
@@ -100,8 +101,42 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         probes,
         healing,
         http,
+        alerts,
         governance_policies,
     })
+}
+
+fn alerts(c: &mut Collector, raw: &raw::AlertsSection) -> AlertsConfig {
+    let d = crate::alert::FlapPolicy::default();
+    let window = positive_ms(c, raw.flap_window_ms.as_ref(), d.window.as_millis() as u64, "alerts.flap_window_ms");
+    let max_changes = match &raw.flap_max_changes {
+        Some(n) if n.value < 2 => {
+            c.at(n.referenced, "alerts.flap_max_changes must be at least 2 (a failure and its recovery)");
+            d.max_changes
+        }
+        Some(n) => n.value,
+        None => d.max_changes,
+    };
+    let webhooks = raw
+        .webhooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let what = format!("alerts.webhooks[{i}]");
+            let url = http_url(c, w.url.referenced, &w.url.value, &format!("{what}.url"));
+            let timeout = positive_ms(c, w.timeout_ms.as_ref(), 5_000, &format!("{what}.timeout_ms"));
+            let max_attempts = match &w.max_attempts {
+                Some(n) if n.value == 0 => {
+                    c.at(n.referenced, format!("{what}.max_attempts must be at least 1"));
+                    1
+                }
+                Some(n) => n.value,
+                None => 5,
+            };
+            Some(Webhook { url: url?, timeout, max_attempts })
+        })
+        .collect();
+    AlertsConfig { flap: crate::alert::FlapPolicy { window, max_changes }, webhooks }
 }
 
 /// What relative paths and `${data_dir}` resolve against.

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub healing: HealingConfig,
     /// Limits of warden's own HTTP server.
     pub http: HttpLimits,
+    /// Where alerts go and when state changes count as flapping.
+    pub alerts: AlertsConfig,
     /// The governance policy file; `None`: the embedded default.
     pub governance_policies: Option<PathBuf>,
 }
@@ -358,6 +360,24 @@ pub enum ProbeCheck {
 }
 
 impl ProbeCheck {
+    /// The kind's name, as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeCheck::Link { .. } => "link",
+            ProbeCheck::Route { .. } => "route",
+            ProbeCheck::Tcp { .. } => "tcp",
+            ProbeCheck::Udp { .. } => "udp",
+            ProbeCheck::Session { .. } => "session",
+            ProbeCheck::Tls { .. } => "tls",
+            ProbeCheck::Encoding { .. } => "encoding",
+            ProbeCheck::Http { .. } => "http",
+            ProbeCheck::Dns { .. } => "dns",
+            ProbeCheck::Postgres { .. } => "postgres",
+            ProbeCheck::Ollama { .. } => "ollama",
+            ProbeCheck::Line { .. } => "line",
+        }
+    }
+
     /// The layer this kind of check belongs to.
     pub fn layer(&self) -> Layer {
         match self {
@@ -435,6 +455,23 @@ impl Default for HttpLimits {
             max_body_bytes: 64 * 1024,
         }
     }
+}
+
+/// Alert sinks beside the log, and flap damping.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlertsConfig {
+    pub flap: crate::alert::FlapPolicy,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A receiver of Alertmanager's webhook payload (version 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: Url,
+    /// One delivery attempt's limit.
+    pub timeout: Duration,
+    /// Attempts per notification, with exponential backoff in between.
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

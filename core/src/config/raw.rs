@@ -21,6 +21,8 @@ pub struct NodeFile {
     pub healing: HealingSection,
     #[serde(default)]
     pub http: HttpSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
     /// Path of the governance policy file; absent: the embedded default.
     #[serde(default)]
     pub governance_policies: Option<Spanned<String>>,
@@ -280,4 +282,25 @@ pub struct HttpSection {
     pub request_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub max_body_bytes: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    #[serde(default)]
+    pub flap_window_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub flap_max_changes: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<u32>>,
 }

@@ -297,3 +297,24 @@ fn test_an_unknown_layer_is_refused_at_its_position() {
     assert_eq!(p[0].0, 12, "{p:?}");
     assert!(p[0].2.contains("l8"), "{p:?}");
 }
+
+#[test]
+fn test_alert_settings_are_parsed_and_every_mistake_reported() {
+    let ok = load(&format!(
+        "{MINIMAL}alerts:\n  flap_window_ms: 60000\n  flap_max_changes: 4\n  webhooks:\n    - url: http://127.0.0.1:9093/hook\n      max_attempts: 2\n"
+    ))
+    .expect("valid");
+    assert_eq!(ok.alerts.flap.window, Duration::from_secs(60));
+    assert_eq!(ok.alerts.flap.max_changes, 4);
+    assert_eq!(ok.alerts.webhooks[0].url.as_str(), "http://127.0.0.1:9093/hook");
+    assert_eq!((ok.alerts.webhooks[0].max_attempts, ok.alerts.webhooks[0].timeout), (2, Duration::from_secs(5)));
+    let p = problems(&format!(
+        "{MINIMAL}alerts:\n  flap_max_changes: 1\n  webhooks:\n    - url: ftp://x\n    - url: http://h/\n      timeout_ms: 0\n      max_attempts: 0\n"
+    ));
+    let has = |line: u64, text: &str| p.iter().any(|(l, _, m)| *l == line && m.contains(text));
+    assert!(has(11, "flap_max_changes must be at least 2"), "{p:?}");
+    assert!(has(13, "alerts.webhooks[0].url `ftp://x`"), "{p:?}");
+    assert!(has(15, "alerts.webhooks[1].timeout_ms must be positive"), "{p:?}");
+    assert!(has(16, "alerts.webhooks[1].max_attempts must be at least 1"), "{p:?}");
+    assert_eq!(p.len(), 4, "{p:?}");
+}

@@ -105,6 +105,27 @@ impl Prober {
         }
     }
 
+    /// How the check runs here, where there is a choice.
+    pub fn method(&self) -> Option<String> {
+        match &self.check {
+            ProbeCheck::Route { port, .. } => Some(match (&self.icmp, port) {
+                (Some(icmp), _) => icmp.method().to_string(),
+                (None, Some(port)) => format!("TCP connect to port {port} (ICMP sockets are not permitted here)"),
+                (None, None) => "none: ICMP sockets are not permitted here and no port is set".to_string(),
+            }),
+            ProbeCheck::Tcp { owner: true, .. } => Some("TCP connect, then the port's owner".into()),
+            ProbeCheck::Tls { ca_file, .. } => Some(match ca_file {
+                Some(f) => format!("TLS, roots from {}", f.display()),
+                None => "TLS, the system's roots".into(),
+            }),
+            ProbeCheck::Dns { resolver, .. } => Some(match resolver {
+                Some(r) => format!("DNS through {r}"),
+                None => "DNS through the system's resolvers".into(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Runs the check once, within the probe's timeout.
     pub async fn check(&mut self) -> Outcome {
         let timeout = self.timeout;
@@ -120,9 +141,13 @@ impl Prober {
         match &self.check {
             ProbeCheck::Link { interface, gateway, min_mtu } => {
                 let (interface, gateway, min_mtu) = (interface.clone(), *gateway, *min_mtu);
-                tokio::task::spawn_blocking(move || link::check(&interface, gateway, min_mtu))
-                    .await
-                    .unwrap_or_else(|e| Outcome::Fail(Failure::Other(e.to_string())))
+                let start = Instant::now();
+                match tokio::task::spawn_blocking(move || link::check(&interface, gateway, min_mtu)).await {
+                    // The latency of a link check is the time to read the kernel's tables.
+                    Ok(Outcome::Pass { warning, .. }) => Outcome::Pass { latency: start.elapsed(), warning },
+                    Ok(other) => other,
+                    Err(e) => Outcome::Fail(Failure::Other(e.to_string())),
+                }
             }
             ProbeCheck::Route { host, port } => network::check(*host, *port, self.icmp.as_mut(), t).await,
             ProbeCheck::Tcp { addr, owner } => transport::tcp(*addr, *owner, &self.service, t).await,

@@ -25,6 +25,15 @@ impl Icmp {
         let client = Client::new(&config).ok()?;
         Some(Self { client, ident: PingIdentifier(rand::random()), seq: 0 })
     }
+
+    /// Which ICMP socket this process got.
+    pub fn method(&self) -> &'static str {
+        if self.client.get_socket().get_type() == socket2::Type::RAW {
+            "ICMP echo, raw socket"
+        } else {
+            "ICMP echo, unprivileged ICMP socket"
+        }
+    }
 }
 
 /// Whether the kernel has a route to `host`: connecting a UDP socket runs the same route
