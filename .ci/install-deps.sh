@@ -2,6 +2,7 @@
 # Installs, as root on a fresh Debian machine, the system tools warden's tests need:
 #   promtool (Debian package `prometheus`)      always
 #   postgres (Debian package `postgresql`)      always: a real PostgreSQL supervised by warden
+#   ip       (Debian package `iproute2`)        always: network namespaces for the link probes
 #   monit    (Debian package `monit`)           with --bench (the peer in the restore benchmark)
 # Idempotent and quiet: skips apt entirely when every command is present, runs
 # `apt-get update` only when something must be installed, prints only on failure.
@@ -17,7 +18,7 @@ for arg in "$@"; do
 done
 
 # command -> Debian package
-declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql)
+declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2)
 if [ "$bench" = 1 ]; then
     want[monit]=monit
 fi

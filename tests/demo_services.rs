@@ -486,3 +486,29 @@ async fn test_api_exits_78_on_invalid_config() {
     let (code, stderr) = run_to_exit(cmd, "api with bad config").await;
     assert_eq!(code, Some(78), "stderr: {stderr}");
 }
+
+#[tokio::test]
+async fn test_model_delete_unlists_and_pull_lists_again() {
+    // Ollama's /api/delete removes a model from /api/tags (404 when absent); /api/pull adds it.
+    let port = free_port();
+    let _model = start_model(port).await;
+    let client = http();
+    let base = format!("http://127.0.0.1:{port}");
+    let names = || async {
+        let tags: Value = client.get(format!("{base}/api/tags")).send().await.unwrap().json().await.unwrap();
+        tags["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let del = client.delete(format!("{base}/api/delete")).body(r#"{"model":"demo"}"#).send().await.unwrap();
+    assert_eq!(del.status().as_u16(), 200);
+    assert!(names().await.is_empty());
+    let again = client.delete(format!("{base}/api/delete")).body(r#"{"model":"demo"}"#).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 404);
+    let err: Value = again.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("not found"), "{err}");
+    let gen_ = client.post(format!("{base}/api/generate")).body(r#"{"model":"demo","prompt":"hi"}"#).send().await;
+    assert_eq!(gen_.unwrap().status().as_u16(), 404, "a deleted model cannot generate");
+    let pull = client.post(format!("{base}/api/pull")).body(r#"{"model":"demo"}"#).send().await.unwrap();
+    let progress = pull.text().await.unwrap();
+    assert_eq!(progress.lines().last(), Some(r#"{"status":"success"}"#), "{progress}");
+    assert_eq!(names().await, vec!["demo:latest"]);
+}

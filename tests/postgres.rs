@@ -50,7 +50,7 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
     assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
     let port = ports.db;
     let config = format!(
-        "node:\n  name: pg\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: postgres\n    command: {postgres}\n    args: [-D, {data}, -p, '{port}', -k, {data}, -c, listen_addresses=127.0.0.1]\n    user: postgres\n    stop_signal: SIGINT\n    stop_grace_ms: 10000\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n    restart: {{ stable_after_ms: 500 }}\n",
+        "node:\n  name: pg\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: postgres\n    command: {postgres}\n    args: [-D, {data}, -p, '{port}', -k, {data}, -c, listen_addresses=127.0.0.1]\n    user: postgres\n    stop_signal: SIGINT\n    stop_grace_ms: 10000\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n    restart: {{ stable_after_ms: 500 }}\nprobes:\n  - name: pg-sql\n    layer: l7\n    target: postgres\n    check: {{ kind: postgres, addr: '127.0.0.1:{port}', user: postgres }}\n  - name: pg-port\n    layer: l4\n    target: postgres\n    check: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n",
         http = ports.http,
         postgres = bin.join("postgres").display(),
         data = data.display(),
@@ -65,7 +65,13 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
     wait_until("SELECT 1", Duration::from_secs(30), || select_1(port).as_deref() == Some("1"));
     let (first, _) = node.service("postgres").unwrap();
     assert_eq!(uid_of(first.unwrap()), Some(pg.uid.as_raw()), "runs as the postgres user");
+    // warden's own probes speak the protocol (SELECT 1) and see postgres as the port's owner.
+    let probe_state = |id: &str| get_json(&node.url(&format!("/api/guardian/probes/{id}"))).unwrap_or_default();
+    wait_until("the postgres probes up", Duration::from_secs(30), || {
+        probe_state("pg-sql")["state"] == "up" && probe_state("pg-port")["state"] == "up"
+    });
 
+    let killed_at = warden_core::time::now_unix_ms();
     kill(first.unwrap(), Signal::SIGKILL);
     wait_until(
         "postgres restarted",
@@ -73,6 +79,10 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
         || matches!(node.service("postgres"), Some((Some(p), ref s)) if Some(p) != first && s == "running"),
     );
     wait_until("SELECT 1 again", Duration::from_secs(30), || select_1(port).as_deref() == Some("1"));
+    wait_until("the postgres probe passing on the new process", Duration::from_secs(30), || {
+        let p = probe_state("pg-sql");
+        p["state"] == "up" && p["last_success_unix_ms"].as_u64() > Some(killed_at)
+    });
 
     let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
     assert!(node.stop().unwrap().success(), "{}", node.stderr());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::bench::{self, BenchConfig, Peer};
+use crate::probe_cost::{self, ProbeCostConfig};
 use crate::reliability::{self, ReliabilityConfig};
 use crate::restore::{Fault, Timing};
 
@@ -16,6 +17,31 @@ pub enum ChaosCommand {
     /// Faults to warden itself on the default node: a flood of idle connections, and
     /// repeated kill -9 with the time back to healthy.
     Reliability(ReliabilityArgs),
+    /// What probing costs: warden's CPU and RSS with all 18 default probes at 1 Hz, and
+    /// optionally Monit checking the same services in the same window.
+    Probes(ProbesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ProbesArgs {
+    /// The measured window, seconds.
+    #[arg(long, default_value_t = 60)]
+    secs: u64,
+    /// Seconds between the node being healthy and the window.
+    #[arg(long, default_value_t = 5)]
+    warmup_secs: u64,
+    /// Measure a peer in the same window (needs `monit`: `.ci/install-deps.sh --bench`).
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
+    /// Markdown file whose probe-cost section is (re)written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON file with the figures.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the temporary data directory and logs.
+    #[arg(long)]
+    keep_tmp: bool,
 }
 
 #[derive(clap::Args)]
@@ -79,7 +105,23 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
     match cmd {
         ChaosCommand::Bench(args) => run_bench(args).await,
         ChaosCommand::Reliability(args) => run_reliability(args).await,
+        ChaosCommand::Probes(args) => run_probe_cost(args).await,
     }
+}
+
+async fn run_probe_cost(args: ProbesArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.secs > 0, "--secs must be at least 1");
+    let cfg = ProbeCostConfig {
+        window: Duration::from_secs(args.secs),
+        warmup: Duration::from_secs(args.warmup_secs),
+        monit: matches!(args.peer, Some(Peer::Monit)),
+        out: args.out,
+        json: args.json,
+        keep_tmp: args.keep_tmp,
+    };
+    let report = until_signal(probe_cost::run(&cfg)).await?.context("probe cost benchmark failed")?;
+    println!("{}", report.markdown());
+    Ok(())
 }
 
 async fn run_reliability(args: ReliabilityArgs) -> anyhow::Result<()> {

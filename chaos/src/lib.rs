@@ -4,6 +4,7 @@
 //! - [`bench`]: `warden chaos bench`, warden vs a peer supervisor (Monit) in one run
 //! - [`restore`]: inject a fault into the process holding a port, time the first new `200`
 //! - [`monit`]: the peer's control file and binary
+//! - [`probe_cost`]: `warden chaos probes`, warden's CPU and RSS probing six layers at 1 Hz
 //! - [`services`]: the demo node's services and ports, started by hand
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod monit;
+pub mod probe_cost;
 pub use warden_core::procnet;
 pub mod procs;
 pub mod reliability;

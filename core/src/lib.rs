@@ -18,7 +18,8 @@
 //! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions, audit records.
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
 //! - [`audit`]: audit entries and the SHA-256 hash chain.
-//! - [`procnet`]: who holds a port.
+//! - [`procnet`]: who holds a port, how many connections it has (sock_diag).
+//! - [`netlink`]: netlink dumps: default gateways, neighbour (ARP/NDP) entries.
 //! - [`signal`]: signals by name.
 //! - [`time`]: wall-clock timestamps (Unix ms, RFC 3339).
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod detect;
 pub mod incident;
 pub mod mode;
+pub mod netlink;
 pub mod permit;
 pub mod playbook;
 pub mod policy;

@@ -291,6 +291,13 @@ pub fn ensure_promtool() {
     }
 }
 
+/// `ip` (Debian package `iproute2`), for tests in network namespaces.
+pub fn ensure_iproute2() {
+    if Command::new("ip").arg("-V").output().is_err() {
+        install_deps();
+    }
+}
+
 /// The directory of PostgreSQL's server binaries (newest version installed).
 pub fn postgres_bin_dir() -> PathBuf {
     let find = || {
@@ -350,4 +357,74 @@ pub fn processes_exactly(cmdline: &str) -> Vec<u32> {
 pub fn node_has_cgroups(node: &Node) -> bool {
     wait_until("warden reports its containment", Duration::from_secs(20), || node.stderr().contains("containment="));
     node.stderr().contains("containment=cgroup")
+}
+
+/// An HTTP receiver on loopback that keeps every JSON body posted to it (a webhook sink
+/// like Alertmanager's receivers). Answers 500 to the first `fail_first` requests, then 200.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub fn start(fail_first: usize) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, r) = (bodies.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
+                if n >= fail_first
+                    && let Ok(v) = serde_json::from_slice(&body)
+                {
+                    b.lock().unwrap().push(v);
+                }
+                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Self { addr, bodies, requests }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every body accepted so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// Requests received, refused ones included.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The value of the first sample of `/metrics` text whose line starts with `series`
+/// (a name with its labels, as far as given).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }

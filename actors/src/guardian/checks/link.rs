@@ -1,8 +1,17 @@
-//! L2, the data link: the interface (`/sys/class/net/IF`) and the default gateway's
-//! neighbour entry (`/proc/net/route`, `/proc/net/arp`).
+//! L2, the data link: the interface (`/sys/class/net/IF`) and the neighbour (ARP or NDP)
+//! entries of the default gateways through it (rtnetlink, see `warden_core::netlink`).
+//!
+//! A gateway entry that is not freshly confirmed (STALE, INCOMPLETE, FAILED, or absent) is
+//! poked with one UDP datagram to the gateway's discard port, which makes the kernel
+//! resolve or re-confirm it (as `arping` would), and read again until the check's
+//! deadline: an idle link is not reported broken because nothing used it lately, and a
+//! gateway that stopped answering turns FAILED within the kernel's probe time.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+use warden_core::netlink::{self, NudState};
 use warden_core::probe::{Failure, Outcome};
 
 /// `IFF_UP`: the administrator brought the interface up.
@@ -10,8 +19,8 @@ const IFF_UP: u32 = 0x1;
 /// `ARPHRD_LOOPBACK`: `type` of a loopback interface, which has no MAC and reports its
 /// operstate as `unknown`.
 const ARPHRD_LOOPBACK: u32 = 772;
-/// `ATF_COM`: the neighbour entry is complete (its MAC is known).
-const ATF_COM: u32 = 0x2;
+/// How often a poked neighbour entry is read again.
+const REREAD: Duration = Duration::from_millis(10);
 
 fn read(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file)).ok().map(|s| s.trim().to_string())
@@ -26,17 +35,30 @@ fn number(text: Option<String>) -> Option<u32> {
 }
 
 /// The interface is up with carrier, has a MAC (loopback aside) and at least `min_mtu`;
-/// with `gateway`, the default gateway has a complete neighbour entry on it.
-pub fn check(interface: &str, gateway: bool, min_mtu: Option<u32>) -> Outcome {
-    check_in(Path::new("/sys/class/net"), interface, gateway, min_mtu)
+/// with `gateway`, every default gateway through it has a usable neighbour entry.
+pub async fn check(interface: &str, gateway: bool, min_mtu: Option<u32>, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let ifindex = match check_in(Path::new("/sys/class/net"), interface, min_mtu) {
+        Ok(ifindex) => ifindex,
+        Err(outcome) => return outcome,
+    };
+    if gateway {
+        match gateways(ifindex, start + timeout).await {
+            Ok(()) => {}
+            Err(GatewayError::Down(why)) => return Outcome::Fail(Failure::Link(format!("{interface}: {why}"))),
+            Err(GatewayError::Unreadable(why)) => return Outcome::Unsupported(why),
+        }
+    }
+    Outcome::Pass { latency: start.elapsed(), warning: None }
 }
 
-fn check_in(sys: &Path, interface: &str, gateway: bool, min_mtu: Option<u32>) -> Outcome {
+/// The interface's own state, from `sys`; its index when it passes.
+fn check_in(sys: &Path, interface: &str, min_mtu: Option<u32>) -> Result<u32, Outcome> {
     let dir = sys.join(interface);
     if !dir.is_dir() {
-        return Outcome::Unsupported(format!("no interface `{interface}` on this machine"));
+        return Err(Outcome::Unsupported(format!("no interface `{interface}` on this machine")));
     }
-    let fail = |why: String| Outcome::Fail(Failure::Link(format!("{interface}: {why}")));
+    let fail = |why: String| Err(Outcome::Fail(Failure::Link(format!("{interface}: {why}"))));
     let flags = number(read(&dir, "flags")).unwrap_or(0);
     let loopback = number(read(&dir, "type")) == Some(ARPHRD_LOOPBACK);
     if flags & IFF_UP == 0 {
@@ -66,32 +88,61 @@ fn check_in(sys: &Path, interface: &str, gateway: bool, min_mtu: Option<u32>) ->
             return fail("no MAC address".into());
         }
     }
-    if gateway {
-        return match gateway_neighbour(interface) {
-            Ok(()) => Outcome::Pass { latency: std::time::Duration::ZERO, warning: None },
-            Err(why) => fail(why),
-        };
-    }
-    Outcome::Pass { latency: std::time::Duration::ZERO, warning: None }
+    Ok(number(read(&dir, "ifindex")).unwrap_or(0))
 }
 
-/// The IPv4 default gateway through `interface` has a complete neighbour (ARP) entry
-/// with a MAC.
-fn gateway_neighbour(interface: &str) -> Result<(), String> {
-    let routes = procfs::net::route().map_err(|e| format!("cannot read the routing table: {e}"))?;
-    let gw = routes
-        .iter()
-        .find(|r| r.iface == interface && r.destination == Ipv4Addr::UNSPECIFIED && r.mask == Ipv4Addr::UNSPECIFIED)
-        .map(|r| r.gateway)
-        .ok_or_else(|| "no default route through it".to_string())?;
-    let arp = procfs::net::arp().map_err(|e| format!("cannot read the neighbour table: {e}"))?;
-    let entry = arp
-        .iter()
-        .find(|a| a.ip_address == gw && a.device == interface)
-        .ok_or_else(|| format!("gateway {gw} has no neighbour entry"))?;
-    let complete = entry.flags.bits() & ATF_COM != 0;
-    let mac = entry.hw_address.map(|m| m.iter().any(|b| *b != 0)).unwrap_or(false);
-    if complete && mac { Ok(()) } else { Err(format!("gateway {gw} neighbour entry is incomplete (no MAC)")) }
+enum GatewayError {
+    /// The gateway cannot be reached at layer 2 (or there is none): a failure.
+    Down(String),
+    /// The kernel's tables could not be read: the check cannot run.
+    Unreadable(String),
+}
+
+/// Every default gateway through `ifindex` has a usable neighbour entry with a MAC.
+async fn gateways(ifindex: u32, deadline: Instant) -> Result<(), GatewayError> {
+    let unreadable = |what: &str, e: std::io::Error| GatewayError::Unreadable(format!("cannot read {what}: {e}"));
+    let gws = netlink::default_gateways(ifindex).map_err(|e| unreadable("the routing table", e))?;
+    if gws.is_empty() {
+        return Err(GatewayError::Down("no default route through it".into()));
+    }
+    for gw in gws {
+        let mut entry = netlink::neighbour(ifindex, gw).map_err(|e| unreadable("the neighbour table", e))?;
+        let confirmed = |e: &Option<netlink::Neighbour>| {
+            e.as_ref().is_some_and(|n| matches!(n.state, NudState::Reachable | NudState::Permanent | NudState::Noarp))
+        };
+        if !confirmed(&entry) {
+            poke(gw, ifindex);
+            while Instant::now() + REREAD < deadline && !confirmed(&entry) {
+                tokio::time::sleep(REREAD).await;
+                entry = netlink::neighbour(ifindex, gw).map_err(|e| unreadable("the neighbour table", e))?;
+            }
+        }
+        match entry {
+            Some(n) if n.state.usable() && n.mac.is_some() => {}
+            Some(n) if n.state.usable() => {
+                return Err(GatewayError::Down(format!(
+                    "gateway {gw}: neighbour entry {} without a MAC",
+                    n.state.as_str()
+                )));
+            }
+            Some(n) => return Err(GatewayError::Down(format!("gateway {gw}: neighbour entry {}", n.state.as_str()))),
+            None => return Err(GatewayError::Down(format!("gateway {gw}: no neighbour entry"))),
+        }
+    }
+    Ok(())
+}
+
+/// One datagram to the gateway's discard port: the kernel resolves (or re-confirms) its
+/// link-layer address to send it. Errors are the verdict's business, not the poke's.
+fn poke(gw: IpAddr, ifindex: u32) {
+    let (bind, to): (SocketAddr, SocketAddr) = match gw {
+        IpAddr::V4(v4) => (([0, 0, 0, 0], 0).into(), (v4, 9).into()),
+        // A link-local gateway needs the interface as its scope.
+        IpAddr::V6(v6) => (([0u16; 8], 0).into(), SocketAddr::V6(SocketAddrV6::new(v6, 9, 0, ifindex))),
+    };
+    if let Ok(socket) = std::net::UdpSocket::bind(bind) {
+        let _ = socket.send_to(&[0], to);
+    }
 }
 
 #[cfg(test)]
@@ -118,17 +169,17 @@ mod tests {
             ("address", "52:54:00:12:34:56"),
         ];
         iface(root.path(), "eth0", &up);
-        assert!(matches!(check_in(root.path(), "eth0", false, Some(1400)), Outcome::Pass { .. }));
+        assert!(check_in(root.path(), "eth0", Some(1400)).is_ok());
         assert!(
-            matches!(check_in(root.path(), "eth0", false, Some(9000)), Outcome::Fail(Failure::Link(m)) if m.contains("MTU 1500"))
+            matches!(check_in(root.path(), "eth0", Some(9000)), Err(Outcome::Fail(Failure::Link(m))) if m.contains("MTU 1500"))
         );
         iface(root.path(), "eth1", &[("flags", "0x1002"), ("operstate", "down"), ("type", "1")]);
         assert!(
-            matches!(check_in(root.path(), "eth1", false, None), Outcome::Fail(Failure::Link(m)) if m.contains("administratively down"))
+            matches!(check_in(root.path(), "eth1", None), Err(Outcome::Fail(Failure::Link(m))) if m.contains("administratively down"))
         );
         iface(root.path(), "eth2", &[("flags", "0x1003"), ("operstate", "down"), ("carrier", "0"), ("type", "1")]);
         assert!(
-            matches!(check_in(root.path(), "eth2", false, None), Outcome::Fail(Failure::Link(m)) if m.contains("operstate down"))
+            matches!(check_in(root.path(), "eth2", None), Err(Outcome::Fail(Failure::Link(m))) if m.contains("operstate down"))
         );
         let lo = [
             ("flags", "0x9"),
@@ -139,7 +190,7 @@ mod tests {
             ("address", "00:00:00:00:00:00"),
         ];
         iface(root.path(), "lo", &lo);
-        assert!(matches!(check_in(root.path(), "lo", false, None), Outcome::Pass { .. }), "loopback has no MAC");
+        assert!(check_in(root.path(), "lo", None).is_ok(), "loopback has no MAC");
         iface(
             root.path(),
             "nomac",
@@ -152,8 +203,8 @@ mod tests {
             ],
         );
         assert!(
-            matches!(check_in(root.path(), "nomac", false, None), Outcome::Fail(Failure::Link(m)) if m.contains("no MAC"))
+            matches!(check_in(root.path(), "nomac", None), Err(Outcome::Fail(Failure::Link(m))) if m.contains("no MAC"))
         );
-        assert!(matches!(check_in(root.path(), "wlan9", false, None), Outcome::Unsupported(_)));
+        assert!(matches!(check_in(root.path(), "wlan9", None), Err(Outcome::Unsupported(_))));
     }
 }

@@ -31,10 +31,14 @@ use warden_core::probe::{CheckResult, Failure, Outcome};
 /// The longest answer line a line-protocol check reads.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// A client for probes: no connection reuse (each check is a fresh connect, like
-/// Kubernetes probes) and no proxy.
+/// The client of probes and ready checks: no connection reuse (each check is a fresh
+/// connect, like Kubernetes probes) and no proxy. One for the process, shared (a client
+/// is a handle; each has its own pool, DNS and TLS state otherwise).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap_or_default()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap_or_default())
+        .clone()
 }
 
 /// What a probe knows of its target service: its processes, for the port-owner check.
@@ -140,14 +144,9 @@ impl Prober {
         let t = self.timeout;
         match &self.check {
             ProbeCheck::Link { interface, gateway, min_mtu } => {
-                let (interface, gateway, min_mtu) = (interface.clone(), *gateway, *min_mtu);
-                let start = Instant::now();
-                match tokio::task::spawn_blocking(move || link::check(&interface, gateway, min_mtu)).await {
-                    // The latency of a link check is the time to read the kernel's tables.
-                    Ok(Outcome::Pass { warning, .. }) => Outcome::Pass { latency: start.elapsed(), warning },
-                    Ok(other) => other,
-                    Err(e) => Outcome::Fail(Failure::Other(e.to_string())),
-                }
+                // A few small sysfs files and netlink answers, read in place: handing them
+                // to the blocking pool would cost more than reading them.
+                link::check(interface, *gateway, *min_mtu, t).await
             }
             ProbeCheck::Route { host, port } => network::check(*host, *port, self.icmp.as_mut(), t).await,
             ProbeCheck::Tcp { addr, owner } => transport::tcp(*addr, *owner, &self.service, t).await,

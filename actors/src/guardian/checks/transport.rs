@@ -1,7 +1,7 @@
 //! L4, transport: a TCP connect and the port's owner, a UDP request and its answer.
 //!
 //! The owner check answers "is the process listening on the service's port the service?":
-//! the listening socket's inode (`/proc/net/tcp*`) must be held by the service's main
+//! the listening socket's inode (sock_diag, see `warden_core::procnet`) must be held by the service's main
 //! process, a process in its cgroup, or one of its descendants. A stranger (an orphan of an
 //! earlier run, another program) is a finding in itself: its pid and command are named.
 
@@ -42,7 +42,8 @@ pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: 
 /// The process holding `port` when it is not the service's; `Err` when this process may
 /// not see who holds it.
 fn stranger_on(port: u16, service: &ServiceView) -> Result<Option<Failure>, String> {
-    let inodes = warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot read /proc/net/tcp: {e}"))?;
+    let inodes =
+        warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
     if inodes.is_empty() {
         // Nobody listens (it went away after our connect): the next check sees it.
         return Ok(None);
