@@ -28,6 +28,9 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
+/// How long the service supervisor may take to answer for the first time.
+const STARTUP_GRACE: Duration = Duration::from_secs(60);
+
 /// Pings the watchdog at half its interval while warden is alive inside; returns at once
 /// when the service manager set no watchdog.
 pub async fn watchdog(node: ActorRef<SupervisorMsg>, addrs: Addrs) {
@@ -36,9 +39,21 @@ pub async fn watchdog(node: ActorRef<SupervisorMsg>, addrs: Addrs) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut withheld = false;
+    // Until the service supervisor has answered once, it may simply not be spawned yet:
+    // the node supervisor's answer is enough then, for a bounded start-up time.
+    let started = tokio::time::Instant::now();
+    let mut seen = false;
     loop {
         tick.tick().await;
-        match alive(&node, &addrs, every / 2).await {
+        let answer = match alive(&node, &addrs, every / 2).await {
+            Err("service supervisor") if !seen && started.elapsed() < STARTUP_GRACE => Ok(()),
+            Ok(()) => {
+                seen = true;
+                Ok(())
+            }
+            other => other,
+        };
+        match answer {
             Ok(()) => {
                 if withheld {
                     tracing::info!("watchdog: warden answers again; pinging");

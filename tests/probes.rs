@@ -151,7 +151,7 @@ fn test_a_stranger_on_a_service_port_is_named_and_a_missing_interface_is_unsuppo
     assert_eq!(f["kind"], "stranger", "{p}");
     assert_eq!(f["pid"].as_u64(), Some(u64::from(stranger.id())), "the holder's pid, as a number: {p}");
     assert_eq!(f["port"].as_u64(), Some(u64::from(port)), "{p}");
-    assert!(f["command"].as_str().unwrap().contains("demo model"), "{p}");
+    assert_eq!(f["command"], "warden", "the holder's process name, not its command line: {p}");
     assert!(f["message"].is_string());
     wait_probe_state(&base, "web-link", "unsupported", &node);
     let l = probe(&base, "web-link");
@@ -327,7 +327,9 @@ fn test_icmp_that_this_user_may_not_use_falls_back_to_tcp_or_says_unsupported() 
         .arg(&path)
         .output();
     let out = match out {
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("Permission denied") || o.stdout.is_empty() => {
+        // setpriv's own failure, or the binary is not reachable for nobody (a private
+        // checkout): nothing of warden ran.
+        Ok(o) if o.stdout.is_empty() && String::from_utf8_lossy(&o.stderr).starts_with("setpriv:") => {
             eprintln!("skipped: cannot run warden as nobody here: {}", String::from_utf8_lossy(&o.stderr));
             return;
         }
@@ -337,6 +339,7 @@ fn test_icmp_that_this_user_may_not_use_falls_back_to_tcp_or_says_unsupported() 
             return;
         }
     };
+    assert!(!out.stdout.is_empty(), "warden printed nothing: {}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let get = |name: &str| lines.iter().find(|l| l["probe"] == name).cloned().unwrap();
@@ -355,4 +358,53 @@ fn test_icmp_that_this_user_may_not_use_falls_back_to_tcp_or_says_unsupported() 
         assert!(!out.status.success(), "an unsupported check is not a pass");
     }
     drop(listener);
+}
+
+#[test]
+fn test_a_firing_alert_is_resolved_after_a_restart_of_warden_and_after_its_probe_is_removed() {
+    // What was told survives warden: the failing model probe told before a restart is
+    // resolved once the new warden finds it well (the model server starts with its model
+    // listed again). A probe a reload removes while it fails has its alert resolved too.
+    let rx = Receiver::start(0);
+    let ports = Ports::fresh();
+    let config = format!(
+        "{}\nalerts:\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
+        default_config_on(ports),
+        rx.url("/hook")
+    );
+    let mut node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    let base = node.url("");
+    wait_probe_state(&base, "model-tags", "up", &node);
+    assert_eq!(model_request(&node, reqwest::Method::DELETE, "/api/delete"), 200);
+    wait_until("the failing alert", Duration::from_secs(30), || {
+        !payloads(&rx, "ProbeFailing", "firing", "model-tags").is_empty()
+    });
+    assert!(node.stop().unwrap().success(), "{}", node.stderr());
+    assert!(payloads(&rx, "ProbeFailing", "resolved", "model-tags").is_empty(), "nothing resolved it yet");
+
+    node.spawn(&[]);
+    node.wait_ready();
+    wait_until("the alert resolved by the new warden", Duration::from_secs(30), || {
+        !payloads(&rx, "ProbeFailing", "resolved", "model-tags").is_empty()
+    });
+    let firing = payloads(&rx, "ProbeFailing", "firing", "model-tags");
+    assert_eq!(firing.len(), 1, "not told twice");
+    let resolved = payloads(&rx, "ProbeFailing", "resolved", "model-tags").remove(0);
+    assert_eq!(resolved["alerts"][0]["fingerprint"], firing[0]["alerts"][0]["fingerprint"]);
+
+    // Failing again, then removed by a reload: resolved as removed.
+    assert_eq!(model_request(&node, reqwest::Method::DELETE, "/api/delete"), 200);
+    wait_until("failing again", Duration::from_secs(30), || {
+        payloads(&rx, "ProbeFailing", "firing", "model-tags").len() == 2
+    });
+    let start = config.find("  - name: model-tags").unwrap();
+    let end = start + config[start..].find("\nhealing:").unwrap();
+    std::fs::write(node.config_path(), format!("{}{}", &config[..start], &config[end..])).unwrap();
+    kill(node.pid(), nix::sys::signal::Signal::SIGHUP);
+    wait_until("the removed probe's alert resolved", Duration::from_secs(30), || {
+        payloads(&rx, "ProbeFailing", "resolved", "model-tags")
+            .iter()
+            .any(|p| p["alerts"][0]["annotations"]["summary"].as_str().unwrap_or("").contains("removed"))
+    });
 }

@@ -61,6 +61,11 @@ impl DataDir {
         self.logs().join(format!("{service}.log"))
     }
 
+    /// What people were last told of each probe (the alerter's book, across restarts).
+    pub fn alerts_file(&self) -> PathBuf {
+        self.root.join("alerts.json")
+    }
+
     /// Where process records live.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")

@@ -193,7 +193,8 @@ pub fn alertmanager_payload(receiver: &str, group_labels: &BTreeMap<String, Stri
 }
 
 /// Which side of its threshold a target is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Side {
     Ok,
     Failing,
@@ -241,8 +242,20 @@ impl FlapDamper {
         Self { policy, changes: VecDeque::new(), current: None, told: None, flapping: false }
     }
 
+    /// A damper that resumes what an earlier run told (its state and whether it was
+    /// flapping), so the first state seen is compared with that: a failure told before a
+    /// restart is resolved when the target is found well.
+    pub fn resumed(policy: FlapPolicy, told: Option<Side>, flapping: bool) -> Self {
+        Self { policy, changes: VecDeque::new(), current: None, told, flapping }
+    }
+
     pub fn flapping(&self) -> bool {
         self.flapping
+    }
+
+    /// What a person was last told.
+    pub fn told(&self) -> Option<Side> {
+        self.told
     }
 
     /// A reload's policy, from the next change on.
@@ -370,12 +383,24 @@ mod tests {
     }
 
     #[test]
+    fn test_a_resumed_failure_is_resolved_when_the_target_is_found_well() {
+        let mut d = FlapDamper::resumed(FlapPolicy::default(), Some(Side::Failing), false);
+        assert_eq!(d.observe(Side::Ok, 0), vec![Notice::Recovered], "told failing before the restart");
+        let mut quiet = FlapDamper::resumed(FlapPolicy::default(), Some(Side::Ok), false);
+        assert_eq!(quiet.observe(Side::Ok, 0), vec![]);
+        let mut flapping = FlapDamper::resumed(FlapPolicy::default(), Some(Side::Failing), true);
+        assert_eq!(flapping.observe(Side::Failing, 0), vec![], "held while flapping");
+        assert_eq!(flapping.tick(1), vec![Notice::FlappingStopped], "no changes since: settled, on what was told");
+    }
+
+    #[test]
     fn test_probe_alerts_share_identity_between_firing_and_resolved() {
         let target = ServiceName::parse("api").expect("name");
         let down = ProbeEvent::Down {
             probe: "api-health".into(),
             target: target.clone(),
             layer: Layer::L7,
+            kind: "http",
             failure: Failure::Timeout,
             consecutive: 2,
             first_failure_unix_ms: 1_000,

@@ -10,6 +10,11 @@ use crate::service::ServiceState;
 /// Modes with a detection rule in this build.
 pub const IMPLEMENTED: &[FailureMode] = &[FailureMode::ApiTimeout];
 
+/// Kinds of L7 check that ask the target process itself in its own protocol: no answer
+/// from one of them while the process runs is a hang. A DNS check asks a resolver, which
+/// is seldom the target, so its timeout says nothing about the target's process.
+const OWN_PROTOCOL: &[&str] = &["http", "ollama", "line", "postgres"];
+
 /// The rule of `mode` applied to one event, given the target service's state.
 pub fn assess(mode: FailureMode, event: &ProbeEvent, service_state: Option<ServiceState>) -> Option<Finding> {
     match (mode, event) {
@@ -22,11 +27,12 @@ pub fn assess(mode: FailureMode, event: &ProbeEvent, service_state: Option<Servi
                 probe,
                 target,
                 layer: Layer::L7,
+                kind,
                 failure: Failure::Timeout,
                 consecutive,
                 first_failure_unix_ms,
             },
-        ) if service_state == Some(ServiceState::Running) => Some(Finding {
+        ) if service_state == Some(ServiceState::Running) && OWN_PROTOCOL.contains(kind) => Some(Finding {
             mode,
             service: target.clone(),
             evidence: format!(
@@ -48,10 +54,15 @@ mod tests {
     }
 
     fn down(failure: Failure) -> ProbeEvent {
+        down_of("http", failure)
+    }
+
+    fn down_of(kind: &'static str, failure: Failure) -> ProbeEvent {
         ProbeEvent::Down {
             probe: "p".into(),
             target: api(),
             layer: Layer::L7,
+            kind,
             failure,
             consecutive: 2,
             first_failure_unix_ms: 5,
@@ -69,6 +80,11 @@ mod tests {
         assert!(assess(m, &down(Failure::Timeout), Some(ServiceState::Starting)).is_none(), "booting is not a hang");
         let up = ProbeEvent::Up { probe: "p".into(), target: api(), layer: Layer::L7 };
         assert!(assess(m, &up, Some(ServiceState::Running)).is_none(), "recovery is not a failure");
+        assert!(
+            assess(m, &down_of("dns", Failure::Timeout), Some(ServiceState::Running)).is_none(),
+            "a slow resolver is not a hung service"
+        );
+        assert!(assess(m, &down_of("postgres", Failure::Timeout), Some(ServiceState::Running)).is_some());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! [`dump`] sends one dump request and collects the answers until the kernel says done.
 //! Each call opens its own socket: a dump is rare (once a probe interval) and a socket per
-//! call keeps callers independent.
+//! call keeps callers independent. Calls block (briefly): async callers run them on the
+//! blocking pool.
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -18,6 +19,9 @@ use std::net::IpAddr;
 
 /// Answers of one dump at most (a bound against a kernel that never says done).
 const MAX_DATAGRAMS: usize = 100_000;
+/// The longest wait for one answer datagram: a dump is answered at once, so a silent
+/// kernel is an error, not a hang of the caller.
+const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sends `request` as a dump on a socket of `protocol`; every inner message of the answer.
 pub fn dump<I>(protocol: isize, request: I) -> io::Result<Vec<I>>
@@ -27,6 +31,7 @@ where
     let mut socket = netlink_sys::Socket::new(protocol)?;
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    socket2::SockRef::from(&socket).set_read_timeout(Some(RECV_TIMEOUT))?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));

@@ -124,15 +124,6 @@ pub enum Outcome {
     Unsupported(String),
 }
 
-impl From<CheckResult> for Outcome {
-    fn from(r: CheckResult) -> Self {
-        match r {
-            Ok(latency) => Outcome::Pass { latency, warning: None },
-            Err(f) => Outcome::Fail(f),
-        }
-    }
-}
-
 /// A probe's state as the API and the metrics give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +158,9 @@ pub enum ProbeEvent {
         probe: String,
         target: ServiceName,
         layer: Layer,
+        /// The check's kind (`http`, `dns`...): detectors tell a hung service from a slow
+        /// upstream by it.
+        kind: &'static str,
         failure: Failure,
         consecutive: u32,
         /// Wall-clock time of the first failed check of the streak (the fault's earliest sign).
@@ -219,6 +213,7 @@ impl ProbeStatus {
                 probe: self.name.clone(),
                 target: self.target.clone(),
                 layer: self.layer,
+                kind: self.kind,
                 failure: failure.clone(),
                 consecutive: self.consecutive_failures,
                 first_failure_unix_ms: since,
@@ -324,15 +319,15 @@ impl ProbeTracker {
             Outcome::Fail(failure) => {
                 s.unsupported = None;
                 s.warning = None;
-                // A different kind of failure is a different fault (a crash, then a hang
-                // once restarted): it starts its own streak and is reported on its own.
+                // While down, a different kind of failure is a different fault (a crash,
+                // then a hang once restarted): it starts its own streak and is reported on
+                // its own. Before that, every failure counts toward down, whatever its kind:
+                // a target failing in turns with two kinds is failing.
                 let changed = s.last_failure.as_ref().is_some_and(|f| discriminant(f) != discriminant(&failure));
-                if changed {
+                if changed && s.up == Some(false) {
                     s.consecutive_failures = 0;
                     s.failing_since_unix_ms = None;
-                    if s.up == Some(false) {
-                        s.up = None;
-                    }
+                    s.up = None;
                 }
                 s.failures += 1;
                 s.last_ok = Some(false);
@@ -346,6 +341,7 @@ impl ProbeTracker {
                         probe: s.name.clone(),
                         target: s.target.clone(),
                         layer: s.layer,
+                        kind: s.kind,
                         failure,
                         consecutive: s.consecutive_failures,
                         first_failure_unix_ms: onset,
@@ -415,6 +411,17 @@ mod tests {
             "{hang:?}"
         );
         assert_eq!(t.status().down_event(), Some(hang), "the status stands for the same event");
+    }
+
+    #[test]
+    fn test_failures_of_alternating_kinds_still_take_an_up_target_down() {
+        // 503, timeout, 503...: every check fails, so the target is down.
+        let mut t = tracker(3, 1);
+        assert!(t.record(OK, 1).is_some());
+        assert_eq!(t.record(fail(Failure::Status(503)), 2), None);
+        assert_eq!(t.record(fail(Failure::Timeout), 3), None);
+        let down = t.record(fail(Failure::Status(503)), 4).expect("three failures in a row");
+        assert!(matches!(down, ProbeEvent::Down { consecutive: 3, first_failure_unix_ms: 2, .. }), "{down:?}");
     }
 
     #[test]

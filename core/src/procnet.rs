@@ -40,6 +40,7 @@ const CONNECTED: u32 = (1 << TCP_ESTABLISHED) | (1 << TCP_TIME_WAIT);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Diag {
     state: u8,
+    local: std::net::IpAddr,
     local_port: u16,
     inode: u32,
 }
@@ -60,9 +61,12 @@ fn diag(family: u8, states: u32, port: Option<u16>) -> io::Result<Vec<Diag>> {
     Ok(answers
         .into_iter()
         .filter_map(|m| match m {
-            SockDiagMessage::InetResponse(r) => {
-                Some(Diag { state: r.header.state, local_port: r.header.socket_id.source_port, inode: r.header.inode })
-            }
+            SockDiagMessage::InetResponse(r) => Some(Diag {
+                state: r.header.state,
+                local: r.header.socket_id.source_address,
+                local_port: r.header.socket_id.source_port,
+                inode: r.header.inode,
+            }),
             _ => None,
         })
         .filter(|d| port.is_none_or(|p| p == d.local_port) && states & (1 << d.state) != 0)
@@ -97,6 +101,7 @@ fn proc_rows(port: Option<u16>) -> io::Result<Vec<Diag>> {
                 TcpState::TimeWait => TCP_TIME_WAIT,
                 _ => 0,
             },
+            local: r.local_address.ip(),
             local_port: r.local_address.port(),
             inode: u32::try_from(r.inode).unwrap_or(0),
         }));
@@ -124,6 +129,25 @@ fn is_unsupported(e: &io::Error) -> bool {
 /// Inodes of the sockets listening on `port` (IPv4 or IPv6, any address).
 pub fn listen_inodes(port: u16) -> io::Result<BTreeSet<u64>> {
     Ok(sockets(LISTEN, Some(port))?.into_iter().filter(|d| d.inode != 0).map(|d| u64::from(d.inode)).collect())
+}
+
+/// Inodes of the sockets listening where a connection to `addr` lands: on its port, at its
+/// address or at the wildcard address (IPv6's also takes IPv4 unless the socket is
+/// IPv6-only, which is not reported, so it counts).
+pub fn listen_inodes_at(addr: std::net::SocketAddr) -> io::Result<BTreeSet<u64>> {
+    use std::net::IpAddr;
+    let takes = |local: IpAddr| match (local, addr.ip()) {
+        (l, a) if l == a => true,
+        (IpAddr::V4(l), IpAddr::V4(_)) => l.is_unspecified(),
+        (IpAddr::V6(l), _) if l.is_unspecified() => true,
+        (IpAddr::V6(l), IpAddr::V4(a)) => l.to_ipv4_mapped() == Some(a),
+        _ => false,
+    };
+    Ok(sockets(LISTEN, Some(addr.port()))?
+        .into_iter()
+        .filter(|d| d.inode != 0 && takes(d.local))
+        .map(|d| u64::from(d.inode))
+        .collect())
 }
 
 /// Established and TIME_WAIT connections per local port, as of `taken`.
@@ -171,7 +195,8 @@ pub fn census(max_age: std::time::Duration) -> io::Result<Census> {
 }
 
 /// Connections on local port `port` now: (established, time_wait), over IPv4 and IPv6.
-pub fn connection_counts(port: u16) -> io::Result<(u32, u32)> {
+#[cfg(test)]
+fn connection_counts(port: u16) -> io::Result<(u32, u32)> {
     Ok(census(std::time::Duration::ZERO)?.counts(port))
 }
 
@@ -249,6 +274,15 @@ mod tests {
         }
         assert_eq!(counts, (0, 3), "three server ends in TIME_WAIT");
         assert_eq!(proc_rows(Some(port)).expect("proc").iter().filter(|d| d.state == TCP_TIME_WAIT).count(), 3);
+    }
+
+    #[test]
+    fn test_a_listener_on_another_address_does_not_take_the_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let at = |ip: &str| listen_inodes_at(format!("{ip}:{port}").parse().expect("addr")).expect("query");
+        assert_eq!(at("127.0.0.2").len(), 1);
+        assert!(at("127.0.0.1").is_empty(), "a connection to 127.0.0.1 does not reach it");
     }
 
     #[test]

@@ -27,6 +27,8 @@ use sha2::{Digest, Sha256};
 use super::ServiceError;
 
 pub const VERSION: &str = "0.5.0-warden-demo";
+/// Models the demo server lists at most (a pull past it is refused).
+const MAX_MODELS: usize = 100;
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -228,6 +230,9 @@ async fn pull(State(catalog): State<Arc<Catalog>>, body: Bytes) -> Result<Respon
     {
         let mut models = catalog.models();
         if !models.contains(&name) {
+            if models.len() >= MAX_MODELS {
+                return Err(ModelError::BadRequest(format!("at most {MAX_MODELS} models; delete one first")));
+            }
             models.push(name.clone());
         }
     }

@@ -456,12 +456,12 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
     }
 }
 
-/// Verification: re-probes the target with its own probes' checks until all pass. A service
-/// without probes is verified by its ready check (its `running` state).
+/// Verification: re-probes the target with its own probes' checks until all pass. A check
+/// that cannot run here neither holds the verdict nor makes it: at least one check must
+/// pass. A service without probes that can run is verified by its ready check (its
+/// `running` state). Each round is bounded by the time left.
 async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, StepError> {
     let config = ctx.config.get();
-    // The service's own probes, every layer; a check that cannot run here does not hold
-    // the verdict (it is reported as unsupported by its probe).
     let mut probers: Vec<(String, Prober)> = config
         .probes
         .iter()
@@ -471,18 +471,33 @@ async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> 
     let start = Instant::now();
     let mut last_err = String::from("not checked");
     while start.elapsed() < timeout {
-        let mut all_ok = true;
-        for (name, prober) in probers.iter_mut() {
-            if let Outcome::Fail(f) = prober.check().await {
-                all_ok = false;
-                last_err = format!("{name}: {f}");
-                break;
+        let left = timeout.saturating_sub(start.elapsed());
+        let round = async {
+            let (mut passed, mut failed) = (0usize, None);
+            for (name, prober) in probers.iter_mut() {
+                match prober.check().await {
+                    Outcome::Pass { .. } => passed += 1,
+                    Outcome::Fail(f) => {
+                        failed = Some(format!("{name}: {f}"));
+                        break;
+                    }
+                    Outcome::Unsupported(_) => {}
+                }
             }
-        }
-        let healthy = if probers.is_empty() {
-            ctx.table.state_of(service.as_str()) == Some(ServiceState::Running)
-        } else {
-            all_ok
+            (passed, failed)
+        };
+        let (passed, failed) = match tokio::time::timeout(left, round).await {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        let healthy = match failed {
+            Some(f) => {
+                last_err = f;
+                false
+            }
+            None if passed > 0 => true,
+            // Nothing here can be checked: the ready check's verdict stands.
+            None => ctx.table.state_of(service.as_str()) == Some(ServiceState::Running),
         };
         if healthy {
             return Ok(format!("verified healthy after {} ms", start.elapsed().as_millis()));

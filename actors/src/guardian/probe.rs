@@ -61,6 +61,7 @@ impl Actor for ProbeActor {
         let prober = Prober::new(&self.spec, self.table.clone());
         let mut tracker = ProbeTracker::new(&self.spec);
         tracker.set_method(prober.method());
+        self.board.register(tracker.status());
         Ok(ProbeState { prober, tracker, metrics: self.metrics.probe(&self.spec), _reg: reg })
     }
 

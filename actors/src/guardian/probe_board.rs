@@ -52,6 +52,13 @@ impl ProbeBoard {
         entry.history.record(outcome, at_unix_ms);
     }
 
+    /// A probe that started: listed (pending) before its first check; an entry it had
+    /// before a restart is kept.
+    pub fn register(&self, status: &ProbeStatus) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(status.name.clone()).or_insert_with(|| Entry { status: status.clone(), history: ProbeHistory::new() });
+    }
+
     /// Forgets probes no longer configured (after a reload).
     pub fn retain(&self, names: &[&str]) {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());

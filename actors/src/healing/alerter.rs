@@ -4,18 +4,22 @@
 //!
 //! It listens on the probe-event port like the detectors, and every second also reads the
 //! probe board, so a change it missed while restarting is still told. What was told lives
-//! in the [`AlertBook`], outside the actor: a restart of the alerter repeats nothing.
+//! in the [`AlertBook`], outside the actor, and in the data dir (`alerts.json`): neither a
+//! restart of the alerter nor one of warden repeats an alert or leaves one unresolved. A
+//! probe a reload removed has its firing alerts resolved.
 
 use super::notifier::Notifier;
 use crate::addr::{AbortOnDrop, Addr};
 use crate::current::Current;
+use crate::data_dir::DataDir;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use warden_core::alert::{Alert, FlapDamper, Notice, Side, probe_alert};
+use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, probe_alert};
 use warden_core::config::{Layer, NodeConfig, ServiceName};
 use warden_core::probe::ProbeEvent;
 use warden_core::time::now_unix_ms;
@@ -38,7 +42,14 @@ impl Addr<Alerter> {
 /// What each probe's people were told, kept across restarts of the alerter.
 #[derive(Debug, Clone, Default)]
 pub struct AlertBook {
-    inner: Arc<Mutex<BTreeMap<String, Tracked>>>,
+    inner: Arc<Mutex<Book>>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    /// Whether the data dir's copy was read (once per process).
+    loaded: bool,
+    probes: BTreeMap<String, Tracked>,
 }
 
 #[derive(Debug)]
@@ -53,12 +64,78 @@ struct Tracked {
     flapping_since: u64,
 }
 
+/// One probe's entry in `alerts.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    target: ServiceName,
+    layer: Layer,
+    told: Option<Side>,
+    flapping: bool,
+    failing_since: Option<u64>,
+    flapping_since: u64,
+}
+
+impl Book {
+    fn load(&mut self, path: &std::path::Path, policy: FlapPolicy) {
+        self.loaded = true;
+        let Ok(text) = std::fs::read_to_string(path) else { return };
+        let saved: BTreeMap<String, Saved> = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "the alert book is unreadable; starting afresh");
+                return;
+            }
+        };
+        for (probe, s) in saved {
+            self.probes.insert(
+                probe,
+                Tracked {
+                    target: s.target,
+                    layer: s.layer,
+                    damper: FlapDamper::resumed(policy, s.told, s.flapping),
+                    last_down: None,
+                    failing_since: s.failing_since,
+                    flapping_since: s.flapping_since,
+                },
+            );
+        }
+    }
+
+    /// Written whole, through a temporary file and a rename, after each notice.
+    fn save(&self, path: &std::path::Path) {
+        let saved: BTreeMap<&String, Saved> = self
+            .probes
+            .iter()
+            .map(|(p, t)| {
+                let s = Saved {
+                    target: t.target.clone(),
+                    layer: t.layer,
+                    told: t.damper.told(),
+                    flapping: t.damper.flapping(),
+                    failing_since: t.failing_since,
+                    flapping_since: t.flapping_since,
+                };
+                (p, s)
+            })
+            .collect();
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot save the alert book");
+        }
+    }
+}
+
 pub struct Alerter {
     pub events: Arc<OutputPort<ProbeEvent>>,
     pub board: ProbeBoard,
     pub book: AlertBook,
     pub notifier: Notifier,
     pub config: Current<NodeConfig>,
+    pub data_dir: DataDir,
     pub registry: ActorRegistry,
 }
 
@@ -74,6 +151,12 @@ impl Actor for Alerter {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<AlerterMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+        {
+            let mut book = self.book.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if !book.loaded {
+                book.load(&self.data_dir.alerts_file(), self.config.get().alerts.flap);
+            }
+        }
         self.events.subscribe(myself.clone(), |ev| Some(AlerterMsg::Probe(ev)));
         myself.send_message(AlerterMsg::Tick)?;
         Ok(State {
@@ -84,23 +167,27 @@ impl Actor for Alerter {
 
     async fn handle(&self, _: ActorRef<AlerterMsg>, msg: AlerterMsg, _: &mut State) -> Result<(), ActorProcessingErr> {
         let now = now_unix_ms();
-        match msg {
-            AlerterMsg::Probe(ev) => self.observe(&ev, now),
-            AlerterMsg::Tick => self.tick(now),
+        let mut book = self.book.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let told = match msg {
+            AlerterMsg::Probe(ev) => self.observe(&mut book, &ev, now),
+            AlerterMsg::Tick => self.tick(&mut book, now),
+        };
+        if told {
+            book.save(&self.data_dir.alerts_file());
         }
         Ok(())
     }
 }
 
 impl Alerter {
-    fn observe(&self, ev: &ProbeEvent, now: u64) {
+    /// Feeds one state change to its probe's damper; whether anything was told.
+    fn observe(&self, book: &mut Book, ev: &ProbeEvent, now: u64) -> bool {
         let (probe, target, layer, side) = match ev {
             ProbeEvent::Down { probe, target, layer, .. } => (probe, target, *layer, Side::Failing),
             ProbeEvent::Up { probe, target, layer } => (probe, target, *layer, Side::Ok),
         };
         let flap = self.config.get().alerts.flap;
-        let mut book = self.book.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let t = book.entry(probe.clone()).or_insert_with(|| Tracked {
+        let t = book.probes.entry(probe.clone()).or_insert_with(|| Tracked {
             target: target.clone(),
             layer,
             damper: FlapDamper::new(flap),
@@ -112,14 +199,17 @@ impl Alerter {
         if side == Side::Failing {
             t.last_down = Some(ev.clone());
         }
-        for notice in t.damper.observe(side, now) {
-            self.tell(probe, t, notice, now);
+        let notices = t.damper.observe(side, now);
+        for notice in &notices {
+            self.tell(probe, t, *notice, now);
         }
+        !notices.is_empty()
     }
 
-    /// Catches up with the board, ends settled flapping, forgets removed probes.
-    fn tick(&self, now: u64) {
+    /// Catches up with the board, ends settled flapping, resolves removed probes' alerts.
+    fn tick(&self, book: &mut Book, now: u64) -> bool {
         let statuses = self.board.snapshot();
+        let mut told = false;
         for s in &statuses {
             let ev = match s.up {
                 Some(false) => s.down_event(),
@@ -127,16 +217,45 @@ impl Alerter {
                 None => None,
             };
             if let Some(ev) = ev {
-                self.observe(&ev, now);
+                told |= self.observe(book, &ev, now);
             }
         }
-        let mut book = self.book.inner.lock().unwrap_or_else(|p| p.into_inner());
-        book.retain(|name, _| statuses.iter().any(|s| &s.name == name));
-        for (probe, t) in book.iter_mut() {
+        let configured: Vec<String> = self.config.get().probes.iter().map(|p| p.name.clone()).collect();
+        let removed: Vec<String> = book.probes.keys().filter(|p| !configured.contains(p)).cloned().collect();
+        for probe in removed {
+            if let Some(t) = book.probes.remove(&probe) {
+                told |= self.resolve_removed(&probe, &t, now);
+            }
+        }
+        for (probe, t) in book.probes.iter_mut() {
             for notice in t.damper.tick(now) {
                 self.tell(probe, t, notice, now);
+                told = true;
             }
         }
+        told
+    }
+
+    /// A probe a reload removed: what was firing for it is resolved.
+    fn resolve_removed(&self, probe: &str, t: &Tracked, now: u64) -> bool {
+        let (target, layer) = (t.target.as_str(), t.layer.as_str());
+        let summary = format!("probe {probe} ({layer}) of {target} was removed from the configuration");
+        let mut told = false;
+        if t.damper.told() == Some(Side::Failing) {
+            let up = ProbeEvent::Up { probe: probe.to_string(), target: t.target.clone(), layer: t.layer };
+            self.notifier.send(&probe_alert(&up, now, t.failing_since).annotate("summary", summary.clone()));
+            told = true;
+        }
+        if t.damper.flapping() {
+            let flap = self.config.get().alerts.flap;
+            let alert = Alert::probe_flapping(probe, target, layer, 0, flap.window, t.flapping_since);
+            self.notifier.send(&alert.annotate("summary", summary.clone()).resolved_at(now));
+            told = true;
+        }
+        if told {
+            tracing::info!(probe, target, layer, "probe removed; its alerts are resolved");
+        }
+        told
     }
 
     fn tell(&self, probe: &str, t: &mut Tracked, notice: Notice, now: u64) {

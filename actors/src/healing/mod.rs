@@ -49,6 +49,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             book: a.alert_book.clone(),
             notifier: a.notifier.clone(),
             config: a.views.config.clone(),
+            data_dir: a.views.data_dir.clone(),
             registry: a.views.registry.clone(),
         }));
         v

@@ -87,15 +87,22 @@ impl Notifier {
         self.config.get().alerts.webhooks.iter().find(|w| w.url.as_str() == url).cloned()
     }
 
+    /// Delivers the queue's alerts in order; ends (and forgets the queue) once a reload has
+    /// removed the webhook.
     async fn deliver_forever(&self, url: &str, queue: &Queue) {
         loop {
-            let next = queue.alerts.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-            let Some(alert) = next else {
-                queue.ready.notified().await;
-                continue;
+            let Some(hook) = self.settings(url) else {
+                self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+                return;
             };
-            let Some(hook) = self.settings(url) else { continue };
-            self.deliver(&hook, &alert).await;
+            let next = queue.alerts.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            match next {
+                Some(alert) => self.deliver(&hook, &alert).await,
+                // Wakes now and then to see whether a reload removed the webhook.
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(60), queue.ready.notified()).await;
+                }
+            }
         }
     }
 
@@ -114,7 +121,8 @@ impl Notifier {
                     return;
                 }
                 Ok(r) => format!("answered {}", r.status().as_u16()),
-                Err(e) => e.to_string(),
+                // Without the URL: it may carry the receiver's secret.
+                Err(e) => e.without_url().to_string(),
             };
             if attempt == hook.max_attempts {
                 self.count(hook, "failed");

@@ -421,17 +421,6 @@ pub enum Format {
     Json,
 }
 
-impl From<&ReadyCheck> for ProbeCheck {
-    fn from(r: &ReadyCheck) -> Self {
-        match r {
-            ReadyCheck::Tcp { addr } => ProbeCheck::Tcp { addr: *addr, owner: false },
-            ReadyCheck::Http { url } => {
-                ProbeCheck::Http { url: url.clone(), expect_status: None, body: None, max_latency: None }
-            }
-        }
-    }
-}
-
 /// What one client, or many, may hold of warden's HTTP server: supervision must never wait
 /// for a file descriptor a flood of idle connections took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! protocols of the services themselves: PostgreSQL `SELECT 1` (tokio-postgres), an
 //! Ollama server's model list, a line protocol's answer.
 
-use super::{classify, read_line, reqwest_failure};
+use super::{classify, read_line, reqwest_failure, shown};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -42,8 +42,7 @@ pub async fn http(
             Err(e) => return Outcome::Fail(reqwest_failure(&e)),
         };
         if !text.contains(want) {
-            let shown: String = text.chars().take(120).collect();
-            return Outcome::Fail(Failure::Response(format!("body does not contain {want:?}: {shown:?}")));
+            return Outcome::Fail(Failure::Response(format!("body does not contain {want:?}: {}", shown(&text))));
         }
     }
     let latency = start.elapsed();
@@ -135,10 +134,11 @@ pub async fn postgres(
     }
     let session = async {
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| pg_failure(&e))?;
-        let driver = tokio::spawn(connection);
-        let rows = client.simple_query("SELECT 1").await.map_err(|e| pg_failure(&e));
-        driver.abort();
-        rows.map(|_| ())
+        // Aborted however this ends, the caller's timeout included.
+        let _driver = crate::addr::AbortOnDrop(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        client.simple_query("SELECT 1").await.map_err(|e| pg_failure(&e)).map(|_| ())
     };
     match tokio::time::timeout(timeout, session).await {
         Err(_) => Outcome::Fail(Failure::Timeout),
@@ -189,7 +189,8 @@ pub async fn ollama(client: &reqwest::Client, base: &url::Url, model: Option<&st
     if let Some(want) = model {
         let names: Vec<&str> = models.iter().filter_map(|m| m["name"].as_str()).collect();
         if !names.contains(&want) {
-            return Outcome::Fail(Failure::Response(format!("model {want} is not listed (listed: {names:?})")));
+            let listed = shown(&names.join(", "));
+            return Outcome::Fail(Failure::Response(format!("model {want} is not listed (listed: {listed})")));
         }
     }
     Outcome::Pass { latency: start.elapsed(), warning: None }
@@ -210,7 +211,7 @@ pub async fn line(addr: SocketAddr, send: &str, expect: &str, timeout: Duration)
         Ok(Err(f)) => Outcome::Fail(f),
         Ok(Ok(answer)) if answer.starts_with(expect) => Outcome::Pass { latency: start.elapsed(), warning: None },
         Ok(Ok(answer)) => {
-            Outcome::Fail(Failure::Response(format!("answered {answer:?} to {send:?}, expected {expect:?}")))
+            Outcome::Fail(Failure::Response(format!("answered {} to {send:?}, expected {expect:?}", shown(&answer))))
         }
     }
 }

@@ -4,8 +4,11 @@
 //! A gateway entry that is not freshly confirmed (STALE, INCOMPLETE, FAILED, or absent) is
 //! poked with one UDP datagram to the gateway's discard port, which makes the kernel
 //! resolve or re-confirm it (as `arping` would), and read again until the check's
-//! deadline: an idle link is not reported broken because nothing used it lately, and a
-//! gateway that stopped answering turns FAILED within the kernel's probe time.
+//! deadline: an idle link is not reported broken because nothing used it lately. STALE,
+//! DELAY and PROBE still count as usable (the address is known; the kernel is
+//! re-confirming it), so a gateway that stops answering fails once the kernel calls it
+//! FAILED: after `delay_first_probe_time` and its unicast probes, about 8 s with Linux's
+//! defaults. The route probe's echo to the same host fails sooner.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::path::Path;
@@ -43,10 +46,13 @@ pub async fn check(interface: &str, gateway: bool, min_mtu: Option<u32>, timeout
         Err(outcome) => return outcome,
     };
     if gateway {
-        match gateways(ifindex, start + timeout).await {
-            Ok(()) => {}
-            Err(GatewayError::Down(why)) => return Outcome::Fail(Failure::Link(format!("{interface}: {why}"))),
-            Err(GatewayError::Unreadable(why)) => return Outcome::Unsupported(why),
+        // Netlink answers and short waits: on the blocking pool, not an async worker.
+        let deadline = std::time::Instant::now() + timeout.saturating_sub(start.elapsed());
+        match tokio::task::spawn_blocking(move || gateways(ifindex, deadline)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(GatewayError::Down(why))) => return Outcome::Fail(Failure::Link(format!("{interface}: {why}"))),
+            Ok(Err(GatewayError::Unreadable(why))) => return Outcome::Unsupported(why),
+            Err(e) => return Outcome::Fail(Failure::Other(format!("gateway check failed: {e}"))),
         }
     }
     Outcome::Pass { latency: start.elapsed(), warning: None }
@@ -99,7 +105,7 @@ enum GatewayError {
 }
 
 /// Every default gateway through `ifindex` has a usable neighbour entry with a MAC.
-async fn gateways(ifindex: u32, deadline: Instant) -> Result<(), GatewayError> {
+fn gateways(ifindex: u32, deadline: std::time::Instant) -> Result<(), GatewayError> {
     let unreadable = |what: &str, e: std::io::Error| GatewayError::Unreadable(format!("cannot read {what}: {e}"));
     let gws = netlink::default_gateways(ifindex).map_err(|e| unreadable("the routing table", e))?;
     if gws.is_empty() {
@@ -112,8 +118,8 @@ async fn gateways(ifindex: u32, deadline: Instant) -> Result<(), GatewayError> {
         };
         if !confirmed(&entry) {
             poke(gw, ifindex);
-            while Instant::now() + REREAD < deadline && !confirmed(&entry) {
-                tokio::time::sleep(REREAD).await;
+            while std::time::Instant::now() + REREAD < deadline && !confirmed(&entry) {
+                std::thread::sleep(REREAD);
                 entry = netlink::neighbour(ifindex, gw).map_err(|e| unreadable("the neighbour table", e))?;
             }
         }

@@ -155,7 +155,7 @@ impl Prober {
                 session::check(exchange, *requests, *max_established, *max_time_wait, t).await
             }
             ProbeCheck::Tls { addr, server_name, warn_days, fail_days, .. } => {
-                let config = self.tls.get_or_insert_with(|| Err("no TLS configuration".into()));
+                let Some(config) = &self.tls else { return Outcome::Unsupported("no TLS configuration".into()) };
                 presentation::tls(config, *addr, server_name, *warn_days, *fail_days, t).await
             }
             ProbeCheck::Encoding { exchange, format } => {
@@ -165,7 +165,7 @@ impl Prober {
                 application::http(&self.client, url, *expect_status, body.as_deref(), *max_latency, t).await
             }
             ProbeCheck::Dns { query, expect, .. } => {
-                let resolver = self.resolver.get_or_insert_with(|| Err("no resolver".into()));
+                let Some(resolver) = &self.resolver else { return Outcome::Unsupported("no resolver".into()) };
                 application::dns(resolver, query, *expect, t).await
             }
             ProbeCheck::Postgres { addr, user, dbname, password_file } => {
@@ -225,6 +225,16 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// An answer as a failure message quotes it: at most 120 characters, so a peer cannot fill
+/// the probe's history (and every alert) with what it sends.
+pub fn shown(text: &str) -> String {
+    const MAX: usize = 120;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
 }
 
 /// One line of an answer (without its line break), bounded in length.

@@ -1,9 +1,11 @@
 //! L5, session: one connection must carry several exchanges in a row (HTTP keep-alive, or
 //! request lines on one TCP connection), and the port's established and TIME_WAIT counts
-//! (sock_diag, see `warden_core::procnet`) stay under their limits: a server that closes every connection, or
-//! one drowning in half-closed ones, fails here while a plain connect still passes.
+//! (sock_diag, see `warden_core::procnet`) stay under their limits: a server that closes
+//! every connection, or one drowning in half-closed ones, fails here while a plain connect
+//! still passes.
 
 use super::{classify, read_line};
+use crate::addr::AbortOnDrop;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use std::time::Duration;
@@ -43,10 +45,10 @@ pub async fn check(
     if let Some(port) = exchange.port()
         && (max_established.is_some() || max_time_wait.is_some())
     {
-        let census = tokio::task::spawn_blocking(|| warden_core::procnet::census(COUNTS_MAX_AGE));
-        let (est, tw) = match census.await {
-            Ok(Ok(c)) => c.counts(port),
-            Ok(Err(e)) => return Outcome::Unsupported(format!("cannot count the port's connections: {e}")),
+        let counts = tokio::task::spawn_blocking(move || local_counts(port));
+        let (est, tw) = match counts.await {
+            Ok(Ok(c)) => c,
+            Ok(Err(why)) => return Outcome::Unsupported(why),
             Err(e) => return Outcome::Fail(Failure::Other(e.to_string())),
         };
         if let Some(max) = max_established
@@ -67,18 +69,40 @@ pub async fn check(
     Outcome::Pass { latency, warning: None }
 }
 
+/// The server side's (established, time_wait) on `port`, from a census at most
+/// [`COUNTS_MAX_AGE`] old. They count this machine's sockets: without a listener on the
+/// port here (the server is on another host) there is nothing to count.
+fn local_counts(port: u16) -> Result<(u32, u32), String> {
+    let listening =
+        warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
+    if listening.is_empty() {
+        return Err(format!(
+            "nothing on this machine listens on port {port}: connection limits count this machine's sockets"
+        ));
+    }
+    let census = warden_core::procnet::census(COUNTS_MAX_AGE)
+        .map_err(|e| format!("cannot count the port's connections: {e}"))?;
+    Ok(census.counts(port))
+}
+
 /// `requests` GETs on one HTTP/1.1 keep-alive connection; each must succeed on it.
 async fn http_session(url: &url::Url, requests: u32) -> Result<(), Failure> {
+    // The config accepts only http:// URLs with a host here.
     let host = url.host_str().ok_or_else(|| Failure::Other("URL without a host".into()))?;
     let port = url.port_or_known_default().unwrap_or(80);
-    if url.scheme() != "http" {
-        return Err(Failure::Other("a keep-alive session is checked over plain http only".into()));
-    }
-    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| classify(&e))?;
+    let connected = match url.host() {
+        Some(url::Host::Ipv4(ip)) => tokio::net::TcpStream::connect((ip, port)).await,
+        Some(url::Host::Ipv6(ip)) => tokio::net::TcpStream::connect((ip, port)).await,
+        _ => tokio::net::TcpStream::connect((host, port)).await,
+    };
+    let stream = connected.map_err(|e| classify(&e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let driver = tokio::spawn(conn);
+    // Aborted however this function ends, a timeout of the caller included.
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
     let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
@@ -87,7 +111,7 @@ async fn http_session(url: &url::Url, requests: u32) -> Result<(), Failure> {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let result = async {
+    async {
         for n in 1..=requests {
             sender.ready().await.map_err(|e| {
                 Failure::Response(format!(
@@ -112,9 +136,7 @@ async fn http_session(url: &url::Url, requests: u32) -> Result<(), Failure> {
         }
         Ok(())
     }
-    .await;
-    driver.abort();
-    result
+    .await
 }
 
 /// `requests` lines on one TCP connection, each answered (starting with `expect`).
@@ -137,7 +159,7 @@ async fn line_session(
         if let Some(want) = expect
             && !line.starts_with(want)
         {
-            return Err(Failure::Response(format!("request {n}: answered {line:?}, expected {want:?}")));
+            return Err(Failure::Response(format!("request {n}: answered {}, expected {want:?}", super::shown(&line))));
         }
     }
     Ok(())

@@ -1,9 +1,13 @@
 //! L4, transport: a TCP connect and the port's owner, a UDP request and its answer.
 //!
 //! The owner check answers "is the process listening on the service's port the service?":
-//! the listening socket's inode (sock_diag, see `warden_core::procnet`) must be held by the service's main
-//! process, a process in its cgroup, or one of its descendants. A stranger (an orphan of an
-//! earlier run, another program) is a finding in itself: its pid and command are named.
+//! the listening socket that takes connections to the address (sock_diag, see
+//! `warden_core::procnet`) must be held by one of the service's processes (its main
+//! process, its cgroup, or without a cgroup its process group). A stranger (an orphan of
+//! an earlier run, another program) is a finding in itself: its pid and process name are
+//! given (not its command line, which may carry a secret). Where the owner cannot be
+//! known (no local listener: the address is on another host; a holder this process may
+//! not see) the check says it cannot run, never that it passed.
 
 use super::{ServiceView, classify};
 use std::collections::BTreeSet;
@@ -23,10 +27,9 @@ pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: 
     let latency = start.elapsed();
     drop(connected);
     if owner {
-        let port = addr.port();
         match tokio::task::spawn_blocking({
             let service = service.clone();
-            move || stranger_on(port, &service)
+            move || stranger_on(addr, &service)
         })
         .await
         {
@@ -39,31 +42,36 @@ pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: 
     Outcome::Pass { latency, warning: None }
 }
 
-/// The process holding `port` when it is not the service's; `Err` when this process may
-/// not see who holds it.
-fn stranger_on(port: u16, service: &ServiceView) -> Result<Option<Failure>, String> {
+/// The process holding the listener of `addr` when it is not the service's; `Err` when the
+/// owner cannot be known here.
+fn stranger_on(addr: SocketAddr, service: &ServiceView) -> Result<Option<Failure>, String> {
+    let port = addr.port();
     let inodes =
-        warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
+        warden_core::procnet::listen_inodes_at(addr).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
     if inodes.is_empty() {
-        // Nobody listens (it went away after our connect): the next check sees it.
-        return Ok(None);
+        return Err(format!(
+            "nothing on this machine listens on {addr}: the owner check needs the service's listener here \
+             (set `owner: false` for a remote address)"
+        ));
     }
-    // The service's own processes first: in the common case no full scan of /proc.
+    // The service's own processes first: in the common case nobody else is looked at.
     let own = service.processes();
     if own.iter().any(|pid| holds(*pid, &inodes)) {
         return Ok(None);
     }
     let holders = warden_core::procnet::pids_holding(&inodes).map_err(|e| format!("cannot scan /proc: {e}"))?;
-    let Some((pid, _)) = holders.iter().find(|(pid, _)| !own.contains(pid)) else {
+    if holders.iter().any(|(p, _)| own.contains(p)) {
         // Held by a process of ours after all (it appeared between the two reads).
         return Ok(None);
-    };
-    if holders.iter().any(|(p, _)| own.contains(p)) {
-        return Ok(None);
     }
+    let Some((pid, _)) = holders.first() else {
+        return Err(format!(
+            "cannot see which process holds {addr} (its descriptors are another user's; run warden as root)"
+        ));
+    };
     let command = procfs::process::Process::new(*pid as i32)
-        .and_then(|p| p.cmdline())
-        .map(|c| c.join(" "))
+        .and_then(|p| p.stat())
+        .map(|st| st.comm)
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "?".into());

@@ -53,7 +53,7 @@ fn kind_info(kind: ProbeKind) -> (&'static str, Layer, &'static [&'static str]) 
             ("session", Layer::L5, &["url", "addr", "send", "expect", "requests", "max_established", "max_time_wait"])
         }
         ProbeKind::Tls => ("tls", Layer::L6, &["addr", "server_name", "ca_file", "warn_days", "fail_days"]),
-        ProbeKind::Encoding => ("encoding", Layer::L6, &["url", "addr", "send", "expect", "format"]),
+        ProbeKind::Encoding => ("encoding", Layer::L6, &["url", "addr", "send", "format"]),
         ProbeKind::Http => ("http", Layer::L7, &["url", "expect_status", "body", "max_latency_ms"]),
         ProbeKind::Dns => ("dns", Layer::L7, &["query", "resolver", "expect"]),
         ProbeKind::Postgres => ("postgres", Layer::L7, &["addr", "user", "dbname", "password_file"]),
@@ -152,6 +152,15 @@ pub(super) fn probe_check(
         }
         ProbeKind::Session => {
             let exchange = exchange(c, raw, &what, name)?;
+            if let (Exchange::Http { url }, Some(at)) = (&exchange, &raw.url)
+                && url.scheme() != "http"
+            {
+                c.at(
+                    at.referenced,
+                    format!("{what}.url: a session is checked over plain http (a tls probe checks TLS)"),
+                );
+                return None;
+            }
             let requests = match &raw.requests {
                 Some(r) if r.value < 2 => {
                     c.at(
@@ -178,8 +187,9 @@ pub(super) fn probe_check(
                 Some(f) => Some(file_of(c, f, "ca_file")?),
                 None => None,
             };
-            let warn_days = raw.warn_days.as_ref().map_or(14, |d| d.value);
             let fail_days = raw.fail_days.as_ref().map_or(0, |d| d.value);
+            // Unset, the warning starts 14 days ahead, or at the failing limit if later.
+            let warn_days = raw.warn_days.as_ref().map_or(fail_days.max(14), |d| d.value);
             if let (Some(w), Some(f)) = (&raw.warn_days, &raw.fail_days)
                 && w.value < f.value
             {
