@@ -150,10 +150,12 @@ pub fn listen_inodes_at(addr: std::net::SocketAddr) -> io::Result<BTreeSet<u64>>
         .collect())
 }
 
-/// Established and TIME_WAIT connections per local port, as of `taken`.
+/// Listening ports, and established and TIME_WAIT connections per local port, as of
+/// `taken`.
 #[derive(Debug, Clone)]
 pub struct Census {
     pub taken: std::time::Instant,
+    listening: std::collections::HashSet<u16>,
     counts: std::collections::HashMap<u16, (u32, u32)>,
 }
 
@@ -162,23 +164,31 @@ impl Census {
     pub fn counts(&self, port: u16) -> (u32, u32) {
         self.counts.get(&port).copied().unwrap_or((0, 0))
     }
+
+    /// Whether something on this machine listened on `port`.
+    pub fn listening(&self, port: u16) -> bool {
+        self.listening.contains(&port)
+    }
 }
 
-/// Takes a census of every established and TIME_WAIT TCP socket. Unlike a `LISTEN` query,
-/// this walks the kernel's whole connection table (milliseconds on a big machine, whatever
-/// the number of sockets), so it is shared: see [`census`].
+/// Takes a census of every listening, established and TIME_WAIT TCP socket. Unlike a
+/// `LISTEN` query, this walks the kernel's whole connection table (milliseconds on a big
+/// machine, whatever the number of sockets), so it is shared: see [`census`].
 fn take_census() -> io::Result<Census> {
-    let found = sockets(CONNECTED, None)?;
+    let found = sockets(CONNECTED | LISTEN, None)?;
     let mut counts: std::collections::HashMap<u16, (u32, u32)> = std::collections::HashMap::new();
+    let mut listening = std::collections::HashSet::new();
     for d in found {
-        let c = counts.entry(d.local_port).or_default();
         match d.state {
-            TCP_ESTABLISHED => c.0 += 1,
-            TCP_TIME_WAIT => c.1 += 1,
+            TCP_LISTEN => {
+                listening.insert(d.local_port);
+            }
+            TCP_ESTABLISHED => counts.entry(d.local_port).or_default().0 += 1,
+            TCP_TIME_WAIT => counts.entry(d.local_port).or_default().1 += 1,
             _ => {}
         }
     }
-    Ok(Census { taken: std::time::Instant::now(), counts })
+    Ok(Census { taken: std::time::Instant::now(), listening, counts })
 }
 
 /// A census no older than `max_age`: the last one taken by any caller, or a new one. One

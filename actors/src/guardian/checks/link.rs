@@ -41,11 +41,12 @@ fn number(text: Option<String>) -> Option<u32> {
 /// with `gateway`, every default gateway through it has a usable neighbour entry.
 pub async fn check(interface: &str, gateway: bool, min_mtu: Option<u32>, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let ifindex = match check_in(Path::new("/sys/class/net"), interface, min_mtu) {
-        Ok(ifindex) => ifindex,
+    let dir = match check_in(Path::new("/sys/class/net"), interface, min_mtu) {
+        Ok(dir) => dir,
         Err(outcome) => return outcome,
     };
     if gateway {
+        let ifindex = number(read(&dir, "ifindex")).unwrap_or(0);
         // Netlink answers and short waits: on the blocking pool, not an async worker.
         let deadline = std::time::Instant::now() + timeout.saturating_sub(start.elapsed());
         match tokio::task::spawn_blocking(move || gateways(ifindex, deadline)).await {
@@ -58,8 +59,8 @@ pub async fn check(interface: &str, gateway: bool, min_mtu: Option<u32>, timeout
     Outcome::Pass { latency: start.elapsed(), warning: None }
 }
 
-/// The interface's own state, from `sys`; its index when it passes.
-fn check_in(sys: &Path, interface: &str, min_mtu: Option<u32>) -> Result<u32, Outcome> {
+/// The interface's own state, from `sys`; its directory when it passes.
+fn check_in(sys: &Path, interface: &str, min_mtu: Option<u32>) -> Result<std::path::PathBuf, Outcome> {
     let dir = sys.join(interface);
     if !dir.is_dir() {
         return Err(Outcome::Unsupported(format!("no interface `{interface}` on this machine")));
@@ -82,11 +83,12 @@ fn check_in(sys: &Path, interface: &str, min_mtu: Option<u32>) -> Result<u32, Ou
     if !carrier {
         return fail("no carrier".into());
     }
-    let mtu = number(read(&dir, "mtu")).unwrap_or(0);
-    if let Some(min) = min_mtu
-        && mtu < min
-    {
-        return fail(format!("MTU {mtu} is below {min}"));
+    // Only what the check uses is read (each file is an open and a read, every interval).
+    if let Some(min) = min_mtu {
+        let mtu = number(read(&dir, "mtu")).unwrap_or(0);
+        if mtu < min {
+            return fail(format!("MTU {mtu} is below {min}"));
+        }
     }
     if !loopback {
         let mac = read(&dir, "address").unwrap_or_default();
@@ -94,7 +96,7 @@ fn check_in(sys: &Path, interface: &str, min_mtu: Option<u32>) -> Result<u32, Ou
             return fail("no MAC address".into());
         }
     }
-    Ok(number(read(&dir, "ifindex")).unwrap_or(0))
+    Ok(dir)
 }
 
 enum GatewayError {

@@ -79,6 +79,7 @@ pub struct Prober {
     client: reqwest::Client,
     service: ServiceView,
     icmp: Option<network::Icmp>,
+    owner: transport::OwnerCache,
     tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
     resolver: Option<Result<hickory_resolver::TokioResolver, String>>,
 }
@@ -104,6 +105,7 @@ impl Prober {
             client: http_client(),
             service: ServiceView { table, service: spec.target.clone() },
             icmp,
+            owner: transport::OwnerCache::default(),
             tls,
             resolver,
         }
@@ -149,7 +151,7 @@ impl Prober {
                 link::check(interface, *gateway, *min_mtu, t).await
             }
             ProbeCheck::Route { host, port } => network::check(*host, *port, self.icmp.as_mut(), t).await,
-            ProbeCheck::Tcp { addr, owner } => transport::tcp(*addr, *owner, &self.service, t).await,
+            ProbeCheck::Tcp { addr, owner } => transport::tcp(*addr, *owner, &self.service, &mut self.owner, t).await,
             ProbeCheck::Udp { addr, send, expect } => transport::udp(*addr, send, expect.as_deref(), t).await,
             ProbeCheck::Session { exchange, requests, max_established, max_time_wait } => {
                 session::check(exchange, *requests, *max_established, *max_time_wait, t).await

@@ -73,16 +73,19 @@ pub async fn check(
 /// [`COUNTS_MAX_AGE`] old. They count this machine's sockets: without a listener on the
 /// port here (the server is on another host) there is nothing to count.
 fn local_counts(port: u16) -> Result<(u32, u32), String> {
-    let listening =
-        warden_core::procnet::listen_inodes(port).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
-    if listening.is_empty() {
+    let census =
+        |age| warden_core::procnet::census(age).map_err(|e| format!("cannot count the port's connections: {e}"));
+    let mut c = census(COUNTS_MAX_AGE)?;
+    if !c.listening(port) {
+        // The census may predate the listener (the service was starting): look again.
+        c = census(Duration::ZERO)?;
+    }
+    if !c.listening(port) {
         return Err(format!(
             "nothing on this machine listens on port {port}: connection limits count this machine's sockets"
         ));
     }
-    let census = warden_core::procnet::census(COUNTS_MAX_AGE)
-        .map_err(|e| format!("cannot count the port's connections: {e}"))?;
-    Ok(census.counts(port))
+    Ok(c.counts(port))
 }
 
 /// `requests` GETs on one HTTP/1.1 keep-alive connection; each must succeed on it.

@@ -16,8 +16,21 @@ use std::time::Duration;
 use tokio::time::Instant;
 use warden_core::probe::{Failure, Outcome};
 
+/// The listener last found to be the service's own: its socket inodes and the process that
+/// held them. While the listener is the same socket and that process is still one of the
+/// service's, it is still the service's (a socket changes hands only by descriptor
+/// passing), so the steady state costs one sock_diag query and no scan of descriptors.
+#[derive(Debug, Clone, Default)]
+pub struct OwnerCache(Option<(BTreeSet<u64>, u32)>);
+
 /// A TCP connect; with `owner`, the listener must belong to the service.
-pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: Duration) -> Outcome {
+pub async fn tcp(
+    addr: SocketAddr,
+    owner: bool,
+    service: &ServiceView,
+    cache: &mut OwnerCache,
+    timeout: Duration,
+) -> Outcome {
     let start = Instant::now();
     let connected = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -27,15 +40,18 @@ pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: 
     let latency = start.elapsed();
     drop(connected);
     if owner {
-        match tokio::task::spawn_blocking({
-            let service = service.clone();
-            move || stranger_on(addr, &service)
-        })
-        .await
-        {
-            Ok(Ok(Some(f))) => return Outcome::Fail(f),
-            Ok(Ok(None)) => {}
-            Ok(Err(why)) => return Outcome::Unsupported(why),
+        let mut known = std::mem::take(cache);
+        let service = service.clone();
+        let verdict = tokio::task::spawn_blocking(move || (stranger_on(addr, &service, &mut known), known)).await;
+        match verdict {
+            Ok((verdict, known)) => {
+                *cache = known;
+                match verdict {
+                    Ok(Some(f)) => return Outcome::Fail(f),
+                    Ok(None) => {}
+                    Err(why) => return Outcome::Unsupported(why),
+                }
+            }
             Err(e) => return Outcome::Fail(Failure::Other(format!("owner check failed: {e}"))),
         }
     }
@@ -44,7 +60,7 @@ pub async fn tcp(addr: SocketAddr, owner: bool, service: &ServiceView, timeout: 
 
 /// The process holding the listener of `addr` when it is not the service's; `Err` when the
 /// owner cannot be known here.
-fn stranger_on(addr: SocketAddr, service: &ServiceView) -> Result<Option<Failure>, String> {
+fn stranger_on(addr: SocketAddr, service: &ServiceView, cache: &mut OwnerCache) -> Result<Option<Failure>, String> {
     let port = addr.port();
     let inodes =
         warden_core::procnet::listen_inodes_at(addr).map_err(|e| format!("cannot list the port's sockets: {e}"))?;
@@ -54,9 +70,17 @@ fn stranger_on(addr: SocketAddr, service: &ServiceView) -> Result<Option<Failure
              (set `owner: false` for a remote address)"
         ));
     }
-    // The service's own processes first: in the common case nobody else is looked at.
     let own = service.processes();
-    if own.iter().any(|pid| holds(*pid, &inodes)) {
+    if let Some((known, pid)) = &cache.0
+        && *known == inodes
+        && own.contains(pid)
+    {
+        return Ok(None);
+    }
+    cache.0 = None;
+    // The service's own processes first: in the common case nobody else is looked at.
+    if let Some(pid) = own.iter().find(|pid| holds(**pid, &inodes)) {
+        cache.0 = Some((inodes, *pid));
         return Ok(None);
     }
     let holders = warden_core::procnet::pids_holding(&inodes).map_err(|e| format!("cannot scan /proc: {e}"))?;
