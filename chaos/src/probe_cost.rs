@@ -254,8 +254,9 @@ impl ProbeCostReport {
         let mut md = String::new();
         md.push_str(START_MARKER);
         md.push_str("\n## What probing costs\n\n");
+        let install = if self.monit.is_some() { ".ci/install-deps.sh --bench   # as root: monit\n" } else { "" };
         md.push_str(&format!(
-            "Measured {} (UTC) on {}. To reproduce:\n\n```sh\ncargo build --release\ntarget/release/{}\n```\n\n",
+            "Measured {} (UTC) on {}. To reproduce:\n\n```sh\n{install}cargo build --release\ntarget/release/{}\n```\n\n",
             self.date,
             self.machine.describe(),
             self.command

@@ -253,15 +253,17 @@ impl Report {
             Some(idle) => {
                 let mib = idle.rss_kib as f64 / 1024.0;
                 let rss_ok = mib <= IDLE_RSS_TARGET_MIB;
-                let cpu_ok = idle.cpu_percent <= IDLE_CPU_TARGET_PERCENT;
+                // The CPU target is for six layers × three services at 1 Hz, which `warden
+                // chaos probes` measures; the default node probes the api's health faster
+                // (150 ms, for the hang target), so its idle CPU is only reported here.
                 lines.push(format!(
                     "warden's own process after {} s idle, before any fault: RSS {mib:.1} MiB \
-                     (target ≤ {IDLE_RSS_TARGET_MIB} MiB: {}), CPU {:.2} % (target ≤ \
-                     {IDLE_CPU_TARGET_PERCENT} %: {}).",
+                     (target ≤ {IDLE_RSS_TARGET_MIB} MiB: {}), CPU {:.2} % with the default node's probes \
+                     (18, the api's health every 150 ms; the {IDLE_CPU_TARGET_PERCENT} % target at 1 Hz is \
+                     judged in \"What probing costs\").",
                     idle.window_s,
                     met(rss_ok),
                     idle.cpu_percent,
-                    met(cpu_ok),
                 ));
             }
             None => lines.push("warden's idle RSS was not measured.".to_string()),
