@@ -1,37 +1,168 @@
-//! `warden audit verify`: walk the stored chain and name the first broken entry. On a data
-//! dir a running warden holds, it asks that warden through its API instead.
+//! `warden audit verify` and `warden audit export`: check the stored chain (hashes, links,
+//! seals with the audit key, the signed checkpoints; the whole chain or a range) and name
+//! the first bad entry or the missing tail; write the entries as JSON lines. On a data dir
+//! a running warden holds, both ask that warden through its API instead.
 
 use crate::load;
 use anyhow::Context;
+use serde_json::Value;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_actors::data_dir::{DataDir, DataDirError};
-use warden_actors::store::Store;
+use warden_actors::governance::seal::AuditSeal;
+use warden_actors::store::{Store, Verified};
 use warden_core::audit::ChainBreak;
+use warden_core::config::AuditFiles;
 
-pub async fn verify(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let dir = match data_dir {
-        Some(d) => DataDir::new(d),
-        None => DataDir::new(load::load(config.as_deref(), None).map_err(|p| anyhow::anyhow!("{p}"))?.config.data_dir),
-    };
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain: every entry's hash, link and seal (with the audit key), and that
+    /// nothing a signed checkpoint names is missing. Names the first bad entry; exit 1 on
+    /// any problem. On a data dir in use, asks the running warden.
+    Verify(VerifyArgs),
+    /// Write entries as JSON lines (oldest first) to stdout.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct Target {
+    /// Node config whose data dir and audit files to use (default: the embedded demo node).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data dir (default: the config's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// First seq to check; checking starts at the newest signed checkpoint before it.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Last seq to check (default: the end, where a missing tail is looked for).
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// First seq to export.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Last seq to export (default: the end).
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Jsonl,
+}
+
+pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Export(args) => export(args).await,
+    }
+}
+
+/// The data dir and the audit files of `t`.
+fn resolve(t: &Target) -> anyhow::Result<(DataDir, AuditFiles)> {
+    let loaded = load::load(t.config.as_deref(), t.data_dir.as_deref()).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let dir = DataDir::new(&loaded.config.data_dir);
     if !dir.has_store() {
         anyhow::bail!("no warden store in {}", dir.root().display());
     }
+    Ok((dir, loaded.config.audit))
+}
+
+/// Where a running warden that holds `dir` answers, or an error saying whose it is.
+fn running_api(dir: &DataDir, pid: Option<u32>, http: Option<SocketAddr>) -> anyhow::Result<(String, String)> {
+    let who = pid.map(|p| format!("warden pid {p}")).unwrap_or_else(|| "another warden".into());
+    let Some(mut addr) = http else {
+        anyhow::bail!("data dir {} is in use by {who}, which did not record its API address", dir.root().display());
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok((format!("http://{addr}"), who))
+}
+
+async fn get(url: &str) -> anyhow::Result<reqwest::Response> {
+    let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(60)).build()?;
+    let mut req = client.get(url);
+    if let Some(token) = crate::api_client::token() {
+        req = req.bearer_auth(token);
+    }
+    Ok(req.send().await?)
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (dir, files) = resolve(&args.target)?;
     let _lock = match dir.lock(None) {
         Ok(lock) => lock,
-        Err(DataDirError::Locked { pid, http, .. }) => return verify_running(&dir, pid, http).await,
+        Err(DataDirError::Locked { pid, http, .. }) => {
+            let (base, who) = running_api(&dir, pid, http)?;
+            let mut url = format!("{base}/api/audit/verify");
+            let q: Vec<String> = [("from", args.from), ("to", args.to)]
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
+            if !q.is_empty() {
+                url = format!("{url}?{}", q.join("&"));
+            }
+            let body: Value = get(&url)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "data dir {} is in use by {who}, whose API did not answer: {e}",
+                        dir.root().display()
+                    )
+                })?
+                .json()
+                .await?;
+            println!("data dir {} is in use by {who}; asked it (GET {url})", dir.root().display());
+            return Ok(report_json(&body));
+        }
         Err(e) => return Err(e.into()),
     };
     let store = Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.root().display()))?;
-    Ok(report(store.verify_chain().await?))
+    let (key, checkpoints, unsealed) = match AuditSeal::read(&files) {
+        Ok(seal) => (Some(seal.key().clone()), seal.checkpoints()?, None),
+        Err(e) => (None, Vec::new(), Some(e.to_string())),
+    };
+    let result = store.verify_chain(key, checkpoints, args.from, args.to).await?;
+    Ok(report(&result, unsealed.as_deref()))
 }
 
-fn report(result: Result<u64, ChainBreak>) -> ExitCode {
+/// Prints what a check found; exit 1 on a break, or when the seals could not be checked.
+pub fn report(result: &Result<Verified, ChainBreak>, unsealed: Option<&str>) -> ExitCode {
     match result {
-        Ok(n) => {
-            println!("audit chain verified: {n} entries");
-            ExitCode::SUCCESS
+        Ok(v) => {
+            println!(
+                "audit chain verified: entries {}..{} ({} checked), {}, {} signed checkpoints",
+                v.first,
+                v.last,
+                v.count(),
+                if v.sealed { "seals checked" } else { "seals NOT checked" },
+                v.checkpoints
+            );
+            match unsealed {
+                Some(why) => {
+                    println!("cannot check the seals: {why}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(b) => {
             println!("{b}");
@@ -40,38 +171,56 @@ fn report(result: Result<u64, ChainBreak>) -> ExitCode {
     }
 }
 
-/// The dir belongs to a running warden: its store is its own, so ask it.
-async fn verify_running(dir: &DataDir, pid: Option<u32>, http: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let who = pid.map(|p| format!("warden pid {p}")).unwrap_or_else(|| "another warden".into());
-    let Some(mut addr) = http else {
-        anyhow::bail!(
-            "data dir {} is in use by {who}; verify it through that warden's API: GET /api/audit/verify",
-            dir.root().display()
-        );
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}/api/audit/verify");
-    let answer: anyhow::Result<serde_json::Value> = async {
-        let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(30)).build()?;
-        Ok(client.get(&url).send().await?.json().await?)
-    }
-    .await;
-    let body = answer.map_err(|e| {
-        anyhow::anyhow!(
-            "data dir {} is in use by {who}, whose API did not answer ({e}); verify with: curl {url}",
-            dir.root().display()
-        )
-    })?;
-    println!("data dir {} is in use by {who}; asked it (GET {url})", dir.root().display());
-    let result = match (body["ok"].as_bool(), body["verified"].as_u64()) {
-        (Some(true), Some(n)) => Ok(n),
+fn report_json(body: &Value) -> ExitCode {
+    let result = match body["ok"].as_bool() {
+        Some(true) => Ok(Verified {
+            first: body["first"].as_u64().unwrap_or(0),
+            last: body["last"].as_u64().unwrap_or(0),
+            sealed: body["sealed"].as_bool().unwrap_or(false),
+            checkpoints: body["checkpoints"].as_u64().unwrap_or(0) as usize,
+        }),
         _ => Err(ChainBreak {
             position: body["position"].as_u64().unwrap_or(0),
             seq: body["seq"].as_u64().unwrap_or(0),
             reason: body["reason"].as_str().unwrap_or("the node did not say").to_string(),
         }),
     };
-    Ok(report(result))
+    report(&result, body["unsealed"].as_str())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let Format::Jsonl = args.format;
+    let (dir, _) = resolve(&args.target)?;
+    let mut out = std::io::stdout().lock();
+    let _lock = match dir.lock(None) {
+        Ok(lock) => lock,
+        Err(DataDirError::Locked { pid, http, .. }) => {
+            let (base, who) = running_api(&dir, pid, http)?;
+            let mut url = format!("{base}/api/governance/audit/export?from={}", args.from);
+            if let Some(to) = args.to {
+                url.push_str(&format!("&to={to}"));
+            }
+            let resp = get(&url).await.with_context(|| format!("data dir in use by {who}; its API did not answer"))?;
+            if !resp.status().is_success() {
+                anyhow::bail!("{url} answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+            }
+            out.write_all(&resp.bytes().await?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store = Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.root().display()))?;
+    let mut from = args.from.max(1);
+    loop {
+        let page = store.audit_range(from, 1000).await?;
+        let Some(last) = page.last().map(|e| e.entry.seq) else { break };
+        for s in page.iter().filter(|s| args.to.is_none_or(|t| s.entry.seq <= t)) {
+            writeln!(out, "{}", s.to_json())?;
+        }
+        if args.to.is_some_and(|t| last >= t) {
+            break;
+        }
+        from = last + 1;
+    }
+    Ok(ExitCode::SUCCESS)
 }

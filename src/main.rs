@@ -1,6 +1,7 @@
 //! `warden`: the command line. Parses arguments, sets up logging and hands off to the
 //! node, the demo services, the audit tools or the chaos harness.
 
+mod api_client;
 mod audit_cmd;
 mod demo;
 mod http;
@@ -33,7 +34,7 @@ enum Command {
     Probes(probes_cmd::ProbesCommand),
     /// Work with the audit trail.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit_cmd::AuditCommand),
     /// Check or repair a stopped node's store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -65,20 +66,6 @@ struct CheckArgs {
     data_dir: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Walk the hash chain; report the first broken entry or how many verified. On a data
-    /// dir in use, asks the running warden through its API.
-    Verify {
-        /// Node config whose data dir to check (default: the embedded demo node).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The data dir (default: the config's).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The launcher execs the service at once: no logging set-up, no runtime.
@@ -99,9 +86,7 @@ fn main() -> ExitCode {
         None => rt.block_on(node::run(node::RunArgs::default())),
         Some(Command::Run(args)) => rt.block_on(node::run(args)),
         Some(Command::CheckConfig(args)) => Ok(check_config(args)),
-        Some(Command::Audit(AuditCommand::Verify { config, data_dir })) => {
-            rt.block_on(audit_cmd::verify(config, data_dir))
-        }
+        Some(Command::Audit(cmd)) => rt.block_on(audit_cmd::run(cmd)),
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),

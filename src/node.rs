@@ -19,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 use warden_actors::addr::AbortOnDrop;
 use warden_actors::data_dir::DataDir;
+use warden_actors::governance::seal::AuditSeal;
 use warden_actors::node::{Node, NodeParts};
 use warden_actors::process::{self, cgroup::Containment};
 use warden_actors::store::Store;
@@ -58,6 +59,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _lock = data_dir.lock(Some(config.http_listen))?;
     let store =
         Store::open(&data_dir).with_context(|| format!("cannot open the store in {}", data_dir.root().display()))?;
+    // The audit key lives outside the data dir; it is made at the first start only.
+    let chain_is_empty = store.audit_head().await.map(|h| h.is_none()).unwrap_or(false);
+    let audit_seal = AuditSeal::open(&config.audit, chain_is_empty);
     let addr = config.http_listen;
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -86,6 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         self_exe: std::env::current_exe().context("cannot find the warden binary")?,
         data_dir: data_dir.clone(),
         store: store.clone(),
+        audit_seal,
     });
     let views = node.views();
     let limits = http_limits(views.config.get().http);
@@ -134,6 +139,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     systemd::stopping();
     app.begin_shutdown();
     node.shutdown().await;
+    // The head as it stands, signed: the next start checks the chain against it.
+    if let Err(e) = node.addrs().audit.checkpoint().await {
+        warn!(error = %e, "cannot sign the audit chain's head at shutdown");
+    }
     running.supervisor.stop(None);
     if !join.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(3), join).await;

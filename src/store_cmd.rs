@@ -88,12 +88,16 @@ pub async fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
         println!("nothing to recover: every journal batch is intact");
     }
     let store = Store::open(&dir)?;
-    match store.verify_chain().await? {
-        Ok(n) => println!("audit chain verified: {n} entries"),
-        Err(b) => {
-            problems += 1;
-            println!("{b}");
-        }
+    let files = load::load(target.config.as_deref(), target.data_dir.as_deref()).map(|l| l.config.audit).ok();
+    let seal = files.as_ref().map(warden_actors::governance::seal::AuditSeal::read);
+    let (key, checkpoints, unsealed) = match seal {
+        Some(Ok(seal)) => (Some(seal.key().clone()), seal.checkpoints()?, None),
+        Some(Err(e)) => (None, Vec::new(), Some(e.to_string())),
+        None => (None, Vec::new(), Some("the node config could not be read for the audit key".to_string())),
+    };
+    let result = store.verify_chain(key, checkpoints, None, None).await?;
+    if crate::audit_cmd::report(&result, unsealed.as_deref()) != ExitCode::SUCCESS {
+        problems += 1;
     }
     Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -77,7 +77,13 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     assert!(verify["verified"].as_u64().unwrap() >= 2, "decision and outcome entries: {verify}");
 
     // On a data dir in use, `audit verify` asks the running warden through its API.
-    let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
+    let out = Command::new(WARDEN)
+        .args(["audit", "verify", "--config"])
+        .arg(node.config_path())
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("is in use by warden pid") && text.contains("/api/audit/verify"), "{text}");
@@ -85,7 +91,13 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
 
     // The healer's history is read from the store: it survives a restart of warden.
     node.stop();
-    let out = Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(node.data_dir()).output().unwrap();
+    let out = Command::new(WARDEN)
+        .args(["audit", "verify", "--config"])
+        .arg(node.config_path())
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain verified"));
 
@@ -267,7 +279,16 @@ fn test_audit_verify_names_an_entry_with_a_flipped_byte() {
     hang_api_and_wait_for_heal(&node);
     node.stop();
     let data = node.data_dir();
-    let verify = || Command::new(WARDEN).args(["audit", "verify", "--data-dir"]).arg(&data).output().unwrap();
+    let config = node.config_path();
+    let verify = || {
+        Command::new(WARDEN)
+            .args(["audit", "verify", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
     let ok = verify();
     assert!(ok.status.success(), "intact chain verifies: {}", String::from_utf8_lossy(&ok.stdout));
 

@@ -253,7 +253,9 @@ fn test_meltdown_exits_with_the_documented_code_after_stopping_services_and_sync
     assert!(!node.stderr().contains("polled after completion"), "no panic on the way out: {}", node.stderr());
     wait_until("no service left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
     let out = std::process::Command::new(WARDEN)
-        .args(["audit", "verify", "--data-dir"])
+        .args(["audit", "verify", "--config"])
+        .arg(node.config_path())
+        .arg("--data-dir")
         .arg(node.data_dir())
         .output()
         .unwrap();

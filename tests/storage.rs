@@ -18,8 +18,15 @@ fn hang_api_and_wait_for_heal(node: &Node, resolved: u64) {
     });
 }
 
-fn warden(args: &[&str], data: &std::path::Path) -> (bool, String) {
-    let out = Command::new(WARDEN).args(args).arg("--data-dir").arg(data).output().unwrap();
+fn warden(args: &[&str], node: &Node) -> (bool, String) {
+    let out = Command::new(WARDEN)
+        .args(args)
+        .arg("--config")
+        .arg(node.config_path())
+        .arg("--data-dir")
+        .arg(node.data_dir())
+        .output()
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -46,16 +53,22 @@ fn test_a_flipped_journal_byte_is_named_and_recovered_keeping_every_intact_entry
     assert!(err.contains("warden store recover"), "{err}");
     node.child = None;
 
-    let (ok, out) = warden(&["store", "check"], &data);
+    let (ok, out) = warden(&["store", "check"], &node);
     assert!(!ok && out.contains("corrupt:"), "{out}");
-    let (_, out) = warden(&["store", "recover"], &data);
+    let (_, out) = warden(&["store", "recover"], &node);
     assert!(out.contains("audit entry 1"), "says what was cut: {out}");
     assert!(out.contains("store.before-recover-"), "keeps a copy: {out}");
     // The intact entries are all there; the verifier names the gap.
-    let (ok, out) = warden(&["audit", "verify"], &data);
+    let (ok, out) = warden(&["audit", "verify"], &node);
     assert!(!ok && out.contains("expected seq 1, found 2"), "{out}");
+    // warden runs on it, but a trail with a gap vouches for nothing risky: it says so in
+    // /readyz and refuses tier 2+ (healing's records are all there).
     node.spawn(&[]);
-    node.wait_ready();
+    wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
+    wait_until("the broken chain named", Duration::from_secs(30), || {
+        get_json(&node.url("/readyz")).is_some_and(|r| r.to_string().contains("audit chain fails verification"))
+    });
+    assert!(node.stderr().contains("alert: the audit chain fails verification"), "{}", node.stderr());
     assert_eq!(node.healer_stats()["incidents"]["resolved"], 2, "both incidents survived");
 }
 

@@ -9,6 +9,7 @@
 
 use crate::current::Current;
 use crate::data_dir::DataDir;
+use crate::governance::seal::{AuditSeal, ChainTrust, SealError};
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_supervisor::ReloadReport;
 use crate::guardian::service_table::ServiceTable;
@@ -45,6 +46,8 @@ pub struct NodeParts {
     pub self_exe: PathBuf,
     pub data_dir: DataDir,
     pub store: Store,
+    /// The audit key and checkpoint file (see [`AuditSeal::open`]), or why not.
+    pub audit_seal: Result<AuditSeal, SealError>,
 }
 
 pub struct Node {
@@ -95,6 +98,7 @@ impl Node {
                     registry: ActorRegistry::default(),
                     services,
                     probes: ProbeBoard::default(),
+                    trust: ChainTrust::default(),
                 },
                 policies: Current::new(parts.policies),
                 catalog: Current::new(parts.catalog),
@@ -104,6 +108,7 @@ impl Node {
                 runs_finished: Arc::new(OutputPort::default()),
                 alert_book: AlertBook::default(),
                 notifier: Notifier::new(config, metrics),
+                audit_seal: parts.audit_seal,
                 addrs,
             },
         }

@@ -8,6 +8,7 @@ use crate::data_dir::DataDir;
 use crate::governance::approval_queue::ApprovalQueue;
 use crate::governance::audit_writer::AuditWriter;
 use crate::governance::gatekeeper::Gatekeeper;
+use crate::governance::seal::{AuditSeal, ChainTrust, SealError};
 use crate::guardian::executor::PlaybookExecutor;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_supervisor::ServiceSupervisor;
@@ -66,6 +67,8 @@ pub(crate) struct Wiring {
     /// What people were told of each probe (kept across restarts of the alerter).
     pub alert_book: AlertBook,
     pub notifier: Notifier,
+    /// The audit key and checkpoint file, or why they cannot be had.
+    pub audit_seal: Result<AuditSeal, SealError>,
     pub addrs: Addrs,
 }
 
@@ -79,4 +82,6 @@ pub struct Views {
     pub registry: ActorRegistry,
     pub services: ServiceTable,
     pub probes: ProbeBoard,
+    /// Whether the audit chain verified at start.
+    pub trust: ChainTrust,
 }

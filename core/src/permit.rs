@@ -183,7 +183,7 @@ mod tests {
         let mut entry = audit::tests_support_entry();
         entry.record.action = action.into();
         entry.record.target = target.into();
-        let sealed = audit::seal(entry, GENESIS).expect("seal");
+        let sealed = audit::seal(entry, GENESIS, &audit::AuditKey::from_bytes([1; 32])).expect("seal");
         Permit::grant(allowed, AuditReceipt::for_decision(&sealed).expect("decision receipt"))
     }
 
@@ -214,7 +214,7 @@ mod tests {
     fn test_outcome_entries_give_no_receipt() {
         let mut e = audit::tests_support_entry();
         e.record.kind = EntryKind::Outcome;
-        let sealed = audit::seal(e, GENESIS).expect("seal");
+        let sealed = audit::seal(e, GENESIS, &audit::AuditKey::from_bytes([1; 32])).expect("seal");
         assert!(AuditReceipt::for_decision(&sealed).is_none());
     }
 }

@@ -4,6 +4,7 @@
 //! pillar actor, so the API answers while a pillar restarts.
 
 pub mod error;
+pub mod governance;
 pub mod probes;
 pub mod routes;
 pub mod serve;
@@ -85,6 +86,9 @@ impl AppState {
         );
         if let Health::Degraded { reason, .. } = &*self.views.store.health().borrow() {
             reasons.push(format!("store degraded: {reason}"));
+        }
+        if let Some(why) = self.views.trust.broken() {
+            reasons.push(why);
         }
         reasons.extend(
             self.views

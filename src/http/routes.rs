@@ -22,7 +22,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/guardian/healer/stats", get(healer_stats))
         .route("/api/guardian/probes", get(super::probes::list))
         .route("/api/guardian/probes/{id}", get(super::probes::detail))
-        .route("/api/audit/verify", get(audit_verify))
+        .route("/api/audit/verify", get(super::governance::audit_verify))
+        .route("/api/governance/audit", get(super::governance::audit_query))
+        .route("/api/governance/audit/export", get(super::governance::audit_export))
         .route("/metrics", get(metrics))
         .route("/api/debug/crash/{*path}", post(crash))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
@@ -107,17 +109,6 @@ async fn healer_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiErr
         "success_rate_pct": s.success_rate_pct,
         "incidents": { "resolved": s.resolved, "failed": s.failed, "open": s.open },
     })))
-}
-
-async fn audit_verify(State(app): State<AppState>) -> Result<Response, ApiError> {
-    Ok(match app.views.store.verify_chain().await? {
-        Ok(n) => Json(json!({ "ok": true, "verified": n })).into_response(),
-        Err(b) => (
-            StatusCode::CONFLICT,
-            Json(json!({ "ok": false, "position": b.position, "seq": b.seq, "reason": b.reason })),
-        )
-            .into_response(),
-    })
 }
 
 /// Prometheus text format by default; OpenMetrics when the scraper asks for it.

@@ -8,6 +8,7 @@
 
 use super::approval_queue::ApprovalQueue;
 use super::audit_writer::{AppendError, AuditWriter};
+use super::seal::ChainTrust;
 use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::metrics::{DecisionLabel, Metrics};
@@ -18,6 +19,7 @@ use std::time::Duration;
 use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
 use warden_core::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
+use warden_core::tier::Tier;
 
 pub const PATH: &str = "governance/gatekeeper";
 /// A decision includes one synced audit append.
@@ -87,6 +89,8 @@ pub struct Gatekeeper {
     pub store: Store,
     pub audit: Addr<AuditWriter>,
     pub approvals: Addr<ApprovalQueue>,
+    /// While the chain failed verification at start, nothing of tier 2+ is granted.
+    pub trust: ChainTrust,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
 }
@@ -173,7 +177,14 @@ impl Gatekeeper {
         }
         let history = st.history.get_or_insert_with(RateHistory::default);
         let now = warden_core::time::now_unix_ms();
-        let verdict = evaluate(&self.policies.get(), req.clone(), now, history);
+        let policies = self.policies.get();
+        let verdict = match self.trust.broken() {
+            // A trail that cannot be trusted cannot vouch for a risky action.
+            Some(why) if policies.tier_of(&req.action, req.tier) >= Tier::REVERSIBLE => {
+                Verdict::Deny { reason: format!("refused while {why}"), retry_at_unix_ms: None }
+            }
+            _ => evaluate(&policies, req.clone(), now, history),
+        };
         self.metrics
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })

@@ -4,6 +4,7 @@
 pub mod approval_queue;
 pub mod audit_writer;
 pub mod gatekeeper;
+pub mod seal;
 
 use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
@@ -20,6 +21,8 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
         vec![
             tree::worker(w.addrs.audit.name(), move || AuditWriter {
                 store: a.views.store.clone(),
+                seal: a.audit_seal.clone(),
+                trust: a.views.trust.clone(),
                 metrics: a.views.metrics.clone(),
                 registry: a.views.registry.clone(),
             }),
@@ -28,6 +31,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
                 store: g.views.store.clone(),
                 audit: g.addrs.audit.clone(),
                 approvals: g.addrs.approvals.clone(),
+                trust: g.views.trust.clone(),
                 metrics: g.views.metrics.clone(),
                 registry: g.views.registry.clone(),
             }),

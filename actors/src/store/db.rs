@@ -91,9 +91,14 @@ impl Db {
         }
     }
 
-    pub(super) fn audit_append(&self, sealed: &SealedEntry) -> Result<(), StoreError> {
-        let bytes = postcard::to_stdvec(sealed).map_err(|e| StoreError::Encode(e.to_string()))?;
-        self.audit.insert(key(sealed.entry.seq), bytes)?;
+    /// Appends entries in one batch with one sync: a group commit.
+    pub(super) fn audit_append(&self, batch: &[SealedEntry]) -> Result<(), StoreError> {
+        let mut b = self.db.batch();
+        for sealed in batch {
+            let bytes = postcard::to_stdvec(sealed).map_err(|e| StoreError::Encode(e.to_string()))?;
+            b.insert(&self.audit, key(sealed.entry.seq), bytes);
+        }
+        b.commit()?;
         self.sync()
     }
 
@@ -109,17 +114,42 @@ impl Db {
             .collect()
     }
 
+    /// Every entry from `from_seq` on, oldest first, while `f` says so.
     pub(super) fn audit_for_each(
         &self,
+        from_seq: u64,
         mut f: impl FnMut(Result<SealedEntry, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        for g in self.audit.iter() {
+        for g in self.audit.range(key(from_seq)..) {
             let item = g.into_inner().map_err(StoreError::from).and_then(|(k, v)| decode_audit(&k, &v));
             if !f(item) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Entries below seq `before` (all when `None`), newest first, visiting at most `scan`.
+    pub(super) fn audit_before(
+        &self,
+        before: Option<u64>,
+        scan: usize,
+        mut f: impl FnMut(SealedEntry) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut last = None;
+        let iter: Box<dyn DoubleEndedIterator<Item = fjall::Guard>> = match before {
+            Some(b) => Box::new(self.audit.range(..key(b))),
+            None => Box::new(self.audit.iter()),
+        };
+        for g in iter.rev().take(scan) {
+            let (k, v) = g.into_inner()?;
+            let entry = decode_audit(&k, &v)?;
+            last = Some(entry.entry.seq);
+            if !f(entry) {
+                break;
+            }
+        }
+        Ok(last)
     }
 
     /// Entries newest first, while `keep_going` says so.

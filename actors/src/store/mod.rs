@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use warden_core::audit::{self, ChainBreak, Hash, SealedEntry};
+use warden_core::audit::{AuditFilter, AuditKey, ChainBreak, ChainCheck, Checkpoint, Hash, SealedEntry};
 use warden_core::incident::{Incident, MttrSummary, summarize};
 use warden_core::run::RunRecord;
 
@@ -118,6 +118,27 @@ impl std::fmt::Debug for Store {
 
 /// How often a degraded store tries to open again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// Entries an audit query reads at most per call.
+pub const AUDIT_SCAN: usize = 100_000;
+
+/// What a chain check covered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verified {
+    /// The first and last seq checked (`first` > `last`: nothing to check).
+    pub first: u64,
+    pub last: u64,
+    /// Whether the seals were checked (with the key).
+    pub sealed: bool,
+    /// Signed checkpoints known.
+    pub checkpoints: usize,
+}
+
+impl Verified {
+    /// Entries checked.
+    pub fn count(&self) -> u64 {
+        (self.last + 1).saturating_sub(self.first)
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the store of `dir`. The caller holds the dir's lock. A
@@ -228,9 +249,10 @@ impl Store {
         self.run(|db| Ok(db.audit_last()?.map(|s| (s.entry.seq, s.hash)))).await
     }
 
-    /// Appends a sealed entry, synced to disk before it returns.
-    pub async fn audit_append(&self, sealed: SealedEntry) -> Result<(), StoreError> {
-        self.write(move |db| db.audit_append(&sealed)).await
+    /// Appends sealed entries in one batch, synced to disk before it returns (a group
+    /// commit: one sync for every entry of the batch).
+    pub async fn audit_append(&self, batch: Vec<SealedEntry>) -> Result<(), StoreError> {
+        self.write(move |db| db.audit_append(&batch)).await
     }
 
     /// Up to `limit` entries from `from_seq` on.
@@ -238,16 +260,42 @@ impl Store {
         self.run(move |db| db.audit_from(from_seq, limit).into_iter().collect()).await
     }
 
-    /// Walks the whole chain: how many entries verified, or where it breaks (an entry that
-    /// cannot even be decoded is a break too).
-    pub async fn verify_chain(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
-        self.run(|db| {
-            let mut verifier = audit::Verifier::default();
+    /// Checks the chain: hashes, links, seals (with a key) and signed checkpoints, from the
+    /// start or from the newest checkpoint at or before `from` (a range check), up to `to`
+    /// (the end when `None`, where a missing tail is looked for). An entry that cannot even
+    /// be decoded is a break too.
+    pub async fn verify_chain(
+        &self,
+        key: Option<AuditKey>,
+        checkpoints: Vec<Checkpoint>,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<Result<Verified, ChainBreak>, StoreError> {
+        self.run(move |db| {
+            let sealed = key.is_some();
+            let check = match (key, from) {
+                (Some(k), Some(f)) => ChainCheck::from_checkpoint(k, &checkpoints, f.saturating_sub(1)),
+                (k, _) => ChainCheck::new(k, &checkpoints),
+            };
+            let mut check = match check {
+                Ok(c) => c,
+                Err(b) => return Ok(Err(b)),
+            };
+            let first = check.starts_after() + 1;
             let mut broken = None;
-            db.audit_for_each(|item| {
+            let mut last = first.saturating_sub(1);
+            db.audit_for_each(first, |item| {
+                if let Ok(e) = &item
+                    && to.is_some_and(|t| e.entry.seq > t)
+                {
+                    return false;
+                }
                 let step = match item {
-                    Ok(entry) => verifier.push(&entry),
-                    Err(e) => Err(verifier.undecodable(e.to_string())),
+                    Ok(entry) => {
+                        last = entry.entry.seq;
+                        check.push(&entry)
+                    }
+                    Err(e) => Err(check.undecodable(e.to_string())),
                 };
                 match step {
                     Ok(()) => true,
@@ -257,7 +305,42 @@ impl Store {
                     }
                 }
             })?;
-            Ok(broken.map_or(Ok(verifier.count()), Err))
+            if let Some(b) = broken {
+                return Ok(Err(b));
+            }
+            let verified = Verified { first, last, sealed, checkpoints: checkpoints.len() };
+            if to.is_some() {
+                return Ok(Ok(verified));
+            }
+            Ok(check.finish().map(|_| verified))
+        })
+        .await
+    }
+
+    /// Entries matching `filter`, newest first, below seq `before` (the cursor of the page
+    /// before), at most `limit`; and the cursor of the next page when there may be one.
+    /// At most [`AUDIT_SCAN`] entries are read per call, so a rare filter over a long chain
+    /// answers in pages too.
+    pub async fn audit_query(
+        &self,
+        filter: AuditFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<SealedEntry>, Option<u64>), StoreError> {
+        self.run(move |db| {
+            let mut found = Vec::new();
+            let mut full = false;
+            let last = db.audit_before(before, AUDIT_SCAN, |e| {
+                if filter.matches(&e.entry) {
+                    found.push(e);
+                }
+                full = found.len() >= limit;
+                !full
+            })?;
+            // More may follow unless the scan reached the first entry.
+            let next = last.filter(|&seq| seq > 1);
+            let next = if full { found.last().map(|e| e.entry.seq).filter(|&s| s > 1) } else { next };
+            Ok((found, next))
         })
         .await
     }
@@ -394,6 +477,15 @@ mod tests {
     use super::*;
     use warden_core::audit::{AuditActor, AuditEntry, AuditRecord, DecisionKind, EntryKind, GENESIS, seal};
 
+    fn key() -> AuditKey {
+        AuditKey::from_bytes([3; 32])
+    }
+
+    /// The whole chain checked with the key and no checkpoints: how many entries.
+    async fn verify(s: &Store) -> Result<u64, ChainBreak> {
+        s.verify_chain(Some(key()), vec![], None, None).await.expect("readable").map(|v| v.last)
+    }
+
     fn record() -> AuditRecord {
         AuditRecord {
             kind: EntryKind::Decision,
@@ -421,15 +513,15 @@ mod tests {
             let mut prev = GENESIS;
             for seq in 1..=3 {
                 let e = AuditEntry { seq, ts_unix_ms: seq, record: record(), prev_hash: prev };
-                let sealed = seal(e, prev).expect("seal");
+                let sealed = seal(e, prev, &key()).expect("seal");
                 prev = sealed.hash;
-                s.audit_append(sealed).await.expect("append");
+                s.audit_append(vec![sealed]).await.expect("append");
             }
             s.sync_now().expect("sync");
         }
         let s = Store::open(&dd).expect("reopen");
         assert_eq!(s.next_id(Counter::Incident).await.expect("id"), 3);
-        assert_eq!(s.verify_chain().await.expect("verify"), Ok(3));
+        assert_eq!(verify(&s).await, Ok(3));
         assert_eq!(s.audit_head().await.expect("head").map(|(seq, _)| seq), Some(3));
         assert_eq!(s.audit_range(2, 10).await.expect("range").len(), 2);
     }
@@ -438,11 +530,11 @@ mod tests {
     async fn test_undecodable_entry_is_a_named_break() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(&DataDir::new(dir.path())).expect("open");
-        let sealed =
-            seal(AuditEntry { seq: 1, ts_unix_ms: 1, record: record(), prev_hash: GENESIS }, GENESIS).expect("seal");
-        s.audit_append(sealed).await.expect("append");
+        let sealed = seal(AuditEntry { seq: 1, ts_unix_ms: 1, record: record(), prev_hash: GENESIS }, GENESIS, &key())
+            .expect("seal");
+        s.audit_append(vec![sealed]).await.expect("append");
         s.audit_put_raw(2, vec![0xff; 3]).await.expect("garbage");
-        let b = s.verify_chain().await.expect("verify").expect_err("garbage breaks the chain");
+        let b = verify(&s).await.expect_err("garbage breaks the chain");
         assert_eq!((b.position, b.seq), (1, 2), "{b}");
     }
 }

@@ -68,6 +68,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         }
     };
     let alerts = alerts(&mut c, &raw.alerts);
+    let audit = audit_files(&mut c, src.dir, &raw.audit, &data_dir);
     if raw.services.value.is_empty() {
         c.at(raw.services.referenced, "services: a node needs at least one service");
     }
@@ -102,8 +103,44 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         healing,
         http,
         alerts,
+        audit,
         governance_policies,
     })
+}
+
+/// The audit key and checkpoint files: relative to the config's folder, never inside the
+/// data dir (a copy of the store must not carry what proves it untouched).
+fn audit_files(c: &mut Collector, dir: &Path, raw: &raw::AuditSection, data_dir: &Path) -> AuditFiles {
+    let mut file = |v: &Option<Spanned<String>>, default: &str, key: &str| {
+        let path = match v {
+            Some(p) if p.value.trim().is_empty() => {
+                c.at(p.referenced, format!("audit.{key} must not be empty"));
+                resolve(dir, default)
+            }
+            Some(p) if p.value.contains("${") => {
+                c.at(p.referenced, format!("audit.{key} cannot use variables: it lives outside the data dir"));
+                resolve(dir, default)
+            }
+            Some(p) => resolve(dir, &p.value),
+            None => resolve(dir, default),
+        };
+        let absolute = std::path::absolute(&path).unwrap_or(path);
+        if absolute.starts_with(data_dir) {
+            let at = v.as_ref().map(|p| p.referenced);
+            let message = format!(
+                "audit.{key} {} is inside the data dir {}: keep it outside, where a copy of the store does not reach",
+                absolute.display(),
+                data_dir.display()
+            );
+            // A default path has no position of its own: the data dir's setting is 1:1.
+            c.at(at.unwrap_or(Location::UNKNOWN), message);
+        }
+        absolute
+    };
+    AuditFiles {
+        key_file: file(&raw.key_file, DEFAULT_AUDIT_KEY_FILE, "key_file"),
+        checkpoint_file: file(&raw.checkpoint_file, DEFAULT_AUDIT_CHECKPOINT_FILE, "checkpoint_file"),
+    }
 }
 
 fn alerts(c: &mut Collector, raw: &raw::AlertsSection) -> AlertsConfig {

@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub http: HttpLimits,
     /// Where alerts go and when state changes count as flapping.
     pub alerts: AlertsConfig,
+    /// Where the audit chain's key and signed checkpoints live (outside the data dir).
+    pub audit: AuditFiles,
     /// The governance policy file; `None`: the embedded default.
     pub governance_policies: Option<PathBuf>,
 }
@@ -445,6 +447,20 @@ impl Default for HttpLimits {
         }
     }
 }
+
+/// The audit chain's secret and its checkpoints: files outside the data dir, so that
+/// whoever can write the store cannot also forge seals or rewrite the checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFiles {
+    /// 64 hex digits; made (0600) at the first start when missing and the chain is empty.
+    pub key_file: PathBuf,
+    /// One signed checkpoint of the chain's head per line (JSON), appended.
+    pub checkpoint_file: PathBuf,
+}
+
+/// The key file when the config names none: beside the data dir, not in it.
+pub const DEFAULT_AUDIT_KEY_FILE: &str = ".warden-audit.key";
+pub const DEFAULT_AUDIT_CHECKPOINT_FILE: &str = ".warden-audit.checkpoints";
 
 /// Alert sinks beside the log, and flap damping.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -23,6 +23,8 @@ pub struct NodeFile {
     pub http: HttpSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub audit: AuditSection,
     /// Path of the governance policy file; absent: the embedded default.
     #[serde(default)]
     pub governance_policies: Option<Spanned<String>>,
@@ -303,4 +305,13 @@ pub struct WebhookSection {
     pub timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub max_attempts: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    #[serde(default)]
+    pub key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub checkpoint_file: Option<Spanned<String>>,
 }

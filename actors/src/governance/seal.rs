@@ -1,0 +1,190 @@
+//! The audit chain's key and signed checkpoints, in files outside the data dir.
+//!
+//! [`AuditSeal`] holds the key (made at the first start, when the chain is still empty,
+//! 0600) and appends signed checkpoints of the chain's head to the checkpoint file (one JSON
+//! line each, synced) and to the log. [`ChainTrust`] says whether the chain verified when
+//! warden started: while it does not, the gatekeeper grants nothing of tier 2 or more.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use warden_core::audit::{AuditKey, Checkpoint, Hash};
+use warden_core::config::AuditFiles;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SealError {
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("audit key {path}: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error(
+        "audit key {path} is missing, but the chain already has entries: restore the key (the chain cannot be \
+         checked or continued without it)"
+    )]
+    Missing { path: PathBuf },
+    #[error("checkpoint file {path}, line {line}: {reason}")]
+    BadCheckpoint { path: PathBuf, line: usize, reason: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SealError + '_ {
+    move |e| SealError::Io { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// The key that seals the chain and where its checkpoints go.
+#[derive(Debug, Clone)]
+pub struct AuditSeal {
+    key: AuditKey,
+    checkpoint_file: PathBuf,
+}
+
+impl AuditSeal {
+    /// Reads the key; makes one (0600, its folder 0700) when there is none and the chain is
+    /// empty. A missing key beside a non-empty chain is refused: a new key would make every
+    /// earlier seal look forged.
+    pub fn open(files: &AuditFiles, chain_is_empty: bool) -> Result<Self, SealError> {
+        let path = &files.key_file;
+        let key = match std::fs::read_to_string(path) {
+            Ok(text) => AuditKey::parse_hex(&text)
+                .map_err(|e| SealError::BadKey { path: path.clone(), reason: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && chain_is_empty => {
+                let key = AuditKey::from_bytes(rand::random());
+                write_private(path, &format!("{}\n", key.to_hex()))?;
+                tracing::info!(
+                    key = %path.display(),
+                    "made the audit key: keep a copy off this machine; without it the chain cannot be checked"
+                );
+                key
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SealError::Missing { path: path.clone() });
+            }
+            Err(e) => return Err(io(path)(e)),
+        };
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(key = %path.display(), "the audit key is readable by others; chmod 600 it");
+        }
+        Ok(Self { key, checkpoint_file: files.checkpoint_file.clone() })
+    }
+
+    /// Reads the key only (for checking a chain; nothing is made).
+    pub fn read(files: &AuditFiles) -> Result<Self, SealError> {
+        Self::open(files, false)
+    }
+
+    pub fn key(&self) -> &AuditKey {
+        &self.key
+    }
+
+    /// Every checkpoint written so far (none when the file does not exist yet).
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, SealError> {
+        let path = &self.checkpoint_file;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(path)(e)),
+        };
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| SealError::BadCheckpoint {
+                    path: path.clone(),
+                    line: i + 1,
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Signs the head (`seq`, `hash`) and appends it to the checkpoint file (synced) and
+    /// to the log.
+    pub fn checkpoint(&self, seq: u64, hash: Hash) -> Result<Checkpoint, SealError> {
+        let cp = Checkpoint::new(seq, hash, warden_core::time::now_unix_ms(), &self.key);
+        let path = &self.checkpoint_file;
+        let line =
+            serde_json::to_string(&cp).map_err(|e| SealError::Io { path: path.clone(), reason: e.to_string() })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io(path))?;
+        f.write_all(format!("{line}\n").as_bytes()).map_err(io(path))?;
+        f.sync_data().map_err(io(path))?;
+        tracing::info!(seq, hash = hex::encode(hash), mac = hex::encode(cp.mac), "audit checkpoint");
+        Ok(cp)
+    }
+}
+
+/// Writes `text` to a new file readable by its owner only, through a synced temporary file.
+fn write_private(path: &Path, text: &str) -> Result<(), SealError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Whether the audit chain verified when warden started, shared with the gatekeeper and
+/// the API.
+#[derive(Debug, Clone, Default)]
+pub struct ChainTrust(Arc<RwLock<Option<String>>>);
+
+impl ChainTrust {
+    /// Why the chain is not trusted, if it is not.
+    pub fn broken(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_broken(&self, why: String) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    pub fn set_trusted(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> AuditFiles {
+        AuditFiles { key_file: dir.join("keys/audit.key"), checkpoint_file: dir.join("keys/checkpoints") }
+    }
+
+    #[test]
+    fn test_a_key_is_made_private_for_an_empty_chain_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = files(dir.path());
+        let made = AuditSeal::open(&f, true).expect("made");
+        let mode = std::fs::metadata(&f.key_file).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = AuditSeal::open(&f, false).expect("read back");
+        assert_eq!(made.key(), again.key(), "the same key, not a new one");
+    }
+
+    #[test]
+    fn test_a_missing_key_beside_a_chain_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = AuditSeal::open(&files(dir.path()), false).expect_err("missing");
+        assert!(matches!(err, SealError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn test_checkpoints_are_appended_and_read_back_signed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seal = AuditSeal::open(&files(dir.path()), true).expect("seal");
+        seal.checkpoint(3, [1; 32]).expect("write");
+        seal.checkpoint(7, [2; 32]).expect("write");
+        let cps = seal.checkpoints().expect("read");
+        assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 7]);
+        assert!(cps.iter().all(|c| c.is_signed_by(seal.key())));
+    }
+}
