@@ -37,6 +37,9 @@ pub enum EntryKind {
     Decision,
     /// What happened when the permitted action ran.
     Outcome,
+    /// What supervision did by its own rules, without a request (a crash restart, a
+    /// quarantine): recorded so that an outage leaves a trace.
+    Supervision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

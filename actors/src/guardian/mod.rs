@@ -32,6 +32,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
         let services = tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
             table: s.views.services.clone(),
             me: s.addrs.services.clone(),
+            audit: s.addrs.audit.clone(),
             self_exe: s.self_exe.clone(),
             data_dir: s.views.data_dir.clone(),
             containment: s.containment.clone(),

@@ -15,6 +15,7 @@ use super::leftovers;
 use super::service_table::{AfterStop, ServiceEntry, ServiceTable};
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::data_dir::DataDir;
+use crate::governance::audit_writer::AuditWriter;
 use crate::metrics::{Metrics, ServiceLabel};
 use crate::process::cgroup::{Containment, ServiceCgroup};
 use crate::process::{self, LastGroup, record};
@@ -27,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
+use warden_core::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind};
 use warden_core::config::{LogPolicy, ReadyCheck, ServiceName, ServiceSpec};
 use warden_core::permit::Authorized;
 use warden_core::playbook::{PlannedStep, Primitive};
@@ -34,6 +36,7 @@ use warden_core::probe::Failure;
 use warden_core::restart::RestartDecision;
 use warden_core::restart::RestartTracker;
 use warden_core::service::ServiceState;
+use warden_core::tier::Tier;
 
 pub const PATH: &str = "guardian/service_supervisor";
 /// How long a finished stop keeps trying to reach a restarting supervisor.
@@ -139,6 +142,9 @@ impl Addr<ServiceSupervisor> {
 pub struct ServiceSupervisor {
     pub table: ServiceTable,
     pub me: Addr<ServiceSupervisor>,
+    /// Where what supervision does by its own rules (crash restarts, quarantines) is
+    /// recorded, so an outage leaves a trace in the trail.
+    pub audit: Addr<AuditWriter>,
     /// This binary: the launcher, and `@warden` services.
     pub self_exe: PathBuf,
     pub data_dir: DataDir,
@@ -364,13 +370,15 @@ impl ServiceSupervisor {
         let e = t.services.get_mut(service).ok_or_else(|| ServiceOpError::NoSuchService(service.to_string()))?;
         e.generation += 1;
         let generation = e.generation;
-        // Managed files (config, credentials) are written when missing before the start.
+        // Managed files (config, credentials) are written when missing before the start,
+        // readable by the service's user only: they often hold a secret.
         for f in &e.spec.files {
             if !f.path.exists() {
                 if let Some(dir) = f.path.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                if let Err(err) = std::fs::write(&f.path, &f.content) {
+                let owner = e.spec.identity.as_ref().map(|i| (i.user.as_ref().map(|u| u.uid), i.gid));
+                if let Err(err) = write_private(&f.path, &f.content, owner) {
                     warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file");
                 }
             }
@@ -476,6 +484,15 @@ impl ServiceSupervisor {
                 e.state = ServiceState::Backoff;
                 e.restart_due = Some(now + delay);
                 info!(service = service.as_str(), attempt, delay_ms = delay.as_millis() as u64, "restarting");
+                self.audit_supervision(
+                    "restart_service",
+                    service,
+                    format!(
+                        "its process ended unexpectedly: {}",
+                        e.last_exit.as_deref().unwrap_or("exit status unknown")
+                    ),
+                    format!("restart attempt {attempt} after {} ms of backoff", delay.as_millis()),
+                );
                 let svc = service.clone();
                 // Through the mailbox even without delay: a spawn that fails again must not
                 // recurse, and exits queued meanwhile are handled in order.
@@ -499,11 +516,44 @@ impl ServiceSupervisor {
                     window_ms = e.spec.restart.window.as_millis() as u64,
                     "alert: service quarantined, crash loop past its restart budget"
                 );
+                self.audit_supervision(
+                    "quarantine_service",
+                    service,
+                    format!(
+                        "crash loop: {restarts_in_window} restarts within {} ms",
+                        e.spec.restart.window.as_millis()
+                    ),
+                    e.last_exit.clone().unwrap_or_default(),
+                );
                 // Nothing of it runs while it is quarantined.
                 let (service, cgroup, group) = (service.to_string(), e.cgroup.clone(), e.last_group);
                 tokio::spawn(async move { leftovers::clear(&service, cgroup.as_ref(), group).await });
             }
         }
+    }
+
+    /// Records an action supervision took by its own rules, as the system; never waits
+    /// for it (a trail that cannot be written must not stop a restart).
+    fn audit_supervision(&self, action: &str, service: &ServiceName, rationale: String, detail: String) {
+        let record = AuditRecord {
+            kind: EntryKind::Supervision,
+            actor: AuditActor::System,
+            action: action.into(),
+            tier: Tier::OBSERVE.get(),
+            target: service.to_string(),
+            rationale,
+            decision: DecisionKind::Allow,
+            outcome: Some(OutcomeKind::Succeeded),
+            detail,
+            incident_id: None,
+            run_id: None,
+        };
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(record).await {
+                warn!(error = %e, "cannot audit a supervision action");
+            }
+        });
     }
 
     /// Carries out a permitted step. Stops run in a task so exits keep being handled.
@@ -914,4 +964,16 @@ fn notify_exit(
         let _ = exit.wait_for(Option::is_some).await;
         let _ = me.tell(ServiceMsg::Exited { service, generation });
     });
+}
+
+/// Writes `content` to a new file with mode 0600, owned by `owner` (uid, gid) when given.
+fn write_private(path: &std::path::Path, content: &str, owner: Option<(Option<u32>, u32)>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, uid, Some(gid))?;
+    }
+    Ok(())
 }

@@ -178,6 +178,11 @@ impl Db {
         self.sync()
     }
 
+    pub(super) fn audit_remove_raw(&self, seq: u64) -> Result<(), StoreError> {
+        self.audit.remove(key(seq))?;
+        self.sync()
+    }
+
     // --- counters --------------------------------------------------------------------------
 
     pub(super) fn next_id(&self, counter: &str) -> Result<u64, StoreError> {

@@ -367,6 +367,11 @@ impl Store {
         self.write(move |db| db.audit_put_raw(seq, &bytes)).await
     }
 
+    /// Removes entry `seq` as stored: for tamper tests, which must see the chain notice.
+    pub async fn audit_remove_raw(&self, seq: u64) -> Result<(), StoreError> {
+        self.write(move |db| db.audit_remove_raw(seq)).await
+    }
+
     // --- incidents and runs ---------------------------------------------------------------
 
     /// The next value of a durable counter, starting at 1.
