@@ -3,6 +3,7 @@
 //! `warden run` (nothing starts on a bad file) and `warden check-config` (nothing starts).
 
 use std::path::{Path, PathBuf};
+use warden_core::auth::TokenBook;
 use warden_core::config::{LoadOptions, NodeConfig};
 use warden_core::playbook::Catalog;
 use warden_core::policy::Policies;
@@ -15,6 +16,8 @@ pub struct Loaded {
     pub policies_from: String,
     pub policies: Policies,
     pub catalog: Catalog,
+    /// The API's token book; `None` while the data dir's default does not exist yet.
+    pub tokens: Option<TokenBook>,
 }
 
 /// The folder relative paths of `file` resolve against (absolute).
@@ -80,9 +83,19 @@ pub fn load(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Loaded, Pr
             None => all.keep(Policies::embedded_default(&services)).map(|p| ("embedded default".to_string(), p)),
         }
     });
+    let tokens = node.as_ref().and_then(|node| {
+        let file = &node.tokens;
+        if !file.explicit && !file.path.exists() {
+            return None;
+        }
+        let name = file.path.display().to_string();
+        let loaded = read(&file.path)
+            .and_then(|text| TokenBook::load(&Source { name: &name, dir: &folder_of(&file.path), text: &text }));
+        all.keep(loaded)
+    });
     match (all.0, node, policies, catalog) {
         (None, Some(config), Some((policies_from, policies)), Some(catalog)) => {
-            Ok(Loaded { config, policies_from, policies, catalog })
+            Ok(Loaded { config, policies_from, policies, catalog, tokens })
         }
         (Some(problems), ..) => Err(problems),
         // Every loader either gives its value or a problem.

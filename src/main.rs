@@ -11,6 +11,7 @@ mod probes_cmd;
 mod store_cmd;
 mod systemd;
 mod telemetry;
+mod tokens_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ enum Command {
     /// Run probe checks once from this shell.
     #[command(subcommand)]
     Probes(probes_cmd::ProbesCommand),
+    /// API tokens: make one for a person or a program.
+    #[command(subcommand)]
+    Tokens(tokens_cmd::TokensCommand),
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(cmd)) => rt.block_on(audit_cmd::run(cmd)),
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
+        Some(Command::Tokens(cmd)) => tokens_cmd::run(cmd),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),

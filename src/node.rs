@@ -57,6 +57,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = loaded.config;
     let data_dir = DataDir::new(&config.data_dir);
     let _lock = data_dir.lock(Some(config.http_listen))?;
+    // The token book: made at the first start (the data dir's default), with one admin.
+    let tokens = match loaded.tokens {
+        Some(book) => book,
+        None => {
+            let (book, token_file) = crate::tokens_cmd::first_admin(&config.tokens.path)
+                .with_context(|| format!("cannot make the API token book {}", config.tokens.path.display()))?;
+            info!(token_file = %token_file.display(), "made an admin API token");
+            eprintln!("warden: the API admin token is in {} (mode 0600)", token_file.display());
+            book
+        }
+    };
+    let auth = crate::http::auth::Auth::new(config.tokens.path.clone(), tokens);
     let store =
         Store::open(&data_dir).with_context(|| format!("cannot open the store in {}", data_dir.root().display()))?;
     // The audit key lives outside the data dir; it is made at the first start only.
@@ -94,8 +106,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let views = node.views();
     let limits = http_limits(views.config.get().http);
-    let app =
-        AppState::new(views.clone(), node.addrs().clone(), Arc::new(listener), args.enable_fault_injection, limits);
+    let app = AppState::new(
+        views.clone(),
+        node.addrs().clone(),
+        Arc::new(listener),
+        args.enable_fault_injection,
+        limits,
+        auth,
+    );
     let http_app = app.clone();
     let server_name = crate::http::server::PATH;
     let http = tree::subtree(crate::http::PATH, views.config.get().supervision.http, move || {

@@ -16,7 +16,7 @@ fn actor_restarts(node: &Node, path: &str) -> Option<u64> {
 }
 
 fn crash(node: &Node, path: &str, after_ms: u64) {
-    let r = http().post(node.url(&format!("/api/debug/crash/{path}?after_ms={after_ms}"))).send().unwrap();
+    let r = node.post_as_admin(&format!("/api/debug/crash/{path}?after_ms={after_ms}")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200, "crash accepted: {:?}", r.text());
 }
 

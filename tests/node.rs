@@ -351,7 +351,7 @@ fn test_http_serves_while_a_pillar_actor_restarts() {
     let node = Node::start_default(&["--enable-fault-injection"]);
     node.wait_ready();
     let (api_pid, _) = node.service("api").unwrap();
-    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor")).send().unwrap();
+    let r = node.post_as_admin("/api/debug/crash/guardian/service_supervisor").send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(500) {
@@ -381,7 +381,7 @@ fn test_fault_injection_is_refused_unless_enabled() {
     // Without the flag, the crash endpoint answers 403 with a JSON error.
     let node = Node::start_default(&[]);
     wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
-    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor")).send().unwrap();
+    let r = node.post_as_admin("/api/debug/crash/guardian/service_supervisor").send().unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["error"]["code"], "forbidden", "{body}");

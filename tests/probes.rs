@@ -11,20 +11,22 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-/// One probe from `/api/guardian/probes/{id}`.
-fn probe(base: &str, id: &str) -> Value {
-    get_json(&format!("{base}/api/guardian/probes/{id}")).unwrap_or_default()
+/// One probe from `/api/guardian/probes/{id}`, read as the node's admin (a listener off
+/// loopback needs a token for reads).
+fn probe(node: &Node, base: &str, id: &str) -> Value {
+    let url = format!("{base}/api/guardian/probes/{id}");
+    http().get(url).bearer_auth(node.admin_token()).send().ok().and_then(|r| r.json().ok()).unwrap_or_default()
 }
 
 fn wait_probe_state(base: &str, id: &str, state: &str, node: &Node) {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if probe(base, id)["state"] == state {
+        if probe(node, base, id)["state"] == state {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut p = probe(base, id);
+    let mut p = probe(node, base, id);
     if let Some(recent) = p["recent"].as_array_mut() {
         recent.truncate(5);
     }
@@ -77,7 +79,7 @@ fn test_an_unlisted_model_fails_its_probe_everywhere_and_a_flapping_one_is_told_
 
     assert_eq!(model_request(&node, reqwest::Method::DELETE, "/api/delete"), 200);
     wait_probe_state(&base, "model-tags", "down", &node);
-    let p = probe(&base, "model-tags");
+    let p = probe(&node, &base, "model-tags");
     assert_eq!(p["last_failure"]["kind"], "response", "{p}");
     assert!(p["last_failure"]["message"].as_str().unwrap().contains("demo:latest is not listed"), "{p}");
     assert!(p["failing_since_unix_ms"].is_u64(), "{p}");
@@ -104,7 +106,7 @@ fn test_an_unlisted_model_fails_its_probe_everywhere_and_a_flapping_one_is_told_
     let resolved = payloads(&rx, "ProbeFailing", "resolved", "model-tags").remove(0);
     assert_eq!(resolved["alerts"][0]["fingerprint"], firing["alerts"][0]["fingerprint"], "the same alert, resolved");
     assert!(node.stderr().contains("probe recovered"), "recovery is logged as plainly as the failure");
-    let detail = probe(&base, "model-tags");
+    let detail = probe(&node, &base, "model-tags");
     let results: Vec<&str> =
         detail["recent"].as_array().unwrap().iter().map(|r| r["result"].as_str().unwrap()).collect();
     assert!(results.contains(&"fail") && results[0] == "ok", "{results:?}");
@@ -146,7 +148,7 @@ fn test_a_stranger_on_a_service_port_is_named_and_a_missing_interface_is_unsuppo
     let node = Node::start_with(&config, ports, &[]);
     let base = node.url("");
     wait_probe_state(&base, "web-port", "down", &node);
-    let p = probe(&base, "web-port");
+    let p = probe(&node, &base, "web-port");
     let f = &p["last_failure"];
     assert_eq!(f["kind"], "stranger", "{p}");
     assert_eq!(f["pid"].as_u64(), Some(u64::from(stranger.id())), "the holder's pid, as a number: {p}");
@@ -154,7 +156,7 @@ fn test_a_stranger_on_a_service_port_is_named_and_a_missing_interface_is_unsuppo
     assert_eq!(f["command"], "warden", "the holder's process name, not its command line: {p}");
     assert!(f["message"].is_string());
     wait_probe_state(&base, "web-link", "unsupported", &node);
-    let l = probe(&base, "web-link");
+    let l = probe(&node, &base, "web-link");
     assert!(l["unsupported"].as_str().unwrap().contains("no interface `nosuch0`"), "{l}");
     let m = metrics_text(&node);
     assert_eq!(metric(&m, r#"warden_probe_up{probe="web-link""#), Some(0.0), "never a false up");
@@ -261,15 +263,15 @@ fn test_a_cut_link_fails_the_l2_and_l3_probes_and_they_recover_when_it_returns()
     let base = format!("http://{api}");
     wait_probe_state(&base, "gw-link", "up", &node);
     wait_probe_state(&base, "gw-route", "up", &node);
-    assert!(probe(&base, "gw-route")["method"].as_str().unwrap().starts_with("ICMP echo"));
+    assert!(probe(&node, &base, "gw-route")["method"].as_str().unwrap().starts_with("ICMP echo"));
 
     // The far end goes down: no carrier here, and the gateway stops answering.
     ip(&["-n", &b, "link", "set", &lb, "down"]);
     wait_probe_state(&base, "gw-link", "down", &node);
     wait_probe_state(&base, "gw-route", "down", &node);
-    let link = probe(&base, "gw-link");
+    let link = probe(&node, &base, "gw-link");
     assert_eq!(link["last_failure"]["kind"], "link", "{link}");
-    let route = probe(&base, "gw-route");
+    let route = probe(&node, &base, "gw-route");
     assert!(
         ["timeout", "host_unreachable", "network_unreachable"]
             .contains(&route["last_failure"]["kind"].as_str().unwrap()),
@@ -283,7 +285,7 @@ fn test_a_cut_link_fails_the_l2_and_l3_probes_and_they_recover_when_it_returns()
     // neighbour entry fails, and so does the route probe's echo.
     ip(&["-n", &b, "addr", "del", &format!("{gw_b}/30"), "dev", &lb]);
     wait_probe_state(&base, "gw-link", "down", &node);
-    let link = probe(&base, "gw-link");
+    let link = probe(&node, &base, "gw-link");
     let message = link["last_failure"]["message"].as_str().unwrap();
     assert!(message.contains(&format!("gateway {gw_b}")) && message.contains("neighbour entry"), "{link}");
     wait_probe_state(&base, "gw-route", "down", &node);
@@ -295,9 +297,9 @@ fn test_a_cut_link_fails_the_l2_and_l3_probes_and_they_recover_when_it_returns()
     ip(&["-n", &a, "link", "set", &la, "down"]);
     wait_probe_state(&base, "gw-link", "down", &node);
     wait_probe_state(&base, "gw-route", "down", &node);
-    let link = probe(&base, "gw-link");
+    let link = probe(&node, &base, "gw-link");
     assert!(link["last_failure"]["message"].as_str().unwrap().contains("administratively down"), "{link}");
-    let route = probe(&base, "gw-route");
+    let route = probe(&node, &base, "gw-route");
     assert_eq!(route["last_failure"]["kind"], "network_unreachable", "no route: ENETUNREACH: {route}");
     ip(&["-n", &a, "link", "set", &la, "up"]);
     ip(&["-n", &a, "route", "replace", "default", "via", &gw_b]);

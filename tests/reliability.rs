@@ -306,7 +306,7 @@ fn test_oversized_bodies_and_wrong_methods_get_json_errors() {
     let node = Node::start_default(&["--enable-fault-injection"]);
     wait_until("warden answers", Duration::from_secs(30), || status_code(&node.url("/healthz")) == Some(200));
     let big = vec![b'x'; 200 * 1024];
-    let r = http().post(node.url("/api/debug/crash/healing/incident_manager")).body(big).send().unwrap();
+    let r = node.post_as_admin("/api/debug/crash/healing/incident_manager").body(big).send().unwrap();
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(r.json::<serde_json::Value>().unwrap()["error"]["code"], "payload_too_large");
     let r = http().delete(node.url("/api/status")).send().unwrap();

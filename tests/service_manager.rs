@@ -206,7 +206,7 @@ fn test_notify_protocol_ready_watchdog_withheld_when_wedged_and_stopping() {
     wait_until("pings every 100 ms", Duration::from_secs(10), || sock.count("WATCHDOG=1", t0, Instant::now()) >= 3);
 
     // The service supervisor stalls for 3 s: no ping while it cannot answer.
-    let r = http().post(node.url("/api/debug/crash/guardian/service_supervisor?after_ms=3000")).send().unwrap();
+    let r = node.post_as_admin("/api/debug/crash/guardian/service_supervisor?after_ms=3000").send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let stalled = Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
@@ -245,7 +245,7 @@ fn test_meltdown_exits_with_the_documented_code_after_stopping_services_and_sync
             break st;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "warden should have given up");
-        let _ = http().post(node.url("/api/debug/crash/governance/gatekeeper")).send();
+        let _ = node.post_as_admin("/api/debug/crash/governance/gatekeeper").send();
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status.code(), Some(70), "{}", node.stderr());

@@ -133,9 +133,17 @@ fn test_a_full_disk_degrades_warden_and_the_store_resumes_when_space_returns() {
     // Space returns: the store resumes on its own, and the waiting hang is healed, audited.
     std::fs::remove_file(&filler).unwrap();
     wait_until("store resumed", Duration::from_secs(30), || node.stderr().contains("store resumed"));
-    wait_until("the hang healed after the store resumed", Duration::from_secs(40), || {
-        node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0) >= 1
-    });
+    let start = std::time::Instant::now();
+    while node.healer_stats()["incidents"]["resolved"].as_u64().unwrap_or(0) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the hang not healed after the store resumed: {}\n{}\n{}",
+            get_json(&node.url("/api/guardian/probes/api-health")).unwrap_or_default(),
+            get_json(&node.url("/api/status")).unwrap_or_default(),
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(status_code(&node.url("/readyz")), Some(200));
     let verify = get_json(&node.url("/api/audit/verify")).unwrap();
     assert_eq!(verify["ok"], true, "{verify}");

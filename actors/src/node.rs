@@ -88,6 +88,7 @@ impl Node {
         let addrs = Addrs::new();
         let config = Current::new(parts.config);
         let metrics = Metrics::new();
+        let policies = Current::new(parts.policies);
         Self {
             wiring: Wiring {
                 views: Views {
@@ -99,8 +100,9 @@ impl Node {
                     services,
                     probes: ProbeBoard::default(),
                     trust: ChainTrust::default(),
+                    policies: policies.clone(),
                 },
-                policies: Current::new(parts.policies),
+                policies,
                 catalog: Current::new(parts.catalog),
                 self_exe: parts.self_exe,
                 containment: parts.containment,

@@ -84,4 +84,6 @@ pub struct Views {
     pub probes: ProbeBoard,
     /// Whether the audit chain verified at start.
     pub trust: ChainTrust,
+    /// The governance policy now (who may read the API, approvals).
+    pub policies: Current<Policies>,
 }

@@ -17,7 +17,8 @@
 //! - [`tier`]: autonomy tiers 1–4.
 //! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions, audit records.
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
-//! - [`audit`]: audit entries and the SHA-256 hash chain.
+//! - [`audit`]: audit entries, the SHA-256 hash chain, seals and checkpoints.
+//! - [`auth`]: API tokens (stored as hashes) and roles.
 //! - [`procnet`]: who holds a port, how many connections it has (sock_diag).
 //! - [`netlink`]: netlink dumps: default gateways, neighbour (ARP/NDP) entries.
 //! - [`signal`]: signals by name.
@@ -25,6 +26,7 @@
 
 pub mod alert;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod detect;
 pub mod incident;

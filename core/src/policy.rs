@@ -37,6 +37,41 @@ impl Mode {
     }
 }
 
+/// Who may read the API without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiReads {
+    /// Open on a loopback listener, a viewer token elsewhere.
+    Auto,
+    /// Anyone who can reach the listener may read.
+    Open,
+    /// Every read needs a token (viewer or more).
+    Viewer,
+}
+
+/// What an approval request that nobody decided in time becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExpiry {
+    Deny,
+    Approve,
+}
+
+/// How approval requests are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalRules {
+    /// Distinct approvers a request needs (one rejection is enough to refuse it).
+    pub required: usize,
+    pub expire_after: Duration,
+    pub on_expiry: OnExpiry,
+}
+
+impl Default for ApprovalRules {
+    fn default() -> Self {
+        Self { required: 1, expire_after: Duration::from_secs(15 * 60), on_expiry: OnExpiry::Deny }
+    }
+}
+
 /// The validated governance policy.
 #[derive(Debug, Clone)]
 pub struct Policies {
@@ -45,7 +80,10 @@ pub struct Policies {
     /// than the action's own tier (refused at load).
     tiers: BTreeMap<String, Tier>,
     pub whitelist: Vec<WhitelistRule>,
+    /// Who may approve (their token's name; an approver or admin role is needed too).
     pub approvers: Vec<String>,
+    pub approvals: ApprovalRules,
+    pub api_reads: ApiReads,
 }
 
 /// Which services a whitelist entry covers.
@@ -71,6 +109,16 @@ pub struct WhitelistRule {
     pub rate_limit: Option<RateLimit>,
     /// UTC hours during which the entry applies, `[from, to)`; always when absent.
     pub hours_utc: Option<HourWindow>,
+    /// UTC weekdays on which the entry applies (0 Monday … 6 Sunday); every day when absent.
+    pub days_utc: Option<BTreeSet<u8>>,
+}
+
+/// Weekday names as the policy writes them, Monday first.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// The UTC weekday of `unix_ms` (0 Monday … 6 Sunday): 1970-01-01 was a Thursday.
+pub fn weekday_utc(unix_ms: u64) -> u8 {
+    ((unix_ms / 86_400_000 + 3) % 7) as u8
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +155,21 @@ mod raw {
         pub whitelist: Vec<Rule>,
         #[serde(default)]
         pub approvers: Vec<Approver>,
+        #[serde(default)]
+        pub approvals: Option<Approvals>,
+        #[serde(default)]
+        pub api_reads: Option<ApiReads>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Approvals {
+        #[serde(default)]
+        pub required: Option<Spanned<usize>>,
+        #[serde(default)]
+        pub expire_after_ms: Option<Spanned<u64>>,
+        #[serde(default)]
+        pub on_expiry: Option<OnExpiry>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -118,6 +181,8 @@ mod raw {
         pub rate_limit: Option<Spanned<Rate>>,
         #[serde(default)]
         pub hours_utc: Option<Spanned<Hours>>,
+        #[serde(default)]
+        pub days_utc: Option<Spanned<Vec<Spanned<String>>>>,
     }
 
     #[derive(Debug, Clone, Copy, Deserialize)]
@@ -175,7 +240,42 @@ impl Policies {
                 approvers.push(a.name.value.clone());
             }
         }
-        c.finish(|| Policies { mode: raw.mode, tiers, whitelist, approvers })
+        let d = ApprovalRules::default();
+        let approvals = match &raw.approvals {
+            None => d,
+            Some(a) => {
+                let required = match &a.required {
+                    Some(r) if r.value == 0 => {
+                        c.at(r.referenced, "approvals.required must be at least 1");
+                        1
+                    }
+                    Some(r) if r.value > approvers.len().max(1) => {
+                        c.at(
+                            r.referenced,
+                            format!(
+                                "approvals.required is {}, but only {} approvers are listed: no request could pass",
+                                r.value,
+                                approvers.len()
+                            ),
+                        );
+                        r.value
+                    }
+                    Some(r) => r.value,
+                    None => d.required,
+                };
+                let expire_after = match &a.expire_after_ms {
+                    Some(e) if e.value == 0 => {
+                        c.at(e.referenced, "approvals.expire_after_ms must be positive");
+                        d.expire_after
+                    }
+                    Some(e) => Duration::from_millis(e.value),
+                    None => d.expire_after,
+                };
+                ApprovalRules { required, expire_after, on_expiry: a.on_expiry.unwrap_or(d.on_expiry) }
+            }
+        };
+        let api_reads = raw.api_reads.unwrap_or(ApiReads::Auto);
+        c.finish(|| Policies { mode: raw.mode, tiers, whitelist, approvers, approvals, api_reads })
     }
 
     pub fn embedded_default(services: &[ServiceName]) -> Result<Self, Problems> {
@@ -257,7 +357,25 @@ fn rule(
         }
         HourWindow { from: h.value.from, to: h.value.to }
     });
-    ok.then_some(WhitelistRule { action, targets, rate_limit, hours_utc })
+    let days_utc = r.days_utc.as_ref().map(|days| {
+        let mut set = BTreeSet::new();
+        for d in &days.value {
+            match WEEKDAYS.iter().position(|w| d.value.eq_ignore_ascii_case(w)) {
+                Some(i) => {
+                    set.insert(i as u8);
+                }
+                None => c.at(
+                    d.referenced,
+                    format!("whitelist: days_utc `{}` is not one of {}", d.value, WEEKDAYS.join(", ")),
+                ),
+            }
+        }
+        if days.value.is_empty() {
+            c.at(days.referenced, "whitelist: days_utc is empty; remove it to allow every day");
+        }
+        set
+    });
+    ok.then_some(WhitelistRule { action, targets, rate_limit, hours_utc, days_utc })
 }
 
 /// A request for permission to act.
@@ -399,7 +517,18 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
     // The earliest time any matching entry would allow it.
     let mut retry_at: Option<u64> = None;
     let mut later = |at: u64| retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
+    let day = weekday_utc(now_unix_ms);
     for w in entries {
+        if let Some(days) = &w.days_utc
+            && !days.contains(&day)
+        {
+            let names: Vec<&str> = days.iter().map(|d| WEEKDAYS[*d as usize]).collect();
+            last_reason = format!("`{}` is whitelisted only on {} (UTC)", req.action, names.join(", "));
+            // The next allowed day, at midnight UTC.
+            let days_until = (1..=7u64).find(|k| days.contains(&(((u64::from(day) + k) % 7) as u8))).unwrap_or(7);
+            later((now_unix_ms / 86_400_000 + days_until) * 86_400_000);
+            continue;
+        }
         if let Some(h) = w.hours_utc
             && !h.contains(hour)
         {

@@ -321,13 +321,17 @@ impl ProbeTracker {
                 s.warning = None;
                 // While down, a different kind of failure is a different fault (a crash,
                 // then a hang once restarted): it starts its own streak and is reported on
-                // its own. Before that, every failure counts toward down, whatever its kind:
-                // a target failing in turns with two kinds is failing.
+                // its own. Before that, every failure counts toward down, whatever its kind
+                // (a target failing in turns with two kinds is failing), but the onset moves
+                // to the new kind: a refusal before a process started says nothing of when
+                // that process began to hang.
                 let changed = s.last_failure.as_ref().is_some_and(|f| discriminant(f) != discriminant(&failure));
-                if changed && s.up == Some(false) {
-                    s.consecutive_failures = 0;
+                if changed {
                     s.failing_since_unix_ms = None;
-                    s.up = None;
+                    if s.up == Some(false) {
+                        s.consecutive_failures = 0;
+                        s.up = None;
+                    }
                 }
                 s.failures += 1;
                 s.last_ok = Some(false);
@@ -421,7 +425,17 @@ mod tests {
         assert_eq!(t.record(fail(Failure::Status(503)), 2), None);
         assert_eq!(t.record(fail(Failure::Timeout), 3), None);
         let down = t.record(fail(Failure::Status(503)), 4).expect("three failures in a row");
-        assert!(matches!(down, ProbeEvent::Down { consecutive: 3, first_failure_unix_ms: 2, .. }), "{down:?}");
+        assert!(matches!(down, ProbeEvent::Down { consecutive: 3, first_failure_unix_ms: 4, .. }), "{down:?}");
+    }
+
+    #[test]
+    fn test_a_hang_right_after_start_has_its_own_onset() {
+        // Refused while the process was not up yet, then no answer once it hung: the down
+        // event dates from the hang, not from before the process existed.
+        let mut t = tracker(2, 1);
+        assert_eq!(t.record(fail(Failure::Connect("refused".into())), 10), None);
+        let down = t.record(fail(Failure::Timeout), 30).expect("two failures");
+        assert!(matches!(down, ProbeEvent::Down { first_failure_unix_ms: 30, failure: Failure::Timeout, .. }));
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
+
     #[error("{0}")]
     Internal(String),
     #[error("{0}")]
@@ -25,6 +28,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -35,7 +39,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
+        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme is expected.
+            return (status, [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"warden\"")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 

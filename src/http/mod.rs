@@ -3,6 +3,7 @@
 //! Handlers read the node's [`Views`] (snapshots and the store); they never wait on a
 //! pillar actor, so the API answers while a pillar restarts.
 
+pub mod auth;
 pub mod error;
 pub mod governance;
 pub mod probes;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// The server's limits, capped to the descriptors warden has.
     pub limits: HttpLimits,
+    /// Who may call it.
+    pub auth: auth::Auth,
     ready_latch: Arc<AtomicBool>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -46,9 +49,11 @@ impl AppState {
         listener: Arc<TcpListener>,
         fault_injection: bool,
         limits: HttpLimits,
+        auth: auth::Auth,
     ) -> Self {
         Self {
             limits,
+            auth,
             views,
             addrs,
             started: Instant::now(),
@@ -99,6 +104,11 @@ impl AppState {
                 .map(|a| format!("`{}` is restarting", a.path)),
         );
         reasons
+    }
+
+    /// Whether the API listens on loopback only (reads may then be open: see `api_reads`).
+    pub fn listener_is_loopback(&self) -> bool {
+        self.listener.local_addr().is_ok_and(|a| a.ip().is_loopback())
     }
 
     pub fn ready(&self) -> bool {

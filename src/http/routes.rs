@@ -14,10 +14,12 @@ use warden_actors::fault::{self, FaultError};
 use warden_actors::store::StoreError;
 use warden_core::time::rfc3339;
 
+/// Every route, grouped by who may call it (see [`super::auth`]).
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    use axum::middleware::from_fn_with_state;
+    use warden_core::auth::Role;
+    let open = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    let reads = Router::new()
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
         .route("/api/guardian/probes", get(super::probes::list))
@@ -26,7 +28,14 @@ pub fn router(app: AppState) -> Router {
         .route("/api/governance/audit", get(super::governance::audit_query))
         .route("/api/governance/audit/export", get(super::governance::audit_export))
         .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(app.clone(), super::auth::reads));
+    let admin = Router::new()
         .route("/api/debug/crash/{*path}", post(crash))
+        .route_layer(from_fn_with_state((app.clone(), Role::Admin), super::auth::needs));
+    Router::new()
+        .merge(open)
+        .merge(reads)
+        .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(app)
 }

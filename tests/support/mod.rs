@@ -147,6 +147,18 @@ impl Node {
         format!("http://127.0.0.1:{}{path}", self.ports.api)
     }
 
+    /// The admin token warden made at its first start (the data dir's token book).
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        wait_until("the admin token", Duration::from_secs(30), || path.exists());
+        std::fs::read_to_string(&path).unwrap().trim().to_string()
+    }
+
+    /// A POST to warden's API as its admin.
+    pub fn post_as_admin(&self, path: &str) -> reqwest::blocking::RequestBuilder {
+        http().post(self.url(path)).bearer_auth(self.admin_token())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

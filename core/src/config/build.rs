@@ -68,6 +68,16 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         }
     };
     let alerts = alerts(&mut c, &raw.alerts);
+    let tokens = match &raw.http.tokens_file {
+        Some(t) => {
+            let path = expand(&mut c, t, &data_dir).map(|v| resolve(src.dir, &v)).unwrap_or_default();
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                c.at(t.referenced, format!("http.tokens_file {} is not a readable file", path.display()));
+            }
+            TokensFile { path, explicit: true }
+        }
+        None => TokensFile { path: data_dir.join(DEFAULT_TOKENS_FILE), explicit: false },
+    };
     let audit = audit_files(&mut c, src.dir, &raw.audit, &data_dir);
     if raw.services.value.is_empty() {
         c.at(raw.services.referenced, "services: a node needs at least one service");
@@ -102,6 +112,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         probes,
         healing,
         http,
+        tokens,
         alerts,
         audit,
         governance_policies,

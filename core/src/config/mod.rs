@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub healing: HealingConfig,
     /// Limits of warden's own HTTP server.
     pub http: HttpLimits,
+    /// Who may call the API: the token book.
+    pub tokens: TokensFile,
     /// Where alerts go and when state changes count as flapping.
     pub alerts: AlertsConfig,
     /// Where the audit chain's key and signed checkpoints live (outside the data dir).
@@ -447,6 +449,18 @@ impl Default for HttpLimits {
         }
     }
 }
+
+/// Where the API's token book is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokensFile {
+    pub path: PathBuf,
+    /// Named by the config (then it must exist); else the data dir's, made at the first
+    /// start with one admin token.
+    pub explicit: bool,
+}
+
+/// The token book in the data dir when the config names none.
+pub const DEFAULT_TOKENS_FILE: &str = "api-tokens.yaml";
 
 /// The audit chain's secret and its checkpoints: files outside the data dir, so that
 /// whoever can write the store cannot also forge seals or rewrite the checkpoints.

@@ -284,6 +284,9 @@ pub struct HttpSection {
     pub request_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub max_body_bytes: Option<Spanned<usize>>,
+    /// The API's token book (hashes and roles); default `api-tokens.yaml` in the data dir.
+    #[serde(default)]
+    pub tokens_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
