@@ -1,5 +1,11 @@
-//! How the command line talks to a running warden's API: its address from the data dir's
-//! lock, a token from `WARDEN_TOKEN` or the file `WARDEN_TOKEN_FILE` names.
+//! How the command line talks to a running warden's API: its address from the node config,
+//! a token from `WARDEN_TOKEN`, the file `WARDEN_TOKEN_FILE` names, or the node's own
+//! admin token file in its data dir (readable by whoever runs warden).
+
+use crate::load;
+use anyhow::Context;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 /// The API token to send, if the environment gives one.
 pub fn token() -> Option<String> {
@@ -10,4 +16,50 @@ pub fn token() -> Option<String> {
     }
     let path = std::env::var_os("WARDEN_TOKEN_FILE")?;
     std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// A running node's API.
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// The API of the node `config` describes (the embedded default when `None`).
+    pub fn of(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let loaded = load::load(config, data_dir).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let mut addr = loaded.config.http_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let own: PathBuf = loaded.config.data_dir.join("admin.token");
+        let token = token().or_else(|| std::fs::read_to_string(own).ok().map(|t| t.trim().to_string()));
+        let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
+        Ok(Self { base: format!("http://{addr}"), token, client })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.with_context(|| format!("warden's API at {} did not answer", self.base))?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+}
+
+/// The message of a JSON error answer.
+pub fn error_message(body: &Value) -> String {
+    body["error"]["message"].as_str().map_or_else(|| body.to_string(), str::to_string)
 }

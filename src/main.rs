@@ -4,6 +4,7 @@
 mod api_client;
 mod audit_cmd;
 mod demo;
+mod governance_cmd;
 mod http;
 mod load;
 mod node;
@@ -33,6 +34,12 @@ enum Command {
     /// Run probe checks once from this shell.
     #[command(subcommand)]
     Probes(probes_cmd::ProbesCommand),
+    /// The approval queue: list, approve, reject (through the running node's API).
+    #[command(subcommand)]
+    Approvals(governance_cmd::ApprovalsCommand),
+    /// Restart, stop, start or release a service, as an operator, through governance.
+    #[command(subcommand)]
+    Services(governance_cmd::ServicesCommand),
     /// API tokens: make one for a person or a program.
     #[command(subcommand)]
     Tokens(tokens_cmd::TokensCommand),
@@ -94,6 +101,8 @@ fn main() -> ExitCode {
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Tokens(cmd)) => tokens_cmd::run(cmd),
+        Some(Command::Approvals(cmd)) => rt.block_on(governance_cmd::approvals(cmd)),
+        Some(Command::Services(cmd)) => rt.block_on(governance_cmd::services(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),

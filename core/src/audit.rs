@@ -40,6 +40,9 @@ pub enum EntryKind {
     /// What supervision did by its own rules, without a request (a crash restart, a
     /// quarantine): recorded so that an outage leaves a trace.
     Supervision,
+    /// An approver's vote on an approval request, or its expiry (`decision` says which
+    /// way); the grant it leads to is a decision of its own.
+    Approval,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

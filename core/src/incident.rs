@@ -10,6 +10,7 @@
 //! re-probe seeing the service restored). When the fault's onset is known (the first
 //! failed check of the streak, or a harness's injection time) it is kept beside it.
 
+use crate::approval::{Approval, ApprovalStatus};
 use crate::config::ServiceName;
 use crate::mode::FailureMode;
 use crate::playbook::Catalog;
@@ -35,6 +36,8 @@ pub struct Finding {
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Open,
+    /// Open, its repair waiting for an approver (the run's tier 3 step).
+    AwaitingApproval,
     Resolved,
     /// Every playbook failed or none applies; a person must look.
     Failed,
@@ -50,6 +53,9 @@ pub struct Attempt {
     /// For a throttled run: when governance would allow the playbook again.
     #[serde(default)]
     pub retry_at_unix_ms: Option<u64>,
+    /// For a run held for an approval: the approval request.
+    #[serde(default)]
+    pub approval_id: Option<u64>,
 }
 
 /// One incident as stored.
@@ -90,6 +96,25 @@ pub enum NextStep {
     /// Governance holds the playbook until `retry_at_unix_ms` (a rate limit, an hour
     /// window); the incident stays open and [`Incident::due`] says when to run it again.
     Wait { playbook: String, retry_at_unix_ms: u64, reason: String },
+    /// A step needs an approver: the incident waits (awaiting approval) until
+    /// [`Incident::approval_settled`] says what the decision means.
+    AwaitApproval { playbook: String, approval_id: u64, reason: String },
+}
+
+impl IncidentStatus {
+    /// Not yet resolved or failed.
+    pub fn is_open(self) -> bool {
+        matches!(self, IncidentStatus::Open | IncidentStatus::AwaitingApproval)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::AwaitingApproval => "awaiting_approval",
+            IncidentStatus::Resolved => "resolved",
+            IncidentStatus::Failed => "failed",
+        }
+    }
 }
 
 impl Incident {
@@ -140,7 +165,14 @@ impl Incident {
 
     /// Records that run `run_id` of `playbook` has started.
     pub fn begin(&mut self, run_id: u64, playbook: &str) {
-        self.attempts.push(Attempt { run_id, playbook: playbook.to_string(), outcome: None, retry_at_unix_ms: None });
+        self.status = IncidentStatus::Open;
+        self.attempts.push(Attempt {
+            run_id,
+            playbook: playbook.to_string(),
+            outcome: None,
+            retry_at_unix_ms: None,
+            approval_id: None,
+        });
     }
 
     /// The run this incident waits for, if any.
@@ -152,12 +184,13 @@ impl Incident {
     /// this incident waits for (a duplicate or late notice): nothing changes then, so a
     /// notice delivered twice (once live, once by reconciliation) is harmless.
     pub fn finish_run(&mut self, run: &RunRecord, catalog: &Catalog) -> Option<NextStep> {
-        if self.status != IncidentStatus::Open || !run.outcome.is_final() {
+        if !self.status.is_open() || !run.outcome.is_final() {
             return None;
         }
         let current = self.attempts.last_mut().filter(|a| a.run_id == run.run_id && a.outcome.is_none())?;
         current.outcome = Some(run.outcome);
         current.retry_at_unix_ms = run.retry_at_unix_ms;
+        current.approval_id = run.approval_id;
         let playbook = current.playbook.clone();
         let count = |outcome: fn(RunOutcome) -> bool| {
             self.attempts.iter().filter(|a| a.playbook == playbook && a.outcome.is_some_and(outcome)).count()
@@ -178,26 +211,65 @@ impl Incident {
                 retry_at_unix_ms: run.retry_at_unix_ms.unwrap_or(run.finished_unix_ms.unwrap_or(0) + 60_000),
                 reason: run.detail.clone(),
             },
+            RunOutcome::PendingApproval if run.approval_id.is_some() => {
+                self.status = IncidentStatus::AwaitingApproval;
+                NextStep::AwaitApproval {
+                    playbook,
+                    approval_id: run.approval_id.unwrap_or_default(),
+                    reason: run.detail.clone(),
+                }
+            }
             RunOutcome::Failed
                 if count(|o| o == RunOutcome::Failed)
                     <= catalog.get(&playbook).map_or(0, |p| p.max_retries as usize) =>
             {
                 NextStep::Run { playbook }
             }
-            outcome => {
-                let tried: Vec<&str> = self.attempts.iter().map(|a| a.playbook.as_str()).collect();
-                match catalog.for_mode(self.mode).into_iter().find(|p| !tried.contains(&p.id.as_str())) {
-                    Some(next) => NextStep::Run { playbook: next.id.clone() },
-                    None => self.escalate(format!(
-                        "every playbook for {} failed; last: `{playbook}` {}: {}",
-                        self.mode.as_str(),
-                        outcome.as_str(),
-                        run.detail
-                    )),
-                }
-            }
+            outcome => self.move_on(&playbook, &format!("{}: {}", outcome.as_str(), run.detail), catalog),
         };
         Some(step)
+    }
+
+    /// The next untried playbook of the mode, or escalation when none is left.
+    fn move_on(&mut self, playbook: &str, why: &str, catalog: &Catalog) -> NextStep {
+        let tried: Vec<&str> = self.attempts.iter().map(|a| a.playbook.as_str()).collect();
+        match catalog.for_mode(self.mode).into_iter().find(|p| !tried.contains(&p.id.as_str())) {
+            Some(next) => NextStep::Run { playbook: next.id.clone() },
+            None => {
+                self.escalate(format!("every playbook for {} failed; last: `{playbook}` {why}", self.mode.as_str()))
+            }
+        }
+    }
+
+    /// The approval this incident waits for, if it waits for one.
+    pub fn awaited_approval(&self) -> Option<u64> {
+        (self.status == IncidentStatus::AwaitingApproval).then(|| self.attempts.last()?.approval_id).flatten()
+    }
+
+    /// What an approver's decision on the awaited request means: approved, the same
+    /// playbook runs again (its step is now granted); rejected or expired, the incident
+    /// moves on like after a refused run. `None` while it is still pending (or not the
+    /// awaited one).
+    pub fn approval_settled(&mut self, approval: &Approval, catalog: &Catalog) -> Option<NextStep> {
+        if self.awaited_approval() != Some(approval.id) {
+            return None;
+        }
+        let playbook = self.attempts.last()?.playbook.clone();
+        match approval.status {
+            ApprovalStatus::Pending => None,
+            ApprovalStatus::Approved | ApprovalStatus::Used => {
+                self.status = IncidentStatus::Open;
+                Some(NextStep::Run { playbook })
+            }
+            ApprovalStatus::Rejected | ApprovalStatus::Expired => {
+                self.status = IncidentStatus::Open;
+                let why = match approval.votes.iter().find(|v| !v.approve) {
+                    Some(v) => format!("approval {} rejected by {}: {}", approval.id, v.by, v.reason),
+                    None => format!("approval {} expired undecided", approval.id),
+                };
+                Some(self.move_on(&playbook, &why, catalog))
+            }
+        }
     }
 
     fn escalate(&mut self, reason: String) -> NextStep {
@@ -250,8 +322,11 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
     let last: Vec<u64> = mttrs.iter().rev().take(window.max(1)).copied().collect();
     let rolling = (!last.is_empty()).then(|| last.iter().sum::<u64>() as f64 / last.len() as f64);
     let count = |s| incidents.iter().filter(|i| i.status == s).count();
-    let (resolved, failed, open) =
-        (count(IncidentStatus::Resolved), count(IncidentStatus::Failed), count(IncidentStatus::Open));
+    let (resolved, failed, open) = (
+        count(IncidentStatus::Resolved),
+        count(IncidentStatus::Failed),
+        incidents.iter().filter(|i| i.status.is_open()).count(),
+    );
     let finished = resolved + failed;
     MttrSummary {
         rolling_mttr_ms: rolling,
@@ -267,7 +342,7 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
 pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
     incidents
         .into_iter()
-        .filter(|i| i.status == IncidentStatus::Open && now_unix_ms.saturating_sub(i.detected_unix_ms) > limit_ms)
+        .filter(|i| i.status.is_open() && now_unix_ms.saturating_sub(i.detected_unix_ms) > limit_ms)
         .map(|i| i.id)
         .collect()
 }
@@ -297,6 +372,7 @@ mod tests {
                 playbook: "restart_hung_service".into(),
                 outcome: None,
                 retry_at_unix_ms: None,
+                approval_id: None,
             }],
             detail: String::new(),
             findings: 1,
@@ -327,6 +403,7 @@ mod tests {
             steps: vec![],
             detail: "it broke".into(),
             retry_at_unix_ms: None,
+            approval_id: None,
         }
     }
 
@@ -467,5 +544,53 @@ mod tests {
             incident(3, IncidentStatus::Resolved, 0, Some(1)),
         ];
         assert_eq!(overdue(&all, 130_000, 120_000), vec![1]);
+    }
+
+    #[test]
+    fn test_an_incident_waits_for_its_approval_then_reruns_or_moves_on() {
+        use crate::approval::{Approval, ApprovalStatus, Origin};
+        use crate::audit::AuditActor;
+        use crate::policy::ActionRequest;
+        let mut i = fresh();
+        assert!(matches!(i.first_step(&catalog()), NextStep::Run { .. }));
+        i.begin(10, "first");
+        let held = RunRecord { approval_id: Some(5), ..run(10, "first", RunOutcome::PendingApproval, 1_100) };
+        let step = i.finish_run(&held, &catalog()).expect("applies");
+        assert!(matches!(step, NextStep::AwaitApproval { approval_id: 5, .. }), "{step:?}");
+        assert_eq!((i.status, i.status.as_str()), (IncidentStatus::AwaitingApproval, "awaiting_approval"));
+        assert!(i.status.is_open());
+        let mut approval = Approval {
+            id: 5,
+            request: ActionRequest {
+                action: "restart_service".into(),
+                tier: crate::tier::Tier::DESTRUCTIVE,
+                target: "api".into(),
+                rationale: "r".into(),
+                actor: AuditActor::System,
+                incident_id: Some(1),
+                run_id: Some(10),
+                plan: String::new(),
+            },
+            plan: String::new(),
+            origin: Origin::Incident { incident_id: 1, run_id: 10 },
+            requested_unix_ms: 0,
+            expires_unix_ms: 10_000,
+            required: 1,
+            votes: vec![],
+            status: ApprovalStatus::Pending,
+            closed_unix_ms: None,
+            audit_seq: 1,
+        };
+        assert_eq!(i.approval_settled(&approval, &catalog()), None, "still pending");
+        let mut rejected = i.clone();
+        approval.decide("alice", true, "", 2_000).expect("vote");
+        assert_eq!(i.approval_settled(&approval, &catalog()), Some(NextStep::Run { playbook: "first".into() }));
+        assert_eq!(i.status, IncidentStatus::Open);
+        let mut no = approval.clone();
+        no.status = ApprovalStatus::Pending;
+        no.votes.clear();
+        no.decide("bob", false, "not now", 2_000).expect("vote");
+        let step = rejected.approval_settled(&no, &catalog()).expect("settled");
+        assert_eq!(step, NextStep::Run { playbook: "second".into() }, "rejected: the next playbook");
     }
 }

@@ -15,6 +15,7 @@
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
 //! - [`tier`]: autonomy tiers 1–4.
+//! - [`approval`]: approval requests: votes, two approvers, expiry, one use.
 //! - [`policy`]: governance policies, tiers, whitelist, rate limits → decisions, audit records.
 //! - [`permit`]: the permit that tier ≥ 2 steps cannot run without.
 //! - [`audit`]: audit entries, the SHA-256 hash chain, seals and checkpoints.
@@ -25,6 +26,7 @@
 //! - [`time`]: wall-clock timestamps (Unix ms, RFC 3339).
 
 pub mod alert;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod config;

@@ -176,6 +176,7 @@ mod tests {
             actor: AuditActor::System,
             incident_id: None,
             run_id: Some(7),
+            plan: String::new(),
         };
         let Verdict::Allow(allowed) = evaluate(&p, req, 0, &RateHistory::default()) else {
             panic!("expected allow");

@@ -56,6 +56,8 @@ pub enum Primitive {
     },
     /// Stop restarting a crash-looping service until an operator releases it.
     QuarantineService,
+    /// Lift a quarantine: the service starts again with a fresh restart budget.
+    ReleaseService,
 }
 
 /// Every action a primitive can name, with its own (minimum) tier. Policies may only name
@@ -68,6 +70,7 @@ const ACTIONS: &[(&str, Tier)] = &[
     ("start_service", Tier::OBSERVE),
     ("wait_healthy", Tier::OBSERVE),
     ("quarantine_service", Tier::REVERSIBLE),
+    ("release_service", Tier::REVERSIBLE),
 ];
 
 impl Primitive {
@@ -81,6 +84,7 @@ impl Primitive {
             Primitive::StartService => "start_service",
             Primitive::WaitHealthy { .. } => "wait_healthy",
             Primitive::QuarantineService => "quarantine_service",
+            Primitive::ReleaseService => "release_service",
         }
     }
 
@@ -107,6 +111,7 @@ impl Primitive {
             Primitive::StopService => "stops the service",
             Primitive::StartService => "starts the service",
             Primitive::QuarantineService => "stops restarting the service",
+            Primitive::ReleaseService => "starts a quarantined service again with a fresh restart budget",
         }
     }
 
@@ -114,6 +119,7 @@ impl Primitive {
     pub fn inverse(&self) -> Option<Primitive> {
         match self {
             Primitive::StopService | Primitive::QuarantineService => Some(Primitive::StartService),
+            Primitive::ReleaseService => Some(Primitive::QuarantineService),
             Primitive::StartService => Some(Primitive::StopService),
             _ => None,
         }
@@ -366,6 +372,7 @@ mod tests {
             Primitive::StartService,
             Primitive::WaitHealthy { timeout: Duration::from_millis(1) },
             Primitive::QuarantineService,
+            Primitive::ReleaseService,
         ];
         let names: Vec<&str> = every.iter().map(Primitive::action).collect();
         assert_eq!(names, Primitive::actions().collect::<Vec<_>>(), "ACTIONS lists every primitive once, in order");

@@ -388,6 +388,9 @@ pub struct ActionRequest {
     pub actor: AuditActor,
     pub incident_id: Option<u64>,
     pub run_id: Option<u64>,
+    /// What would happen, in words (which process, file, port): shown to approvers.
+    #[serde(default)]
+    pub plan: String,
 }
 
 impl ActionRequest {
@@ -430,6 +433,8 @@ impl ActionRequest {
 pub struct Allowed {
     request: ActionRequest,
     reason: String,
+    /// The approval request it spends, for a tier 3 action in production.
+    approval_id: Option<u64>,
 }
 
 impl Allowed {
@@ -438,6 +443,9 @@ impl Allowed {
     }
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+    pub fn approval_id(&self) -> Option<u64> {
+        self.approval_id
     }
 }
 
@@ -498,9 +506,25 @@ impl RateHistory {
 
 /// Decides `req` under `policies` at `now_unix_ms`.
 pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, history: &RateHistory) -> Verdict {
+    evaluate_with(policies, req, now_unix_ms, history, None)
+}
+
+/// Decides `req`; an `approved` request it allows stands in for the approver a tier 3
+/// action needs in production (every other rule still holds: whitelist, rate, hours).
+pub fn evaluate_with(
+    policies: &Policies,
+    req: ActionRequest,
+    now_unix_ms: u64,
+    history: &RateHistory,
+    approved: Option<&crate::approval::Approval>,
+) -> Verdict {
     let tier = policies.tier_of(&req.action, req.tier);
     if tier == Tier::OBSERVE {
-        return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason: "tier 1: autonomous".into() });
+        return Verdict::Allow(Allowed {
+            request: ActionRequest { tier, ..req },
+            reason: "tier 1: autonomous".into(),
+            approval_id: None,
+        });
     }
     if tier == Tier::HUMAN_ONLY {
         let reason = format!("`{}` is tier 4: never autonomous, a person must act", req.action);
@@ -554,6 +578,14 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
             }
         }
         if tier == Tier::DESTRUCTIVE && policies.mode == Mode::Production {
+            if let Some(a) = approved.filter(|a| a.allows(&req)) {
+                let reason = format!("tier 3, approved by {} (approval {})", a.approvers().join(", "), a.id);
+                return Verdict::Allow(Allowed {
+                    request: ActionRequest { tier, ..req },
+                    reason,
+                    approval_id: Some(a.id),
+                });
+            }
             return Verdict::PendingApproval {
                 reason: format!("tier 3 `{}` on `{}` waits for an approver", req.action, req.target),
             };
@@ -563,7 +595,7 @@ pub fn evaluate(policies: &Policies, req: ActionRequest, now_unix_ms: u64, histo
         } else {
             "whitelisted tier 2".to_string()
         };
-        return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason });
+        return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason, approval_id: None });
     }
     Verdict::Deny { reason: last_reason, retry_at_unix_ms: retry_at }
 }
@@ -598,6 +630,7 @@ mod tests {
             actor: AuditActor::System,
             incident_id: None,
             run_id: None,
+            plan: String::new(),
         }
     }
 

@@ -69,6 +69,9 @@ pub struct RunRecord {
     /// For a throttled run: when governance would allow it.
     #[serde(default)]
     pub retry_at_unix_ms: Option<u64>,
+    /// For a run held for an approver: the approval request.
+    #[serde(default)]
+    pub approval_id: Option<u64>,
 }
 
 impl RunRecord {

@@ -155,3 +155,202 @@ pub async fn audit_export(
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
+
+// --- approvals and operator actions -------------------------------------------------------
+
+use axum::Extension;
+use axum::extract::Path;
+use warden_actors::guardian::executor::{OperatorOutcome, OperatorRequest};
+use warden_core::approval::{Approval, ApprovalStatus, Origin};
+use warden_core::auth::Caller;
+use warden_core::config::ServiceName;
+use warden_core::playbook::Primitive;
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The optional `{"reason": "..."}` body.
+fn reason_of(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let b: ReasonBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}")))?;
+    Ok(b.reason.filter(|r| !r.trim().is_empty()))
+}
+
+pub fn approval_json(a: &Approval) -> Value {
+    let r = &a.request;
+    json!({
+        "id": a.id,
+        "status": a.status,
+        "action": r.action,
+        "tier": r.tier.get(),
+        "target": r.target,
+        "plan": a.plan,
+        "rationale": r.rationale,
+        "origin": a.origin,
+        "requested_by": match &a.origin {
+            Origin::Operator { name } => name.clone(),
+            Origin::Incident { incident_id, .. } => format!("incident {incident_id}"),
+        },
+        "incident_id": r.incident_id,
+        "run_id": r.run_id,
+        "required": a.required,
+        "approvals": a.approvals(),
+        "votes": a.votes.iter().map(|v| json!({
+            "by": v.by,
+            "approve": v.approve,
+            "reason": v.reason,
+            "at_unix_ms": v.at_unix_ms,
+            "at": warden_core::time::rfc3339(v.at_unix_ms),
+        })).collect::<Vec<_>>(),
+        "requested_unix_ms": a.requested_unix_ms,
+        "requested_at": warden_core::time::rfc3339(a.requested_unix_ms),
+        "expires_unix_ms": a.expires_unix_ms,
+        "expires_at": warden_core::time::rfc3339(a.expires_unix_ms),
+        "closed_unix_ms": a.closed_unix_ms,
+        "audit_seq": a.audit_seq,
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsParams {
+    /// `pending` (default) or `all` (the newest 200).
+    status: Option<String>,
+}
+
+pub async fn approvals(
+    State(app): State<AppState>,
+    q: Result<Query<ApprovalsParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    let list = match q.status.as_deref().unwrap_or("pending") {
+        "pending" => app.views.store.pending_approvals().await?,
+        "all" => app.views.store.recent_approvals(200).await?,
+        other => return Err(ApiError::BadRequest(format!("status `{other}`: pending or all"))),
+    };
+    Ok(Json(json!({ "approvals": list.iter().rev().map(approval_json).collect::<Vec<_>>() })))
+}
+
+pub async fn approval(State(app): State<AppState>, Path(id): Path<u64>) -> Result<Json<Value>, ApiError> {
+    let a = app.views.store.approval(id).await?.ok_or_else(|| ApiError::NotFound(format!("no approval {id}")))?;
+    Ok(Json(approval_json(&a)))
+}
+
+/// `approve` or `reject`; an approved operator's request then runs for that operator.
+pub async fn decide(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, verb)): Path<(u64, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let approve = match verb.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => return Err(ApiError::NotFound(format!("no approval action `{other}` (approve or reject)"))),
+    };
+    let reason = reason_of(&body)?.unwrap_or_default();
+    use warden_actors::governance::approval_queue::ApprovalOpError as E;
+    let a = app.addrs.approvals.decide(id, caller, approve, reason).await.map_err(|e| match e {
+        E::NotFound(_) => ApiError::NotFound(e.to_string()),
+        E::Rule(warden_core::approval::ApprovalError::NoReason) => ApiError::BadRequest(e.to_string()),
+        E::Rule(_) => ApiError::Conflict(e.to_string()),
+        E::NotAnApprover(_) => ApiError::Forbidden(e.to_string()),
+        E::Unavailable(_) | E::Store(_) | E::Audit(_) => ApiError::Unavailable(e.to_string()),
+    })?;
+    let mut body = approval_json(&a);
+    if let (ApprovalStatus::Approved, Origin::Operator { name }) = (a.status, &a.origin) {
+        let op = operator_primitive(&a.request.action).zip(ServiceName::parse(&a.request.target).ok()).map(
+            |(primitive, target)| OperatorRequest {
+                operator: name.clone(),
+                primitive,
+                target,
+                reason: format!("approved (approval {id})"),
+            },
+        );
+        if let Some(op) = op {
+            let outcome = app.addrs.executor.operate(op).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            body["ran"] = outcome_json(&outcome).1;
+        }
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The primitive an operator route or an approved operator request names.
+fn operator_primitive(action: &str) -> Option<Primitive> {
+    match action {
+        "restart_service" | "restart" => Some(Primitive::RestartService { force: false }),
+        "stop_service" | "stop" => Some(Primitive::StopService),
+        "start_service" | "start" => Some(Primitive::StartService),
+        "release_service" | "release" => Some(Primitive::ReleaseService),
+        _ => None,
+    }
+}
+
+/// An operator outcome as an HTTP status and body.
+fn outcome_json(o: &OperatorOutcome) -> (StatusCode, Value) {
+    match o {
+        OperatorOutcome::Done { result: Ok(detail), audit_seq } => {
+            (StatusCode::OK, json!({ "status": "done", "detail": detail, "audit_seq": audit_seq }))
+        }
+        OperatorOutcome::Done { result: Err(detail), audit_seq } => (
+            StatusCode::CONFLICT,
+            json!({ "error": { "code": "failed", "message": detail }, "status": "failed", "audit_seq": audit_seq }),
+        ),
+        OperatorOutcome::Denied { reason, audit_seq } => (
+            StatusCode::FORBIDDEN,
+            json!({ "error": { "code": "denied", "message": reason }, "status": "denied", "audit_seq": audit_seq }),
+        ),
+        OperatorOutcome::Held { reason, retry_at_unix_ms, audit_seq } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({
+                "error": { "code": "held", "message": reason },
+                "status": "held",
+                "retry_at_unix_ms": retry_at_unix_ms,
+                "retry_at": warden_core::time::rfc3339(*retry_at_unix_ms),
+                "audit_seq": audit_seq,
+            }),
+        ),
+        OperatorOutcome::PendingApproval { reason, approval_id, audit_seq } => (
+            StatusCode::ACCEPTED,
+            json!({ "status": "pending_approval", "approval_id": approval_id, "reason": reason, "audit_seq": audit_seq }),
+        ),
+    }
+}
+
+/// `POST /api/services/{name}/{op}`: restart, stop, start or release a service, as the
+/// calling operator, through the gatekeeper like any autonomous action.
+pub async fn service_action(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, op)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let primitive = match op.as_str() {
+        "restart" | "stop" | "start" | "release" => operator_primitive(&op),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("no service action `{op}` (restart, stop, start, release)")))?;
+    let target = ServiceName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if app.views.services.state_of(target.as_str()).is_none() {
+        return Err(ApiError::NotFound(format!("no service `{name}`")));
+    }
+    let reason = reason_of(&body)?.unwrap_or_else(|| "no reason given".into());
+    let op = OperatorRequest { operator: caller.name, primitive, target, reason };
+    let outcome = app.addrs.executor.operate(op).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (status, body) = outcome_json(&outcome);
+    let mut resp = (status, Json(body)).into_response();
+    if let OperatorOutcome::Held { retry_at_unix_ms, .. } = outcome {
+        let secs = retry_at_unix_ms.saturating_sub(warden_core::time::now_unix_ms()).div_ceil(1000);
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    Ok(resp)
+}

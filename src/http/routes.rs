@@ -28,13 +28,23 @@ pub fn router(app: AppState) -> Router {
         .route("/api/governance/audit", get(super::governance::audit_query))
         .route("/api/governance/audit/export", get(super::governance::audit_export))
         .route("/metrics", get(metrics))
+        .route("/api/governance/approvals", get(super::governance::approvals))
+        .route("/api/governance/approvals/{id}", get(super::governance::approval))
         .route_layer(from_fn_with_state(app.clone(), super::auth::reads));
+    let operate = Router::new()
+        .route("/api/services/{name}/{op}", post(super::governance::service_action))
+        .route_layer(from_fn_with_state((app.clone(), Role::Operator), super::auth::needs));
+    let approve = Router::new()
+        .route("/api/governance/approvals/{id}/{verb}", post(super::governance::decide))
+        .route_layer(from_fn_with_state((app.clone(), Role::Approver), super::auth::needs));
     let admin = Router::new()
         .route("/api/debug/crash/{*path}", post(crash))
         .route_layer(from_fn_with_state((app.clone(), Role::Admin), super::auth::needs));
     Router::new()
         .merge(open)
         .merge(reads)
+        .merge(operate)
+        .merge(approve)
         .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(app)

@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
 use warden_core::permit::{AuditReceipt, Permit};
-use warden_core::policy::{ActionRequest, Policies, RateHistory, Verdict, evaluate};
+use warden_core::policy::{ActionRequest, Mode, Policies, RateHistory, Verdict, evaluate_with};
 use warden_core::tier::Tier;
 
 pub const PATH: &str = "governance/gatekeeper";
@@ -39,6 +39,8 @@ pub enum GateAnswer {
     Pending {
         reason: String,
         audit_seq: u64,
+        /// The approval request approvers decide.
+        approval_id: u64,
     },
 }
 
@@ -178,12 +180,22 @@ impl Gatekeeper {
         let history = st.history.get_or_insert_with(RateHistory::default);
         let now = warden_core::time::now_unix_ms();
         let policies = self.policies.get();
+        let tier = policies.tier_of(&req.action, req.tier);
+        // A tier 3 action in production may have been approved already (once).
+        let approved = if tier >= Tier::DESTRUCTIVE && policies.mode == Mode::Production {
+            self.approvals.find(req.clone()).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot ask the approval queue; no approval counts");
+                None
+            })
+        } else {
+            None
+        };
         let verdict = match self.trust.broken() {
             // A trail that cannot be trusted cannot vouch for a risky action.
-            Some(why) if policies.tier_of(&req.action, req.tier) >= Tier::REVERSIBLE => {
+            Some(why) if tier >= Tier::REVERSIBLE => {
                 Verdict::Deny { reason: format!("refused while {why}"), retry_at_unix_ms: None }
             }
-            _ => evaluate(&policies, req.clone(), now, history),
+            _ => evaluate_with(&policies, req.clone(), now, history, approved.as_ref()),
         };
         self.metrics
             .gate_decisions
@@ -201,6 +213,11 @@ impl Gatekeeper {
             Verdict::Allow(allowed) => match AuditReceipt::for_decision(&sealed) {
                 Some(receipt) => {
                     history.record(&req.action, &req.target, now, HISTORY_KEEP);
+                    if let Some(id) = allowed.approval_id()
+                        && let Err(e) = self.approvals.mark_used(id).await
+                    {
+                        tracing::error!(approval = id, error = %e, "cannot mark the approval used");
+                    }
                     GateAnswer::Granted(Permit::grant(allowed, receipt))
                 }
                 None => GateAnswer::Denied {
@@ -213,12 +230,17 @@ impl Gatekeeper {
                 tracing::warn!(action = req.action, target = req.target, reason, "governance denied action");
                 GateAnswer::Denied { reason, audit_seq: Some(sealed.entry.seq), retry_at_unix_ms }
             }
-            Verdict::PendingApproval { reason } => {
-                if let Err(e) = self.approvals.hold(req, sealed.entry.seq) {
-                    tracing::error!(error = %e, "cannot queue the approval request");
+            Verdict::PendingApproval { reason } => match self.approvals.hold(req, sealed.entry.seq).await {
+                Ok(a) => GateAnswer::Pending { reason, audit_seq: sealed.entry.seq, approval_id: a.id },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue the approval request; denying");
+                    GateAnswer::Denied {
+                        reason: format!("needs an approval, but it cannot be requested: {e}"),
+                        audit_seq: Some(sealed.entry.seq),
+                        retry_at_unix_ms: None,
+                    }
                 }
-                GateAnswer::Pending { reason, audit_seq: sealed.entry.seq }
-            }
+            },
         }
     }
 }

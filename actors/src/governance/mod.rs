@@ -35,7 +35,12 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
                 metrics: g.views.metrics.clone(),
                 registry: g.views.registry.clone(),
             }),
-            tree::worker(w.addrs.approvals.name(), move || ApprovalQueue { registry: q.views.registry.clone() }),
+            tree::worker(w.addrs.approvals.name(), move || ApprovalQueue {
+                store: q.views.store.clone(),
+                policies: q.policies.clone(),
+                audit: q.addrs.audit.clone(),
+                registry: q.views.registry.clone(),
+            }),
         ]
     })
 }

@@ -48,6 +48,8 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starting a run is a store read and one synced write; an order not acknowledged in time
 /// is retried by the incident manager on its next tick.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
+/// An operator's action: a decision, a service operation (a stop's grace and a start).
+const OPERATE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Clone)]
 pub struct RunOrder {
@@ -71,6 +73,9 @@ pub enum RunError {
 pub enum ExecutorMsg {
     /// Start a run; answered once it is stored as running and tracked.
     Run(Box<RunOrder>, RpcReplyPort<Result<(), RunError>>),
+    /// An operator's action, under the same governance as a playbook's step; answered
+    /// when it is done (or refused, held, or waiting for approvers).
+    Operate(Box<OperatorRequest>, RpcReplyPort<OperatorOutcome>),
     /// Cancel every run (node shutdown); answered once each is recorded as interrupted.
     Shutdown(RpcReplyPort<()>),
 }
@@ -83,6 +88,11 @@ impl Addr<PlaybookExecutor> {
     /// Hands a run over; `Ok` means it is stored and will be reported when it ends.
     pub async fn run(&self, order: RunOrder) -> Result<(), RunError> {
         self.ask(ORDER_TIMEOUT, |tx| ExecutorMsg::Run(Box::new(order), tx)).await?
+    }
+
+    /// Carries out an operator's request through governance; waits for its end.
+    pub async fn operate(&self, op: OperatorRequest) -> Result<OperatorOutcome, SendError> {
+        self.ask(OPERATE_TIMEOUT, |tx| ExecutorMsg::Operate(Box::new(op), tx)).await
     }
 
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), SendError> {
@@ -115,6 +125,8 @@ pub struct PlaybookExecutor {
 
 pub struct State {
     runs: JoinSet<()>,
+    /// Operators' actions in progress (cancelled at shutdown like runs).
+    operations: JoinSet<()>,
     /// The run each task of `runs` carries.
     tracked: BTreeMap<tokio::task::Id, u64>,
     shutting_down: bool,
@@ -145,6 +157,7 @@ impl Actor for PlaybookExecutor {
         }
         Ok(State {
             runs: JoinSet::new(),
+            operations: JoinSet::new(),
             tracked: BTreeMap::new(),
             shutting_down: false,
             _reg: self.registry.started(PATH),
@@ -158,12 +171,25 @@ impl Actor for PlaybookExecutor {
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         self.reap(st).await;
+        while st.operations.try_join_next().is_some() {}
         match msg {
             ExecutorMsg::Run(order, reply) => {
                 let _ = reply.send(self.start(st, *order).await);
             }
+            ExecutorMsg::Operate(op, reply) => {
+                // Its own task: the executor keeps taking orders while a stop takes its grace.
+                if st.shutting_down {
+                    drop(reply);
+                } else {
+                    let ctx = self.ctx.clone();
+                    st.operations.spawn(async move {
+                        let _ = reply.send(operate(&ctx, *op).await);
+                    });
+                }
+            }
             ExecutorMsg::Shutdown(reply) => {
                 st.shutting_down = true;
+                st.operations.abort_all();
                 st.runs.abort_all();
                 while st.runs.join_next().await.is_some() {}
                 st.tracked.clear();
@@ -212,6 +238,7 @@ impl PlaybookExecutor {
             steps: vec![],
             detail: String::new(),
             retry_at_unix_ms: None,
+            approval_id: None,
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
@@ -297,6 +324,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             if let Err(f) = result {
                 record.outcome = f.outcome;
                 record.retry_at_unix_ms = f.retry_at_unix_ms;
+                record.approval_id = f.approval_id;
                 record.detail = format!("step {} `{}`: {}", step.index, step.primitive.action(), f.detail);
                 return;
             }
@@ -363,10 +391,12 @@ struct StepFailure {
     detail: String,
     /// For a throttled step: when governance would allow it.
     retry_at_unix_ms: Option<u64>,
+    /// For a step held for an approver: the approval request.
+    approval_id: Option<u64>,
 }
 
 fn failed(outcome: RunOutcome, detail: String) -> StepFailure {
-    StepFailure { outcome, detail, retry_at_unix_ms: None }
+    StepFailure { outcome, detail, retry_at_unix_ms: None, approval_id: None }
 }
 
 type StepResult = Result<String, StepFailure>;
@@ -374,12 +404,6 @@ type StepResult = Result<String, StepFailure>;
 /// Gets the step authorised (asking governance when its tier needs it), runs it, and
 /// audits the outcome of a permitted step.
 async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
-    if step.tier == Tier::OBSERVE {
-        return match Authorized::autonomous(step) {
-            Ok(a) => (perform(ctx, a).await.map_err(|e| failed(RunOutcome::Failed, e.to_string())), None),
-            Err(e) => (Err(failed(RunOutcome::Denied, e.to_string())), None),
-        };
-    }
     let request = ActionRequest {
         action: step.primitive.action().into(),
         tier: step.tier,
@@ -388,19 +412,36 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
         actor: AuditActor::System,
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
+        plan: plan_of(ctx, &step),
     };
+    govern(ctx, request, step).await
+}
+
+/// The one way a step runs, for playbooks and operators alike: tier 1 on its own, every
+/// other step with a permit from the gatekeeper (its decision audited first), its outcome
+/// audited after.
+async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> (StepResult, Option<u64>) {
+    if step.tier == Tier::OBSERVE {
+        return match Authorized::autonomous(step) {
+            Ok(a) => (perform(ctx, a).await.map_err(|e| failed(RunOutcome::Failed, e.to_string())), None),
+            Err(e) => (Err(failed(RunOutcome::Denied, e.to_string())), None),
+        };
+    }
     let permit = match ctx.gate.request(request.clone()).await {
         Ok(GateAnswer::Granted(p)) => p,
         Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
             let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));
-            let failure = StepFailure { outcome: RunOutcome::Throttled, detail, retry_at_unix_ms: Some(at) };
+            let failure =
+                StepFailure { outcome: RunOutcome::Throttled, detail, retry_at_unix_ms: Some(at), approval_id: None };
             return (Err(failure), audit_seq);
         }
         Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: None }) => {
             return (Err(failed(RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
         }
-        Ok(GateAnswer::Pending { reason, audit_seq }) => {
-            return (Err(failed(RunOutcome::PendingApproval, reason)), Some(audit_seq));
+        Ok(GateAnswer::Pending { reason, audit_seq, approval_id }) => {
+            let detail = format!("{reason} (approval {approval_id})");
+            let failure = StepFailure { approval_id: Some(approval_id), ..failed(RunOutcome::PendingApproval, detail) };
+            return (Err(failure), Some(audit_seq));
         }
         Err(e) => return (Err(failed(RunOutcome::Denied, format!("no decision: {e}"))), None),
     };
@@ -418,9 +459,116 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
         },
     };
     if let Err(e) = ctx.gate.outcome(report).await {
-        tracing::error!(run = order.run_id, error = %e, "cannot audit step outcome");
+        tracing::error!(action = permit.action(), target = permit.target(), error = %e, "cannot audit an outcome");
     }
     (result.map_err(|e| failed(RunOutcome::Failed, e)), Some(seq))
+}
+
+/// An operator's request to act on a service (API or shell).
+#[derive(Debug, Clone)]
+pub struct OperatorRequest {
+    pub operator: String,
+    pub primitive: Primitive,
+    pub target: ServiceName,
+    pub reason: String,
+}
+
+/// What came of it.
+#[derive(Debug, Clone)]
+pub enum OperatorOutcome {
+    /// Permitted and carried out (or carried out and failed: `result`).
+    Done {
+        result: Result<String, String>,
+        audit_seq: Option<u64>,
+    },
+    Denied {
+        reason: String,
+        audit_seq: Option<u64>,
+    },
+    /// Allowed later (a rate limit, a time window).
+    Held {
+        reason: String,
+        retry_at_unix_ms: u64,
+        audit_seq: Option<u64>,
+    },
+    /// Waits for approvers; approved, it runs for the operator.
+    PendingApproval {
+        reason: String,
+        approval_id: u64,
+        audit_seq: Option<u64>,
+    },
+}
+
+async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
+    let policies = ctx.policies.get();
+    let step = PlannedStep {
+        index: 0,
+        tier: policies.tier_of(op.primitive.action(), op.primitive.min_tier()),
+        primitive: op.primitive,
+        target: op.target,
+    };
+    let request = ActionRequest {
+        action: step.primitive.action().into(),
+        tier: step.tier,
+        target: step.target.to_string(),
+        rationale: format!("operator `{}`: {}", op.operator, op.reason),
+        actor: AuditActor::User(op.operator.clone()),
+        incident_id: None,
+        run_id: None,
+        plan: plan_of(ctx, &step),
+    };
+    tracing::info!(operator = op.operator, action = request.action, target = request.target, "operator request");
+    match govern(ctx, request, step).await {
+        (Ok(detail), seq) => OperatorOutcome::Done { result: Ok(detail), audit_seq: seq },
+        (Err(f), seq) => match f.outcome {
+            RunOutcome::Throttled => OperatorOutcome::Held {
+                reason: f.detail,
+                retry_at_unix_ms: f.retry_at_unix_ms.unwrap_or_default(),
+                audit_seq: seq,
+            },
+            RunOutcome::PendingApproval => OperatorOutcome::PendingApproval {
+                reason: f.detail,
+                approval_id: f.approval_id.unwrap_or_default(),
+                audit_seq: seq,
+            },
+            RunOutcome::Denied => OperatorOutcome::Denied { reason: f.detail, audit_seq: seq },
+            _ => OperatorOutcome::Done { result: Err(f.detail), audit_seq: seq },
+        },
+    }
+}
+
+/// What a step would do, in words, for approvers: the service's process now and what the
+/// step does to it.
+pub fn plan_of(ctx: &RunContext, step: &PlannedStep) -> String {
+    let t = ctx.table.lock();
+    let Some(e) = t.services.get(&step.target) else {
+        return format!("{} on `{}` (no such service now)", step.primitive.action(), step.target);
+    };
+    let process = match e.pid {
+        Some(pid) => format!("pid {pid}, {}", e.state.as_str()),
+        None => e.state.as_str().to_string(),
+    };
+    let stop = format!(
+        "{} to its process group, {} ms grace, then SIGKILL",
+        e.spec.stop_signal.as_str(),
+        e.spec.stop_grace.as_millis()
+    );
+    let program = match &e.spec.program {
+        warden_core::config::Program::SelfExe => "warden".to_string(),
+        warden_core::config::Program::Path(p) => p.display().to_string(),
+    };
+    let what = match &step.primitive {
+        Primitive::RestartService { force: true } => format!("kill it (SIGKILL at once), then start `{program}` again"),
+        Primitive::RestartService { force: false } => format!("stop it ({stop}), then start `{program}` again"),
+        Primitive::StopService => format!("stop it ({stop}); it stays stopped"),
+        Primitive::StartService => format!("start `{program}`"),
+        Primitive::SignalService { signal } => format!("send {} to its process group", signal.as_str()),
+        Primitive::QuarantineService => format!("stop it ({stop}) and keep it stopped until released"),
+        other => other.action().to_string(),
+    };
+    let ports: Vec<String> = e.spec.ports.iter().map(u16::to_string).collect();
+    let ports = if ports.is_empty() { String::new() } else { format!(", ports {}", ports.join(", ")) };
+    format!("service `{}` ({process}{ports}): {what}", step.target)
 }
 
 /// Why a step did not do its job.

@@ -79,6 +79,8 @@ pub enum ServiceOpError {
     ShuttingDown,
     #[error("warden is still taking over what an earlier warden left running; try again shortly")]
     TakingOver,
+    #[error("`{0}` is not quarantined (it is {1})")]
+    NotQuarantined(ServiceName, &'static str),
 }
 
 pub enum ServiceMsg {
@@ -584,6 +586,16 @@ impl ServiceSupervisor {
                     let _ = reply.send(self.spawn(myself, &service).map(|p| format!("started pid {p}")));
                 } else {
                     let _ = reply.send(Ok(format!("`{service}` already {}", e.state.as_str())));
+                }
+            }
+            Primitive::ReleaseService => {
+                if e.state == ServiceState::Quarantined {
+                    e.tracker.reset();
+                    drop(t);
+                    info!(service = service.as_str(), "quarantine lifted; starting it with a fresh restart budget");
+                    let _ = reply.send(self.spawn(myself, &service).map(|p| format!("released; started pid {p}")));
+                } else {
+                    let _ = reply.send(Err(ServiceOpError::NotQuarantined(service.clone(), e.state.as_str())));
                 }
             }
             Primitive::SignalService { signal } => {

@@ -284,6 +284,18 @@ impl IncidentManager {
                 );
                 st.open.insert(id, incident);
             }
+            NextStep::AwaitApproval { playbook, approval_id, reason } => {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::warn!(
+                    incident = id,
+                    service = incident.service.as_str(),
+                    playbook,
+                    approval = approval_id,
+                    reason,
+                    "alert: the repair waits for an approver"
+                );
+                st.open.insert(id, incident);
+            }
             NextStep::Escalate { reason } => {
                 self.store.put_incident(incident.clone()).await?;
                 tracing::error!(
@@ -298,13 +310,29 @@ impl IncidentManager {
         Ok(())
     }
 
-    /// Starts the held repairs whose time has come (a rate limit's window moved on).
+    /// Starts the held repairs whose time has come (a rate limit's window moved on), and
+    /// follows the approvals incidents wait for: approved, the repair runs again;
+    /// rejected or expired, the incident moves on.
     async fn run_due(&self, st: &mut State) -> Result<(), StoreError> {
         let now = warden_core::time::now_unix_ms();
         let due: Vec<(Incident, NextStep)> = st.open.values().filter_map(|i| Some((i.clone(), i.due(now)?))).collect();
         for (incident, step) in due {
             tracing::info!(incident = incident.id, "governance allows the held repair now; running it");
             self.apply(step, incident, st).await?;
+        }
+        let awaiting: Vec<(Incident, u64)> =
+            st.open.values().filter_map(|i| Some((i.clone(), i.awaited_approval()?))).collect();
+        for (mut incident, approval_id) in awaiting {
+            let Some(approval) = self.store.approval(approval_id).await? else { continue };
+            if let Some(step) = incident.approval_settled(&approval, &self.catalog.get()) {
+                tracing::info!(
+                    incident = incident.id,
+                    approval = approval_id,
+                    status = approval.status.as_str(),
+                    "the approval the repair waited for is decided"
+                );
+                self.apply(step, incident, st).await?;
+            }
         }
         Ok(())
     }

@@ -8,13 +8,16 @@
 //! | `incidents_open` | id (u64 BE) | empty: the index of open incidents |
 //! | `runs` | run id (u64 BE) | JSON `RunRecord` |
 //! | `runs_active` | run id (u64 BE) | empty: the index of runs not yet finished |
+//! | `approvals` | id (u64 BE) | JSON `Approval` |
+//! | `approvals_pending` | id (u64 BE) | empty: the index of pending approval requests |
 //! | `meta` | `counter/<name>` | u64 BE |
 
 use super::StoreError;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
+use warden_core::approval::Approval;
 use warden_core::audit::SealedEntry;
-use warden_core::incident::{Incident, IncidentStatus};
+use warden_core::incident::Incident;
 use warden_core::run::RunRecord;
 
 pub(super) struct Db {
@@ -24,6 +27,8 @@ pub(super) struct Db {
     incidents_open: Keyspace,
     runs: Keyspace,
     runs_active: Keyspace,
+    approvals: Keyspace,
+    approvals_pending: Keyspace,
     meta: Keyspace,
 }
 
@@ -52,6 +57,8 @@ impl Db {
             incidents_open: ks("incidents_open")?,
             runs: ks("runs")?,
             runs_active: ks("runs_active")?,
+            approvals: ks("approvals")?,
+            approvals_pending: ks("approvals_pending")?,
             meta: ks("meta")?,
             db,
         })
@@ -71,6 +78,8 @@ impl Db {
             (self.incidents_open.id(), "incidents_open"),
             (self.runs.id(), "runs"),
             (self.runs_active.id(), "runs_active"),
+            (self.approvals.id(), "approvals"),
+            (self.approvals_pending.id(), "approvals_pending"),
             (self.meta.id(), "meta"),
         ]
     }
@@ -200,7 +209,7 @@ impl Db {
         let v = serde_json::to_vec(incident).map_err(|e| StoreError::Encode(e.to_string()))?;
         let mut b = self.db.batch();
         b.insert(&self.incidents, key(incident.id), v);
-        if incident.status == IncidentStatus::Open {
+        if incident.status.is_open() {
             b.insert(&self.incidents_open, key(incident.id), []);
         } else {
             b.remove(&self.incidents_open, key(incident.id));
@@ -255,6 +264,40 @@ impl Db {
 
     pub(super) fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         recent_json(&self.runs, "runs", limit)
+    }
+
+    // --- approvals ---------------------------------------------------------------------------
+
+    pub(super) fn put_approval(&self, a: &Approval) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(a).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut b = self.db.batch();
+        b.insert(&self.approvals, key(a.id), v);
+        if a.is_pending() {
+            b.insert(&self.approvals_pending, key(a.id), []);
+        } else {
+            b.remove(&self.approvals_pending, key(a.id));
+        }
+        b.commit()?;
+        self.sync()
+    }
+
+    pub(super) fn approval(&self, id: u64) -> Result<Option<Approval>, StoreError> {
+        self.approvals.get(key(id))?.map(|v| decode_json("approvals", id, &v)).transpose()
+    }
+
+    pub(super) fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.approvals_pending.iter() {
+            let id = decode_key(&g.key()?);
+            if let Some(a) = self.approval(id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn recent_approvals(&self, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        recent_json(&self.approvals, "approvals", limit)
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
+use warden_core::approval::Approval;
 use warden_core::audit::{AuditFilter, AuditKey, ChainBreak, ChainCheck, Checkpoint, Hash, SealedEntry};
 use warden_core::incident::{Incident, MttrSummary, summarize};
 use warden_core::run::RunRecord;
@@ -63,6 +64,7 @@ impl From<fjall::Error> for StoreError {
 pub enum Counter {
     Incident,
     Run,
+    Approval,
 }
 
 impl Counter {
@@ -70,6 +72,7 @@ impl Counter {
         match self {
             Counter::Incident => "incident",
             Counter::Run => "run",
+            Counter::Approval => "approval",
         }
     }
 }
@@ -370,6 +373,27 @@ impl Store {
     /// Removes entry `seq` as stored: for tamper tests, which must see the chain notice.
     pub async fn audit_remove_raw(&self, seq: u64) -> Result<(), StoreError> {
         self.write(move |db| db.audit_remove_raw(seq)).await
+    }
+
+    // --- approvals ------------------------------------------------------------------------
+
+    /// Stores an approval request (synced); the pending index follows its status.
+    pub async fn put_approval(&self, approval: Approval) -> Result<(), StoreError> {
+        self.write(move |db| db.put_approval(&approval)).await
+    }
+
+    pub async fn approval(&self, id: u64) -> Result<Option<Approval>, StoreError> {
+        self.run(move |db| db.approval(id)).await
+    }
+
+    /// Every pending request, oldest first.
+    pub async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        self.run(|db| db.pending_approvals()).await
+    }
+
+    /// The newest `limit` requests, whatever their status, oldest first.
+    pub async fn recent_approvals(&self, limit: usize) -> Result<Vec<Approval>, StoreError> {
+        self.run(move |db| db.recent_approvals(limit)).await
     }
 
     // --- incidents and runs ---------------------------------------------------------------
