@@ -93,6 +93,15 @@ pub enum Targets {
     Only(BTreeSet<String>),
 }
 
+impl std::fmt::Display for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Targets::Any => f.write_str("*"),
+            Targets::Only(set) => f.write_str(&set.iter().cloned().collect::<Vec<_>>().join(", ")),
+        }
+    }
+}
+
 impl Targets {
     pub fn covers(&self, target: &str) -> bool {
         match self {
@@ -530,8 +539,13 @@ pub fn evaluate_with(
         let reason = format!("`{}` is tier 4: never autonomous, a person must act", req.action);
         return Verdict::Deny { reason, retry_at_unix_ms: None };
     }
-    let entries: Vec<&WhitelistRule> =
-        policies.whitelist.iter().filter(|w| w.action == req.action && w.targets.covers(&req.target)).collect();
+    // With their place in the file: a decision names the entry that allowed it.
+    let entries: Vec<(usize, &WhitelistRule)> = policies
+        .whitelist
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.action == req.action && w.targets.covers(&req.target))
+        .collect();
     if entries.is_empty() {
         let reason = format!("`{}` on `{}` is not whitelisted", req.action, req.target);
         return Verdict::Deny { reason, retry_at_unix_ms: None };
@@ -542,7 +556,7 @@ pub fn evaluate_with(
     let mut retry_at: Option<u64> = None;
     let mut later = |at: u64| retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
     let day = weekday_utc(now_unix_ms);
-    for w in entries {
+    for (index, w) in entries {
         if let Some(days) = &w.days_utc
             && !days.contains(&day)
         {
@@ -590,10 +604,11 @@ pub fn evaluate_with(
                 reason: format!("tier 3 `{}` on `{}` waits for an approver", req.action, req.target),
             };
         }
+        let rule = format!("whitelist entry {} ({} on {})", index + 1, w.action, w.targets);
         let reason = if tier == Tier::DESTRUCTIVE {
-            "whitelisted tier 3, fast-approved in dev mode".to_string()
+            format!("whitelisted tier 3 by {rule}, fast-approved in dev mode")
         } else {
-            "whitelisted tier 2".to_string()
+            format!("whitelisted tier 2 by {rule}")
         };
         return Verdict::Allow(Allowed { request: ActionRequest { tier, ..req }, reason, approval_id: None });
     }
@@ -704,7 +719,12 @@ mod tests {
         let d = r.decision_record(&v);
         assert_eq!(
             (d.kind, d.decision, d.action.as_str(), d.detail.as_str()),
-            (EntryKind::Decision, DecisionKind::Allow, "restart_service", "whitelisted tier 2")
+            (
+                EntryKind::Decision,
+                DecisionKind::Allow,
+                "restart_service",
+                "whitelisted tier 2 by whitelist entry 1 (restart_service on api)"
+            )
         );
         let o = r.outcome_record(OutcomeKind::Failed, "boom".into());
         assert_eq!(
@@ -746,5 +766,89 @@ mod tests {
                 "line {line}: `{needle}` in {found:?}"
             );
         }
+    }
+
+    /// The policy of the table below: tiers raised, targets limited, a rate, an hour window,
+    /// weekdays, a tier 4.
+    fn table_policy(mode: &str) -> Policies {
+        load(&format!(
+            "mode: {mode}\ntiers:\n  stop_service: 3\n  signal_service: 4\n  release_service: 3\nwhitelist:\n  - action: restart_service\n    targets: [api]\n    rate_limit: {{ max: 2, per_ms: 60000 }}\n  - action: restart_service\n    targets: [db]\n  - action: stop_service\n    targets: [db]\n  - action: quarantine_service\n    targets: ['*']\n    hours_utc: {{ from: 1, to: 2 }}\n  - action: release_service\n    targets: ['*']\n    days_utc: [sat, sun]\napprovers:\n  - name: alice\n"
+        ))
+        .expect("valid policy")
+    }
+
+    #[test]
+    fn test_ten_allowed_and_ten_blocked_actions_with_their_reasons_and_audit_records() {
+        // 1970-01-01 was a Thursday: day 2 is a Saturday, day 5 a Tuesday.
+        const SAT_NOON: u64 = 2 * 86_400_000 + NOON;
+        const TUE_NOON: u64 = 5 * 86_400_000 + NOON;
+        const TUE_0130: u64 = 5 * 86_400_000 + 5_400_000;
+        let mut busy = RateHistory::default();
+        busy.record("restart_service", "api", TUE_NOON - 1_000, 100);
+        busy.record("restart_service", "api", TUE_NOON - 500, 100);
+        let quiet = RateHistory::default();
+        /// (mode, action, own tier, target, now, history, allowed?, reason contains)
+        type Row<'a> = (&'a str, &'a str, u8, &'a str, u64, &'a RateHistory, bool, &'a str);
+        let table: Vec<Row> = vec![
+            ("dev", "collect_diagnostics", 1, "api", TUE_NOON, &quiet, true, "tier 1: autonomous"),
+            ("production", "wait_healthy", 1, "db", TUE_NOON, &quiet, true, "tier 1"),
+            ("production", "start_service", 1, "api", TUE_NOON, &quiet, true, "tier 1"),
+            ("dev", "restart_service", 2, "api", TUE_NOON, &quiet, true, "whitelist entry 1 (restart_service on api)"),
+            ("production", "restart_service", 2, "db", TUE_NOON, &quiet, true, "whitelist entry 2"),
+            ("production", "restart_service", 2, "db", TUE_NOON, &busy, true, "whitelisted tier 2"),
+            (
+                "dev",
+                "stop_service",
+                2,
+                "db",
+                TUE_NOON,
+                &quiet,
+                true,
+                "tier 3 by whitelist entry 3 (stop_service on db), fast-approved in dev mode",
+            ),
+            ("dev", "quarantine_service", 2, "api", TUE_0130, &quiet, true, "whitelist entry 4"),
+            ("production", "quarantine_service", 2, "db", TUE_0130, &quiet, true, "whitelisted tier 2"),
+            ("dev", "release_service", 2, "api", SAT_NOON, &quiet, true, "fast-approved in dev mode"),
+            (
+                "dev",
+                "restart_service",
+                2,
+                "model",
+                TUE_NOON,
+                &quiet,
+                false,
+                "`restart_service` on `model` is not whitelisted",
+            ),
+            ("dev", "stop_service", 2, "api", TUE_NOON, &quiet, false, "`stop_service` on `api` is not whitelisted"),
+            ("dev", "restart_service", 2, "api", TUE_NOON, &busy, false, "rate limit"),
+            ("dev", "signal_service", 2, "api", TUE_NOON, &quiet, false, "tier 4: never autonomous"),
+            ("production", "signal_service", 2, "db", TUE_NOON, &quiet, false, "a person must act"),
+            ("dev", "quarantine_service", 2, "api", TUE_NOON, &quiet, false, "whitelisted only 01:00–02:00 UTC"),
+            ("dev", "release_service", 2, "db", TUE_NOON, &quiet, false, "whitelisted only on sat, sun"),
+            ("production", "stop_service", 2, "db", TUE_NOON, &quiet, false, "waits for an approver"),
+            ("production", "release_service", 2, "db", SAT_NOON, &quiet, false, "waits for an approver"),
+            ("production", "nonexistent_action", 2, "db", TUE_NOON, &quiet, false, "not whitelisted"),
+        ];
+        let (mut allowed, mut blocked) = (0, 0);
+        for (mode, action, tier, target, now, history, allow, says) in table {
+            let p = table_policy(mode);
+            let r = req(action, tier, target);
+            let v = evaluate(&p, r.clone(), now, history);
+            let what = format!("{mode} {action} on {target}: {v:?}");
+            assert_eq!(matches!(v, Verdict::Allow(_)), allow, "{what}");
+            assert!(v.reason().contains(says), "{what}: expected `{says}`");
+            let audit = r.decision_record(&v);
+            assert_eq!(audit.kind, EntryKind::Decision, "{what}");
+            assert_eq!(audit.decision, v.kind(), "{what}");
+            assert_eq!((audit.action.as_str(), audit.target.as_str()), (action, target), "{what}");
+            assert_eq!(audit.detail, v.reason(), "the audit entry keeps the reason: {what}");
+            assert_eq!(audit.actor, AuditActor::System);
+            if allow {
+                allowed += 1;
+            } else {
+                blocked += 1;
+            }
+        }
+        assert_eq!((allowed, blocked), (10, 10));
     }
 }

@@ -181,6 +181,8 @@ impl Gatekeeper {
         let now = warden_core::time::now_unix_ms();
         let policies = self.policies.get();
         let tier = policies.tier_of(&req.action, req.tier);
+        // Decided, audited and permitted at the tier the policy gives it.
+        let req = ActionRequest { tier, ..req };
         // A tier 3 action in production may have been approved already (once).
         let approved = if tier >= Tier::DESTRUCTIVE && policies.mode == Mode::Production {
             self.approvals.find(req.clone()).await.unwrap_or_else(|e| {
