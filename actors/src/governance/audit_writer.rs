@@ -147,6 +147,9 @@ impl Committer {
                         Job::Append(r, reply) => appends.push((r, reply)),
                         Job::Checkpoint(reply) => checkpoint = Some(reply),
                     }
+                    // Writers answered by the last batch are about to send their next
+                    // append: let them run first, so it joins this batch, not the next.
+                    tokio::task::yield_now().await;
                     // Everything already waiting goes into the same batch.
                     while checkpoint.is_none() && appends.len() < MAX_BATCH {
                         match rx.try_recv() {

@@ -5,6 +5,10 @@
 //! [`Permit`], which nothing else can make; if the audit write fails, the answer is a deny
 //! (fail closed). Outcomes of permitted actions are audited through it too. Its rate-limit
 //! history is rebuilt from the audit chain when it starts.
+//!
+//! Requests are judged one at a time, in order; the wait for the audit entry is not: a
+//! decision that needs nothing more is answered by a task of its own once its entry is on
+//! disk, so decisions that come together are synced together.
 
 use super::approval_queue::ApprovalQueue;
 use super::audit_writer::{AppendError, AuditWriter};
@@ -16,7 +20,7 @@ use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
-use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind};
+use warden_core::audit::{DecisionKind, EntryKind, OutcomeKind, SealedEntry};
 use warden_core::permit::{AuditReceipt, Permit};
 use warden_core::policy::{ActionRequest, Mode, Policies, RateHistory, Verdict, evaluate_with};
 use warden_core::tier::Tier;
@@ -124,10 +128,27 @@ impl Actor for Gatekeeper {
 
     async fn handle(&self, _: ActorRef<GateMsg>, msg: GateMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
         match msg {
-            GateMsg::Request(req, reply) => {
-                let answer = self.decide(req, st).await;
-                let _ = reply.send(answer);
-            }
+            GateMsg::Request(req, reply) => match self.judge(req, st).await {
+                Judged::Answered(answer) => {
+                    let _ = reply.send(answer);
+                }
+                // The approval queue is asked in order, after the decision is on disk.
+                Judged::Decided(d) if d.needs_approval_queue() => {
+                    let sealed = self.audit.append(d.req.decision_record(&d.verdict)).await;
+                    let answer = self.conclude(*d, sealed).await;
+                    let _ = reply.send(answer);
+                }
+                // Nothing else to do here: the answer waits for its audit entry in a task
+                // of its own, so the next request is judged meanwhile and decisions that
+                // arrive together share one sync (the writer's group commit).
+                Judged::Decided(d) => {
+                    let this = Conclude { audit: self.audit.clone(), approvals: self.approvals.clone() };
+                    tokio::spawn(async move {
+                        let sealed = this.audit.append(d.req.decision_record(&d.verdict)).await;
+                        let _ = reply.send(this.conclude(*d, sealed).await);
+                    });
+                }
+            },
             GateMsg::Outcome(report, reply) => {
                 let record = report.request.outcome_record(report.outcome, report.detail.clone());
                 let _ = reply.send(self.audit.append(record).await.map(|s| s.entry.seq));
@@ -159,7 +180,11 @@ impl Gatekeeper {
         Ok(history)
     }
 
-    async fn decide(&self, req: ActionRequest, st: &mut State) -> GateAnswer {
+    /// Decides `req` under the current policy; the decision still has to be audited.
+    /// An allowed request counts toward its rate limit from here, before its entry is on
+    /// disk: a request that comes meanwhile sees it, and one whose entry then fails to be
+    /// written (and is denied) only makes the limit stricter for a while.
+    async fn judge(&self, req: ActionRequest, st: &mut State) -> Judged {
         let wanted = self.policies.get().longest_rate_window();
         if st.history.is_none() || wanted > st.covers {
             match self.load_history(wanted).await {
@@ -169,11 +194,11 @@ impl Gatekeeper {
                 }
                 Err(e) => {
                     tracing::error!(action = req.action, target = req.target, error = %e, "rate-limit history unavailable; denying");
-                    return GateAnswer::Denied {
+                    return Judged::Answered(GateAnswer::Denied {
                         reason: format!("rate-limit history unavailable: {e}"),
                         audit_seq: None,
                         retry_at_unix_ms: None,
-                    };
+                    });
                 }
             }
         }
@@ -199,11 +224,56 @@ impl Gatekeeper {
             }
             _ => evaluate_with(&policies, req.clone(), now, history, approved.as_ref()),
         };
+        if matches!(verdict, Verdict::Allow(_)) {
+            history.record(&req.action, &req.target, now, HISTORY_KEEP);
+        }
         self.metrics
             .gate_decisions
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
             .inc();
-        let sealed = match self.audit.append(req.decision_record(&verdict)).await {
+        Judged::Decided(Box::new(Decided { req, verdict }))
+    }
+
+    async fn conclude(&self, d: Decided, sealed: Result<SealedEntry, AppendError>) -> GateAnswer {
+        Conclude { audit: self.audit.clone(), approvals: self.approvals.clone() }.conclude(d, sealed).await
+    }
+}
+
+/// A request judged by the policy.
+enum Judged {
+    /// Answered without an audit entry (the history to judge by could not be read).
+    Answered(GateAnswer),
+    /// A verdict to audit before it is answered.
+    Decided(Box<Decided>),
+}
+
+struct Decided {
+    req: ActionRequest,
+    verdict: Verdict,
+}
+
+impl Decided {
+    /// Whether answering it takes the approval queue (an approval to mark used, a request
+    /// to hold): those are answered in the gatekeeper's order.
+    fn needs_approval_queue(&self) -> bool {
+        match &self.verdict {
+            Verdict::Allow(a) => a.approval_id().is_some(),
+            Verdict::PendingApproval { .. } => true,
+            Verdict::Deny { .. } => false,
+        }
+    }
+}
+
+/// What turns an audited verdict into an answer.
+struct Conclude {
+    audit: Addr<AuditWriter>,
+    approvals: Addr<ApprovalQueue>,
+}
+
+impl Conclude {
+    async fn conclude(&self, d: Decided, sealed: Result<SealedEntry, AppendError>) -> GateAnswer {
+        let Decided { req, verdict } = d;
+        let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(action = req.action, target = req.target, error = %e, "audit write failed; denying");
@@ -214,7 +284,6 @@ impl Gatekeeper {
         match verdict {
             Verdict::Allow(allowed) => match AuditReceipt::for_decision(&sealed) {
                 Some(receipt) => {
-                    history.record(&req.action, &req.target, now, HISTORY_KEEP);
                     if let Some(id) = allowed.approval_id()
                         && let Err(e) = self.approvals.mark_used(id).await
                     {
