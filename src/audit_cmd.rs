@@ -3,12 +3,11 @@
 //! the first bad entry or the missing tail; write the entries as JSON lines. On a data dir
 //! a running warden holds, both ask that warden through its API instead.
 
-use crate::load;
+use crate::load::NodeArgs;
 use anyhow::Context;
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_actors::data_dir::{DataDir, DataDirError};
 use warden_actors::governance::seal::AuditSeal;
@@ -27,19 +26,9 @@ pub enum AuditCommand {
 }
 
 #[derive(clap::Args)]
-pub struct Target {
-    /// Node config whose data dir and audit files to use (default: the embedded demo node).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The data dir (default: the config's).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-#[derive(clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    target: Target,
+    target: NodeArgs,
     /// First seq to check; checking starts at the newest signed checkpoint before it.
     #[arg(long)]
     from: Option<u64>,
@@ -51,7 +40,7 @@ pub struct VerifyArgs {
 #[derive(clap::Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    target: Target,
+    target: NodeArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: Format,
@@ -76,8 +65,8 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The data dir and the audit files of `t`.
-fn resolve(t: &Target) -> anyhow::Result<(DataDir, AuditFiles)> {
-    let loaded = load::load(t.config.as_deref(), t.data_dir.as_deref()).map_err(|p| anyhow::anyhow!("{p}"))?;
+fn resolve(t: &NodeArgs) -> anyhow::Result<(DataDir, AuditFiles)> {
+    let loaded = t.load().map_err(|p| anyhow::anyhow!("{p}"))?;
     let dir = DataDir::new(&loaded.config.data_dir);
     if !dir.has_store() {
         anyhow::bail!("no warden store in {}", dir.root().display());

@@ -3,26 +3,16 @@
 //! gatekeeper and land in the same audit trail, under the token's name).
 
 use crate::api_client::{Api, error_message};
+use crate::load::NodeArgs;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(clap::Args)]
-pub struct Node {
-    /// Node config (default: the embedded demo node).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The data dir (default: the config's), for its admin token.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
 
 #[derive(clap::Subcommand)]
 pub enum ApprovalsCommand {
     /// Requests waiting for approvers (`--all`: the recent ones, decided or not).
     List {
         #[command(flatten)]
-        node: Node,
+        node: NodeArgs,
         #[arg(long)]
         all: bool,
     },
@@ -32,7 +22,7 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
-        node: Node,
+        node: NodeArgs,
     },
     /// Reject a request, saying why.
     Reject {
@@ -40,7 +30,7 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        node: Node,
+        node: NodeArgs,
     },
 }
 
@@ -63,10 +53,10 @@ pub struct ServiceArgs {
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
-    node: Node,
+    node: NodeArgs,
 }
 
-fn api(node: &Node) -> anyhow::Result<Api> {
+fn api(node: &NodeArgs) -> anyhow::Result<Api> {
     Api::of(node.config.as_deref(), node.data_dir.as_deref())
 }
 

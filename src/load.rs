@@ -9,6 +9,25 @@ use warden_core::playbook::Catalog;
 use warden_core::policy::Policies;
 use warden_core::source::{Problems, Source};
 
+/// `--config` and `--data-dir`: which node a command works on.
+#[derive(clap::Args, Default, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node config file (default: the embedded demo node).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The node's data dir (default: the config's): its store, logs, service data and
+    /// API tokens.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The node's files, read and checked as `warden run` reads them.
+    pub fn load(&self) -> Result<Loaded, Problems> {
+        load(self.config.as_deref(), self.data_dir.as_deref())
+    }
+}
+
 /// Everything read from config files, checked.
 pub struct Loaded {
     pub config: NodeConfig,

@@ -15,7 +15,6 @@ mod telemetry;
 mod tokens_cmd;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -30,7 +29,7 @@ enum Command {
     /// Supervise a node (the embedded default demo node unless --config is given).
     Run(node::RunArgs),
     /// Check a node config and the files it names; start nothing (like `monit -t`).
-    CheckConfig(CheckArgs),
+    CheckConfig(load::NodeArgs),
     /// Run probe checks once from this shell.
     #[command(subcommand)]
     Probes(probes_cmd::ProbesCommand),
@@ -65,16 +64,6 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-}
-
-#[derive(clap::Args)]
-struct CheckArgs {
-    /// Node config file (default: the embedded demo node).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Data dir the config's `${data_dir}` stands for (default: the config's).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -119,8 +108,8 @@ fn main() -> ExitCode {
 }
 
 /// `warden check-config`: every problem of every file, or a summary of what would run.
-fn check_config(args: CheckArgs) -> ExitCode {
-    match load::load(args.config.as_deref(), args.data_dir.as_deref()) {
+fn check_config(args: load::NodeArgs) -> ExitCode {
+    match args.load() {
         Ok(l) => {
             let c = &l.config;
             let services: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();

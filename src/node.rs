@@ -11,7 +11,6 @@
 use crate::http::{AppState, server::HttpServer};
 use crate::{load, systemd};
 use anyhow::Context;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +30,8 @@ pub const EXIT_MELTDOWN: u8 = 70;
 
 #[derive(clap::Args, Default, Debug)]
 pub struct RunArgs {
-    /// Node config file (default: the embedded demo node).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Data dir for the store, logs and service data (default: the config's).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: load::NodeArgs,
     /// Accept fault-injection requests on the API (crash an actor on command). Only in
     /// builds with the `fault-injection` feature (the test suite's); never for production.
     #[arg(long)]
@@ -44,7 +39,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match load::load(args.config.as_deref(), args.data_dir.as_deref()) {
+    let loaded = match args.node.load() {
         Ok(l) => l,
         Err(problems) => {
             eprintln!("error: invalid configuration:\n{problems}");
@@ -176,7 +171,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// SIGHUP: read the files again; apply them if they are valid, keep the running ones if not.
 async fn reload(args: &RunArgs, node: &Node) {
     info!("SIGHUP: reloading the configuration");
-    let loaded = match load::load(args.config.as_deref(), args.data_dir.as_deref()) {
+    let loaded = match args.node.load() {
         Ok(l) => l,
         Err(problems) => {
             error!("alert: configuration reload refused, the running configuration stays:\n{problems}");

@@ -6,9 +6,8 @@
 //! records a node keeps in its data dir, so on a machine where the node runs, its own
 //! listeners are not reported as strangers.
 
-use crate::load;
+use crate::load::NodeArgs;
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_actors::data_dir::DataDir;
 use warden_actors::guardian::checks::Prober;
@@ -27,12 +26,8 @@ pub enum ProbesCommand {
 pub struct CheckArgs {
     /// Probes to run (default: all of the config's).
     names: Vec<String>,
-    /// Node config file (default: the embedded demo node).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The node's data dir (default: the config's).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// One JSON object per probe instead of the table.
     #[arg(long)]
     json: bool,
@@ -40,8 +35,7 @@ pub struct CheckArgs {
 
 pub async fn run(cmd: ProbesCommand) -> anyhow::Result<ExitCode> {
     let ProbesCommand::Check(args) = cmd;
-    let loaded = load::load(args.config.as_deref(), args.data_dir.as_deref())
-        .map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let loaded = args.node.load().map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
     let config = loaded.config;
     let unknown: Vec<&String> = args.names.iter().filter(|n| !config.probes.iter().any(|p| &&p.name == n)).collect();
     if !unknown.is_empty() {

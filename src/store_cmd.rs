@@ -2,8 +2,8 @@
 //! repair a corrupt journal keeping every intact entry.
 
 use crate::load;
+use crate::load::NodeArgs;
 use anyhow::Context;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use warden_actors::data_dir::DataDir;
 use warden_actors::store::{self, Store, journal};
@@ -12,23 +12,13 @@ use warden_actors::store::{self, Store, journal};
 pub enum StoreCommand {
     /// Check every journal file batch by batch, then open the store and verify the audit
     /// chain. Exit 1 on any problem.
-    Check(Target),
+    Check(NodeArgs),
     /// Repair a corrupt journal: keep a copy of the store, cut out the bad batches (every
     /// intact one before and after them is kept), and say what was lost.
-    Recover(Target),
+    Recover(NodeArgs),
 }
 
-#[derive(clap::Args)]
-pub struct Target {
-    /// Node config whose data dir to use (default: the embedded demo node).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The data dir (default: the config's).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-fn data_dir(t: &Target) -> anyhow::Result<DataDir> {
+fn data_dir(t: &NodeArgs) -> anyhow::Result<DataDir> {
     Ok(match &t.data_dir {
         Some(d) => DataDir::new(d),
         None => {

@@ -5,7 +5,7 @@
 //! A token is 32 random bytes in hex with a `wdn_` prefix; it is shown once (printed, or
 //! written to a 0600 file) and never stored: the book keeps its SHA-256.
 
-use crate::load;
+use crate::load::NodeArgs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -21,12 +21,8 @@ pub enum TokensCommand {
         name: String,
         #[arg(long, value_enum)]
         role: RoleArg,
-        /// Node config (default: the embedded demo node).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// The data dir (default: the config's).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
 }
 
@@ -106,8 +102,8 @@ pub fn first_admin(book: &Path) -> anyhow::Result<(TokenBook, PathBuf)> {
 }
 
 pub fn run(cmd: TokensCommand) -> anyhow::Result<ExitCode> {
-    let TokensCommand::Add { name, role, config, data_dir } = cmd;
-    let loaded = load::load(config.as_deref(), data_dir.as_deref()).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let TokensCommand::Add { name, role, node } = cmd;
+    let loaded = node.load().map_err(|p| anyhow::anyhow!("{p}"))?;
     let token = new_token();
     let path = &loaded.config.tokens.path;
     add_to_book(path, &name, role.into(), &token)?;

@@ -9,21 +9,15 @@ mod support;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 
 /// `warden tokens add NAME --role ROLE` for `node` (before or while it runs): the token.
 fn add_token(node: &Node, name: &str, role: &str) -> String {
-    let out = Command::new(WARDEN)
-        .args(["tokens", "add", name, "--role", role, "--config"])
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let (ok, out) = node.cli(&["tokens", "add", name, "--role", role], &[]);
+    assert!(ok, "{out}");
+    // The token is stdout's one line; the note on stderr comes after it.
+    out.lines().next().unwrap_or_default().trim().to_string()
 }
 
 fn post(node: &Node, token: Option<&str>, path: &str, body: Value) -> (u16, Value) {
@@ -238,14 +232,7 @@ fn test_operators_act_through_the_gatekeeper_two_approvers_no_self_approval_and_
     assert_eq!(s, 403, "an operator is no admin");
 
     // No token anywhere warden writes.
-    let export = Command::new(WARDEN)
-        .args(["audit", "export", "--config"])
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    let trail = String::from_utf8_lossy(&export.stdout).to_string();
+    let (_, trail) = node.cli(&["audit", "export"], &[]);
     assert!(trail.lines().count() >= 6, "{trail}");
     let book = std::fs::read_to_string(node.data_dir().join("api-tokens.yaml")).unwrap();
     for t in [&olga, &bob, &carol, &vic, &ops] {
@@ -267,18 +254,7 @@ fn test_the_shell_lists_approves_and_acts_through_the_api() {
     let otto = add_token(&node, "otto", "operator");
     node.spawn(&[]);
     node.wait_ready();
-    let warden = |args: &[&str], token: &str| {
-        let out = Command::new(WARDEN)
-            .args(args)
-            .arg("--config")
-            .arg(node.config_path())
-            .arg("--data-dir")
-            .arg(node.data_dir())
-            .env("WARDEN_TOKEN", token)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
-    };
+    let warden = |args: &[&str], token: &str| node.cli(args, &[("WARDEN_TOKEN", token)]);
     let (ok, out) = warden(&["services", "restart", "api", "--reason", "rollout"], &otto);
     assert!(ok, "{out}");
     assert!(out.contains("waits for approvers: approval #1"), "tier 3 in production: {out}");

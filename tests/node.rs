@@ -77,29 +77,15 @@ fn test_sigstop_of_api_is_healed_under_a_permit_and_audited() {
     assert!(verify["verified"].as_u64().unwrap() >= 2, "decision and outcome entries: {verify}");
 
     // On a data dir in use, `audit verify` asks the running warden through its API.
-    let out = Command::new(WARDEN)
-        .args(["audit", "verify", "--config"])
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, text) = node.cli(&["audit", "verify"], &[]);
+    assert!(ok, "{text}");
     assert!(text.contains("is in use by warden pid") && text.contains("/api/audit/verify"), "{text}");
     assert!(text.contains("audit chain verified"), "{text}");
 
     // The healer's history is read from the store: it survives a restart of warden.
     node.stop();
-    let out = Command::new(WARDEN)
-        .args(["audit", "verify", "--config"])
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain verified"));
+    let (ok, text) = node.cli(&["audit", "verify"], &[]);
+    assert!(ok && text.contains("audit chain verified"), "{text}");
 
     node.spawn(&[]);
     wait_until("restarted warden answers", Duration::from_secs(30), || {
@@ -279,18 +265,8 @@ fn test_audit_verify_names_an_entry_with_a_flipped_byte() {
     hang_api_and_wait_for_heal(&node);
     node.stop();
     let data = node.data_dir();
-    let config = node.config_path();
-    let verify = || {
-        Command::new(WARDEN)
-            .args(["audit", "verify", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-    };
-    let ok = verify();
-    assert!(ok.status.success(), "intact chain verifies: {}", String::from_utf8_lossy(&ok.stdout));
+    let (ok, out) = node.cli(&["audit", "verify"], &[]);
+    assert!(ok, "intact chain verifies: {out}");
 
     {
         // The node is stopped: take its data dir and flip one byte of the first entry.
@@ -305,9 +281,8 @@ fn test_audit_verify_names_an_entry_with_a_flipped_byte() {
             store.audit_put_raw(1, raw).await.unwrap();
         });
     }
-    let bad = verify();
-    let out = String::from_utf8_lossy(&bad.stdout);
-    assert!(!bad.status.success(), "tampered chain must fail: {out}");
+    let (ok, out) = node.cli(&["audit", "verify"], &[]);
+    assert!(!ok, "tampered chain must fail: {out}");
     assert!(out.contains("entry 0 (seq 1)") && out.contains("modified"), "names the entry: {out}");
 }
 

@@ -252,14 +252,8 @@ fn test_meltdown_exits_with_the_documented_code_after_stopping_services_and_sync
     assert!(node.stderr().contains("restart intensity exceeded"), "{}", node.stderr());
     assert!(!node.stderr().contains("polled after completion"), "no panic on the way out: {}", node.stderr());
     wait_until("no service left", Duration::from_secs(10), || alive_in_groups(&groups).is_empty());
-    let out = std::process::Command::new(WARDEN)
-        .args(["audit", "verify", "--config"])
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "store synced and released: {}", String::from_utf8_lossy(&out.stdout));
+    let (ok, out) = node.cli(&["audit", "verify"], &[]);
+    assert!(ok, "store synced and released: {out}");
 }
 
 #[test]

@@ -18,18 +18,6 @@ fn hang_api_and_wait_for_heal(node: &Node, resolved: u64) {
     });
 }
 
-fn warden(args: &[&str], node: &Node) -> (bool, String) {
-    let out = Command::new(WARDEN)
-        .args(args)
-        .arg("--config")
-        .arg(node.config_path())
-        .arg("--data-dir")
-        .arg(node.data_dir())
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 #[test]
 fn test_a_flipped_journal_byte_is_named_and_recovered_keeping_every_intact_entry() {
     let mut node = Node::start_default(&[]);
@@ -53,13 +41,13 @@ fn test_a_flipped_journal_byte_is_named_and_recovered_keeping_every_intact_entry
     assert!(err.contains("warden store recover"), "{err}");
     node.child = None;
 
-    let (ok, out) = warden(&["store", "check"], &node);
+    let (ok, out) = node.cli(&["store", "check"], &[]);
     assert!(!ok && out.contains("corrupt:"), "{out}");
-    let (_, out) = warden(&["store", "recover"], &node);
+    let (_, out) = node.cli(&["store", "recover"], &[]);
     assert!(out.contains("audit entry 1"), "says what was cut: {out}");
     assert!(out.contains("store.before-recover-"), "keeps a copy: {out}");
     // The intact entries are all there; the verifier names the gap.
-    let (ok, out) = warden(&["audit", "verify"], &node);
+    let (ok, out) = node.cli(&["audit", "verify"], &[]);
     assert!(!ok && out.contains("expected seq 1, found 2"), "{out}");
     // warden runs on it, but a trail with a gap vouches for nothing risky: it says so in
     // /readyz and refuses tier 2+ (healing's records are all there).

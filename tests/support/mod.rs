@@ -154,6 +154,22 @@ impl Node {
         std::fs::read_to_string(&path).unwrap().trim().to_string()
     }
 
+    /// `warden ARGS --config … --data-dir …` for this node, with `env` set: whether it
+    /// succeeded, and its stdout followed by its stderr.
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+        let out = std::process::Command::new(WARDEN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
     /// A POST to warden's API as its admin.
     pub fn post_as_admin(&self, path: &str) -> reqwest::blocking::RequestBuilder {
         http().post(self.url(path)).bearer_auth(self.admin_token())

@@ -206,27 +206,11 @@ impl Db {
 
     /// Stores the incident and keeps the open index in step, atomically, synced.
     pub(super) fn put_incident(&self, incident: &Incident) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(incident).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let mut b = self.db.batch();
-        b.insert(&self.incidents, key(incident.id), v);
-        if incident.status.is_open() {
-            b.insert(&self.incidents_open, key(incident.id), []);
-        } else {
-            b.remove(&self.incidents_open, key(incident.id));
-        }
-        b.commit()?;
-        self.sync()
+        self.put_listed(&self.incidents, &self.incidents_open, incident.id, incident, incident.status.is_open())
     }
 
     pub(super) fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        let mut out = Vec::new();
-        for g in self.incidents_open.iter() {
-            let id = decode_key(&g.key()?);
-            if let Some(v) = self.incidents.get(key(id))? {
-                out.push(decode_json("incidents", id, &v)?);
-            }
-        }
-        Ok(out)
+        self.listed(&self.incidents, "incidents", &self.incidents_open)
     }
 
     pub(super) fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
@@ -235,16 +219,7 @@ impl Db {
 
     /// Stores the run and keeps the active index in step, atomically, synced.
     pub(super) fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(run).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let mut b = self.db.batch();
-        b.insert(&self.runs, key(run.run_id), v);
-        if run.outcome.is_final() {
-            b.remove(&self.runs_active, key(run.run_id));
-        } else {
-            b.insert(&self.runs_active, key(run.run_id), []);
-        }
-        b.commit()?;
-        self.sync()
+        self.put_listed(&self.runs, &self.runs_active, run.run_id, run, !run.outcome.is_final())
     }
 
     pub(super) fn run(&self, run_id: u64) -> Result<Option<RunRecord>, StoreError> {
@@ -252,14 +227,7 @@ impl Db {
     }
 
     pub(super) fn active_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let mut out = Vec::new();
-        for g in self.runs_active.iter() {
-            let id = decode_key(&g.key()?);
-            if let Some(r) = self.run(id)? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.listed(&self.runs, "runs", &self.runs_active)
     }
 
     pub(super) fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
@@ -269,16 +237,7 @@ impl Db {
     // --- approvals ---------------------------------------------------------------------------
 
     pub(super) fn put_approval(&self, a: &Approval) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(a).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let mut b = self.db.batch();
-        b.insert(&self.approvals, key(a.id), v);
-        if a.is_pending() {
-            b.insert(&self.approvals_pending, key(a.id), []);
-        } else {
-            b.remove(&self.approvals_pending, key(a.id));
-        }
-        b.commit()?;
-        self.sync()
+        self.put_listed(&self.approvals, &self.approvals_pending, a.id, a, a.is_pending())
     }
 
     pub(super) fn approval(&self, id: u64) -> Result<Option<Approval>, StoreError> {
@@ -286,11 +245,46 @@ impl Db {
     }
 
     pub(super) fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        self.listed(&self.approvals, "approvals", &self.approvals_pending)
+    }
+
+    // --- records with an index of the live ones ----------------------------------------------
+
+    /// Stores `value` (JSON) under `id` in `records`, and lists `id` in `index` while
+    /// `live` (an open incident, a running run, a pending approval): one batch, synced, so
+    /// the index never names a record that is not stored, nor misses one that is live.
+    fn put_listed<T: serde::Serialize>(
+        &self,
+        records: &Keyspace,
+        index: &Keyspace,
+        id: u64,
+        value: &T,
+        live: bool,
+    ) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let mut b = self.db.batch();
+        b.insert(records, key(id), v);
+        if live {
+            b.insert(index, key(id), []);
+        } else {
+            b.remove(index, key(id));
+        }
+        b.commit()?;
+        self.sync()
+    }
+
+    /// The records of `records` that `index` lists.
+    fn listed<T: serde::de::DeserializeOwned>(
+        &self,
+        records: &Keyspace,
+        name: &'static str,
+        index: &Keyspace,
+    ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        for g in self.approvals_pending.iter() {
+        for g in index.iter() {
             let id = decode_key(&g.key()?);
-            if let Some(a) = self.approval(id)? {
-                out.push(a);
+            if let Some(v) = records.get(key(id))? {
+                out.push(decode_json(name, id, &v)?);
             }
         }
         Ok(out)
