@@ -5,6 +5,7 @@
 use crate::load;
 use anyhow::Context;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The API token to send, if the environment gives one.
@@ -29,14 +30,32 @@ impl Api {
     /// The API of the node `config` describes (the embedded default when `None`).
     pub fn of(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Self> {
         let loaded = load::load(config, data_dir).map_err(|p| anyhow::anyhow!("{p}"))?;
-        let mut addr = loaded.config.http_listen;
+        Self::at(loaded.config.http_listen, &loaded.config.data_dir)
+    }
+
+    /// The API listening on `addr` of the node whose data dir is `data_dir`.
+    pub fn at(mut addr: SocketAddr, data_dir: &Path) -> anyhow::Result<Self> {
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let own: PathBuf = loaded.config.data_dir.join("admin.token");
+        let own: PathBuf = data_dir.join("admin.token");
         let token = token().or_else(|| std::fs::read_to_string(own).ok().map(|t| t.trim().to_string()));
         let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
         Ok(Self { base: format!("http://{addr}"), token, client })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The answer as it came (for bodies that are not one JSON value).
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let req = self.client.get(format!("{}{path}", self.base));
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        req.send().await.with_context(|| format!("warden's API at {} did not answer", self.base))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {

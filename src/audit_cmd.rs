@@ -3,6 +3,7 @@
 //! the first bad entry or the missing tail; write the entries as JSON lines. On a data dir
 //! a running warden holds, both ask that warden through its API instead.
 
+use crate::api_client::Api;
 use crate::load::NodeArgs;
 use anyhow::Context;
 use serde_json::Value;
@@ -74,25 +75,13 @@ fn resolve(t: &NodeArgs) -> anyhow::Result<(DataDir, AuditFiles)> {
     Ok((dir, loaded.config.audit))
 }
 
-/// Where a running warden that holds `dir` answers, or an error saying whose it is.
-fn running_api(dir: &DataDir, pid: Option<u32>, http: Option<SocketAddr>) -> anyhow::Result<(String, String)> {
+/// The API of the running warden that holds `dir`, or an error saying whose it is.
+fn running_api(dir: &DataDir, pid: Option<u32>, http: Option<SocketAddr>) -> anyhow::Result<(Api, String)> {
     let who = pid.map(|p| format!("warden pid {p}")).unwrap_or_else(|| "another warden".into());
-    let Some(mut addr) = http else {
+    let Some(addr) = http else {
         anyhow::bail!("data dir {} is in use by {who}, which did not record its API address", dir.root().display());
     };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    Ok((format!("http://{addr}"), who))
-}
-
-async fn get(url: &str) -> anyhow::Result<reqwest::Response> {
-    let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(60)).build()?;
-    let mut req = client.get(url);
-    if let Some(token) = crate::api_client::token() {
-        req = req.bearer_auth(token);
-    }
-    Ok(req.send().await?)
+    Ok((Api::at(addr, dir.root())?, who))
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -100,26 +89,23 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let _lock = match dir.lock(None) {
         Ok(lock) => lock,
         Err(DataDirError::Locked { pid, http, .. }) => {
-            let (base, who) = running_api(&dir, pid, http)?;
-            let mut url = format!("{base}/api/audit/verify");
+            let (api, who) = running_api(&dir, pid, http)?;
+            let mut path = "/api/audit/verify".to_string();
             let q: Vec<String> = [("from", args.from), ("to", args.to)]
                 .iter()
                 .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
                 .collect();
             if !q.is_empty() {
-                url = format!("{url}?{}", q.join("&"));
+                path = format!("{path}?{}", q.join("&"));
             }
-            let body: Value = get(&url)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "data dir {} is in use by {who}, whose API did not answer: {e}",
-                        dir.root().display()
-                    )
-                })?
-                .json()
-                .await?;
-            println!("data dir {} is in use by {who}; asked it (GET {url})", dir.root().display());
+            let (status, body) = api.get(&path).await.with_context(|| {
+                format!("data dir {} is in use by {who}, whose API did not answer", dir.root().display())
+            })?;
+            // 200: verified; 409: a break, named. Anything else says nothing of the chain.
+            if status != 200 && status != 409 {
+                anyhow::bail!("{who} answered {status} to GET {path}: {}", crate::api_client::error_message(&body));
+            }
+            println!("data dir {} is in use by {who}; asked it (GET {}{path})", dir.root().display(), api.base());
             return Ok(report_json(&body));
         }
         Err(e) => return Err(e.into()),
@@ -184,17 +170,30 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let _lock = match dir.lock(None) {
         Ok(lock) => lock,
         Err(DataDirError::Locked { pid, http, .. }) => {
-            let (base, who) = running_api(&dir, pid, http)?;
-            let mut url = format!("{base}/api/governance/audit/export?from={}", args.from);
-            if let Some(to) = args.to {
-                url.push_str(&format!("&to={to}"));
+            let (api, who) = running_api(&dir, pid, http)?;
+            let mut from = args.from;
+            // The node answers in pages; each names where the next starts.
+            loop {
+                let mut path = format!("/api/governance/audit/export?from={from}");
+                if let Some(to) = args.to {
+                    path.push_str(&format!("&to={to}"));
+                }
+                let resp = api.get_raw(&path).await.with_context(|| format!("data dir in use by {who}"))?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    anyhow::bail!("{who} answered {status} to GET {path}: {}", resp.text().await.unwrap_or_default());
+                }
+                let next = resp
+                    .headers()
+                    .get(crate::http::governance::NEXT_FROM)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                out.write_all(&resp.bytes().await?)?;
+                match next {
+                    Some(n) if n > from => from = n,
+                    _ => return Ok(ExitCode::SUCCESS),
+                }
             }
-            let resp = get(&url).await.with_context(|| format!("data dir in use by {who}; its API did not answer"))?;
-            if !resp.status().is_success() {
-                anyhow::bail!("{url} answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
-            }
-            out.write_all(&resp.bytes().await?)?;
-            return Ok(ExitCode::SUCCESS);
         }
         Err(e) => return Err(e.into()),
     };

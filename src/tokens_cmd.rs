@@ -6,8 +6,6 @@
 //! written to a 0600 file) and never stored: the book keeps its SHA-256.
 
 use crate::load::NodeArgs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warden_core::auth::{BookEntry, Role, TokenBook, token_hash};
@@ -78,17 +76,10 @@ fn indent(yaml_list: &str) -> String {
     yaml_list.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-/// Writes `text` to `path` with mode 0600, through a temporary file and a rename.
+/// The token book or a token file: 0600, written whole.
 pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    warden_actors::private_file::write(path, text.as_bytes(), None)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 /// The first start of a node without a token book: an admin token, its hash in the book,

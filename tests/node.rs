@@ -121,6 +121,25 @@ fn test_service_that_exits_at_once_is_quarantined() {
     assert!(body["reasons"].to_string().contains("service `crasher` is quarantined"), "{body}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.status().unwrap()["services"][0]["restarts"], 3, "no restarts once quarantined");
+
+    // Only a release lifts a quarantine: a start or restart is refused, and still audited
+    // under the caller's name (start is tier 1, and a person asked).
+    for op in ["start", "restart"] {
+        let resp =
+            node.post_as_admin(&format!("/api/services/crasher/{op}")).json(&serde_json::json!({})).send().unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().unwrap();
+        assert_eq!(status, 409, "{op} of a quarantined service: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("release it"), "{body}");
+    }
+    assert_eq!(node.service("crasher").unwrap().1, "quarantined");
+    // Reads on a loopback listener need no token.
+    let trail = get_json(&node.url("/api/governance/audit?actor=admin&action=start_service")).unwrap();
+    let kinds: Vec<&str> = trail["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["outcome", "decision"], "a person's tier 1 start is on the trail: {trail}");
+    assert!(trail["entries"][0]["detail"].as_str().unwrap().contains("quarantined"), "{trail}");
+    let resp = node.post_as_admin("/api/services/crasher/release").json(&serde_json::json!({})).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "release starts it: {:?}", resp.text());
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub mod guardian;
 pub mod healing;
 pub mod metrics;
 pub mod node;
+pub mod private_file;
 pub mod process;
 pub mod registry;
 pub mod store;

@@ -4,8 +4,10 @@
 //! file, port), who asked (an incident's playbook or an operator), when it expires and how
 //! many approvers it needs. Approvers decide it one by one; one rejection refuses it;
 //! nobody decides their own request, and nobody twice. An approved request is used once:
-//! the gatekeeper grants the matching action and marks it used. One that nobody decided in
-//! time expires, and is then denied or approved as the policy says (deny by default).
+//! the gatekeeper grants the matching action and marks it used, and only as long again as
+//! it could wait for approvers (an approval from last month allows nothing today). One that
+//! nobody decided in time expires, and is then denied or approved as the policy says (deny
+//! by default); a vote that comes after its time counts for nothing.
 
 use crate::policy::{ActionRequest, OnExpiry};
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,15 @@ pub enum ApprovalError {
     AlreadyVoted { by: String, id: u64 },
     #[error("a rejection needs a reason")]
     NoReason,
+    #[error("approval {id} expired at {at}; it can no longer be decided")]
+    Expired { id: u64, at: String },
+}
+
+/// Whether `name` with `role` may decide approval requests: an approver (or admin) token,
+/// and, when the policy lists approvers by name, one of them. The list binds admins too:
+/// whoever may edit the policy can add themselves, and the edit is then on record.
+pub fn may_approve(approvers: &[String], name: &str, role: crate::auth::Role) -> bool {
+    role.allows(crate::auth::Role::Approver) && (approvers.is_empty() || approvers.iter().any(|a| a == name))
 }
 
 impl Approval {
@@ -98,6 +109,9 @@ impl Approval {
     ) -> Result<ApprovalStatus, ApprovalError> {
         if self.status != ApprovalStatus::Pending {
             return Err(ApprovalError::NotPending { id: self.id, status: self.status.as_str() });
+        }
+        if now_unix_ms >= self.expires_unix_ms {
+            return Err(ApprovalError::Expired { id: self.id, at: crate::time::rfc3339(self.expires_unix_ms) });
         }
         if matches!(&self.origin, Origin::Operator { name } if name == by) {
             return Err(ApprovalError::OwnRequest { by: by.to_string() });
@@ -131,9 +145,16 @@ impl Approval {
         true
     }
 
-    /// Whether this approval allows `req`: the same action on the same target, for the same
-    /// incident or the same operator.
-    pub fn allows(&self, req: &ActionRequest) -> bool {
+    /// Until when an approved request may be used: as long after its approval as it could
+    /// wait for one.
+    pub fn usable_until_unix_ms(&self) -> u64 {
+        let wait = self.expires_unix_ms.saturating_sub(self.requested_unix_ms);
+        self.closed_unix_ms.unwrap_or(self.expires_unix_ms).saturating_add(wait)
+    }
+
+    /// Whether this approval allows `req` at `now`: approved and not yet stale, the same
+    /// action on the same target, for the same incident or the same operator.
+    pub fn allows(&self, req: &ActionRequest, now_unix_ms: u64) -> bool {
         let same_origin = match &self.origin {
             Origin::Incident { incident_id, .. } => req.incident_id == Some(*incident_id),
             Origin::Operator { name } => {
@@ -141,6 +162,7 @@ impl Approval {
             }
         };
         self.status == ApprovalStatus::Approved
+            && now_unix_ms < self.usable_until_unix_ms()
             && same_origin
             && self.request.action == req.action
             && self.request.target == req.target
@@ -225,7 +247,7 @@ mod tests {
         assert_eq!(a.decide("dave", true, "", 1), Err(ApprovalError::OwnRequest { by: "dave".into() }));
         assert_eq!(a.decide("erin", false, "", 2), Err(ApprovalError::NoReason), "a rejection says why");
         assert_eq!(a.decide("erin", false, "not during the sale", 3), Ok(ApprovalStatus::Rejected));
-        assert!(!a.allows(&a.request.clone()));
+        assert!(!a.allows(&a.request.clone(), 4));
     }
 
     #[test]
@@ -243,12 +265,36 @@ mod tests {
     fn test_an_approval_allows_only_its_own_action_for_its_own_origin() {
         let mut a = approval(Origin::Incident { incident_id: 3, run_id: 9 }, 1);
         let same = a.request.clone();
-        assert!(!a.allows(&same), "not before it is approved");
+        assert!(!a.allows(&same, 1), "not before it is approved");
         a.decide("alice", true, "", 1).expect("vote");
-        assert!(a.allows(&same));
-        assert!(!a.allows(&ActionRequest { target: "db".into(), ..same.clone() }));
-        assert!(!a.allows(&ActionRequest { incident_id: Some(4), ..same.clone() }), "another incident");
+        assert!(a.allows(&same, 2));
+        assert!(!a.allows(&ActionRequest { target: "db".into(), ..same.clone() }, 2));
+        assert!(!a.allows(&ActionRequest { incident_id: Some(4), ..same.clone() }, 2), "another incident");
         a.mark_used(2);
-        assert!(!a.allows(&same), "used once");
+        assert!(!a.allows(&same, 3), "used once");
+    }
+
+    #[test]
+    fn test_a_late_vote_counts_for_nothing_and_an_old_approval_allows_nothing() {
+        let mut late = approval(Origin::Incident { incident_id: 3, run_id: 9 }, 1);
+        assert!(matches!(late.decide("alice", true, "", 1_000), Err(ApprovalError::Expired { id: 1, .. })));
+        assert_eq!(late.status, ApprovalStatus::Pending, "left for the expiry to close");
+        let mut a = approval(Origin::Incident { incident_id: 3, run_id: 9 }, 1);
+        a.decide("alice", true, "", 400).expect("vote");
+        // It waited up to 1 000 ms for an approver; approved at 400 it is good until 1 400.
+        assert_eq!(a.usable_until_unix_ms(), 1_400);
+        assert!(a.allows(&a.request.clone(), 1_399));
+        assert!(!a.allows(&a.request.clone(), 1_400), "stale");
+    }
+
+    #[test]
+    fn test_a_listed_approver_list_binds_admins_too() {
+        use crate::auth::Role;
+        let listed = vec!["alice".to_string()];
+        assert!(may_approve(&listed, "alice", Role::Approver));
+        assert!(!may_approve(&listed, "root", Role::Admin), "not listed");
+        assert!(!may_approve(&listed, "alice", Role::Operator), "too weak a role");
+        assert!(may_approve(&[], "bob", Role::Approver), "no list: the role decides");
+        assert!(may_approve(&[], "root", Role::Admin));
     }
 }

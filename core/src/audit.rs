@@ -157,25 +157,42 @@ impl AuditKey {
         hex::encode(self.0)
     }
 
-    fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> Hash {
+    fn hmac(&self, domain: &[u8], parts: &[&[u8]]) -> Option<Hmac<Sha256>> {
         // An HMAC accepts keys of any length; 32 bytes is always fine.
-        let Ok(mut m) = <Hmac<Sha256> as Mac>::new_from_slice(&self.0) else { return [0; 32] };
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
         m.update(domain);
         for p in parts {
             m.update(p);
         }
-        m.finalize().into_bytes().into()
+        Some(m)
+    }
+
+    fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> Hash {
+        self.hmac(domain, parts).map(|m| m.finalize().into_bytes().into()).unwrap_or([0; 32])
+    }
+
+    /// Compares in constant time, so a forger learns nothing from how long a check takes.
+    fn mac_matches(&self, domain: &[u8], parts: &[&[u8]], tag: &Hash) -> bool {
+        self.hmac(domain, parts).is_some_and(|m| m.verify_slice(tag).is_ok())
     }
 
     /// The seal of an entry whose hash is `hash`.
     pub fn seal_of(&self, hash: &Hash) -> Hash {
-        self.mac(b"warden-audit-entry\0", &[hash])
+        self.mac(ENTRY_DOMAIN, &[hash])
+    }
+
+    /// Whether `seal` is this key's seal of `hash`.
+    pub fn seals(&self, hash: &Hash, seal: &Hash) -> bool {
+        self.mac_matches(ENTRY_DOMAIN, &[hash], seal)
     }
 
     fn checkpoint_mac(&self, seq: u64, hash: &Hash, ts_unix_ms: u64) -> Hash {
-        self.mac(b"warden-audit-checkpoint\0", &[&seq.to_be_bytes(), hash, &ts_unix_ms.to_be_bytes()])
+        self.mac(CHECKPOINT_DOMAIN, &[&seq.to_be_bytes(), hash, &ts_unix_ms.to_be_bytes()])
     }
 }
+
+const ENTRY_DOMAIN: &[u8] = b"warden-audit-entry\0";
+const CHECKPOINT_DOMAIN: &[u8] = b"warden-audit-checkpoint\0";
 
 /// The chain's head at a moment, signed with the audit key: kept outside the data dir (a
 /// file, the log), it proves how long the chain was and what it ended with.
@@ -196,7 +213,11 @@ impl Checkpoint {
 
     /// Whether `key` signed it.
     pub fn is_signed_by(&self, key: &AuditKey) -> bool {
-        key.checkpoint_mac(self.seq, &self.hash, self.ts_unix_ms) == self.mac
+        key.mac_matches(
+            CHECKPOINT_DOMAIN,
+            &[&self.seq.to_be_bytes(), &self.hash, &self.ts_unix_ms.to_be_bytes()],
+            &self.mac,
+        )
     }
 }
 
@@ -295,7 +316,7 @@ impl Verifier {
             return Err(broken("content does not match its hash (entry modified)".into()));
         }
         if let Some(key) = &self.key
-            && key.seal_of(&actual) != sealed.seal
+            && !key.seals(&actual, &sealed.seal)
         {
             return Err(broken(
                 "its seal does not match: written without the audit key (a forgery or a rewrite)".into(),

@@ -258,7 +258,8 @@ impl Policies {
                         c.at(r.referenced, "approvals.required must be at least 1");
                         1
                     }
-                    Some(r) if r.value > approvers.len().max(1) => {
+                    // An empty list means anyone with the approver role, however many that is.
+                    Some(r) if !approvers.is_empty() && r.value > approvers.len() => {
                         c.at(
                             r.referenced,
                             format!(
@@ -592,7 +593,7 @@ pub fn evaluate_with(
             }
         }
         if tier == Tier::DESTRUCTIVE && policies.mode == Mode::Production {
-            if let Some(a) = approved.filter(|a| a.allows(&req)) {
+            if let Some(a) = approved.filter(|a| a.allows(&req, now_unix_ms)) {
                 let reason = format!("tier 3, approved by {} (approval {})", a.approvers().join(", "), a.id);
                 return Verdict::Allow(Allowed {
                     request: ActionRequest { tier, ..req },

@@ -1,21 +1,32 @@
 //! The governance API: the audit trail (verify, query with filters and cursor paging,
-//! JSONL export). Read from the store; the audit key and checkpoints from their files.
+//! JSONL export), read from the store with the audit key and checkpoints from their files;
+//! the approval queue (list, approve, reject); and operator actions on services, which go
+//! through the same gatekeeper as the node's own.
 
 use super::AppState;
 use super::error::ApiError;
+use axum::Extension;
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use warden_actors::governance::seal::AuditSeal;
+use warden_actors::guardian::executor::{OperatorOutcome, OperatorRequest};
+use warden_core::approval::{Approval, ApprovalStatus, Origin};
 use warden_core::audit::{AuditFilter, DecisionKind, EntryKind, OutcomeKind};
+use warden_core::auth::Caller;
+use warden_core::config::ServiceName;
+use warden_core::playbook::Primitive;
 
 /// Entries per page at most.
 const MAX_PAGE: usize = 1000;
 /// Entries one export answers at most (page with `from`).
 const MAX_EXPORT: usize = 100_000;
+/// The header of a cut export that names where the next page starts.
+pub const NEXT_FROM: &str = "x-warden-next-from";
 
 fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::BadRequest(e.body_text())
@@ -131,7 +142,8 @@ pub async fn audit_query(
     Ok(Json(json!({ "entries": entries, "next_cursor": next })))
 }
 
-/// The entries `from..=to` as JSON lines, oldest first (at most 100 000 per answer).
+/// The entries `from..=to` as JSON lines, oldest first: about 100 000 per answer at most,
+/// with `x-warden-next-from` naming the next `from` when there are more.
 pub async fn audit_export(
     State(app): State<AppState>,
     q: Result<Query<RangeParams>, QueryRejection>,
@@ -153,18 +165,16 @@ pub async fn audit_export(
         }
         from = last + 1;
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    // Cut at the cap: the header says where the next answer starts (the CLI follows it).
+    let more = n >= MAX_EXPORT && q.to.is_none_or(|t| from <= t);
+    let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    if more && let Ok(v) = header::HeaderValue::from_str(&from.to_string()) {
+        resp.headers_mut().insert(NEXT_FROM, v);
+    }
+    Ok(resp)
 }
 
 // --- approvals and operator actions -------------------------------------------------------
-
-use axum::Extension;
-use axum::extract::Path;
-use warden_actors::guardian::executor::{OperatorOutcome, OperatorRequest};
-use warden_core::approval::{Approval, ApprovalStatus, Origin};
-use warden_core::auth::Caller;
-use warden_core::config::ServiceName;
-use warden_core::playbook::Primitive;
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

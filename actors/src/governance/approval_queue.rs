@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use warden_core::approval::{Approval, ApprovalError, ApprovalStatus, Origin};
 use warden_core::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind};
-use warden_core::auth::{Caller, Role};
+use warden_core::auth::Caller;
 use warden_core::policy::{ActionRequest, Policies};
 
 pub const PATH: &str = "governance/approval_queue";
@@ -122,7 +122,10 @@ impl Actor for ApprovalQueue {
             }
             ApprovalMsg::Find(request, reply) => {
                 let found = match self.store.recent_approvals(1000).await {
-                    Ok(all) => all.into_iter().rev().find(|a| a.allows(&request)),
+                    Ok(all) => {
+                        let now = warden_core::time::now_unix_ms();
+                        all.into_iter().rev().find(|a| a.allows(&request, now))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the approvals");
                         None
@@ -179,8 +182,7 @@ impl ApprovalQueue {
 
     async fn decide(&self, id: u64, by: &Caller, approve: bool, reason: &str) -> Result<Approval, ApprovalOpError> {
         let policies = self.policies.get();
-        let listed = policies.approvers.is_empty() || policies.approvers.contains(&by.name);
-        if !(by.role == Role::Admin || (by.role.allows(Role::Approver) && listed)) {
+        if !warden_core::approval::may_approve(&policies.approvers, &by.name, by.role) {
             return Err(ApprovalOpError::NotAnApprover(by.name.clone()));
         }
         let mut approval = self.store.approval(id).await?.ok_or(ApprovalOpError::NotFound(id))?;

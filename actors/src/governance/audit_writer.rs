@@ -104,6 +104,7 @@ impl Actor for AuditWriter {
             metrics: self.metrics.clone(),
             head: None,
             signed: None,
+            unsure: false,
         };
         Ok(State { jobs, _committer: AbortOnDrop(tokio::spawn(committer.run(rx))), _reg: self.registry.started(PATH) })
     }
@@ -130,6 +131,9 @@ struct Committer {
     head: Option<(u64, Hash)>,
     /// The head last signed into a checkpoint.
     signed: Option<u64>,
+    /// A batch failed to sync: what the store holds past the last good batch may not be on
+    /// disk, so no checkpoint vouches for it until a batch syncs again.
+    unsure: bool,
 }
 
 impl Committer {
@@ -197,6 +201,14 @@ impl Committer {
         match self.store.verify_chain(Some(seal.key().clone()), checkpoints, None, None).await {
             Ok(Ok(v)) => {
                 tracing::info!(entries = v.last, checkpoints = v.checkpoints, "audit chain verified");
+                if v.last > 0 && v.checkpoints == 0 {
+                    // Young chains have none yet; an old one without any lost its file.
+                    tracing::warn!(
+                        entries = v.last,
+                        "the audit chain has entries but no checkpoint: a cut tail cannot be detected \
+                         until the next one is written (was the checkpoint file lost?)"
+                    );
+                }
                 self.trust.set_trusted();
             }
             Ok(Err(b)) => {
@@ -261,6 +273,7 @@ impl Committer {
         match self.store.audit_append(sealed.clone()).await {
             Ok(()) => {
                 self.head = Some((seq, prev));
+                self.unsure = false;
                 self.metrics.audit_entries.inc_by(sealed.len() as u64);
                 for (s, reply) in sealed.into_iter().zip(replies) {
                     let _ = reply.send(Ok(s));
@@ -270,6 +283,7 @@ impl Committer {
                 // The batch may or may not have reached the disk: read the head again
                 // before the next one, so the chain continues from what is really stored.
                 self.head = None;
+                self.unsure = true;
                 for reply in replies {
                     let _ = reply.send(Err(e.clone().into()));
                 }
@@ -280,6 +294,9 @@ impl Committer {
     /// Signs the head when it moved since the last checkpoint.
     async fn sign_head(&mut self) -> Result<Option<Checkpoint>, AppendError> {
         let Ok(seal) = self.seal.clone() else { return Ok(None) };
+        if self.unsure {
+            return Ok(None);
+        }
         let (seq, hash) = self.head().await?;
         if seq == 0 || self.signed == Some(seq) {
             return Ok(None);

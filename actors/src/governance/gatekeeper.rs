@@ -28,6 +28,9 @@ use warden_core::tier::Tier;
 pub const PATH: &str = "governance/gatekeeper";
 /// A decision includes one synced audit append.
 const GATE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a risky request waits for the audit chain's start-up verification before it
+/// is refused; well inside [`GATE_TIMEOUT`], so the answer is a reason, not a timeout.
+const TRUST_WAIT: Duration = Duration::from_secs(8);
 /// Rate-limit history kept per (action, target).
 const HISTORY_KEEP: usize = 1000;
 
@@ -217,14 +220,26 @@ impl Gatekeeper {
         } else {
             None
         };
-        let verdict = match self.trust.broken() {
-            // A trail that cannot be trusted cannot vouch for a risky action.
-            Some(why) if tier >= Tier::REVERSIBLE => {
-                Verdict::Deny { reason: format!("refused while {why}"), retry_at_unix_ms: None }
-            }
-            _ => evaluate_with(&policies, req.clone(), now, history, approved.as_ref()),
+        // A trail that cannot be trusted cannot vouch for a risky action; one still being
+        // verified at start is waited for (the gatekeeper has nothing else to decide first).
+        let distrust = if tier >= Tier::REVERSIBLE { self.trust.settled(TRUST_WAIT).await } else { None };
+        let verdict = match distrust {
+            Some(why) => Verdict::Deny { reason: format!("refused while {why}"), retry_at_unix_ms: None },
+            None => evaluate_with(&policies, req.clone(), now, history, approved.as_ref()),
         };
-        if matches!(verdict, Verdict::Allow(_)) {
+        if let Verdict::Allow(allowed) = &verdict {
+            // An approval is spent before the grant is written: if the grant's entry then
+            // fails, the action is denied and the approval gone (fail safe), never reusable.
+            if let Some(id) = allowed.approval_id()
+                && let Err(e) = self.approvals.mark_used(id).await
+            {
+                tracing::error!(approval = id, error = %e, "cannot mark the approval used; denying");
+                return Judged::Answered(GateAnswer::Denied {
+                    reason: format!("approval {id} could not be marked used: {e}"),
+                    audit_seq: None,
+                    retry_at_unix_ms: None,
+                });
+            }
             history.record(&req.action, &req.target, now, HISTORY_KEEP);
         }
         self.metrics
@@ -253,14 +268,10 @@ struct Decided {
 }
 
 impl Decided {
-    /// Whether answering it takes the approval queue (an approval to mark used, a request
-    /// to hold): those are answered in the gatekeeper's order.
+    /// Whether answering it takes the approval queue (a request to hold): those are
+    /// answered in the gatekeeper's order.
     fn needs_approval_queue(&self) -> bool {
-        match &self.verdict {
-            Verdict::Allow(a) => a.approval_id().is_some(),
-            Verdict::PendingApproval { .. } => true,
-            Verdict::Deny { .. } => false,
-        }
+        matches!(self.verdict, Verdict::PendingApproval { .. })
     }
 }
 
@@ -283,14 +294,7 @@ impl Conclude {
         };
         match verdict {
             Verdict::Allow(allowed) => match AuditReceipt::for_decision(&sealed) {
-                Some(receipt) => {
-                    if let Some(id) = allowed.approval_id()
-                        && let Err(e) = self.approvals.mark_used(id).await
-                    {
-                        tracing::error!(approval = id, error = %e, "cannot mark the approval used");
-                    }
-                    GateAnswer::Granted(Permit::grant(allowed, receipt))
-                }
+                Some(receipt) => GateAnswer::Granted(Permit::grant(allowed, receipt)),
                 None => GateAnswer::Denied {
                     reason: "audit entry is not a decision".into(),
                     audit_seq: Some(sealed.entry.seq),

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use warden_core::audit::{AuditKey, Checkpoint, Hash};
 use warden_core::config::AuditFiles;
 
@@ -86,7 +86,13 @@ impl AuditSeal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(path)(e)),
         };
-        text.lines()
+        let (whole, torn) = split_torn(&text);
+        if !torn.trim().is_empty() {
+            // A write cut short by a crash was never acknowledged: it is not a forgery.
+            tracing::warn!(file = %path.display(), "the last checkpoint line is incomplete (a crash mid-write); skipped");
+        }
+        whole
+            .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
@@ -109,7 +115,14 @@ impl AuditSeal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io(path))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path))?;
+        drop_torn_tail(&mut f).map_err(io(path))?;
         f.write_all(format!("{line}\n").as_bytes()).map_err(io(path))?;
         f.sync_data().map_err(io(path))?;
         tracing::info!(seq, hash = hex::encode(hash), mac = hex::encode(cp.mac), "audit checkpoint");
@@ -117,37 +130,90 @@ impl AuditSeal {
     }
 }
 
-/// Writes `text` to a new file readable by its owner only, through a synced temporary file.
+/// The complete lines of `text` and what follows the last newline (a torn write).
+fn split_torn(text: &str) -> (&str, &str) {
+    match text.rfind('\n') {
+        Some(i) => text.split_at(i + 1),
+        None => ("", text),
+    }
+}
+
+/// Cuts an incomplete last line off the checkpoint file, so the next line starts clean.
+fn drop_torn_tail(f: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Checkpoint lines are short: the last newline is within the last few hundred bytes.
+    let back = len.min(4096);
+    f.seek(SeekFrom::Start(len - back))?;
+    let mut tail = Vec::with_capacity(back as usize);
+    f.read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(());
+    }
+    let keep = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => len - back + i as u64 + 1,
+        None if back == len => 0,
+        None => return Ok(()), // one line longer than 4 KiB: not ours to cut
+    };
+    f.set_len(keep)?;
+    f.sync_data()
+}
+
+/// Writes the key file; a folder made for it is 0700.
 fn write_private(path: &Path, text: &str) -> Result<(), SealError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::private_file::write(path, text.as_bytes(), None).map_err(io(path))
 }
 
 /// Whether the audit chain verified when warden started, shared with the gatekeeper and
-/// the API.
-#[derive(Debug, Clone, Default)]
-pub struct ChainTrust(Arc<RwLock<Option<String>>>);
+/// the API. It starts unverified: until the committer has read the whole chain, nothing of
+/// tier 2 or more may be granted on its word.
+#[derive(Debug, Clone)]
+pub struct ChainTrust(Arc<tokio::sync::watch::Sender<TrustState>>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustState {
+    Unverified,
+    Trusted,
+    Broken(String),
+}
+
+impl Default for ChainTrust {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(TrustState::Unverified)))
+    }
+}
 
 impl ChainTrust {
-    /// Why the chain is not trusted, if it is not.
+    /// Why the chain is not trusted (yet), if it is not.
     pub fn broken(&self) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        match &*self.0.borrow() {
+            TrustState::Unverified => Some("the audit chain is not verified yet".into()),
+            TrustState::Trusted => None,
+            TrustState::Broken(why) => Some(why.clone()),
+        }
+    }
+
+    /// Like [`broken`](Self::broken), but first waits (up to `limit`) for the start-up
+    /// verification to end, so a request that comes early is judged, not refused.
+    pub async fn settled(&self, limit: std::time::Duration) -> Option<String> {
+        let mut rx = self.0.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s != TrustState::Unverified)).await;
+        self.broken()
     }
 
     pub fn set_broken(&self, why: String) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.0.send_replace(TrustState::Broken(why));
     }
 
     pub fn set_trusted(&self) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.0.send_replace(TrustState::Trusted);
     }
 }
 
@@ -175,6 +241,38 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = AuditSeal::open(&files(dir.path()), false).expect_err("missing");
         assert!(matches!(err, SealError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn test_a_torn_last_checkpoint_is_skipped_and_cut_before_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = files(dir.path());
+        let seal = AuditSeal::open(&f, true).expect("seal");
+        seal.checkpoint(3, [1; 32]).expect("write");
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f.checkpoint_file).expect("open");
+        file.write_all(b"{\"seq\":4,\"ha").expect("torn");
+        drop(file);
+        assert_eq!(seal.checkpoints().expect("read").len(), 1, "the torn line is skipped");
+        seal.checkpoint(5, [2; 32]).expect("write after");
+        let cps = seal.checkpoints().expect("read");
+        assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 5]);
+        let text = std::fs::read_to_string(&f.checkpoint_file).expect("text");
+        assert!(!text.contains("\"ha{"), "the torn fragment is gone: {text}");
+    }
+
+    #[tokio::test]
+    async fn test_trust_starts_unverified_and_settles_once_checked() {
+        let trust = ChainTrust::default();
+        assert!(trust.broken().is_some(), "nothing is trusted before the chain is read");
+        let limit = std::time::Duration::from_millis(20);
+        assert!(trust.settled(limit).await.is_some(), "still unverified after the wait");
+        let later = trust.clone();
+        let waiter = tokio::spawn(async move { later.settled(std::time::Duration::from_secs(30)).await });
+        tokio::task::yield_now().await;
+        trust.set_trusted();
+        assert_eq!(waiter.await.expect("joined"), None, "the waiter sees the verdict");
+        trust.set_broken("forged".into());
+        assert_eq!(trust.broken().as_deref(), Some("forged"));
     }
 
     #[test]

@@ -417,11 +417,14 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
     govern(ctx, request, step).await
 }
 
-/// The one way a step runs, for playbooks and operators alike: tier 1 on its own, every
-/// other step with a permit from the gatekeeper (its decision audited first), its outcome
+/// The one way a step runs, for playbooks and operators alike: the system's tier 1 steps on
+/// their own, every other step with a permit from the gatekeeper (its decision audited first), its outcome
 /// audited after.
 async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> (StepResult, Option<u64>) {
-    if step.tier == Tier::OBSERVE {
+    // A person's action is audited under their name whatever its tier; the system's tier 1
+    // steps (observe, collect) run without an entry, or the trail would drown in them.
+    let by_person = matches!(request.actor, AuditActor::User(_));
+    if step.tier == Tier::OBSERVE && !by_person {
         return match Authorized::autonomous(step) {
             Ok(a) => (perform(ctx, a).await.map_err(|e| failed(RunOutcome::Failed, e.to_string())), None),
             Err(e) => (Err(failed(RunOutcome::Denied, e.to_string())), None),

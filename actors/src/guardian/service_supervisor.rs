@@ -79,6 +79,8 @@ pub enum ServiceOpError {
     ShuttingDown,
     #[error("warden is still taking over what an earlier warden left running; try again shortly")]
     TakingOver,
+    #[error("`{0}` is quarantined: release it to start it again")]
+    Quarantined(ServiceName),
     #[error("`{0}` is not quarantined (it is {1})")]
     NotQuarantined(ServiceName, &'static str),
 }
@@ -380,7 +382,7 @@ impl ServiceSupervisor {
                     let _ = std::fs::create_dir_all(dir);
                 }
                 let owner = e.spec.identity.as_ref().map(|i| (i.user.as_ref().map(|u| u.uid), i.gid));
-                if let Err(err) = write_private(&f.path, &f.content, owner) {
+                if let Err(err) = crate::private_file::write(&f.path, f.content.as_bytes(), owner) {
                     warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file");
                 }
             }
@@ -568,6 +570,11 @@ impl ServiceSupervisor {
             return;
         };
         match &s.primitive {
+            // Only a release lifts a quarantine (it is governed and audited as such): a start
+            // or restart would quietly hand the service a fresh restart budget.
+            Primitive::StartService | Primitive::RestartService { .. } if e.state == ServiceState::Quarantined => {
+                let _ = reply.send(Err(ServiceOpError::Quarantined(service.clone())));
+            }
             Primitive::RestartService { .. } | Primitive::StopService | Primitive::QuarantineService => {
                 let then = match s.primitive {
                     Primitive::RestartService { .. } => AfterStop::Start,
@@ -580,7 +587,7 @@ impl ServiceSupervisor {
                 self.begin_stop(&service, then, force, Some(reply));
             }
             Primitive::StartService => {
-                if matches!(e.state, ServiceState::Stopped | ServiceState::Quarantined | ServiceState::Backoff) {
+                if matches!(e.state, ServiceState::Stopped | ServiceState::Backoff) {
                     e.tracker.reset();
                     drop(t);
                     let _ = reply.send(self.spawn(myself, &service).map(|p| format!("started pid {p}")));
@@ -976,16 +983,4 @@ fn notify_exit(
         let _ = exit.wait_for(Option::is_some).await;
         let _ = me.tell(ServiceMsg::Exited { service, generation });
     });
-}
-
-/// Writes `content` to a new file with mode 0600, owned by `owner` (uid, gid) when given.
-fn write_private(path: &std::path::Path, content: &str, owner: Option<(Option<u32>, u32)>) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path)?;
-    f.write_all(content.as_bytes())?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&f, uid, Some(gid))?;
-    }
-    Ok(())
 }
