@@ -69,6 +69,29 @@ impl AllProblems {
     }
 }
 
+/// The embedded catalog with the playbook files of `dir` (every `*.yaml`, in name order)
+/// over it.
+fn catalog_of(dir: Option<&Path>) -> Result<Catalog, Problems> {
+    let base: Vec<Source<'_>> = warden_core::playbook::DEFAULT_CATALOG
+        .iter()
+        .map(|(name, text)| Source { name, dir: Path::new("."), text })
+        .collect();
+    let Some(dir) = dir else { return Catalog::load_all(&base, &[]) };
+    let shown = dir.display().to_string();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Problems::whole_file(&shown, format!("cannot read the playbooks folder: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut texts = Vec::new();
+    for f in &files {
+        texts.push((f.display().to_string(), read(f)?));
+    }
+    let overrides: Vec<Source<'_>> = texts.iter().map(|(name, text)| Source { name, dir, text }).collect();
+    Catalog::load_all(&base, &overrides)
+}
+
 /// Loads `config` (the embedded default node when `None`) and the files it names. The
 /// catalog is checked whatever the node config says; the policy needs a valid node config
 /// (its targets are the node's services).
@@ -88,7 +111,7 @@ pub fn load(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Loaded, Pr
                 all.keep(NodeConfig::embedded_default(&cwd, &opts))
             }
         };
-    let catalog = all.keep(Catalog::embedded_default());
+    let catalog = all.keep(catalog_of(node.as_ref().and_then(|n| n.playbooks_dir.as_deref())));
     let policies = node.as_ref().and_then(|node| {
         let services: Vec<_> = node.service_names().cloned().collect();
         match &node.governance_policies {

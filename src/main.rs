@@ -8,6 +8,7 @@ mod governance_cmd;
 mod http;
 mod load;
 mod node;
+mod playbooks_cmd;
 mod probes_cmd;
 mod store_cmd;
 mod systemd;
@@ -45,6 +46,9 @@ enum Command {
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// The playbook catalog: list, show, run (or dry-run), roll back, audit, docs.
+    #[command(subcommand)]
+    Playbooks(playbooks_cmd::PlaybooksCommand),
     /// Check or repair a stopped node's store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => rt.block_on(node::run(args)),
         Some(Command::CheckConfig(args)) => Ok(check_config(args)),
         Some(Command::Audit(cmd)) => rt.block_on(audit_cmd::run(cmd)),
+        Some(Command::Playbooks(cmd)) => rt.block_on(playbooks_cmd::run(cmd)),
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Tokens(cmd)) => tokens_cmd::run(cmd),

@@ -66,6 +66,11 @@ impl DataDir {
         self.root.join("alerts.json")
     }
 
+    /// The config vault: versions of the files services need.
+    pub fn vault(&self) -> crate::guardian::vault::Vault {
+        crate::guardian::vault::Vault::new(self.root.join("vault"))
+    }
+
     /// Where process records live.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")

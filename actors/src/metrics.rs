@@ -35,6 +35,28 @@ pub struct PlaybookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlaybookLabel {
+    pub playbook: String,
+}
+
+/// One playbook's runs since warden started, for the API.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PlaybookStat {
+    pub executions: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub total_ms: u64,
+    pub last_unix_ms: Option<u64>,
+    pub last_outcome: Option<String>,
+}
+
+impl PlaybookStat {
+    pub fn avg_ms(&self) -> Option<u64> {
+        (self.executions > 0).then(|| self.total_ms / self.executions)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub probe: String,
     pub layer: String,
@@ -90,6 +112,9 @@ pub struct Metrics {
     pub incidents_open: Gauge,
     pub mttr_seconds: Histogram,
     pub playbook_executions: Family<PlaybookLabels, Counter>,
+    pub playbook_duration_seconds: Family<PlaybookLabel, Histogram, fn() -> Histogram>,
+    pub playbook_last_run: Family<PlaybookLabel, Gauge<f64, AtomicU64>>,
+    playbook_stats: Arc<Mutex<std::collections::BTreeMap<String, PlaybookStat>>>,
     pub probe_checks: Family<ProbeLabels, Counter>,
     pub gate_decisions: Family<DecisionLabel, Counter>,
     pub audit_entries: Counter,
@@ -116,6 +141,13 @@ pub struct ProbeMetrics {
     pub latency: Histogram,
     pub last_success: Gauge<f64, AtomicU64>,
 }
+
+fn playbook_duration_histogram() -> Histogram {
+    Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+}
+
+/// How a run's outcome counts: the outcome labels every playbook has from the start.
+const PLAYBOOK_OUTCOMES: [&str; 6] = ["succeeded", "failed", "denied", "throttled", "pending_approval", "interrupted"];
 
 fn probe_latency_histogram() -> Histogram {
     Histogram::new([0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
@@ -156,6 +188,9 @@ impl Metrics {
             incidents_open: Gauge::default(),
             mttr_seconds: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0]),
             playbook_executions: Family::default(),
+            playbook_duration_seconds: Family::new_with_constructor(playbook_duration_histogram as fn() -> Histogram),
+            playbook_last_run: Family::default(),
+            playbook_stats: Arc::default(),
             probe_checks: Family::default(),
             gate_decisions: Family::default(),
             audit_entries: Counter::default(),
@@ -173,6 +208,12 @@ impl Metrics {
         r.register("incidents_open", "Incidents currently open", m.incidents_open.clone());
         r.register("mttr_seconds", "Time from detection to verified restore", m.mttr_seconds.clone());
         r.register("playbook_executions", "Playbook runs, by outcome", m.playbook_executions.clone());
+        r.register("playbook_duration_seconds", "Duration of playbook runs", m.playbook_duration_seconds.clone());
+        r.register(
+            "playbook_last_run_timestamp_seconds",
+            "Unix time a playbook's last run ended (0: never)",
+            m.playbook_last_run.clone(),
+        );
         r.register("probe_checks", "Probe checks, by result", m.probe_checks.clone());
         r.register("gate_decisions", "Gatekeeper decisions", m.gate_decisions.clone());
         r.register("audit_entries", "Audit entries appended", m.audit_entries.clone());
@@ -187,6 +228,49 @@ impl Metrics {
         r.register("service_state", "1 for the service's current state", m.service_state.clone());
         r.register("alerts_sent", "Alert notifications, by sink and outcome", m.alerts_sent.clone());
         Self { registry: Arc::new(r), ..m }
+    }
+
+    /// Every playbook's series from now on (zero until its first run).
+    pub fn playbooks_known<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let mut stats = self.playbook_stats.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            let label = PlaybookLabel { playbook: id.into() };
+            let _ = self.playbook_duration_seconds.get_or_create(&label);
+            let _ = self.playbook_last_run.get_or_create(&label);
+            for outcome in PLAYBOOK_OUTCOMES {
+                let _ = self
+                    .playbook_executions
+                    .get_or_create(&PlaybookLabels { playbook: id.into(), outcome: outcome.into() });
+            }
+            stats.entry(id.to_string()).or_default();
+        }
+    }
+
+    /// A run of `playbook` ended with `outcome` after `ms`.
+    pub fn playbook_finished(&self, playbook: &str, outcome: &str, ms: u64) {
+        self.playbook_executions
+            .get_or_create(&PlaybookLabels { playbook: playbook.into(), outcome: outcome.into() })
+            .inc();
+        let label = PlaybookLabel { playbook: playbook.into() };
+        self.playbook_duration_seconds.get_or_create(&label).observe(ms as f64 / 1000.0);
+        let now = warden_core::time::now_unix_ms();
+        self.playbook_last_run.get_or_create(&label).set(now as f64 / 1000.0);
+        let mut stats = self.playbook_stats.lock().unwrap_or_else(|p| p.into_inner());
+        let s = stats.entry(playbook.to_string()).or_default();
+        s.executions += 1;
+        match outcome {
+            "succeeded" => s.succeeded += 1,
+            "failed" => s.failed += 1,
+            _ => {}
+        }
+        s.total_ms += ms;
+        s.last_unix_ms = Some(now);
+        s.last_outcome = Some(outcome.to_string());
+    }
+
+    /// Each playbook's runs since warden started.
+    pub fn playbook_stats(&self) -> std::collections::BTreeMap<String, PlaybookStat> {
+        self.playbook_stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The handles of one probe; its series exist from now on (zero until its first check).

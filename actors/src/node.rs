@@ -89,6 +89,7 @@ impl Node {
         let config = Current::new(parts.config);
         let metrics = Metrics::new();
         let policies = Current::new(parts.policies);
+        let catalog = Current::new(parts.catalog);
         Self {
             wiring: Wiring {
                 views: Views {
@@ -101,9 +102,10 @@ impl Node {
                     probes: ProbeBoard::default(),
                     trust: ChainTrust::default(),
                     policies: policies.clone(),
+                    catalog: catalog.clone(),
                 },
                 policies,
-                catalog: Current::new(parts.catalog),
+                catalog,
                 self_exe: parts.self_exe,
                 containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),

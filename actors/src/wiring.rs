@@ -86,4 +86,6 @@ pub struct Views {
     pub trust: ChainTrust,
     /// The governance policy now (who may read the API, approvals).
     pub policies: Current<Policies>,
+    /// The playbook catalog now.
+    pub catalog: Current<Catalog>,
 }

@@ -404,6 +404,8 @@ mod tests {
             detail: "it broke".into(),
             retry_at_unix_ms: None,
             approval_id: None,
+            dry_run: false,
+            rollback_of: None,
         }
     }
 

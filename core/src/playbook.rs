@@ -14,8 +14,15 @@ use serde_saphyr::Spanned;
 use std::path::Path;
 use std::time::Duration;
 
-pub const DEFAULT_CATALOG_YAML: &str = include_str!("../../config/playbooks.yaml");
-pub const DEFAULT_CATALOG_FILE: &str = "config/playbooks.yaml (embedded)";
+/// The embedded default catalog, one file per category, as shipped in `config/playbooks/`.
+pub const DEFAULT_CATALOG: &[(&str, &str)] = &[
+    ("config/playbooks/service.yaml (embedded)", include_str!("../../config/playbooks/service.yaml")),
+    ("config/playbooks/network.yaml (embedded)", include_str!("../../config/playbooks/network.yaml")),
+    ("config/playbooks/database.yaml (embedded)", include_str!("../../config/playbooks/database.yaml")),
+    ("config/playbooks/resources.yaml (embedded)", include_str!("../../config/playbooks/resources.yaml")),
+    ("config/playbooks/config.yaml (embedded)", include_str!("../../config/playbooks/config.yaml")),
+    ("config/playbooks/model.yaml (embedded)", include_str!("../../config/playbooks/model.yaml")),
+];
 
 /// Durations written as whole milliseconds (`timeout_ms: 500`).
 mod millis {
@@ -31,7 +38,31 @@ mod millis {
     }
 }
 
-/// The building blocks of playbooks.
+/// Which processes a `kill_process` step means. Never warden itself, never pid 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Selector {
+    /// Whoever listens on one of the service's ports (or `port`), except the service's
+    /// own current process; `stranger: true` keeps only processes that are not the
+    /// service's program (a foreign holder), `false` only leftovers of it (an orphan).
+    PortOwner {
+        #[serde(default)]
+        port: Option<u16>,
+        stranger: bool,
+    },
+    /// The process of the service's group with the largest resident set, when it is over
+    /// `min_rss_mb`.
+    MemoryHog { min_rss_mb: u64 },
+    /// Processes whose name (`/proc/PID/comm`) is exactly `name`.
+    Name { name: String },
+    /// Whoever holds a lock (flock, POSIX or OFD) on the file `path`: a process left over
+    /// from an earlier life of the service that keeps its data locked.
+    LockHolder { path: String },
+}
+
+/// The building blocks of playbooks. Paths may use `${data_dir}` (the node's data dir) and
+/// `${service_dir}` (`${data_dir}/services/TARGET`); after expansion they must stay inside
+/// the data dir, so a playbook cannot touch what warden does not own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "do", deny_unknown_fields)]
 pub enum Primitive {
@@ -58,6 +89,96 @@ pub enum Primitive {
     QuarantineService,
     /// Lift a quarantine: the service starts again with a fresh restart budget.
     ReleaseService,
+    /// Signal the processes `select` finds (SIGKILL unless told otherwise).
+    KillProcess {
+        select: Selector,
+        #[serde(default = "sigkill")]
+        signal: SignalName,
+    },
+    /// Copy a directory into the node's snapshots (`${data_dir}/snapshots`), keeping it.
+    SnapshotDir {
+        path: String,
+    },
+    /// Put back the newest snapshot of a directory (what is there now is snapshotted
+    /// first, so the restore itself can be undone).
+    RestoreDir {
+        path: String,
+    },
+    /// Rename a file or directory to `NAME.aside-TIMESTAMP` beside it.
+    MoveAside {
+        path: String,
+    },
+    /// Gzip the files matching `glob` that were last changed more than `older_than_ms` ago.
+    CompressFiles {
+        glob: String,
+        #[serde(default)]
+        older_than_ms: u64,
+    },
+    /// Delete the files matching `glob` older than `older_than_ms`, keeping the newest `keep`.
+    DeleteFiles {
+        glob: String,
+        #[serde(default)]
+        older_than_ms: u64,
+        #[serde(default)]
+        keep: usize,
+    },
+    /// Write back a file from the config vault: `path`, or without it every file the
+    /// service's config manages. Without `previous`, only a file that is missing or empty
+    /// gets its last vaulted version; with it, a file gets the version before its current
+    /// content (a change to take back). What is there now is vaulted first, so the restore
+    /// itself can be undone.
+    RestoreFile {
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        previous: bool,
+    },
+    /// Write one fresh random token into every file of `files` (a shared secret: the
+    /// server's password file and its clients' credentials), each vaulted first.
+    RotateSecret {
+        files: Vec<String>,
+    },
+    /// An HTTP request that must answer `expect_status` (a reload endpoint, a warm-up).
+    HttpCall {
+        #[serde(default = "get")]
+        method: String,
+        url: String,
+        #[serde(default)]
+        body: Option<String>,
+        #[serde(default = "ok_status")]
+        expect_status: u16,
+    },
+    /// A command the node config whitelists under `commands:`, by name.
+    RunCommand {
+        command: String,
+    },
+}
+
+/// Where a playbook's paths may start; each lies inside the data dir.
+pub const PATH_ROOTS: &[&str] = &["${data_dir}", "${service_dir}", "${snapshot_dir}"];
+
+/// `${data_dir}`, `${service_dir}` (the target's folder under `services/`),
+/// `${snapshot_dir}` (the target's snapshots), `${service}` and `${port}` (the target's
+/// first port) in `text`.
+pub fn expand(text: &str, data_dir: &Path, service: &ServiceName, port: Option<u16>) -> String {
+    let data = data_dir.display().to_string();
+    text.replace("${service_dir}", &format!("{data}/services/{service}"))
+        .replace("${snapshot_dir}", &format!("{data}/snapshots/{service}"))
+        .replace("${data_dir}", &data)
+        .replace("${service}", service.as_str())
+        .replace("${port}", &port.map_or_else(|| "0".to_string(), |p| p.to_string()))
+}
+
+fn sigkill() -> SignalName {
+    SignalName::Kill
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn ok_status() -> u16 {
+    200
 }
 
 /// Every action a primitive can name, with its own (minimum) tier. Policies may only name
@@ -71,6 +192,18 @@ const ACTIONS: &[(&str, Tier)] = &[
     ("wait_healthy", Tier::OBSERVE),
     ("quarantine_service", Tier::REVERSIBLE),
     ("release_service", Tier::REVERSIBLE),
+    // A killed process cannot be brought back: whoever it was, it is gone.
+    ("kill_process", Tier::DESTRUCTIVE),
+    ("snapshot_dir", Tier::OBSERVE),
+    // Overwrites live data (undoable only through the snapshot taken first).
+    ("restore_dir", Tier::DESTRUCTIVE),
+    ("move_aside", Tier::REVERSIBLE),
+    ("compress_files", Tier::REVERSIBLE),
+    ("delete_files", Tier::DESTRUCTIVE),
+    ("restore_file", Tier::REVERSIBLE),
+    ("rotate_secret", Tier::REVERSIBLE),
+    ("http_call", Tier::REVERSIBLE),
+    ("run_command", Tier::DESTRUCTIVE),
 ];
 
 impl Primitive {
@@ -85,6 +218,16 @@ impl Primitive {
             Primitive::WaitHealthy { .. } => "wait_healthy",
             Primitive::QuarantineService => "quarantine_service",
             Primitive::ReleaseService => "release_service",
+            Primitive::KillProcess { .. } => "kill_process",
+            Primitive::SnapshotDir { .. } => "snapshot_dir",
+            Primitive::RestoreDir { .. } => "restore_dir",
+            Primitive::MoveAside { .. } => "move_aside",
+            Primitive::CompressFiles { .. } => "compress_files",
+            Primitive::DeleteFiles { .. } => "delete_files",
+            Primitive::RestoreFile { .. } => "restore_file",
+            Primitive::RotateSecret { .. } => "rotate_secret",
+            Primitive::HttpCall { .. } => "http_call",
+            Primitive::RunCommand { .. } => "run_command",
         }
     }
 
@@ -102,36 +245,180 @@ impl Primitive {
         Self::action_tier(self.action()).unwrap_or(Tier::HUMAN_ONLY)
     }
 
+    /// Whether it acts on the target service itself (its process, its budget), rather
+    /// than on files, other processes or endpoints.
+    pub fn is_service_op(&self) -> bool {
+        matches!(
+            self,
+            Primitive::SignalService { .. }
+                | Primitive::RestartService { .. }
+                | Primitive::StopService
+                | Primitive::StartService
+                | Primitive::QuarantineService
+                | Primitive::ReleaseService
+        )
+    }
+
     /// What running it changes, for people and for the rollback document.
-    pub fn changes(&self) -> &'static str {
+    pub fn changes(&self) -> String {
         match self {
-            Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } => "nothing",
-            Primitive::SignalService { .. } => "delivers a signal to the service's process group",
-            Primitive::RestartService { .. } => "replaces the service's process (new pid)",
-            Primitive::StopService => "stops the service",
-            Primitive::StartService => "starts the service",
-            Primitive::QuarantineService => "stops restarting the service",
-            Primitive::ReleaseService => "starts a quarantined service again with a fresh restart budget",
+            Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } => "nothing".into(),
+            Primitive::SignalService { signal } => {
+                format!("delivers {} to the service's process group", signal.as_str())
+            }
+            Primitive::RestartService { force: true } => {
+                "kills the service's process group and starts it (new pid)".into()
+            }
+            Primitive::RestartService { force: false } => "replaces the service's process (new pid)".into(),
+            Primitive::StopService => "stops the service".into(),
+            Primitive::StartService => "starts the service".into(),
+            Primitive::QuarantineService => "stops the service and stops restarting it".into(),
+            Primitive::ReleaseService => "starts a quarantined service again with a fresh restart budget".into(),
+            Primitive::KillProcess { select, signal } => format!("sends {} to {}", signal.as_str(), select.describe()),
+            Primitive::SnapshotDir { path } => format!("adds a copy of `{path}` to the snapshots"),
+            Primitive::RestoreDir { path } => format!("replaces `{path}` with its newest snapshot"),
+            Primitive::MoveAside { path } => format!("renames `{path}` aside"),
+            Primitive::CompressFiles { glob, .. } => format!("gzips the files matching `{glob}`"),
+            Primitive::DeleteFiles { glob, keep, .. } => {
+                format!("deletes the files matching `{glob}` (keeping the newest {keep})")
+            }
+            Primitive::RestoreFile { path, previous } => format!(
+                "{} of {}",
+                if *previous {
+                    "writes back the version before the current one"
+                } else {
+                    "writes back the last vaulted version, if missing or empty,"
+                },
+                path.as_ref().map_or("every file the service's config manages".to_string(), |p| format!("`{p}`"))
+            ),
+            Primitive::RotateSecret { files } => format!("writes a new random token into {}", files.join(", ")),
+            Primitive::HttpCall { method, url, .. } => format!("{method} {url}"),
+            Primitive::RunCommand { command } => format!("runs the whitelisted command `{command}`"),
         }
     }
 
-    /// The primitive that undoes it, if any (a restart needs none: the service runs either way).
-    pub fn inverse(&self) -> Option<Primitive> {
+    /// How a run of it is rolled back, and what the rollback does or why it cannot.
+    pub fn rollback(&self) -> Rollback {
+        use Rollback::*;
         match self {
-            Primitive::StopService | Primitive::QuarantineService => Some(Primitive::StartService),
-            Primitive::ReleaseService => Some(Primitive::QuarantineService),
-            Primitive::StartService => Some(Primitive::StopService),
-            _ => None,
+            Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } | Primitive::SnapshotDir { .. } => {
+                NothingToUndo("it changes nothing a rollback should take back")
+            }
+            Primitive::RestartService { .. } => NothingToUndo("the service runs either way (with a new pid)"),
+            Primitive::StopService => Automated("starts the service again"),
+            Primitive::QuarantineService => Automated("releases the service (it starts with a fresh restart budget)"),
+            Primitive::StartService => Automated("stops the service again"),
+            Primitive::ReleaseService => Automated("quarantines the service again"),
+            Primitive::RestoreDir { .. } => Automated("puts back the snapshot taken just before the restore"),
+            Primitive::MoveAside { .. } => Automated("renames it back"),
+            Primitive::CompressFiles { .. } => Automated("decompresses the files it compressed"),
+            Primitive::RestoreFile { .. } | Primitive::RotateSecret { .. } => {
+                Automated("writes back the versions that were there before (vaulted first)")
+            }
+            Primitive::SignalService { .. } => Impossible("a delivered signal cannot be taken back"),
+            Primitive::KillProcess { .. } => Impossible("a killed process cannot be brought back"),
+            Primitive::DeleteFiles { .. } => Impossible("deleted files are gone (snapshot first if they matter)"),
+            Primitive::HttpCall { .. } => Impossible("the remote side's change is its own"),
+            Primitive::RunCommand { .. } => Impossible("a command's effects are its own"),
         }
     }
 
     /// What is wrong with this step's own parameters, if anything.
     fn problem(&self) -> Option<String> {
+        let path_problem = |what: &str, p: &str| {
+            if p.trim().is_empty() {
+                Some(format!("{what} must not be empty"))
+            } else if !PATH_ROOTS.iter().any(|r| p.starts_with(r)) {
+                Some(format!("{what} `{p}` must start with one of {}", PATH_ROOTS.join(", ")))
+            } else if p.split('/').any(|c| c == "..") {
+                Some(format!("{what} `{p}` must not contain `..`"))
+            } else {
+                None
+            }
+        };
         match self {
             Primitive::WaitHealthy { timeout } if timeout.is_zero() => {
                 Some("wait_healthy.timeout_ms must be positive".into())
             }
+            Primitive::SnapshotDir { path } | Primitive::RestoreDir { path } | Primitive::MoveAside { path } => {
+                path_problem("path", path)
+            }
+            Primitive::RestoreFile { path: Some(path), .. } => path_problem("path", path),
+            Primitive::RotateSecret { files } if files.is_empty() => {
+                Some("rotate_secret.files must not be empty".into())
+            }
+            Primitive::RotateSecret { files } => files.iter().find_map(|f| path_problem("file", f)),
+            Primitive::KillProcess { select: Selector::LockHolder { path }, .. } => path_problem("lock path", path),
+            Primitive::CompressFiles { glob, .. } | Primitive::DeleteFiles { glob, .. } => path_problem("glob", glob)
+                .or_else(|| glob::Pattern::new(glob).err().map(|e| format!("glob `{glob}`: {e}"))),
+            Primitive::KillProcess { select: Selector::Name { name }, .. } if name.is_empty() || name.len() > 15 => {
+                Some("kill_process.select.name must be 1 to 15 characters (a process name)".into())
+            }
+            Primitive::KillProcess { select: Selector::MemoryHog { min_rss_mb: 0 }, .. } => {
+                Some("kill_process.select.memory_hog.min_rss_mb must be positive".into())
+            }
+            Primitive::HttpCall { method, url, expect_status, .. } => {
+                if !["GET", "POST", "PUT", "DELETE", "HEAD"].contains(&method.as_str()) {
+                    Some(format!("http_call.method `{method}` is not one of GET, POST, PUT, DELETE, HEAD"))
+                } else if url::Url::parse(&url.replace("${port}", "1").replace("${service}", "x"))
+                    .map(|u| !matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(true)
+                {
+                    Some(format!("http_call.url `{url}` is not an http(s) URL"))
+                } else if !(100..=599).contains(expect_status) {
+                    Some(format!("http_call.expect_status {expect_status} is no HTTP status"))
+                } else {
+                    None
+                }
+            }
+            Primitive::RunCommand { command } if command.is_empty() => {
+                Some("run_command.command must name a command of the node config".into())
+            }
             _ => None,
+        }
+    }
+}
+
+impl Selector {
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::PortOwner { port, stranger } => {
+                let port = port.map_or("the service's ports".to_string(), |p| format!("port {p}"));
+                let who = if *stranger { "a foreign process" } else { "a leftover of the service's own program" };
+                format!("{who} listening on {port}")
+            }
+            Selector::MemoryHog { min_rss_mb } => {
+                format!("the largest process of the service's group, if over {min_rss_mb} MiB resident")
+            }
+            Selector::Name { name } => format!("processes named `{name}`"),
+            Selector::LockHolder { path } => format!("whoever holds a lock on `{path}`"),
+        }
+    }
+}
+
+/// How a step's change is taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollback {
+    /// From the undo data the step records as it runs.
+    Automated(&'static str),
+    /// It leaves nothing to take back.
+    NothingToUndo(&'static str),
+    /// It cannot be taken back: why.
+    Impossible(&'static str),
+}
+
+impl Rollback {
+    pub fn how(self) -> &'static str {
+        match self {
+            Rollback::Automated(s) | Rollback::NothingToUndo(s) | Rollback::Impossible(s) => s,
+        }
+    }
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Rollback::Automated(_) => "automated",
+            Rollback::NothingToUndo(_) => "nothing_to_undo",
+            Rollback::Impossible(_) => "impossible",
         }
     }
 }
@@ -205,66 +492,47 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads and validates a catalog document; every problem is reported with its position.
+    /// Reads and validates one catalog document; every problem is reported with its position.
     pub fn load(src: &Source<'_>) -> Result<Self, Problems> {
-        let parsed: raw::CatalogFile = source::parse(src)?;
-        let mut c = Collector::new(src.name);
-        let mut seen = std::collections::BTreeSet::new();
-        let mut playbooks = Vec::new();
-        for p in parsed.playbooks {
-            let id = p.id.value.clone();
-            if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
-                c.at(p.id.referenced, format!("playbook id `{id}` must be lowercase letters, digits and _"));
-            }
-            if !seen.insert(id.clone()) {
-                c.at(p.id.referenced, format!("playbook `{id}` is defined twice"));
-            }
-            if p.steps.value.is_empty() {
-                c.at(p.steps.referenced, format!("playbook `{id}` has no steps"));
-            }
-            for step in &p.steps.value {
-                if let Some(problem) = step.value.problem() {
-                    c.at(step.referenced, format!("playbook `{id}`: {problem}"));
-                }
-            }
-            let highest = p.steps.value.iter().map(|s| s.value.min_tier()).max().unwrap_or(Tier::OBSERVE);
-            if p.tier.value < highest {
-                c.at(
-                    p.tier.referenced,
-                    format!(
-                        "playbook `{id}` declares tier {} but its steps need tier {}",
-                        p.tier.value.get(),
-                        highest.get()
-                    ),
-                );
-            }
-            if p.triggers.value.is_empty() {
-                c.at(
-                    p.triggers.referenced,
-                    format!("playbook `{id}` has no triggers: no failure mode would ever run it"),
-                );
-            }
-            if p.timeout_ms.value == 0 {
-                c.at(p.timeout_ms.referenced, format!("playbook `{id}`: timeout_ms must be positive"));
-            }
-            playbooks.push(Playbook {
-                id,
-                name: p.name,
-                description: p.description,
-                category: p.category,
-                tier: p.tier.value,
-                triggers: p.triggers.value,
-                max_retries: p.max_retries,
-                timeout: Duration::from_millis(p.timeout_ms.value),
-                verify: p.verify,
-                steps: p.steps.value.into_iter().map(|s| s.value).collect(),
-            });
-        }
-        c.finish(|| Self { playbooks })
+        Self::load_all(std::slice::from_ref(src), &[])
     }
 
+    /// The catalog of `base` (ids unique across its files) with `overrides` on top: a
+    /// playbook of an override file replaces the base one of the same id, or adds one.
+    /// Every problem of every file is reported at once.
+    pub fn load_all(base: &[Source<'_>], overrides: &[Source<'_>]) -> Result<Self, Problems> {
+        let mut problems: Option<Problems> = None;
+        let mut playbooks: Vec<Playbook> = Vec::new();
+        let mut base_ids = std::collections::BTreeSet::new();
+        let mut override_ids = std::collections::BTreeSet::new();
+        for (src, overriding) in base.iter().map(|s| (s, false)).chain(overrides.iter().map(|s| (s, true))) {
+            let ids = if overriding { &mut override_ids } else { &mut base_ids };
+            match load_file(src, ids) {
+                Ok(loaded) => {
+                    for p in loaded {
+                        match playbooks.iter_mut().find(|b| b.id == p.id) {
+                            Some(b) if overriding => *b = p,
+                            _ => playbooks.push(p),
+                        }
+                    }
+                }
+                Err(p) => match &mut problems {
+                    Some(all) => all.extend(p),
+                    None => problems = Some(p),
+                },
+            }
+        }
+        match problems {
+            Some(p) => Err(p),
+            None => Ok(Self { playbooks }),
+        }
+    }
+
+    /// The embedded default catalog.
     pub fn embedded_default() -> Result<Self, Problems> {
-        Self::load(&Source { name: DEFAULT_CATALOG_FILE, dir: Path::new("."), text: DEFAULT_CATALOG_YAML })
+        let base: Vec<Source<'_>> =
+            DEFAULT_CATALOG.iter().map(|(name, text)| Source { name, dir: Path::new("."), text }).collect();
+        Self::load_all(&base, &[])
     }
 
     pub fn get(&self, id: &str) -> Option<&Playbook> {
@@ -279,6 +547,107 @@ impl Catalog {
     pub fn for_mode(&self, mode: FailureMode) -> Vec<&Playbook> {
         self.playbooks.iter().filter(|p| p.triggers.contains(&mode)).collect()
     }
+}
+
+/// The playbooks of one catalog file, checked; `seen`: ids met so far in the same layer.
+fn load_file(src: &Source<'_>, seen: &mut std::collections::BTreeSet<String>) -> Result<Vec<Playbook>, Problems> {
+    let parsed: raw::CatalogFile = source::parse(src)?;
+    let mut c = Collector::new(src.name);
+    let mut playbooks = Vec::new();
+    for p in parsed.playbooks {
+        let id = p.id.value.clone();
+        if id.is_empty() || !id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_') {
+            c.at(p.id.referenced, format!("playbook id `{id}` must be lowercase letters, digits and _"));
+        }
+        if !seen.insert(id.clone()) {
+            c.at(p.id.referenced, format!("playbook `{id}` is defined twice in the catalog"));
+        }
+        if p.steps.value.is_empty() {
+            c.at(p.steps.referenced, format!("playbook `{id}` has no steps"));
+        }
+        for step in &p.steps.value {
+            if let Some(problem) = step.value.problem() {
+                c.at(step.referenced, format!("playbook `{id}`: {problem}"));
+            }
+        }
+        let highest = p.steps.value.iter().map(|s| s.value.min_tier()).max().unwrap_or(Tier::OBSERVE);
+        if p.tier.value < highest {
+            c.at(
+                p.tier.referenced,
+                format!(
+                    "playbook `{id}` declares tier {} but its steps need tier {}",
+                    p.tier.value.get(),
+                    highest.get()
+                ),
+            );
+        }
+        if p.triggers.value.is_empty() {
+            c.at(p.triggers.referenced, format!("playbook `{id}` has no triggers: no failure mode would ever run it"));
+        }
+        if p.timeout_ms.value == 0 {
+            c.at(p.timeout_ms.referenced, format!("playbook `{id}`: timeout_ms must be positive"));
+        }
+        playbooks.push(Playbook {
+            id,
+            name: p.name,
+            description: p.description,
+            category: p.category,
+            tier: p.tier.value,
+            triggers: p.triggers.value,
+            max_retries: p.max_retries,
+            timeout: Duration::from_millis(p.timeout_ms.value),
+            verify: p.verify,
+            steps: p.steps.value.into_iter().map(|s| s.value).collect(),
+        });
+    }
+    c.finish(|| playbooks)
+}
+
+/// `docs/playbook_rollbacks.md`: for every playbook of `catalog`, what each step changes
+/// and how a run is rolled back (automated from the undo data, or not and why). A test
+/// compares it with the file, so the document cannot go stale.
+pub fn rollback_doc(catalog: &Catalog) -> String {
+    let mut out = String::from(
+        "# Playbook rollbacks\n\n\
+         Generated from the playbook catalog (`config/playbooks/`) by `warden playbooks docs`; do not \
+         edit by hand. A run records undo data for each step as it goes; `warden playbooks rollback \
+         RUN_ID` (or `POST /api/guardian/runs/{id}/rollback`) runs the undos newest first, each through \
+         the gatekeeper and audited. A step whose change cannot be undone says so below; a run of such \
+         a playbook is rolled back as far as its other steps allow.\n\n\
+         | playbook | tier | triggers | rollback |\n| --- | --- | --- | --- |\n",
+    );
+    for p in catalog.all() {
+        let kinds: Vec<Rollback> = p.steps.iter().map(Primitive::rollback).collect();
+        let automated = kinds.iter().any(|k| matches!(k, Rollback::Automated(_)));
+        let impossible = kinds.iter().any(|k| matches!(k, Rollback::Impossible(_)));
+        let verdict = match (automated, impossible) {
+            (true, false) => "automated",
+            (true, true) => "partly: some steps cannot be undone",
+            (false, true) => "cannot be undone (see its steps)",
+            (false, false) => "nothing to undo",
+        };
+        let triggers: Vec<&str> = p.triggers.iter().map(|t| t.as_str()).collect();
+        out.push_str(&format!(
+            "| [`{}`](#{}) | {} | {} | {verdict} |\n",
+            p.id,
+            p.id,
+            p.tier.get(),
+            triggers.join(", ")
+        ));
+    }
+    for p in catalog.all() {
+        out.push_str(&format!("\n## {}\n\n{} — {}\n\n", p.id, p.name, p.description));
+        out.push_str("| step | changes | rollback |\n| --- | --- | --- |\n");
+        for (i, s) in p.steps.iter().enumerate() {
+            let rollback = match s.rollback() {
+                Rollback::Automated(how) => format!("automated: {how}"),
+                Rollback::NothingToUndo(why) => format!("nothing to undo: {why}"),
+                Rollback::Impossible(why) => format!("**not possible**: {why}"),
+            };
+            out.push_str(&format!("| {i} `{}` | {} | {rollback} |\n", s.action(), s.changes()));
+        }
+    }
+    out
 }
 
 /// One step bound to its target.
@@ -314,6 +683,46 @@ mod tests {
         let c = Catalog::embedded_default().expect("catalog");
         let first = c.for_mode(FailureMode::ApiTimeout);
         assert_eq!(first.first().map(|p| p.id.as_str()), Some("restart_hung_service"));
+        for mode in FailureMode::ALL {
+            if mode != FailureMode::NetworkUnreachable {
+                assert!(!c.for_mode(mode).is_empty(), "no playbook for {}", mode.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn test_paths_must_stay_in_the_data_dir_and_overrides_replace_by_id() {
+        let base = "playbooks:\n  - id: x\n    name: X\n    description: d\n    category: resources\n    tier: 3\n    triggers: [disk_full]\n    timeout_ms: 100\n    steps:\n      - do: delete_files\n        glob: \"/etc/*\"\n";
+        let err = load(base).expect_err("outside the data dir");
+        assert!(err.to_string().contains("must start with one of"), "{err}");
+        assert_eq!(err.list()[0].pos.line, 10, "{err}");
+        let err = load(&base.replace("/etc/*", "${data_dir}/../*")).expect_err("dot-dot");
+        assert!(err.to_string().contains("must not contain `..`"), "{err}");
+        let ok = base.replace("/etc/*", "${service_dir}/tmp/*");
+        let over = ok.replace("name: X", "name: Mine");
+        let src = |text| Source { name: "o.yaml", dir: Path::new("."), text };
+        let c = Catalog::load_all(&[src(&ok)], &[src(&over)]).expect("override");
+        assert_eq!(c.all().len(), 1);
+        assert_eq!(c.get("x").map(|p| p.name.as_str()), Some("Mine"));
+        let err = Catalog::load_all(&[src(&ok), src(&ok)], &[]).expect_err("twice in the base");
+        assert!(err.to_string().contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn test_the_rollback_document_is_generated_from_the_catalog() {
+        let c = Catalog::embedded_default().expect("catalog");
+        let written = include_str!("../../docs/playbook_rollbacks.md");
+        assert!(
+            written == rollback_doc(&c),
+            "docs/playbook_rollbacks.md is stale: run `cargo run -- playbooks docs --out docs/playbook_rollbacks.md`"
+        );
+    }
+
+    #[test]
+    fn test_expand_fills_in_the_target() {
+        let api = ServiceName::parse("api").expect("name");
+        let got = expand("${service_dir}/a ${snapshot_dir} ${service}:${port}", Path::new("/d"), &api, Some(8000));
+        assert_eq!(got, "/d/services/api/a /d/snapshots/api api:8000");
     }
 
     #[test]
@@ -364,6 +773,7 @@ mod tests {
 
     #[test]
     fn test_action_table_matches_primitives() {
+        let path = || "${service_dir}/x".to_string();
         let every = [
             Primitive::CollectDiagnostics,
             Primitive::SignalService { signal: SignalName::Hup },
@@ -373,6 +783,16 @@ mod tests {
             Primitive::WaitHealthy { timeout: Duration::from_millis(1) },
             Primitive::QuarantineService,
             Primitive::ReleaseService,
+            Primitive::KillProcess { select: Selector::Name { name: "x".into() }, signal: SignalName::Kill },
+            Primitive::SnapshotDir { path: path() },
+            Primitive::RestoreDir { path: path() },
+            Primitive::MoveAside { path: path() },
+            Primitive::CompressFiles { glob: path(), older_than_ms: 0 },
+            Primitive::DeleteFiles { glob: path(), older_than_ms: 0, keep: 0 },
+            Primitive::RestoreFile { path: None, previous: false },
+            Primitive::RotateSecret { files: vec![path()] },
+            Primitive::HttpCall { method: "GET".into(), url: "http://x/".into(), body: None, expect_status: 200 },
+            Primitive::RunCommand { command: "x".into() },
         ];
         let names: Vec<&str> = every.iter().map(Primitive::action).collect();
         assert_eq!(names, Primitive::actions().collect::<Vec<_>>(), "ACTIONS lists every primitive once, in order");

@@ -3,6 +3,7 @@
 
 use crate::config::ServiceName;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// How a playbook run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,63 @@ impl RunOutcome {
     }
 }
 
+/// What a step changed, recorded as it ran, so a rollback can put it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "undo")]
+pub enum Undo {
+    /// Start the service again (after a stop or a quarantine).
+    StartService,
+    /// Stop it again (after a start).
+    StopService,
+    /// Quarantine it again (after a release).
+    QuarantineService,
+    /// Lift the quarantine a step imposed (starting it with a fresh budget).
+    ReleaseService,
+    /// Rename `to` back to `from`.
+    Rename { from: PathBuf, to: PathBuf },
+    /// Decompress these `.gz` files back to their names without it.
+    Decompress { files: Vec<PathBuf> },
+    /// Write back vaulted version `version` of `path` (`None`: the file did not exist, so
+    /// remove it).
+    RestoreVaulted { path: PathBuf, version: Option<String> },
+    /// Put back snapshot `snapshot` of directory `path`.
+    RestoreSnapshot { path: PathBuf, snapshot: PathBuf },
+}
+
+impl Undo {
+    /// The action a rollback step is governed and audited as.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Undo::StartService => "start_service",
+            Undo::StopService => "stop_service",
+            Undo::QuarantineService => "quarantine_service",
+            Undo::ReleaseService => "release_service",
+            Undo::Rename { .. } => "move_aside",
+            Undo::Decompress { .. } => "compress_files",
+            Undo::RestoreVaulted { .. } => "restore_file",
+            Undo::RestoreSnapshot { .. } => "restore_dir",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Undo::StartService => "start the service again".into(),
+            Undo::StopService => "stop the service again".into(),
+            Undo::QuarantineService => "quarantine the service again".into(),
+            Undo::ReleaseService => "release the service from quarantine".into(),
+            Undo::Rename { from, to } => format!("rename {} back to {}", to.display(), from.display()),
+            Undo::Decompress { files } => format!("decompress {} file(s)", files.len()),
+            Undo::RestoreVaulted { path, version: Some(v) } => {
+                format!("write back version {v} of {}", path.display())
+            }
+            Undo::RestoreVaulted { path, version: None } => format!("remove {} (it did not exist)", path.display()),
+            Undo::RestoreSnapshot { path, snapshot } => {
+                format!("put back {} from {}", path.display(), snapshot.display())
+            }
+        }
+    }
+}
+
 /// One step as it ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -52,6 +110,10 @@ pub struct StepRecord {
     pub ok: bool,
     pub detail: String,
     pub duration_ms: u64,
+    /// How to put back what it changed (none for a step that changed nothing or cannot
+    /// be undone; the catalog says which).
+    #[serde(default)]
+    pub undo: Vec<Undo>,
 }
 
 /// One playbook run as stored.
@@ -72,6 +134,12 @@ pub struct RunRecord {
     /// For a run held for an approver: the approval request.
     #[serde(default)]
     pub approval_id: Option<u64>,
+    /// A dry run: nothing changed; each step's detail says what it would have done.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// For a rollback: the run it undoes.
+    #[serde(default)]
+    pub rollback_of: Option<u64>,
 }
 
 impl RunRecord {

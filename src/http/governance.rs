@@ -184,7 +184,7 @@ pub struct ReasonBody {
 }
 
 /// The optional `{"reason": "..."}` body.
-fn reason_of(body: &[u8]) -> Result<Option<String>, ApiError> {
+pub fn reason_of(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

@@ -24,6 +24,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/guardian/healer/stats", get(healer_stats))
         .route("/api/guardian/probes", get(super::probes::list))
         .route("/api/guardian/probes/{id}", get(super::probes::detail))
+        .route("/api/guardian/playbooks", get(super::playbooks::list))
+        .route("/api/guardian/playbooks/{id}", get(super::playbooks::detail))
+        .route("/api/guardian/runs/{id}", get(super::playbooks::run_record))
         .route("/api/audit/verify", get(super::governance::audit_verify))
         .route("/api/governance/audit", get(super::governance::audit_query))
         .route("/api/governance/audit/export", get(super::governance::audit_export))
@@ -33,6 +36,8 @@ pub fn router(app: AppState) -> Router {
         .route_layer(from_fn_with_state(app.clone(), super::auth::reads));
     let operate = Router::new()
         .route("/api/services/{name}/{op}", post(super::governance::service_action))
+        .route("/api/guardian/playbooks/{id}/run", post(super::playbooks::run))
+        .route("/api/guardian/runs/{id}/rollback", post(super::playbooks::rollback))
         .route_layer(from_fn_with_state((app.clone(), Role::Operator), super::auth::needs));
     let approve = Router::new()
         .route("/api/governance/approvals/{id}/{verb}", post(super::governance::decide))

@@ -70,6 +70,8 @@ pub struct OutcomeReport {
 pub enum GateMsg {
     Request(ActionRequest, RpcReplyPort<GateAnswer>),
     Outcome(Box<OutcomeReport>, RpcReplyPort<Result<u64, AppendError>>),
+    /// What the policy would decide now, for a dry run: nothing is audited or counted.
+    Preview(ActionRequest, RpcReplyPort<String>),
     /// Fault injection: stall in the handler for the given time (messages queue up), then
     /// panic (they are lost with the mailbox).
     #[cfg(feature = "fault-injection")]
@@ -84,6 +86,11 @@ impl Addr<Gatekeeper> {
     /// Asks for a permit; the decision is on the audit chain before the answer comes.
     pub async fn request(&self, request: ActionRequest) -> Result<GateAnswer, SendError> {
         self.ask(GATE_TIMEOUT, |tx| GateMsg::Request(request, tx)).await
+    }
+
+    /// What the policy would decide on `request` now, in words (nothing recorded).
+    pub async fn preview(&self, request: ActionRequest) -> Result<String, SendError> {
+        self.ask(GATE_TIMEOUT, |tx| GateMsg::Preview(request, tx)).await
     }
 
     /// Audits what a permitted action did; returns the entry's seq.
@@ -152,6 +159,9 @@ impl Actor for Gatekeeper {
                     });
                 }
             },
+            GateMsg::Preview(req, reply) => {
+                let _ = reply.send(self.preview(req, st));
+            }
             GateMsg::Outcome(report, reply) => {
                 let record = report.request.outcome_record(report.outcome, report.detail.clone());
                 let _ = reply.send(self.audit.append(record).await.map(|s| s.entry.seq));
@@ -247,6 +257,22 @@ impl Gatekeeper {
             .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
             .inc();
         Judged::Decided(Box::new(Decided { req, verdict }))
+    }
+
+    /// The verdict `req` would get now, without auditing it or counting it.
+    fn preview(&self, req: ActionRequest, st: &State) -> String {
+        let policies = self.policies.get();
+        let tier = policies.tier_of(&req.action, req.tier);
+        if let Some(why) = self.trust.broken().filter(|_| tier >= Tier::REVERSIBLE) {
+            return format!("deny (refused while {why})");
+        }
+        let none = RateHistory::default();
+        let history = st.history.as_ref().unwrap_or(&none);
+        match evaluate_with(&policies, req, warden_core::time::now_unix_ms(), history, None) {
+            Verdict::Allow(a) => format!("allow ({})", a.reason()),
+            Verdict::Deny { reason, .. } => format!("deny ({reason})"),
+            Verdict::PendingApproval { reason } => format!("needs approval ({reason})"),
+        }
     }
 
     async fn conclude(&self, d: Decided, sealed: Result<SealedEntry, AppendError>) -> GateAnswer {

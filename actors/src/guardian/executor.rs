@@ -13,13 +13,14 @@
 //! At shutdown the runs are cancelled and recorded as interrupted.
 
 use super::checks::Prober;
+use super::effects::{self, EffectError, Env};
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
 use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
-use crate::metrics::{Metrics, PlaybookLabels};
+use crate::metrics::Metrics;
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
@@ -34,7 +35,7 @@ use warden_core::permit::Authorized;
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
 use warden_core::policy::{ActionRequest, Policies};
 use warden_core::probe::Outcome;
-use warden_core::run::{RunOutcome, RunRecord, StepRecord};
+use warden_core::run::{RunOutcome, RunRecord, StepRecord, Undo};
 use warden_core::service::ServiceState;
 use warden_core::tier::Tier;
 
@@ -50,6 +51,8 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
 /// An operator's action: a decision, a service operation (a stop's grace and a start).
 const OPERATE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A rollback's steps, each a decision and an undo.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct RunOrder {
@@ -58,6 +61,19 @@ pub struct RunOrder {
     pub playbook: String,
     pub target: ServiceName,
     pub rationale: String,
+    /// Change nothing: say what each step would do and what governance would decide.
+    pub dry_run: bool,
+    /// Who asked: the healer (system) or a person through the API or the shell.
+    pub actor: AuditActor,
+}
+
+/// Undo a finished run: its steps' undo data, last step first, each through governance.
+#[derive(Debug, Clone)]
+pub struct RollbackOrder {
+    /// The run to undo.
+    pub of: u64,
+    pub actor: AuditActor,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +84,10 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("warden is shutting down")]
     ShuttingDown,
+    #[error("no run {0}")]
+    NoSuchRun(u64),
+    #[error("run {0} cannot be rolled back: {1}")]
+    NotUndoable(u64, String),
 }
 
 pub enum ExecutorMsg {
@@ -76,6 +96,9 @@ pub enum ExecutorMsg {
     /// An operator's action, under the same governance as a playbook's step; answered
     /// when it is done (or refused, held, or waiting for approvers).
     Operate(Box<OperatorRequest>, RpcReplyPort<OperatorOutcome>),
+    /// Start a rollback of a finished run; answered with the rollback's run id once it is
+    /// stored (it ends like any run: stored, published).
+    Rollback(Box<RollbackOrder>, RpcReplyPort<Result<u64, RunError>>),
     /// Cancel every run (node shutdown); answered once each is recorded as interrupted.
     Shutdown(RpcReplyPort<()>),
 }
@@ -88,6 +111,11 @@ impl Addr<PlaybookExecutor> {
     /// Hands a run over; `Ok` means it is stored and will be reported when it ends.
     pub async fn run(&self, order: RunOrder) -> Result<(), RunError> {
         self.ask(ORDER_TIMEOUT, |tx| ExecutorMsg::Run(Box::new(order), tx)).await?
+    }
+
+    /// Starts a rollback; the id of its run.
+    pub async fn rollback(&self, order: RollbackOrder) -> Result<u64, RunError> {
+        self.ask(ORDER_TIMEOUT, |tx| ExecutorMsg::Rollback(Box::new(order), tx)).await?
     }
 
     /// Carries out an operator's request through governance; waits for its end.
@@ -112,6 +140,8 @@ pub struct RunContext {
     pub data_dir: DataDir,
     /// The node config: a run verifies its target with the target's own probes.
     pub config: Current<NodeConfig>,
+    /// This binary (services run as `@warden` are it).
+    pub self_exe: std::path::PathBuf,
     pub store: Store,
     pub metrics: Metrics,
     /// Every run that ends is published here.
@@ -140,6 +170,8 @@ impl Actor for PlaybookExecutor {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<ExecutorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+        let catalog = self.ctx.catalog.get();
+        self.ctx.metrics.playbooks_known(catalog.all().iter().map(|p| p.id.as_str()));
         // Runs still marked running belong to a dead executor (or a dead warden): no task
         // of ours runs them. Record how they ended and say so.
         // A store that refuses writes now: the incident manager's check of each open
@@ -175,6 +207,9 @@ impl Actor for PlaybookExecutor {
         match msg {
             ExecutorMsg::Run(order, reply) => {
                 let _ = reply.send(self.start(st, *order).await);
+            }
+            ExecutorMsg::Rollback(order, reply) => {
+                let _ = reply.send(self.start_rollback(st, *order).await);
             }
             ExecutorMsg::Operate(op, reply) => {
                 // Its own task: the executor keeps taking orders while a stop takes its grace.
@@ -239,6 +274,8 @@ impl PlaybookExecutor {
             detail: String::new(),
             retry_at_unix_ms: None,
             approval_id: None,
+            dry_run: order.dry_run,
+            rollback_of: None,
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
@@ -249,6 +286,51 @@ impl PlaybookExecutor {
         });
         st.tracked.insert(task.id(), run_id);
         Ok(())
+    }
+
+    async fn start_rollback(&self, st: &mut State, order: RollbackOrder) -> Result<u64, RunError> {
+        if st.shutting_down {
+            return Err(RunError::ShuttingDown);
+        }
+        let of = self.ctx.store.run_record(order.of).await?.ok_or(RunError::NoSuchRun(order.of))?;
+        let why_not = if !of.outcome.is_final() {
+            Some("it is still running".to_string())
+        } else if of.dry_run {
+            Some("it was a dry run: it changed nothing".to_string())
+        } else if of.rollback_of.is_some() {
+            Some("it is a rollback itself".to_string())
+        } else if of.steps.iter().all(|s| s.undo.is_empty()) {
+            Some("none of its steps recorded anything to undo".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            return Err(RunError::NotUndoable(order.of, why));
+        }
+        let run_id = self.ctx.store.next_id(crate::store::Counter::Run).await?;
+        let record = RunRecord {
+            run_id,
+            incident_id: of.incident_id,
+            playbook: of.playbook.clone(),
+            target: of.target.clone(),
+            started_unix_ms: warden_core::time::now_unix_ms(),
+            finished_unix_ms: None,
+            outcome: RunOutcome::Running,
+            steps: vec![],
+            detail: String::new(),
+            retry_at_unix_ms: None,
+            approval_id: None,
+            dry_run: false,
+            rollback_of: Some(of.run_id),
+        };
+        self.ctx.store.put_run(record.clone()).await?;
+        let ctx = self.ctx.clone();
+        let task = st.runs.spawn(async move {
+            let record = run_rollback(&ctx, &of, &order, record).await;
+            ctx.finished.send(record);
+        });
+        st.tracked.insert(task.id(), run_id);
+        Ok(run_id)
     }
 
     /// Collects finished run tasks; a run whose task panicked is recorded as failed.
@@ -306,10 +388,14 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     let run = async {
         for step in steps {
             let started = Instant::now();
-            let (result, permit_seq) = run_step(ctx, order, step.clone()).await;
-            let detail = match &result {
-                Ok(d) => d.clone(),
-                Err(f) => f.detail.clone(),
+            let (result, permit_seq) = if order.dry_run {
+                (dry_step(ctx, order, &step).await.map(|d| (d, Vec::new())), None)
+            } else {
+                run_step(ctx, order, step.clone()).await
+            };
+            let (detail, undo) = match &result {
+                Ok((d, u)) => (d.clone(), u.clone()),
+                Err(f) => (f.detail.clone(), Vec::new()),
             };
             record.steps.push(StepRecord {
                 index: step.index,
@@ -319,6 +405,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 ok: result.is_ok(),
                 detail,
                 duration_ms: started.elapsed().as_millis() as u64,
+                undo,
             });
             save(ctx, &record).await;
             if let Err(f) = result {
@@ -328,6 +415,11 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 record.detail = format!("step {} `{}`: {}", step.index, step.primitive.action(), f.detail);
                 return;
             }
+        }
+        if order.dry_run {
+            record.outcome = RunOutcome::Succeeded;
+            record.detail = "dry run: nothing was changed".into();
+            return;
         }
         // `verify`: the run succeeds only once the target's own probes pass, unless the
         // playbook ends by waiting for exactly that.
@@ -344,6 +436,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                     Ok(d) | Err(d) => d.clone(),
                 },
                 duration_ms: started.elapsed().as_millis() as u64,
+                undo: Vec::new(),
             });
             if let Err(d) = result {
                 record.outcome = RunOutcome::Failed;
@@ -363,10 +456,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
 async fn finish(ctx: &RunContext, mut record: RunRecord) -> RunRecord {
     record.finished_unix_ms = Some(warden_core::time::now_unix_ms());
     let outcome = record.outcome.as_str();
-    ctx.metrics
-        .playbook_executions
-        .get_or_create(&PlaybookLabels { playbook: record.playbook.clone(), outcome: outcome.into() })
-        .inc();
+    // Dry runs and rollbacks are not executions of the playbook.
+    if !record.dry_run && record.rollback_of.is_none() {
+        ctx.metrics.playbook_finished(&record.playbook, outcome, record.duration_ms().unwrap_or(0));
+    }
     tracing::info!(
         run = record.run_id,
         playbook = record.playbook,
@@ -399,7 +492,7 @@ fn failed(outcome: RunOutcome, detail: String) -> StepFailure {
     StepFailure { outcome, detail, retry_at_unix_ms: None, approval_id: None }
 }
 
-type StepResult = Result<String, StepFailure>;
+type StepResult = Result<(String, Vec<Undo>), StepFailure>;
 
 /// Gets the step authorised (asking governance when its tier needs it), runs it, and
 /// audits the outcome of a permitted step.
@@ -409,7 +502,7 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
         tier: step.tier,
         target: step.target.to_string(),
         rationale: format!("playbook `{}` (run {}): {}", order.playbook, order.run_id, order.rationale),
-        actor: AuditActor::System,
+        actor: order.actor.clone(),
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
         plan: plan_of(ctx, &step),
@@ -458,7 +551,7 @@ async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> 
         request,
         outcome: if result.is_ok() { OutcomeKind::Succeeded } else { OutcomeKind::Failed },
         detail: match &result {
-            Ok(d) | Err(d) => d.clone(),
+            Ok((d, _)) | Err(d) => d.clone(),
         },
     };
     if let Err(e) = ctx.gate.outcome(report).await {
@@ -522,7 +615,7 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
     };
     tracing::info!(operator = op.operator, action = request.action, target = request.target, "operator request");
     match govern(ctx, request, step).await {
-        (Ok(detail), seq) => OperatorOutcome::Done { result: Ok(detail), audit_seq: seq },
+        (Ok((detail, _)), seq) => OperatorOutcome::Done { result: Ok(detail), audit_seq: seq },
         (Err(f), seq) => match f.outcome {
             RunOutcome::Throttled => OperatorOutcome::Held {
                 reason: f.detail,
@@ -579,21 +672,200 @@ pub fn plan_of(ctx: &RunContext, step: &PlannedStep) -> String {
 enum StepError {
     #[error(transparent)]
     Service(#[from] ServiceOpError),
+    #[error(transparent)]
+    Effect(#[from] EffectError),
     #[error("still unhealthy after {} ms: {last}", .after.as_millis())]
     Unhealthy { after: Duration, last: String },
 }
 
-/// Carries out an authorised step.
-async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<String, StepError> {
+/// What a step acts on, as the service is now.
+fn env_of(ctx: &RunContext, target: &ServiceName) -> Result<Env, StepError> {
+    let t = ctx.table.lock();
+    let e = t.services.get(target).ok_or_else(|| ServiceOpError::NoSuchService(target.to_string()))?;
+    Ok(Env {
+        data_dir: ctx.data_dir.root().to_path_buf(),
+        target: target.clone(),
+        spec: e.spec.clone(),
+        pid: e.pid,
+        self_exe: ctx.self_exe.clone(),
+        vault: ctx.data_dir.vault(),
+        commands: ctx.config.get().commands.clone(),
+    })
+}
+
+/// Carries out an authorised step: what it did, and how to undo it.
+async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<(String, Vec<Undo>), StepError> {
     let target = step.step().target.clone();
-    match step.step().primitive.clone() {
-        Primitive::CollectDiagnostics => Ok(diagnostics(ctx, &target)),
-        Primitive::WaitHealthy { timeout } => reprobe(ctx, &target, timeout).await,
-        _ => {
+    let primitive = step.step().primitive.clone();
+    match primitive {
+        Primitive::CollectDiagnostics => Ok((diagnostics(ctx, &target), Vec::new())),
+        Primitive::WaitHealthy { timeout } => Ok((reprobe(ctx, &target, timeout).await?, Vec::new())),
+        p if p.is_service_op() => {
+            let before = ctx.table.state_of(target.as_str());
             let grace = ctx.table.lock().services.get(&target).map_or(Duration::ZERO, |e| e.spec.stop_grace);
-            Ok(ctx.services.execute(step, grace + SERVICE_OP_SLACK).await?)
+            let detail = ctx.services.execute(step, grace + SERVICE_OP_SLACK).await?;
+            Ok((detail, service_undo(&p, before)))
         }
+        p => Ok(effects::apply(&env_of(ctx, &target)?, &p).await?),
     }
+}
+
+/// What puts a service step back, given the state before it (a start of a running
+/// service changed nothing, so it has nothing to undo).
+fn service_undo(p: &Primitive, before: Option<ServiceState>) -> Vec<Undo> {
+    let running = matches!(before, Some(ServiceState::Running | ServiceState::Starting));
+    match p {
+        Primitive::StopService if running => vec![Undo::StartService],
+        Primitive::QuarantineService if before != Some(ServiceState::Quarantined) => vec![Undo::ReleaseService],
+        Primitive::StartService if !running => vec![Undo::StopService],
+        Primitive::ReleaseService if before == Some(ServiceState::Quarantined) => vec![Undo::QuarantineService],
+        _ => Vec::new(),
+    }
+}
+
+/// A dry run's step: what it would touch and what governance would say; nothing changes.
+async fn dry_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Result<String, StepFailure> {
+    let would = match &step.primitive {
+        p if p.is_service_op() => Ok(format!("would act on {}", plan_of(ctx, step))),
+        Primitive::CollectDiagnostics => Ok(format!("would record: {}", diagnostics(ctx, &step.target))),
+        Primitive::WaitHealthy { timeout } => {
+            Ok(format!("would wait up to {} ms for `{}`'s probes to pass", timeout.as_millis(), step.target))
+        }
+        p => match env_of(ctx, &step.target) {
+            Ok(env) => {
+                let p = p.clone();
+                match tokio::task::spawn_blocking(move || effects::preview(&env, &p)).await {
+                    Ok(Ok(would)) => Ok(would),
+                    // The step fits this service but has nothing to act on now: saying so
+                    // is the dry run's answer, not its failure.
+                    Ok(Err(EffectError::Failed(why))) => Ok(format!("would fail now: {why}")),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let would = would.map_err(|e| failed(RunOutcome::Failed, format!("cannot run here: {e}")))?;
+    let by_person = matches!(order.actor, AuditActor::User(_));
+    if step.tier == Tier::OBSERVE && !by_person {
+        return Ok(format!("{would}; governance: tier 1, runs on its own"));
+    }
+    let request = ActionRequest {
+        action: step.primitive.action().into(),
+        tier: step.tier,
+        target: step.target.to_string(),
+        rationale: format!("dry run of `{}`", order.playbook),
+        actor: order.actor.clone(),
+        incident_id: order.incident_id,
+        run_id: Some(order.run_id),
+        plan: String::new(),
+    };
+    let verdict = ctx.gate.preview(request).await.unwrap_or_else(|e| format!("unknown ({e})"));
+    Ok(format!("{would}; governance would {verdict}"))
+}
+
+/// Undoes `of`'s steps, newest first, each through governance like any step.
+async fn run_rollback(ctx: &RunContext, of: &RunRecord, order: &RollbackOrder, mut record: RunRecord) -> RunRecord {
+    tracing::info!(run = record.run_id, of = of.run_id, playbook = of.playbook, "rollback started");
+    let policies = ctx.policies.get();
+    let undos: Vec<(usize, Undo)> =
+        of.steps.iter().rev().flat_map(|s| s.undo.iter().rev().map(move |u| (s.index, u.clone()))).collect();
+    let run = async {
+        for (index, undo) in undos {
+            let started = Instant::now();
+            let action = undo.action();
+            let tier = policies.tier_of(action, Primitive::action_tier(action).unwrap_or(Tier::HUMAN_ONLY));
+            let request = ActionRequest {
+                action: action.into(),
+                tier,
+                target: of.target.to_string(),
+                rationale: format!("rollback of run {} step {index}: {}", of.run_id, order.reason),
+                actor: order.actor.clone(),
+                incident_id: of.incident_id,
+                run_id: Some(record.run_id),
+                plan: undo.describe(),
+            };
+            let (result, seq) = govern_undo(ctx, request, &of.target, &undo).await;
+            let ok = result.is_ok();
+            record.steps.push(StepRecord {
+                index: record.steps.len(),
+                action: action.into(),
+                tier: tier.get(),
+                permit_audit_seq: seq,
+                ok,
+                detail: match &result {
+                    Ok(d) => format!("step {index}: {d}"),
+                    Err(f) => format!("step {index}: {}", f.detail),
+                },
+                duration_ms: started.elapsed().as_millis() as u64,
+                undo: Vec::new(),
+            });
+            save(ctx, &record).await;
+            if let Err(f) = result {
+                record.outcome = f.outcome;
+                record.detail = format!("undoing step {index} `{action}`: {}", f.detail);
+                return;
+            }
+        }
+        record.outcome = RunOutcome::Succeeded;
+        record.detail = format!("rolled back run {}", of.run_id);
+    };
+    if tokio::time::timeout(ROLLBACK_TIMEOUT, run).await.is_err() {
+        record.outcome = RunOutcome::Failed;
+        record.detail = format!("rollback timed out after {} s", ROLLBACK_TIMEOUT.as_secs());
+    }
+    finish(ctx, record).await
+}
+
+/// One undo through the gatekeeper: service undos as service steps, file undos here.
+async fn govern_undo(
+    ctx: &RunContext,
+    request: ActionRequest,
+    target: &ServiceName,
+    undo: &Undo,
+) -> (Result<String, StepFailure>, Option<u64>) {
+    let service_step = match undo {
+        Undo::StartService => Some(Primitive::StartService),
+        Undo::StopService => Some(Primitive::StopService),
+        Undo::QuarantineService => Some(Primitive::QuarantineService),
+        Undo::ReleaseService => Some(Primitive::ReleaseService),
+        _ => None,
+    };
+    if let Some(primitive) = service_step {
+        let step = PlannedStep { index: 0, tier: request.tier, primitive, target: target.clone() };
+        let (r, seq) = govern(ctx, request, step).await;
+        return (r.map(|(d, _)| d), seq);
+    }
+    let permit = match ctx.gate.request(request.clone()).await {
+        Ok(GateAnswer::Granted(p)) => p,
+        Ok(GateAnswer::Denied { reason, audit_seq, .. }) => {
+            return (Err(failed(RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
+        }
+        Ok(GateAnswer::Pending { reason, audit_seq, approval_id }) => {
+            let failure = StepFailure {
+                approval_id: Some(approval_id),
+                ..failed(RunOutcome::PendingApproval, format!("{reason} (approval {approval_id})"))
+            };
+            return (Err(failure), Some(audit_seq));
+        }
+        Err(e) => return (Err(failed(RunOutcome::Denied, format!("no decision: {e}"))), None),
+    };
+    let result = match env_of(ctx, target) {
+        Ok(env) => effects::undo(&env, undo).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let report = OutcomeReport {
+        request,
+        outcome: if result.is_ok() { OutcomeKind::RolledBack } else { OutcomeKind::Failed },
+        detail: match &result {
+            Ok(d) | Err(d) => d.clone(),
+        },
+    };
+    if let Err(e) = ctx.gate.outcome(report).await {
+        tracing::error!(action = permit.action(), error = %e, "cannot audit a rollback's outcome");
+    }
+    (result.map_err(|e| failed(RunOutcome::Failed, e)), Some(permit.audit_seq()))
 }
 
 fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {

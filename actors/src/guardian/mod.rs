@@ -4,12 +4,14 @@
 //! (one_for_one: each restarts alone).
 
 pub mod checks;
+pub mod effects;
 pub mod executor;
 pub mod leftovers;
 pub mod probe;
 pub mod probe_board;
 pub mod service_supervisor;
 pub mod service_table;
+pub mod vault;
 
 use crate::addr::Addr;
 use crate::tree::{self, ChildSpec};
@@ -29,6 +31,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
     let w = w.clone();
     tree::subtree(PATH, w.views.config.get().supervision.guardian, move || {
         let s = w.clone();
+        let self_exe = w.self_exe.clone();
         let services = tree::worker(w.addrs.services.name(), move || ServiceSupervisor {
             table: s.views.services.clone(),
             me: s.addrs.services.clone(),
@@ -47,6 +50,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             table: w.views.services.clone(),
             data_dir: w.views.data_dir.clone(),
             config: w.views.config.clone(),
+            self_exe: self_exe.clone(),
             store: w.views.store.clone(),
             metrics: w.views.metrics.clone(),
             finished: w.runs_finished.clone(),

@@ -386,6 +386,10 @@ impl ServiceSupervisor {
                     warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file");
                 }
             }
+            // Every version a service started with is kept, so a restore has one to use.
+            if let Err(err) = self.data_dir.vault().keep(&f.path) {
+                warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot vault a managed file");
+            }
         }
         let me = self.me.clone();
         let svc = service.clone();

@@ -350,6 +350,8 @@ impl IncidentManager {
             playbook,
             target: incident.service.clone(),
             rationale: incident.evidence.clone(),
+            dry_run: false,
+            actor: warden_core::audit::AuditActor::System,
         }
     }
 

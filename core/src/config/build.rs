@@ -102,6 +102,19 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
     let governance_policies =
         raw.governance_policies.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
 
+    let playbooks_dir =
+        raw.playbooks_dir.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
+    let mut commands = BTreeMap::new();
+    for (name, argv) in &raw.commands {
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+            c.at(argv.referenced, format!("command name `{name}` must be letters, digits, - and _"));
+        } else if argv.value.first().is_none_or(|p| !Path::new(p).is_absolute()) {
+            c.at(argv.referenced, format!("command `{name}` must start with an absolute program path"));
+        } else {
+            commands.insert(name.clone(), argv.value.clone());
+        }
+    }
+
     c.finish(move || NodeConfig {
         name,
         http_listen: http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
@@ -116,6 +129,8 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         alerts,
         audit,
         governance_policies,
+        playbooks_dir,
+        commands,
     })
 }
 

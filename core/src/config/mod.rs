@@ -66,6 +66,10 @@ pub struct NodeConfig {
     pub audit: AuditFiles,
     /// The governance policy file; `None`: the embedded default.
     pub governance_policies: Option<PathBuf>,
+    /// Playbook files that add to or override the embedded catalog (every `*.yaml` in it).
+    pub playbooks_dir: Option<PathBuf>,
+    /// Whitelisted commands for `run_command` steps: name → program and arguments.
+    pub commands: BTreeMap<String, Vec<String>>,
 }
 
 impl NodeConfig {

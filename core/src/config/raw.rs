@@ -28,6 +28,12 @@ pub struct NodeFile {
     /// Path of the governance policy file; absent: the embedded default.
     #[serde(default)]
     pub governance_policies: Option<Spanned<String>>,
+    /// A folder of playbook files that add to or override the embedded catalog.
+    #[serde(default)]
+    pub playbooks_dir: Option<Spanned<String>>,
+    /// Commands a playbook's `run_command` may run, by name: the program and its arguments.
+    #[serde(default)]
+    pub commands: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,693 @@
+//! What playbook steps do beyond the service's own process: processes chosen by a
+//! selector, files and directories, the config vault, HTTP calls, whitelisted commands.
+//!
+//! Each primitive has three faces here: [`preview`] resolves what it would touch (which
+//! pids, files and bytes) and changes nothing, for dry runs; [`apply`] does it and returns
+//! the undo data a rollback needs; [`undo`] puts back what an [`Undo`] names. Paths are
+//! expanded for the target and must stay inside the data dir: the catalog checks how
+//! they start, this checks where they end (after symlinks).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use warden_core::config::{ServiceName, ServiceSpec};
+use warden_core::playbook::{Primitive, Selector, expand};
+use warden_core::run::Undo;
+
+use super::vault::Vault;
+
+/// How long a signalled process gets to be gone before the step says it is not.
+const GONE_WITHIN: Duration = Duration::from_secs(5);
+/// Output of a whitelisted command quoted in the step's detail.
+const OUTPUT_TAIL: usize = 400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EffectError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EffectError {
+    let what = what.into();
+    move |source| EffectError::Io { what, source }
+}
+
+/// What a step acts on: its target service, as it is now.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub data_dir: PathBuf,
+    pub target: ServiceName,
+    pub spec: ServiceSpec,
+    /// The service's current process (its group leader).
+    pub pid: Option<u32>,
+    /// This binary, for services run as `@warden`.
+    pub self_exe: PathBuf,
+    pub vault: Vault,
+    pub commands: BTreeMap<String, Vec<String>>,
+}
+
+impl Env {
+    fn path(&self, raw: &str) -> Result<PathBuf, EffectError> {
+        let p = PathBuf::from(expand(raw, &self.data_dir, &self.target, self.spec.ports.first().copied()));
+        self.inside(&p)?;
+        Ok(p)
+    }
+
+    /// Refuses a path that leaves the data dir, also through a symlink on the way.
+    fn inside(&self, p: &Path) -> Result<(), EffectError> {
+        let root = std::fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        // The deepest part of the path that exists decides where it really is.
+        let mut probe = p.to_path_buf();
+        while !probe.exists() {
+            if !probe.pop() {
+                break;
+            }
+        }
+        let real = std::fs::canonicalize(&probe).unwrap_or(probe);
+        if real.starts_with(&root) {
+            Ok(())
+        } else {
+            Err(EffectError::Refused(format!("{} is outside the data dir", p.display())))
+        }
+    }
+
+    fn snapshots(&self) -> PathBuf {
+        self.data_dir.join("snapshots").join(self.target.as_str())
+    }
+
+    /// The files the service's config manages.
+    fn managed(&self) -> Vec<PathBuf> {
+        self.spec.files.iter().map(|f| f.path.clone()).collect()
+    }
+}
+
+/// What the step would do, resolved now; nothing changes.
+pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
+    match p {
+        Primitive::KillProcess { select, signal } => {
+            let found = select_processes(env, select)?;
+            if found.is_empty() {
+                return Ok(format!("would send {} to nobody: no {} now", signal.as_str(), select.describe()));
+            }
+            Ok(format!("would send {} to {}", signal.as_str(), describe_pids(&found)))
+        }
+        Primitive::SnapshotDir { path } => {
+            let dir = env.path(path)?;
+            let (files, bytes) = tree_size(&dir);
+            Ok(format!("would copy {} ({files} files, {bytes} bytes) to {}", dir.display(), env.snapshots().display()))
+        }
+        Primitive::RestoreDir { path } => {
+            let dir = env.path(path)?;
+            match newest_snapshot(env, &dir)? {
+                Some(s) => Ok(format!(
+                    "would snapshot {} as it is, then replace it with {} ({} bytes)",
+                    dir.display(),
+                    s.display(),
+                    tree_size(&s.join("tree")).1
+                )),
+                None => Err(EffectError::Failed(format!("no snapshot of {} to restore", dir.display()))),
+            }
+        }
+        Primitive::MoveAside { path } => {
+            let p = env.path(path)?;
+            let meta = std::fs::symlink_metadata(&p).map_err(io(p.display().to_string()))?;
+            Ok(format!("would rename {} ({} bytes) to {}", p.display(), meta.len(), aside_name(&p).display()))
+        }
+        Primitive::CompressFiles { glob, older_than_ms } => {
+            let files = matching(env, glob, *older_than_ms, 0)?;
+            let files: Vec<_> = files.into_iter().filter(|(f, _)| !is_gz(f)).collect();
+            Ok(format!("would gzip {}", describe_files(&files)))
+        }
+        Primitive::DeleteFiles { glob, older_than_ms, keep } => {
+            let files = matching(env, glob, *older_than_ms, *keep)?;
+            Ok(format!("would delete {}", describe_files(&files)))
+        }
+        Primitive::RestoreFile { path, previous } => {
+            let mut lines = Vec::new();
+            for file in restore_targets(env, path.as_deref())? {
+                if !*previous && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
+                    lines.push(format!("{}: present, left as it is", file.display()));
+                    continue;
+                }
+                lines.push(match env.vault.pick(&file, *previous).map_err(io("the vault"))? {
+                    Some(v) => format!("{} from vault version {v}", file.display()),
+                    None => format!("{}: no vaulted version", file.display()),
+                });
+            }
+            Ok(format!("would write back {}", lines.join("; ")))
+        }
+        Primitive::RotateSecret { files } => {
+            let files: Vec<String> =
+                files.iter().map(|f| env.path(f).map(|p| p.display().to_string())).collect::<Result<_, _>>()?;
+            Ok(format!("would write one new random token into {} (each vaulted first)", files.join(", ")))
+        }
+        Primitive::HttpCall { method, url, expect_status, .. } => {
+            let url = expand(url, &env.data_dir, &env.target, env.spec.ports.first().copied());
+            Ok(format!("would send {method} {url}, expecting {expect_status}"))
+        }
+        Primitive::RunCommand { command } => match env.commands.get(command) {
+            Some(argv) => Ok(format!("would run `{}`", argv.join(" "))),
+            None => Err(EffectError::Refused(format!("no command `{command}` in the node config's commands"))),
+        },
+        other => Ok(format!("would {}", other.changes())),
+    }
+}
+
+/// Carries out a step; what it did and how to undo it.
+pub async fn apply(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectError> {
+    match p {
+        Primitive::HttpCall { method, url, body, expect_status } => {
+            let url = expand(url, &env.data_dir, &env.target, env.spec.ports.first().copied());
+            http_call(method, &url, body.as_deref(), *expect_status).await.map(|d| (d, Vec::new()))
+        }
+        Primitive::RunCommand { command } => run_command(env, command).await.map(|d| (d, Vec::new())),
+        Primitive::KillProcess { select, signal } => {
+            let (env, select, signal) = (env.clone(), select.clone(), *signal);
+            blocking(move || kill(&env, &select, signal)).await.map(|d| (d, Vec::new()))
+        }
+        other => {
+            let (env, p) = (env.clone(), other.clone());
+            blocking(move || apply_files(&env, &p)).await
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EffectError> + Send + 'static,
+) -> Result<T, EffectError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| EffectError::Failed(format!("the step's task failed: {e}")))?
+}
+
+fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectError> {
+    match p {
+        Primitive::SnapshotDir { path } => {
+            let dir = env.path(path)?;
+            let snap = snapshot(env, &dir)?;
+            Ok((format!("copied {} to {}", dir.display(), snap.display()), Vec::new()))
+        }
+        Primitive::RestoreDir { path } => {
+            let dir = env.path(path)?;
+            let Some(from) = newest_snapshot(env, &dir)? else {
+                return Err(EffectError::Failed(format!("no snapshot of {} to restore", dir.display())));
+            };
+            // What is there now becomes a snapshot too: the undo puts it back.
+            let before = snapshot(env, &dir)?;
+            replace_tree(&from.join("tree"), &dir)?;
+            Ok((
+                format!("restored {} from {} (it was kept as {})", dir.display(), from.display(), before.display()),
+                vec![Undo::RestoreSnapshot { path: dir, snapshot: before }],
+            ))
+        }
+        Primitive::MoveAside { path } => {
+            let p = env.path(path)?;
+            let aside = aside_name(&p);
+            std::fs::rename(&p, &aside).map_err(io(format!("rename {}", p.display())))?;
+            Ok((format!("renamed {} to {}", p.display(), aside.display()), vec![Undo::Rename { from: p, to: aside }]))
+        }
+        Primitive::CompressFiles { glob, older_than_ms } => {
+            let files = matching(env, glob, *older_than_ms, 0)?;
+            let mut done = Vec::new();
+            let (mut before, mut after) = (0u64, 0u64);
+            for (f, size) in files.into_iter().filter(|(f, _)| !is_gz(f)) {
+                let gz = gzip(&f)?;
+                before += size;
+                after += std::fs::metadata(&gz).map(|m| m.len()).unwrap_or(0);
+                done.push(gz);
+            }
+            let detail = format!("gzipped {} files: {before} bytes to {after}", done.len());
+            let undo = if done.is_empty() { Vec::new() } else { vec![Undo::Decompress { files: done }] };
+            Ok((detail, undo))
+        }
+        Primitive::DeleteFiles { glob, older_than_ms, keep } => {
+            let files = matching(env, glob, *older_than_ms, *keep)?;
+            let mut bytes = 0;
+            for (f, size) in &files {
+                let meta = std::fs::symlink_metadata(f).map_err(io(f.display().to_string()))?;
+                if meta.is_dir() {
+                    std::fs::remove_dir_all(f).map_err(io(format!("delete {}", f.display())))?;
+                } else {
+                    std::fs::remove_file(f).map_err(io(format!("delete {}", f.display())))?;
+                }
+                bytes += size;
+            }
+            Ok((format!("deleted {} entries, {bytes} bytes", files.len()), Vec::new()))
+        }
+        Primitive::RestoreFile { path, previous } => {
+            let mut done = Vec::new();
+            let mut undo = Vec::new();
+            for file in restore_targets(env, path.as_deref())? {
+                // Without `previous` a restore replaces what is gone (missing or emptied),
+                // never a file that has content: that may be a deliberate change.
+                if !*previous && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
+                    continue;
+                }
+                let Some(version) = env.vault.pick(&file, *previous).map_err(io("the vault"))? else {
+                    continue;
+                };
+                if std::fs::read(&file).ok() == Some(env.vault.read(&file, &version).map_err(io("the vault"))?) {
+                    continue;
+                }
+                let before = env.vault.keep(&file).map_err(io(format!("vault {}", file.display())))?;
+                let bytes = env.vault.restore(&file, &version).map_err(io(format!("write {}", file.display())))?;
+                done.push(format!("{} ({bytes} bytes, version {version})", file.display()));
+                undo.push(Undo::RestoreVaulted { path: file, version: before });
+            }
+            if done.is_empty() {
+                return Err(EffectError::Failed(
+                    "nothing to restore: every file is present (or matches its vaulted version), or none is vaulted"
+                        .into(),
+                ));
+            }
+            Ok((format!("wrote back {}", done.join(", ")), undo))
+        }
+        Primitive::RotateSecret { files } => {
+            let files: Vec<PathBuf> = files.iter().map(|f| env.path(f)).collect::<Result<_, _>>()?;
+            if let Some(missing) = files.iter().find(|f| !f.exists()) {
+                return Err(EffectError::Failed(format!("{} does not exist: nothing rotated", missing.display())));
+            }
+            let token = format!("{}\n", hex::encode(rand::random::<[u8; 16]>()));
+            let mut undo = Vec::new();
+            for f in &files {
+                let before = env.vault.keep(f).map_err(io(format!("vault {}", f.display())))?;
+                undo.push(Undo::RestoreVaulted { path: f.clone(), version: before });
+            }
+            for f in &files {
+                crate::private_file::write(f, token.as_bytes(), None).map_err(io(format!("write {}", f.display())))?;
+                env.vault.keep(f).map_err(io(format!("vault {}", f.display())))?;
+            }
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            Ok((format!("a new token in {}", names.join(", ")), undo))
+        }
+        other => Err(EffectError::Failed(format!("`{}` is not a file step", other.action()))),
+    }
+}
+
+/// Puts back what `u` names (file undos; service ones go to the service supervisor).
+pub async fn undo(env: &Env, u: &Undo) -> Result<String, EffectError> {
+    let (env, u) = (env.clone(), u.clone());
+    blocking(move || undo_files(&env, &u)).await
+}
+
+fn undo_files(env: &Env, u: &Undo) -> Result<String, EffectError> {
+    match u {
+        Undo::Rename { from, to } => {
+            env.inside(from)?;
+            if from.exists() {
+                return Err(EffectError::Failed(format!("{} exists again: not renaming over it", from.display())));
+            }
+            std::fs::rename(to, from).map_err(io(format!("rename {}", to.display())))?;
+            Ok(format!("renamed {} back to {}", to.display(), from.display()))
+        }
+        Undo::Decompress { files } => {
+            for gz in files {
+                env.inside(gz)?;
+                gunzip(gz)?;
+            }
+            Ok(format!("decompressed {} files", files.len()))
+        }
+        Undo::RestoreVaulted { path, version } => {
+            env.inside(path)?;
+            env.vault.keep(path).map_err(io(format!("vault {}", path.display())))?;
+            match version {
+                Some(v) => {
+                    let bytes = env.vault.restore(path, v).map_err(io(format!("write {}", path.display())))?;
+                    Ok(format!("wrote back {} ({bytes} bytes, version {v})", path.display()))
+                }
+                None => {
+                    std::fs::remove_file(path).map_err(io(format!("remove {}", path.display())))?;
+                    Ok(format!("removed {} (it did not exist before)", path.display()))
+                }
+            }
+        }
+        Undo::RestoreSnapshot { path, snapshot } => {
+            env.inside(path)?;
+            replace_tree(&snapshot.join("tree"), path)?;
+            Ok(format!("put back {} from {}", path.display(), snapshot.display()))
+        }
+        other => Err(EffectError::Failed(format!("`{}` is not a file undo", other.action()))),
+    }
+}
+
+// --- processes ---------------------------------------------------------------------------
+
+/// A process a selector chose: pid, name, command line.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub pid: u32,
+    pub name: String,
+    pub cmdline: String,
+    pub rss_bytes: u64,
+}
+
+fn describe_pids(found: &[Chosen]) -> String {
+    let each: Vec<String> =
+        found.iter().map(|c| format!("pid {} `{}` ({} MiB resident)", c.pid, c.cmdline, c.rss_bytes >> 20)).collect();
+    each.join(", ")
+}
+
+fn chosen(p: &procfs::process::Process) -> Option<Chosen> {
+    let pid = u32::try_from(p.pid()).ok()?;
+    let stat = p.stat().ok()?;
+    let cmdline = p.cmdline().ok().map(|c| c.join(" ")).filter(|c| !c.is_empty()).unwrap_or(stat.comm.clone());
+    Some(Chosen { pid, name: stat.comm.clone(), cmdline, rss_bytes: stat.rss * procfs::page_size() })
+}
+
+/// Never warden, never init, never the service's current process group (it is handled
+/// by the service steps, not by a kill).
+fn protected(env: &Env, pid: u32) -> bool {
+    if pid <= 1 || pid == std::process::id() {
+        return true;
+    }
+    let Some(leader) = env.pid else { return false };
+    pid == leader
+        || nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).ok().map(|g| g.as_raw() as u32)
+            == Some(leader)
+}
+
+/// Whether `pid` runs the service's own command line (a leftover of an earlier life).
+fn is_own_program(env: &Env, pid: u32) -> bool {
+    let (program, args) = crate::process::command_line(&env.spec, &env.self_exe);
+    let Ok(p) = procfs::process::Process::new(pid as i32) else { return false };
+    let Ok(cmd) = p.cmdline() else { return false };
+    let same_exe = p.exe().ok().is_some_and(|e| e == program) || cmd.first().is_some_and(|c| Path::new(c) == program);
+    same_exe && cmd.get(1..).is_some_and(|rest| rest == args.as_slice())
+}
+
+pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, EffectError> {
+    let mut out = Vec::new();
+    match select {
+        Selector::PortOwner { port, stranger } => {
+            let ports: Vec<u16> = port.map_or_else(|| env.spec.ports.clone(), |p| vec![p]);
+            if ports.is_empty() {
+                return Err(EffectError::Refused(format!("`{}` declares no ports", env.target)));
+            }
+            let mut pids = std::collections::BTreeSet::new();
+            for p in ports {
+                for (pid, _) in warden_core::procnet::listeners_of_port(p).map_err(io("/proc/net"))? {
+                    pids.insert(pid);
+                }
+            }
+            for pid in pids {
+                if protected(env, pid) || is_own_program(env, pid) == *stranger {
+                    continue;
+                }
+                if let Some(c) = procfs::process::Process::new(pid as i32).ok().as_ref().and_then(chosen) {
+                    out.push(c);
+                }
+            }
+        }
+        Selector::MemoryHog { min_rss_mb } => {
+            let Some(leader) = env.pid else {
+                return Err(EffectError::Failed(format!("`{}` has no process now", env.target)));
+            };
+            let all = procfs::process::all_processes().map_err(|e| EffectError::Failed(e.to_string()))?;
+            let hog = all
+                .filter_map(Result::ok)
+                .filter(|p| p.stat().is_ok_and(|s| s.pgrp == leader as i32 && s.pid != leader as i32))
+                .filter_map(|p| chosen(&p))
+                .filter(|c| c.pid != std::process::id())
+                .max_by_key(|c| c.rss_bytes);
+            out.extend(hog.filter(|c| c.rss_bytes >= min_rss_mb << 20));
+        }
+        Selector::Name { name } => {
+            let all = procfs::process::all_processes().map_err(|e| EffectError::Failed(e.to_string()))?;
+            out.extend(
+                all.filter_map(Result::ok)
+                    .filter_map(|p| chosen(&p))
+                    .filter(|c| c.name == *name && !protected(env, c.pid)),
+            );
+        }
+        Selector::LockHolder { path } => {
+            let file = env.path(path)?;
+            let meta = match std::fs::metadata(&file) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(io(file.display().to_string())(e)),
+            };
+            let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+            let locks = procfs::locks().map_err(|e| EffectError::Failed(format!("/proc/locks: {e}")))?;
+            let mut pids: Vec<u32> = locks
+                .iter()
+                .filter(|l| l.inode == ino)
+                .filter_map(|l| l.pid.and_then(|p| u32::try_from(p).ok()))
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in pids.into_iter().filter(|p| !protected(env, *p)) {
+                if let Some(c) = procfs::process::Process::new(pid as i32).ok().as_ref().and_then(chosen) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn kill(env: &Env, select: &Selector, signal: warden_core::signal::SignalName) -> Result<String, EffectError> {
+    let found = select_processes(env, select)?;
+    if found.is_empty() {
+        return Err(EffectError::Failed(format!("no {} now", select.describe())));
+    }
+    let sig = crate::process::signal_of(signal);
+    for c in &found {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid as i32), sig);
+    }
+    let deadline = std::time::Instant::now() + GONE_WITHIN;
+    let alive =
+        |c: &Chosen| procfs::process::Process::new(c.pid as i32).is_ok_and(|p| p.stat().is_ok_and(|s| s.state != 'Z'));
+    while found.iter().any(alive) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<&Chosen> = found.iter().filter(|c| alive(c)).collect();
+    if !left.is_empty() {
+        let pids: Vec<String> = left.iter().map(|c| c.pid.to_string()).collect();
+        return Err(EffectError::Failed(format!(
+            "sent {} but pid {} still runs after {} s",
+            signal.as_str(),
+            pids.join(", "),
+            GONE_WITHIN.as_secs()
+        )));
+    }
+    Ok(format!("sent {} to {}; gone", signal.as_str(), describe_pids(&found)))
+}
+
+// --- files -------------------------------------------------------------------------------
+
+fn is_gz(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "gz")
+}
+
+fn aside_name(p: &Path) -> PathBuf {
+    let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".aside-{}", warden_core::time::now_unix_ms()));
+    p.with_file_name(name)
+}
+
+/// Entries matching `glob`, older than `older_than_ms`, but the newest `keep`; with sizes.
+fn matching(env: &Env, glob: &str, older_than_ms: u64, keep: usize) -> Result<Vec<(PathBuf, u64)>, EffectError> {
+    let pattern = expand(glob, &env.data_dir, &env.target, env.spec.ports.first().copied());
+    let paths = glob::glob(&pattern).map_err(|e| EffectError::Refused(format!("glob `{pattern}`: {e}")))?;
+    let mut found: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
+    for p in paths.filter_map(Result::ok) {
+        env.inside(&p)?;
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let size = if meta.is_dir() { tree_size(&p).1 } else { meta.len() };
+        found.push((p, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), size));
+    }
+    // Newest first: the ones kept are the newest.
+    found.sort_by_key(|f| std::cmp::Reverse(f.1));
+    let cutoff = SystemTime::now().checked_sub(Duration::from_millis(older_than_ms)).unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(found.into_iter().skip(keep).filter(|(_, t, _)| *t <= cutoff).map(|(p, _, s)| (p, s)).collect())
+}
+
+fn describe_files(files: &[(PathBuf, u64)]) -> String {
+    if files.is_empty() {
+        return "nothing (no entry matches)".into();
+    }
+    let total: u64 = files.iter().map(|(_, s)| s).sum();
+    let names: Vec<String> = files.iter().take(10).map(|(p, s)| format!("{} ({s} bytes)", p.display())).collect();
+    let more = if files.len() > 10 { format!(" and {} more", files.len() - 10) } else { String::new() };
+    format!("{} entries, {total} bytes: {}{more}", files.len(), names.join(", "))
+}
+
+fn gzip(f: &Path) -> Result<PathBuf, EffectError> {
+    let mut gz_name = f.as_os_str().to_os_string();
+    gz_name.push(".gz");
+    let gz = PathBuf::from(gz_name);
+    let mut input = std::fs::File::open(f).map_err(io(f.display().to_string()))?;
+    let out = std::fs::File::create(&gz).map_err(io(gz.display().to_string()))?;
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    std::io::copy(&mut input, &mut enc).map_err(io(format!("gzip {}", f.display())))?;
+    let out = enc.finish().map_err(io(format!("gzip {}", f.display())))?;
+    out.sync_all().map_err(io(gz.display().to_string()))?;
+    std::fs::remove_file(f).map_err(io(format!("remove {}", f.display())))?;
+    Ok(gz)
+}
+
+fn gunzip(gz: &Path) -> Result<PathBuf, EffectError> {
+    let plain = gz.with_extension("");
+    let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(gz).map_err(io(gz.display().to_string()))?);
+    let mut out = std::fs::File::create(&plain).map_err(io(plain.display().to_string()))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = dec.read(&mut buf).map_err(io(format!("gunzip {}", gz.display())))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(io(plain.display().to_string()))?;
+    }
+    out.sync_all().map_err(io(plain.display().to_string()))?;
+    std::fs::remove_file(gz).map_err(io(format!("remove {}", gz.display())))?;
+    Ok(plain)
+}
+
+/// Files and bytes under `dir` (0, 0 when it does not exist).
+fn tree_size(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            if let Ok(m) = std::fs::metadata(&d) {
+                return (1, m.len());
+            }
+            continue;
+        };
+        for e in rd.filter_map(Result::ok) {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => {
+                    files += 1;
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), EffectError> {
+    std::fs::create_dir_all(to).map_err(io(to.display().to_string()))?;
+    for e in std::fs::read_dir(from).map_err(io(from.display().to_string()))?.filter_map(Result::ok) {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let t = e.file_type().map_err(io(src.display().to_string()))?;
+        if t.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if t.is_file() {
+            std::fs::copy(&src, &dst).map_err(io(format!("copy {}", src.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `dir` into a new snapshot of the target: `<snapshots>/<ms>-<name>/tree`, with
+/// `source` naming where it came from.
+fn snapshot(env: &Env, dir: &Path) -> Result<PathBuf, EffectError> {
+    if !dir.is_dir() {
+        return Err(EffectError::Failed(format!("{} is not a directory", dir.display())));
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut snap = env.snapshots().join(format!("{:013}-{name}", warden_core::time::now_unix_ms()));
+    while snap.exists() {
+        snap = env.snapshots().join(format!("{:013}-{name}", warden_core::time::now_unix_ms() + 1));
+    }
+    copy_tree(dir, &snap.join("tree"))?;
+    std::fs::write(snap.join("source"), dir.as_os_str().as_encoded_bytes()).map_err(io(snap.display().to_string()))?;
+    Ok(snap)
+}
+
+/// The newest snapshot of `dir`.
+fn newest_snapshot(env: &Env, dir: &Path) -> Result<Option<PathBuf>, EffectError> {
+    let root = env.snapshots();
+    let mut all: Vec<PathBuf> = match std::fs::read_dir(&root) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(root.display().to_string())(e)),
+    };
+    all.sort();
+    Ok(all
+        .into_iter()
+        .rev()
+        .find(|s| std::fs::read(s.join("source")).is_ok_and(|b| b == dir.as_os_str().as_encoded_bytes())))
+}
+
+/// Makes `dir` hold exactly what `tree` holds (built beside it, then swapped in).
+fn replace_tree(tree: &Path, dir: &Path) -> Result<(), EffectError> {
+    let mut staging = dir.as_os_str().to_os_string();
+    staging.push(".restoring");
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    copy_tree(tree, &staging)?;
+    let mut old = dir.as_os_str().to_os_string();
+    old.push(".replaced");
+    let old = PathBuf::from(old);
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(io(format!("rename {}", dir.display())))?;
+    }
+    std::fs::rename(&staging, dir).map_err(io(format!("rename {}", staging.display())))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The files a `restore_file` step means: `path`, or every file the service manages.
+fn restore_targets(env: &Env, path: Option<&str>) -> Result<Vec<PathBuf>, EffectError> {
+    match path {
+        Some(p) => Ok(vec![env.path(p)?]),
+        None if env.spec.files.is_empty() => {
+            Err(EffectError::Refused(format!("`{}` manages no files (`files:` in its config)", env.target)))
+        }
+        None => Ok(env.managed()),
+    }
+}
+
+// --- the outside world ---------------------------------------------------------------------
+
+async fn http_call(method: &str, url: &str, body: Option<&str>, expect: u16) -> Result<String, EffectError> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| EffectError::Refused(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| EffectError::Failed(e.to_string()))?;
+    let mut req = client.request(method.clone(), url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.map_err(|e| EffectError::Failed(format!("{method} {url}: {e}")))?;
+    let status = resp.status().as_u16();
+    if status != expect {
+        return Err(EffectError::Failed(format!("{method} {url} answered {status}, expected {expect}")));
+    }
+    Ok(format!("{method} {url} answered {status}"))
+}
+
+async fn run_command(env: &Env, name: &str) -> Result<String, EffectError> {
+    let Some(argv) = env.commands.get(name) else {
+        return Err(EffectError::Refused(format!("no command `{name}` in the node config's commands")));
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return Err(EffectError::Refused(format!("command `{name}` is empty")));
+    };
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .env("WARDEN_SERVICE", env.target.as_str())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(io(format!("run {program}")))?;
+    let text = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr }).into_owned();
+    let tail: String = text.chars().rev().take(OUTPUT_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
+    if out.status.success() {
+        Ok(format!("`{}` succeeded: {}", argv.join(" "), tail.trim()))
+    } else {
+        Err(EffectError::Failed(format!("`{}` {}: {}", argv.join(" "), out.status, tail.trim())))
+    }
+}

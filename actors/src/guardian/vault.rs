@@ -1,0 +1,147 @@
+//! The config vault: versioned copies of the files services need (configs, credentials).
+//!
+//! A file is vaulted when warden writes it or first sees it at a service's start, and
+//! before any playbook step changes it, so `restore_file` always has a version to put
+//! back and its own change can be undone. Each file has a folder under `vault/` named by
+//! the hash of its path, holding `path` (the original path) and one file per version,
+//! `<unix ms>-<sha256 prefix>`, 0600 like the secrets they copy. A version equal to the
+//! newest one is not stored twice.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone)]
+pub struct Vault {
+    root: PathBuf,
+}
+
+impl Vault {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn folder(&self, path: &Path) -> PathBuf {
+        let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+        self.root.join(hex::encode(&digest[..12]))
+    }
+
+    /// Keeps the current content of `path`; the version it is stored as (`None` when the
+    /// file does not exist).
+    pub fn keep(&self, path: &Path) -> io::Result<Option<String>> {
+        let content = match std::fs::read(path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.keep_content(path, &content).map(Some)
+    }
+
+    /// Keeps `content` as a version of `path` (unless the newest version is the same).
+    pub fn keep_content(&self, path: &Path, content: &[u8]) -> io::Result<String> {
+        let hash = hex::encode(&Sha256::digest(content)[..8]);
+        if let Some(newest) = self.versions(path)?.pop()
+            && newest.ends_with(&hash)
+            && self.read(path, &newest)? == content
+        {
+            return Ok(newest);
+        }
+        let folder = self.folder(path);
+        if !folder.exists() {
+            std::fs::create_dir_all(&folder)?;
+            std::fs::set_permissions(&self.root, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            std::fs::write(folder.join("path"), path.as_os_str().as_encoded_bytes())?;
+        }
+        // A version's name sorts by time; two in the same millisecond differ by hash.
+        let version = format!("{:013}-{hash}", warden_core::time::now_unix_ms());
+        crate::private_file::write(&folder.join(&version), content, None)?;
+        Ok(version)
+    }
+
+    /// Every version of `path`, oldest first.
+    pub fn versions(&self, path: &Path) -> io::Result<Vec<String>> {
+        let folder = self.folder(path);
+        let mut v: Vec<String> = match std::fs::read_dir(&folder) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.len() > 14 && n.as_bytes()[13] == b'-' && n[..13].bytes().all(|b| b.is_ascii_digit()))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn read(&self, path: &Path, version: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.folder(path).join(version))
+    }
+
+    /// The version a restore of `path` would write back: the newest; or with `previous`
+    /// the one before the file's current content (the change to take back), the newest
+    /// when the current content was never vaulted.
+    pub fn pick(&self, path: &Path, previous: bool) -> io::Result<Option<String>> {
+        let mut versions = self.versions(path)?;
+        if !previous {
+            return Ok(versions.pop());
+        }
+        let Ok(now) = std::fs::read(path) else { return Ok(versions.pop()) };
+        let mut current = None;
+        for (i, v) in versions.iter().enumerate().rev() {
+            if self.read(path, v)? == now {
+                current = Some(i);
+                break;
+            }
+        }
+        Ok(match current {
+            Some(0) => None,
+            Some(i) => Some(versions[i - 1].clone()),
+            None => versions.pop(),
+        })
+    }
+
+    /// Writes version `version` of `path` back (0600, whole or not at all).
+    pub fn restore(&self, path: &Path, version: &str) -> io::Result<u64> {
+        let content = self.read(path, version)?;
+        crate::private_file::write(path, &content, owner_of(path))?;
+        Ok(content.len() as u64)
+    }
+}
+
+/// Who owns `path` now, so a restore keeps the service's user as the owner.
+fn owner_of(path: &Path) -> Option<(Option<u32>, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    // Only worth a chown when it is not ours already.
+    (m.uid() != nix::unistd::geteuid().as_raw() || m.gid() != nix::unistd::getegid().as_raw())
+        .then(|| (Some(m.uid()), m.gid()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_versions_are_kept_once_and_the_previous_differs_from_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::new(dir.path().join("vault"));
+        let file = dir.path().join("app.json");
+        assert_eq!(vault.keep(&file).expect("missing"), None);
+        std::fs::write(&file, "one").expect("write");
+        let first = vault.keep(&file).expect("keep").expect("version");
+        assert_eq!(vault.keep(&file).expect("again").as_deref(), Some(first.as_str()), "not stored twice");
+        std::fs::write(&file, "two").expect("write");
+        vault.keep(&file).expect("keep");
+        assert_eq!(vault.versions(&file).expect("list").len(), 2);
+        assert_eq!(vault.pick(&file, true).expect("pick").as_deref(), Some(first.as_str()), "before the change");
+        std::fs::write(&file, "one").expect("write");
+        assert_eq!(vault.pick(&file, true).expect("pick"), None, "nothing before the first version");
+        std::fs::write(&file, "three").expect("write");
+        assert!(vault.pick(&file, true).expect("pick").is_some_and(|v| v != first), "never vaulted: the newest");
+        std::fs::remove_file(&file).expect("rm");
+        let newest = vault.pick(&file, false).expect("pick").expect("some");
+        assert_eq!(vault.restore(&file, &newest).expect("restore"), 3);
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "two");
+    }
+}
