@@ -217,6 +217,13 @@ fn test_restore_database_snapshot_runs_and_rolls_back_to_exactly_the_state_befor
     let back = rollback(&node, done["run_id"].as_u64().unwrap());
     assert_eq!(back["outcome"], "succeeded", "{back}");
     assert_eq!(back["rollback_of"], done["run_id"]);
+    let twice = slow()
+        .post(node.url(&format!("/api/guardian/runs/{}/rollback", done["run_id"])))
+        .bearer_auth(node.admin_token())
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(twice.status().as_u16(), 409, "a run is undone once");
     wait_until("db serves again", Duration::from_secs(20), || db_get(&node, "kept") == Some(200));
     assert_eq!(tree(&data), before, "the data dir is exactly as before the restore");
     assert_eq!(db_get(&node, "later"), Some(200));
@@ -236,24 +243,26 @@ fn test_free_port_foreign_kills_the_stranger_and_the_service_binds_again() {
     assert!(ok, "{out}");
     // A stranger on the model's port: another program entirely.
     let listener = format!("127.0.0.1:{}", node.ports.model);
-    let mut stranger = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+    let stranger = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["demo", "db", "--listen", &listener, "--data-dir"])
         .arg(node.dir.path().join("stranger"))
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let stranger = &mut KillOnDrop(stranger);
     wait_until("the stranger listens", Duration::from_secs(20), || std::net::TcpStream::connect(&listener).is_ok());
 
     let dry = run(&node, "free_port_foreign", json!({"target": "model", "dry_run": true}));
     let said = dry["steps"][1]["detail"].as_str().unwrap().to_string();
-    assert!(said.contains(&format!("pid {}", stranger.id())), "names the stranger: {said}");
-    assert!(stranger.try_wait().unwrap().is_none(), "the dry run left it alone");
+    assert!(said.contains(&format!("pid {}", stranger.0.id())), "names the stranger: {said}");
+    assert!(stranger.0.try_wait().unwrap().is_none(), "the dry run left it alone");
     let own = run(&node, "free_port_orphan", json!({"target": "model", "dry_run": true}));
     assert!(own["steps"][1]["detail"].as_str().unwrap().contains("to nobody"), "a stranger is no orphan: {own}");
 
     let done = run(&node, "free_port_foreign", json!({"target": "model"}));
     assert_eq!(done["outcome"], "succeeded", "{done}");
-    let status = wait_exit(&mut stranger, Duration::from_secs(10));
+    let status = wait_exit(&mut stranger.0, Duration::from_secs(10));
     assert!(status.is_some(), "the stranger is gone");
     assert!(done["steps"][2]["detail"].as_str().unwrap().contains("started"), "then the model: {done}");
     wait_until("model serves on its port", Duration::from_secs(30), || {
@@ -261,6 +270,16 @@ fn test_free_port_foreign_kills_the_stranger_and_the_service_binds_again() {
     });
     let trail = audit_actions(&node, "admin");
     assert!(trail.iter().any(|(k, a, d)| k == "decision" && a == "kill_process" && d == "allow"), "{trail:?}");
+}
+
+/// A child process killed when the test ends, whatever happened.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {

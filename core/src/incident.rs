@@ -406,6 +406,7 @@ mod tests {
             approval_id: None,
             dry_run: false,
             rollback_of: None,
+            rolled_back_by: None,
         }
     }
 

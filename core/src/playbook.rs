@@ -354,8 +354,19 @@ impl Primitive {
             Primitive::KillProcess { select: Selector::Name { name }, .. } if name.is_empty() || name.len() > 15 => {
                 Some("kill_process.select.name must be 1 to 15 characters (a process name)".into())
             }
-            Primitive::KillProcess { select: Selector::MemoryHog { min_rss_mb: 0 }, .. } => {
-                Some("kill_process.select.memory_hog.min_rss_mb must be positive".into())
+            Primitive::KillProcess { select: Selector::MemoryHog { min_rss_mb }, .. }
+                if *min_rss_mb == 0 || *min_rss_mb > 1 << 30 =>
+            {
+                Some("kill_process.select.memory_hog.min_rss_mb must be 1 to 2^30".into())
+            }
+            // A stop or continue is no kill: the step waits for the process to be gone.
+            Primitive::KillProcess { signal, .. }
+                if !matches!(signal, SignalName::Term | SignalName::Int | SignalName::Quit | SignalName::Kill) =>
+            {
+                Some(format!(
+                    "kill_process.signal {} does not end a process (SIGTERM, SIGINT, SIGQUIT or SIGKILL)",
+                    signal.as_str()
+                ))
             }
             Primitive::HttpCall { method, url, expect_status, .. } => {
                 if !["GET", "POST", "PUT", "DELETE", "HEAD"].contains(&method.as_str()) {

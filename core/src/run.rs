@@ -140,6 +140,9 @@ pub struct RunRecord {
     /// For a rollback: the run it undoes.
     #[serde(default)]
     pub rollback_of: Option<u64>,
+    /// For a run that was rolled back (or is being): the rollback's run.
+    #[serde(default)]
+    pub rolled_back_by: Option<u64>,
 }
 
 impl RunRecord {

@@ -46,6 +46,9 @@ pub struct Env {
     pub spec: ServiceSpec,
     /// The service's current process (its group leader).
     pub pid: Option<u32>,
+    /// The current process of every supervised service: no selector ever picks one of
+    /// them or their groups (a service is stopped by its own steps, not killed by a scan).
+    pub supervised: Vec<u32>,
     /// This binary, for services run as `@warden`.
     pub self_exe: PathBuf,
     pub vault: Vault,
@@ -56,7 +59,31 @@ impl Env {
     fn path(&self, raw: &str) -> Result<PathBuf, EffectError> {
         let p = PathBuf::from(expand(raw, &self.data_dir, &self.target, self.spec.ports.first().copied()));
         self.inside(&p)?;
+        self.below_service_areas(&p)?;
         Ok(p)
+    }
+
+    /// Playbooks act on the services' folders, their logs and snapshots, never on the
+    /// store, the vault, the process records or a whole area at once.
+    fn below_service_areas(&self, p: &Path) -> Result<(), EffectError> {
+        let Ok(rel) = p.strip_prefix(&self.data_dir) else {
+            return Err(EffectError::Refused(format!("{} is outside the data dir", p.display())));
+        };
+        let mut parts = rel.components();
+        let area = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let deep_enough = match area.as_deref() {
+            Some("services" | "snapshots") => parts.next().is_some() && parts.next().is_some(),
+            Some("logs") => parts.next().is_some(),
+            _ => false,
+        };
+        if deep_enough {
+            Ok(())
+        } else {
+            Err(EffectError::Refused(format!(
+                "{} is not inside a service's folder, its snapshots or the logs",
+                p.display()
+            )))
+        }
     }
 
     /// Refuses a path that leaves the data dir, also through a symlink on the way.
@@ -312,7 +339,10 @@ fn undo_files(env: &Env, u: &Undo) -> Result<String, EffectError> {
             Ok(format!("decompressed {} files", files.len()))
         }
         Undo::RestoreVaulted { path, version } => {
-            env.inside(path)?;
+            // A managed file may live anywhere its config says; anything else must be ours.
+            if !env.managed().contains(path) {
+                env.inside(path)?;
+            }
             env.vault.keep(path).map_err(io(format!("vault {}", path.display())))?;
             match version {
                 Some(v) => {
@@ -361,13 +391,13 @@ fn chosen(p: &procfs::process::Process) -> Option<Chosen> {
 /// Never warden, never init, never the service's current process group (it is handled
 /// by the service steps, not by a kill).
 fn protected(env: &Env, pid: u32) -> bool {
-    if pid <= 1 || pid == std::process::id() {
+    let me = std::process::id();
+    if pid <= 1 || pid == me {
         return true;
     }
-    let Some(leader) = env.pid else { return false };
-    pid == leader
-        || nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).ok().map(|g| g.as_raw() as u32)
-            == Some(leader)
+    // Each service leads a process group of its own: its group is it.
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).ok().map(|g| g.as_raw() as u32);
+    env.pid.iter().chain(env.supervised.iter()).any(|&leader| pid == leader || group == Some(leader))
 }
 
 /// Whether `pid` runs the service's own command line (a leftover of an earlier life).
@@ -413,7 +443,7 @@ pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, Eff
                 .filter_map(|p| chosen(&p))
                 .filter(|c| c.pid != std::process::id())
                 .max_by_key(|c| c.rss_bytes);
-            out.extend(hog.filter(|c| c.rss_bytes >= min_rss_mb << 20));
+            out.extend(hog.filter(|c| c.rss_bytes >= min_rss_mb.saturating_mul(1 << 20)));
         }
         Selector::Name { name } => {
             let all = procfs::process::all_processes().map_err(|e| EffectError::Failed(e.to_string()))?;
@@ -431,10 +461,12 @@ pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, Eff
                 Err(e) => return Err(io(file.display().to_string())(e)),
             };
             let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+            let dev = std::os::unix::fs::MetadataExt::dev(&meta);
+            let (major, minor) = (nix::sys::stat::major(dev) as u32, nix::sys::stat::minor(dev) as u32);
             let locks = procfs::locks().map_err(|e| EffectError::Failed(format!("/proc/locks: {e}")))?;
             let mut pids: Vec<u32> = locks
                 .iter()
-                .filter(|l| l.inode == ino)
+                .filter(|l| l.inode == ino && l.devmaj == major && l.devmin == minor)
                 .filter_map(|l| l.pid.and_then(|p| u32::try_from(p).ok()))
                 .collect();
             pids.sort_unstable();
@@ -456,7 +488,11 @@ fn kill(env: &Env, select: &Selector, signal: warden_core::signal::SignalName) -
     }
     let sig = crate::process::signal_of(signal);
     for c in &found {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid as i32), sig);
+        if let Err(errno) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid as i32), sig)
+            && errno != nix::errno::Errno::ESRCH
+        {
+            return Err(EffectError::Failed(format!("cannot send {} to pid {}: {errno}", signal.as_str(), c.pid)));
+        }
     }
     let deadline = std::time::Instant::now() + GONE_WITHIN;
     let alive =
@@ -496,6 +532,7 @@ fn matching(env: &Env, glob: &str, older_than_ms: u64, keep: usize) -> Result<Ve
     let mut found: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
     for p in paths.filter_map(Result::ok) {
         env.inside(&p)?;
+        env.below_service_areas(&p)?;
         let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
         let size = if meta.is_dir() { tree_size(&p).1 } else { meta.len() };
         found.push((p, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), size));
@@ -521,7 +558,11 @@ fn gzip(f: &Path) -> Result<PathBuf, EffectError> {
     gz_name.push(".gz");
     let gz = PathBuf::from(gz_name);
     let mut input = std::fs::File::open(f).map_err(io(f.display().to_string()))?;
-    let out = std::fs::File::create(&gz).map_err(io(gz.display().to_string()))?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&gz)
+        .map_err(io(format!("{} (an older archive is never overwritten)", gz.display())))?;
     let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     std::io::copy(&mut input, &mut enc).map_err(io(format!("gzip {}", f.display())))?;
     let out = enc.finish().map_err(io(format!("gzip {}", f.display())))?;
@@ -533,7 +574,11 @@ fn gzip(f: &Path) -> Result<PathBuf, EffectError> {
 fn gunzip(gz: &Path) -> Result<PathBuf, EffectError> {
     let plain = gz.with_extension("");
     let mut dec = flate2::read::GzDecoder::new(std::fs::File::open(gz).map_err(io(gz.display().to_string()))?);
-    let mut out = std::fs::File::create(&plain).map_err(io(plain.display().to_string()))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&plain)
+        .map_err(io(format!("{} (a newer file is never overwritten)", plain.display())))?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = dec.read(&mut buf).map_err(io(format!("gunzip {}", gz.display())))?;
@@ -689,5 +734,69 @@ async fn run_command(env: &Env, name: &str) -> Result<String, EffectError> {
         Ok(format!("`{}` succeeded: {}", argv.join(" "), tail.trim()))
     } else {
         Err(EffectError::Failed(format!("`{}` {}: {}", argv.join(" "), out.status, tail.trim())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(dir: &Path, pid: Option<u32>) -> Env {
+        let yaml = "node: { name: t, http_listen: 127.0.0.1:1 }\nservices:\n  - name: svc\n    command: /bin/true\n    ports: [2]\n";
+        let src = warden_core::source::Source { name: "t.yaml", dir, text: yaml };
+        let config = warden_core::config::NodeConfig::load(&src, &Default::default()).expect("config");
+        Env {
+            data_dir: dir.to_path_buf(),
+            target: ServiceName::parse("svc").expect("name"),
+            spec: config.services[0].clone(),
+            pid,
+            supervised: Vec::new(),
+            self_exe: PathBuf::from("/proc/self/exe"),
+            vault: Vault::new(dir.join("vault")),
+            commands: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn test_file_steps_stay_in_the_services_areas_and_dry_runs_touch_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let e = env(&root, None);
+        std::fs::create_dir_all(root.join("store")).expect("mkdir");
+        std::fs::write(root.join("store/journal"), "x").expect("write");
+        std::fs::create_dir_all(root.join("services/svc")).expect("mkdir");
+        for glob in ["${data_dir}/*", "${data_dir}/store/*", "${data_dir}/services"] {
+            let p = Primitive::DeleteFiles { glob: glob.into(), older_than_ms: 0, keep: 0 };
+            assert!(matches!(preview(&e, &p), Err(EffectError::Refused(_))), "{glob} must be refused");
+        }
+        let tmp = root.join("services/svc/tmp");
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        std::fs::write(tmp.join("a"), "x").expect("write");
+        let p = Primitive::DeleteFiles { glob: "${service_dir}/tmp/*".into(), older_than_ms: 0, keep: 0 };
+        let said = preview(&e, &p).expect("preview");
+        assert!(said.contains("1 entries, 1 bytes"), "{said}");
+        assert!(tmp.join("a").exists(), "a preview deletes nothing");
+        // A symlink out of the data dir is followed to where it really points: refused.
+        std::os::unix::fs::symlink("/etc", root.join("services/svc/etc")).expect("symlink");
+        let p = Primitive::DeleteFiles { glob: "${service_dir}/etc/*".into(), older_than_ms: 0, keep: 0 };
+        assert!(matches!(preview(&e, &p), Err(EffectError::Refused(_))));
+    }
+
+    #[test]
+    fn test_selectors_never_pick_warden_or_a_supervised_service() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut e = env(dir.path(), None);
+        // This test process listens, and it is warden here: never a stranger to kill.
+        let found = select_processes(&e, &Selector::PortOwner { port: Some(port), stranger: true }).expect("scan");
+        assert!(found.is_empty(), "{found:?}");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let name = Selector::Name { name: "sleep".into() };
+        assert!(select_processes(&e, &name).expect("scan").iter().any(|c| c.pid == child.id()));
+        e.supervised = vec![child.id()];
+        assert!(!select_processes(&e, &name).expect("scan").iter().any(|c| c.pid == child.id()), "supervised");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -276,6 +276,7 @@ impl PlaybookExecutor {
             approval_id: None,
             dry_run: order.dry_run,
             rollback_of: None,
+            rolled_back_by: None,
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
@@ -292,8 +293,20 @@ impl PlaybookExecutor {
         if st.shutting_down {
             return Err(RunError::ShuttingDown);
         }
-        let of = self.ctx.store.run_record(order.of).await?.ok_or(RunError::NoSuchRun(order.of))?;
-        let why_not = if !of.outcome.is_final() {
+        let mut of = self.ctx.store.run_record(order.of).await?.ok_or(RunError::NoSuchRun(order.of))?;
+        // Once undone, a run stays undone: a second rollback would put back a snapshot over
+        // everything written since. A failed rollback may be tried again.
+        let earlier = match of.rolled_back_by {
+            Some(id) => self.ctx.store.run_record(id).await?.filter(|r| r.outcome != RunOutcome::Failed),
+            None => None,
+        };
+        let why_not = if let Some(r) = earlier {
+            Some(format!(
+                "run {} {} it",
+                r.run_id,
+                if r.outcome.is_final() { "already rolled back" } else { "is rolling back" }
+            ))
+        } else if !of.outcome.is_final() {
             Some("it is still running".to_string())
         } else if of.dry_run {
             Some("it was a dry run: it changed nothing".to_string())
@@ -322,8 +335,11 @@ impl PlaybookExecutor {
             approval_id: None,
             dry_run: false,
             rollback_of: Some(of.run_id),
+            rolled_back_by: None,
         };
         self.ctx.store.put_run(record.clone()).await?;
+        of.rolled_back_by = Some(run_id);
+        self.ctx.store.put_run(of.clone()).await?;
         let ctx = self.ctx.clone();
         let task = st.runs.spawn(async move {
             let record = run_rollback(&ctx, &of, &order, record).await;
@@ -687,6 +703,7 @@ fn env_of(ctx: &RunContext, target: &ServiceName) -> Result<Env, StepError> {
         target: target.clone(),
         spec: e.spec.clone(),
         pid: e.pid,
+        supervised: t.services.values().filter_map(|s| s.pid).collect(),
         self_exe: ctx.self_exe.clone(),
         vault: ctx.data_dir.vault(),
         commands: ctx.config.get().commands.clone(),
@@ -716,7 +733,10 @@ fn service_undo(p: &Primitive, before: Option<ServiceState>) -> Vec<Undo> {
     let running = matches!(before, Some(ServiceState::Running | ServiceState::Starting));
     match p {
         Primitive::StopService if running => vec![Undo::StartService],
-        Primitive::QuarantineService if before != Some(ServiceState::Quarantined) => vec![Undo::ReleaseService],
+        // A release starts the service: only the undo of a quarantine that stopped it.
+        Primitive::QuarantineService if running || before == Some(ServiceState::Backoff) => {
+            vec![Undo::ReleaseService]
+        }
         Primitive::StartService if !running => vec![Undo::StopService],
         Primitive::ReleaseService if before == Some(ServiceState::Quarantined) => vec![Undo::QuarantineService],
         _ => Vec::new(),

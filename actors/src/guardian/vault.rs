@@ -53,8 +53,10 @@ impl Vault {
             std::fs::set_permissions(&self.root, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
             std::fs::write(folder.join("path"), path.as_os_str().as_encoded_bytes())?;
         }
-        // A version's name sorts by time; two in the same millisecond differ by hash.
-        let version = format!("{:013}-{hash}", warden_core::time::now_unix_ms());
+        // A version's name sorts by time, strictly after the newest (two in the same
+        // millisecond would otherwise sort by hash).
+        let newest_ms = self.versions(path)?.last().and_then(|v| v[..13].parse::<u64>().ok()).unwrap_or(0);
+        let version = format!("{:013}-{hash}", warden_core::time::now_unix_ms().max(newest_ms + 1));
         crate::private_file::write(&folder.join(&version), content, None)?;
         Ok(version)
     }
