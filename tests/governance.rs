@@ -136,10 +136,17 @@ fn test_production_mode_a_hang_waits_for_an_approver_and_is_healed_rejected_or_e
         node.healer_stats()["incidents"]["failed"] == 1
     });
     // The store says failed a moment before the log line is out.
-    wait_until("the escalation alert logged", Duration::from_secs(10), || {
-        let log = node.stderr();
-        log.contains("alert: incident not healed, a person must look") && log.contains("rejected by alice: not now")
+    wait_until("the escalation alert logged", Duration::from_secs(30), || {
+        node.stderr().contains("alert: incident not healed, a person must look")
     });
+    let decided = get(&node, &viewer, "/api/governance/approvals?status=all");
+    let reasons: Vec<&str> = decided["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["votes"].as_array().unwrap().iter().filter_map(|v| v["reason"].as_str()))
+        .collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "not now").count(), 2, "both rejections keep their reason: {decided}");
 
     // Undecided: the request expires (deny), the incident moves on and escalates.
     let (pid, _) = node.service("api").unwrap();
@@ -152,7 +159,7 @@ fn test_production_mode_a_hang_waits_for_an_approver_and_is_healed_rejected_or_e
     });
     let all = get(&node, &viewer, "/api/governance/approvals?status=all");
     assert!(all["approvals"].as_array().unwrap().iter().any(|a| a["status"] == "expired"), "{all}");
-    wait_until("the expiry alert logged", Duration::from_secs(10), || {
+    wait_until("the expiry alert logged", Duration::from_secs(30), || {
         node.stderr().contains("alert: approval request expired")
     });
     assert_every_permitted_action_has_its_outcome(&node, &viewer);

@@ -101,9 +101,21 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 
-/// Resolves when the process receives SIGTERM or SIGINT.
+/// Resolves when the process receives SIGTERM or SIGINT. SIGHUP means "reload", as for
+/// most daemons: the demo services re-read their files on every use, so a reload only says
+/// it was asked (and the process lives on, as a `reload_service` playbook expects).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("sighup received: files are re-read on every use, nothing else to reload");
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot install sighup handler: {e}"),
+    }
     let term = async {
         match signal(SignalKind::terminate()) {
             Ok(mut s) => {

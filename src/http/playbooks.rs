@@ -159,6 +159,8 @@ fn run_error(e: RunError) -> ApiError {
 /// with where to follow it when the request's time runs short.
 async fn answer_when_done(app: &AppState, run_id: u64) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + app.limits.request_timeout.saturating_sub(ANSWER_MARGIN);
+    // Most runs (dry runs above all) end within milliseconds: look often at first.
+    let mut pause = Duration::from_millis(1);
     loop {
         if let Some(r) = app.views.store.run_record(run_id).await?
             && r.outcome.is_final()
@@ -170,6 +172,7 @@ async fn answer_when_done(app: &AppState, run_id: u64) -> Result<Response, ApiEr
                 json!({ "run_id": run_id, "outcome": "running", "poll": format!("/api/guardian/runs/{run_id}") });
             return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
     }
 }

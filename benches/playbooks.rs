@@ -1,0 +1,191 @@
+//! Time of each playbook's dry run and real run on the demo node, median of 10.
+//!
+//! `cargo bench --bench playbooks [-- --json FILE]` starts the embedded default node (real
+//! db, model server and api) on its own ports with a policy that whitelists every action
+//! without rate limits, so runs measure the engine and the real effects, not governance
+//! holds. Each playbook runs on the service it is for; before each real run the fault it
+//! repairs is made where it needs one (a deleted config file, a changed credential). The
+//! time is the API call's, from the request to the stored end of the run (a dry run: the
+//! resolution of every step and the gatekeeper's preview). Playbooks whose fault needs a
+//! foreign process (a stranger on a port, a lock holder, a memory balloon) are timed dry
+//! only. Under `cargo test` it is one dry run of each, to keep it compiling and running.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::*;
+
+const POLICY: &str = "mode: dev\nwhitelist:\n  - { action: restart_service, targets: ['*'] }\n  - { action: signal_service, targets: ['*'] }\n  - { action: stop_service, targets: ['*'] }\n  - { action: quarantine_service, targets: ['*'] }\n  - { action: release_service, targets: ['*'] }\n  - { action: kill_process, targets: ['*'] }\n  - { action: restore_dir, targets: ['*'] }\n  - { action: move_aside, targets: ['*'] }\n  - { action: compress_files, targets: ['*'] }\n  - { action: delete_files, targets: ['*'] }\n  - { action: restore_file, targets: ['*'] }\n  - { action: rotate_secret, targets: ['*'] }\n  - { action: http_call, targets: ['*'] }\n  - { action: run_command, targets: ['*'] }\napprovers:\n  - name: admin\n";
+
+/// A fault made before a real run, so the playbook has something to repair.
+#[derive(Clone, Copy)]
+enum Setup {
+    None,
+    /// The api's config file deleted.
+    DeleteApiConfig,
+    /// The api's config file changed (a bad deploy).
+    ChangeApiConfig,
+    /// The api's credentials overwritten with a wrong token.
+    BreakCredentials,
+    /// A foreign process is needed: timed dry only.
+    DryOnly,
+}
+
+const CASES: &[(&str, &str, Setup)] = &[
+    ("restart_hung_service", "api", Setup::None),
+    ("restart_service", "api", Setup::None),
+    ("reload_service", "api", Setup::None),
+    ("quarantine_crashloop", "model", Setup::None),
+    ("free_port_orphan", "api", Setup::DryOnly),
+    ("free_port_foreign", "api", Setup::DryOnly),
+    ("restart_database", "db", Setup::None),
+    ("clear_stale_db_lock", "db", Setup::DryOnly),
+    ("restore_database_snapshot", "db", Setup::None),
+    ("snapshot_database", "db", Setup::None),
+    ("restart_memory_hog", "api", Setup::None),
+    ("kill_memory_balloon", "api", Setup::DryOnly),
+    ("compress_logs", "api", Setup::None),
+    ("prune_temp_files", "api", Setup::None),
+    ("prune_old_snapshots", "db", Setup::None),
+    ("restore_config_file", "api", Setup::DeleteApiConfig),
+    ("rollback_config_change", "api", Setup::ChangeApiConfig),
+    ("reload_credentials", "api", Setup::BreakCredentials),
+    ("rotate_credentials", "db", Setup::None),
+    ("restart_model_server", "model", Setup::None),
+    ("warm_model", "model", Setup::None),
+];
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy().build().unwrap()
+}
+
+/// One run (followed to its end); its time and outcome.
+fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) -> (Duration, String) {
+    let started = Instant::now();
+    let resp = client()
+        .post(node.url(&format!("/api/guardian/playbooks/{playbook}/run")))
+        .bearer_auth(token)
+        .json(&json!({"target": target, "dry_run": dry, "reason": "benchmark"}))
+        .send()
+        .unwrap();
+    let mut v: Value = resp.json().unwrap();
+    if let Some(poll) = v["poll"].as_str().map(str::to_string) {
+        while v["outcome"] == "running" || v["outcome"].is_null() {
+            std::thread::sleep(Duration::from_millis(20));
+            v = client().get(node.url(&poll)).send().unwrap().json().unwrap();
+        }
+    }
+    (started.elapsed(), v["outcome"].as_str().unwrap_or("?").to_string())
+}
+
+fn setup(node: &Node, s: Setup) {
+    let api = node.data_dir().join("services/api");
+    match s {
+        Setup::DeleteApiConfig => {
+            let _ = std::fs::remove_file(api.join("api.json"));
+        }
+        Setup::ChangeApiConfig => {
+            std::fs::write(api.join("api.json"), "{\"name\": \"demo-api\", \"greeting\": \"changed\"}\n").unwrap();
+            // The change is seen (vaulted) at a start, as a deploy would be.
+            let (ok, out) = node.cli(&["services", "restart", "api"], &[("WARDEN_TOKEN", &node.admin_token())]);
+            assert!(ok, "{out}");
+        }
+        Setup::BreakCredentials => std::fs::write(api.join("credentials"), "wrong-token\n").unwrap(),
+        Setup::None | Setup::DryOnly => {}
+    }
+}
+
+/// After a run: what must be undone for the next one (a quarantine lifted).
+fn after(node: &Node, token: &str, playbook: &str, target: &str) {
+    if playbook == "quarantine_crashloop" {
+        let r = client()
+            .post(node.url(&format!("/api/services/{target}/release")))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "release: {:?}", r.text());
+    }
+    wait_until("the node ready again", Duration::from_secs(60), || {
+        get_json(&node.url("/readyz")).is_some_and(|v| v["ready"] == true)
+    });
+}
+
+fn median(mut d: Vec<Duration>) -> Option<Duration> {
+    d.sort();
+    d.get(d.len() / 2).copied()
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("—".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let reps = if full { 10 } else { 1 };
+    let ports = Ports::fresh();
+    let config = format!("{}\ngovernance_policies: policy.yaml\n", default_config_on(ports));
+    let mut node = Node::prepare(&config, ports);
+    std::fs::write(node.dir.path().join("policy.yaml"), POLICY).unwrap();
+    node.spawn(&[]);
+    node.wait_ready();
+    let token = node.admin_token();
+    // A snapshot for the restore to find.
+    assert_eq!(timed_run(&node, &token, "snapshot_database", "db", false).1, "succeeded");
+    after(&node, &token, "snapshot_database", "db");
+
+    let mut rows = Vec::new();
+    for &(playbook, target, s) in CASES {
+        let dry: Vec<Duration> = (0..reps)
+            .map(|_| {
+                let (d, outcome) = timed_run(&node, &token, playbook, target, true);
+                assert_eq!(outcome, "succeeded", "dry run of {playbook} on {target}");
+                d
+            })
+            .collect();
+        let mut real = Vec::new();
+        let mut outcomes = Vec::new();
+        // Real runs restart real services: only in a full run, not in the test suite's.
+        if full && !matches!(s, Setup::DryOnly) {
+            for _ in 0..reps {
+                setup(&node, s);
+                let (d, outcome) = timed_run(&node, &token, playbook, target, false);
+                real.push(d);
+                outcomes.push(outcome);
+                after(&node, &token, playbook, target);
+            }
+        }
+        let ok = outcomes.iter().filter(|o| *o == "succeeded").count();
+        let row = json!({
+            "playbook": playbook,
+            "target": target,
+            "dry_median_ms": median(dry.clone()).map(|d| d.as_secs_f64() * 1000.0),
+            "real_median_ms": median(real.clone()).map(|d| d.as_secs_f64() * 1000.0),
+            "real_runs": real.len(),
+            "real_succeeded": ok,
+        });
+        println!(
+            "| `{playbook}` | {target} | {} | {} | {} |",
+            ms(median(dry)),
+            ms(median(real.clone())),
+            match (real.is_empty(), full) {
+                (true, true) => "dry only: its fault needs a foreign process".to_string(),
+                (true, false) => "smoke round: dry only".to_string(),
+                (false, _) => format!("{ok}/{} succeeded", real.len()),
+            }
+        );
+        rows.push(row);
+    }
+    node.stop();
+    if let Some(path) = json_out {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::write(&path, serde_json::to_string_pretty(&json!({ "reps": reps, "playbooks": rows })).unwrap())
+            .unwrap();
+        println!("wrote {}", path.display());
+    }
+}
