@@ -339,3 +339,34 @@ fn test_rotate_credentials_and_restore_config_file_roll_back_exactly() {
     assert_eq!(resp.status().as_u16(), 409);
     assert!(resp.text().unwrap().contains("dry run"));
 }
+
+#[test]
+fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends() {
+    // A service that ignores SIGTERM: a restart takes its whole stop grace.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: stubborn\n    command: /bin/sh\n    args: [-c, 'trap \"\" TERM; while true; do sleep 1; done']\n    stop_grace_ms: 3000\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("ready", Duration::from_secs(60), || status_code(&node.url("/readyz")) == Some(200));
+    let url = node.url("/api/guardian/playbooks/restart_service/run");
+    let token = node.admin_token();
+    let first = {
+        let (url, token) = (url.clone(), token.clone());
+        std::thread::spawn(move || {
+            slow().post(url).bearer_auth(token).json(&json!({"target": "stubborn"})).send().unwrap().status().as_u16()
+        })
+    };
+    wait_until("the first run under way", Duration::from_secs(20), || {
+        get_json(&node.url("/api/guardian/runs/1")).is_some_and(|r| r["outcome"] == "running")
+    });
+    let r = slow().post(&url).bearer_auth(&token).json(&json!({"target": "stubborn"})).send().unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let body: Value = r.json().unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("is changing `stubborn`"), "{body}");
+    assert!([200, 202].contains(&first.join().unwrap()));
+    // A dry run is never refused: it changes nothing.
+    let dry = run(&node, "restart_service", json!({"target": "stubborn", "dry_run": true}));
+    assert_eq!(dry["outcome"], "succeeded", "{dry}");
+}

@@ -146,6 +146,32 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A run of `playbook` on `target` that starts now: running, no steps yet.
+    pub fn started(
+        run_id: u64,
+        incident_id: Option<u64>,
+        playbook: &str,
+        target: &ServiceName,
+        now_unix_ms: u64,
+    ) -> Self {
+        Self {
+            run_id,
+            incident_id,
+            playbook: playbook.to_string(),
+            target: target.clone(),
+            started_unix_ms: now_unix_ms,
+            finished_unix_ms: None,
+            outcome: RunOutcome::Running,
+            steps: Vec::new(),
+            detail: String::new(),
+            retry_at_unix_ms: None,
+            approval_id: None,
+            dry_run: false,
+            rollback_of: None,
+            rolled_back_by: None,
+        }
+    }
+
     pub fn duration_ms(&self) -> Option<u64> {
         self.finished_unix_ms.map(|f| f.saturating_sub(self.started_unix_ms))
     }

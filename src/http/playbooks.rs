@@ -150,7 +150,7 @@ pub async fn rollback(
 fn run_error(e: RunError) -> ApiError {
     match e {
         RunError::NoSuchRun(_) => ApiError::NotFound(e.to_string()),
-        RunError::NotUndoable(..) => ApiError::Conflict(e.to_string()),
+        RunError::NotUndoable(..) | RunError::Busy(..) => ApiError::Conflict(e.to_string()),
         RunError::Unavailable(_) | RunError::Store(_) | RunError::ShuttingDown => ApiError::Unavailable(e.to_string()),
     }
 }

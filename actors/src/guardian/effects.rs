@@ -186,21 +186,47 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
     }
 }
 
-/// Carries out a step; what it did and how to undo it.
-pub async fn apply(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectError> {
+/// What a step did before it failed part way: the error and the undo of what it changed
+/// (a second file not written after the first was, files compressed before one would not).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Partial {
+    pub error: EffectError,
+    pub undo: Vec<Undo>,
+}
+
+impl From<EffectError> for Partial {
+    fn from(error: EffectError) -> Self {
+        Self { error, undo: Vec::new() }
+    }
+}
+
+/// Carries out a step; what it did and how to undo it. A step that fails part way still
+/// says how to undo what it did change.
+pub async fn apply(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), Partial> {
     match p {
         Primitive::HttpCall { method, url, body, expect_status } => {
             let url = expand(url, &env.data_dir, &env.target, env.spec.ports.first().copied());
-            http_call(method, &url, body.as_deref(), *expect_status).await.map(|d| (d, Vec::new()))
+            Ok(http_call(method, &url, body.as_deref(), *expect_status).await.map(|d| (d, Vec::new()))?)
         }
-        Primitive::RunCommand { command } => run_command(env, command).await.map(|d| (d, Vec::new())),
+        Primitive::RunCommand { command } => Ok(run_command(env, command).await.map(|d| (d, Vec::new()))?),
         Primitive::KillProcess { select, signal } => {
             let (env, select, signal) = (env.clone(), select.clone(), *signal);
-            blocking(move || kill(&env, &select, signal)).await.map(|d| (d, Vec::new()))
+            Ok(blocking(move || kill(&env, &select, signal)).await.map(|d| (d, Vec::new()))?)
         }
         other => {
             let (env, p) = (env.clone(), other.clone());
-            blocking(move || apply_files(&env, &p)).await
+            let done = tokio::task::spawn_blocking(move || {
+                let mut undo = Vec::new();
+                let r = apply_files(&env, &p, &mut undo);
+                (r, undo)
+            })
+            .await;
+            match done {
+                Ok((Ok(detail), undo)) => Ok((detail, undo)),
+                Ok((Err(error), undo)) => Err(Partial { error, undo }),
+                Err(e) => Err(EffectError::Failed(format!("the step's task failed: {e}")).into()),
+            }
         }
     }
 }
@@ -211,12 +237,13 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| EffectError::Failed(format!("the step's task failed: {e}")))?
 }
 
-fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectError> {
+/// A file step; each change's undo goes into `undo` as soon as the change is made.
+fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String, EffectError> {
     match p {
         Primitive::SnapshotDir { path } => {
             let dir = env.path(path)?;
             let snap = snapshot(env, &dir)?;
-            Ok((format!("copied {} to {}", dir.display(), snap.display()), Vec::new()))
+            Ok(format!("copied {} to {}", dir.display(), snap.display()))
         }
         Primitive::RestoreDir { path } => {
             let dir = env.path(path)?;
@@ -226,30 +253,33 @@ fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectEr
             // What is there now becomes a snapshot too: the undo puts it back.
             let before = snapshot(env, &dir)?;
             replace_tree(&from.join("tree"), &dir)?;
-            Ok((
-                format!("restored {} from {} (it was kept as {})", dir.display(), from.display(), before.display()),
-                vec![Undo::RestoreSnapshot { path: dir, snapshot: before }],
-            ))
+            let detail =
+                format!("restored {} from {} (it was kept as {})", dir.display(), from.display(), before.display());
+            undo.push(Undo::RestoreSnapshot { path: dir, snapshot: before });
+            Ok(detail)
         }
         Primitive::MoveAside { path } => {
             let p = env.path(path)?;
             let aside = aside_name(&p);
             std::fs::rename(&p, &aside).map_err(io(format!("rename {}", p.display())))?;
-            Ok((format!("renamed {} to {}", p.display(), aside.display()), vec![Undo::Rename { from: p, to: aside }]))
+            let detail = format!("renamed {} to {}", p.display(), aside.display());
+            undo.push(Undo::Rename { from: p, to: aside });
+            Ok(detail)
         }
         Primitive::CompressFiles { glob, older_than_ms } => {
             let files = matching(env, glob, *older_than_ms, 0)?;
-            let mut done = Vec::new();
-            let (mut before, mut after) = (0u64, 0u64);
+            let (mut count, mut before, mut after) = (0usize, 0u64, 0u64);
             for (f, size) in files.into_iter().filter(|(f, _)| !is_gz(f)) {
                 let gz = gzip(&f)?;
                 before += size;
                 after += std::fs::metadata(&gz).map(|m| m.len()).unwrap_or(0);
-                done.push(gz);
+                count += 1;
+                match undo.last_mut() {
+                    Some(Undo::Decompress { files }) => files.push(gz),
+                    _ => undo.push(Undo::Decompress { files: vec![gz] }),
+                }
             }
-            let detail = format!("gzipped {} files: {before} bytes to {after}", done.len());
-            let undo = if done.is_empty() { Vec::new() } else { vec![Undo::Decompress { files: done }] };
-            Ok((detail, undo))
+            Ok(format!("gzipped {count} files: {before} bytes to {after}"))
         }
         Primitive::DeleteFiles { glob, older_than_ms, keep } => {
             let files = matching(env, glob, *older_than_ms, *keep)?;
@@ -263,11 +293,10 @@ fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectEr
                 }
                 bytes += size;
             }
-            Ok((format!("deleted {} entries, {bytes} bytes", files.len()), Vec::new()))
+            Ok(format!("deleted {} entries, {bytes} bytes", files.len()))
         }
         Primitive::RestoreFile { path, previous } => {
             let mut done = Vec::new();
-            let mut undo = Vec::new();
             for file in restore_targets(env, path.as_deref())? {
                 // Without `previous` a restore replaces what is gone (missing or emptied),
                 // never a file that has content: that may be a deliberate change.
@@ -291,7 +320,7 @@ fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectEr
                         .into(),
                 ));
             }
-            Ok((format!("wrote back {}", done.join(", ")), undo))
+            Ok(format!("wrote back {}", done.join(", ")))
         }
         Primitive::RotateSecret { files } => {
             let files: Vec<PathBuf> = files.iter().map(|f| env.path(f)).collect::<Result<_, _>>()?;
@@ -299,7 +328,6 @@ fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectEr
                 return Err(EffectError::Failed(format!("{} does not exist: nothing rotated", missing.display())));
             }
             let token = format!("{}\n", hex::encode(rand::random::<[u8; 16]>()));
-            let mut undo = Vec::new();
             for f in &files {
                 let before = env.vault.keep(f).map_err(io(format!("vault {}", f.display())))?;
                 undo.push(Undo::RestoreVaulted { path: f.clone(), version: before });
@@ -309,7 +337,7 @@ fn apply_files(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), EffectEr
                 env.vault.keep(f).map_err(io(format!("vault {}", f.display())))?;
             }
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            Ok((format!("a new token in {}", names.join(", ")), undo))
+            Ok(format!("a new token in {}", names.join(", ")))
         }
         other => Err(EffectError::Failed(format!("`{}` is not a file step", other.action()))),
     }
@@ -674,10 +702,17 @@ fn replace_tree(tree: &Path, dir: &Path) -> Result<(), EffectError> {
     old.push(".replaced");
     let old = PathBuf::from(old);
     let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
+    let had = dir.exists();
+    if had {
         std::fs::rename(dir, &old).map_err(io(format!("rename {}", dir.display())))?;
     }
-    std::fs::rename(&staging, dir).map_err(io(format!("rename {}", staging.display())))?;
+    if let Err(e) = std::fs::rename(&staging, dir) {
+        // Leave the directory as it was rather than without one.
+        if had {
+            let _ = std::fs::rename(&old, dir);
+        }
+        return Err(io(format!("rename {}", staging.display()))(e));
+    }
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
@@ -780,6 +815,29 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("services/svc/etc")).expect("symlink");
         let p = Primitive::DeleteFiles { glob: "${service_dir}/etc/*".into(), older_than_ms: 0, keep: 0 };
         assert!(matches!(preview(&e, &p), Err(EffectError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn test_a_step_that_fails_part_way_still_says_how_to_undo_what_it_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let e = env(&root, None);
+        let svc = root.join("services/svc");
+        std::fs::create_dir_all(&svc).expect("mkdir");
+        std::fs::write(svc.join("a"), "old\n").expect("write");
+        std::fs::write(svc.join("b"), "old\n").expect("write");
+        // A folder where the second file's temporary file must go: its write fails.
+        std::fs::create_dir_all(svc.join(format!(".b.{}.tmp", std::process::id()))).expect("mkdir");
+        let p = Primitive::RotateSecret { files: vec!["${service_dir}/a".into(), "${service_dir}/b".into()] };
+        let partial = apply(&e, &p).await.expect_err("the second file cannot be written");
+        assert_ne!(std::fs::read_to_string(svc.join("a")).expect("read"), "old\n", "the first was rotated");
+        assert_eq!(partial.undo.len(), 2, "both files' versions before: {partial}");
+        std::fs::remove_dir(svc.join(format!(".b.{}.tmp", std::process::id()))).expect("the obstacle gone");
+        for u in partial.undo.iter().rev() {
+            undo(&e, u).await.expect("undo");
+        }
+        assert_eq!(std::fs::read_to_string(svc.join("a")).expect("read"), "old\n");
+        assert_eq!(std::fs::read_to_string(svc.join("b")).expect("read"), "old\n");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub enum RunError {
     NoSuchRun(u64),
     #[error("run {0} cannot be rolled back: {1}")]
     NotUndoable(u64, String),
+    #[error("run {1} is changing `{0}` now; try again when it has ended")]
+    Busy(ServiceName, u64),
 }
 
 pub enum ExecutorMsg {
@@ -159,6 +161,8 @@ pub struct State {
     operations: JoinSet<()>,
     /// The run each task of `runs` carries.
     tracked: BTreeMap<tokio::task::Id, u64>,
+    /// The target of each run in progress that may change something (not a dry run).
+    changing: BTreeMap<u64, ServiceName>,
     shutting_down: bool,
     _reg: Registration,
 }
@@ -191,6 +195,7 @@ impl Actor for PlaybookExecutor {
             runs: JoinSet::new(),
             operations: JoinSet::new(),
             tracked: BTreeMap::new(),
+            changing: BTreeMap::new(),
             shutting_down: false,
             _reg: self.registry.started(PATH),
         })
@@ -228,6 +233,7 @@ impl Actor for PlaybookExecutor {
                 st.runs.abort_all();
                 while st.runs.join_next().await.is_some() {}
                 st.tracked.clear();
+                st.changing.clear();
                 for mut run in self.ctx.store.active_runs().await.unwrap_or_default() {
                     tracing::warn!(
                         run = run.run_id,
@@ -262,30 +268,28 @@ impl PlaybookExecutor {
             }
             return Ok(());
         }
+        // A person's run waits for nobody's: it is refused while another run changes the
+        // same service (the healer's are not refused: healing does not wait for a queue).
+        if !order.dry_run && matches!(order.actor, AuditActor::User(_)) {
+            busy(st, &order.target)?;
+        }
+        let now = warden_core::time::now_unix_ms();
         let record = RunRecord {
-            run_id: order.run_id,
-            incident_id: order.incident_id,
-            playbook: order.playbook.clone(),
-            target: order.target.clone(),
-            started_unix_ms: warden_core::time::now_unix_ms(),
-            finished_unix_ms: None,
-            outcome: RunOutcome::Running,
-            steps: vec![],
-            detail: String::new(),
-            retry_at_unix_ms: None,
-            approval_id: None,
             dry_run: order.dry_run,
-            rollback_of: None,
-            rolled_back_by: None,
+            ..RunRecord::started(order.run_id, order.incident_id, &order.playbook, &order.target, now)
         };
         self.ctx.store.put_run(record.clone()).await?;
         let ctx = self.ctx.clone();
         let run_id = order.run_id;
+        let (order_dry_run, target) = (order.dry_run, order.target.clone());
         let task = st.runs.spawn(async move {
             let record = run_playbook(&ctx, &order, record).await;
             ctx.finished.send(record);
         });
         st.tracked.insert(task.id(), run_id);
+        if !order_dry_run {
+            st.changing.insert(run_id, target);
+        }
         Ok(())
     }
 
@@ -320,32 +324,24 @@ impl PlaybookExecutor {
         if let Some(why) = why_not {
             return Err(RunError::NotUndoable(order.of, why));
         }
+        busy(st, &of.target)?;
         let run_id = self.ctx.store.next_id(crate::store::Counter::Run).await?;
+        let now = warden_core::time::now_unix_ms();
         let record = RunRecord {
-            run_id,
-            incident_id: of.incident_id,
-            playbook: of.playbook.clone(),
-            target: of.target.clone(),
-            started_unix_ms: warden_core::time::now_unix_ms(),
-            finished_unix_ms: None,
-            outcome: RunOutcome::Running,
-            steps: vec![],
-            detail: String::new(),
-            retry_at_unix_ms: None,
-            approval_id: None,
-            dry_run: false,
             rollback_of: Some(of.run_id),
-            rolled_back_by: None,
+            ..RunRecord::started(run_id, of.incident_id, &of.playbook, &of.target, now)
         };
         self.ctx.store.put_run(record.clone()).await?;
         of.rolled_back_by = Some(run_id);
         self.ctx.store.put_run(of.clone()).await?;
         let ctx = self.ctx.clone();
+        let target = of.target.clone();
         let task = st.runs.spawn(async move {
             let record = run_rollback(&ctx, &of, &order, record).await;
             ctx.finished.send(record);
         });
         st.tracked.insert(task.id(), run_id);
+        st.changing.insert(run_id, target);
         Ok(run_id)
     }
 
@@ -357,6 +353,7 @@ impl PlaybookExecutor {
                 Err(e) => (e.id(), e.is_panic().then(|| e.to_string())),
             };
             let Some(run_id) = st.tracked.remove(&id) else { continue };
+            st.changing.remove(&run_id);
             if let Some(why) = panic {
                 tracing::error!(run = run_id, error = why, "playbook run task panicked");
                 match self.ctx.store.run_record(run_id).await {
@@ -391,6 +388,14 @@ impl PlaybookExecutor {
     }
 }
 
+/// Refuses when a run that may change `target` is in progress.
+fn busy(st: &State, target: &ServiceName) -> Result<(), RunError> {
+    match st.changing.iter().find(|(_, t)| *t == target) {
+        Some((run, _)) => Err(RunError::Busy(target.clone(), *run)),
+        None => Ok(()),
+    }
+}
+
 /// Runs one playbook to its end, saving the record after every step.
 async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord) -> RunRecord {
     let Some(pb) = ctx.catalog.get().get(&order.playbook).cloned() else {
@@ -411,7 +416,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             };
             let (detail, undo) = match &result {
                 Ok((d, u)) => (d.clone(), u.clone()),
-                Err(f) => (f.detail.clone(), Vec::new()),
+                Err(f) => (f.detail.clone(), f.undo.clone()),
             };
             record.steps.push(StepRecord {
                 index: step.index,
@@ -502,10 +507,12 @@ struct StepFailure {
     retry_at_unix_ms: Option<u64>,
     /// For a step held for an approver: the approval request.
     approval_id: Option<u64>,
+    /// What the step changed before it failed, to undo in a rollback.
+    undo: Vec<Undo>,
 }
 
 fn failed(outcome: RunOutcome, detail: String) -> StepFailure {
-    StepFailure { outcome, detail, retry_at_unix_ms: None, approval_id: None }
+    StepFailure { outcome, detail, retry_at_unix_ms: None, approval_id: None, undo: Vec::new() }
 }
 
 type StepResult = Result<(String, Vec<Undo>), StepFailure>;
@@ -543,8 +550,7 @@ async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> 
         Ok(GateAnswer::Granted(p)) => p,
         Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
             let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));
-            let failure =
-                StepFailure { outcome: RunOutcome::Throttled, detail, retry_at_unix_ms: Some(at), approval_id: None };
+            let failure = StepFailure { retry_at_unix_ms: Some(at), ..failed(RunOutcome::Throttled, detail) };
             return (Err(failure), audit_seq);
         }
         Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: None }) => {
@@ -562,18 +568,24 @@ async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> 
         Ok(a) => a,
         Err(e) => return (Err(failed(RunOutcome::Denied, e.to_string())), Some(seq)),
     };
-    let result = perform(ctx, authorized).await.map_err(|e| e.to_string());
+    let result = perform(ctx, authorized).await.map_err(|e| {
+        let undo = match &e {
+            StepError::Effect(p) => p.undo.clone(),
+            _ => Vec::new(),
+        };
+        (e.to_string(), undo)
+    });
     let report = OutcomeReport {
         request,
         outcome: if result.is_ok() { OutcomeKind::Succeeded } else { OutcomeKind::Failed },
         detail: match &result {
-            Ok((d, _)) | Err(d) => d.clone(),
+            Ok((d, _)) | Err((d, _)) => d.clone(),
         },
     };
     if let Err(e) = ctx.gate.outcome(report).await {
         tracing::error!(action = permit.action(), target = permit.target(), error = %e, "cannot audit an outcome");
     }
-    (result.map_err(|e| failed(RunOutcome::Failed, e)), Some(seq))
+    (result.map_err(|(e, undo)| StepFailure { undo, ..failed(RunOutcome::Failed, e) }), Some(seq))
 }
 
 /// An operator's request to act on a service (API or shell).
@@ -689,7 +701,7 @@ enum StepError {
     #[error(transparent)]
     Service(#[from] ServiceOpError),
     #[error(transparent)]
-    Effect(#[from] EffectError),
+    Effect(#[from] effects::Partial),
     #[error("still unhealthy after {} ms: {last}", .after.as_millis())]
     Unhealthy { after: Duration, last: String },
 }
