@@ -352,15 +352,21 @@ fn test_http_serves_while_a_pillar_actor_restarts() {
         assert_eq!(status_code(&node.url("/api/status")), Some(200), "API answers during the restart");
     }
     // Generous: the whole suite runs beside it on two cores.
-    wait_until("service supervisor restarted", Duration::from_secs(30), || {
-        node.status()
-            .and_then(|s| {
-                s["actors"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["path"] == "guardian/service_supervisor").cloned())
-            })
-            .is_some_and(|a| a["restarts"] == 1 && a["state"] == "running")
-    });
+    let supervisor = || {
+        node.status().and_then(|s| {
+            s["actors"].as_array().and_then(|a| a.iter().find(|x| x["path"] == "guardian/service_supervisor").cloned())
+        })
+    };
+    let start = Instant::now();
+    while !supervisor().is_some_and(|a| a["restarts"] == 1 && a["state"] == "running") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "service supervisor not restarted: {:?}\nwarden stderr:\n{}",
+            supervisor(),
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(node.service("api").unwrap().0, api_pid, "running services adopted, not restarted");
     // The new instance still restarts a killed service.
     kill(api_pid.unwrap(), Signal::SIGKILL);

@@ -342,10 +342,11 @@ fn test_rotate_credentials_and_restore_config_file_roll_back_exactly() {
 
 #[test]
 fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends() {
-    // A service that ignores SIGTERM: a restart takes its whole stop grace.
+    // A service that ignores SIGTERM: a restart takes its whole stop grace (long, so the
+    // first run is surely still under way when the second is asked for on a busy machine).
     let ports = Ports::fresh();
     let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: stubborn\n    command: /bin/sh\n    args: [-c, 'trap \"\" TERM; while true; do sleep 1; done']\n    stop_grace_ms: 3000\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: stubborn\n    command: /bin/sh\n    args: [-c, 'trap \"\" TERM; while true; do sleep 1; done']\n    stop_grace_ms: 10000\n",
         ports.http
     );
     let node = Node::start_with(&config, ports, &[]);
@@ -362,7 +363,7 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
         get_json(&node.url("/api/guardian/runs/1")).is_some_and(|r| r["outcome"] == "running")
     });
     let r = slow().post(&url).bearer_auth(&token).json(&json!({"target": "stubborn"})).send().unwrap();
-    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(r.status().as_u16(), 409, "{:?}", r.text());
     let body: Value = r.json().unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("is changing `stubborn`"), "{body}");
     assert!([200, 202].contains(&first.join().unwrap()));
