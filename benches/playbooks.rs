@@ -38,6 +38,7 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("restart_hung_service", "api", Setup::None),
     ("restart_service", "api", Setup::None),
     ("reload_service", "api", Setup::None),
+    ("restart_dependency_chain", "db", Setup::None),
     ("quarantine_crashloop", "model", Setup::None),
     ("free_port_orphan", "api", Setup::DryOnly),
     ("free_port_foreign", "api", Setup::DryOnly),

@@ -371,3 +371,23 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
     let dry = run(&node, "restart_service", json!({"target": "stubborn", "dry_run": true}));
     assert_eq!(dry["outcome"], "succeeded", "{dry}");
 }
+
+#[test]
+fn test_restart_dependency_chain_restarts_the_dependency_then_its_dependents() {
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    let pid = |name: &str| node.service(name).unwrap().0.unwrap();
+    let (db, api, model) = (pid("db"), pid("api"), pid("model"));
+    let dry = run(&node, "restart_dependency_chain", json!({"target": "db", "dry_run": true}));
+    let steps: Vec<&str> = dry["steps"].as_array().unwrap().iter().map(|s| s["detail"].as_str().unwrap()).collect();
+    assert!(steps.last().unwrap().contains("service `api`"), "the dependent, named: {steps:?}");
+    assert_eq!((pid("db"), pid("api")), (db, api), "the dry run restarted nothing");
+    let done = run(&node, "restart_dependency_chain", json!({"target": "db"}));
+    assert_eq!(done["outcome"], "succeeded", "{done}");
+    assert_ne!(pid("db"), db);
+    assert_ne!(pid("api"), api, "the api depends on the db");
+    assert_eq!(pid("model"), model, "the model does not");
+    let trail = audit_actions(&node, "admin");
+    let restarts = trail.iter().filter(|(k, a, d)| k == "decision" && a == "restart_service" && d == "allow").count();
+    assert_eq!(restarts, 2, "one governed restart each: {trail:?}");
+}

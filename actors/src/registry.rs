@@ -52,12 +52,16 @@ impl ActorRegistry {
                     since: warden_core::time::rfc3339(now),
                 });
         }
-        Registration { registry: self.clone(), path: path.to_string() }
+        let instance = self.inner.lock().ok().and_then(|m| m.get(path).map(|i| i.restarts)).unwrap_or(0);
+        Registration { registry: self.clone(), path: path.to_string(), instance }
     }
 
-    fn stopped(&self, path: &str) {
+    /// The instance that started as `instance` has stopped. A crashed instance's state may
+    /// be dropped after its successor registered: that says nothing of the successor.
+    fn stopped(&self, path: &str, instance: u32) {
         if let Ok(mut map) = self.inner.lock()
             && let Some(i) = map.get_mut(path)
+            && i.restarts == instance
         {
             i.state = ActorState::Stopped;
             i.since_unix_ms = warden_core::time::now_unix_ms();
@@ -83,10 +87,29 @@ impl ActorRegistry {
 pub struct Registration {
     registry: ActorRegistry,
     path: String,
+    /// Which start of the path this is (its restart count then).
+    instance: u32,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.stopped(&self.path);
+        self.registry.stopped(&self.path, self.instance);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_late_drop_of_a_crashed_instance_does_not_stop_its_successor() {
+        let r = ActorRegistry::default();
+        let first = r.started("a");
+        let second = r.started("a");
+        drop(first);
+        let a = r.snapshot().into_iter().find(|i| i.path == "a").expect("listed");
+        assert_eq!((a.state, a.restarts), (ActorState::Running, 1));
+        drop(second);
+        assert_eq!(r.snapshot()[0].state, ActorState::Stopped);
     }
 }

@@ -14,7 +14,8 @@ use serde_saphyr::Spanned;
 use std::path::Path;
 use std::time::Duration;
 
-/// The embedded default catalog, one file per category, as shipped in `config/playbooks/`.
+/// The embedded default catalog, one file per category, as shipped in `config/playbooks/`;
+/// file order is preference order, and the last resort comes last.
 pub const DEFAULT_CATALOG: &[(&str, &str)] = &[
     ("config/playbooks/service.yaml (embedded)", include_str!("../../config/playbooks/service.yaml")),
     ("config/playbooks/network.yaml (embedded)", include_str!("../../config/playbooks/network.yaml")),
@@ -22,6 +23,7 @@ pub const DEFAULT_CATALOG: &[(&str, &str)] = &[
     ("config/playbooks/resources.yaml (embedded)", include_str!("../../config/playbooks/resources.yaml")),
     ("config/playbooks/config.yaml (embedded)", include_str!("../../config/playbooks/config.yaml")),
     ("config/playbooks/model.yaml (embedded)", include_str!("../../config/playbooks/model.yaml")),
+    ("config/playbooks/last_resort.yaml (embedded)", include_str!("../../config/playbooks/last_resort.yaml")),
 ];
 
 /// Durations written as whole milliseconds (`timeout_ms: 500`).
@@ -89,6 +91,9 @@ pub enum Primitive {
     QuarantineService,
     /// Lift a quarantine: the service starts again with a fresh restart budget.
     ReleaseService,
+    /// Restart every service that depends on the target, directly or through others, in
+    /// start order: planned as one governed `restart_service` step per dependent.
+    RestartDependents,
     /// Signal the processes `select` finds (SIGKILL unless told otherwise).
     KillProcess {
         select: Selector,
@@ -192,6 +197,7 @@ const ACTIONS: &[(&str, Tier)] = &[
     ("wait_healthy", Tier::OBSERVE),
     ("quarantine_service", Tier::REVERSIBLE),
     ("release_service", Tier::REVERSIBLE),
+    ("restart_dependents", Tier::REVERSIBLE),
     // A killed process cannot be brought back: whoever it was, it is gone.
     ("kill_process", Tier::DESTRUCTIVE),
     ("snapshot_dir", Tier::OBSERVE),
@@ -218,6 +224,7 @@ impl Primitive {
             Primitive::WaitHealthy { .. } => "wait_healthy",
             Primitive::QuarantineService => "quarantine_service",
             Primitive::ReleaseService => "release_service",
+            Primitive::RestartDependents => "restart_dependents",
             Primitive::KillProcess { .. } => "kill_process",
             Primitive::SnapshotDir { .. } => "snapshot_dir",
             Primitive::RestoreDir { .. } => "restore_dir",
@@ -274,6 +281,7 @@ impl Primitive {
             Primitive::StartService => "starts the service".into(),
             Primitive::QuarantineService => "stops the service and stops restarting it".into(),
             Primitive::ReleaseService => "starts a quarantined service again with a fresh restart budget".into(),
+            Primitive::RestartDependents => "replaces the processes of the services that depend on it".into(),
             Primitive::KillProcess { select, signal } => format!("sends {} to {}", signal.as_str(), select.describe()),
             Primitive::SnapshotDir { path } => format!("adds a copy of `{path}` to the snapshots"),
             Primitive::RestoreDir { path } => format!("replaces `{path}` with its newest snapshot"),
@@ -304,7 +312,9 @@ impl Primitive {
             Primitive::CollectDiagnostics | Primitive::WaitHealthy { .. } | Primitive::SnapshotDir { .. } => {
                 NothingToUndo("it changes nothing a rollback should take back")
             }
-            Primitive::RestartService { .. } => NothingToUndo("the service runs either way (with a new pid)"),
+            Primitive::RestartService { .. } | Primitive::RestartDependents => {
+                NothingToUndo("the services run either way (with new pids)")
+            }
             Primitive::StopService => Automated("starts the service again"),
             Primitive::QuarantineService => Automated("releases the service (it starts with a fresh restart budget)"),
             Primitive::StartService => Automated("stops the service again"),
@@ -671,18 +681,30 @@ pub struct PlannedStep {
 }
 
 /// Binds a playbook's steps to `target`; `tier_of` lets policy raise a step's tier.
-pub fn plan(playbook: &Playbook, target: &ServiceName, tier_of: impl Fn(&str, Tier) -> Tier) -> Vec<PlannedStep> {
-    playbook
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(index, p)| PlannedStep {
-            index,
-            primitive: p.clone(),
-            target: target.clone(),
-            tier: tier_of(p.action(), p.min_tier()).max(p.min_tier()),
-        })
-        .collect()
+/// `dependents`: the services that depend on the target, in start order, for which a
+/// `restart_dependents` step becomes one `restart_service` step each.
+pub fn plan(
+    playbook: &Playbook,
+    target: &ServiceName,
+    dependents: &[ServiceName],
+    tier_of: impl Fn(&str, Tier) -> Tier,
+) -> Vec<PlannedStep> {
+    let bind = |index: usize, primitive: Primitive, target: &ServiceName| {
+        let own = primitive.min_tier();
+        PlannedStep { index, tier: tier_of(primitive.action(), own).max(own), primitive, target: target.clone() }
+    };
+    let mut steps = Vec::new();
+    for (index, p) in playbook.steps.iter().enumerate() {
+        match p {
+            Primitive::RestartDependents => {
+                for d in dependents {
+                    steps.push(bind(index, Primitive::RestartService { force: false }, d));
+                }
+            }
+            p => steps.push(bind(index, p.clone(), target)),
+        }
+    }
+    steps
 }
 
 #[cfg(test)]
@@ -730,6 +752,18 @@ mod tests {
     }
 
     #[test]
+    fn test_restart_dependents_plans_one_governed_restart_per_dependent() {
+        let c = Catalog::embedded_default().expect("catalog");
+        let pb = c.get("restart_dependency_chain").expect("playbook");
+        let (db, api) = (ServiceName::parse("db").expect("name"), ServiceName::parse("api").expect("name"));
+        let steps = plan(pb, &db, std::slice::from_ref(&api), |_, t| t);
+        let last = steps.last().expect("steps");
+        assert_eq!((last.primitive.action(), &last.target), ("restart_service", &api));
+        assert_eq!(steps.len(), pb.steps.len(), "one dependent: one step in place of the expansion");
+        assert_eq!(plan(pb, &db, &[], |_, t| t).len(), pb.steps.len() - 1, "no dependents: no step");
+    }
+
+    #[test]
     fn test_expand_fills_in_the_target() {
         let api = ServiceName::parse("api").expect("name");
         let got = expand("${service_dir}/a ${snapshot_dir} ${service}:${port}", Path::new("/d"), &api, Some(8000));
@@ -741,12 +775,12 @@ mod tests {
         let c = Catalog::embedded_default().expect("catalog");
         let pb = c.get("restart_hung_service").expect("playbook");
         let api = ServiceName::parse("api").expect("name");
-        let steps = plan(pb, &api, |_, t| t);
+        let steps = plan(pb, &api, &[], |_, t| t);
         assert!(steps.iter().all(|s| s.target == api));
         let restart = steps.iter().find(|s| s.primitive.action() == "restart_service").expect("restart step");
         assert_eq!(restart.tier, Tier::REVERSIBLE);
         // Policy may raise a tier, never lower it below the primitive's own.
-        let lowered = plan(pb, &api, |_, _| Tier::OBSERVE);
+        let lowered = plan(pb, &api, &[], |_, _| Tier::OBSERVE);
         assert!(lowered.iter().all(|s| s.tier >= s.primitive.min_tier()));
     }
 
@@ -794,6 +828,7 @@ mod tests {
             Primitive::WaitHealthy { timeout: Duration::from_millis(1) },
             Primitive::QuarantineService,
             Primitive::ReleaseService,
+            Primitive::RestartDependents,
             Primitive::KillProcess { select: Selector::Name { name: "x".into() }, signal: SignalName::Kill },
             Primitive::SnapshotDir { path: path() },
             Primitive::RestoreDir { path: path() },

@@ -405,7 +405,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     };
     tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
     let policies = ctx.policies.get();
-    let steps = plan(&pb, &order.target, |a, t| policies.tier_of(a, t));
+    let dependents = ctx.config.get().dependents_of(&order.target);
+    let steps = plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t));
     let run = async {
         for step in steps {
             let started = Instant::now();

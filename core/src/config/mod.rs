@@ -87,6 +87,18 @@ impl NodeConfig {
     pub fn service_names(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.iter().map(|s| &s.name)
     }
+
+    /// The services that depend on `name`, directly or through others, in start order.
+    pub fn dependents_of(&self, name: &ServiceName) -> Vec<ServiceName> {
+        let mut found: Vec<ServiceName> = Vec::new();
+        // Start order puts every service after what it depends on: one pass finds them all.
+        for s in &self.services {
+            if s.depends_on.iter().any(|d| d == name || found.contains(d)) {
+                found.push(s.name.clone());
+            }
+        }
+        found
+    }
 }
 
 /// A service's name: letters, digits, `-` and `_`, so it is safe in file names, actor

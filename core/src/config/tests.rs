@@ -57,6 +57,18 @@ fn test_values_are_parsed_into_their_types() {
 }
 
 #[test]
+fn test_dependents_are_found_through_others_in_start_order() {
+    let text = format!(
+        "{MINIMAL}  - name: c\n    command: /bin/true\n    depends_on: [b]\n  - name: d\n    command: /bin/true\n"
+    );
+    let cfg = load(&text).expect("valid");
+    let name = |n: &str| ServiceName::parse(n).expect("name");
+    let of_a: Vec<String> = cfg.dependents_of(&name("a")).iter().map(|s| s.to_string()).collect();
+    assert_eq!(of_a, ["b", "c"], "c depends on a through b; d on nothing");
+    assert!(cfg.dependents_of(&name("c")).is_empty());
+}
+
+#[test]
 fn test_start_order_puts_dependencies_first() {
     let text = MINIMAL.replace(
         "- name: a\n    command: /bin/true\n  - name: b\n    command: /bin/true\n    depends_on: [a]",
