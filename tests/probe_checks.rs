@@ -38,10 +38,14 @@ fn spec(check: ProbeCheck, timeout_ms: u64) -> ProbeSpec {
     }
 }
 
-/// A service table with one service, `svc`, not started.
+/// A service table with one service, `svc`, not started (its node's listener is a port of
+/// its own, never the default node's, though nothing here binds it).
 fn table() -> ServiceTable {
-    let text = "node:\n  name: t\n  http_listen: 127.0.0.1:7700\nservices:\n  - name: svc\n    command: /bin/true\n";
-    let cfg = NodeConfig::load(&Source { name: "t.yaml", dir: Path::new("/"), text }, &LoadOptions::default())
+    let text = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: svc\n    command: /bin/true\n",
+        free_port()
+    );
+    let cfg = NodeConfig::load(&Source { name: "t.yaml", dir: Path::new("/"), text: &text }, &LoadOptions::default())
         .expect("config");
     ServiceTable::new(&cfg.services)
 }
