@@ -59,14 +59,10 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("warm_model", "model", Setup::None),
 ];
 
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy().build().unwrap()
-}
-
 /// One run (followed to its end); its time and outcome.
 fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) -> (Duration, String) {
     let started = Instant::now();
-    let resp = client()
+    let resp = slow_http()
         .post(node.url(&format!("/api/guardian/playbooks/{playbook}/run")))
         .bearer_auth(token)
         .json(&json!({"target": target, "dry_run": dry, "reason": "benchmark"}))
@@ -76,7 +72,7 @@ fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) 
     if let Some(poll) = v["poll"].as_str().map(str::to_string) {
         while v["outcome"] == "running" || v["outcome"].is_null() {
             std::thread::sleep(Duration::from_millis(20));
-            v = client().get(node.url(&poll)).send().unwrap().json().unwrap();
+            v = slow_http().get(node.url(&poll)).send().unwrap().json().unwrap();
         }
     }
     (started.elapsed(), v["outcome"].as_str().unwrap_or("?").to_string())
@@ -102,7 +98,7 @@ fn setup(node: &Node, s: Setup) {
 /// After a run: what must be undone for the next one (a quarantine lifted).
 fn after(node: &Node, token: &str, playbook: &str, target: &str) {
     if playbook == "quarantine_crashloop" {
-        let r = client()
+        let r = slow_http()
             .post(node.url(&format!("/api/services/{target}/release")))
             .bearer_auth(token)
             .json(&json!({}))

@@ -33,6 +33,11 @@ impl Api {
         Self::at(loaded.config.http_listen, &loaded.config.data_dir)
     }
 
+    /// The API of the node `--config`/`--data-dir` name.
+    pub fn for_node(node: &crate::load::NodeArgs) -> anyhow::Result<Self> {
+        Self::of(node.config.as_deref(), node.data_dir.as_deref())
+    }
+
     /// The API listening on `addr` of the node whose data dir is `data_dir`.
     pub fn at(mut addr: SocketAddr, data_dir: &Path) -> anyhow::Result<Self> {
         if addr.ip().is_unspecified() {

@@ -56,10 +56,6 @@ pub struct ServiceArgs {
     node: NodeArgs,
 }
 
-fn api(node: &NodeArgs) -> anyhow::Result<Api> {
-    Api::of(node.config.as_deref(), node.data_dir.as_deref())
-}
-
 fn print_approval(a: &Value) {
     println!(
         "#{} {} {} on {} (tier {}) — {} of {} approvals, requested by {}, expires {}\n    plan: {}",
@@ -90,7 +86,7 @@ pub async fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ApprovalsCommand::List { node, all } => {
             let path = if all { "/api/governance/approvals?status=all" } else { "/api/governance/approvals" };
-            let (status, body) = api(&node)?.get(path).await?;
+            let (status, body) = Api::for_node(&node)?.get(path).await?;
             if let Some(list) = body["approvals"].as_array() {
                 if list.is_empty() {
                     println!("no approval requests");
@@ -100,7 +96,7 @@ pub async fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             Ok(done(status, &body))
         }
         ApprovalsCommand::Approve { id, reason, node } => {
-            let (status, body) = api(&node)?
+            let (status, body) = Api::for_node(&node)?
                 .post(&format!("/api/governance/approvals/{id}/approve"), json!({ "reason": reason }))
                 .await?;
             if (200..300).contains(&status) {
@@ -112,7 +108,7 @@ pub async fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
             Ok(done(status, &body))
         }
         ApprovalsCommand::Reject { id, reason, node } => {
-            let (status, body) = api(&node)?
+            let (status, body) = Api::for_node(&node)?
                 .post(&format!("/api/governance/approvals/{id}/reject"), json!({ "reason": reason }))
                 .await?;
             if (200..300).contains(&status) {
@@ -130,8 +126,9 @@ pub async fn services(cmd: ServicesCommand) -> anyhow::Result<ExitCode> {
         ServicesCommand::Start(a) => ("start", a),
         ServicesCommand::Release(a) => ("release", a),
     };
-    let (status, body) =
-        api(&args.node)?.post(&format!("/api/services/{}/{op}", args.name), json!({ "reason": args.reason })).await?;
+    let (status, body) = Api::for_node(&args.node)?
+        .post(&format!("/api/services/{}/{op}", args.name), json!({ "reason": args.reason }))
+        .await?;
     match body["status"].as_str() {
         Some("done") => println!("{op} {}: {}", args.name, body["detail"].as_str().unwrap_or("")),
         Some("pending_approval") => {

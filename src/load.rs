@@ -72,11 +72,7 @@ impl AllProblems {
 /// The embedded catalog with the playbook files of `dir` (every `*.yaml`, in name order)
 /// over it.
 fn catalog_of(dir: Option<&Path>) -> Result<Catalog, Problems> {
-    let base: Vec<Source<'_>> = warden_core::playbook::DEFAULT_CATALOG
-        .iter()
-        .map(|(name, text)| Source { name, dir: Path::new("."), text })
-        .collect();
-    let Some(dir) = dir else { return Catalog::load_all(&base, &[]) };
+    let Some(dir) = dir else { return Catalog::embedded_default() };
     let shown = dir.display().to_string();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Problems::whole_file(&shown, format!("cannot read the playbooks folder: {e}")))?
@@ -89,7 +85,7 @@ fn catalog_of(dir: Option<&Path>) -> Result<Catalog, Problems> {
         texts.push((f.display().to_string(), read(f)?));
     }
     let overrides: Vec<Source<'_>> = texts.iter().map(|(name, text)| Source { name, dir, text }).collect();
-    Catalog::load_all(&base, &overrides)
+    Catalog::embedded_with(&overrides)
 }
 
 /// Loads `config` (the embedded default node when `None`) and the files it names. The

@@ -98,14 +98,14 @@ pub async fn run(cmd: PlaybooksCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PlaybooksCommand::Run { id, target, dry_run, reason, node } => {
-            let api = Api::of(node.config.as_deref(), node.data_dir.as_deref())?;
+            let api = Api::for_node(&node)?;
             let body = json!({ "target": target, "dry_run": dry_run, "reason": reason });
             let (status, v) = api.post(&format!("/api/guardian/playbooks/{id}/run"), body).await?;
             let (status, v) = follow(&api, status, v).await?;
             Ok(print_run(status, &v))
         }
         PlaybooksCommand::Rollback { run_id, reason, node } => {
-            let api = Api::of(node.config.as_deref(), node.data_dir.as_deref())?;
+            let api = Api::for_node(&node)?;
             let (status, v) =
                 api.post(&format!("/api/guardian/runs/{run_id}/rollback"), json!({ "reason": reason })).await?;
             let (status, v) = follow(&api, status, v).await?;

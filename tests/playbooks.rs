@@ -14,13 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 use support::*;
 
-/// A client that waits for a run's end (a restart takes a stop's grace and a start).
-fn slow() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy().build().unwrap()
-}
-
 fn run(node: &Node, playbook: &str, body: Value) -> Value {
-    let resp = slow()
+    let resp = slow_http()
         .post(node.url(&format!("/api/guardian/playbooks/{playbook}/run")))
         .bearer_auth(node.admin_token())
         .json(&body)
@@ -44,7 +39,7 @@ fn follow(node: &Node, v: Value) -> Value {
 }
 
 fn rollback(node: &Node, run_id: u64) -> Value {
-    let resp = slow()
+    let resp = slow_http()
         .post(node.url(&format!("/api/guardian/runs/{run_id}/rollback")))
         .bearer_auth(node.admin_token())
         .json(&json!({"reason": "test"}))
@@ -217,7 +212,7 @@ fn test_restore_database_snapshot_runs_and_rolls_back_to_exactly_the_state_befor
     let back = rollback(&node, done["run_id"].as_u64().unwrap());
     assert_eq!(back["outcome"], "succeeded", "{back}");
     assert_eq!(back["rollback_of"], done["run_id"]);
-    let twice = slow()
+    let twice = slow_http()
         .post(node.url(&format!("/api/guardian/runs/{}/rollback", done["run_id"])))
         .bearer_auth(node.admin_token())
         .json(&json!({}))
@@ -356,13 +351,20 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
     let first = {
         let (url, token) = (url.clone(), token.clone());
         std::thread::spawn(move || {
-            slow().post(url).bearer_auth(token).json(&json!({"target": "stubborn"})).send().unwrap().status().as_u16()
+            slow_http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"target": "stubborn"}))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
         })
     };
     wait_until("the first run under way", Duration::from_secs(20), || {
         get_json(&node.url("/api/guardian/runs/1")).is_some_and(|r| r["outcome"] == "running")
     });
-    let r = slow().post(&url).bearer_auth(&token).json(&json!({"target": "stubborn"})).send().unwrap();
+    let r = slow_http().post(&url).bearer_auth(&token).json(&json!({"target": "stubborn"})).send().unwrap();
     assert_eq!(r.status().as_u16(), 409, "{:?}", r.text());
     let body: Value = r.json().unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("is changing `stubborn`"), "{body}");

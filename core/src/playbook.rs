@@ -551,9 +551,14 @@ impl Catalog {
 
     /// The embedded default catalog.
     pub fn embedded_default() -> Result<Self, Problems> {
+        Self::embedded_with(&[])
+    }
+
+    /// The embedded default catalog with a node's own playbook files over it.
+    pub fn embedded_with(overrides: &[Source<'_>]) -> Result<Self, Problems> {
         let base: Vec<Source<'_>> =
             DEFAULT_CATALOG.iter().map(|(name, text)| Source { name, dir: Path::new("."), text }).collect();
-        Self::load_all(&base, &[])
+        Self::load_all(&base, overrides)
     }
 
     pub fn get(&self, id: &str) -> Option<&Playbook> {

@@ -42,6 +42,11 @@ pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap()
 }
 
+/// A client for calls that wait for a whole playbook run (a stop's grace and a start).
+pub fn slow_http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy().build().unwrap()
+}
+
 pub fn get_json(url: &str) -> Option<serde_json::Value> {
     http().get(url).send().ok()?.json().ok()
 }

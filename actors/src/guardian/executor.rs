@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warden_core::audit::{AuditActor, OutcomeKind};
 use warden_core::config::{NodeConfig, ServiceName};
-use warden_core::permit::Authorized;
+use warden_core::permit::{Authorized, Permit};
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
 use warden_core::policy::{ActionRequest, Policies};
 use warden_core::probe::Outcome;
@@ -534,6 +534,29 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
     govern(ctx, request, step).await
 }
 
+/// A permit for `request`, or why there is none (held until a time, denied, waiting for
+/// an approver) with the audit entry of the decision.
+async fn ask_permit(ctx: &RunContext, request: ActionRequest) -> Result<Permit, (StepFailure, Option<u64>)> {
+    match ctx.gate.request(request).await {
+        Ok(GateAnswer::Granted(p)) => Ok(p),
+        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
+            let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));
+            Err((StepFailure { retry_at_unix_ms: Some(at), ..failed(RunOutcome::Throttled, detail) }, audit_seq))
+        }
+        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: None }) => {
+            Err((failed(RunOutcome::Denied, format!("denied: {reason}")), audit_seq))
+        }
+        Ok(GateAnswer::Pending { reason, audit_seq, approval_id }) => {
+            let detail = format!("{reason} (approval {approval_id})");
+            Err((
+                StepFailure { approval_id: Some(approval_id), ..failed(RunOutcome::PendingApproval, detail) },
+                Some(audit_seq),
+            ))
+        }
+        Err(e) => Err((failed(RunOutcome::Denied, format!("no decision: {e}")), None)),
+    }
+}
+
 /// The one way a step runs, for playbooks and operators alike: the system's tier 1 steps on
 /// their own, every other step with a permit from the gatekeeper (its decision audited first), its outcome
 /// audited after.
@@ -547,22 +570,9 @@ async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> 
             Err(e) => (Err(failed(RunOutcome::Denied, e.to_string())), None),
         };
     }
-    let permit = match ctx.gate.request(request.clone()).await {
-        Ok(GateAnswer::Granted(p)) => p,
-        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
-            let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));
-            let failure = StepFailure { retry_at_unix_ms: Some(at), ..failed(RunOutcome::Throttled, detail) };
-            return (Err(failure), audit_seq);
-        }
-        Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: None }) => {
-            return (Err(failed(RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
-        }
-        Ok(GateAnswer::Pending { reason, audit_seq, approval_id }) => {
-            let detail = format!("{reason} (approval {approval_id})");
-            let failure = StepFailure { approval_id: Some(approval_id), ..failed(RunOutcome::PendingApproval, detail) };
-            return (Err(failure), Some(audit_seq));
-        }
-        Err(e) => return (Err(failed(RunOutcome::Denied, format!("no decision: {e}"))), None),
+    let permit = match ask_permit(ctx, request.clone()).await {
+        Ok(p) => p,
+        Err((failure, seq)) => return (Err(failure), seq),
     };
     let seq = permit.audit_seq();
     let authorized = match Authorized::with_permit(step, &permit) {
@@ -870,19 +880,9 @@ async fn govern_undo(
         let (r, seq) = govern(ctx, request, step).await;
         return (r.map(|(d, _)| d), seq);
     }
-    let permit = match ctx.gate.request(request.clone()).await {
-        Ok(GateAnswer::Granted(p)) => p,
-        Ok(GateAnswer::Denied { reason, audit_seq, .. }) => {
-            return (Err(failed(RunOutcome::Denied, format!("denied: {reason}"))), audit_seq);
-        }
-        Ok(GateAnswer::Pending { reason, audit_seq, approval_id }) => {
-            let failure = StepFailure {
-                approval_id: Some(approval_id),
-                ..failed(RunOutcome::PendingApproval, format!("{reason} (approval {approval_id})"))
-            };
-            return (Err(failure), Some(audit_seq));
-        }
-        Err(e) => return (Err(failed(RunOutcome::Denied, format!("no decision: {e}"))), None),
+    let permit = match ask_permit(ctx, request.clone()).await {
+        Ok(p) => p,
+        Err((failure, seq)) => return (Err(failure), seq),
     };
     let result = match env_of(ctx, target) {
         Ok(env) => effects::undo(&env, undo).await.map_err(|e| e.to_string()),
