@@ -21,7 +21,10 @@ fn test_kill_9_of_warden_during_a_healing_run_then_restart_ends_with_one_healthy
     // same data dir adopts or replaces what it finds, never starts a second copy, finishes
     // the interrupted incident, and its audit chain still verifies.
     let ports = Ports::fresh();
-    let mut node = Node::start_with(&slow_node_config(ports), ports, &[]);
+    // The service takes 5 s to come up, so the kill lands inside the run's verify step
+    // even on a loaded machine (with 2 s, the run sometimes ended before the kill).
+    let config = slow_node_config(ports).replace("sleep 2;", "sleep 5;");
+    let mut node = Node::start_with(&config, ports, &[]);
     node.hang_slow_service();
     let mut warden = node.child.take().unwrap();
     kill(warden.id(), Signal::SIGKILL);
