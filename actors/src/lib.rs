@@ -8,7 +8,8 @@
 //!
 //! beside the shared machinery: [`node`] (making a node and wiring it: who gets which handle), [`addr`]
 //! (typed actor addresses), [`tree`] (supervisors with strategies and intensities),
-//! [`store`] and [`data_dir`] (durable records and their files), [`process`] (child
+//! [`store`] and [`data_dir`] (durable records and their files), `reconfigure` (the
+//! files' config with the runtime overrides playbooks set), [`process`] (child
 //! processes, logs, signals), [`metrics`] and [`registry`] (what the API reads), and
 //! [`fault`] (test-only crash injection).
 //!
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod node;
 pub mod private_file;
 pub mod process;
+mod reconfigure;
 pub mod registry;
 pub mod store;
 pub mod tree;

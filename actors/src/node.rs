@@ -84,9 +84,14 @@ pub struct Running {
 impl Node {
     /// Must run inside the tokio runtime (the event ports start their fan-out tasks).
     pub fn new(parts: NodeParts) -> Self {
-        let services = ServiceTable::new(&parts.config.services);
+        // The files' config, and what runs: the same with the data dir's runtime overrides
+        // (ports moved, upstreams switched by playbooks) over it.
+        let running = crate::reconfigure::effective(&parts.data_dir, &parts.config);
+        let services = ServiceTable::new(&running.services);
+        services.lock().staggered_boot = running.staggered_boot;
         let addrs = Addrs::new();
-        let config = Current::new(parts.config);
+        let base = Current::new(parts.config);
+        let config = Current::new(running);
         let metrics = Metrics::new();
         let policies = Current::new(parts.policies);
         let catalog = Current::new(parts.catalog);
@@ -106,6 +111,8 @@ impl Node {
                 },
                 policies,
                 catalog,
+                base,
+                overrides_lock: Arc::default(),
                 self_exe: parts.self_exe,
                 containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),
@@ -168,15 +175,14 @@ impl Node {
         if !fixed.is_empty() {
             return Err(ReloadError::NeedsRestart(fixed.join(", ")));
         }
-        // The services first: if the supervisor refuses or cannot be reached, nothing else
-        // has changed either. Only then governance's files, the config views, the probes.
-        let report = w.addrs.services.reload(config.services.clone()).await??;
-        let (old_probes, new_probes) = (current.probes.clone(), config.probes.clone());
+        // Overrides are applied under their lock: a playbook's change cannot interleave.
+        let _one_at_a_time = w.overrides_lock.lock().await;
+        let running = crate::reconfigure::effective(&w.views.data_dir, &config);
+        let reloaded = w.apply_config(running).await?;
+        w.base.set(config);
         w.policies.set(policies);
         w.catalog.set(catalog);
-        w.views.config.set(config);
-        let probes_changed = crate::guardian::reload_probes(w, &old_probes, &new_probes).await;
-        Ok(Reloaded { services: report, probes_changed })
+        Ok(reloaded)
     }
 
     /// Orderly stop: playbook runs cancelled (and recorded as interrupted), then every

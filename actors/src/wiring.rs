@@ -60,6 +60,10 @@ pub(crate) struct Wiring {
     pub views: Views,
     pub policies: Current<Policies>,
     pub catalog: Current<Catalog>,
+    /// The config as the files say; `views.config` is it with the runtime overrides.
+    pub base: Current<NodeConfig>,
+    /// Held while the overrides document changes and is applied (see `reconfigure`).
+    pub overrides_lock: Arc<tokio::sync::Mutex<()>>,
     pub self_exe: PathBuf,
     pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
@@ -88,4 +92,22 @@ pub struct Views {
     pub policies: Current<Policies>,
     /// The playbook catalog now.
     pub catalog: Current<Catalog>,
+}
+
+impl Wiring {
+    /// Runs `config` (the files' config with its overrides): the services first, and if
+    /// the supervisor refuses or cannot be reached nothing else changes; then the config
+    /// view and the probes. Callers hold `overrides_lock`.
+    pub(crate) async fn apply_config(
+        &self,
+        config: NodeConfig,
+    ) -> Result<crate::node::Reloaded, crate::node::ReloadError> {
+        self.views.services.lock().staggered_boot = config.staggered_boot;
+        let report = self.addrs.services.reload(config.services.clone()).await??;
+        let old_probes = self.views.config.get().probes.clone();
+        let new_probes = config.probes.clone();
+        self.views.config.set(config);
+        let probes_changed = crate::guardian::reload_probes(self, &old_probes, &new_probes).await;
+        Ok(crate::node::Reloaded { services: report, probes_changed })
+    }
 }

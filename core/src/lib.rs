@@ -13,6 +13,7 @@
 //! - [`alert`]: alerts, flap damping, Alertmanager's webhook payload.
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
+//! - [`overrides`]: what playbooks changed in the config (ports, upstreams, deadlines).
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
 //! - [`tier`]: autonomy tiers 1–4.
 //! - [`approval`]: approval requests: votes, two approvers, expiry, one use.
@@ -34,6 +35,7 @@ pub mod detect;
 pub mod incident;
 pub mod mode;
 pub mod netlink;
+pub mod overrides;
 pub mod permit;
 pub mod playbook;
 pub mod policy;

@@ -157,6 +157,28 @@ pub enum Primitive {
     RunCommand {
         command: String,
     },
+    /// Move the service's first port to `to`, or else to the next free port above it,
+    /// wherever the node names it (its arguments, its dependents', ready checks, probes);
+    /// what changed restarts (a runtime override, see `overrides`).
+    SetPort {
+        #[serde(default)]
+        to: Option<u16>,
+    },
+    /// Point the service at the next fallback of an upstream that answers a TCP connect:
+    /// the upstream `upstream`, or each of its upstreams that does not answer now.
+    SetEndpoint {
+        #[serde(default)]
+        upstream: Option<String>,
+    },
+    /// Multiply the service's startup deadline by `factor`, up to `max_ms`.
+    SetStartupDeadline {
+        #[serde(default = "two")]
+        factor: u32,
+        #[serde(default = "ten_minutes")]
+        max_ms: u64,
+    },
+    /// Start the node's services one at a time, each once the one before it is ready.
+    StaggerBoot,
 }
 
 /// Where a playbook's paths may start; each lies inside the data dir.
@@ -176,6 +198,14 @@ pub fn expand(text: &str, data_dir: &Path, service: &ServiceName, port: Option<u
 
 fn sigkill() -> SignalName {
     SignalName::Kill
+}
+
+fn two() -> u32 {
+    2
+}
+
+fn ten_minutes() -> u64 {
+    600_000
 }
 
 fn get() -> String {
@@ -210,6 +240,10 @@ const ACTIONS: &[(&str, Tier)] = &[
     ("rotate_secret", Tier::REVERSIBLE),
     ("http_call", Tier::REVERSIBLE),
     ("run_command", Tier::DESTRUCTIVE),
+    ("set_port", Tier::REVERSIBLE),
+    ("set_endpoint", Tier::REVERSIBLE),
+    ("set_startup_deadline", Tier::REVERSIBLE),
+    ("stagger_boot", Tier::REVERSIBLE),
 ];
 
 impl Primitive {
@@ -235,6 +269,10 @@ impl Primitive {
             Primitive::RotateSecret { .. } => "rotate_secret",
             Primitive::HttpCall { .. } => "http_call",
             Primitive::RunCommand { .. } => "run_command",
+            Primitive::SetPort { .. } => "set_port",
+            Primitive::SetEndpoint { .. } => "set_endpoint",
+            Primitive::SetStartupDeadline { .. } => "set_startup_deadline",
+            Primitive::StaggerBoot => "stagger_boot",
         }
     }
 
@@ -302,6 +340,20 @@ impl Primitive {
             Primitive::RotateSecret { files } => format!("writes a new random token into {}", files.join(", ")),
             Primitive::HttpCall { method, url, .. } => format!("{method} {url}"),
             Primitive::RunCommand { command } => format!("runs the whitelisted command `{command}`"),
+            Primitive::SetPort { to } => format!(
+                "moves the service's first port to {} wherever the node names it; restarts the services that name it",
+                to.map_or("the next free port above it".to_string(), |p| p.to_string())
+            ),
+            Primitive::SetEndpoint { upstream } => format!(
+                "points the service at the next answering fallback of {}; restarts it",
+                upstream
+                    .as_ref()
+                    .map_or("each upstream that does not answer".to_string(), |u| format!("upstream `{u}`"))
+            ),
+            Primitive::SetStartupDeadline { factor, max_ms } => {
+                format!("multiplies the service's startup deadline by {factor} (at most {max_ms} ms)")
+            }
+            Primitive::StaggerBoot => "starts the node's services one at a time from now on".into(),
         }
     }
 
@@ -325,6 +377,12 @@ impl Primitive {
             Primitive::RestoreFile { .. } | Primitive::RotateSecret { .. } => {
                 Automated("writes back the versions that were there before (vaulted first)")
             }
+            Primitive::SetPort { .. } => Automated("moves the port back (restarting what names it)"),
+            Primitive::SetEndpoint { .. } => {
+                Automated("points the service at the address it used before (restarting it)")
+            }
+            Primitive::SetStartupDeadline { .. } => Automated("sets the deadline it had before"),
+            Primitive::StaggerBoot => Automated("starts services in parallel again"),
             Primitive::SignalService { .. } => Impossible("a delivered signal cannot be taken back"),
             Primitive::KillProcess { .. } => Impossible("a killed process cannot be brought back"),
             Primitive::DeleteFiles { .. } => Impossible("deleted files are gone (snapshot first if they matter)"),
@@ -391,6 +449,10 @@ impl Primitive {
                 } else {
                     None
                 }
+            }
+            Primitive::SetPort { to: Some(0) } => Some("set_port.to must be a port from 1 to 65535".into()),
+            Primitive::SetStartupDeadline { factor, max_ms } if *factor < 2 || *max_ms == 0 => {
+                Some("set_startup_deadline needs factor ≥ 2 and a positive max_ms".into())
             }
             Primitive::RunCommand { command } if command.is_empty() => {
                 Some("run_command.command must name a command of the node config".into())

@@ -63,6 +63,8 @@ pub enum Undo {
     RestoreVaulted { path: PathBuf, version: Option<String> },
     /// Put back snapshot `snapshot` of directory `path`.
     RestoreSnapshot { path: PathBuf, snapshot: PathBuf },
+    /// Set a runtime override back to what it was (and apply the config again).
+    Override { setting: crate::overrides::Setting },
 }
 
 impl Undo {
@@ -77,6 +79,7 @@ impl Undo {
             Undo::Decompress { .. } => "compress_files",
             Undo::RestoreVaulted { .. } => "restore_file",
             Undo::RestoreSnapshot { .. } => "restore_dir",
+            Undo::Override { setting } => setting.action(),
         }
     }
 
@@ -95,6 +98,7 @@ impl Undo {
             Undo::RestoreSnapshot { path, snapshot } => {
                 format!("put back {} from {}", path.display(), snapshot.display())
             }
+            Undo::Override { setting } => format!("set {} again", setting.describe()),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::checks::Prober;
 use super::effects::{self, EffectError, Env};
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
+use super::settings;
 use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::data_dir::DataDir;
@@ -148,6 +149,8 @@ pub struct RunContext {
     pub metrics: Metrics,
     /// Every run that ends is published here.
     pub finished: Arc<OutputPort<RunRecord>>,
+    /// For steps that change the running config (runtime overrides, applied like a reload).
+    pub(crate) wiring: crate::wiring::Wiring,
 }
 
 pub struct PlaybookExecutor {
@@ -715,6 +718,8 @@ enum StepError {
     Effect(#[from] effects::Partial),
     #[error("still unhealthy after {} ms: {last}", .after.as_millis())]
     Unhealthy { after: Duration, last: String },
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// What a step acts on, as the service is now.
@@ -746,6 +751,7 @@ async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<(Str
             let detail = ctx.services.execute(step, grace + SERVICE_OP_SLACK).await?;
             Ok((detail, service_undo(&p, before)))
         }
+        p if settings::is_setting(&p) => settings::apply(&ctx.wiring, &target, &p).await.map_err(StepError::Setting),
         p => Ok(effects::apply(&env_of(ctx, &target)?, &p).await?),
     }
 }
@@ -774,6 +780,11 @@ async fn dry_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Res
         Primitive::WaitHealthy { timeout } => {
             Ok(format!("would wait up to {} ms for `{}`'s probes to pass", timeout.as_millis(), step.target))
         }
+        // Resolvable but not applicable now (no free port, no fallback answers): the dry
+        // run's answer, like a file step with nothing to act on.
+        p if settings::is_setting(p) => Ok(settings::preview(&ctx.wiring, &step.target, p)
+            .await
+            .unwrap_or_else(|why| format!("would fail now: {why}"))),
         p => match env_of(ctx, &step.target) {
             Ok(env) => {
                 let p = p.clone();
@@ -884,9 +895,10 @@ async fn govern_undo(
         Ok(p) => p,
         Err((failure, seq)) => return (Err(failure), seq),
     };
-    let result = match env_of(ctx, target) {
-        Ok(env) => effects::undo(&env, undo).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let result = match (undo, env_of(ctx, target)) {
+        (Undo::Override { setting }, _) => settings::undo(&ctx.wiring, setting).await,
+        (_, Ok(env)) => effects::undo(&env, undo).await.map_err(|e| e.to_string()),
+        (_, Err(e)) => Err(e.to_string()),
     };
     let report = OutcomeReport {
         request,

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod probe_board;
 pub mod service_supervisor;
 pub mod service_table;
+mod settings;
 pub mod vault;
 
 use crate::addr::Addr;
@@ -54,6 +55,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             store: w.views.store.clone(),
             metrics: w.views.metrics.clone(),
             finished: w.runs_finished.clone(),
+            wiring: w.clone(),
         });
         let registry = w.views.registry.clone();
         let executor = tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {

@@ -345,16 +345,17 @@ impl ServiceSupervisor {
             if t.shutting_down || t.adopting() {
                 return;
             }
-            t.order
-                .iter()
-                .filter(|n| {
-                    t.services.get(*n).is_some_and(|e| {
-                        e.state == ServiceState::Pending
-                            && e.spec.depends_on.iter().all(|d| t.services.get(d).is_some_and(|x| x.ready_once))
-                    })
+            // A staggered boot starts the next one only once no other is still starting.
+            if t.staggered_boot && t.services.values().any(|e| e.state == ServiceState::Starting) {
+                return;
+            }
+            let due = t.order.iter().filter(|n| {
+                t.services.get(*n).is_some_and(|e| {
+                    e.state == ServiceState::Pending
+                        && e.spec.depends_on.iter().all(|d| t.services.get(d).is_some_and(|x| x.ready_once))
                 })
-                .cloned()
-                .collect()
+            });
+            if t.staggered_boot { due.take(1).cloned().collect() } else { due.cloned().collect() }
         };
         for name in due {
             let _ = self.spawn(myself, &name);
@@ -710,6 +711,12 @@ impl ServiceSupervisor {
                     report.added.push(spec.name.clone());
                 }
                 Some(e) if e.spec == *spec => report.unchanged.push(spec.name.clone()),
+                // A new startup deadline applies from the next start: the process that
+                // runs now is not restarted for it (a slow boot would only start over).
+                Some(e) if ServiceSpec { startup_deadline: spec.startup_deadline, ..e.spec.clone() } == *spec => {
+                    e.spec = spec.clone();
+                    report.unchanged.push(spec.name.clone());
+                }
                 Some(e) => {
                     e.spec = spec.clone();
                     e.tracker = RestartTracker::new(spec.restart);

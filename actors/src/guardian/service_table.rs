@@ -123,6 +123,8 @@ pub struct Table {
     pub shutting_down: bool,
     /// The start-up takeover of an earlier warden's leftovers; `true` once it is over.
     pub adoption: Option<watch::Receiver<bool>>,
+    /// Start one service at a time (the config's `staggered_boot`).
+    pub staggered_boot: bool,
 }
 
 impl Table {

@@ -120,6 +120,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         http_listen: http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700))),
         data_dir,
         startup_deadline,
+        staggered_boot: raw.node.staggered_boot,
         supervision,
         services,
         probes,
@@ -429,6 +430,7 @@ fn service(
         }
         Some(path)
     });
+    let upstreams = upstreams(c, s, &args, &env);
     let mut limit = |v: &Option<Spanned<u64>>, key: &str| match v {
         Some(l) if l.value == 0 => {
             c.at(l.referenced, format!("service `{label}`: limits.{key} must be at least 1"));
@@ -472,7 +474,65 @@ fn service(
         stop_signal,
         env_file,
         limits,
+        upstreams,
     })
+}
+
+/// A service's upstreams: unique names, an address its arguments or environment carry (or
+/// a switch would change nothing), at least one fallback, every address `HOST:PORT` or an
+/// http(s) URL with a port.
+fn upstreams(
+    c: &mut Collector,
+    s: &raw::ServiceSection,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Vec<Upstream> {
+    let label = s.name.value.as_str();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for u in &s.upstreams {
+        let name = u.name.value.trim();
+        if name.is_empty() {
+            c.at(u.name.referenced, format!("service `{label}`: upstream name must not be empty"));
+            continue;
+        }
+        if !seen.insert(name.to_string()) {
+            c.at(u.name.referenced, format!("service `{label}`: upstream `{name}` is defined twice"));
+        }
+        let mut ok = true;
+        for a in std::iter::once(&u.address).chain(&u.fallbacks) {
+            if crate::overrides::host_port(&a.value).is_none() {
+                c.at(
+                    a.referenced,
+                    format!(
+                        "service `{label}`: upstream `{name}`: `{}` is not HOST:PORT or an http(s) URL with a host",
+                        a.value
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let used = args.iter().chain(env.values()).any(|t| t.contains(&u.address.value));
+        if !used && !u.address.value.is_empty() {
+            c.at(
+                u.address.referenced,
+                format!("service `{label}`: upstream `{name}`: `{}` appears in none of its args or env, so switching it would change nothing", u.address.value),
+            );
+            ok = false;
+        }
+        if u.fallbacks.is_empty() {
+            c.at(u.name.referenced, format!("service `{label}`: upstream `{name}` needs at least one fallback"));
+            ok = false;
+        }
+        if ok {
+            out.push(Upstream {
+                name: name.to_string(),
+                address: u.address.value.clone(),
+                fallbacks: u.fallbacks.iter().map(|f| f.value.clone()).collect(),
+            });
+        }
+    }
+    out
 }
 
 /// `user` and `group` looked up now (`/etc/passwd`, `/etc/group`, NSS), with the user's

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Budget for the whole node to come up before a slow boot is reported.
     pub startup_deadline: Duration,
+    /// Start one service at a time, each once the one before it is ready (a playbook's
+    /// override, or `node.staggered_boot`), instead of all whose dependencies are ready.
+    pub staggered_boot: bool,
     pub supervision: SupervisionConfig,
     /// In start order: every service comes after the services it depends on.
     pub services: Vec<ServiceSpec>,
@@ -226,6 +229,26 @@ pub struct ServiceSpec {
     /// Read at every start (like systemd's `EnvironmentFile=`); `env` wins over it.
     pub env_file: Option<PathBuf>,
     pub limits: Limits,
+    /// Addresses of what it talks to, with fallbacks a playbook may switch it to.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// An address a service is given (in its arguments or environment) of something it talks
+/// to, and the addresses it may use instead when that one does not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// A label (often the name of the service it is).
+    pub name: String,
+    /// `HOST:PORT` or an http(s) URL, exactly as the arguments or environment carry it.
+    pub address: String,
+    pub fallbacks: Vec<String>,
+}
+
+impl Upstream {
+    /// The address, then the fallbacks, in order.
+    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str()).chain(self.fallbacks.iter().map(String::as_str))
+    }
 }
 
 /// A user and groups resolved at load, so a typo is a config error, not a failed start.

@@ -45,6 +45,8 @@ pub struct NodeSection {
     pub data_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub startup_deadline_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub staggered_boot: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +113,17 @@ pub struct ServiceSection {
     pub env_file: Option<Spanned<String>>,
     #[serde(default)]
     pub limits: Option<LimitsSection>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub fallbacks: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -330,3 +330,24 @@ fn test_alert_settings_are_parsed_and_every_mistake_reported() {
     assert!(has(16, "alerts.webhooks[1].max_attempts must be at least 1"), "{p:?}");
     assert_eq!(p.len(), 4, "{p:?}");
 }
+
+#[test]
+fn test_upstreams_are_checked_at_load_with_positions() {
+    let ok = MINIMAL.replace(
+        "    depends_on: [a]\n",
+        "    depends_on: [a]\n    args: [--db, 127.0.0.1:5433]\n    upstreams:\n      - { name: db, address: \"127.0.0.1:5433\", fallbacks: [\"127.0.0.1:5434\"] }\n",
+    );
+    let cfg = load(&ok).expect("valid");
+    let b = service(&cfg, "b").expect("b");
+    assert_eq!(b.upstreams[0].candidates().collect::<Vec<_>>(), ["127.0.0.1:5433", "127.0.0.1:5434"]);
+    let bad = MINIMAL.replace(
+        "    depends_on: [a]\n",
+        "    depends_on: [a]\n    args: [--db, 127.0.0.1:5433]\n    upstreams:\n      - { name: db, address: \"127.0.0.1:9\", fallbacks: [\"nowhere\"] }\n      - { name: db, address: \"127.0.0.1:5433\" }\n",
+    );
+    let p = problems(&bad);
+    let says = |needle: &str| p.iter().find(|(_, _, m)| m.contains(needle)).map(|(l, c, _)| (*l, *c));
+    assert_eq!(says("`nowhere` is not HOST:PORT"), Some((12, 57)), "{p:?}");
+    assert_eq!(says("`127.0.0.1:9` appears in none of its args"), Some((12, 30)), "{p:?}");
+    assert_eq!(says("upstream `db` is defined twice"), Some((13, 17)), "{p:?}");
+    assert_eq!(says("upstream `db` needs at least one fallback"), Some((13, 17)), "{p:?}");
+}

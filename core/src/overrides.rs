@@ -1,0 +1,383 @@
+//! Runtime overrides: what playbooks changed in the node's configuration, kept apart from
+//! the files people write.
+//!
+//! A relocated port, a switched upstream, a longer startup deadline or a staggered boot
+//! live in one JSON document in the data dir (`overrides.json`). The config files stay as
+//! written; the node runs the files' config with the overrides applied over it, at start,
+//! at every reload and whenever a playbook changes them. A rollback writes the previous
+//! document back. Deleting the file (and reloading) returns the node to its files.
+
+use crate::config::{NodeConfig, ProbeCheck, ReadyCheck, ServiceSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// The file's name in the data dir.
+pub const FILE: &str = "overrides.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Start one service at a time, each once the one before is ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staggered_boot: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceOverride>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOverride {
+    /// Ports moved: the config's port → the port it listens on now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<u16, u16>,
+    /// Upstreams switched: the upstream's name → the address in use (one of its fallbacks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstreams: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_deadline_ms: Option<u64>,
+}
+
+impl ServiceOverride {
+    fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.upstreams.is_empty() && self.startup_deadline_ms.is_none()
+    }
+}
+
+/// One value of the overrides: what a step sets, and what its undo sets back. `None` (or
+/// `false`) is "as the files say".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "setting")]
+pub enum Setting {
+    Port { service: String, from: u16, to: Option<u16> },
+    Upstream { service: String, name: String, address: Option<String> },
+    StartupDeadline { service: String, ms: Option<u64> },
+    StaggeredBoot { on: bool },
+}
+
+impl Setting {
+    /// The primitive's action that changes it (what a rollback is governed as).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Setting::Port { .. } => "set_port",
+            Setting::Upstream { .. } => "set_endpoint",
+            Setting::StartupDeadline { .. } => "set_startup_deadline",
+            Setting::StaggeredBoot { .. } => "stagger_boot",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Setting::Port { service, from, to: Some(to) } => format!("port {from} of `{service}` moved to {to}"),
+            Setting::Port { service, from, to: None } => format!("port {from} of `{service}` as configured"),
+            Setting::Upstream { service, name, address: Some(a) } => {
+                format!("upstream `{name}` of `{service}` at {a}")
+            }
+            Setting::Upstream { service, name, address: None } => {
+                format!("upstream `{name}` of `{service}` as configured")
+            }
+            Setting::StartupDeadline { service, ms: Some(ms) } => format!("startup deadline of `{service}` {ms} ms"),
+            Setting::StartupDeadline { service, ms: None } => format!("startup deadline of `{service}` as configured"),
+            Setting::StaggeredBoot { on } => format!("staggered boot {}", if *on { "on" } else { "off" }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("overrides file: {0}")]
+    Parse(#[from] serde_json::Error),
+}
+
+impl Overrides {
+    pub fn parse(text: &str) -> Result<Self, OverrideError> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.staggered_boot && self.services.values().all(ServiceOverride::is_empty)
+    }
+
+    /// The override of `service`, created empty if there is none.
+    pub fn service_mut(&mut self, service: &str) -> &mut ServiceOverride {
+        self.services.entry(service.to_string()).or_default()
+    }
+
+    /// The current value of the setting `like` names (its value in `like` is ignored).
+    pub fn current(&self, like: &Setting) -> Setting {
+        let svc = |s: &str| self.services.get(s);
+        match like {
+            Setting::Port { service, from, .. } => Setting::Port {
+                service: service.clone(),
+                from: *from,
+                to: svc(service).and_then(|o| o.ports.get(from).copied()),
+            },
+            Setting::Upstream { service, name, .. } => Setting::Upstream {
+                service: service.clone(),
+                name: name.clone(),
+                address: svc(service).and_then(|o| o.upstreams.get(name).cloned()),
+            },
+            Setting::StartupDeadline { service, .. } => Setting::StartupDeadline {
+                service: service.clone(),
+                ms: svc(service).and_then(|o| o.startup_deadline_ms),
+            },
+            Setting::StaggeredBoot { .. } => Setting::StaggeredBoot { on: self.staggered_boot },
+        }
+    }
+
+    /// Sets one value; returns the one it replaces (the undo).
+    pub fn set(&mut self, setting: &Setting) -> Setting {
+        let before = self.current(setting);
+        match setting {
+            Setting::Port { service, from, to } => {
+                let ports = &mut self.service_mut(service).ports;
+                match to {
+                    Some(to) if to != from => ports.insert(*from, *to),
+                    _ => ports.remove(from),
+                };
+            }
+            Setting::Upstream { service, name, address } => {
+                let ups = &mut self.service_mut(service).upstreams;
+                match address {
+                    Some(a) => ups.insert(name.clone(), a.clone()),
+                    None => ups.remove(name),
+                };
+            }
+            Setting::StartupDeadline { service, ms } => self.service_mut(service).startup_deadline_ms = *ms,
+            Setting::StaggeredBoot { on } => self.staggered_boot = *on,
+        }
+        self.tidy();
+        before
+    }
+
+    /// Drops empty service entries, so that undoing the last change leaves `{}`.
+    pub fn tidy(&mut self) {
+        self.services.retain(|_, o| !o.is_empty());
+    }
+
+    /// `base` with these overrides applied, and what no longer applies (a service or port
+    /// or upstream the files do not have any more), so it can be reported, not guessed at.
+    pub fn apply(&self, base: &NodeConfig) -> (NodeConfig, Vec<String>) {
+        let mut config = base.clone();
+        let mut stale = Vec::new();
+        config.staggered_boot |= self.staggered_boot;
+        for (name, o) in &self.services {
+            let Some(i) = config.services.iter().position(|s| s.name.as_str() == name) else {
+                stale.push(format!("service `{name}` is not in the config"));
+                continue;
+            };
+            if let Some(ms) = o.startup_deadline_ms {
+                config.services[i].startup_deadline = Duration::from_millis(ms);
+            }
+            for (upstream, address) in &o.upstreams {
+                let spec = &mut config.services[i];
+                let Some(u) = spec.upstreams.iter().find(|u| &u.name == upstream) else {
+                    stale.push(format!("service `{name}` has no upstream `{upstream}`"));
+                    continue;
+                };
+                if !u.candidates().any(|c| c == address) {
+                    stale.push(format!("`{address}` is not an address of upstream `{upstream}` of `{name}`"));
+                    continue;
+                }
+                let from = u.address.clone();
+                rewrite_text(spec, &|t: &str| t.replace(&from, address));
+            }
+            for (&from, &to) in &o.ports {
+                if !config.services[i].ports.contains(&from) {
+                    stale.push(format!("service `{name}` does not declare port {from}"));
+                    continue;
+                }
+                move_port(&mut config, i, from, to);
+            }
+        }
+        (config, stale)
+    }
+}
+
+/// Moves service `i`'s port `from` to `to`: its port list, and every local address with
+/// that port anywhere in the node (the service's arguments, its dependents' arguments and
+/// environment, ready checks, probes), since they all speak of the same listener.
+fn move_port(config: &mut NodeConfig, i: usize, from: u16, to: u16) {
+    for p in config.services[i].ports.iter_mut().filter(|p| **p == from) {
+        *p = to;
+    }
+    for spec in &mut config.services {
+        rewrite_text(spec, &|t: &str| replace_local_port(t, from, to));
+        if let Some(ready) = &mut spec.ready {
+            match ready {
+                ReadyCheck::Tcp { addr } => move_addr(addr, from, to),
+                ReadyCheck::Http { url } => move_url(url, from, to),
+            }
+        }
+    }
+    for probe in &mut config.probes {
+        match &mut probe.check {
+            ProbeCheck::Route { port: Some(p), .. } if *p == from => *p = to,
+            ProbeCheck::Tcp { addr, .. }
+            | ProbeCheck::Udp { addr, .. }
+            | ProbeCheck::Tls { addr, .. }
+            | ProbeCheck::Postgres { addr, .. }
+            | ProbeCheck::Line { addr, .. } => move_addr(addr, from, to),
+            ProbeCheck::Session { exchange, .. } | ProbeCheck::Encoding { exchange, .. } => match exchange {
+                crate::config::Exchange::Http { url } => move_url(url, from, to),
+                crate::config::Exchange::Line { addr, .. } => move_addr(addr, from, to),
+            },
+            ProbeCheck::Http { url, .. } | ProbeCheck::Ollama { url, .. } => move_url(url, from, to),
+            ProbeCheck::Route { .. } | ProbeCheck::Link { .. } | ProbeCheck::Dns { .. } => {}
+        }
+    }
+}
+
+fn rewrite_text(spec: &mut ServiceSpec, f: &dyn Fn(&str) -> String) {
+    for a in &mut spec.args {
+        *a = f(a);
+    }
+    for v in spec.env.values_mut() {
+        *v = f(v);
+    }
+}
+
+fn move_addr(addr: &mut SocketAddr, from: u16, to: u16) {
+    if addr.port() == from && (addr.ip().is_loopback() || addr.ip().is_unspecified()) {
+        addr.set_port(to);
+    }
+}
+
+fn move_url(url: &mut Url, from: u16, to: u16) {
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0" | "[::]"));
+    if local && url.port_or_known_default() == Some(from) {
+        let _ = url.set_port(Some(to));
+    }
+}
+
+/// Hosts whose `HOST:PORT` in a text names a listener on this machine.
+const LOCAL_HOSTS: &[&str] = &["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "[::]"];
+
+/// `text` with every `LOCALHOST:from` (not followed by another digit) as `LOCALHOST:to`.
+/// Only local hosts: a remote address with the same port number is someone else's.
+pub fn replace_local_port(text: &str, from: u16, to: u16) -> String {
+    let mut out = text.to_string();
+    for host in LOCAL_HOSTS {
+        let needle = format!("{host}:{from}");
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(&needle) {
+            let end = at + needle.len();
+            let digit_after = rest[end..].chars().next().is_some_and(|c| c.is_ascii_digit());
+            let word_before = rest[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '.');
+            result.push_str(&rest[..at]);
+            if digit_after || word_before {
+                result.push_str(&needle);
+            } else {
+                result.push_str(&format!("{host}:{to}"));
+            }
+            rest = &rest[end..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
+}
+
+/// The host and port an upstream address connects to: `HOST:PORT` or an http(s) URL.
+pub fn host_port(address: &str) -> Option<(String, u16)> {
+    if address.contains("://") {
+        let url = Url::parse(address).ok()?;
+        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+        return Some((host, url.port_or_known_default()?));
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_replace_local_port_touches_only_local_listeners_on_that_port() {
+        assert_eq!(replace_local_port("127.0.0.1:8000", 8000, 8100), "127.0.0.1:8100");
+        assert_eq!(replace_local_port("http://localhost:8000/health", 8000, 8100), "http://localhost:8100/health");
+        assert_eq!(replace_local_port("127.0.0.1:80001", 8000, 8100), "127.0.0.1:80001");
+        assert_eq!(replace_local_port("10.0.0.5:8000", 8000, 8100), "10.0.0.5:8000");
+        assert_eq!(replace_local_port("a127.0.0.1:8000", 8000, 8100), "a127.0.0.1:8000");
+        assert_eq!(replace_local_port("[::1]:8000,127.0.0.1:8000", 8000, 1), "[::1]:1,127.0.0.1:1");
+    }
+
+    #[test]
+    fn test_host_port_reads_addresses_and_urls() {
+        assert_eq!(host_port("127.0.0.1:5433"), Some(("127.0.0.1".into(), 5433)));
+        assert_eq!(host_port("http://127.0.0.1:11434"), Some(("127.0.0.1".into(), 11434)));
+        assert_eq!(host_port("https://example.org/x"), Some(("example.org".into(), 443)));
+        assert_eq!(host_port("[::1]:80"), Some(("::1".into(), 80)));
+        assert_eq!(host_port("nope"), None);
+        assert_eq!(host_port("h:0"), None);
+    }
+
+    #[test]
+    fn test_overrides_round_trip_and_tidy_to_empty() {
+        let mut o = Overrides::default();
+        o.service_mut("api").ports.insert(8000, 8100);
+        o.service_mut("api").startup_deadline_ms = Some(60_000);
+        let back = Overrides::parse(&o.to_json()).unwrap();
+        assert_eq!(back, o);
+        o.service_mut("api").ports.clear();
+        o.service_mut("api").startup_deadline_ms = None;
+        o.tidy();
+        assert!(o.is_empty());
+        assert_eq!(o.to_json(), "{}");
+        assert!(Overrides::parse("{\"bogus\": 1}").is_err());
+    }
+
+    fn node() -> NodeConfig {
+        NodeConfig::embedded_default(std::path::Path::new("/srv"), &crate::config::LoadOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn test_a_moved_port_follows_into_dependents_ready_checks_and_probes_only() {
+        let base = node();
+        let mut o = Overrides::default();
+        o.set(&Setting::Port { service: "db".into(), from: 5433, to: Some(5533) });
+        let (c, stale) = o.apply(&base);
+        assert!(stale.is_empty(), "{stale:?}");
+        let svc = |n: &str| c.services.iter().find(|s| s.name.as_str() == n).unwrap();
+        assert_eq!(svc("db").ports, vec![5533]);
+        assert!(svc("db").args.contains(&"127.0.0.1:5533".to_string()));
+        assert!(svc("api").args.contains(&"127.0.0.1:5533".to_string()), "the dependent follows");
+        assert!(matches!(&svc("db").ready, Some(ReadyCheck::Tcp { addr }) if addr.port() == 5533));
+        let db_port = c.probes.iter().find(|p| p.name == "db-port").unwrap();
+        assert!(matches!(&db_port.check, ProbeCheck::Tcp { addr, .. } if addr.port() == 5533));
+        assert_eq!(svc("model"), base.services.iter().find(|s| s.name.as_str() == "model").unwrap());
+        // Undone, the config is the files' again.
+        o.set(&Setting::Port { service: "db".into(), from: 5433, to: None });
+        assert!(o.is_empty());
+        assert_eq!(o.apply(&base).0.services, base.services);
+        assert_eq!(o.apply(&base).0.probes, base.probes);
+    }
+
+    #[test]
+    fn test_overrides_that_no_longer_fit_the_files_are_reported_and_left_out() {
+        let base = node();
+        let mut o = Overrides::default();
+        o.set(&Setting::Port { service: "db".into(), from: 9999, to: Some(1) });
+        o.set(&Setting::Upstream { service: "api".into(), name: "db".into(), address: Some("x:1".into()) });
+        o.set(&Setting::StartupDeadline { service: "gone".into(), ms: Some(1) });
+        let (c, stale) = o.apply(&base);
+        assert_eq!(stale.len(), 3, "{stale:?}");
+        assert_eq!((c.services, c.probes), (base.services.clone(), base.probes.clone()));
+        let before = o.set(&Setting::StaggeredBoot { on: true });
+        assert_eq!(before, Setting::StaggeredBoot { on: false });
+        assert!(o.apply(&base).0.staggered_boot);
+    }
+}
