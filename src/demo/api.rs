@@ -17,6 +17,12 @@
 //! It also serves real traffic: `GET /`, `GET|PUT /api/items/{key}` (proxied to the db) and
 //! `POST /api/generate` (proxied to the model). A missing or invalid config at start-up exits
 //! with code 78; dependencies are never waited for.
+//!
+//! Like most clients it resolves the db's address once and keeps authenticated db
+//! connections in a pool (up to [`POOL_MAX_IDLE`] idle ones; a pooled connection that fails
+//! is retried once on a fresh one). SIGHUP forgets the resolved address (the next use
+//! resolves it again) and closes the pooled connections; `POST /admin/pool/reset` closes the
+//! pooled connections only and says how many.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +45,8 @@ use super::db;
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(150);
 /// Upper bound of a proxied db request.
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle db connections kept for reuse.
+pub const POOL_MAX_IDLE: usize = 8;
 /// Upper bound of a proxied generation.
 const MODEL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,6 +71,7 @@ pub struct ApiArgs {
 
 struct AppState {
     args: ApiArgs,
+    db: DbLink,
     http: reqwest::Client,
     started: Instant,
     name: Option<String>,
@@ -79,6 +88,7 @@ pub async fn run(mut args: ApiArgs) -> Result<(), ServiceError> {
     let listen = args.listen;
     let state = Arc::new(AppState {
         name: config.get("name").and_then(Value::as_str).map(str::to_owned),
+        db: DbLink::new(args.db.clone()),
         args,
         http,
         started: Instant::now(),
@@ -89,11 +99,16 @@ pub async fn run(mut args: ApiArgs) -> Result<(), ServiceError> {
         .route("/health", get(health))
         .route("/api/items/{key}", get(get_item).put(put_item))
         .route("/api/generate", post(generate))
-        .with_state(state);
+        .route("/admin/pool/reset", post(reset_pool))
+        .with_state(Arc::clone(&state));
     let listener = super::bind(listen).await?;
     tracing::info!(%listen, "demo api ready");
+    let reload = move || {
+        let closed = state.db.reset(true);
+        tracing::info!(closed, "sighup received: the db address will be resolved again, pooled connections closed");
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(super::shutdown_signal())
+        .with_graceful_shutdown(super::shutdown_signal_with(reload))
         .await
         .map_err(|e| ServiceError::io("api server failed", e))?;
     tracing::info!("demo api stopped");
@@ -150,8 +165,63 @@ enum DbAuth {
     NotTried,
 }
 
-async fn check_db(addr: &str, token: Option<&str>) -> Result<DbAuth, String> {
-    let mut conn = db::Client::connect(addr).await.map_err(|e| format!("unreachable: {e}"))?;
+/// The db as this process reaches it: its address, resolved once, and a pool of
+/// authenticated connections.
+struct DbLink {
+    address: String,
+    resolved: std::sync::Mutex<Option<Vec<SocketAddr>>>,
+    idle: std::sync::Mutex<Vec<db::Client>>,
+}
+
+impl DbLink {
+    fn new(address: String) -> Self {
+        Self { address, resolved: std::sync::Mutex::new(None), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// The resolved addresses: cached after the first successful lookup.
+    async fn addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some(a) = self.resolved.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(a);
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host(&self.address).await?.collect();
+        tracing::info!(address = self.address, resolved = ?found, "resolved the db address");
+        *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.clone());
+        Ok(found)
+    }
+
+    async fn connect(&self) -> std::io::Result<db::Client> {
+        db::Client::connect(&self.addrs().await?).await
+    }
+
+    fn take_idle(&self) -> Option<db::Client> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_back(&self, conn: db::Client) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Closes the pooled connections (and with `resolve_again`, forgets the address);
+    /// how many were closed.
+    fn reset(&self, resolve_again: bool) -> usize {
+        if resolve_again {
+            *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).len()
+    }
+}
+
+async fn reset_pool(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let closed = state.db.reset(false);
+    tracing::info!(closed, "db connection pool reset");
+    Json(json!({ "closed": closed }))
+}
+
+async fn check_db(link: &DbLink, token: Option<&str>) -> Result<DbAuth, String> {
+    let mut conn = link.connect().await.map_err(|e| format!("unreachable: {e}"))?;
     let auth = match token {
         None => DbAuth::NotTried,
         Some(token) => match conn.request(&format!("AUTH {token}")).await {
@@ -183,7 +253,7 @@ async fn check_model(state: &AppState) -> Result<(), String> {
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let credentials = read_credentials(&state.args.credentials);
     let token = credentials.as_deref().ok();
-    let (db, model) = tokio::join!(bounded(check_db(&state.args.db, token)), bounded(check_model(&state)),);
+    let (db, model) = tokio::join!(bounded(check_db(&state.db, token)), bounded(check_model(&state)),);
     let config = read_config(&state.args.config).map(|_| ());
     let credentials = match (&credentials, &db) {
         (Err(e), _) => Err(e.clone()),
@@ -212,7 +282,8 @@ async fn index(State(state): State<Arc<AppState>>) -> Json<Value> {
         "uptime_s": state.started.elapsed().as_secs(),
         "db": state.args.db,
         "model_url": state.args.model_url,
-        "endpoints": ["/health", "/api/items/{key}", "/api/generate"],
+        "pooled_db_connections": state.db.idle.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        "endpoints": ["/health", "/api/items/{key}", "/api/generate", "/admin/pool/reset"],
     }))
 }
 
@@ -246,16 +317,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Opens an authenticated db connection and sends one request.
+/// Sends one request over a pooled connection, or a fresh authenticated one; a pooled
+/// connection that fails (the db restarted since) is dropped and the request is retried once
+/// on a fresh connection.
 async fn db_request(state: &AppState, line: &str) -> Result<String, ApiError> {
     let call = async {
-        let mut conn = db::Client::connect(&state.args.db).await?;
+        if let Some(mut conn) = state.db.take_idle()
+            && let Ok(reply) = conn.request(line).await
+        {
+            state.db.put_back(conn);
+            return Ok(Ok(reply));
+        }
+        let mut conn = state.db.connect().await?;
         if let Ok(token) = read_credentials(&state.args.credentials)
             && conn.request(&format!("AUTH {token}")).await? != "OK"
         {
             return Ok(Err(ApiError::DbAuth));
         }
-        conn.request(line).await.map(Ok)
+        let reply = conn.request(line).await?;
+        state.db.put_back(conn);
+        Ok::<_, std::io::Error>(Ok(reply))
     };
     match tokio::time::timeout(DB_TIMEOUT, call).await {
         Ok(Ok(reply)) => reply,

@@ -18,6 +18,8 @@
 //! `<sha256-hex of payload> <payload>\n` records (payload = `SET k v` or `DEL k`), so any
 //! flipped byte is detected. Start-up replays and verifies the file and exits with code 3 on
 //! corruption; `DIR/LOCK` is flock'ed for the life of the process (exit 75 if taken).
+//! SIGUSR1 compacts the file: it is rewritten with one `SET` per live key (written aside,
+//! synced, renamed over), so overwritten and deleted records stop taking disk space.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -70,6 +72,14 @@ pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
         "demo db ready"
     );
     let shared = Arc::new(Shared { store: Mutex::new(store), password });
+    let for_compaction = Arc::clone(&shared);
+    super::on_signal(tokio::signal::unix::SignalKind::user_defined1(), "sigusr1", move || {
+        let mut store = for_compaction.store();
+        match store.compact() {
+            Ok((before, after)) => tracing::info!(before, after, records = store.records, "data file compacted"),
+            Err(e) => tracing::error!("compaction failed, the data file is as it was: {e}"),
+        }
+    });
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -282,6 +292,27 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites the file with one record per live key; the bytes before and after. The new
+    /// file is complete and synced before it replaces the old one.
+    fn compact(&mut self) -> std::io::Result<(u64, u64)> {
+        let before = self.file.metadata()?.len();
+        let aside = self.path.with_extension("log.compacting");
+        let mut out = File::create(&aside)?;
+        let mut keys: Vec<&String> = self.map.keys().collect();
+        keys.sort();
+        for k in &keys {
+            out.write_all(encode(&Request::Set(k, &self.map[*k])).as_bytes())?;
+        }
+        out.sync_all()?;
+        std::fs::rename(&aside, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.records = keys.len() as u64;
+        Ok((before, self.file.metadata()?.len()))
+    }
+
     /// Re-reads the file from disk and verifies every record.
     fn check(&self) -> Result<u64, CorruptAt> {
         let bytes = std::fs::read(&self.path)
@@ -386,7 +417,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+    pub async fn connect(addr: &[SocketAddr]) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, writer) = stream.into_split();

@@ -18,6 +18,7 @@ pub mod api;
 pub mod db;
 pub mod hog;
 pub mod model;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,20 +103,37 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT. SIGHUP means "reload", as for
-/// most daemons: the demo services re-read their files on every use, so a reload only says
-/// it was asked (and the process lives on, as a `reload_service` playbook expects).
+/// most daemons: the demo services re-read their files on every use, so for those a reload
+/// only says it was asked (and the process lives on, as a `reload_service` playbook
+/// expects); a service with something to reload uses [`shutdown_signal_with`].
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
+    shutdown_signal_with(|| tracing::info!("sighup received: files are re-read on every use, nothing else to reload"))
+        .await
+}
+
+/// [`shutdown_signal`], with `reload` run on every SIGHUP.
+pub async fn shutdown_signal_with(reload: impl Fn() + Send + 'static) {
+    use tokio::signal::unix::SignalKind;
+    on_signal(SignalKind::hangup(), "sighup", reload);
+    shutdown_only().await
+}
+
+/// Runs `f` on every delivery of `kind` (from a task of its own).
+pub fn on_signal(kind: tokio::signal::unix::SignalKind, name: &'static str, f: impl Fn() + Send + 'static) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut sig) => {
             tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("sighup received: files are re-read on every use, nothing else to reload");
+                while sig.recv().await.is_some() {
+                    f();
                 }
             });
         }
-        Err(e) => tracing::error!("cannot install sighup handler: {e}"),
+        Err(e) => tracing::error!("cannot install {name} handler: {e}"),
     }
+}
+
+async fn shutdown_only() {
+    use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {
             Ok(mut s) => {

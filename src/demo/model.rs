@@ -38,6 +38,13 @@ pub struct ModelArgs {
     /// Model names to serve (repeatable); a name without a tag gets `:latest`.
     #[arg(long = "model", default_value = "demo:latest")]
     pub models: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`); SIGHUP reads both
+    /// files again.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 struct Catalog {
@@ -75,11 +82,21 @@ pub async fn run(args: ModelArgs) -> Result<(), ServiceError> {
         .route("/api/delete", axum::routing::delete(delete))
         .with_state(catalog.clone());
     let listener = super::bind(args.listen).await?;
-    tracing::info!(listen = %args.listen, models = ?*catalog.models(), "demo model server ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(super::shutdown_signal())
-        .await
-        .map_err(|e| ServiceError::io("model server failed", e))?;
+    tracing::info!(listen = %args.listen, models = ?*catalog.models(), tls = args.tls_cert.is_some(), "demo model server ready");
+    let served = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificate = super::tls::Certificate::load(cert, key).map_err(ServiceError::Config)?;
+            let on_reload = certificate.clone();
+            let reload = move || match on_reload.reload() {
+                Ok(()) => tracing::info!("sighup received: certificate and key read again"),
+                Err(e) => tracing::error!("sighup received: certificate not reloaded, the old one stays: {e}"),
+            };
+            let tls = super::tls::TlsListener { tcp: listener, certificate };
+            axum::serve(tls, app).with_graceful_shutdown(super::shutdown_signal_with(reload)).await
+        }
+        _ => axum::serve(listener, app).with_graceful_shutdown(super::shutdown_signal()).await,
+    };
+    served.map_err(|e| ServiceError::io("model server failed", e))?;
     tracing::info!("demo model server stopped");
     Ok(())
 }

@@ -497,6 +497,12 @@ pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, Eff
                 .filter(|l| l.inode == ino && l.devmaj == major && l.devmin == minor)
                 .filter_map(|l| l.pid.and_then(|p| u32::try_from(p).ok()))
                 .collect();
+            // A flock belongs to an open file description: children that inherited the
+            // descriptor (`flock FILE cmd` runs cmd with it) hold the lock as much as the
+            // pid /proc/locks names, which may even be gone. Their fdinfo says so.
+            if !pids.is_empty() {
+                pids.extend(holders_of_lock_on(ino, dev));
+            }
             pids.sort_unstable();
             pids.dedup();
             for pid in pids.into_iter().filter(|p| !protected(env, *p)) {
@@ -507,6 +513,30 @@ pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, Eff
         }
     }
     Ok(out)
+}
+
+/// Processes with a descriptor on file (`dev`, `ino`) that carries a lock (a `lock:` line
+/// in its fdinfo).
+fn holders_of_lock_on(ino: u64, dev: u64) -> Vec<u32> {
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    let mut out = Vec::new();
+    for p in all.flatten() {
+        let Ok(fds) = p.fd() else { continue };
+        for fd in fds.flatten() {
+            let link = format!("/proc/{}/fd/{}", p.pid, fd.fd);
+            let same = std::fs::metadata(&link).is_ok_and(|m| {
+                std::os::unix::fs::MetadataExt::ino(&m) == ino && std::os::unix::fs::MetadataExt::dev(&m) == dev
+            });
+            let locked = same
+                && std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", p.pid, fd.fd))
+                    .is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")));
+            if locked && let Ok(pid) = u32::try_from(p.pid) {
+                out.push(pid);
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn kill(env: &Env, select: &Selector, signal: warden_core::signal::SignalName) -> Result<String, EffectError> {
