@@ -7,8 +7,9 @@
 //! repairs is made where it needs one (a deleted config file, a changed credential). The
 //! time is the API call's, from the request to the stored end of the run (a dry run: the
 //! resolution of every step and the gatekeeper's preview). Playbooks whose fault needs a
-//! foreign process (a stranger on a port, a lock holder, a memory balloon) are timed dry
-//! only. Under `cargo test` it is one dry run of each, to keep it compiling and running.
+//! foreign process (a stranger on a port, a lock holder, a memory balloon) or a standby
+//! upstream the demo node does not have are timed dry only; runtime overrides (a moved
+//! port, a longer deadline, a staggered boot) are rolled back after each real run. Under `cargo test` it is one dry run of each, to keep it compiling and running.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::*;
 
-const POLICY: &str = "mode: dev\nwhitelist:\n  - { action: restart_service, targets: ['*'] }\n  - { action: signal_service, targets: ['*'] }\n  - { action: stop_service, targets: ['*'] }\n  - { action: quarantine_service, targets: ['*'] }\n  - { action: release_service, targets: ['*'] }\n  - { action: kill_process, targets: ['*'] }\n  - { action: restore_dir, targets: ['*'] }\n  - { action: move_aside, targets: ['*'] }\n  - { action: compress_files, targets: ['*'] }\n  - { action: delete_files, targets: ['*'] }\n  - { action: restore_file, targets: ['*'] }\n  - { action: rotate_secret, targets: ['*'] }\n  - { action: http_call, targets: ['*'] }\n  - { action: run_command, targets: ['*'] }\napprovers:\n  - name: admin\n";
+const POLICY: &str = "mode: dev\nwhitelist:\n  - { action: restart_service, targets: ['*'] }\n  - { action: signal_service, targets: ['*'] }\n  - { action: stop_service, targets: ['*'] }\n  - { action: quarantine_service, targets: ['*'] }\n  - { action: release_service, targets: ['*'] }\n  - { action: kill_process, targets: ['*'] }\n  - { action: restore_dir, targets: ['*'] }\n  - { action: move_aside, targets: ['*'] }\n  - { action: compress_files, targets: ['*'] }\n  - { action: delete_files, targets: ['*'] }\n  - { action: restore_file, targets: ['*'] }\n  - { action: rotate_secret, targets: ['*'] }\n  - { action: http_call, targets: ['*'] }\n  - { action: run_command, targets: ['*'] }\n  - { action: set_port, targets: ['*'] }\n  - { action: set_endpoint, targets: ['*'] }\n  - { action: set_startup_deadline, targets: ['*'] }\n  - { action: stagger_boot, targets: ['*'] }\napprovers:\n  - name: admin\n";
 
 /// A fault made before a real run, so the playbook has something to repair.
 #[derive(Clone, Copy)]
@@ -30,8 +31,9 @@ enum Setup {
     ChangeApiConfig,
     /// The api's credentials overwritten with a wrong token.
     BreakCredentials,
-    /// A foreign process is needed: timed dry only.
-    DryOnly,
+    /// Timed dry only: its fault needs what the demo node does not have (a foreign
+    /// process, a standby upstream).
+    DryOnly(&'static str),
 }
 
 const CASES: &[(&str, &str, Setup)] = &[
@@ -40,14 +42,14 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("reload_service", "api", Setup::None),
     ("restart_dependency_chain", "db", Setup::None),
     ("quarantine_crashloop", "model", Setup::None),
-    ("free_port_orphan", "api", Setup::DryOnly),
-    ("free_port_foreign", "api", Setup::DryOnly),
+    ("free_port_orphan", "api", Setup::DryOnly(FOREIGN)),
+    ("free_port_foreign", "api", Setup::DryOnly(FOREIGN)),
     ("restart_database", "db", Setup::None),
-    ("clear_stale_db_lock", "db", Setup::DryOnly),
+    ("clear_stale_db_lock", "db", Setup::DryOnly(FOREIGN)),
     ("restore_database_snapshot", "db", Setup::None),
     ("snapshot_database", "db", Setup::None),
     ("restart_memory_hog", "api", Setup::None),
-    ("kill_memory_balloon", "api", Setup::DryOnly),
+    ("kill_memory_balloon", "api", Setup::DryOnly(FOREIGN)),
     ("compress_logs", "api", Setup::None),
     ("prune_temp_files", "api", Setup::None),
     ("prune_old_snapshots", "db", Setup::None),
@@ -57,10 +59,25 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("rotate_credentials", "db", Setup::None),
     ("restart_model_server", "model", Setup::None),
     ("warm_model", "model", Setup::None),
+    ("relocate_port", "api", Setup::None),
+    ("failover_upstream", "api", Setup::DryOnly("needs a standby upstream")),
+    ("failover_model_endpoint", "api", Setup::DryOnly("needs a standby model server")),
+    ("extend_startup_deadline", "api", Setup::None),
+    ("staggered_boot", "api", Setup::None),
+    ("reresolve_dns", "api", Setup::None),
+    ("reset_connection_pool", "api", Setup::None),
+    ("reload_tls_certificate", "model", Setup::None),
+    ("compact_store", "db", Setup::None),
 ];
 
-/// One run (followed to its end); its time and outcome.
-fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) -> (Duration, String) {
+const FOREIGN: &str = "its fault needs a foreign process";
+
+/// Playbooks whose change stays until rolled back (runtime overrides): each real run is
+/// rolled back before the next.
+const ROLLED_BACK_AFTER: &[&str] = &["relocate_port", "extend_startup_deadline", "staggered_boot"];
+
+/// One run (followed to its end); its time, outcome and id.
+fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) -> (Duration, String, u64) {
     let started = Instant::now();
     let resp = slow_http()
         .post(node.url(&format!("/api/guardian/playbooks/{playbook}/run")))
@@ -75,7 +92,7 @@ fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) 
             v = slow_http().get(node.url(&poll)).send().unwrap().json().unwrap();
         }
     }
-    (started.elapsed(), v["outcome"].as_str().unwrap_or("?").to_string())
+    (started.elapsed(), v["outcome"].as_str().unwrap_or("?").to_string(), v["run_id"].as_u64().unwrap_or(0))
 }
 
 fn setup(node: &Node, s: Setup) {
@@ -91,12 +108,30 @@ fn setup(node: &Node, s: Setup) {
             assert!(ok, "{out}");
         }
         Setup::BreakCredentials => std::fs::write(api.join("credentials"), "wrong-token\n").unwrap(),
-        Setup::None | Setup::DryOnly => {}
+        Setup::None | Setup::DryOnly(_) => {}
     }
 }
 
-/// After a run: what must be undone for the next one (a quarantine lifted).
-fn after(node: &Node, token: &str, playbook: &str, target: &str) {
+/// After a run: what must be undone for the next one (a quarantine lifted, an override
+/// rolled back).
+fn after(node: &Node, token: &str, playbook: &str, target: &str, run_id: u64) {
+    if ROLLED_BACK_AFTER.contains(&playbook) {
+        let r = slow_http()
+            .post(node.url(&format!("/api/guardian/runs/{run_id}/rollback")))
+            .bearer_auth(token)
+            .json(&json!({"reason": "benchmark"}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "rollback of {playbook}: {:?}", r.text());
+        let mut v: Value = r.json().unwrap();
+        while let Some(poll) = v["poll"].as_str().map(str::to_string) {
+            std::thread::sleep(Duration::from_millis(20));
+            v = slow_http().get(node.url(&poll)).send().unwrap().json().unwrap();
+            if v["outcome"] != "running" {
+                break;
+            }
+        }
+    }
     if playbook == "quarantine_crashloop" {
         let r = slow_http()
             .post(node.url(&format!("/api/services/{target}/release")))
@@ -134,13 +169,13 @@ fn main() {
     let token = node.admin_token();
     // A snapshot for the restore to find.
     assert_eq!(timed_run(&node, &token, "snapshot_database", "db", false).1, "succeeded");
-    after(&node, &token, "snapshot_database", "db");
+    after(&node, &token, "snapshot_database", "db", 0);
 
     let mut rows = Vec::new();
     for &(playbook, target, s) in CASES {
         let dry: Vec<Duration> = (0..reps)
             .map(|_| {
-                let (d, outcome) = timed_run(&node, &token, playbook, target, true);
+                let (d, outcome, _) = timed_run(&node, &token, playbook, target, true);
                 assert_eq!(outcome, "succeeded", "dry run of {playbook} on {target}");
                 d
             })
@@ -148,13 +183,13 @@ fn main() {
         let mut real = Vec::new();
         let mut outcomes = Vec::new();
         // Real runs restart real services: only in a full run, not in the test suite's.
-        if full && !matches!(s, Setup::DryOnly) {
+        if full && !matches!(s, Setup::DryOnly(_)) {
             for _ in 0..reps {
                 setup(&node, s);
-                let (d, outcome) = timed_run(&node, &token, playbook, target, false);
+                let (d, outcome, run_id) = timed_run(&node, &token, playbook, target, false);
                 real.push(d);
                 outcomes.push(outcome);
-                after(&node, &token, playbook, target);
+                after(&node, &token, playbook, target, run_id);
             }
         }
         let ok = outcomes.iter().filter(|o| *o == "succeeded").count();
@@ -171,7 +206,10 @@ fn main() {
             ms(median(dry)),
             ms(median(real.clone())),
             match (real.is_empty(), full) {
-                (true, true) => "dry only: its fault needs a foreign process".to_string(),
+                (true, true) => match s {
+                    Setup::DryOnly(why) => format!("dry only: {why}"),
+                    _ => "dry only".to_string(),
+                },
                 (true, false) => "smoke round: dry only".to_string(),
                 (false, _) => format!("{ok}/{} succeeded", real.len()),
             }

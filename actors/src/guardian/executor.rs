@@ -766,7 +766,10 @@ fn service_undo(p: &Primitive, before: Option<ServiceState>) -> Vec<Undo> {
         Primitive::QuarantineService if running || before == Some(ServiceState::Backoff) => {
             vec![Undo::ReleaseService]
         }
-        Primitive::StartService if !running => vec![Undo::StopService],
+        // Only a start of a service that was stopped changed anything: one pending,
+        // backing off or being restarted (a reload's restart under way) comes back anyway,
+        // and stopping it in a rollback would leave it down.
+        Primitive::StartService if before == Some(ServiceState::Stopped) => vec![Undo::StopService],
         Primitive::ReleaseService if before == Some(ServiceState::Quarantined) => vec![Undo::QuarantineService],
         _ => Vec::new(),
     }
@@ -973,4 +976,22 @@ async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(StepError::Unhealthy { after: timeout, last: last_err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_only_a_start_of_a_stopped_service_is_undone_by_a_stop() {
+        let start = Primitive::StartService;
+        assert_eq!(service_undo(&start, Some(ServiceState::Stopped)), vec![Undo::StopService]);
+        // Being restarted by a reload, pending or backing off: it comes back anyway, and a
+        // rollback that stopped it would leave it down.
+        for s in [ServiceState::Stopping, ServiceState::Pending, ServiceState::Backoff, ServiceState::Running] {
+            assert!(service_undo(&start, Some(s)).is_empty(), "{s:?}");
+        }
+        assert_eq!(service_undo(&Primitive::StopService, Some(ServiceState::Running)), vec![Undo::StartService]);
+        assert!(service_undo(&Primitive::StopService, Some(ServiceState::Stopped)).is_empty());
+    }
 }
