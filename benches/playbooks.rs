@@ -6,10 +6,13 @@
 //! holds. Each playbook runs on the service it is for; before each real run the fault it
 //! repairs is made where it needs one (a deleted config file, a changed credential). The
 //! time is the API call's, from the request to the stored end of the run (a dry run: the
-//! resolution of every step and the gatekeeper's preview). Playbooks whose fault needs a
-//! foreign process (a stranger on a port, a lock holder, a memory balloon) or a standby
-//! upstream the demo node does not have are timed dry only; runtime overrides (a moved
-//! port, a longer deadline, a staggered boot) are rolled back after each real run. Under `cargo test` it is one dry run of each, to keep it compiling and running.
+//! resolution of every step and the gatekeeper's preview). Faults that need a
+//! foreign process are made with one (a stranger or an orphan on the model's port, a
+//! `flock` holder of the db's lock); the node has a standby db and model server as the
+//! api's fallbacks for the failover playbooks. Only `kill_memory_balloon` is timed dry
+//! only (its fault is a balloon inside a service's own process group). Runtime overrides
+//! (a moved port, a switched upstream, a longer deadline, a staggered boot) are rolled
+//! back after each real run. Under `cargo test` it is one dry run of each, to keep it compiling and running.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -31,8 +34,16 @@ enum Setup {
     ChangeApiConfig,
     /// The api's credentials overwritten with a wrong token.
     BreakCredentials,
-    /// Timed dry only: its fault needs what the demo node does not have (a foreign
-    /// process, a standby upstream).
+    /// The model stopped and its own program (an orphan of an earlier life) on its port.
+    OrphanOnModelPort,
+    /// The model stopped and another program on its port.
+    StrangerOnModelPort,
+    /// A stranger holds the db's lock (util-linux `flock`) and the db fails to start.
+    DbLockHeld,
+    /// A primary the api talks to stopped (its standby runs).
+    StopPrimary(&'static str),
+    /// Timed dry only: its fault needs what the demo node cannot have (a balloon inside
+    /// a service's own process group).
     DryOnly(&'static str),
 }
 
@@ -42,14 +53,14 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("reload_service", "api", Setup::None),
     ("restart_dependency_chain", "db", Setup::None),
     ("quarantine_crashloop", "model", Setup::None),
-    ("free_port_orphan", "api", Setup::DryOnly(FOREIGN)),
-    ("free_port_foreign", "api", Setup::DryOnly(FOREIGN)),
+    ("free_port_orphan", "model", Setup::OrphanOnModelPort),
+    ("free_port_foreign", "model", Setup::StrangerOnModelPort),
     ("restart_database", "db", Setup::None),
-    ("clear_stale_db_lock", "db", Setup::DryOnly(FOREIGN)),
+    ("clear_stale_db_lock", "db", Setup::DbLockHeld),
     ("restore_database_snapshot", "db", Setup::None),
     ("snapshot_database", "db", Setup::None),
     ("restart_memory_hog", "api", Setup::None),
-    ("kill_memory_balloon", "api", Setup::DryOnly(FOREIGN)),
+    ("kill_memory_balloon", "api", Setup::DryOnly("its fault is a balloon inside the service's own process group")),
     ("compress_logs", "api", Setup::None),
     ("prune_temp_files", "api", Setup::None),
     ("prune_old_snapshots", "db", Setup::None),
@@ -60,8 +71,8 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("restart_model_server", "model", Setup::None),
     ("warm_model", "model", Setup::None),
     ("relocate_port", "api", Setup::None),
-    ("failover_upstream", "api", Setup::DryOnly("needs a standby upstream")),
-    ("failover_model_endpoint", "api", Setup::DryOnly("needs a standby model server")),
+    ("failover_upstream", "api", Setup::StopPrimary("db")),
+    ("failover_model_endpoint", "api", Setup::StopPrimary("model")),
     ("extend_startup_deadline", "api", Setup::None),
     ("staggered_boot", "api", Setup::None),
     ("reresolve_dns", "api", Setup::None),
@@ -70,11 +81,10 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("compact_store", "db", Setup::None),
 ];
 
-const FOREIGN: &str = "its fault needs a foreign process";
-
 /// Playbooks whose change stays until rolled back (runtime overrides): each real run is
 /// rolled back before the next.
-const ROLLED_BACK_AFTER: &[&str] = &["relocate_port", "extend_startup_deadline", "staggered_boot"];
+const ROLLED_BACK_AFTER: &[&str] =
+    &["relocate_port", "extend_startup_deadline", "staggered_boot", "failover_upstream", "failover_model_endpoint"];
 
 /// One run (followed to its end); its time, outcome and id.
 fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) -> (Duration, String, u64) {
@@ -95,8 +105,14 @@ fn timed_run(node: &Node, token: &str, playbook: &str, target: &str, dry: bool) 
     (started.elapsed(), v["outcome"].as_str().unwrap_or("?").to_string(), v["run_id"].as_u64().unwrap_or(0))
 }
 
-fn setup(node: &Node, s: Setup) {
+/// Makes the fault; returns the foreign process it started, if any (reaped after the run).
+fn setup(node: &Node, s: Setup) -> Option<std::process::Child> {
     let api = node.data_dir().join("services/api");
+    let token = node.admin_token();
+    let cli = |args: &[&str]| node.cli(args, &[("WARDEN_TOKEN", &token)]);
+    let quiet = |c: &mut std::process::Command| {
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+    };
     match s {
         Setup::DeleteApiConfig => {
             let _ = std::fs::remove_file(api.join("api.json"));
@@ -104,17 +120,45 @@ fn setup(node: &Node, s: Setup) {
         Setup::ChangeApiConfig => {
             std::fs::write(api.join("api.json"), "{\"name\": \"demo-api\", \"greeting\": \"changed\"}\n").unwrap();
             // The change is seen (vaulted) at a start, as a deploy would be.
-            let (ok, out) = node.cli(&["services", "restart", "api"], &[("WARDEN_TOKEN", &node.admin_token())]);
+            let (ok, out) = cli(&["services", "restart", "api"]);
             assert!(ok, "{out}");
         }
         Setup::BreakCredentials => std::fs::write(api.join("credentials"), "wrong-token\n").unwrap(),
+        Setup::OrphanOnModelPort | Setup::StrangerOnModelPort => {
+            let (ok, out) = cli(&["services", "stop", "model"]);
+            assert!(ok, "{out}");
+            let listen = format!("127.0.0.1:{}", node.ports.model);
+            let mut c = std::process::Command::new(WARDEN);
+            if matches!(s, Setup::OrphanOnModelPort) {
+                c.args(["demo", "model", "--listen", &listen]);
+            } else {
+                c.args(["demo", "db", "--listen", &listen, "--data-dir"]).arg(node.dir.path().join("stranger"));
+            }
+            let child = quiet(&mut c);
+            wait_until("the holder listens", Duration::from_secs(20), || std::net::TcpStream::connect(&listen).is_ok());
+            return Some(child);
+        }
+        Setup::DbLockHeld => {
+            let (ok, out) = cli(&["services", "stop", "db"]);
+            assert!(ok, "{out}");
+            let lock = node.data_dir().join("services/db/data/LOCK");
+            let child = quiet(std::process::Command::new("flock").arg("-x").arg(&lock).args(["sleep", "600"]));
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = cli(&["services", "start", "db"]);
+            return Some(child);
+        }
+        Setup::StopPrimary(service) => {
+            let (ok, out) = cli(&["services", "stop", service]);
+            assert!(ok, "{out}");
+        }
         Setup::None | Setup::DryOnly(_) => {}
     }
+    None
 }
 
 /// After a run: what must be undone for the next one (a quarantine lifted, an override
 /// rolled back).
-fn after(node: &Node, token: &str, playbook: &str, target: &str, run_id: u64) {
+fn after(node: &Node, token: &str, playbook: &str, target: &str, run_id: u64, s: Setup) {
     if ROLLED_BACK_AFTER.contains(&playbook) {
         let r = slow_http()
             .post(node.url(&format!("/api/guardian/runs/{run_id}/rollback")))
@@ -141,9 +185,33 @@ fn after(node: &Node, token: &str, playbook: &str, target: &str, run_id: u64) {
             .unwrap();
         assert!(r.status().is_success(), "release: {:?}", r.text());
     }
+    if let Setup::StopPrimary(service) = s {
+        let (ok, out) = node.cli(&["services", "start", service], &[("WARDEN_TOKEN", token)]);
+        assert!(ok, "{out}");
+    }
     wait_until("the node ready again", Duration::from_secs(60), || {
         get_json(&node.url("/readyz")).is_some_and(|v| v["ready"] == true)
     });
+}
+
+/// The demo node with a standby db and model server, declared as the api's fallbacks, so
+/// the failover playbooks have somewhere to go.
+fn with_standbys(config: &str, ports: Ports) -> String {
+    let (db2, model2) = (free_port(), free_port());
+    config
+        .replace(
+            "  - name: api\n",
+            &format!(
+                "  - name: dbstandby\n    command: \"@warden\"\n    args: [demo, db, --listen, \"127.0.0.1:{db2}\", --data-dir, \"${{data_dir}}/services/dbstandby/data\", --password-file, \"${{data_dir}}/services/db/password\"]\n    ports: [{db2}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{db2}\" }}\n\n  - name: modelstandby\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{model2}\"]\n    ports: [{model2}]\n\n  - name: api\n"
+            ),
+        )
+        .replace(
+            "    depends_on: [db, model]\n",
+            &format!(
+                "    depends_on: [db, model]\n    upstreams:\n      - {{ name: db, address: \"127.0.0.1:{}\", fallbacks: [\"127.0.0.1:{db2}\"] }}\n      - {{ name: model, address: \"http://127.0.0.1:{}\", fallbacks: [\"http://127.0.0.1:{model2}\"] }}\n",
+                ports.db, ports.model
+            ),
+        )
 }
 
 fn median(mut d: Vec<Duration>) -> Option<Duration> {
@@ -161,7 +229,7 @@ fn main() {
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let reps = if full { 10 } else { 1 };
     let ports = Ports::fresh();
-    let config = format!("{}\ngovernance_policies: policy.yaml\n", default_config_on(ports));
+    let config = format!("{}\ngovernance_policies: policy.yaml\n", with_standbys(&default_config_on(ports), ports));
     let mut node = Node::prepare(&config, ports);
     std::fs::write(node.dir.path().join("policy.yaml"), POLICY).unwrap();
     node.spawn(&[]);
@@ -169,7 +237,7 @@ fn main() {
     let token = node.admin_token();
     // A snapshot for the restore to find.
     assert_eq!(timed_run(&node, &token, "snapshot_database", "db", false).1, "succeeded");
-    after(&node, &token, "snapshot_database", "db", 0);
+    after(&node, &token, "snapshot_database", "db", 0, Setup::None);
 
     let mut rows = Vec::new();
     for &(playbook, target, s) in CASES {
@@ -185,11 +253,16 @@ fn main() {
         // Real runs restart real services: only in a full run, not in the test suite's.
         if full && !matches!(s, Setup::DryOnly(_)) {
             for _ in 0..reps {
-                setup(&node, s);
+                let foreign = setup(&node, s);
                 let (d, outcome, run_id) = timed_run(&node, &token, playbook, target, false);
                 real.push(d);
                 outcomes.push(outcome);
-                after(&node, &token, playbook, target, run_id);
+                if let Some(mut child) = foreign {
+                    // The playbook ended it; reaped here (killed if it did not).
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                after(&node, &token, playbook, target, run_id, s);
             }
         }
         let ok = outcomes.iter().filter(|o| *o == "succeeded").count();

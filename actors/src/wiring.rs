@@ -111,3 +111,11 @@ impl Wiring {
         Ok(crate::node::Reloaded { services: report, probes_changed })
     }
 }
+
+impl Views {
+    /// The runtime overrides in force (what playbooks changed in the config), as the data
+    /// dir's document says; an unreadable document is an error with its reason.
+    pub fn overrides(&self) -> Result<warden_core::overrides::Overrides, String> {
+        crate::reconfigure::read(&self.data_dir).map_err(|e| e.to_string())
+    }
+}

@@ -78,6 +78,13 @@ pub async fn list(State(app): State<AppState>) -> Json<Value> {
     Json(json!({ "playbooks": all }))
 }
 
+/// The runtime overrides in force: what `set_port`, `set_endpoint`, `set_startup_deadline`
+/// and `stagger_boot` steps changed in the running config.
+pub async fn overrides(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let o = app.views.overrides().map_err(ApiError::Internal)?;
+    Ok(Json(json!({ "overrides": o })))
+}
+
 pub async fn detail(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let catalog = app.views.catalog.get();
     let p = catalog.get(&id).ok_or_else(|| ApiError::NotFound(format!("no playbook `{id}`")))?;

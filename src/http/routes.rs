@@ -27,6 +27,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/guardian/playbooks", get(super::playbooks::list))
         .route("/api/guardian/playbooks/{id}", get(super::playbooks::detail))
         .route("/api/guardian/runs/{id}", get(super::playbooks::run_record))
+        .route("/api/guardian/overrides", get(super::playbooks::overrides))
         .route("/api/audit/verify", get(super::governance::audit_verify))
         .route("/api/governance/audit", get(super::governance::audit_query))
         .route("/api/governance/audit/export", get(super::governance::audit_export))

@@ -276,6 +276,16 @@ fn test_free_port_foreign_kills_the_stranger_and_the_service_binds_again() {
     });
     let trail = audit_actions(&node, "admin");
     assert!(trail.iter().any(|(k, a, d)| k == "decision" && a == "kill_process" && d == "allow"), "{trail:?}");
+
+    // Rolled back: the model is stopped again, as it was before the run. The stranger
+    // cannot be brought back (the kill step says so: it records no undo).
+    assert!(done["steps"][1]["undo"].as_array().unwrap().is_empty());
+    let back = rollback(&node, done["run_id"].as_u64().unwrap());
+    assert_eq!(back["outcome"], "succeeded", "{back}");
+    assert_eq!(node.service("model").unwrap(), (None, "stopped".to_string()));
+    wait_until("nothing on the model's port", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&listener).is_err()
+    });
 }
 
 /// A child process killed when the test ends, whatever happened.

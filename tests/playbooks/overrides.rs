@@ -36,6 +36,8 @@ fn test_relocate_port_moves_the_db_and_its_dependents_follow_then_rollback_moves
     });
     let trail = audit_actions(&node, "admin");
     assert!(trail.iter().any(|(k, a, o)| k == "outcome" && a == "set_port" && o == "succeeded"), "{trail:?}");
+    let shown = get_json(&node.url("/api/guardian/overrides")).unwrap();
+    assert_eq!(shown["overrides"]["services"]["db"]["ports"][old.to_string()], new, "{shown}");
 
     let back = rollback(&node, done["run_id"].as_u64().unwrap());
     assert_eq!(back["outcome"], "succeeded", "{back}");
@@ -45,6 +47,7 @@ fn test_relocate_port_moves_the_db_and_its_dependents_follow_then_rollback_moves
     assert!(!listening(new));
     assert_eq!(cmdline_of(&node, "api"), api_before, "the api's arguments are as before");
     assert_eq!(std::fs::read_to_string(&overrides).unwrap(), "{}");
+    assert_eq!(get_json(&node.url("/api/guardian/overrides")).unwrap()["overrides"], json!({}));
     let ids = |v: &Value| v["probes"].as_array().unwrap().iter().map(|p| p["id"].to_string()).collect::<Vec<_>>();
     wait_until("db-port probe up on the old port", Duration::from_secs(20), || {
         get_json(&node.url("/api/guardian/probes/db-port")).is_some_and(|p| p["state"] == "up")
