@@ -194,26 +194,6 @@ fn after(node: &Node, token: &str, playbook: &str, target: &str, run_id: u64, s:
     });
 }
 
-/// The demo node with a standby db and model server, declared as the api's fallbacks, so
-/// the failover playbooks have somewhere to go.
-fn with_standbys(config: &str, ports: Ports) -> String {
-    let (db2, model2) = (free_port(), free_port());
-    config
-        .replace(
-            "  - name: api\n",
-            &format!(
-                "  - name: dbstandby\n    command: \"@warden\"\n    args: [demo, db, --listen, \"127.0.0.1:{db2}\", --data-dir, \"${{data_dir}}/services/dbstandby/data\", --password-file, \"${{data_dir}}/services/db/password\"]\n    ports: [{db2}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{db2}\" }}\n\n  - name: modelstandby\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{model2}\"]\n    ports: [{model2}]\n\n  - name: api\n"
-            ),
-        )
-        .replace(
-            "    depends_on: [db, model]\n",
-            &format!(
-                "    depends_on: [db, model]\n    upstreams:\n      - {{ name: db, address: \"127.0.0.1:{}\", fallbacks: [\"127.0.0.1:{db2}\"] }}\n      - {{ name: model, address: \"http://127.0.0.1:{}\", fallbacks: [\"http://127.0.0.1:{model2}\"] }}\n",
-                ports.db, ports.model
-            ),
-        )
-}
-
 fn median(mut d: Vec<Duration>) -> Option<Duration> {
     d.sort();
     d.get(d.len() / 2).copied()
@@ -229,7 +209,7 @@ fn main() {
     let json_out = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let reps = if full { 10 } else { 1 };
     let ports = Ports::fresh();
-    let config = format!("{}\ngovernance_policies: policy.yaml\n", with_standbys(&default_config_on(ports), ports));
+    let config = format!("{}\ngovernance_policies: policy.yaml\n", with_standbys(&default_config_on(ports), ports).0);
     let mut node = Node::prepare(&config, ports);
     std::fs::write(node.dir.path().join("policy.yaml"), POLICY).unwrap();
     node.spawn(&[]);

@@ -306,40 +306,6 @@ async fn test_encoding_check_refuses_bytes_that_are_not_what_was_promised() {
 
 // ---- TLS ----
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "warden test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Self { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A certificate for `localhost`, valid from a week ago until `expires_in` from now.
-    fn leaf(&self, expires_in: time::Duration) -> (rcgen::Certificate, rcgen::KeyPair) {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(7);
-        params.not_after = now + expires_in;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        (cert, key)
-    }
-}
-
 /// A TLS server on loopback presenting `cert` (completes handshakes, then closes).
 async fn tls_server(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> SocketAddr {
     let chain = vec![cert.der().clone()];

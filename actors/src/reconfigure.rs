@@ -72,37 +72,68 @@ pub(crate) fn current(data_dir: &DataDir, like: &Setting) -> Result<Setting, Rec
     Ok(read(data_dir)?.current(like))
 }
 
-/// What the overrides would make of the config with `setting` set: the config, or why it
-/// does not fit. Changes nothing.
-pub(crate) fn preview(w: &Wiring, setting: &Setting) -> Result<NodeConfig, ReconfigureError> {
-    let mut o = read(&w.views.data_dir)?;
-    o.set(setting);
-    let (config, stale) = o.apply(&w.base.get());
-    match stale.into_iter().next() {
+/// What `o` makes of `base` with `setting` set, or why not: only a problem the setting
+/// brings counts; older ones (an override the files no longer fit) are left out as at start.
+fn with_setting(
+    o: &Overrides,
+    base: &NodeConfig,
+    setting: &Setting,
+) -> Result<(Overrides, NodeConfig), ReconfigureError> {
+    let (_, stale_before) = o.apply(base);
+    let mut next = o.clone();
+    next.set(setting);
+    let (config, stale_after) = next.apply(base);
+    match stale_after.into_iter().find(|s| !stale_before.contains(s)) {
         Some(s) => Err(ReconfigureError::Stale(s)),
-        None => Ok(config),
+        None => Ok((next, config)),
     }
 }
 
+/// What the overrides would make of the config with `setting` set: the config, or why it
+/// does not fit. Changes nothing.
+pub(crate) fn preview(w: &Wiring, setting: &Setting) -> Result<NodeConfig, ReconfigureError> {
+    Ok(with_setting(&read(&w.views.data_dir)?, &w.base.get(), setting)?.1)
+}
+
 /// Sets one value, writes the document (synced) and applies the config it makes; returns
-/// the value it replaced. A config the node refuses puts the document back.
-pub(crate) async fn change(w: &Wiring, setting: &Setting) -> Result<(Setting, Reloaded), ReconfigureError> {
+/// the value it replaced. With `expect`, the setting must still have that value (an undo
+/// takes back only what is still its step's doing). A config the node refuses puts the
+/// document and the config before back.
+pub(crate) async fn change(
+    w: &Wiring,
+    setting: &Setting,
+    expect: Option<&Setting>,
+) -> Result<(Setting, Reloaded), ReconfigureError> {
     let _one_at_a_time = w.overrides_lock.lock().await;
     let before_doc = read(&w.views.data_dir)?;
-    let mut o = before_doc.clone();
-    let before = o.set(setting);
-    let (config, stale) = o.apply(&w.base.get());
-    if let Some(s) = stale.into_iter().next() {
-        return Err(ReconfigureError::Stale(s));
+    if let Some(expect) = expect {
+        let now = before_doc.current(expect);
+        if &now != expect {
+            return Err(ReconfigureError::Stale(format!(
+                "{} since (wanted {}): take back the later change first",
+                now.describe(),
+                expect.describe()
+            )));
+        }
     }
-    write(&w.views.data_dir, &o)?;
+    let before = before_doc.current(setting);
+    let (doc, config) = with_setting(&before_doc, &w.base.get(), setting)?;
+    let before_config = w.views.config.get();
+    write(&w.views.data_dir, &doc)?;
     match w.apply_config(config).await {
         Ok(r) => {
             tracing::info!(setting = setting.describe(), "runtime override set");
             Ok((before, r))
         }
         Err(e) => {
-            write(&w.views.data_dir, &before_doc)?;
+            // Back to what ran: the document, and the config (a supervisor that timed out
+            // may still take the new one; this reload comes after it).
+            if let Err(we) = write(&w.views.data_dir, &before_doc) {
+                tracing::error!(error = %we, "alert: cannot write the runtime overrides back; the file and the running config differ until the next reload");
+            }
+            if let Err(ae) = w.apply_config((*before_config).clone()).await {
+                tracing::error!(error = %ae, "alert: cannot re-apply the config before a refused override");
+            }
             Err(e.into())
         }
     }

@@ -102,8 +102,8 @@ impl Wiring {
         &self,
         config: NodeConfig,
     ) -> Result<crate::node::Reloaded, crate::node::ReloadError> {
-        self.views.services.lock().staggered_boot = config.staggered_boot;
         let report = self.addrs.services.reload(config.services.clone()).await??;
+        self.views.services.lock().staggered_boot = config.staggered_boot;
         let old_probes = self.views.config.get().probes.clone();
         let new_probes = config.probes.clone();
         self.views.config.set(config);

@@ -167,8 +167,11 @@ impl Overrides {
         let mut config = base.clone();
         let mut stale = Vec::new();
         config.staggered_boot |= self.staggered_boot;
+        let position = |config: &NodeConfig, name: &str| config.services.iter().position(|s| s.name.as_str() == name);
+        // Upstream switches first, against the addresses as the files write them; then
+        // port moves, which also move the addresses in upstreams and their fallbacks.
         for (name, o) in &self.services {
-            let Some(i) = config.services.iter().position(|s| s.name.as_str() == name) else {
+            let Some(i) = position(&config, name) else {
                 stale.push(format!("service `{name}` is not in the config"));
                 continue;
             };
@@ -186,11 +189,18 @@ impl Overrides {
                     continue;
                 }
                 let from = u.address.clone();
-                rewrite_text(spec, &|t: &str| t.replace(&from, address));
+                rewrite_text(spec, &|t: &str| replace_address(t, &from, address));
             }
+        }
+        for (name, o) in &self.services {
+            let Some(i) = position(&config, name) else { continue };
             for (&from, &to) in &o.ports {
                 if !config.services[i].ports.contains(&from) {
                     stale.push(format!("service `{name}` does not declare port {from}"));
+                    continue;
+                }
+                if let Some(other) = config.services.iter().find(|s| s.ports.contains(&to)) {
+                    stale.push(format!("port {to} for `{name}` is `{}`'s", other.name));
                     continue;
                 }
                 move_port(&mut config, i, from, to);
@@ -209,6 +219,12 @@ fn move_port(config: &mut NodeConfig, i: usize, from: u16, to: u16) {
     }
     for spec in &mut config.services {
         rewrite_text(spec, &|t: &str| replace_local_port(t, from, to));
+        for u in &mut spec.upstreams {
+            u.address = replace_local_port(&u.address, from, to);
+            for f in &mut u.fallbacks {
+                *f = replace_local_port(f, from, to);
+            }
+        }
         if let Some(ready) = &mut spec.ready {
             match ready {
                 ReadyCheck::Tcp { addr } => move_addr(addr, from, to),
@@ -218,7 +234,11 @@ fn move_port(config: &mut NodeConfig, i: usize, from: u16, to: u16) {
     }
     for probe in &mut config.probes {
         match &mut probe.check {
-            ProbeCheck::Route { port: Some(p), .. } if *p == from => *p = to,
+            ProbeCheck::Route { host, port: Some(p) }
+                if *p == from && (host.is_loopback() || host.is_unspecified()) =>
+            {
+                *p = to
+            }
             ProbeCheck::Tcp { addr, .. }
             | ProbeCheck::Udp { addr, .. }
             | ProbeCheck::Tls { addr, .. }
@@ -256,39 +276,37 @@ fn move_url(url: &mut Url, from: u16, to: u16) {
     }
 }
 
+/// `text` with every whole `from` (an address: not inside a longer number or name) as `to`.
+fn replace_address(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let end = at + from.len();
+        let digit_after = rest[end..].chars().next().is_some_and(|c| c.is_ascii_digit());
+        let word_before = rest[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '.');
+        out.push_str(&rest[..at]);
+        out.push_str(if digit_after || word_before { from } else { to });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Hosts whose `HOST:PORT` in a text names a listener on this machine.
 const LOCAL_HOSTS: &[&str] = &["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "[::]"];
 
 /// `text` with every `LOCALHOST:from` (not followed by another digit) as `LOCALHOST:to`.
 /// Only local hosts: a remote address with the same port number is someone else's.
 pub fn replace_local_port(text: &str, from: u16, to: u16) -> String {
-    let mut out = text.to_string();
-    for host in LOCAL_HOSTS {
-        let needle = format!("{host}:{from}");
-        let mut result = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(&needle) {
-            let end = at + needle.len();
-            let digit_after = rest[end..].chars().next().is_some_and(|c| c.is_ascii_digit());
-            let word_before = rest[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '.');
-            result.push_str(&rest[..at]);
-            if digit_after || word_before {
-                result.push_str(&needle);
-            } else {
-                result.push_str(&format!("{host}:{to}"));
-            }
-            rest = &rest[end..];
-        }
-        result.push_str(rest);
-        out = result;
-    }
-    out
+    LOCAL_HOSTS
+        .iter()
+        .fold(text.to_string(), |t, host| replace_address(&t, &format!("{host}:{from}"), &format!("{host}:{to}")))
 }
 
 /// The host and port an upstream address connects to: `HOST:PORT` or an http(s) URL.
 pub fn host_port(address: &str) -> Option<(String, u16)> {
     if address.contains("://") {
-        let url = Url::parse(address).ok()?;
+        let url = Url::parse(address).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
         let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
         return Some((host, url.port_or_known_default()?));
     }
@@ -313,6 +331,7 @@ mod tests {
         assert_eq!(replace_local_port("10.0.0.5:8000", 8000, 8100), "10.0.0.5:8000");
         assert_eq!(replace_local_port("a127.0.0.1:8000", 8000, 8100), "a127.0.0.1:8000");
         assert_eq!(replace_local_port("[::1]:8000,127.0.0.1:8000", 8000, 1), "[::1]:1,127.0.0.1:1");
+        assert_eq!(replace_address("127.0.0.1:54330 127.0.0.1:5433", "127.0.0.1:5433", "X"), "127.0.0.1:54330 X");
     }
 
     #[test]
@@ -323,6 +342,7 @@ mod tests {
         assert_eq!(host_port("[::1]:80"), Some(("::1".into(), 80)));
         assert_eq!(host_port("nope"), None);
         assert_eq!(host_port("h:0"), None);
+        assert_eq!(host_port("ftp://h:21"), None, "only http(s) URLs");
     }
 
     #[test]
@@ -373,8 +393,10 @@ mod tests {
         o.set(&Setting::Port { service: "db".into(), from: 9999, to: Some(1) });
         o.set(&Setting::Upstream { service: "api".into(), name: "db".into(), address: Some("x:1".into()) });
         o.set(&Setting::StartupDeadline { service: "gone".into(), ms: Some(1) });
+        o.set(&Setting::Port { service: "api".into(), from: 8000, to: Some(5433) });
         let (c, stale) = o.apply(&base);
-        assert_eq!(stale.len(), 3, "{stale:?}");
+        assert_eq!(stale.len(), 4, "{stale:?}");
+        assert!(stale.iter().any(|s| s.contains("port 5433 for `api` is `db`'s")), "{stale:?}");
         assert_eq!((c.services, c.probes), (base.services.clone(), base.probes.clone()));
         let before = o.set(&Setting::StaggeredBoot { on: true });
         assert_eq!(before, Setting::StaggeredBoot { on: false });

@@ -906,6 +906,10 @@ mod tests {
             Primitive::RotateSecret { files: vec![path()] },
             Primitive::HttpCall { method: "GET".into(), url: "http://x/".into(), body: None, expect_status: 200 },
             Primitive::RunCommand { command: "x".into() },
+            Primitive::SetPort { to: None },
+            Primitive::SetEndpoint { upstream: None },
+            Primitive::SetStartupDeadline { factor: 2, max_ms: 1 },
+            Primitive::StaggerBoot,
         ];
         let names: Vec<&str> = every.iter().map(Primitive::action).collect();
         assert_eq!(names, Primitive::actions().collect::<Vec<_>>(), "ACTIONS lists every primitive once, in order");

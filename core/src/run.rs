@@ -63,8 +63,13 @@ pub enum Undo {
     RestoreVaulted { path: PathBuf, version: Option<String> },
     /// Put back snapshot `snapshot` of directory `path`.
     RestoreSnapshot { path: PathBuf, snapshot: PathBuf },
-    /// Set a runtime override back to what it was (and apply the config again).
-    Override { setting: crate::overrides::Setting },
+    /// Set a runtime override back to what it was (and apply the config again), if it
+    /// still has the value the step set (`set`): a later change is not overwritten.
+    Override {
+        setting: crate::overrides::Setting,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        set: Option<crate::overrides::Setting>,
+    },
 }
 
 impl Undo {
@@ -79,7 +84,7 @@ impl Undo {
             Undo::Decompress { .. } => "compress_files",
             Undo::RestoreVaulted { .. } => "restore_file",
             Undo::RestoreSnapshot { .. } => "restore_dir",
-            Undo::Override { setting } => setting.action(),
+            Undo::Override { setting, .. } => setting.action(),
         }
     }
 
@@ -98,7 +103,7 @@ impl Undo {
             Undo::RestoreSnapshot { path, snapshot } => {
                 format!("put back {} from {}", path.display(), snapshot.display())
             }
-            Undo::Override { setting } => format!("set {} again", setting.describe()),
+            Undo::Override { setting, .. } => format!("set {} again", setting.describe()),
         }
     }
 }

@@ -171,11 +171,18 @@ struct DbLink {
     address: String,
     resolved: std::sync::Mutex<Option<Vec<SocketAddr>>>,
     idle: std::sync::Mutex<Vec<db::Client>>,
+    /// Bumped by a reset: a connection in use during it is not put back afterwards.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl DbLink {
     fn new(address: String) -> Self {
-        Self { address, resolved: std::sync::Mutex::new(None), idle: std::sync::Mutex::new(Vec::new()) }
+        Self {
+            address,
+            resolved: std::sync::Mutex::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The resolved addresses: cached after the first successful lookup.
@@ -193,13 +200,20 @@ impl DbLink {
         db::Client::connect(&self.addrs().await?).await
     }
 
-    fn take_idle(&self) -> Option<db::Client> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
-    fn put_back(&self, conn: db::Client) {
+    fn take_idle(&self) -> Option<(db::Client, u64)> {
+        let generation = self.generation();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().map(|c| (c, generation))
+    }
+
+    /// Keeps an authenticated connection taken or made in `generation` for reuse, unless
+    /// the pool was reset since or is full.
+    fn put_back(&self, conn: db::Client, generation: u64) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < POOL_MAX_IDLE {
+        if idle.len() < POOL_MAX_IDLE && generation == self.generation() {
             idle.push(conn);
         }
     }
@@ -210,6 +224,7 @@ impl DbLink {
         if resolve_again {
             *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
         std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner())).len()
     }
 }
@@ -322,20 +337,25 @@ impl IntoResponse for ApiError {
 /// on a fresh connection.
 async fn db_request(state: &AppState, line: &str) -> Result<String, ApiError> {
     let call = async {
-        if let Some(mut conn) = state.db.take_idle()
+        if let Some((mut conn, generation)) = state.db.take_idle()
             && let Ok(reply) = conn.request(line).await
         {
-            state.db.put_back(conn);
+            state.db.put_back(conn, generation);
             return Ok(Ok(reply));
         }
+        let generation = state.db.generation();
         let mut conn = state.db.connect().await?;
-        if let Ok(token) = read_credentials(&state.args.credentials)
-            && conn.request(&format!("AUTH {token}")).await? != "OK"
-        {
-            return Ok(Err(ApiError::DbAuth));
-        }
+        let authenticated = match read_credentials(&state.args.credentials) {
+            Ok(token) if conn.request(&format!("AUTH {token}")).await? != "OK" => return Ok(Err(ApiError::DbAuth)),
+            Ok(_) => true,
+            Err(_) => false,
+        };
         let reply = conn.request(line).await?;
-        state.db.put_back(conn);
+        // Only an authenticated connection is worth keeping: the pooled path never
+        // authenticates again.
+        if authenticated {
+            state.db.put_back(conn, generation);
+        }
         Ok::<_, std::io::Error>(Ok(reply))
     };
     match tokio::time::timeout(DB_TIMEOUT, call).await {

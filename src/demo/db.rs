@@ -304,12 +304,16 @@ impl Store {
             out.write_all(encode(&Request::Set(k, &self.map[*k])).as_bytes())?;
         }
         out.sync_all()?;
+        // The handle for appends is opened on the new file before it takes the name, so
+        // after the rename every write goes to the file that has the name, whatever fails
+        // later (the directory sync).
+        let appender = OpenOptions::new().append(true).open(&aside)?;
         std::fs::rename(&aside, &self.path)?;
+        self.file = appender;
+        self.records = keys.len() as u64;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.records = keys.len() as u64;
         Ok((before, self.file.metadata()?.len()))
     }
 

@@ -490,39 +490,3 @@ fn test_warm_model_runs_one_generation() {
     let done = exercise(&node, "warm_model", "model", || generations(&node));
     assert!(done["steps"][0]["detail"].as_str().unwrap().contains("200"), "{done}");
 }
-
-/// A test CA and certificates for `localhost` it signs.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "warden test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Self { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Writes a certificate for `localhost` expiring in `expires_in`, and its key.
-    fn write_leaf(&self, cert: &Path, key: &Path, expires_in: time::Duration) {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + expires_in;
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = params.signed_by(&leaf_key, &self.ca, &self.ca_key).unwrap();
-        std::fs::write(cert, leaf.pem()).unwrap();
-        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
-    }
-}

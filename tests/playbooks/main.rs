@@ -367,6 +367,14 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
     );
     let node = Node::start_with(&config, ports, &[]);
     wait_until("ready", Duration::from_secs(60), || status_code(&node.url("/readyz")) == Some(200));
+    // Until the shell has run its `trap`, a TERM still ends it at once (and the first run
+    // with it): wait until SIGTERM is in its ignored set.
+    let pid = node.service("stubborn").and_then(|(p, _)| p).unwrap();
+    wait_until("the service ignores SIGTERM", Duration::from_secs(20), || {
+        procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.status())
+            .is_ok_and(|st| st.sigign & (1 << (libc_sigterm() - 1)) != 0)
+    });
     let url = node.url("/api/guardian/playbooks/restart_service/run");
     let token = node.admin_token();
     let first = {
@@ -386,7 +394,8 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
         get_json(&node.url("/api/guardian/runs/1")).is_some_and(|r| r["outcome"] == "running")
     });
     let r = slow_http().post(&url).bearer_auth(&token).json(&json!({"target": "stubborn"})).send().unwrap();
-    assert_eq!(r.status().as_u16(), 409, "{:?}", r.text());
+    let first_run = get_json(&node.url("/api/guardian/runs/1"));
+    assert_eq!(r.status().as_u16(), 409, "{:?}; the first run: {first_run:?}\n{}", r.text(), node.stderr());
     let body: Value = r.json().unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("is changing `stubborn`"), "{body}");
     assert!([200, 202].contains(&first.join().unwrap()));
@@ -423,4 +432,9 @@ fn cmdline_of(node: &Node, service: &str) -> String {
 
 fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// SIGTERM's number.
+fn libc_sigterm() -> u64 {
+    nix::sys::signal::Signal::SIGTERM as i32 as u64
 }

@@ -39,6 +39,17 @@ fn test_relocate_port_moves_the_db_and_its_dependents_follow_then_rollback_moves
     let shown = get_json(&node.url("/api/guardian/overrides")).unwrap();
     assert_eq!(shown["overrides"]["services"]["db"]["ports"][old.to_string()], new, "{shown}");
 
+    // Moved again by a second run: the first run's rollback would overwrite the second's
+    // change, so it is refused until the second is rolled back.
+    let second = run(&node, "relocate_port", json!({"target": "db"}));
+    assert_eq!(second["outcome"], "succeeded", "{second}");
+    let refused = rollback(&node, done["run_id"].as_u64().unwrap());
+    assert_eq!(refused["outcome"], "failed", "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("take back the later change first"), "{refused}");
+    let back2 = rollback(&node, second["run_id"].as_u64().unwrap());
+    assert_eq!(back2["outcome"], "succeeded", "{back2}");
+    wait_until("db on its first new port", Duration::from_secs(30), || listening(new));
+
     let back = rollback(&node, done["run_id"].as_u64().unwrap());
     assert_eq!(back["outcome"], "succeeded", "{back}");
     wait_until("db back on its port, api healthy", Duration::from_secs(30), || {
@@ -82,25 +93,10 @@ fn test_relocate_port_away_from_a_stranger_survives_a_restart_of_warden() {
     assert!(node.stderr().contains("runtime overrides applied"), "{}", node.stderr());
 }
 
-/// The default node with a standby db and a standby model server, declared as the api's
-/// upstream fallbacks.
+/// The default node with a standby db and a standby model server as the api's fallbacks.
 fn node_with_standbys() -> (Node, u16, u16) {
     let ports = Ports::fresh();
-    let (db2, model2) = (free_port(), free_port());
-    let config = default_config_on(ports)
-        .replace(
-            "  - name: api\n",
-            &format!(
-                "  - name: dbstandby\n    command: \"@warden\"\n    args: [demo, db, --listen, \"127.0.0.1:{db2}\", --data-dir, \"${{data_dir}}/services/dbstandby/data\", --password-file, \"${{data_dir}}/services/db/password\"]\n    ports: [{db2}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{db2}\" }}\n\n  - name: modelstandby\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{model2}\"]\n    ports: [{model2}]\n    ready: {{ kind: http, url: \"http://127.0.0.1:{model2}/api/version\" }}\n\n  - name: api\n"
-            ),
-        )
-        .replace(
-            "    depends_on: [db, model]\n",
-            &format!(
-                "    depends_on: [db, model]\n    upstreams:\n      - {{ name: db, address: \"127.0.0.1:{}\", fallbacks: [\"127.0.0.1:{db2}\"] }}\n      - {{ name: model, address: \"http://127.0.0.1:{}\", fallbacks: [\"http://127.0.0.1:{model2}\"] }}\n",
-                ports.db, ports.model
-            ),
-        );
+    let (config, db2, model2) = with_standbys(&default_config_on(ports), ports);
     (Node::start_with(&config, ports, &[]), db2, model2)
 }
 

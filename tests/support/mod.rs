@@ -461,3 +461,67 @@ impl Receiver {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }
+
+/// A test CA and the certificates for `localhost` it signs (real TLS peers for probe and
+/// playbook tests).
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "warden test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Self { dir, ca, ca_key }
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for `localhost`, valid from a week ago until `expires_in` from now.
+    pub fn leaf(&self, expires_in: time::Duration) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(7);
+        params.not_after = now + expires_in;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        (cert, key)
+    }
+
+    /// Writes a certificate for `localhost` expiring in `expires_in`, and its key, as PEM.
+    pub fn write_leaf(&self, cert: &Path, key: &Path, expires_in: time::Duration) {
+        let (leaf, leaf_key) = self.leaf(expires_in);
+        std::fs::write(cert, leaf.pem()).unwrap();
+        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+    }
+}
+
+/// `config` (the default node) with a standby db and a standby model server, declared as
+/// the api's upstream fallbacks; with the standbys' ports.
+pub fn with_standbys(config: &str, ports: Ports) -> (String, u16, u16) {
+    let (db2, model2) = (free_port(), free_port());
+    let config = config
+        .replace(
+            "  - name: api\n",
+            &format!(
+                "  - name: dbstandby\n    command: \"@warden\"\n    args: [demo, db, --listen, \"127.0.0.1:{db2}\", --data-dir, \"${{data_dir}}/services/dbstandby/data\", --password-file, \"${{data_dir}}/services/db/password\"]\n    ports: [{db2}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{db2}\" }}\n\n  - name: modelstandby\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{model2}\"]\n    ports: [{model2}]\n    ready: {{ kind: http, url: \"http://127.0.0.1:{model2}/api/version\" }}\n\n  - name: api\n"
+            ),
+        )
+        .replace(
+            "    depends_on: [db, model]\n",
+            &format!(
+                "    depends_on: [db, model]\n    upstreams:\n      - {{ name: db, address: \"127.0.0.1:{}\", fallbacks: [\"127.0.0.1:{db2}\"] }}\n      - {{ name: model, address: \"http://127.0.0.1:{}\", fallbacks: [\"http://127.0.0.1:{model2}\"] }}\n",
+                ports.db, ports.model
+            ),
+        );
+    (config, db2, model2)
+}

@@ -899,7 +899,7 @@ async fn govern_undo(
         Err((failure, seq)) => return (Err(failure), seq),
     };
     let result = match (undo, env_of(ctx, target)) {
-        (Undo::Override { setting }, _) => settings::undo(&ctx.wiring, setting).await,
+        (Undo::Override { setting, set }, _) => settings::undo(&ctx.wiring, setting, set.as_ref()).await,
         (_, Ok(env)) => effects::undo(&env, undo).await.map_err(|e| e.to_string()),
         (_, Err(e)) => Err(e.to_string()),
     };

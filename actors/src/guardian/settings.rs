@@ -146,10 +146,10 @@ pub async fn apply(w: &Wiring, target: &ServiceName, p: &Primitive) -> Result<(S
     let mut undo = Vec::new();
     for s in settings {
         let before_config = w.views.config.get();
-        match reconfigure::change(w, &s).await {
+        match reconfigure::change(w, &s, None).await {
             Ok((before, _)) => {
                 said.push(format!("set {} ({})", s.describe(), effects_of(&before_config, &w.views.config.get())));
-                undo.push(Undo::Override { setting: before });
+                undo.push(Undo::Override { setting: before, set: Some(s) });
             }
             // What was set stays recorded: the run's rollback puts it back.
             Err(e) if !undo.is_empty() => {
@@ -161,10 +161,10 @@ pub async fn apply(w: &Wiring, target: &ServiceName, p: &Primitive) -> Result<(S
     Ok((said.join("; "), undo))
 }
 
-/// Sets a value back.
-pub async fn undo(w: &Wiring, setting: &Setting) -> Result<String, String> {
+/// Sets a value back, if it is still what the step set (`set`).
+pub async fn undo(w: &Wiring, setting: &Setting, set: Option<&Setting>) -> Result<String, String> {
     let before_config = w.views.config.get();
-    reconfigure::change(w, setting).await.map_err(|e| e.to_string())?;
+    reconfigure::change(w, setting, set).await.map_err(|e| e.to_string())?;
     Ok(format!("set {} again ({})", setting.describe(), effects_of(&before_config, &w.views.config.get())))
 }
 
