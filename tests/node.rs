@@ -437,3 +437,62 @@ fn test_unusable_data_dir_is_a_one_line_error() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("cannot create data dir") && lines[0].contains("plain-file"), "{err}");
 }
+
+#[test]
+fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into_quarantine() {
+    // A stranger holds the port for 3 s: restarting into EADDRINUSE would spend the restart
+    // budget (max_restarts 3) within a second and quarantine the service for good. It waits
+    // for the port instead, budget untouched, and starts once the port is free.
+    let ports = Ports::fresh();
+    let port = ports.api;
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\n",
+        ports.http
+    );
+    let mut node = Node::prepare(&config, ports);
+    let stranger = Command::new(WARDEN)
+        .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(node.dir.path().join("stranger"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stranger = ChildGuard(stranger);
+    wait_until("the stranger listens", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    node.spawn(&[]);
+    let web = |n: &Node| {
+        n.status()
+            .and_then(|s| s["services"].as_array()?.iter().find(|x| x["name"] == "web").cloned())
+            .unwrap_or_default()
+    };
+    wait_until("web waiting for its port", Duration::from_secs(20), || web(&node)["waiting_for_port"].is_string());
+    let waiting = web(&node);
+    assert!(
+        waiting["waiting_for_port"].as_str().unwrap().contains(&format!("pid {}", stranger.0.id())),
+        "names the holder: {waiting}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let still = web(&node);
+    assert_eq!(still["state"], "backoff", "waiting, not quarantined: {still}");
+    assert!(still["restarts"].as_u64().unwrap() <= 1, "no crash loop: {still}");
+    assert_eq!(node.stderr().matches("another process holds the service's port").count(), 1, "said once");
+
+    let _ = stranger.0.kill();
+    let _ = stranger.0.wait();
+    wait_until("web running on its port", Duration::from_secs(20), || web(&node)["state"] == "running");
+    assert!(web(&node)["waiting_for_port"].is_null());
+    assert_eq!(status_code(&format!("http://127.0.0.1:{port}/api/version")), Some(200));
+    assert!(node.stderr().contains("port free again"), "{}", node.stderr());
+}
+
+/// Kills its child when dropped (a failed assertion leaves no stranger behind).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,6 +1,7 @@
 //! Time to restore, measured from outside like a user would see it: find the pid listening
 //! on the service's port (`/proc`), note t0, inject the fault (SIGKILL = `kill`, SIGSTOP =
-//! `hang`: alive but silent), then poll `GET /health` on loopback every few milliseconds with
+//! `hang`: alive but silent; `hold5`/`hold20`: SIGKILL, then a stranger (the harness)
+//! takes the port at once and holds it for 5 or 20 s), then poll `GET /health` on loopback every few milliseconds with
 //! a short per-request timeout until a `200` arrives while a *new* pid holds the port. The
 //! sample is that first `200` minus t0. Every loop is bounded in time; a run past its limit
 //! is a failure, never a hang of the harness.
@@ -21,6 +22,11 @@ pub enum Fault {
     Kill,
     /// SIGSTOP: the process is alive, holds its port, and answers nothing.
     Hang,
+    /// SIGKILL, and a stranger takes the port for 5 s: a restart before it leaves fails
+    /// with EADDRINUSE.
+    Hold5,
+    /// As `hold5`, for 20 s.
+    Hold20,
 }
 
 impl Fault {
@@ -28,13 +34,24 @@ impl Fault {
         match self {
             Self::Kill => "kill",
             Self::Hang => "hang",
+            Self::Hold5 => "hold5",
+            Self::Hold20 => "hold20",
         }
     }
 
     fn signal(self) -> Signal {
         match self {
-            Self::Kill => Signal::SIGKILL,
             Self::Hang => Signal::SIGSTOP,
+            Self::Kill | Self::Hold5 | Self::Hold20 => Signal::SIGKILL,
+        }
+    }
+
+    /// How long a stranger holds the port after the kill.
+    pub fn hold(self) -> Option<Duration> {
+        match self {
+            Self::Hold5 => Some(Duration::from_secs(5)),
+            Self::Hold20 => Some(Duration::from_secs(20)),
+            Self::Kill | Self::Hang => None,
         }
     }
 }
@@ -148,7 +165,19 @@ pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outc
     for &pid in &old {
         procs::signal(pid, fault.signal())?;
     }
+    // The stranger: the harness binds the port the moment the old process lets go (before
+    // a supervisor's restart can, or the run says so) and lets go after the hold.
+    let mut stranger = match fault.hold() {
+        Some(hold) => match take_port(port, &old, t0).await {
+            Some(l) => Some((l, t0 + hold)),
+            None => return Ok(Outcome::Failed("the supervisor's restart took the port before the stranger".into())),
+        },
+        None => None,
+    };
     while t0.elapsed() < limit {
+        if stranger.as_ref().is_some_and(|(_, until)| Instant::now() >= *until) {
+            stranger = None;
+        }
         for &pid in &old {
             procs::reap(pid);
         }
@@ -171,6 +200,24 @@ pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outc
         }
     }
     Ok(Outcome::Failed(format!("no 200 from a new pid within {} s", limit.as_secs())))
+}
+
+/// Binds `port` as soon as the killed `old` holders let go (bounded: 2 s); `None` if
+/// someone else bound it first.
+async fn take_port(port: u16, old: &[u32], t0: Instant) -> Option<std::net::TcpListener> {
+    while t0.elapsed() < Duration::from_secs(2) {
+        for &pid in old {
+            procs::reap(pid);
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Some(l);
+        }
+        if procs::holders(port).is_ok_and(|h| h.iter().any(|p| !old.contains(p))) {
+            return None;
+        }
+        tokio::task::yield_now().await;
+    }
+    None
 }
 
 /// The samples and failures of `runs` faults of one kind.

@@ -38,6 +38,8 @@ use warden_core::restart::RestartTracker;
 use warden_core::service::ServiceState;
 use warden_core::tier::Tier;
 
+/// How often a service waiting for a held port looks again.
+const PORT_WAIT_POLL: Duration = Duration::from_millis(250);
 pub const PATH: &str = "guardian/service_supervisor";
 /// How long a finished stop keeps trying to reach a restarting supervisor.
 const STOP_DELIVERY_BUDGET: Duration = Duration::from_secs(10);
@@ -262,7 +264,7 @@ impl Actor for ServiceSupervisor {
                             leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
                             let _ = me.tell(ServiceMsg::StartAfterBackoff { service, generation, cleared: true });
                         });
-                    } else {
+                    } else if !self.wait_for_held_port(&myself, &service, generation) {
                         let _ = self.spawn(&myself, &service);
                     }
                 }
@@ -485,6 +487,12 @@ impl ServiceSupervisor {
 
     /// Applies the restart policy to an exit (or failed spawn) of `generation`.
     fn decide_after_exit(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) {
+        // A port of it held by another process is a cause outside the service: a restart
+        // now would only die on EADDRINUSE and spend its budget towards quarantine. It
+        // waits for the port instead (as Monit does), its budget untouched.
+        if self.wait_for_held_port(myself, service, generation) {
+            return;
+        }
         let mut t = self.table.lock();
         let Some(e) = t.services.get_mut(service) else { return };
         let now = Instant::now();
@@ -539,6 +547,72 @@ impl ServiceSupervisor {
                 tokio::spawn(async move { leftovers::clear(&service, cgroup.as_ref(), group).await });
             }
         }
+        drop(t);
+        // A staggered boot waits for no one that is not starting any more. Through the
+        // mailbox: this may run inside `start_ready_ones` (a failed spawn), whose list of
+        // due services must not be started twice.
+        let _ = myself.send_message(ServiceMsg::ReadyChanged);
+    }
+
+    /// Whether another process holds one of `service`'s ports now; if so the service is
+    /// put in backoff, waiting, and asked again after [`PORT_WAIT_POLL`]. Said once per
+    /// wait in the log and the trail, and once more when the port is free.
+    fn wait_for_held_port(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) -> bool {
+        let (ports, cgroup, group) = {
+            let t = self.table.lock();
+            let Some(e) = t.services.get(service) else { return false };
+            (e.spec.ports.clone(), e.cgroup.clone(), e.last_group.map(|g| g.pgid))
+        };
+        // Its own processes (its cgroup, or its last process group) are not others: what
+        // they left is cleared before the next start anyway.
+        let own: Vec<u32> = cgroup.as_ref().map(|c| c.pids()).unwrap_or_default();
+        let in_own_group = |pid: u32| {
+            let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
+            group.is_some_and(|g| pgid.is_ok_and(|p| p.as_raw() as u32 == g))
+        };
+        let holder = ports.iter().find_map(|port| {
+            let listeners = warden_core::procnet::listeners_of_port(*port).ok()?;
+            let pid =
+                listeners.into_iter().map(|(pid, _)| pid).find(|pid| !own.contains(pid) && !in_own_group(*pid))?;
+            Some((*port, pid))
+        });
+        let mut t = self.table.lock();
+        let Some(e) = t.services.get_mut(service) else { return false };
+        let Some((port, pid)) = holder else {
+            if let Some(was) = e.waiting_for_port.take() {
+                info!(service = service.as_str(), "port free again ({was}): starting");
+            }
+            return false;
+        };
+        let who = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.replace('\0', " ").trim().to_string())
+            .unwrap_or_default();
+        let what = format!("port {port} held by pid {pid} `{who}`");
+        if e.waiting_for_port.as_deref() != Some(what.as_str()) {
+            warn!(
+                service = service.as_str(),
+                port,
+                holder = pid,
+                command = who,
+                "alert: another process holds the service's port; waiting for it instead of restarting into EADDRINUSE"
+            );
+            self.audit_supervision(
+                "restart_service",
+                service,
+                format!("{what}: a start now would fail on EADDRINUSE"),
+                "held: waiting for the port to be free, restart budget untouched".into(),
+            );
+            e.waiting_for_port = Some(what);
+        }
+        e.state = ServiceState::Backoff;
+        e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);
+        let svc = service.clone();
+        myself.send_after(PORT_WAIT_POLL, move || ServiceMsg::StartAfterBackoff {
+            service: svc,
+            generation,
+            cleared: false,
+        });
+        true
     }
 
     /// Records an action supervision took by its own rules, as the system; never waits
@@ -799,6 +873,8 @@ impl ServiceSupervisor {
             AfterStop::Stay | AfterStop::Quarantine => {
                 e.state = if then == AfterStop::Quarantine { ServiceState::Quarantined } else { ServiceState::Stopped };
                 record::remove(&self.data_dir.run_dir(), service.as_str());
+                drop(t);
+                let _ = myself.send_message(ServiceMsg::ReadyChanged);
                 Ok(format!("stopped pid {old}"))
             }
             AfterStop::Remove => {
@@ -947,6 +1023,11 @@ async fn watch_readiness(mut r: Readiness) {
                 let _ = r.me.tell(ServiceMsg::ReadyChanged);
             }
             return;
+        }
+        // The deadline as it stands now: an extension (a runtime override) applies to the
+        // boot under way too.
+        if let Some(d) = r.table.lock().services.get(&r.service).map(|e| e.spec.startup_deadline) {
+            r.deadline = d;
         }
         let stopped = process::state(r.pid).is_some_and(|s| s == 'T' || s == 't');
         let silent = matches!(result, Err(Failure::Timeout)) && start.elapsed() >= r.deadline;

@@ -64,6 +64,9 @@ pub struct ServiceEntry {
     /// The process group of the process that last exited (without cgroups, what is left
     /// of it is killed through the group before the next start).
     pub last_group: Option<LastGroup>,
+    /// Another process holds one of its ports: it is not restarted into EADDRINUSE (and
+    /// its restart budget is not spent) until the port is free. Who holds which port.
+    pub waiting_for_port: Option<String>,
 }
 
 impl ServiceEntry {
@@ -90,6 +93,7 @@ impl ServiceEntry {
             removed: false,
             start_ticks: None,
             last_group: None,
+            waiting_for_port: None,
         }
     }
 
@@ -112,6 +116,8 @@ pub struct ServiceSnapshot {
     pub slow_boot: bool,
     pub last_exit: Option<String>,
     pub ports: Vec<u16>,
+    /// Set while a port of it is held by another process and its start waits for it.
+    pub waiting_for_port: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +184,7 @@ impl ServiceTable {
                 slow_boot: e.slow_boot,
                 last_exit: e.last_exit.clone(),
                 ports: e.spec.ports.clone(),
+                waiting_for_port: e.waiting_for_port.clone(),
             })
             .collect()
     }
