@@ -178,6 +178,11 @@ pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outc
         if stranger.as_ref().is_some_and(|(_, until)| Instant::now() >= *until) {
             stranger = None;
         }
+        // A start that failed (EADDRINUSE) leaves an exited process; as subreaper the
+        // harness reaps it, or a peer that checks by pidfile sees a zombie that never goes.
+        if fault.hold().is_some() {
+            procs::reap_orphans();
+        }
         for &pid in &old {
             procs::reap(pid);
         }
