@@ -71,6 +71,21 @@ impl DataDir {
         crate::guardian::vault::Vault::new(self.root.join("vault"))
     }
 
+    /// The runtime overrides playbooks set (see `reconfigure`).
+    pub fn overrides_file(&self) -> PathBuf {
+        self.root.join(warden_core::overrides::FILE)
+    }
+
+    /// The runtime overrides in force; none when the file does not exist.
+    pub fn overrides(&self) -> Result<warden_core::overrides::Overrides, String> {
+        let path = self.overrides_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => warden_core::overrides::Overrides::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
     /// Where process records live.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")

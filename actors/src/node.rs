@@ -11,7 +11,6 @@ use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::seal::{AuditSeal, ChainTrust, SealError};
 use crate::guardian::probe_board::ProbeBoard;
-use crate::guardian::service_supervisor::ReloadReport;
 use crate::guardian::service_table::ServiceTable;
 use crate::healing::alerter::AlertBook;
 use crate::healing::notifier::Notifier;
@@ -23,6 +22,7 @@ use crate::store::Store;
 use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
 pub use crate::wiring::{Addrs, Views};
+pub use crate::wiring::{ReloadError, Reloaded};
 use ractor::{ActorRef, OutputPort, SpawnErr};
 use ractor_supervisor::SupervisorMsg;
 use std::path::PathBuf;
@@ -54,25 +54,8 @@ pub struct Node {
     wiring: Wiring,
 }
 
-/// What a reload changed.
-#[derive(Debug, Clone)]
-pub struct Reloaded {
-    pub services: ReloadReport,
-    pub probes_changed: bool,
-}
-
 /// How long shutdown waits for a takeover under way (its stops take grace periods).
 const TAKEOVER_AT_SHUTDOWN: Duration = Duration::from_secs(120);
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ReloadError {
-    #[error("only a restart of warden can change: {0}")]
-    NeedsRestart(String),
-    #[error("cannot reach the service supervisor: {0}")]
-    Services(#[from] crate::addr::SendError),
-    #[error("the service supervisor refused: {0}")]
-    Refused(#[from] crate::guardian::service_supervisor::ServiceOpError),
-}
 
 /// The running supervision tree.
 pub struct Running {

@@ -7,18 +7,15 @@
 //! half of each other's document. A SIGHUP reload reads the files and the overrides again.
 
 use crate::data_dir::DataDir;
-use crate::node::{ReloadError, Reloaded};
-use crate::wiring::Wiring;
+use crate::wiring::{ReloadError, Reloaded, Wiring};
 use std::path::PathBuf;
 use warden_core::config::NodeConfig;
-use warden_core::overrides::{self, OverrideError, Overrides, Setting};
+use warden_core::overrides::{Overrides, Setting};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReconfigureError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: OverrideError },
+    #[error("{0}")]
+    Read(String),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
@@ -27,22 +24,13 @@ pub(crate) enum ReconfigureError {
     Apply(#[from] ReloadError),
 }
 
-fn path(data_dir: &DataDir) -> PathBuf {
-    data_dir.root().join(overrides::FILE)
-}
-
 /// The overrides in the data dir; none when the file does not exist.
 pub(crate) fn read(data_dir: &DataDir) -> Result<Overrides, ReconfigureError> {
-    let path = path(data_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Overrides::parse(&text).map_err(|source| ReconfigureError::Parse { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overrides::default()),
-        Err(source) => Err(ReconfigureError::Read { path, source }),
-    }
+    data_dir.overrides().map_err(ReconfigureError::Read)
 }
 
 fn write(data_dir: &DataDir, o: &Overrides) -> Result<(), ReconfigureError> {
-    let path = path(data_dir);
+    let path = data_dir.overrides_file();
     crate::private_file::write(&path, o.to_json().as_bytes(), None)
         .map_err(|source| ReconfigureError::Write { path, source })
 }

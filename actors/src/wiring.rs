@@ -94,28 +94,34 @@ pub struct Views {
     pub catalog: Current<Catalog>,
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub services: crate::guardian::service_supervisor::ReloadReport,
+    pub probes_changed: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("only a restart of warden can change: {0}")]
+    NeedsRestart(String),
+    #[error("cannot reach the service supervisor: {0}")]
+    Services(#[from] crate::addr::SendError),
+    #[error("the service supervisor refused: {0}")]
+    Refused(#[from] crate::guardian::service_supervisor::ServiceOpError),
+}
+
 impl Wiring {
     /// Runs `config` (the files' config with its overrides): the services first, and if
     /// the supervisor refuses or cannot be reached nothing else changes; then the config
     /// view and the probes. Callers hold `overrides_lock`.
-    pub(crate) async fn apply_config(
-        &self,
-        config: NodeConfig,
-    ) -> Result<crate::node::Reloaded, crate::node::ReloadError> {
+    pub(crate) async fn apply_config(&self, config: NodeConfig) -> Result<Reloaded, ReloadError> {
         let report = self.addrs.services.reload(config.services.clone()).await??;
         self.views.services.lock().staggered_boot = config.staggered_boot;
         let old_probes = self.views.config.get().probes.clone();
         let new_probes = config.probes.clone();
         self.views.config.set(config);
         let probes_changed = crate::guardian::reload_probes(self, &old_probes, &new_probes).await;
-        Ok(crate::node::Reloaded { services: report, probes_changed })
-    }
-}
-
-impl Views {
-    /// The runtime overrides in force (what playbooks changed in the config), as the data
-    /// dir's document says; an unreadable document is an error with its reason.
-    pub fn overrides(&self) -> Result<warden_core::overrides::Overrides, String> {
-        crate::reconfigure::read(&self.data_dir).map_err(|e| e.to_string())
+        Ok(Reloaded { services: report, probes_changed })
     }
 }

@@ -7,6 +7,8 @@
 //! at every reload and whenever a playbook changes them. A rollback writes the previous
 //! document back. Deleting the file (and reloading) returns the node to its files.
 
+#[cfg(test)]
+use crate::config::host_port;
 use crate::config::{NodeConfig, ProbeCheck, ReadyCheck, ServiceSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -301,21 +303,6 @@ pub fn replace_local_port(text: &str, from: u16, to: u16) -> String {
     LOCAL_HOSTS
         .iter()
         .fold(text.to_string(), |t, host| replace_address(&t, &format!("{host}:{from}"), &format!("{host}:{to}")))
-}
-
-/// The host and port an upstream address connects to: `HOST:PORT` or an http(s) URL.
-pub fn host_port(address: &str) -> Option<(String, u16)> {
-    if address.contains("://") {
-        let url = Url::parse(address).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
-        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
-        return Some((host, url.port_or_known_default()?));
-    }
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return None;
-    }
-    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
 }
 
 #[cfg(test)]

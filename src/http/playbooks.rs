@@ -81,7 +81,7 @@ pub async fn list(State(app): State<AppState>) -> Json<Value> {
 /// The runtime overrides in force: what `set_port`, `set_endpoint`, `set_startup_deadline`
 /// and `stagger_boot` steps changed in the running config.
 pub async fn overrides(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let o = app.views.overrides().map_err(ApiError::Internal)?;
+    let o = app.views.data_dir.overrides().map_err(ApiError::Internal)?;
     Ok(Json(json!({ "overrides": o })))
 }
 

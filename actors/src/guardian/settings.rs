@@ -11,8 +11,8 @@ use crate::reconfigure;
 use crate::wiring::Wiring;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
-use warden_core::config::{NodeConfig, ServiceName, ServiceSpec};
-use warden_core::overrides::{Setting, host_port};
+use warden_core::config::{NodeConfig, ServiceName, ServiceSpec, host_port};
+use warden_core::overrides::Setting;
 use warden_core::playbook::Primitive;
 use warden_core::run::Undo;
 

@@ -501,7 +501,7 @@ fn upstreams(
         }
         let mut ok = true;
         for a in std::iter::once(&u.address).chain(&u.fallbacks) {
-            if crate::overrides::host_port(&a.value).is_none() {
+            if host_port(&a.value).is_none() {
                 c.at(
                     a.referenced,
                     format!(

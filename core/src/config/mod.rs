@@ -251,6 +251,21 @@ impl Upstream {
     }
 }
 
+/// The host and port an upstream address connects to: `HOST:PORT` or an http(s) URL.
+pub fn host_port(address: &str) -> Option<(String, u16)> {
+    if address.contains("://") {
+        let url = Url::parse(address).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
+        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+        return Some((host, url.port_or_known_default()?));
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok().filter(|p| *p != 0)?))
+}
+
 /// A user and groups resolved at load, so a typo is a config error, not a failed start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
