@@ -457,7 +457,7 @@ fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut stranger = ChildGuard(stranger);
+    let mut stranger = KillOnDrop(stranger);
     wait_until("the stranger listens", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -485,14 +485,4 @@ fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into
     assert!(web(&node)["waiting_for_port"].is_null());
     assert_eq!(status_code(&format!("http://127.0.0.1:{port}/api/version")), Some(200));
     assert!(node.stderr().contains("port free again"), "{}", node.stderr());
-}
-
-/// Kills its child when dropped (a failed assertion leaves no stranger behind).
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -55,11 +55,6 @@ pub(crate) fn effective(data_dir: &DataDir, base: &NodeConfig) -> NodeConfig {
     }
 }
 
-/// The current value of `like`'s setting.
-pub(crate) fn current(data_dir: &DataDir, like: &Setting) -> Result<Setting, ReconfigureError> {
-    Ok(read(data_dir)?.current(like))
-}
-
 /// What `o` makes of `base` with `setting` set, or why not: only a problem the setting
 /// brings counts; older ones (an override the files no longer fit) are left out as at start.
 fn with_setting(

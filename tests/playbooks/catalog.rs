@@ -106,6 +106,18 @@ fn exercise<W: PartialEq + std::fmt::Debug>(node: &Node, playbook: &str, target:
     done
 }
 
+/// A playbook that replaces `service`'s process on the default node: the old pid is gone,
+/// a new one serves.
+fn replaces_the_process(playbook: &str, service: &str) -> Node {
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    let old = pid_of(&node, service);
+    exercise(&node, playbook, service, || ());
+    assert!(!alive(old));
+    assert_ne!(pid_of(&node, service), old);
+    node
+}
+
 fn pid_of(node: &Node, service: &str) -> u32 {
     node.service(service).and_then(|(p, _)| p).unwrap()
 }
@@ -149,12 +161,7 @@ fn test_restart_hung_service_replaces_a_stopped_process() {
 
 #[test]
 fn test_restart_service_replaces_the_process() {
-    let node = Node::start_default(&[]);
-    node.wait_ready();
-    let old = pid_of(&node, "model");
-    exercise(&node, "restart_service", "model", || ());
-    assert!(!alive(old));
-    assert_ne!(pid_of(&node, "model"), old);
+    replaces_the_process("restart_service", "model");
 }
 
 #[test]
@@ -333,11 +340,7 @@ fn test_snapshot_database_adds_a_copy_of_the_data() {
 
 #[test]
 fn test_restart_memory_hog_replaces_the_process() {
-    let node = Node::start_default(&[]);
-    node.wait_ready();
-    let old = pid_of(&node, "api");
-    exercise(&node, "restart_memory_hog", "api", || ());
-    assert!(!alive(old));
+    let node = replaces_the_process("restart_memory_hog", "api");
     assert!(healthy(&node));
 }
 
@@ -474,12 +477,7 @@ fn test_reload_credentials_puts_back_the_working_token() {
 
 #[test]
 fn test_restart_model_server_replaces_the_process() {
-    let node = Node::start_default(&[]);
-    node.wait_ready();
-    let old = pid_of(&node, "model");
-    exercise(&node, "restart_model_server", "model", || ());
-    assert!(!alive(old));
-    assert_ne!(pid_of(&node, "model"), old);
+    replaces_the_process("restart_model_server", "model");
 }
 
 #[test]

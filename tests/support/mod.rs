@@ -525,3 +525,13 @@ pub fn with_standbys(config: &str, ports: Ports) -> (String, u16, u16) {
         );
     (config, db2, model2)
 }
+
+/// A child process killed (and reaped) when the test ends, whatever happened.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -558,22 +558,21 @@ impl ServiceSupervisor {
     /// put in backoff, waiting, and asked again after [`PORT_WAIT_POLL`]. Said once per
     /// wait in the log and the trail, and once more when the port is free.
     fn wait_for_held_port(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) -> bool {
-        let (ports, cgroup, group) = {
+        let (ports, last_group) = {
             let t = self.table.lock();
             let Some(e) = t.services.get(service) else { return false };
-            (e.spec.ports.clone(), e.cgroup.clone(), e.last_group.map(|g| g.pgid))
+            (e.spec.ports.clone(), e.last_group)
         };
-        // Its own processes (its cgroup, or its last process group) are not others: what
-        // they left is cleared before the next start anyway.
-        let own: Vec<u32> = cgroup.as_ref().map(|c| c.pids()).unwrap_or_default();
-        let in_own_group = |pid: u32| {
-            let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)));
-            group.is_some_and(|g| pgid.is_ok_and(|p| p.as_raw() as u32 == g))
-        };
+        if ports.is_empty() {
+            return false;
+        }
+        // Its own processes (as the L4 owner check sees them, and what its last process
+        // group left) are not others: what they left is cleared before the next start.
+        let mut own = super::checks::ServiceView { table: self.table.clone(), service: service.clone() }.processes();
+        own.extend(last_group.map(|g| g.members()).unwrap_or_default());
         let holder = ports.iter().find_map(|port| {
             let listeners = warden_core::procnet::listeners_of_port(*port).ok()?;
-            let pid =
-                listeners.into_iter().map(|(pid, _)| pid).find(|pid| !own.contains(pid) && !in_own_group(*pid))?;
+            let pid = listeners.into_iter().map(|(pid, _)| pid).find(|pid| !own.contains(pid))?;
             Some((*port, pid))
         });
         let mut t = self.table.lock();

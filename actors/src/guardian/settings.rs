@@ -67,15 +67,14 @@ fn resolve(w: &Wiring, target: &ServiceName, p: &Primitive) -> Result<Vec<Settin
                 return Err(format!("`{target}` declares no upstreams (see `upstreams:` in the node config)"));
             }
             let base_spec = spec(&base, target)?;
+            let in_force = reconfigure::read(&w.views.data_dir).map_err(|e| e.to_string())?;
             let mut settings = Vec::new();
             for u in base_spec.upstreams.iter().filter(|u| upstream.as_ref().is_none_or(|n| &u.name == n)) {
-                let in_use = reconfigure::current(
-                    &w.views.data_dir,
-                    &Setting::Upstream { service: service.clone(), name: u.name.clone(), address: None },
-                )
-                .map_err(|e| e.to_string())?;
-                let Setting::Upstream { address: current, .. } = in_use else { continue };
-                let current = current.unwrap_or_else(|| u.address.clone());
+                let current = in_force
+                    .services
+                    .get(&service)
+                    .and_then(|o| o.upstreams.get(&u.name).cloned())
+                    .unwrap_or_else(|| u.address.clone());
                 // Named: switch it. Unnamed: only the ones that do not answer now.
                 if upstream.is_none() && answers(&current) {
                     continue;
