@@ -550,7 +550,8 @@ async fn test_ollama_check_wants_the_server_and_the_model() {
 #[tokio::test]
 async fn test_line_check_wants_the_expected_answer() {
     let pong = line_server(b"PONG\n", 10).await;
-    let line = |addr, expect: &str| ProbeCheck::Line { addr, send: "PING".into(), expect: expect.into() };
+    let line =
+        |addr, expect: &str| ProbeCheck::Line { addr, send: "PING".into(), expect: expect.into(), password_file: None };
     assert!(passed(&check(line(pong, "PONG")).await));
     let out = check(line(pong, "OK")).await;
     assert!(matches!(out, Outcome::Fail(Failure::Response(_))), "{out:?}");

@@ -100,6 +100,7 @@ impl Node {
                 containment: parts.containment,
                 probe_events: Arc::new(OutputPort::default()),
                 runs_finished: Arc::new(OutputPort::default()),
+                incidents_resolved: Arc::new(OutputPort::default()),
                 alert_book: AlertBook::default(),
                 notifier: Notifier::new(config, metrics),
                 audit_seal: parts.audit_seal,

@@ -23,7 +23,8 @@ use crate::store::Store;
 use ractor::OutputPort;
 use std::path::PathBuf;
 use std::sync::Arc;
-use warden_core::config::NodeConfig;
+use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::policy::Policies;
 use warden_core::probe::ProbeEvent;
@@ -68,6 +69,8 @@ pub(crate) struct Wiring {
     pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
+    /// (service, mode) of every incident resolved: its detector judges it afresh.
+    pub incidents_resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
     /// What people were told of each probe (kept across restarts of the alerter).
     pub alert_book: AlertBook,
     pub notifier: Notifier,

@@ -12,6 +12,7 @@
 
 use crate::approval::{Approval, ApprovalStatus};
 use crate::config::ServiceName;
+use crate::diagnose::{Cause, plan};
 use crate::mode::FailureMode;
 use crate::playbook::Catalog;
 use crate::run::{RunOutcome, RunRecord};
@@ -30,6 +31,8 @@ pub struct Finding {
     pub evidence: String,
     /// The first failed check of the streak.
     pub first_sign_unix_ms: u64,
+    /// Why, as far as the signal says.
+    pub cause: Cause,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,8 @@ pub enum IncidentStatus {
     Resolved,
     /// Every playbook failed or none applies; a person must look.
     Failed,
+    /// The fault went away by itself before a repair ended (no run of warden's fixed it).
+    Cleared,
 }
 
 /// One playbook run made for an incident.
@@ -78,6 +83,16 @@ pub struct Incident {
     pub findings: u32,
     #[serde(default)]
     pub last_finding_unix_ms: Option<u64>,
+    /// Failures this incident's fault explains (a dependent's, a higher layer's), which
+    /// were suppressed rather than opened as incidents of their own.
+    #[serde(default)]
+    pub suppressed: Vec<String>,
+    /// The diagnosis made before the first repair.
+    #[serde(default)]
+    pub cause: Cause,
+    /// The playbooks in the order the diagnosis chose (empty: the mode's catalog order).
+    #[serde(default)]
+    pub plan: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -113,6 +128,7 @@ impl IncidentStatus {
             IncidentStatus::AwaitingApproval => "awaiting_approval",
             IncidentStatus::Resolved => "resolved",
             IncidentStatus::Failed => "failed",
+            IncidentStatus::Cleared => "cleared",
         }
     }
 }
@@ -133,7 +149,43 @@ impl Incident {
             detail: String::new(),
             findings: 1,
             last_finding_unix_ms: Some(now_unix_ms),
+            suppressed: Vec::new(),
+            cause: finding.cause,
+            plan: Vec::new(),
         }
+    }
+
+    /// The detector no longer sees the fault. An incident with no run under way (waiting
+    /// for governance or an approver, or with repair turned off) closes as cleared; one
+    /// whose repair runs lets the run's verification decide. Whether it closed.
+    pub fn fault_cleared(&mut self, now_unix_ms: u64) -> bool {
+        if !self.status.is_open() || self.current_run().is_some() {
+            return false;
+        }
+        self.status = IncidentStatus::Cleared;
+        self.resolved_unix_ms = Some(now_unix_ms.max(self.detected_unix_ms));
+        self.detail = "the fault cleared by itself before a repair ended".into();
+        true
+    }
+
+    /// A resolved incident's fault came back soon after: the playbook that resolved it
+    /// did not hold, so the incident opens again with the next untried playbook (or
+    /// escalates when none is left) instead of a new incident starting from the first.
+    pub fn reopen(&mut self, evidence: &str, catalog: &Catalog) -> NextStep {
+        let last = self.attempts.last().map(|a| a.playbook.clone()).unwrap_or_default();
+        self.status = IncidentStatus::Open;
+        self.resolved_unix_ms = None;
+        self.findings = self.findings.saturating_add(1);
+        self.move_on(&last, &format!("did not hold: the fault came back ({evidence})"), catalog)
+    }
+
+    /// Records a failure this incident explains (once per text).
+    pub fn link(&mut self, suppressed: String) -> bool {
+        if self.suppressed.contains(&suppressed) || self.suppressed.len() >= 50 {
+            return false;
+        }
+        self.suppressed.push(suppressed);
+        true
     }
 
     /// A detector reported the same fault again while the incident is open.
@@ -156,10 +208,22 @@ impl Incident {
 
     /// The first step for a fresh incident: its mode's first playbook, or escalation when
     /// the catalog has none (the incident is then failed).
+    /// The plan comes from the diagnosis (the cause's playbooks first).
     pub fn first_step(&mut self, catalog: &Catalog) -> NextStep {
-        match catalog.for_mode(self.mode).first() {
-            Some(p) => NextStep::Run { playbook: p.id.clone() },
+        self.plan = plan(self.mode, self.cause, catalog);
+        match self.plan.first() {
+            Some(p) => NextStep::Run { playbook: p.clone() },
             None => self.escalate(format!("no playbook handles failure mode {}", self.mode.as_str())),
+        }
+    }
+
+    /// The playbooks this incident tries, in order: its plan, or (for an incident stored
+    /// before plans) the mode's catalog order.
+    fn planned(&self, catalog: &Catalog) -> Vec<String> {
+        if self.plan.is_empty() {
+            catalog.for_mode(self.mode).into_iter().map(|p| p.id.clone()).collect()
+        } else {
+            self.plan.iter().filter(|id| catalog.get(id).is_some()).cloned().collect()
         }
     }
 
@@ -196,6 +260,11 @@ impl Incident {
             self.attempts.iter().filter(|a| a.playbook == playbook && a.outcome.is_some_and(outcome)).count()
         };
         let step = match run.outcome {
+            // A quarantine ends the trying, not the fault: a person must look.
+            RunOutcome::Succeeded if catalog.get(&playbook).is_some_and(|p| p.gives_up()) => self.escalate(format!(
+                "`{playbook}` quarantined `{}`: nothing else healed it; release it once the cause is fixed",
+                self.service
+            )),
             RunOutcome::Succeeded => {
                 let at = run.finished_unix_ms.unwrap_or(self.detected_unix_ms);
                 self.status = IncidentStatus::Resolved;
@@ -233,8 +302,8 @@ impl Incident {
     /// The next untried playbook of the mode, or escalation when none is left.
     fn move_on(&mut self, playbook: &str, why: &str, catalog: &Catalog) -> NextStep {
         let tried: Vec<&str> = self.attempts.iter().map(|a| a.playbook.as_str()).collect();
-        match catalog.for_mode(self.mode).into_iter().find(|p| !tried.contains(&p.id.as_str())) {
-            Some(next) => NextStep::Run { playbook: next.id.clone() },
+        match self.planned(catalog).into_iter().find(|p| !tried.contains(&p.as_str())) {
+            Some(next) => NextStep::Run { playbook: next },
             None => {
                 self.escalate(format!("every playbook for {} failed; last: `{playbook}` {why}", self.mode.as_str()))
             }
@@ -377,6 +446,9 @@ mod tests {
             detail: String::new(),
             findings: 1,
             last_finding_unix_ms: None,
+            suppressed: vec![],
+            cause: Cause::Unknown,
+            plan: vec![],
         }
     }
 
@@ -411,8 +483,13 @@ mod tests {
     }
 
     fn fresh() -> Incident {
-        let finding =
-            Finding { mode: FailureMode::ApiTimeout, service: api(), evidence: "e".into(), first_sign_unix_ms: 900 };
+        let finding = Finding {
+            mode: FailureMode::ApiTimeout,
+            service: api(),
+            evidence: "e".into(),
+            first_sign_unix_ms: 900,
+            cause: Cause::Unknown,
+        };
         Incident::open(1, &finding, 1_000)
     }
 
@@ -507,8 +584,13 @@ mod tests {
     #[test]
     fn test_mode_without_playbook_escalates_at_once() {
         let c = catalog();
-        let finding =
-            Finding { mode: FailureMode::DiskFull, service: api(), evidence: "e".into(), first_sign_unix_ms: 1 };
+        let finding = Finding {
+            mode: FailureMode::DiskFull,
+            service: api(),
+            evidence: "e".into(),
+            first_sign_unix_ms: 1,
+            cause: Cause::Unknown,
+        };
         let mut i = Incident::open(2, &finding, 5);
         assert!(matches!(i.first_step(&c), NextStep::Escalate { .. }));
         assert_eq!(i.status, IncidentStatus::Failed);
@@ -595,5 +677,33 @@ mod tests {
         no.decide("bob", false, "not now", 2_000).expect("vote");
         let step = rejected.approval_settled(&no, &catalog()).expect("settled");
         assert_eq!(step, NextStep::Run { playbook: "second".into() }, "rejected: the next playbook");
+    }
+
+    #[test]
+    fn test_a_fault_that_clears_closes_only_an_incident_without_a_run() {
+        let mut i = fresh();
+        i.begin(10, "first");
+        assert!(!i.fault_cleared(2_000), "a run under way verifies for itself");
+        i.attempts[0].outcome = Some(RunOutcome::Throttled);
+        assert!(i.fault_cleared(2_000), "held by governance: nothing ran, the fault went");
+        assert_eq!((i.status, i.mttr_ms(), i.status.is_open()), (IncidentStatus::Cleared, None, false));
+        assert!(!i.fault_cleared(3_000), "once");
+    }
+
+    #[test]
+    fn test_a_fault_that_comes_back_reopens_with_the_next_playbook() {
+        let mut i = fresh();
+        i.begin(10, "first");
+        assert!(matches!(
+            i.finish_run(&run(10, "first", RunOutcome::Succeeded, 1_500), &catalog()),
+            Some(NextStep::Resolved { .. })
+        ));
+        assert_eq!(i.reopen("seen again", &catalog()), NextStep::Run { playbook: "second".into() });
+        assert_eq!((i.status, i.resolved_unix_ms), (IncidentStatus::Open, None));
+        i.begin(11, "second");
+        i.finish_run(&run(11, "second", RunOutcome::Succeeded, 2_500), &catalog());
+        assert!(matches!(i.reopen("again", &catalog()), NextStep::Escalate { .. }), "nothing left: a person");
+        assert_eq!(i.status, IncidentStatus::Failed);
+        assert!(i.link("api: api_timeout".into()) && !i.link("api: api_timeout".into()), "linked once");
     }
 }

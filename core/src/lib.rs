@@ -12,6 +12,7 @@
 //! - [`probe_history`]: a probe's recent checks and latency percentiles.
 //! - [`alert`]: alerts, flap damping, Alertmanager's webhook payload.
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
+//! - [`diagnose`]: the cause behind a finding and the playbook order that repairs it.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`overrides`]: what playbooks changed in the config (ports, upstreams, deadlines).
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
@@ -32,6 +33,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod detect;
+pub mod diagnose;
 pub mod incident;
 pub mod mode;
 pub mod netlink;

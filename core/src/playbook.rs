@@ -537,6 +537,13 @@ pub struct Playbook {
     pub steps: Vec<Primitive>,
 }
 
+impl Playbook {
+    /// It quarantines the service: a last resort that stops trying, not a repair.
+    pub fn gives_up(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Primitive::QuarantineService))
+    }
+}
+
 mod raw {
     use super::*;
 
@@ -632,6 +639,7 @@ impl Catalog {
     }
 
     /// Playbooks for a failure mode, in catalog order (first = first choice).
+    /// (See [`Playbook::gives_up`] for the ones that only ever come last.)
     pub fn for_mode(&self, mode: FailureMode) -> Vec<&Playbook> {
         self.playbooks.iter().filter(|p| p.triggers.contains(&mode)).collect()
     }

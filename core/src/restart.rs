@@ -56,6 +56,11 @@ impl RestartTracker {
         RestartDecision::Restart { delay: backoff(&self.policy, n), attempt: n }
     }
 
+    /// Exits counted towards the budget now (within the window, since it was last stable).
+    pub fn recent_exits(&self, now: Instant) -> usize {
+        self.exits.iter().filter(|t| now.duration_since(**t) <= self.policy.window).count()
+    }
+
     /// Forgets the history (an operator released the quarantine).
     pub fn reset(&mut self) {
         self.exits.clear();

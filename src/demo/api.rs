@@ -42,7 +42,7 @@ use super::ServiceError;
 use super::db;
 
 /// Upper bound of each health check.
-pub const CHECK_TIMEOUT: Duration = Duration::from_millis(150);
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(100);
 /// Upper bound of a proxied db request.
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle db connections kept for reuse.

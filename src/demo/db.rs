@@ -20,6 +20,8 @@
 //! corruption; `DIR/LOCK` is flock'ed for the life of the process (exit 75 if taken).
 //! SIGUSR1 compacts the file: it is rewritten with one `SET` per live key (written aside,
 //! synced, renamed over), so overwritten and deleted records stop taking disk space.
+//! `DIR/RESERVE` is a ballast file (256 KiB, made at start when there is room): a
+//! compaction that finds the disk full gives it up to make room, and makes it again after.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -39,6 +41,8 @@ use super::ServiceError;
 
 const DATA_FILE: &str = "data.log";
 const LOCK_FILE: &str = "LOCK";
+const RESERVE_FILE: &str = "RESERVE";
+const RESERVE_BYTES: usize = 256 * 1024;
 const MAX_LINE: usize = 64 * 1024;
 const MAX_KEY: usize = 256;
 
@@ -62,6 +66,7 @@ pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let password = args.password_file.as_deref().map(Password::load).transpose()?;
     let store = Store::open(&args.data_dir.join(DATA_FILE))?;
+    store.make_reserve();
     let listener = super::bind(args.listen).await?;
     tracing::info!(
         listen = %args.listen,
@@ -75,7 +80,16 @@ pub async fn run(args: DbArgs) -> Result<(), ServiceError> {
     let for_compaction = Arc::clone(&shared);
     super::on_signal(tokio::signal::unix::SignalKind::user_defined1(), "sigusr1", move || {
         let mut store = for_compaction.store();
-        match store.compact() {
+        let compacted = match store.compact() {
+            // A full disk: give up the ballast and try once more.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                let _ = std::fs::remove_file(store.reserve());
+                store.compact()
+            }
+            other => other,
+        };
+        store.make_reserve();
+        match compacted {
             Ok((before, after)) => tracing::info!(before, after, records = store.records, "data file compacted"),
             Err(e) => tracing::error!("compaction failed, the data file is as it was: {e}"),
         }
@@ -283,13 +297,35 @@ impl Store {
         Ok(Store { path: path.to_path_buf(), file, map, records })
     }
 
-    /// Appends the record (one `write`), then applies it to the map.
+    /// Appends the record (one `write`), then applies it to the map. A write that fails
+    /// part-way (ENOSPC) is cut off again, as a database's log does, so a full disk fails
+    /// the write and leaves no torn record behind.
     fn apply(&mut self, request: &Request<'_>) -> std::io::Result<()> {
         let line = encode(request);
-        self.file.write_all(line.as_bytes())?;
+        let before = self.file.metadata()?.len();
+        if let Err(e) = self.file.write_all(line.as_bytes()) {
+            let _ = self.file.set_len(before);
+            return Err(e);
+        }
         self.records += 1;
         apply(&mut self.map, request);
         Ok(())
+    }
+
+    fn reserve(&self) -> PathBuf {
+        self.path.with_file_name(RESERVE_FILE)
+    }
+
+    /// Makes the ballast file if it is not there and there is room for it (best effort: a
+    /// ballast that does not fit is left out, never a half-written one).
+    fn make_reserve(&self) {
+        let path = self.reserve();
+        if path.exists() {
+            return;
+        }
+        if std::fs::write(&path, vec![0u8; RESERVE_BYTES]).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     /// Rewrites the file with one record per live key; the bytes before and after. The new
@@ -297,13 +333,20 @@ impl Store {
     fn compact(&mut self) -> std::io::Result<(u64, u64)> {
         let before = self.file.metadata()?.len();
         let aside = self.path.with_extension("log.compacting");
-        let mut out = File::create(&aside)?;
         let mut keys: Vec<&String> = self.map.keys().collect();
         keys.sort();
-        for k in &keys {
-            out.write_all(encode(&Request::Set(k, &self.map[*k])).as_bytes())?;
+        let written = (|| {
+            let mut out = File::create(&aside)?;
+            for k in &keys {
+                out.write_all(encode(&Request::Set(k, &self.map[*k])).as_bytes())?;
+            }
+            out.sync_all()
+        })();
+        // A compaction that cannot be written (a full disk) leaves nothing half-made behind.
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&aside);
+            return Err(e);
         }
-        out.sync_all()?;
         // The handle for appends is opened on the new file before it takes the name, so
         // after the rename every write goes to the file that has the name, whatever fails
         // later (the directory sync).

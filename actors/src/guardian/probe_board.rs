@@ -83,6 +83,16 @@ impl ProbeBoard {
         Some((e.summary(), e.history.recent().cloned().collect()))
     }
 
+    /// Targets with a probe that is down or whose last check failed: what a dependent's
+    /// failure may be explained by (a failing check is news before a threshold is).
+    pub fn failing_targets(&self) -> std::collections::BTreeSet<warden_core::config::ServiceName> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.values()
+            .filter(|e| e.status.consecutive_failures > 0 || e.status.state == warden_core::probe::ProbeState::Down)
+            .map(|e| e.status.target.clone())
+            .collect()
+    }
+
     /// The down event of every probe that is down now, as its status stands.
     pub fn down_now(&self) -> Vec<ProbeEvent> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());

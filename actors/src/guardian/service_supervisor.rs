@@ -418,6 +418,10 @@ impl ServiceSupervisor {
                 e.started_unix_ms = Some(warden_core::time::now_unix_ms());
                 e.slow_boot = false;
                 e.hung_before_ready = false;
+                // Whoever held its port is gone (a playbook freed it, or the wait ended).
+                if let Some(was) = e.waiting_for_port.take() {
+                    info!(service = service.as_str(), "port free again ({was}): started");
+                }
                 e.exit = Some(sp.exit.clone());
                 e.start_ticks = None;
                 // For the next warden, should this one die: which process is this service's.
@@ -467,6 +471,7 @@ impl ServiceSupervisor {
             return; // an older process, one we stopped on purpose, or already handled
         }
         let Some(info) = e.process_exited() else { return };
+        e.exited = Some((warden_core::time::now_unix_ms(), info.clone()));
         e.last_group = e.pid.zip(e.start_ticks).map(|(pgid, leader_ticks)| LastGroup { pgid, leader_ticks });
         e.pid = None;
         e.exit = None;

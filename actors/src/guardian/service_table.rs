@@ -67,6 +67,8 @@ pub struct ServiceEntry {
     /// Another process holds one of its ports: it is not restarted into EADDRINUSE (and
     /// its restart budget is not spent) until the port is free. Who holds which port.
     pub waiting_for_port: Option<String>,
+    /// The last unexpected exit, when it was seen (wall clock).
+    pub exited: Option<(u64, ExitInfo)>,
 }
 
 impl ServiceEntry {
@@ -94,6 +96,7 @@ impl ServiceEntry {
             start_ticks: None,
             last_group: None,
             waiting_for_port: None,
+            exited: None,
         }
     }
 

@@ -1,29 +1,39 @@
-//! Detectors: one actor per failure mode, turning probe events into findings.
+//! Detectors: one actor per failure mode, turning signals into findings.
 //!
-//! The rule of each mode is `warden_core::detect::assess`; the actor feeds it the events of
-//! the probe-event port and the target's state, and reports what it finds to the incident
-//! manager, which acknowledges once the incident is stored. Detection is also
-//! level-triggered: every second (and when it starts) the detector judges every probe that
-//! is down now, from the probe board, so an event missed while it or the incident manager
-//! restarted, or judged while the target was still booting, is not a fault missed. A
-//! streak is reported until it is acknowledged, once; a streak that began before the
-//! target's current process started is about a process that is gone, and is left alone.
+//! The rule of each mode is `warden_core::detect`: [`assess`] for probe events,
+//! [`assess_facts`] for what is known of a service now (state, last exit, a held port,
+//! memory, missing files, free space). The actor judges every probe event as it comes (a
+//! hang is found within a probe interval) and, every [`RECHECK_EVERY`], every probe that is
+//! down now and every service's facts, so an event missed while it or the incident manager
+//! restarted is not a fault missed, and a level (a full disk, a missing file) is seen
+//! without an event.
+//!
+//! Before a finding is reported it is checked against what would explain it: a cause on
+//! the same service (a held port explains a crash loop) or a dependency that is failing
+//! (a frozen db explains the api's failures). An explained finding is not an incident of
+//! its own: it is linked to the cause's incident and said once. A finding reported and no
+//! longer seen is reported cleared, so an incident with no repair under way closes as such.
 
+use super::facts;
 use super::incident_manager::IncidentManager;
 use crate::addr::{AbortOnDrop, Addr};
+use crate::current::Current;
+use crate::data_dir::DataDir;
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_table::ServiceTable;
 use crate::registry::{ActorRegistry, Registration};
 use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::detect::assess;
+use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::detect::{ServiceFacts, Thresholds, assess, assess_facts, causes_of, explained_by};
+use warden_core::incident::Finding;
 use warden_core::mode::FailureMode;
 use warden_core::probe::ProbeEvent;
 
-/// How often every probe that is down now is judged again.
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often every signal is judged again.
+const RECHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// The tree path of the detector for `mode`.
 pub fn path(mode: FailureMode) -> String {
@@ -32,8 +42,12 @@ pub fn path(mode: FailureMode) -> String {
 
 pub enum DetectorMsg {
     Probe(ProbeEvent),
-    /// Judge every probe that is down now.
+    /// Judge every probe that is down now and every service's facts.
     Recheck,
+    /// The incident of this service was resolved: forget what was reported of it, so a
+    /// fault still there is reported again (and its incident reopened with the next
+    /// playbook) instead of being taken as repaired.
+    Resolved(ServiceName),
 }
 
 impl Addr<Detector> {
@@ -45,17 +59,32 @@ impl Addr<Detector> {
 pub struct Detector {
     pub mode: FailureMode,
     pub events: Arc<OutputPort<ProbeEvent>>,
+    pub resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
     pub board: ProbeBoard,
     pub services: ServiceTable,
+    pub config: Current<NodeConfig>,
+    pub data_dir: DataDir,
     pub incidents: Addr<IncidentManager>,
     pub registry: ActorRegistry,
 }
 
+/// What a finding is about: a probe's streak (probe, first failure), or a service's facts.
+type Key = (String, u64);
+
 pub struct State {
-    /// Streaks (probe, first failure) the incident manager has acknowledged.
-    reported: BTreeSet<(String, u64)>,
+    /// Findings the incident manager has acknowledged, by what they are about.
+    reported: BTreeMap<Key, ServiceName>,
+    /// Suppressed findings already said (and linked).
+    explained: BTreeSet<Key>,
     _tick: AbortOnDrop,
     _reg: Registration,
+}
+
+/// What one judgement found now.
+struct Judged {
+    findings: Vec<(Key, Finding)>,
+    /// Findings of the modes that can explain this one, on any service.
+    causes: Vec<Finding>,
 }
 
 #[ractor::async_trait]
@@ -66,10 +95,14 @@ impl Actor for Detector {
 
     async fn pre_start(&self, myself: ActorRef<DetectorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         self.events.subscribe(myself.clone(), |ev| Some(DetectorMsg::Probe(ev)));
-        // Whatever went down before this instance subscribed, then every second.
+        let mode = self.mode;
+        self.resolved
+            .subscribe(myself.clone(), move |(service, m)| (m == mode).then_some(DetectorMsg::Resolved(service)));
+        // Whatever went down before this instance subscribed, then every tick.
         myself.send_message(DetectorMsg::Recheck)?;
         Ok(State {
-            reported: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            explained: BTreeSet::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
             _reg: self.registry.started(&path(self.mode)),
         })
@@ -81,23 +114,46 @@ impl Actor for Detector {
         msg: DetectorMsg,
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        let events = match msg {
-            DetectorMsg::Probe(ev) => vec![ev],
+        let (judged, whole) = match msg {
+            DetectorMsg::Resolved(service) => {
+                st.reported.retain(|_, s| *s != service);
+                return Ok(());
+            }
+            DetectorMsg::Probe(ev) => {
+                let facts = self.facts();
+                (self.judge(vec![ev], &facts), false)
+            }
             DetectorMsg::Recheck => {
                 let down = self.board.down_now();
-                // Forget streaks that ended: a new one with the same start cannot come.
-                st.reported.retain(|key| down.iter().any(|ev| streak(ev).as_ref() == Some(key)));
-                down.into_iter().filter(|ev| !self.about_a_gone_process(ev)).collect()
+                let facts = self.facts();
+                let mut judged = self.judge(down, &facts);
+                for f in &facts {
+                    if let Some(finding) = assess_facts(self.mode, f, self.thresholds()) {
+                        // One full disk is one fault, whichever service it is put on.
+                        let about = match &f.disk {
+                            Some(d) if self.mode == FailureMode::DiskFull => format!("disk:{}", d.path),
+                            _ => format!("service:{}", f.service),
+                        };
+                        judged.findings.push(((about, 0), finding));
+                    }
+                }
+                (judged, true)
             }
         };
-        for ev in events {
-            let Some(key) = streak(&ev) else { continue };
-            if st.reported.contains(&key) {
+        let dependencies_failing = self.failing_dependencies();
+        let mut seen: BTreeSet<Key> = BTreeSet::new();
+        for (key, finding) in judged.findings {
+            seen.insert(key.clone());
+            if st.reported.contains_key(&key) {
                 continue;
             }
-            let Some(finding) = assess(self.mode, &ev, self.services.state_of(ev.target().as_str())) else {
+            let failing = dependencies_failing.get(&finding.service).cloned().unwrap_or_default();
+            if let Some(why) = explained_by(&finding, &judged.causes, &failing) {
+                if st.explained.insert(key) {
+                    self.link(&finding, &why, &judged.causes, &failing).await;
+                }
                 continue;
-            };
+            }
             match self.incidents.report(finding.clone()).await {
                 Ok(()) => {
                     tracing::warn!(
@@ -106,7 +162,7 @@ impl Actor for Detector {
                         evidence = finding.evidence,
                         "failure detected"
                     );
-                    st.reported.insert(key);
+                    st.reported.insert(key, finding.service.clone());
                 }
                 Err(e) => tracing::warn!(
                     mode = self.mode.as_str(),
@@ -116,20 +172,107 @@ impl Actor for Detector {
                 ),
             }
         }
+        if whole {
+            st.explained.retain(|k| seen.contains(k));
+            // Reported and gone: the fault cleared (by a repair or by itself).
+            let gone: Vec<(Key, ServiceName)> =
+                st.reported.iter().filter(|(k, _)| !seen.contains(*k)).map(|(k, s)| (k.clone(), s.clone())).collect();
+            for (key, service) in gone {
+                st.reported.remove(&key);
+                if !st.reported.values().any(|s| *s == service) {
+                    self.incidents.cleared(service, self.mode);
+                }
+            }
+        }
         Ok(())
     }
 }
 
 impl Detector {
-    /// A streak that began before the target's current process started.
-    fn about_a_gone_process(&self, ev: &ProbeEvent) -> bool {
-        let started = self.services.lock().services.get(ev.target()).and_then(|e| e.started_unix_ms);
-        matches!((ev, started), (ProbeEvent::Down { first_failure_unix_ms, .. }, Some(s)) if *first_failure_unix_ms < s)
+    fn thresholds(&self) -> Thresholds {
+        let h = self.config.get().healing;
+        Thresholds {
+            memory_pressure_pct: h.memory_pressure_pct,
+            disk_min_free_pct: h.disk_min_free_pct,
+            disk_min_free_bytes: h.disk_min_free_mb.saturating_mul(1 << 20),
+        }
+    }
+
+    fn facts(&self) -> Vec<ServiceFacts> {
+        facts::gather(&self.services, &self.data_dir, self.thresholds())
+    }
+
+    /// This mode's findings among `events`, and the findings of the modes that explain it.
+    fn judge(&self, events: Vec<ProbeEvent>, facts: &[ServiceFacts]) -> Judged {
+        let causes: Vec<FailureMode> = causes_of(self.mode).collect();
+        let mut judged = Judged { findings: Vec::new(), causes: Vec::new() };
+        let all_down = if causes.is_empty() { Vec::new() } else { self.board.down_now() };
+        let (t, table) = (self.thresholds(), self.services.lock());
+        for ev in &events {
+            let Some(key) = streak(ev) else { continue };
+            let Some(e) = table.services.get(ev.target()) else { continue };
+            // A streak that began before the target's current process started is about a
+            // process that is gone.
+            if matches!((ev, e.started_unix_ms), (ProbeEvent::Down { first_failure_unix_ms, .. }, Some(s)) if *first_failure_unix_ms < s)
+            {
+                continue;
+            }
+            if let Some(f) = assess(self.mode, ev, Some(e.state), e.spec.role) {
+                judged.findings.push((key, f));
+            }
+        }
+        for ev in &all_down {
+            let Some(e) = table.services.get(ev.target()) else { continue };
+            judged.causes.extend(causes.iter().filter_map(|m| assess(*m, ev, Some(e.state), e.spec.role)));
+        }
+        drop(table);
+        for f in facts {
+            judged.causes.extend(causes.iter().filter_map(|m| assess_facts(*m, f, t)));
+        }
+        judged
+    }
+
+    /// For each service, its dependencies that are not serving now.
+    fn failing_dependencies(&self) -> BTreeMap<ServiceName, Vec<ServiceName>> {
+        let down = self.board.failing_targets();
+        let t = self.services.lock();
+        t.services
+            .iter()
+            .map(|(name, e)| {
+                let failing = e
+                    .spec
+                    .depends_on
+                    .iter()
+                    .filter(|d| facts::failing(t.services.get(*d).map(|x| x.state), down.contains(*d)))
+                    .cloned()
+                    .collect();
+                (name.clone(), failing)
+            })
+            .collect()
+    }
+
+    /// Says an explained finding once and links it to the incident of what explains it.
+    async fn link(&self, finding: &Finding, why: &str, causes: &[Finding], failing: &[ServiceName]) {
+        let cause = causes
+            .iter()
+            .find(|c| c.service == finding.service)
+            .map(|c| c.service.clone())
+            .or_else(|| failing.first().cloned());
+        tracing::info!(
+            mode = self.mode.as_str(),
+            service = finding.service.as_str(),
+            why,
+            "failure suppressed: something lower explains it"
+        );
+        if let Some(cause) = cause {
+            let text = format!("{} on `{}`: {} ({why})", self.mode.as_str(), finding.service, finding.evidence);
+            self.incidents.link(cause, text);
+        }
     }
 }
 
 /// The streak a down event belongs to.
-fn streak(ev: &ProbeEvent) -> Option<(String, u64)> {
+fn streak(ev: &ProbeEvent) -> Option<Key> {
     match ev {
         ProbeEvent::Down { probe, first_failure_unix_ms, .. } => Some((probe.clone(), *first_failure_unix_ms)),
         ProbeEvent::Up { .. } => None,

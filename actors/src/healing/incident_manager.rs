@@ -22,8 +22,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::config::NodeConfig;
-use warden_core::incident::{Finding, Incident, NextStep, overdue};
+use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, overdue};
+use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::run::{RunOutcome, RunRecord};
 
@@ -34,6 +35,9 @@ const TICK: Duration = Duration::from_secs(1);
 const RUN_GRACE: Duration = Duration::from_secs(10);
 /// How long a run's end may take to be announced before the store is believed instead.
 const NOTICE_GRACE: Duration = Duration::from_secs(2);
+/// A fault seen again this soon after its incident was resolved reopens that incident
+/// with the next playbook: the repair did not hold.
+const REOPEN_WITHIN: Duration = Duration::from_secs(30);
 /// Opening an incident is two counter bumps and one synced write.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,6 +54,10 @@ pub enum IncidentMsg {
     Open(Box<Finding>, RpcReplyPort<Result<(), IncidentError>>),
     /// A playbook run ended (from the executor's finished-runs port, or the store).
     RunFinished(Box<RunRecord>),
+    /// A detector no longer sees the fault of (service, mode).
+    Cleared(ServiceName, FailureMode),
+    /// A failure the open incident of the service explains was suppressed.
+    Link(ServiceName, String),
     Tick,
     /// Fault injection: stall in the handler for the given time (messages queue up), then
     /// panic (they are lost with the mailbox).
@@ -66,6 +74,21 @@ impl Addr<IncidentManager> {
     pub async fn report(&self, finding: Finding) -> Result<(), IncidentError> {
         self.ask(REPORT_TIMEOUT, |tx| IncidentMsg::Open(Box::new(finding), tx)).await?
     }
+
+    /// The fault of (service, mode) is no longer seen. Best effort: a lost notice leaves an
+    /// incident to its repair's verification.
+    pub fn cleared(&self, service: ServiceName, mode: FailureMode) {
+        if let Err(e) = self.tell(IncidentMsg::Cleared(service, mode)) {
+            tracing::debug!(error = %e, "cannot say a fault cleared");
+        }
+    }
+
+    /// Links a suppressed failure to the open incident of `cause` (best effort).
+    pub fn link(&self, cause: ServiceName, text: String) {
+        if let Err(e) = self.tell(IncidentMsg::Link(cause, text)) {
+            tracing::debug!(error = %e, "cannot link a suppressed failure");
+        }
+    }
 }
 
 pub struct IncidentManager {
@@ -75,6 +98,7 @@ pub struct IncidentManager {
     pub store: Store,
     pub executor: Addr<PlaybookExecutor>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
+    pub resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
 }
@@ -84,6 +108,9 @@ pub struct State {
     /// Runs the executor has not acknowledged yet, by incident.
     undispatched: BTreeMap<u64, RunOrder>,
     alerted: BTreeSet<u64>,
+    /// Incidents resolved lately, by (service, mode): a fault back within
+    /// [`REOPEN_WITHIN`] reopens its incident.
+    resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -103,6 +130,7 @@ impl Actor for IncidentManager {
             open,
             undispatched: BTreeMap::new(),
             alerted: BTreeSet::new(),
+            resolved: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
             _reg: self.registry.started(PATH),
         };
@@ -131,6 +159,16 @@ impl Actor for IncidentManager {
             IncidentMsg::RunFinished(run) => {
                 if let Err(e) = self.run_finished(*run, st).await {
                     tracing::warn!(error = %e, "cannot record a run's end yet; the store check will");
+                }
+            }
+            IncidentMsg::Cleared(service, mode) => {
+                if let Err(e) = self.fault_cleared(&service, mode, st).await {
+                    tracing::warn!(error = %e, "cannot record that a fault cleared");
+                }
+            }
+            IncidentMsg::Link(service, text) => {
+                if let Err(e) = self.link(&service, text, st).await {
+                    tracing::debug!(error = %e, "cannot link a suppressed failure");
                 }
             }
             IncidentMsg::Tick => {
@@ -223,6 +261,18 @@ impl IncidentManager {
             st.open.insert(incident.id, incident);
             return Ok(());
         }
+        // Back soon after its repair: that repair did not hold.
+        let key = (f.service.clone(), f.mode);
+        st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
+        if let Some((id, _)) = st.resolved.remove(&key)
+            && let Some(mut incident) = self.store.incident(id).await?
+            && incident.status == IncidentStatus::Resolved
+        {
+            tracing::warn!(incident = id, evidence = f.evidence, "the fault came back after its repair; reopening");
+            let step = incident.reopen(&f.evidence, &self.catalog.get());
+            self.apply(step, incident, st).await?;
+            return Ok(());
+        }
         let id = self.store.next_id(Counter::Incident).await?;
         let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
         self.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
@@ -233,8 +283,48 @@ impl IncidentManager {
             evidence = f.evidence,
             "incident opened"
         );
+        if !self.config.get().healing.enabled {
+            incident.detail = "automatic repair is off (healing.enabled: false); a person must look".into();
+            tracing::error!(
+                incident = id,
+                service = f.service.as_str(),
+                "alert: automatic repair is off; a person must look"
+            );
+            self.store.put_incident(incident.clone()).await?;
+            st.open.insert(id, incident);
+            return Ok(());
+        }
         let step = incident.first_step(&self.catalog.get());
         self.apply(step, incident, st).await?;
+        Ok(())
+    }
+
+    /// The fault is gone: an open incident with no repair under way closes as cleared.
+    async fn fault_cleared(&self, service: &ServiceName, mode: FailureMode, st: &mut State) -> Result<(), StoreError> {
+        let Some(mut incident) = st.open.values().find(|i| i.service == *service && i.mode == mode).cloned() else {
+            return Ok(());
+        };
+        if st.undispatched.contains_key(&incident.id) || !incident.fault_cleared(warden_core::time::now_unix_ms()) {
+            return Ok(());
+        }
+        self.store.put_incident(incident.clone()).await?;
+        tracing::info!(
+            incident = incident.id,
+            service = service.as_str(),
+            mode = mode.as_str(),
+            "incident cleared: the fault went away by itself"
+        );
+        self.close(incident.id, st);
+        Ok(())
+    }
+
+    /// Records a suppressed failure on the open incident of `service` it is explained by.
+    async fn link(&self, service: &ServiceName, text: String, st: &mut State) -> Result<(), StoreError> {
+        let Some(mut incident) = st.open.values().find(|i| i.service == *service).cloned() else { return Ok(()) };
+        if incident.link(text) {
+            self.store.put_incident(incident.clone()).await?;
+            st.open.insert(incident.id, incident);
+        }
         Ok(())
     }
 
@@ -270,6 +360,9 @@ impl IncidentManager {
                 self.store.put_incident(incident.clone()).await?;
                 self.metrics.mttr_seconds.observe(mttr_ms as f64 / 1000.0);
                 tracing::info!(incident = id, service = incident.service.as_str(), mttr_ms, "incident resolved");
+                st.resolved.insert((incident.service.clone(), incident.mode), (id, tokio::time::Instant::now()));
+                // Its detector judges again from scratch: a fault still there comes back.
+                self.resolved.send((incident.service.clone(), incident.mode));
                 self.close(id, st);
             }
             NextStep::Wait { playbook, retry_at_unix_ms, reason } => {

@@ -3,6 +3,7 @@
 
 pub mod alerter;
 pub mod detector;
+pub mod facts;
 pub mod incident_manager;
 pub mod notifier;
 
@@ -25,8 +26,11 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
                 tree::worker(Addr::<Detector>::for_mode(mode).name(), move || Detector {
                     mode,
                     events: d.probe_events.clone(),
+                    resolved: d.incidents_resolved.clone(),
                     board: d.views.probes.clone(),
                     services: d.views.services.clone(),
+                    config: d.views.config.clone(),
+                    data_dir: d.views.data_dir.clone(),
                     incidents: d.addrs.incidents.clone(),
                     registry: d.views.registry.clone(),
                 })
@@ -39,6 +43,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             store: i.views.store.clone(),
             executor: i.addrs.executor.clone(),
             runs_finished: i.runs_finished.clone(),
+            resolved: i.incidents_resolved.clone(),
             metrics: i.views.metrics.clone(),
             registry: i.views.registry.clone(),
         }));

@@ -303,6 +303,21 @@ impl ServiceCgroup {
         text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
     }
 
+    /// Bytes the cgroup uses now and its limit (`None` without a memory controller or a
+    /// limit): what the out-of-memory detector compares before the kernel has to act.
+    pub fn memory_usage(&self) -> Option<(u64, u64)> {
+        let dir = self.dir(Role::Memory)?;
+        let (used, limit) = if self.dirs.iter().any(|(r, _)| *r == Role::Unified) {
+            ("memory.current", "memory.max")
+        } else {
+            ("memory.usage_in_bytes", "memory.limit_in_bytes")
+        };
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok();
+        // "max" (v2) does not parse, and v1's "unlimited" is near u64::MAX: no limit either way.
+        let limit = read(limit).filter(|l| *l < u64::MAX / 2)?;
+        Some((read(used)?, limit))
+    }
+
     /// Removes the (empty) directories.
     pub fn remove(&self) {
         for (_, dir) in &self.dirs {

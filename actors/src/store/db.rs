@@ -213,6 +213,10 @@ impl Db {
         self.listed(&self.incidents, "incidents", &self.incidents_open)
     }
 
+    pub(super) fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        self.incidents.get(key(id))?.map(|v| decode_json("incidents", id, &v)).transpose()
+    }
+
     pub(super) fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
         recent_json(&self.incidents, "incidents", limit)
     }

@@ -411,6 +411,15 @@ impl Store {
         self.run(|db| db.open_incidents()).await
     }
 
+    pub async fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        self.run(move |db| db.incident(id)).await
+    }
+
+    /// The last `limit` incidents, oldest first.
+    pub async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        self.run(move |db| db.recent_incidents(limit)).await
+    }
+
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
         self.write(move |db| db.put_run(&run)).await
     }

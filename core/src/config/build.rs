@@ -35,6 +35,10 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
             Some(w) => w.value,
             None => 10,
         },
+        memory_pressure_pct: pct(&mut c, &raw.healing.memory_pressure_pct, 90, "healing.memory_pressure_pct"),
+        disk_min_free_pct: pct(&mut c, &raw.healing.disk_min_free_pct, 5, "healing.disk_min_free_pct"),
+        disk_min_free_mb: raw.healing.disk_min_free_mb.as_ref().map_or(512, |v| v.value),
+        enabled: raw.healing.enabled.unwrap_or(true),
     };
 
     let http = {
@@ -475,7 +479,20 @@ fn service(
         env_file,
         limits,
         upstreams,
+        role: s.role.as_ref().map(|r| r.value),
     })
+}
+
+/// A percentage from 1 to 99 (0 and 100 would make a rule that never or always fires).
+fn pct(c: &mut Collector, v: &Option<Spanned<u8>>, default: u8, key: &str) -> u8 {
+    match v {
+        Some(p) if !(1..=99).contains(&p.value) => {
+            c.at(p.referenced, format!("{key} must be between 1 and 99"));
+            default
+        }
+        Some(p) => p.value,
+        None => default,
+    }
 }
 
 /// A service's upstreams: unique names, an address its arguments or environment carry (or

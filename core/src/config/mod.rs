@@ -231,6 +231,18 @@ pub struct ServiceSpec {
     pub limits: Limits,
     /// Addresses of what it talks to, with fallbacks a playbook may switch it to.
     pub upstreams: Vec<Upstream>,
+    /// What the service is to the node, where a failure mode is about that kind of
+    /// service (a database, a model server); `None`: an application service.
+    pub role: Option<ServiceRole>,
+}
+
+/// The kinds of service the failure modes name: a failing database is mode 1, a failing
+/// model server mode 10, any other service failing to answer mode 7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRole {
+    Database,
+    ModelServer,
 }
 
 /// An address a service is given (in its arguments or environment) of something it talks
@@ -414,7 +426,9 @@ pub enum ProbeCheck {
     /// L7: an Ollama server's `/api/tags` answers, listing `model` if set.
     Ollama { url: Url, model: Option<String> },
     /// L7: a line protocol: `send` one line to `addr`, the answer line starts with `expect`.
-    Line { addr: SocketAddr, send: String, expect: String },
+    /// With `password_file`, `AUTH <its trimmed content>` is sent first and must be
+    /// answered `OK` (or Redis's `+OK`); anything else is a refused login.
+    Line { addr: SocketAddr, send: String, expect: String, password_file: Option<PathBuf> },
 }
 
 impl ProbeCheck {
@@ -553,6 +567,14 @@ pub struct HealingConfig {
     pub mttr_alert: Duration,
     /// Incidents averaged for the rolling MTTR.
     pub mttr_window: usize,
+    /// A service using this share of its memory limit is about to be OOM-killed (mode 4).
+    pub memory_pressure_pct: u8,
+    /// The data dir's filesystem with less free space than this share and than
+    /// `disk_min_free_mb` is full (mode 5).
+    pub disk_min_free_pct: u8,
+    pub disk_min_free_mb: u64,
+    /// Automatic repair; off, detectors still open incidents but no playbook runs.
+    pub enabled: bool,
 }
 
 #[cfg(test)]

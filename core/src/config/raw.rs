@@ -115,6 +115,8 @@ pub struct ServiceSection {
     pub limits: Option<LimitsSection>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamSection>,
+    #[serde(default)]
+    pub role: Option<Spanned<crate::config::ServiceRole>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +292,14 @@ pub struct HealingSection {
     pub mttr_alert_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub mttr_window: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub memory_pressure_pct: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub disk_min_free_pct: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub disk_min_free_mb: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -196,14 +196,38 @@ pub async fn ollama(client: &reqwest::Client, base: &url::Url, model: Option<&st
     Outcome::Pass { latency: start.elapsed(), warning: None }
 }
 
-/// One line sent, one line back, starting with `expect`.
-pub async fn line(addr: SocketAddr, send: &str, expect: &str, timeout: Duration) -> Outcome {
+/// One line sent, one line back, starting with `expect`. With a password file, the
+/// session first logs in with `AUTH <token>` (the demo db's and Redis's command): an
+/// answer other than `OK`/`+OK` is a refused login ([`Failure::Auth`]), which is how
+/// invalid credentials are told from a dead server.
+pub async fn line(
+    addr: SocketAddr,
+    send: &str,
+    expect: &str,
+    password_file: Option<&Path>,
+    timeout: Duration,
+) -> Outcome {
     let start = Instant::now();
+    let token = match password_file.map(std::fs::read_to_string) {
+        Some(Ok(t)) => Some(t.trim().to_string()),
+        Some(Err(e)) => {
+            let path = password_file.map(Path::display).map(|p| p.to_string()).unwrap_or_default();
+            return Outcome::Fail(Failure::Auth(format!("cannot read {path}: {e}")));
+        }
+        None => None,
+    };
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| classify(&e))?;
         let (read, mut write) = stream.into_split();
-        write.write_all(format!("{send}\n").as_bytes()).await.map_err(|e| classify(&e))?;
         let mut reader = tokio::io::BufReader::new(read);
+        if let Some(token) = &token {
+            write.write_all(format!("AUTH {token}\n").as_bytes()).await.map_err(|e| classify(&e))?;
+            let answer = read_line(&mut reader).await.map_err(|e| Failure::Response(e.to_string()))?;
+            if !(answer.starts_with("OK") || answer.starts_with("+OK")) {
+                return Err(Failure::Auth(format!("AUTH answered {}", shown(&answer))));
+            }
+        }
+        write.write_all(format!("{send}\n").as_bytes()).await.map_err(|e| classify(&e))?;
         read_line(&mut reader).await.map_err(|e| Failure::Response(e.to_string()))
     };
     match tokio::time::timeout(timeout, exchange).await {

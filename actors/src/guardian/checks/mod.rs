@@ -174,7 +174,9 @@ impl Prober {
                 application::postgres(*addr, user, dbname, password_file.as_deref(), t).await
             }
             ProbeCheck::Ollama { url, model } => application::ollama(&self.client, url, model.as_deref(), t).await,
-            ProbeCheck::Line { addr, send, expect } => application::line(*addr, send, expect, t).await,
+            ProbeCheck::Line { addr, send, expect, password_file } => {
+                application::line(*addr, send, expect, password_file.as_deref(), t).await
+            }
         }
     }
 }

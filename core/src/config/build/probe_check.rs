@@ -58,7 +58,7 @@ fn kind_info(kind: ProbeKind) -> (&'static str, Layer, &'static [&'static str]) 
         ProbeKind::Dns => ("dns", Layer::L7, &["query", "resolver", "expect"]),
         ProbeKind::Postgres => ("postgres", Layer::L7, &["addr", "user", "dbname", "password_file"]),
         ProbeKind::Ollama => ("ollama", Layer::L7, &["url", "model"]),
-        ProbeKind::Line => ("line", Layer::L7, &["addr", "send", "expect"]),
+        ProbeKind::Line => ("line", Layer::L7, &["addr", "send", "expect", "password_file"]),
     }
 }
 
@@ -97,7 +97,9 @@ pub(super) fn probe_check(
     let url_of = |c: &mut Collector, v: &Spanned<String>| http_url(c, v.referenced, &v.value, &format!("{what}.url"));
     let file_of = |c: &mut Collector, v: &Spanned<String>, key: &str| -> Option<PathBuf> {
         let path = resolve(ctx.dir, &expand(c, v, ctx.data_dir)?);
-        if !path.is_file() {
+        // A file under the data dir may be written only when the node starts (a service's
+        // `files:`); if it is missing then, the check fails and says so.
+        if !path.is_file() && !path.starts_with(ctx.data_dir) {
             c.at(v.referenced, format!("{what}.{key} {} is not a readable file", path.display()));
             return None;
         }
@@ -279,8 +281,12 @@ pub(super) fn probe_check(
             let addr = need(c, raw.addr.as_ref(), "addr");
             let send = need(c, raw.send.as_ref(), "send");
             let expect = need(c, raw.expect.as_ref(), "expect");
+            let password_file = match &raw.password_file {
+                Some(f) => Some(file_of(c, f, "password_file")?),
+                None => None,
+            };
             let addr = addr_of(c, &addr?)?;
-            Some(ProbeCheck::Line { addr, send: line(c, &send?, &what)?, expect: expect?.value })
+            Some(ProbeCheck::Line { addr, send: line(c, &send?, &what)?, expect: expect?.value, password_file })
         }
     }
 }
