@@ -6,6 +6,7 @@ mod audit_cmd;
 mod demo;
 mod governance_cmd;
 mod http;
+mod incidents_cmd;
 mod load;
 mod node;
 mod playbooks_cmd;
@@ -49,6 +50,9 @@ enum Command {
     /// The playbook catalog: list, show, run (or dry-run), roll back, audit, docs.
     #[command(subcommand)]
     Playbooks(playbooks_cmd::PlaybooksCommand),
+    /// The running node's incidents: list (filtered) and show one.
+    #[command(subcommand)]
+    Incidents(incidents_cmd::IncidentsCommand),
     /// Check or repair a stopped node's store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => Ok(check_config(args)),
         Some(Command::Audit(cmd)) => rt.block_on(audit_cmd::run(cmd)),
         Some(Command::Playbooks(cmd)) => rt.block_on(playbooks_cmd::run(cmd)),
+        Some(Command::Incidents(cmd)) => rt.block_on(incidents_cmd::run(cmd)),
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Tokens(cmd)) => tokens_cmd::run(cmd),

@@ -446,9 +446,11 @@ fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into
     let ports = Ports::fresh();
     let port = ports.api;
     let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\nhealing:\n  enabled: false\n",
         ports.http
     );
+    // Supervision alone (healing off): the wait. With healing on, the port_in_use incident
+    // asks the holder to leave instead (tests/self_healing_scenarios.rs).
     let mut node = Node::prepare(&config, ports);
     let stranger = Command::new(WARDEN)
         .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])

@@ -60,9 +60,10 @@ fn test_an_unlisted_model_fails_its_probe_everywhere_and_a_flapping_one_is_told_
     // recovers. The second failure and recovery in the window make it flapping: told once.
     let rx = Receiver::start(1);
     let ports = Ports::fresh();
+    // Probes and alerts only: warden would pull the model back (warm_model) at once.
     let config = format!(
         "{}\nalerts:\n  flap_window_ms: 300000\n  flap_max_changes: 4\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
-        default_config_on(ports),
+        default_config_on(ports).replace("\nhealing:\n", "\nhealing:\n  enabled: false\n"),
         rx.url("/hook")
     );
     let node = Node::start_with(&config, ports, &[]);
@@ -142,7 +143,7 @@ fn test_a_stranger_on_a_service_port_is_named_and_a_missing_interface_is_unsuppo
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    restart: {{ backoff_initial_ms: 200, max_restarts: 50 }}\nprobes:\n  - name: web-port\n    layer: l4\n    target: web\n    check: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n  - name: web-link\n    layer: l2\n    target: web\n    check: {{ kind: link, interface: nosuch0 }}\n    interval_ms: 200\n    timeout_ms: 150\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    restart: {{ backoff_initial_ms: 200, max_restarts: 50 }}\nprobes:\n  - name: web-port\n    layer: l4\n    target: web\n    check: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n  - name: web-link\n    layer: l2\n    target: web\n    check: {{ kind: link, interface: nosuch0 }}\n    interval_ms: 200\n    timeout_ms: 150\nhealing:\n  enabled: false\n",
         http = ports.http
     );
     let node = Node::start_with(&config, ports, &[]);

@@ -128,7 +128,8 @@ pub fn assess(
             service: target.clone(),
             evidence,
             first_sign_unix_ms: *first_failure_unix_ms,
-            cause: probe_cause(mode, failure),
+            cause: probe_cause(mode, kind, failure),
+            persists: false,
         })
     };
     let said = || format!("probe `{probe}` ({}, {kind}): {consecutive} failed checks: {failure}", layer.as_str());
@@ -173,9 +174,11 @@ pub fn disk_low(d: &DiskFacts, t: Thresholds) -> bool {
 }
 
 /// What a failed check says of the cause.
-fn probe_cause(mode: FailureMode, failure: &Failure) -> Cause {
+fn probe_cause(mode: FailureMode, kind: &str, failure: &Failure) -> Cause {
     match failure {
         Failure::Timeout => Cause::Hung,
+        // The ollama check answers a model it cannot find in the list with a response failure.
+        Failure::Response(_) if kind == "ollama" => Cause::ModelMissing,
         Failure::Response(text) if text.to_ascii_lowercase().contains("corrupt") => Cause::Corrupt,
         Failure::Auth(_) | Failure::Status(401 | 403) => Cause::CredentialsRefused,
         Failure::Tls(_) => Cause::Tls,
@@ -208,6 +211,7 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
             evidence,
             first_sign_unix_ms: onset.unwrap_or(f.now_unix_ms),
             cause,
+            persists: false,
         })
     };
     let exit_onset = f.last_exit.as_ref().map(|e| e.at_unix_ms);
@@ -246,6 +250,7 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
                     ),
                     first_sign_unix_ms: f.now_unix_ms,
                     cause: Cause::MemoryPressure,
+                    persists: false,
                 },
             )
         }
@@ -264,6 +269,7 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
                 ),
                 first_sign_unix_ms: f.now_unix_ms,
                 cause: d.usage.cause(),
+                persists: false,
             })
         }
         FailureMode::MissingConfig => {
@@ -497,8 +503,14 @@ mod tests {
 
     #[test]
     fn test_causes_explain_symptoms_and_dependencies_explain_dependents() {
-        let of =
-            |mode| Finding { mode, service: api(), evidence: "e".into(), first_sign_unix_ms: 1, cause: Cause::Unknown };
+        let of = |mode| Finding {
+            mode,
+            service: api(),
+            evidence: "e".into(),
+            first_sign_unix_ms: 1,
+            cause: Cause::Unknown,
+            persists: false,
+        };
         let db = ServiceName::parse("db").expect("name");
         let timeout = of(FailureMode::ApiTimeout);
         assert!(explained_by(&timeout, &[], &[]).is_none());

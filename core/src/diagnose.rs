@@ -30,6 +30,8 @@ pub enum Cause {
     CrashLoop,
     /// A process outside the service holds its port.
     PortStranger,
+    /// A model server answers without the model it should serve.
+    ModelMissing,
     /// A login with its credentials is refused.
     CredentialsRefused,
     /// A TLS handshake or certificate fails.
@@ -66,6 +68,7 @@ impl Cause {
             Cause::LockHeld => "lock_held",
             Cause::CrashLoop => "crash_loop",
             Cause::PortStranger => "port_stranger",
+            Cause::ModelMissing => "model_missing",
             Cause::CredentialsRefused => "credentials_refused",
             Cause::Tls => "tls",
             Cause::FileMissing => "file_missing",
@@ -90,6 +93,7 @@ impl Cause {
             Cause::LockHeld => &["clear_stale_db_lock", "restart_database"],
             Cause::CrashLoop => &["restart_database", "clear_stale_db_lock", "restart_model_server"],
             Cause::PortStranger => &["free_port_foreign", "relocate_port"],
+            Cause::ModelMissing => &["warm_model"],
             Cause::CredentialsRefused => &["reload_credentials", "rotate_credentials"],
             Cause::Tls => &["reload_tls_certificate"],
             Cause::FileMissing => &["restore_config_file"],

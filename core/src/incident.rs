@@ -33,6 +33,9 @@ pub struct Finding {
     pub first_sign_unix_ms: u64,
     /// Why, as far as the signal says.
     pub cause: Cause,
+    /// The same fault (the same probe streak, the same condition) is still there after
+    /// its incident was resolved: the repair did not hold.
+    pub persists: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,10 +369,79 @@ impl Incident {
         }
     }
 
+    /// Fault onset (the first sign of it) to verified restore, where the onset is known.
+    pub fn mttr_from_onset_ms(&self) -> Option<u64> {
+        let end = self.mttr_ms().and(self.resolved_unix_ms)?;
+        Some(end.saturating_sub(self.fault_onset_unix_ms?.min(self.detected_unix_ms)))
+    }
+
+    /// The MTTR users see: from the fault's onset where known, from detection otherwise,
+    /// and which of the two it is.
+    pub fn mttr(&self) -> Option<(u64, MttrFrom)> {
+        match self.mttr_from_onset_ms() {
+            Some(ms) => Some((ms, MttrFrom::Onset)),
+            None => Some((self.mttr_ms()?, MttrFrom::Detection)),
+        }
+    }
+
     /// Whether the first playbook chosen resolved it (the confidence SLO).
     pub fn resolved_by_first_playbook(&self) -> bool {
         self.status == IncidentStatus::Resolved && self.playbooks().len() == 1
     }
+}
+
+/// Where an MTTR is counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MttrFrom {
+    /// The first sign of the fault (its first failed check, the exit, the deadline passing).
+    Onset,
+    /// The detector's finding.
+    Detection,
+}
+
+/// MTTR figures of one failure mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeStats {
+    pub mode: FailureMode,
+    pub incidents: usize,
+    pub resolved: usize,
+    pub failed: usize,
+    pub open: usize,
+    /// Percentiles (HDR histogram, 3 significant digits) of the MTTR as [`Incident::mttr`]
+    /// gives it; `None` when nothing was resolved.
+    pub p50_ms: Option<u64>,
+    pub p90_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+}
+
+/// MTTR percentiles per failure mode, every mode listed (zeros for the quiet ones).
+pub fn per_mode(incidents: &[Incident]) -> Vec<ModeStats> {
+    FailureMode::ALL
+        .into_iter()
+        .map(|mode| {
+            let of: Vec<&Incident> = incidents.iter().filter(|i| i.mode == mode).collect();
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 24 * 3_600_000, 3).ok();
+            for ms in of.iter().filter_map(|i| i.mttr()).map(|(ms, _)| ms.max(1)) {
+                if let Some(h) = h.as_mut() {
+                    let _ = h.record(ms.min(24 * 3_600_000));
+                }
+            }
+            let q = |q: f64| h.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(q));
+            ModeStats {
+                mode,
+                incidents: of.len(),
+                resolved: of.iter().filter(|i| i.status == IncidentStatus::Resolved).count(),
+                failed: of.iter().filter(|i| i.status == IncidentStatus::Failed).count(),
+                open: of.iter().filter(|i| i.status.is_open()).count(),
+                p50_ms: q(0.5),
+                p90_ms: q(0.9),
+                p99_ms: q(0.99),
+                max_ms: h.as_ref().filter(|h| !h.is_empty()).map(|h| h.max()),
+            }
+        })
+        .collect()
 }
 
 /// Summary over a set of incidents, newest last.
@@ -381,13 +453,16 @@ pub struct MttrSummary {
     pub resolved: usize,
     pub failed: usize,
     pub open: usize,
+    /// Faults that went away by themselves (not counted in the success rate).
+    #[serde(default)]
+    pub cleared: usize,
     /// Resolved ÷ (resolved + failed), as a percentage; `None` when nothing has finished.
     pub success_rate_pct: Option<f64>,
 }
 
 /// Rolling MTTR and success rate; `incidents` are in opening order.
 pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
-    let mttrs: Vec<u64> = incidents.iter().filter_map(Incident::mttr_ms).collect();
+    let mttrs: Vec<u64> = incidents.iter().filter_map(|i| i.mttr().map(|(ms, _)| ms)).collect();
     let last: Vec<u64> = mttrs.iter().rev().take(window.max(1)).copied().collect();
     let rolling = (!last.is_empty()).then(|| last.iter().sum::<u64>() as f64 / last.len() as f64);
     let count = |s| incidents.iter().filter(|i| i.status == s).count();
@@ -403,6 +478,7 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
         resolved,
         failed,
         open,
+        cleared: count(IncidentStatus::Cleared),
         success_rate_pct: (finished > 0).then(|| resolved as f64 * 100.0 / finished as f64),
     }
 }
@@ -489,6 +565,7 @@ mod tests {
             evidence: "e".into(),
             first_sign_unix_ms: 900,
             cause: Cause::Unknown,
+            persists: false,
         };
         Incident::open(1, &finding, 1_000)
     }
@@ -590,6 +667,7 @@ mod tests {
             evidence: "e".into(),
             first_sign_unix_ms: 1,
             cause: Cause::Unknown,
+            persists: false,
         };
         let mut i = Incident::open(2, &finding, 5);
         assert!(matches!(i.first_step(&c), NextStep::Escalate { .. }));
@@ -705,5 +783,23 @@ mod tests {
         assert!(matches!(i.reopen("again", &catalog()), NextStep::Escalate { .. }), "nothing left: a person");
         assert_eq!(i.status, IncidentStatus::Failed);
         assert!(i.link("api: api_timeout".into()) && !i.link("api: api_timeout".into()), "linked once");
+    }
+
+    #[test]
+    fn test_mttr_counts_from_the_onset_where_known_and_per_mode_percentiles() {
+        let mut i = incident(1, IncidentStatus::Resolved, 1_000, Some(1_500));
+        assert_eq!(i.mttr(), Some((500, MttrFrom::Detection)));
+        i.fault_onset_unix_ms = Some(800);
+        assert_eq!(i.mttr(), Some((700, MttrFrom::Onset)));
+        assert_eq!(i.mttr_ms(), Some(500), "from detection is kept beside it");
+        let many: Vec<Incident> = (1..=100).map(|n| incident(n, IncidentStatus::Resolved, 0, Some(n * 10))).collect();
+        let stats = per_mode(&many);
+        assert_eq!(stats.len(), 10, "every mode listed");
+        let t = stats.iter().find(|s| s.mode == FailureMode::ApiTimeout).expect("api timeout");
+        assert_eq!((t.incidents, t.resolved), (100, 100));
+        assert_eq!(t.p50_ms, Some(500));
+        assert_eq!(t.p99_ms, Some(990));
+        let quiet = stats.iter().find(|s| s.mode == FailureMode::DiskFull).expect("disk");
+        assert_eq!((quiet.incidents, quiet.p99_ms), (0, None));
     }
 }

@@ -192,6 +192,12 @@ impl Overrides {
                 }
                 let from = u.address.clone();
                 rewrite_text(spec, &|t: &str| replace_address(t, &from, address));
+                // The service's own probes that check that upstream as it uses it (its
+                // credentials against the db) follow it to the new address.
+                let target = spec.name.clone();
+                for probe in config.probes.iter_mut().filter(|p| p.target == target) {
+                    follow_upstream(&mut probe.check, &from, address);
+                }
             }
         }
         for (name, o) in &self.services {
@@ -253,6 +259,38 @@ fn move_port(config: &mut NodeConfig, i: usize, from: u16, to: u16) {
             ProbeCheck::Http { url, .. } | ProbeCheck::Ollama { url, .. } => move_url(url, from, to),
             ProbeCheck::Route { .. } | ProbeCheck::Link { .. } | ProbeCheck::Dns { .. } => {}
         }
+    }
+}
+
+/// Points a probe check that names upstream address `from` at `to` instead (a socket
+/// address equal to it, or a URL that starts with it).
+fn follow_upstream(check: &mut ProbeCheck, from: &str, to: &str) {
+    let socket = |addr: &mut std::net::SocketAddr| {
+        if let (Ok(f), Ok(t)) = (from.parse::<std::net::SocketAddr>(), to.parse::<std::net::SocketAddr>())
+            && *addr == f
+        {
+            *addr = t;
+        }
+    };
+    let url = |u: &mut url::Url| {
+        if let Some(rest) = u.as_str().strip_prefix(from.trim_end_matches('/'))
+            && let Ok(moved) = url::Url::parse(&format!("{}{rest}", to.trim_end_matches('/')))
+        {
+            *u = moved;
+        }
+    };
+    match check {
+        ProbeCheck::Tcp { addr, .. }
+        | ProbeCheck::Udp { addr, .. }
+        | ProbeCheck::Tls { addr, .. }
+        | ProbeCheck::Postgres { addr, .. }
+        | ProbeCheck::Line { addr, .. } => socket(addr),
+        ProbeCheck::Session { exchange, .. } | ProbeCheck::Encoding { exchange, .. } => match exchange {
+            crate::config::Exchange::Http { url: u } => url(u),
+            crate::config::Exchange::Line { addr, .. } => socket(addr),
+        },
+        ProbeCheck::Http { url: u, .. } | ProbeCheck::Ollama { url: u, .. } => url(u),
+        ProbeCheck::Route { .. } | ProbeCheck::Link { .. } | ProbeCheck::Dns { .. } => {}
     }
 }
 
@@ -371,6 +409,27 @@ mod tests {
         assert!(o.is_empty());
         assert_eq!(o.apply(&base).0.services, base.services);
         assert_eq!(o.apply(&base).0.probes, base.probes);
+    }
+
+    #[test]
+    fn test_a_switched_upstream_takes_the_services_own_probes_of_it_along() {
+        let mut base = node();
+        let api = base.services.iter().position(|s| s.name.as_str() == "api").unwrap();
+        base.services[api].upstreams.push(crate::config::Upstream {
+            name: "db".into(),
+            address: "127.0.0.1:5433".into(),
+            fallbacks: vec!["127.0.0.1:6433".into()],
+        });
+        let mut o = Overrides::default();
+        o.set(&Setting::Upstream { service: "api".into(), name: "db".into(), address: Some("127.0.0.1:6433".into()) });
+        let (c, stale) = o.apply(&base);
+        assert!(stale.is_empty(), "{stale:?}");
+        let port_of = |name: &str| match &c.probes.iter().find(|p| p.name == name).unwrap().check {
+            ProbeCheck::Line { addr, .. } => addr.port(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(port_of("api-credentials"), 6433, "the api's login to its db follows the api");
+        assert_eq!(port_of("db-ping"), 5433, "the db's own probe stays with the db");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod governance;
+pub mod incidents;
 pub mod playbooks;
 pub mod probes;
 pub mod routes;

@@ -22,6 +22,8 @@ pub fn router(app: AppState) -> Router {
     let reads = Router::new()
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
+        .route("/api/incidents", get(super::incidents::list))
+        .route("/api/incidents/{id}", get(super::incidents::detail))
         .route("/api/guardian/probes", get(super::probes::list))
         .route("/api/guardian/probes/{id}", get(super::probes::detail))
         .route("/api/guardian/playbooks", get(super::playbooks::list))
@@ -112,7 +114,8 @@ async fn healer_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiErr
                 "duration_ms": r.duration_ms(),
                 "incident_id": r.incident_id,
                 "failure_mode": incident.as_ref().map(|i| i.mode),
-                "mttr_ms": incident.as_ref().and_then(|i| i.mttr_ms()),
+                "mttr_ms": incident.as_ref().and_then(|i| i.mttr()).map(|(ms, _)| ms),
+                "mttr_from": incident.as_ref().and_then(|i| i.mttr()).map(|(_, from)| from),
                 "steps": r.steps,
                 "detail": r.detail,
                 "retry_at_unix_ms": r.retry_at_unix_ms,
@@ -132,7 +135,8 @@ async fn healer_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiErr
             "limit_ms": healing.mttr_alert.as_millis() as u64,
         },
         "success_rate_pct": s.success_rate_pct,
-        "incidents": { "resolved": s.resolved, "failed": s.failed, "open": s.open },
+        "incidents": { "resolved": s.resolved, "failed": s.failed, "open": s.open, "cleared": s.cleared },
+        "per_mode": stats.per_mode,
     })))
 }
 

@@ -156,8 +156,9 @@ fn slow_pair(ports: Ports, boot: &str, deadline_ms: u64) -> String {
             "  - name: {name}\n    command: /bin/sh\n    args: [-c, 'sleep {boot}; exec {WARDEN} demo model --listen 127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n    startup_deadline_ms: {deadline_ms}\n"
         )
     };
+    // The playbooks are run by hand here: the slow_boot incident would run them too.
     format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n{}{}",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n{}{}healing:\n  enabled: false\n",
         ports.http,
         svc("first", ports.api),
         svc("second", ports.model)

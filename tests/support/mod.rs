@@ -252,6 +252,12 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failing test shows what warden said last.
+        if std::thread::panicking() {
+            let text = self.stderr();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- warden stderr (last 80 lines) ---\n{}", lines[lines.len().saturating_sub(80)..].join("\n"));
+        }
         let pid = self.child.as_ref().map(|c| c.id());
         let children = pid.map(descendants).unwrap_or_default();
         self.stop();

@@ -76,6 +76,8 @@ pub struct State {
     reported: BTreeMap<Key, ServiceName>,
     /// Suppressed findings already said (and linked).
     explained: BTreeSet<Key>,
+    /// Findings whose incident was resolved since: seen again, the repair did not hold.
+    after_repair: BTreeSet<Key>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -103,6 +105,7 @@ impl Actor for Detector {
         Ok(State {
             reported: BTreeMap::new(),
             explained: BTreeSet::new(),
+            after_repair: BTreeSet::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
             _reg: self.registry.started(&path(self.mode)),
         })
@@ -116,7 +119,12 @@ impl Actor for Detector {
     ) -> Result<(), ActorProcessingErr> {
         let (judged, whole) = match msg {
             DetectorMsg::Resolved(service) => {
-                st.reported.retain(|_, s| *s != service);
+                let keys: Vec<Key> =
+                    st.reported.iter().filter(|(_, s)| **s == service).map(|(k, _)| k.clone()).collect();
+                for k in keys {
+                    st.reported.remove(&k);
+                    st.after_repair.insert(k);
+                }
                 return Ok(());
             }
             DetectorMsg::Probe(ev) => {
@@ -142,8 +150,9 @@ impl Actor for Detector {
         };
         let dependencies_failing = self.failing_dependencies();
         let mut seen: BTreeSet<Key> = BTreeSet::new();
-        for (key, finding) in judged.findings {
+        for (key, mut finding) in judged.findings {
             seen.insert(key.clone());
+            finding.persists = st.after_repair.contains(&key);
             if st.reported.contains_key(&key) {
                 continue;
             }
@@ -162,6 +171,7 @@ impl Actor for Detector {
                         evidence = finding.evidence,
                         "failure detected"
                     );
+                    st.after_repair.remove(&key);
                     st.reported.insert(key, finding.service.clone());
                 }
                 Err(e) => tracing::warn!(
@@ -174,6 +184,7 @@ impl Actor for Detector {
         }
         if whole {
             st.explained.retain(|k| seen.contains(k));
+            st.after_repair.retain(|k| seen.contains(k));
             // Reported and gone: the fault cleared (by a repair or by itself).
             let gone: Vec<(Key, ServiceName)> =
                 st.reported.iter().filter(|(k, _)| !seen.contains(*k)).map(|(k, s)| (k.clone(), s.clone())).collect();

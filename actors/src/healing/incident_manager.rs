@@ -261,10 +261,11 @@ impl IncidentManager {
             st.open.insert(incident.id, incident);
             return Ok(());
         }
-        // Back soon after its repair: that repair did not hold.
+        // Still there after its repair: that repair did not hold.
         let key = (f.service.clone(), f.mode);
         st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
-        if let Some((id, _)) = st.resolved.remove(&key)
+        if f.persists
+            && let Some((id, _)) = st.resolved.remove(&key)
             && let Some(mut incident) = self.store.incident(id).await?
             && incident.status == IncidentStatus::Resolved
         {

@@ -83,6 +83,8 @@ pub struct HealerStats {
     /// Newest first, each with its incident when it had one.
     pub last_runs: Vec<(RunRecord, Option<Incident>)>,
     pub summary: MttrSummary,
+    /// MTTR percentiles per failure mode.
+    pub per_mode: Vec<warden_core::incident::ModeStats>,
 }
 
 /// Whether the store takes writes.
@@ -450,7 +452,7 @@ impl Store {
                     (r, incident)
                 })
                 .collect();
-            Ok(HealerStats { last_runs, summary })
+            Ok(HealerStats { last_runs, summary, per_mode: warden_core::incident::per_mode(&incidents) })
         })
         .await
     }
