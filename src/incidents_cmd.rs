@@ -65,7 +65,7 @@ pub async fn run(cmd: IncidentsCommand) -> anyhow::Result<ExitCode> {
             for i in body["incidents"].as_array().into_iter().flatten() {
                 println!(
                     "{:>5}  {:<18} {:<20} {:<8} {:>9}  {:<10} {:<24} {}",
-                    i["id"],
+                    i["id"].as_u64().unwrap_or_default(),
                     text(&i["status"]),
                     text(&i["mode"]),
                     text(&i["service"]),

@@ -20,6 +20,47 @@ pub enum ChaosCommand {
     /// What probing costs: warden's CPU and RSS with all 18 default probes at 1 Hz, and
     /// optionally Monit checking the same services in the same window.
     Probes(ProbesArgs),
+    /// Make one real fault in a running node (its addresses from its config), then time
+    /// its recovery with the harness's own checks. A fault that cannot be made here, or a
+    /// target that does not exist, is refused and changes nothing.
+    Inject(InjectArgs),
+    /// The long half of an injection, run by `inject` in a process of its own.
+    #[command(subcommand, hide = true)]
+    Helper(crate::helper::HelperCommand),
+}
+
+#[derive(clap::Args)]
+pub struct InjectArgs {
+    #[arg(value_enum)]
+    fault: crate::inject::Injection,
+    /// The service to hit (default: the one the fault is about: the database, the model
+    /// server, the application service).
+    #[arg(long)]
+    target: Option<String>,
+    /// How long a held port lasts, or how long a slow boot takes.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// The interface `link-down` takes down.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Node config file (default: the embedded demo node).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The node's data dir (default: the config's).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How long to wait for recovery, seconds.
+    #[arg(long, default_value_t = 120)]
+    verify_secs: u64,
+    /// Inject and return at once, without waiting for recovery.
+    #[arg(long)]
+    no_verify: bool,
+    /// Say what would be done and whether it can be done here; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +147,91 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
         ChaosCommand::Bench(args) => run_bench(args).await,
         ChaosCommand::Reliability(args) => run_reliability(args).await,
         ChaosCommand::Probes(args) => run_probe_cost(args).await,
+        ChaosCommand::Inject(args) => tokio::task::spawn_blocking(move || run_inject(args)).await?,
+        ChaosCommand::Helper(cmd) => tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?,
+    }
+}
+
+/// The node's config as it runs: the file (or the embedded default) with the runtime
+/// overrides in its data dir over it.
+fn node_config(
+    config: Option<&std::path::Path>,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<warden_core::config::NodeConfig> {
+    use warden_core::config::{LoadOptions, NodeConfig};
+    use warden_core::source::Source;
+    let opts = LoadOptions { data_dir: data_dir.map(std::path::Path::to_path_buf) };
+    let base = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let dir = std::path::absolute(dir)?;
+            NodeConfig::load(&Source { name: &path.display().to_string(), dir: &dir, text: &text }, &opts)
+        }
+        None => NodeConfig::embedded_default(&std::env::current_dir()?, &opts),
+    }
+    .map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let overrides = base.data_dir.join("overrides.json");
+    Ok(match std::fs::read_to_string(&overrides) {
+        Ok(text) => {
+            warden_core::overrides::Overrides::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", overrides.display()))?
+                .apply(&base)
+                .0
+        }
+        Err(_) => base,
+    })
+}
+
+fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
+    use crate::inject::{InjectOptions, prepare, wait_restored};
+    let config = node_config(args.config.as_deref(), args.data_dir.as_deref())?;
+    let opts = InjectOptions { target: args.target.clone(), secs: args.secs, interface: args.interface.clone() };
+    let prepared = prepare(&config, &config.data_dir, args.fault, &opts)?;
+    if args.dry_run {
+        let checks: Vec<String> = prepared.checks.iter().map(ToString::to_string).collect();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"fault": args.fault.name(), "target": prepared.target, "would": prepared.what, "verify": checks})
+            );
+        } else {
+            println!("would {} (verified by: {})", prepared.what, checks.join("; "));
+        }
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let (injected, checks) = prepared.inject()?;
+    if !args.json {
+        println!("injected {} on `{}`: {}", injected.fault, injected.target, injected.what);
+    }
+    let outcome =
+        if args.no_verify { None } else { Some(wait_restored(&checks, t0, Duration::from_secs(args.verify_secs))) };
+    let restored_ms = outcome.as_ref().and_then(|o| o.as_ref().ok()).map(|d| d.as_millis() as u64);
+    let error = outcome.as_ref().and_then(|o| o.as_ref().err()).cloned();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "fault": injected.fault,
+                "mode": injected.mode,
+                "target": injected.target,
+                "what": injected.what,
+                "injected_unix_ms": injected.at_unix_ms,
+                "helper_pid": injected.helper_pid,
+                "verified": !args.no_verify,
+                "restored": restored_ms.is_some(),
+                "restored_after_ms": restored_ms,
+                "error": error,
+                "checks": checks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        );
+    } else if let Some(ms) = restored_ms {
+        println!("restored after {ms} ms (by the harness's own checks)");
+    }
+    match error {
+        Some(e) => anyhow::bail!("{e}"),
+        None => Ok(()),
     }
 }
 

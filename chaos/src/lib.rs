@@ -13,6 +13,8 @@
 pub mod bench;
 pub mod cli;
 pub mod error;
+pub mod helper;
+pub mod inject;
 pub mod monit;
 pub mod probe_cost;
 pub use warden_core::procnet;

@@ -403,6 +403,7 @@ mod tests {
             kind: "http",
             failure: Failure::Timeout,
             consecutive: 2,
+            last_failure_unix_ms: 0,
             first_failure_unix_ms: 1_000,
         };
         let up = ProbeEvent::Up { probe: "api-health".into(), target, layer: Layer::L7 };

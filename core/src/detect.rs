@@ -118,7 +118,7 @@ pub fn assess(
     service_state: Option<ServiceState>,
     role: Option<ServiceRole>,
 ) -> Option<Finding> {
-    let ProbeEvent::Down { probe, target, layer, kind, failure, consecutive, first_failure_unix_ms } = event else {
+    let ProbeEvent::Down { probe, target, layer, kind, failure, consecutive, first_failure_unix_ms, .. } = event else {
         return None;
     };
     let running = service_state == Some(ServiceState::Running);
@@ -128,7 +128,7 @@ pub fn assess(
             service: target.clone(),
             evidence,
             first_sign_unix_ms: *first_failure_unix_ms,
-            cause: probe_cause(mode, kind, failure),
+            cause: if *layer <= Layer::L3 { Cause::Unreachable } else { probe_cause(mode, kind, failure) },
             persists: false,
         })
     };
@@ -151,8 +151,13 @@ pub fn assess(
         {
             finding(said())
         }
+        // At L2 and L3 no answer at all is the path, not the far end: a cut link often
+        // shows as silence (the packets leave by another route and are lost).
         FailureMode::NetworkUnreachable
-            if matches!(failure, Failure::NetworkUnreachable(_) | Failure::HostUnreachable(_) | Failure::Link(_)) =>
+            if matches!(
+                failure,
+                Failure::NetworkUnreachable(_) | Failure::HostUnreachable(_) | Failure::Link(_) | Failure::Dns(_)
+            ) || (*layer <= Layer::L3 && *failure == Failure::Timeout) =>
         {
             finding(said())
         }
@@ -183,9 +188,8 @@ fn probe_cause(mode: FailureMode, kind: &str, failure: &Failure) -> Cause {
         Failure::Auth(_) | Failure::Status(401 | 403) => Cause::CredentialsRefused,
         Failure::Tls(_) => Cause::Tls,
         Failure::Stranger { .. } => Cause::PortStranger,
-        Failure::NetworkUnreachable(_) | Failure::HostUnreachable(_) | Failure::Link(_) | Failure::Dns(_) => {
-            Cause::Unreachable
-        }
+        Failure::NetworkUnreachable(_) | Failure::HostUnreachable(_) | Failure::Link(_) => Cause::Unreachable,
+        Failure::Dns(_) => Cause::NameResolution,
         _ if mode == FailureMode::ApiTimeout => Cause::Hung,
         _ => Cause::Unknown,
     }
@@ -333,6 +337,11 @@ fn rank(mode: FailureMode) -> u8 {
     }
 }
 
+/// Whether a fault of mode `cause` on a service explains a failure of mode `symptom` on it.
+pub fn explains(cause: FailureMode, symptom: FailureMode) -> bool {
+    rank(cause) < rank(symptom)
+}
+
 /// Modes that can explain others (and so are gathered for [`explained_by`]).
 pub fn causes_of(mode: FailureMode) -> impl Iterator<Item = FailureMode> {
     FailureMode::ALL.into_iter().filter(move |m| rank(*m) < rank(mode))
@@ -359,6 +368,7 @@ mod tests {
             failure,
             consecutive: 2,
             first_failure_unix_ms: 5,
+            last_failure_unix_ms: 6,
         }
     }
 
@@ -420,6 +430,12 @@ mod tests {
         let refused = down_of("line", Layer::L7, Failure::Auth("ERR auth".into()));
         assert!(assess(FailureMode::DatabaseUnavailable, &refused, RUNNING, db).is_none(), "a login is mode 9");
         assert!(assess(FailureMode::InvalidCredentials, &refused, RUNNING, db).is_some());
+        let silent = down_of("route", Layer::L3, Failure::Timeout);
+        assert_eq!(
+            assess(FailureMode::NetworkUnreachable, &silent, RUNNING, None).map(|f| f.cause),
+            Some(Cause::Unreachable)
+        );
+        assert!(assess(FailureMode::ApiTimeout, &silent, RUNNING, None).is_none(), "an L3 probe is no hang");
         let l3 = down_of("route", Layer::L3, Failure::NetworkUnreachable("ENETUNREACH".into()));
         assert!(assess(FailureMode::DatabaseUnavailable, &l3, RUNNING, db).is_none());
         assert!(assess(FailureMode::NetworkUnreachable, &l3, RUNNING, db).is_some());

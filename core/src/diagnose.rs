@@ -52,8 +52,10 @@ pub enum Cause {
     DiskFullOfTemp,
     /// ... by its snapshots.
     DiskFullOfSnapshots,
-    /// The network path or the name is gone.
+    /// The network path is gone (a link down, no route).
     Unreachable,
+    /// The name does not resolve (or resolves to the wrong place).
+    NameResolution,
     /// Still starting past its deadline.
     SlowStart,
     #[default]
@@ -80,6 +82,7 @@ impl Cause {
             Cause::DiskFullOfTemp => "disk_full_of_temp",
             Cause::DiskFullOfSnapshots => "disk_full_of_snapshots",
             Cause::Unreachable => "unreachable",
+            Cause::NameResolution => "name_resolution",
             Cause::SlowStart => "slow_start",
             Cause::Unknown => "unknown",
         }
@@ -104,7 +107,9 @@ impl Cause {
             Cause::DiskFullOfLogs => &["compress_logs"],
             Cause::DiskFullOfTemp => &["prune_temp_files"],
             Cause::DiskFullOfSnapshots => &["prune_old_snapshots"],
-            Cause::Unreachable => &["reresolve_dns", "failover_upstream"],
+            // A cut path is not mended by asking the resolver again: go round it.
+            Cause::Unreachable => &["failover_upstream"],
+            Cause::NameResolution => &["reresolve_dns", "failover_upstream"],
             Cause::SlowStart => &["extend_startup_deadline", "staggered_boot"],
             Cause::Unknown => &[],
         }

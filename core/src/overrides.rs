@@ -290,6 +290,11 @@ fn follow_upstream(check: &mut ProbeCheck, from: &str, to: &str) {
             crate::config::Exchange::Line { addr, .. } => socket(addr),
         },
         ProbeCheck::Http { url: u, .. } | ProbeCheck::Ollama { url: u, .. } => url(u),
+        ProbeCheck::Route { host, port: Some(port) } => {
+            let mut addr = std::net::SocketAddr::new(*host, *port);
+            socket(&mut addr);
+            (*host, *port) = (addr.ip(), addr.port());
+        }
         ProbeCheck::Route { .. } | ProbeCheck::Link { .. } | ProbeCheck::Dns { .. } => {}
     }
 }

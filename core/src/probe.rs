@@ -165,6 +165,8 @@ pub enum ProbeEvent {
         consecutive: u32,
         /// Wall-clock time of the first failed check of the streak (the fault's earliest sign).
         first_failure_unix_ms: u64,
+        /// Wall-clock time of its latest failed check.
+        last_failure_unix_ms: u64,
     },
 }
 
@@ -217,6 +219,7 @@ impl ProbeStatus {
                 failure: failure.clone(),
                 consecutive: self.consecutive_failures,
                 first_failure_unix_ms: since,
+                last_failure_unix_ms: self.last_check_unix_ms,
             }),
             _ => None,
         }
@@ -349,6 +352,7 @@ impl ProbeTracker {
                         failure,
                         consecutive: s.consecutive_failures,
                         first_failure_unix_ms: onset,
+                        last_failure_unix_ms: now_unix_ms,
                     });
                 }
                 None

@@ -98,7 +98,14 @@ fn init_tracing() {
 }
 
 /// Binds a listener; any failure (EADDRINUSE, EACCES, ...) is a start-up error with exit code 2.
+///
+/// `WARDEN_DEMO_BOOT_DELAY_MS` (from the environment, e.g. a service's `env_file`) makes the
+/// boot that long first, as a cache warm-up or a slow disk would: how a slow boot is made.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
+    if let Some(ms) = std::env::var("WARDEN_DEMO_BOOT_DELAY_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        tracing::info!(delay_ms = ms, "booting slowly (WARDEN_DEMO_BOOT_DELAY_MS)");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })
 }
 

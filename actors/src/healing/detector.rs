@@ -222,9 +222,9 @@ impl Detector {
         for ev in &events {
             let Some(key) = streak(ev) else { continue };
             let Some(e) = table.services.get(ev.target()) else { continue };
-            // A streak that began before the target's current process started is about a
-            // process that is gone.
-            if matches!((ev, e.started_unix_ms), (ProbeEvent::Down { first_failure_unix_ms, .. }, Some(s)) if *first_failure_unix_ms < s)
+            // A streak whose every failure came before the target's current process started
+            // is about a process that is gone.
+            if matches!((ev, e.started_unix_ms), (ProbeEvent::Down { last_failure_unix_ms, .. }, Some(s)) if *last_failure_unix_ms < s)
             {
                 continue;
             }

@@ -252,6 +252,27 @@ impl IncidentManager {
     }
 
     async fn open(&self, f: Finding, st: &mut State) -> Result<(), IncidentError> {
+        // An open incident of a cause on the same service explains this one (a hang while
+        // memory runs out, while its repair restarts it): linked to it, not opened.
+        if let Some(cause) = st
+            .open
+            .values()
+            .find(|i| i.service == f.service && warden_core::detect::explains(i.mode, f.mode))
+            .map(|i| i.id)
+        {
+            let mut incident = st.open[&cause].clone();
+            let text = format!("{} on `{}`: {} (while this incident is open)", f.mode.as_str(), f.service, f.evidence);
+            if incident.link(text) {
+                tracing::info!(
+                    incident = cause,
+                    mode = f.mode.as_str(),
+                    "failure suppressed: the open incident explains it"
+                );
+                self.store.put_incident(incident.clone()).await?;
+                st.open.insert(cause, incident);
+            }
+            return Ok(());
+        }
         // The same fault seen again: one incident, which counts the sightings.
         if let Some(open) = st.open.values().find(|i| i.service == f.service && i.mode == f.mode) {
             let mut incident = open.clone();

@@ -410,7 +410,7 @@ fn service(
         }
         m => m.as_ref().map(|m| m.value),
     };
-    let files = s
+    let files: Vec<ManagedFile> = s
         .files
         .iter()
         .filter_map(|f| {
@@ -429,7 +429,9 @@ fn service(
     });
     let env_file = s.env_file.as_ref().and_then(|f| {
         let path = resolve(ctx.dir, &expand(c, f, ctx.data_dir)?);
-        if let Err(e) = read_env_file(&path) {
+        // One of its own `files:` is written before it starts: it may not exist yet.
+        let written_at_start = files.iter().any(|m| m.path == path) && !path.exists();
+        if let Err(e) = read_env_file(&path).map(|_| ()).or_else(|e| if written_at_start { Ok(()) } else { Err(e) }) {
             c.at(f.referenced, format!("service `{label}`: env_file {}: {e}", path.display()));
         }
         Some(path)

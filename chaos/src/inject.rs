@@ -1,0 +1,719 @@
+//! Fault injectors, one or more per failure mode, and their verifiers.
+//!
+//! Each injector makes a real fault from outside the node, as an operator's bad day would:
+//! signals to the service's process, bytes flipped in its data file, a stranger on its
+//! port, a memory balloon inside its cgroup, a full volume under its data, a link taken
+//! down, a file deleted, credentials garbled. Everything about the target comes from the
+//! node's config (with the runtime overrides in its data dir): its ports, its files, its
+//! probes' addresses. [`prepare`] checks that the fault can be made here and changes
+//! nothing; only [`Prepared::inject`] changes anything.
+//!
+//! The verifier checks recovery with the harness's own checks (an HTTP GET, a line
+//! exchange with its own login, a file's presence, free space), never the node's word.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use warden_core::config::{NodeConfig, ProbeCheck, ReadyCheck, ServiceRole, ServiceSpec};
+use warden_core::mode::FailureMode;
+
+use crate::procs;
+
+/// A fault `warden chaos inject` can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Injection {
+    /// (1) SIGSTOP the database: it holds its port and answers nothing.
+    DbFreeze,
+    /// (1) Flip bytes in the middle of the database's data file.
+    DbCorrupt,
+    /// (2) SIGKILL the service, then a stranger holds its port for `--secs`.
+    PortHold,
+    /// (3) Make the service's next boot take `--secs` (a setting in its `env_file` that a
+    /// demo service boots slowly on), then SIGKILL it.
+    SlowBoot,
+    /// (4) A process inside the service's cgroup grows past its memory limit.
+    MemoryGrowth,
+    /// (5) Fill the small volume under the service's data with a stale temporary file.
+    DiskFull,
+    /// (6) Take a network interface down (`--interface`), as a cut cable would.
+    LinkDown,
+    /// (7) SIGSTOP an application service (the api).
+    ApiHang,
+    /// (8) Delete the first file the service's config manages.
+    ConfigDelete,
+    /// (9) Overwrite the service's credentials file with a token nobody accepts.
+    BadCredentials,
+    /// (10) SIGSTOP the model server.
+    ModelHang,
+    /// (10) SIGKILL the model server.
+    ModelKill,
+}
+
+impl Injection {
+    pub const ALL: [Injection; 12] = [
+        Injection::DbFreeze,
+        Injection::DbCorrupt,
+        Injection::PortHold,
+        Injection::SlowBoot,
+        Injection::MemoryGrowth,
+        Injection::DiskFull,
+        Injection::LinkDown,
+        Injection::ApiHang,
+        Injection::ConfigDelete,
+        Injection::BadCredentials,
+        Injection::ModelHang,
+        Injection::ModelKill,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Injection::DbFreeze => "db-freeze",
+            Injection::DbCorrupt => "db-corrupt",
+            Injection::PortHold => "port-hold",
+            Injection::SlowBoot => "slow-boot",
+            Injection::MemoryGrowth => "memory-growth",
+            Injection::DiskFull => "disk-full",
+            Injection::LinkDown => "link-down",
+            Injection::ApiHang => "api-hang",
+            Injection::ConfigDelete => "config-delete",
+            Injection::BadCredentials => "bad-credentials",
+            Injection::ModelHang => "model-hang",
+            Injection::ModelKill => "model-kill",
+        }
+    }
+
+    /// The failure mode the fault is one of.
+    pub fn mode(self) -> FailureMode {
+        match self {
+            Injection::DbFreeze | Injection::DbCorrupt => FailureMode::DatabaseUnavailable,
+            Injection::PortHold => FailureMode::PortInUse,
+            Injection::SlowBoot => FailureMode::SlowBoot,
+            Injection::MemoryGrowth => FailureMode::OutOfMemory,
+            Injection::DiskFull => FailureMode::DiskFull,
+            Injection::LinkDown => FailureMode::NetworkUnreachable,
+            Injection::ApiHang => FailureMode::ApiTimeout,
+            Injection::ConfigDelete => FailureMode::MissingConfig,
+            Injection::BadCredentials => FailureMode::InvalidCredentials,
+            Injection::ModelHang | Injection::ModelKill => FailureMode::ModelServerDown,
+        }
+    }
+
+    /// The service the fault goes to when no `--target` is given.
+    fn default_target(self, config: &NodeConfig) -> Option<&ServiceSpec> {
+        let by_role = |role| config.services.iter().find(|s| s.role == Some(role));
+        let app = || {
+            config
+                .services
+                .iter()
+                .filter(|s| s.role.is_none() && !s.ports.is_empty())
+                .max_by_key(|s| s.depends_on.len())
+        };
+        match self {
+            Injection::DbFreeze | Injection::DbCorrupt | Injection::DiskFull => by_role(ServiceRole::Database),
+            Injection::ModelHang | Injection::ModelKill => by_role(ServiceRole::ModelServer),
+            Injection::ConfigDelete => config.services.iter().find(|s| s.role.is_none() && !s.files.is_empty()),
+            Injection::BadCredentials => config.services.iter().find(|s| credentials_file(s).is_some()),
+            Injection::PortHold
+            | Injection::SlowBoot
+            | Injection::MemoryGrowth
+            | Injection::LinkDown
+            | Injection::ApiHang => app(),
+        }
+    }
+}
+
+/// Why a fault is not made: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("no service `{0}` in the node's config")]
+    NoSuchTarget(String),
+    #[error("{fault}: no service fits; name one with --target")]
+    NoTarget { fault: &'static str },
+    #[error("{fault} cannot be made here: {why}")]
+    Refused { fault: &'static str, why: String },
+    #[error("{fault} on `{target}` failed part-way: {why}")]
+    Failed { fault: &'static str, target: String, why: String },
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone)]
+pub struct InjectOptions {
+    pub target: Option<String>,
+    /// How long a hold or a boot freeze lasts.
+    pub secs: u64,
+    /// For `link-down`.
+    pub interface: Option<String>,
+}
+
+/// A fault checked and ready to be made.
+#[derive(Debug)]
+pub struct Prepared {
+    pub fault: Injection,
+    pub target: String,
+    /// What will be done, in words.
+    pub what: String,
+    action: Action,
+    /// The harness's own checks that say the target is restored.
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug)]
+enum Action {
+    Signal { pids: Vec<u32>, signal: Signal },
+    Corrupt { file: PathBuf },
+    Hold { pids: Vec<u32>, port: u16, secs: u64 },
+    SlowBoot { pids: Vec<u32>, env_file: PathBuf, secs: u64 },
+    Balloon { cgroup_procs: Vec<PathBuf>, mb: u64 },
+    Fill { dir: PathBuf, bytes: u64 },
+    LinkDown { interface: String },
+    Delete { file: PathBuf },
+    Garble { file: PathBuf },
+}
+
+/// One check of the harness's own.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// `GET url` answers 2xx (with `body` in it, if given).
+    Http {
+        url: String,
+        body: Option<String>,
+    },
+    /// One line sent (after `AUTH <token>` when a password file is given), an answer
+    /// starting with `expect`.
+    Line {
+        addr: SocketAddr,
+        send: String,
+        expect: String,
+        password_file: Option<PathBuf>,
+    },
+    FileExists(PathBuf),
+    /// The filesystem of `path` has at least `pct` % free.
+    FreeSpace {
+        path: PathBuf,
+        pct: u8,
+    },
+    /// `pid` no longer listens on `port`.
+    NotHolding {
+        port: u16,
+        pid: u32,
+    },
+    /// Process `pid` is gone (a balloon killed with its service, or by itself).
+    Gone(u32),
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Http { url, .. } => write!(f, "GET {url}"),
+            Check::Line { addr, send, .. } => write!(f, "{send} to {addr}"),
+            Check::FileExists(p) => write!(f, "{} exists", p.display()),
+            Check::FreeSpace { path, pct } => write!(f, "{} has {pct} % free", path.display()),
+            Check::NotHolding { port, pid } => write!(f, "pid {pid} off port {port}"),
+            Check::Gone(pid) => write!(f, "pid {pid} gone"),
+        }
+    }
+}
+
+/// The service's credentials file: a managed file named like one.
+fn credentials_file(s: &ServiceSpec) -> Option<PathBuf> {
+    s.files.iter().map(|f| f.path.clone()).find(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        name.contains("credential") || name.contains("token")
+    })
+}
+
+/// Checks that `fault` can be made on the node of `config` (whose data dir is
+/// `data_dir`), and says how; changes nothing.
+pub fn prepare(
+    config: &NodeConfig,
+    data_dir: &Path,
+    fault: Injection,
+    opts: &InjectOptions,
+) -> Result<Prepared, InjectError> {
+    let name = fault.name();
+    let spec = match &opts.target {
+        Some(t) => {
+            config.services.iter().find(|s| s.name.as_str() == t).ok_or_else(|| InjectError::NoSuchTarget(t.clone()))?
+        }
+        None => fault.default_target(config).ok_or(InjectError::NoTarget { fault: name })?,
+    };
+    let refuse = |why: String| InjectError::Refused { fault: name, why };
+    let target = spec.name.to_string();
+    let pids = listeners(spec);
+    let running = || {
+        if pids.is_empty() {
+            Err(refuse(format!("nothing of `{target}` listens on its ports {:?}: is the node running?", spec.ports)))
+        } else {
+            Ok(pids.clone())
+        }
+    };
+    let mut checks = own_checks(config, spec);
+    let service_dir = data_dir.join("services").join(spec.name.as_str());
+    let (what, action) = match fault {
+        Injection::DbFreeze | Injection::ApiHang | Injection::ModelHang => (
+            format!("SIGSTOP `{target}` (pids {pids:?})"),
+            Action::Signal { pids: running()?, signal: Signal::SIGSTOP },
+        ),
+        Injection::ModelKill => (
+            format!("SIGKILL `{target}` (pids {pids:?})"),
+            Action::Signal { pids: running()?, signal: Signal::SIGKILL },
+        ),
+        Injection::DbCorrupt => {
+            let file = largest_file(&service_dir.join("data"))
+                .ok_or_else(|| refuse(format!("no data file under {}", service_dir.join("data").display())))?;
+            (format!("flip bytes in the middle of {}", file.display()), Action::Corrupt { file })
+        }
+        Injection::PortHold => {
+            let port = *spec.ports.first().ok_or_else(|| refuse(format!("`{target}` declares no port")))?;
+            let pids = running()?;
+            (
+                format!("SIGKILL `{target}` and hold port {port} for {} s", opts.secs),
+                Action::Hold { pids, port, secs: opts.secs },
+            )
+        }
+        Injection::SlowBoot => {
+            let env_file = spec
+                .env_file
+                .clone()
+                .ok_or_else(|| refuse(format!("`{target}` has no env_file to slow its boot with")))?;
+            let pids = running()?;
+            (
+                format!(
+                    "make `{target}` boot in {} s (WARDEN_DEMO_BOOT_DELAY_MS in {}), then SIGKILL it",
+                    opts.secs,
+                    env_file.display()
+                ),
+                Action::SlowBoot { pids, env_file, secs: opts.secs },
+            )
+        }
+        Injection::MemoryGrowth => {
+            let limit = spec.memory_limit_mb.ok_or_else(|| refuse(format!("`{target}` has no memory_limit_mb")))?;
+            let pid = *running()?.first().unwrap_or(&0);
+            let procs = memory_cgroup_procs(pid);
+            if procs.is_empty() {
+                return Err(refuse(format!("`{target}` (pid {pid}) is not in a memory cgroup of its own")));
+            }
+            (
+                format!("a balloon in `{target}`'s cgroup grows to {} MiB (its limit: {limit} MiB)", limit + 64),
+                Action::Balloon { cgroup_procs: procs, mb: limit + 64 },
+            )
+        }
+        Injection::DiskFull => {
+            let (dir, free, total) = small_volume(&service_dir).ok_or_else(|| {
+                refuse(format!(
+                    "`{target}`'s data is not on a small volume of its own (mount one, e.g. a tmpfs, at {} or a folder in it)",
+                    service_dir.display()
+                ))
+            })?;
+            checks.push(Check::FreeSpace { path: dir.clone(), pct: 10 });
+            // Leave 1 % of it: under the node's threshold, and room for what the service
+            // itself must write to recover.
+            let bytes = free.saturating_sub(total / 100);
+            (
+                format!(
+                    "fill {} ({} KiB free of {} KiB) with a stale temporary file",
+                    dir.display(),
+                    free >> 10,
+                    total >> 10
+                ),
+                Action::Fill { dir, bytes },
+            )
+        }
+        Injection::LinkDown => {
+            let interface =
+                opts.interface.clone().ok_or_else(|| refuse("name the interface with --interface".into()))?;
+            if !Path::new("/sys/class/net").join(&interface).exists() {
+                return Err(refuse(format!("no interface `{interface}`")));
+            }
+            if interface == "lo" {
+                return Err(refuse("taking `lo` down would cut the harness off from the node too".into()));
+            }
+            (format!("take `{interface}` down"), Action::LinkDown { interface })
+        }
+        Injection::ConfigDelete => {
+            let file = spec
+                .files
+                .first()
+                .map(|f| f.path.clone())
+                .ok_or_else(|| refuse(format!("`{target}` manages no files")))?;
+            if !file.exists() {
+                return Err(refuse(format!("{} is already missing", file.display())));
+            }
+            checks.push(Check::FileExists(file.clone()));
+            (format!("delete {}", file.display()), Action::Delete { file })
+        }
+        Injection::BadCredentials => {
+            let file =
+                credentials_file(spec).ok_or_else(|| refuse(format!("`{target}` manages no credentials file")))?;
+            (format!("overwrite {} with a token nobody accepts", file.display()), Action::Garble { file })
+        }
+    };
+    Ok(Prepared { fault, target, what, action, checks })
+}
+
+/// Whoever listens on the service's ports now.
+fn listeners(spec: &ServiceSpec) -> Vec<u32> {
+    let mut pids: Vec<u32> = spec.ports.iter().flat_map(|p| procs::holders(*p).unwrap_or_default()).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The target's own L7 checks and ready check, done by the harness itself.
+fn own_checks(config: &NodeConfig, spec: &ServiceSpec) -> Vec<Check> {
+    let mut out: Vec<Check> = config
+        .probes
+        .iter()
+        .filter(|p| p.target == spec.name)
+        .filter_map(|p| match &p.check {
+            ProbeCheck::Http { url, body, .. } => Some(Check::Http { url: url.to_string(), body: body.clone() }),
+            ProbeCheck::Ollama { url, .. } => {
+                Some(Check::Http { url: format!("{}/api/tags", url.as_str().trim_end_matches('/')), body: None })
+            }
+            ProbeCheck::Line { addr, send, expect, password_file } => Some(Check::Line {
+                addr: *addr,
+                send: send.clone(),
+                expect: expect.clone(),
+                password_file: password_file.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if let Some(ReadyCheck::Http { url }) = &spec.ready
+        && !out.iter().any(|c| matches!(c, Check::Http { url: u, .. } if u == url.as_str()))
+    {
+        out.push(Check::Http { url: url.to_string(), body: None });
+    }
+    out
+}
+
+fn largest_file(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok().filter(|m| m.is_file())?.len(), e.path())))
+        .filter(|(len, p)| *len > 0 && p.file_name().is_some_and(|n| n != "LOCK" && n != "RESERVE"))
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// The `cgroup.procs` files of the memory cgroup `pid` is in (v1 memory hierarchy, or v2).
+fn memory_cgroup_procs(pid: u32) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let dir = match controllers {
+            "" => PathBuf::from("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+            c if c.split(',').any(|x| x == "memory") => {
+                PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'))
+            }
+            _ => continue,
+        };
+        // Only a cgroup of the service's own (warden's `warden.ID/SERVICE`), never a shared one.
+        if path.contains("warden.") && dir.join("cgroup.procs").exists() {
+            out.push(dir.join("cgroup.procs"));
+        }
+    }
+    out
+}
+
+/// The service's folder, or a folder in it, on a filesystem of its own under 1 GiB: (where,
+/// free bytes, total bytes).
+fn small_volume(service_dir: &Path) -> Option<(PathBuf, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let parent_dev = std::fs::metadata(service_dir.parent()?).ok()?.dev();
+    let mut candidates = vec![service_dir.to_path_buf()];
+    if let Ok(d) = std::fs::read_dir(service_dir) {
+        candidates.extend(d.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    candidates.into_iter().find_map(|dir| {
+        let dev = std::fs::metadata(&dir).ok()?.dev();
+        if dev == parent_dev {
+            return None;
+        }
+        let st = nix::sys::statvfs::statvfs(&dir).ok()?;
+        let frag = st.fragment_size() as u64;
+        let (free, total) = (st.blocks_available() as u64 * frag, st.blocks() as u64 * frag);
+        (total > 0 && total < (1 << 30)).then_some((dir, free, total))
+    })
+}
+
+/// What an injection did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Injected {
+    pub fault: &'static str,
+    pub mode: FailureMode,
+    pub target: String,
+    pub what: String,
+    /// Wall clock of the change.
+    pub at_unix_ms: u64,
+    /// A helper process the fault left running (a stranger, a balloon, a freezer).
+    pub helper_pid: Option<u32>,
+}
+
+impl Prepared {
+    /// Makes the fault. Long faults (a hold, a boot freeze, a balloon) run in a helper
+    /// process of their own (`warden chaos helper ...`), so the fault outlives this call.
+    pub fn inject(self) -> Result<(Injected, Vec<Check>), InjectError> {
+        let fail = |why: String| InjectError::Failed { fault: self.fault.name(), target: self.target.clone(), why };
+        let at_unix_ms = warden_core::time::now_unix_ms();
+        let mut checks = self.checks.clone();
+        let helper_pid = match &self.action {
+            Action::Signal { pids, signal } => {
+                for &p in pids {
+                    procs::signal(p, *signal).map_err(|e| fail(e.to_string()))?;
+                }
+                None
+            }
+            Action::Corrupt { file } => {
+                corrupt(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+                None
+            }
+            Action::Hold { pids, port, secs } => {
+                let pid =
+                    helper(&["hold", "--port", &port.to_string(), "--secs", &secs.to_string(), "--kill", &join(pids)])
+                        .map_err(fail)?;
+                checks.push(Check::NotHolding { port: *port, pid });
+                Some(pid)
+            }
+            Action::SlowBoot { pids, env_file, secs } => {
+                let text = std::fs::read_to_string(env_file).unwrap_or_default();
+                let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
+                let text = format!("{}\nWARDEN_DEMO_BOOT_DELAY_MS={}\n", kept.join("\n"), secs * 1000);
+                std::fs::write(env_file, text).map_err(|e| fail(format!("{}: {e}", env_file.display())))?;
+                for &p in pids {
+                    procs::signal(p, Signal::SIGKILL).map_err(|e| fail(e.to_string()))?;
+                }
+                None
+            }
+            Action::Balloon { cgroup_procs, mb } => {
+                let files: Vec<String> = cgroup_procs.iter().map(|p| p.display().to_string()).collect();
+                let pid =
+                    helper(&["balloon", "--mb", &mb.to_string(), "--cgroup-procs", &files.join(",")]).map_err(fail)?;
+                checks.push(Check::Gone(pid));
+                Some(pid)
+            }
+            Action::Fill { dir, bytes } => {
+                fill(dir, *bytes).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+                None
+            }
+            Action::LinkDown { interface } => {
+                let out = Command::new("ip").args(["link", "set", "dev", interface, "down"]).output();
+                match out {
+                    Ok(o) if o.status.success() => None,
+                    Ok(o) => return Err(fail(String::from_utf8_lossy(&o.stderr).trim().to_string())),
+                    Err(e) => return Err(fail(format!("ip: {e}"))),
+                }
+            }
+            Action::Delete { file } => {
+                std::fs::remove_file(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+                None
+            }
+            Action::Garble { file } => {
+                std::fs::write(file, format!("wrong-token-{at_unix_ms}\n"))
+                    .map_err(|e| fail(format!("{}: {e}", file.display())))?;
+                None
+            }
+        };
+        let injected = Injected {
+            fault: self.fault.name(),
+            mode: self.fault.mode(),
+            target: self.target,
+            what: self.what,
+            at_unix_ms,
+            helper_pid,
+        };
+        Ok((injected, checks))
+    }
+}
+
+fn join(pids: &[u32]) -> String {
+    pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Starts `warden chaos helper ARGS` in a session of its own and waits (bounded) for its
+/// first line, `ready`, which it prints once the fault is in place; its pid.
+fn helper(args: &[&str]) -> Result<u32, String> {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(["chaos", "helper"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the helper: {e}"))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().ok_or("the helper has no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) if line.trim() == "ready" => {
+            // Reaped by whoever outlives it; it runs on its own.
+            std::mem::forget(child);
+            Ok(pid)
+        }
+        Ok(line) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("the helper did not get ready: {}", line.trim()))
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err("the helper did not get ready within 10 s".into())
+        }
+    }
+}
+
+/// Flips 16 bytes in the middle of `file` (in place: the file keeps its inode and size).
+fn corrupt(file: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    let len = f.metadata()?.len();
+    let at = len / 2;
+    let mut buf = [0u8; 16];
+    f.seek(SeekFrom::Start(at))?;
+    let n = f.read(&mut buf)?;
+    for b in &mut buf[..n] {
+        *b = if *b == b'#' { b'%' } else { b'#' };
+    }
+    f.seek(SeekFrom::Start(at))?;
+    f.write_all(&buf[..n])?;
+    f.sync_all()
+}
+
+/// Writes `bytes` of filler into `dir/tmp/` as a file last touched two days ago (a
+/// leftover of a job that crashed), stopping quietly when the volume is full.
+fn fill(dir: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let path = tmp.join(format!("leftover-{}.part", std::process::id()));
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        match f.write_all(&chunk[..n]) {
+            Ok(()) => left -= n as u64,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = f.sync_all();
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    f.set_modified(two_days_ago)?;
+    Ok(())
+}
+
+/// Whether every check passes now.
+pub fn restored(checks: &[Check], timeout: Duration) -> Result<(), String> {
+    for c in checks {
+        check(c, timeout).map_err(|e| format!("{c}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Polls until every check passes (the time since `since`) or `limit` passes (the checks
+/// that still fail).
+pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Result<Duration, String> {
+    let mut last = String::new();
+    while since.elapsed() < limit {
+        match restored(checks, Duration::from_millis(500)) {
+            Ok(()) => return Ok(since.elapsed()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("not restored within {} s: {last}", limit.as_secs()))
+}
+
+fn check(c: &Check, timeout: Duration) -> Result<(), String> {
+    match c {
+        Check::Http { url, body } => {
+            let client = reqwest::blocking::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+            let resp = client.get(url).send().map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let text = resp.text().unwrap_or_default();
+            if !status.is_success() {
+                return Err(format!("answered {status}"));
+            }
+            match body {
+                Some(want) if !text.contains(want.as_str()) => Err(format!("body lacks {want:?}")),
+                _ => Ok(()),
+            }
+        }
+        Check::Line { addr, send, expect, password_file } => {
+            line(*addr, send, expect, password_file.as_deref(), timeout)
+        }
+        Check::FileExists(p) => {
+            if p.exists() {
+                Ok(())
+            } else {
+                Err("missing".into())
+            }
+        }
+        Check::FreeSpace { path, pct } => {
+            let st = nix::sys::statvfs::statvfs(path).map_err(|e| e.to_string())?;
+            let (free, total) = (st.blocks_available() as u64, st.blocks() as u64);
+            if total > 0 && free * 100 >= total * u64::from(*pct) {
+                Ok(())
+            } else {
+                Err(format!("{free} of {total} blocks free"))
+            }
+        }
+        Check::Gone(pid) => {
+            // Reaped by whoever is its parent now; a zombie counts as gone.
+            if procs::is_alive(*pid) { Err("still running".into()) } else { Ok(()) }
+        }
+        Check::NotHolding { port, pid } => {
+            if procs::holders(*port).map_err(|e| e.to_string())?.contains(pid) {
+                Err("still holds it".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+fn line(
+    addr: SocketAddr,
+    send: &str,
+    expect: &str,
+    password_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = stream;
+    let mut answer = String::new();
+    if let Some(file) = password_file {
+        let token = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        writer.write_all(format!("AUTH {}\n", token.trim()).as_bytes()).map_err(|e| e.to_string())?;
+        reader.read_line(&mut answer).map_err(|e| e.to_string())?;
+        if !answer.starts_with("OK") {
+            return Err(format!("login refused: {}", answer.trim()));
+        }
+        answer.clear();
+    }
+    writer.write_all(format!("{send}\n").as_bytes()).map_err(|e| e.to_string())?;
+    reader.read_line(&mut answer).map_err(|e| e.to_string())?;
+    if answer.starts_with(expect) { Ok(()) } else { Err(format!("answered {:?}", answer.trim())) }
+}

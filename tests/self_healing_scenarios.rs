@@ -1,0 +1,320 @@
+//! The ten failure modes, one scenario each: a node starts, the chaos harness makes the
+//! real fault from outside (`warden chaos inject`, the node's addresses from its config),
+//! and the scenario checks that the mode's detector fired, which playbook the diagnosis
+//! chose, that the gatekeeper allowed its steps and the trail has their outcomes, that the
+//! harness's own checks saw the service restored, and that the incident's MTTR is stored.
+//!
+//! Each scenario fails with healing off: `test_with_healing_off_a_frozen_database_stays_down`
+//! shows it once (the same fault, `healing.enabled: false`: detected, not repaired).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+/// `warden chaos inject FAULT ARGS --json` against `node`: the harness's report.
+fn inject(node: &Node, fault: &str, args: &[&str]) -> Value {
+    let mut all = vec!["chaos", "inject", fault, "--json", "--verify-secs", "60"];
+    all.extend_from_slice(args);
+    let (ok, out) = node.cli(&all, &[]);
+    let report: Value = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no report from `warden chaos inject {fault}`: {out}"));
+    assert!(ok && report["restored"] == true, "not restored by the harness's count: {out}\n{}", node.stderr());
+    report
+}
+
+/// The incidents of `mode`, newest first.
+fn incidents(node: &Node, mode: &str) -> Vec<Value> {
+    get_json(&node.url(&format!("/api/incidents?mode={mode}")))
+        .and_then(|v| v["incidents"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// After an injection of `mode`: exactly one incident, resolved, first tried `playbook`,
+/// its MTTR stored; the gatekeeper's allow decisions and the outcomes of its run's steps in
+/// the audit trail. The incident.
+fn assert_healed(node: &Node, mode: &str, playbook: &str) -> Value {
+    let mut found = Vec::new();
+    wait_until(&format!("a resolved {mode} incident"), Duration::from_secs(30), || {
+        found = incidents(node, mode);
+        found.iter().any(|i| i["status"] == "resolved")
+    });
+    assert_eq!(found.len(), 1, "one fault, one incident: {found:?}");
+    let incident = &found[0];
+    assert_eq!(incident["attempts"][0]["playbook"], playbook, "the diagnosis chose: {incident}");
+    assert!(incident["mttr"]["ms"].as_u64().is_some(), "MTTR stored: {incident}");
+    assert!(incident["mttr"]["from_detection_ms"].as_u64().is_some(), "{incident}");
+    assert!(matches!(incident["mttr"]["from"].as_str(), Some("onset" | "detection")), "{incident}");
+    let run_id = incident["attempts"][0]["run_id"].as_u64().unwrap();
+    let detail = get_json(&node.url(&format!("/api/incidents/{}", incident["id"]))).unwrap();
+    assert_eq!(detail["runs"][0]["run_id"], run_id, "{detail}");
+    let trail = http()
+        .get(node.url("/api/governance/audit?limit=1000"))
+        .send()
+        .ok()
+        .and_then(|r| r.json::<Value>().ok())
+        .unwrap_or_default();
+    let of_run: Vec<&Value> =
+        trail["entries"].as_array().into_iter().flatten().filter(|e| e["run_id"].as_u64() == Some(run_id)).collect();
+    assert!(
+        of_run.iter().any(|e| e["kind"] == "decision" && e["decision"] == "allow"),
+        "the gatekeeper's allow is in the trail: {of_run:?}"
+    );
+    assert!(
+        of_run.iter().any(|e| e["kind"] == "outcome" && e["outcome"] == "succeeded"),
+        "the step's outcome is in the trail: {of_run:?}"
+    );
+    assert!(of_run.iter().all(|e| e["incident_id"] == incident["id"]), "linked to the incident: {of_run:?}");
+    incident.clone()
+}
+
+fn default_node() -> Node {
+    let node = Node::start_default(&[]);
+    node.wait_ready();
+    node
+}
+
+#[test]
+fn test_1_a_frozen_database_is_restarted_at_the_database_not_at_its_dependents() {
+    let node = default_node();
+    let api_pid = node.service("api").unwrap().0;
+    let report = inject(&node, "db-freeze", &[]);
+    assert_eq!(report["mode"], "database_unavailable");
+    let incident = assert_healed(&node, "database_unavailable", "restart_database");
+    assert_eq!(incident["service"], "db");
+    assert_eq!(incident["cause"], "hung", "{incident}");
+    assert_eq!(node.service("api").unwrap().0, api_pid, "the api was not restarted for the db's fault");
+    assert!(incidents(&node, "api_timeout").is_empty(), "no incident at the dependent");
+}
+
+#[test]
+fn test_1_a_corrupt_database_file_is_restored_from_its_snapshot() {
+    let node = default_node();
+    let put = http().put(node.api_url("/api/items/greeting")).body("hello").send().unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    // Yesterday's backup, as an operator's nightly job would have taken it.
+    let (ok, out) = node.cli(
+        &["playbooks", "run", "snapshot_database", "--target", "db", "--reason", "nightly backup"],
+        &[("WARDEN_TOKEN", &node.admin_token())],
+    );
+    assert!(ok, "{out}");
+    node.wait_ready();
+    inject(&node, "db-corrupt", &[]);
+    let incident = assert_healed(&node, "database_unavailable", "restore_database_snapshot");
+    assert_eq!(incident["cause"], "corrupt", "{incident}");
+    let got = http().get(node.api_url("/api/items/greeting")).send().unwrap().text().unwrap();
+    assert!(got.contains("hello"), "the snapshot's data is back: {got}");
+    assert!(
+        !incident["plan"].as_array().unwrap().iter().any(|p| p == "restart_database"),
+        "a restart cannot fix bad data"
+    );
+}
+
+#[test]
+fn test_2_a_stranger_on_the_port_is_asked_to_leave_within_a_second_of_being_seen() {
+    let node = default_node();
+    let report = inject(&node, "port-hold", &["--secs", "20"]);
+    assert!(
+        report["restored_after_ms"].as_u64().unwrap() < 10_000,
+        "restored long before the 20 s hold ends: {report}"
+    );
+    let incident = assert_healed(&node, "port_in_use", "free_port_foreign");
+    assert!(incident["evidence"].as_str().unwrap().contains("held by pid"), "names the holder: {incident}");
+    let (_, state) = node.service("api").unwrap();
+    assert_eq!(state, "running");
+}
+
+#[test]
+fn test_3_a_boot_past_its_deadline_gets_a_longer_deadline() {
+    let ports = Ports::fresh();
+    let config = default_config_on(ports)
+        .replace("/health\" }\n    startup_deadline_ms: 30000", "/health\" }\n    startup_deadline_ms: 2000");
+    assert!(config.contains("startup_deadline_ms: 2000"));
+    let node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    inject(&node, "slow-boot", &["--secs", "3"]);
+    let incident = assert_healed(&node, "slow_boot", "extend_startup_deadline");
+    assert_eq!(incident["service"], "api");
+    let overrides = get_json(&node.url("/api/guardian/overrides")).unwrap();
+    assert!(overrides.to_string().contains("startup_deadline"), "{overrides}");
+}
+
+#[test]
+fn test_4_memory_growing_past_the_limit_is_stopped_before_the_kernel_has_to() {
+    let node = default_node();
+    if !node_has_cgroups(&node) {
+        eprintln!("skipped: no memory cgroup here for a limit to be real");
+        return;
+    }
+    let report = inject(&node, "memory-growth", &[]);
+    assert_eq!(report["mode"], "out_of_memory");
+    let incident = assert_healed(&node, "out_of_memory", "restart_memory_hog");
+    assert!(incident["evidence"].as_str().unwrap().contains("memory limit"), "{incident}");
+}
+
+#[test]
+fn test_5_a_full_volume_under_the_database_is_freed_by_pruning_what_fills_it() {
+    let ports = Ports::fresh();
+    let mut node = Node::prepare(&default_config_on(ports), ports);
+    // The db's folder on a small volume of its own, as a real deployment mounts one.
+    let volume = node.data_dir().join("services/db");
+    std::fs::create_dir_all(&volume).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&volume).output().unwrap();
+    if !mounted.status.success() {
+        eprintln!("skipped: cannot mount a tmpfs here: {}", String::from_utf8_lossy(&mounted.stderr));
+        return;
+    }
+    let _unmount = Unmount(volume.clone());
+    node.spawn(&[]);
+    node.wait_ready();
+    inject(&node, "disk-full", &[]);
+    let incident = assert_healed(&node, "disk_full", "prune_temp_files");
+    assert_eq!((incident["service"].as_str(), incident["cause"].as_str()), (Some("db"), Some("disk_full_of_temp")));
+    node.stop();
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn test_6_a_cut_link_to_the_database_fails_the_api_over_to_its_standby() {
+    ensure_iproute2();
+    let ports = Ports::fresh();
+    let k = ports.http % 250 + 1;
+    let ns = format!("wdh{}", ports.http);
+    let added = Command::new("ip").args(["netns", "add", &ns]).output().unwrap();
+    if !added.status.success() {
+        eprintln!("skipped: this machine refuses network namespaces: {}", String::from_utf8_lossy(&added.stderr));
+        return;
+    }
+    let _ns = Netns(ns.clone(), format!("10.253.{}.0/24", ports.http % 250 + 1));
+    let (host_end, ns_end) = (format!("wvh{k}"), format!("wvn{k}"));
+    let (host_ip, db_ip) = (format!("10.253.{k}.1"), format!("10.253.{k}.2"));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &ns]);
+    ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_end]);
+    ip(&["link", "set", &host_end, "up"]);
+    ip(&["-n", &ns, "addr", "add", &format!("{db_ip}/30"), "dev", &ns_end]);
+    ip(&["-n", &ns, "link", "set", &ns_end, "up"]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    // The db's network is reached through that link only (no default route leads there):
+    // with the link down, the path is gone.
+    ip(&["route", "add", "unreachable", &format!("10.253.{k}.0/24"), "metric", "4000"]);
+    // The db across the link (in the namespace), its standby here; the api's upstream db
+    // names both; its L3 probe watches the path to the one it uses.
+    let standby = free_port();
+    let db = format!("{db_ip}:{}", ports.db);
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: db\n    command: ip\n    args: [netns, exec, {ns}, {WARDEN}, demo, db, --listen, '{db}', --data-dir, '${{data_dir}}/services/db/data', --password-file, '${{data_dir}}/services/db/password']\n    ready: {{ kind: tcp, addr: '{db}' }}\n    files:\n      - path: '${{data_dir}}/services/db/password'\n        content: \"t0k3n\\n\"\n  - name: dbstandby\n    command: '@warden'\n    args: [demo, db, --listen, '127.0.0.1:{standby}', --data-dir, '${{data_dir}}/services/dbstandby/data', --password-file, '${{data_dir}}/services/db/password']\n    ports: [{standby}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{standby}' }}\n  - name: model\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{model}']\n    ports: [{model}]\n  - name: api\n    command: '@warden'\n    args: [demo, api, --listen, '127.0.0.1:{api}', --db, '{db}', --model-url, 'http://127.0.0.1:{model}', --config, '${{data_dir}}/services/api/api.json', --credentials, '${{data_dir}}/services/db/password']\n    ports: [{api}]\n    depends_on: [db, model]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{api}/health' }}\n    upstreams:\n      - {{ name: db, address: '{db}', fallbacks: ['127.0.0.1:{standby}'] }}\n    files:\n      - path: '${{data_dir}}/services/api/api.json'\n        content: '{{\"name\": \"t\"}}'\nprobes:\n  - name: api-health\n    layer: l7\n    target: api\n    check: {{ kind: http, url: 'http://127.0.0.1:{api}/health' }}\n    interval_ms: 300\n    timeout_ms: 250\n  - name: api-db-route\n    layer: l3\n    target: api\n    check: {{ kind: route, host: '{db_ip}', port: {dbport} }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n",
+        http = ports.http,
+        model = ports.model,
+        api = ports.api,
+        dbport = ports.db,
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    inject(&node, "link-down", &["--interface", &host_end, "--target", "api"]);
+    let incident = assert_healed(&node, "network_unreachable", "failover_upstream");
+    assert_eq!(incident["service"], "api");
+    let overrides = get_json(&node.url("/api/guardian/overrides")).unwrap();
+    assert!(overrides.to_string().contains(&format!("127.0.0.1:{standby}")), "{overrides}");
+}
+
+/// A network namespace deleted when the test ends (its veth ends go with it), and the
+/// route to its network.
+struct Netns(String, String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        let _ = Command::new("ip").args(["route", "del", "unreachable", &self.1]).output();
+    }
+}
+
+#[test]
+fn test_7_a_hung_api_is_restarted() {
+    let node = default_node();
+    inject(&node, "api-hang", &[]);
+    let incident = assert_healed(&node, "api_timeout", "restart_hung_service");
+    assert_eq!(incident["service"], "api");
+}
+
+#[test]
+fn test_8_a_deleted_config_file_is_restored_from_the_vault() {
+    let node = default_node();
+    let file = node.data_dir().join("services/api/api.json");
+    let before = std::fs::read(&file).unwrap();
+    inject(&node, "config-delete", &[]);
+    assert_healed(&node, "missing_config", "restore_config_file");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "its last known version, byte for byte");
+}
+
+#[test]
+fn test_9_invalidated_credentials_are_put_back() {
+    let node = default_node();
+    let file = node.data_dir().join("services/api/credentials");
+    let good = std::fs::read_to_string(&file).unwrap();
+    inject(&node, "bad-credentials", &[]);
+    let incident = assert_healed(&node, "invalid_credentials", "reload_credentials");
+    assert_eq!(incident["cause"], "credentials_refused");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), good);
+}
+
+#[test]
+fn test_10_a_hung_model_server_is_restarted() {
+    let node = default_node();
+    inject(&node, "model-hang", &[]);
+    let incident = assert_healed(&node, "model_server_down", "restart_model_server");
+    assert_eq!(incident["service"], "model");
+}
+
+#[test]
+fn test_with_healing_off_a_frozen_database_stays_down() {
+    // The control for every scenario above: the same fault, repair turned off. The
+    // detector still opens the incident (and says a person must look); nothing heals it.
+    let ports = Ports::fresh();
+    let config = default_config_on(ports).replace("\nhealing:\n", "\nhealing:\n  enabled: false\n");
+    let node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    let (ok, out) = node.cli(&["chaos", "inject", "db-freeze", "--json", "--verify-secs", "8"], &[]);
+    assert!(!ok, "not restored without healing: {out}");
+    let report: Value = out.lines().find_map(|l| serde_json::from_str(l).ok()).expect("report");
+    assert_eq!(report["restored"], false, "{report}");
+    let open = incidents(&node, "database_unavailable");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["status"], "open");
+    assert!(open[0]["attempts"].as_array().unwrap().is_empty(), "no playbook ran: {}", open[0]);
+    assert!(open[0]["detail"].as_str().unwrap().contains("automatic repair is off"), "{}", open[0]);
+    // Leave no stopped process behind.
+    if let Some((Some(pid), _)) = node.service("db") {
+        kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn test_a_fault_that_cannot_be_made_here_is_refused_and_changes_nothing() {
+    let node = default_node();
+    let before = std::fs::read_dir(node.data_dir().join("services/api")).unwrap().count();
+    let (ok, out) = node.cli(&["chaos", "inject", "config-delete", "--target", "nosuch"], &[]);
+    assert!(!ok && out.contains("no service `nosuch`"), "{out}");
+    let (ok, out) = node.cli(&["chaos", "inject", "disk-full"], &[]);
+    assert!(!ok && out.contains("small volume"), "the data dir is no small volume: {out}");
+    let (ok, out) = node.cli(&["chaos", "inject", "link-down", "--interface", "lo"], &[]);
+    assert!(!ok && out.contains("cannot be made here"), "{out}");
+    assert_eq!(std::fs::read_dir(node.data_dir().join("services/api")).unwrap().count(), before);
+    node.wait_ready();
+    assert!(get_json(&node.url("/api/incidents")).unwrap()["incidents"].as_array().unwrap().is_empty());
+}
