@@ -145,7 +145,7 @@ fn test_3_a_boot_past_its_deadline_gets_a_longer_deadline() {
 }
 
 #[test]
-fn test_4_memory_growing_past_the_limit_is_stopped_before_the_kernel_has_to() {
+fn test_4_memory_growing_past_the_limit_is_found_and_the_service_restarted() {
     let node = default_node();
     if !node_has_cgroups(&node) {
         eprintln!("skipped: no memory cgroup here for a limit to be real");

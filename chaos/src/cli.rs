@@ -17,16 +17,38 @@ pub enum ChaosCommand {
     /// Faults to warden itself on the default node: a flood of idle connections, and
     /// repeated kill -9 with the time back to healthy.
     Reliability(ReliabilityArgs),
-    /// What probing costs: warden's CPU and RSS with all 18 default probes at 1 Hz, and
+    /// What probing costs: warden's CPU and RSS with all 20 default probes at 1 Hz, and
     /// optionally Monit checking the same services in the same window.
     Probes(ProbesArgs),
     /// Make one real fault in a running node (its addresses from its config), then time
     /// its recovery with the harness's own checks. A fault that cannot be made here, or a
     /// target that does not exist, is refused and changes nothing.
     Inject(InjectArgs),
+    /// MTTR per failure mode on the default node: every fault `--runs` times, timed by the
+    /// harness from the fault to its own checks passing again.
+    Modes(ModesArgs),
     /// The long half of an injection, run by `inject` in a process of its own.
     #[command(subcommand, hide = true)]
     Helper(crate::helper::HelperCommand),
+}
+
+#[derive(clap::Args)]
+pub struct ModesArgs {
+    /// Injections per fault.
+    #[arg(long, default_value_t = 10)]
+    runs: u32,
+    /// Faults, comma-separated (default: one per mode the default node can have).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    faults: Vec<crate::inject::Injection>,
+    /// Markdown file whose modes section is (re)written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON file with the figures.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the temporary directory (node config, data, warden's log).
+    #[arg(long)]
+    keep_tmp: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +170,21 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
         ChaosCommand::Reliability(args) => run_reliability(args).await,
         ChaosCommand::Probes(args) => run_probe_cost(args).await,
         ChaosCommand::Inject(args) => tokio::task::spawn_blocking(move || run_inject(args)).await?,
+        ChaosCommand::Modes(args) => {
+            anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+            let injections =
+                if args.faults.is_empty() { crate::modes::DEFAULT_INJECTIONS.to_vec() } else { args.faults };
+            let cfg = crate::modes::ModesConfig {
+                runs: args.runs,
+                injections,
+                out: args.out,
+                json: args.json,
+                keep_tmp: args.keep_tmp,
+            };
+            let report = until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await???;
+            println!("{}", report.markdown());
+            Ok(())
+        }
         ChaosCommand::Helper(cmd) => tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?,
     }
 }

@@ -20,7 +20,7 @@ pub enum HelperCommand {
         #[arg(long, value_delimiter = ',')]
         kill: Vec<u32>,
     },
-    /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 50 ms,
+    /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 100 ms,
     /// touching every page; stay until killed (or 10 minutes).
     Balloon {
         #[arg(long)]
@@ -65,7 +65,7 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                     // Written, not just reserved: the pages count against the limit.
                     held.push(vec![0xa5; step]);
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(100));
             }
             Ok(())
         }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod helper;
 pub mod inject;
+pub mod modes;
 pub mod monit;
 pub mod probe_cost;
 pub use warden_core::procnet;

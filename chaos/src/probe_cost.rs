@@ -1,7 +1,7 @@
 //! `warden chaos probes`: what probing costs warden, measured from outside.
 //!
 //! The embedded default node runs with every probe at 1 Hz (six layers for each of the three
-//! services: 18 checks a second). After a warm-up, warden's CPU (utime + stime over the
+//! services, the db's integrity and the api's login: 20 checks a second). After a warm-up, warden's CPU (utime + stime over the
 //! window) and its RSS (now, and the peak `VmHWM`) are read, and the checks it made in the
 //! window are counted from its own `/metrics`. With `--peer monit`, Monit checks the same
 //! three services in the same window at its 1 s cycle with what it can check (ICMP echo, a
@@ -82,8 +82,14 @@ pub struct ProbeCostReport {
 /// default; here it runs like the others).
 pub fn one_hertz_config() -> String {
     warden_core::config::DEFAULT_NODE_YAML
-        .replace("interval_ms: 150", "interval_ms: 1000")
-        .replace("timeout_ms: 140", "timeout_ms: 500")
+        .lines()
+        .map(|l| match l.trim_start() {
+            t if t.starts_with("interval_ms:") => l.replace(t, "interval_ms: 1000"),
+            t if t.starts_with("timeout_ms:") => l.replace(t, "timeout_ms: 500"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Every `warden_probe_checks_total` sample summed.
@@ -316,7 +322,7 @@ mod tests {
             &warden_core::config::LoadOptions { data_dir: Some("/d".into()) },
         )
         .expect("valid");
-        assert_eq!(cfg.probes.len(), 18, "six layers for three services");
+        assert_eq!(cfg.probes.len(), 20, "six layers for three services, the db's integrity, the api's login");
         assert!(cfg.probes.iter().all(|p| p.interval == Duration::from_secs(1)), "all at 1 Hz");
     }
 

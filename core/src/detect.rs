@@ -105,6 +105,9 @@ pub struct ServiceFacts {
     pub waiting_for_port: Option<String>,
     /// Bytes its cgroup uses and its limit.
     pub memory: Option<(u64, u64)>,
+    /// Processes of its cgroup the kernel's OOM killer killed since its process started
+    /// (a worker or helper; the service itself may live on).
+    pub oom_kills: u64,
     /// Files it needs (its `files:`) that are not there.
     pub missing_files: Vec<String>,
     /// The node's data dir, where the services' data, logs and snapshots live.
@@ -238,6 +241,16 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
                 return finding(
                     format!("{} ({} exits in its window)", e.described, f.recent_exits),
                     Some(e.at_unix_ms),
+                    Cause::OomKilled,
+                );
+            }
+            if f.oom_kills > 0 {
+                return finding(
+                    format!(
+                        "the kernel's OOM killer killed {} process(es) in its cgroup (memory limit reached)",
+                        f.oom_kills
+                    ),
+                    None,
                     Cause::OomKilled,
                 );
             }
@@ -385,6 +398,7 @@ mod tests {
             recent_exits: 0,
             waiting_for_port: None,
             memory: None,
+            oom_kills: 0,
             missing_files: vec![],
             disk: None,
         }
@@ -466,6 +480,13 @@ mod tests {
         assert!(assess_facts(FailureMode::OutOfMemory, &f, T).is_none());
         f.memory = Some((95 << 20, 100 << 20));
         assert!(assess_facts(FailureMode::OutOfMemory, &f, T).is_some());
+        f.memory = Some((10 << 20, 100 << 20));
+        f.oom_kills = 1;
+        assert_eq!(
+            assess_facts(FailureMode::OutOfMemory, &f, T).map(|f| f.cause),
+            Some(Cause::OomKilled),
+            "a helper killed by the kernel, the service alive"
+        );
         let mut f = facts(ServiceState::Backoff);
         f.started_unix_ms = None;
         f.last_exit = Some(ExitFacts { at_unix_ms: 9_000, code: None, oom_killed: true, described: "OOM".into() });

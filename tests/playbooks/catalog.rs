@@ -109,7 +109,7 @@ fn exercise<W: PartialEq + std::fmt::Debug>(node: &Node, playbook: &str, target:
 /// A playbook that replaces `service`'s process on the default node: the old pid is gone,
 /// a new one serves.
 fn replaces_the_process(playbook: &str, service: &str) -> Node {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let old = pid_of(&node, service);
     exercise(&node, playbook, service, || ());
@@ -148,7 +148,7 @@ fn test_restart_hung_service_replaces_a_stopped_process() {
     // the only one.
     let ports = Ports::fresh();
     let config = default_config_on(ports).replacen("failure_threshold: 2", "failure_threshold: 100000", 1);
-    let node = Node::start_with(&config, ports, &[]);
+    let node = Node::start_with(&hands_off(&config), ports, &[]);
     node.wait_ready();
     let hung = pid_of(&node, "api");
     kill(hung, nix::sys::signal::Signal::SIGSTOP);
@@ -166,7 +166,7 @@ fn test_restart_service_replaces_the_process() {
 
 #[test]
 fn test_reload_service_delivers_sighup_and_keeps_the_process() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let pid = pid_of(&node, "api");
     let reloads = |n: &Node| log_of(n, "api").matches("sighup received").count();
@@ -177,7 +177,7 @@ fn test_reload_service_delivers_sighup_and_keeps_the_process() {
 
 #[test]
 fn test_quarantine_crashloop_stops_the_service_and_keeps_it_stopped() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let old = pid_of(&node, "model");
     exercise(&node, "quarantine_crashloop", "model", || ());
@@ -192,7 +192,7 @@ fn test_quarantine_crashloop_stops_the_service_and_keeps_it_stopped() {
 
 #[test]
 fn test_free_port_orphan_kills_a_leftover_of_the_services_own_program() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let (ok, out) = node.cli(&["services", "stop", "model"], &[("WARDEN_TOKEN", &node.admin_token())]);
     assert!(ok, "{out}");
@@ -218,7 +218,7 @@ fn test_free_port_orphan_kills_a_leftover_of_the_services_own_program() {
 
 #[test]
 fn test_reresolve_dns_makes_the_service_resolve_its_upstream_again() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let pid = pid_of(&node, "api");
     let resolved = |n: &Node| log_of(n, "api").matches("resolved the db address").count();
@@ -230,7 +230,7 @@ fn test_reresolve_dns_makes_the_service_resolve_its_upstream_again() {
 
 #[test]
 fn test_reset_connection_pool_closes_the_pooled_db_connections() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     db_put(&node, "k", "v");
     // Concurrent requests leave several connections in the api's pool.
@@ -272,7 +272,7 @@ fn test_reload_tls_certificate_makes_the_server_present_the_renewed_certificate(
         key = key_file.display(),
         ca = pki.ca_file().display(),
     );
-    let node = Node::start_with(&config, ports, &[]);
+    let node = Node::start_with(&hands_off(&config), ports, &[]);
     let probe = |n: &Node| get_json(&n.url("/api/guardian/probes/secure-tls")).unwrap_or_default();
     wait_until("the tls probe fails on the expiring certificate", Duration::from_secs(30), || {
         probe(&node)["state"] == "down"
@@ -289,7 +289,7 @@ fn test_reload_tls_certificate_makes_the_server_present_the_renewed_certificate(
 
 #[test]
 fn test_restart_database_replaces_the_db_and_keeps_its_data() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     db_put(&node, "kept", "1");
     let old = pid_of(&node, "db");
@@ -301,7 +301,7 @@ fn test_restart_database_replaces_the_db_and_keeps_its_data() {
 
 #[test]
 fn test_clear_stale_db_lock_kills_the_lock_holder_so_the_db_starts() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let token = node.admin_token();
     let (ok, out) = node.cli(&["services", "stop", "db"], &[("WARDEN_TOKEN", &token)]);
@@ -323,7 +323,7 @@ fn test_clear_stale_db_lock_kills_the_lock_holder_so_the_db_starts() {
 
 #[test]
 fn test_snapshot_database_adds_a_copy_of_the_data() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     db_put(&node, "kept", "1");
     let snapshots = node.data_dir().join("snapshots/db");
@@ -351,7 +351,7 @@ fn test_kill_memory_balloon_kills_the_largest_process_of_the_service_only() {
         "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: leaky\n    command: /bin/sh\n    args: [-c, '{WARDEN} demo hog --mb 96 & exec {WARDEN} demo model --listen 127.0.0.1:{}']\n    ports: [{}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{}/api/version' }}\n",
         ports.http, ports.api, ports.api, ports.api
     );
-    let node = Node::start_with(&config, ports, &[]);
+    let node = Node::start_with(&hands_off(&config), ports, &[]);
     wait_until("leaky running", Duration::from_secs(30), || {
         node.service("leaky").is_some_and(|(p, s)| p.is_some() && s == "running")
     });
@@ -373,7 +373,7 @@ fn test_kill_memory_balloon_kills_the_largest_process_of_the_service_only() {
 
 #[test]
 fn test_compress_logs_gzips_rotated_logs() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let rotated = node.data_dir().join("logs/api.log.7");
     std::fs::write(&rotated, "old line\n".repeat(1000)).unwrap();
@@ -386,7 +386,7 @@ fn test_compress_logs_gzips_rotated_logs() {
 
 #[test]
 fn test_prune_temp_files_deletes_only_old_temp_files() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let tmp = node.data_dir().join("services/db/tmp");
     std::fs::create_dir_all(&tmp).unwrap();
@@ -404,7 +404,7 @@ fn test_prune_temp_files_deletes_only_old_temp_files() {
 
 #[test]
 fn test_prune_old_snapshots_keeps_the_newest_three() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     for _ in 0..4 {
         assert_eq!(run(&node, "snapshot_database", json!({"target": "db"}))["outcome"], "succeeded");
@@ -424,7 +424,7 @@ fn test_prune_old_snapshots_keeps_the_newest_three() {
 
 #[test]
 fn test_compact_store_shrinks_the_db_file_and_keeps_every_key() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     for i in 0..300 {
         db_put(&node, "counter", &i.to_string());
@@ -445,7 +445,7 @@ fn test_compact_store_shrinks_the_db_file_and_keeps_every_key() {
 
 #[test]
 fn test_rollback_config_change_writes_back_the_version_before() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let config = node.data_dir().join("services/api/api.json");
     let original = std::fs::read_to_string(&config).unwrap();
@@ -461,7 +461,7 @@ fn test_rollback_config_change_writes_back_the_version_before() {
 
 #[test]
 fn test_reload_credentials_puts_back_the_working_token() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let creds = node.data_dir().join("services/api/credentials");
     let good = std::fs::read_to_string(&creds).unwrap();
@@ -482,7 +482,7 @@ fn test_restart_model_server_replaces_the_process() {
 
 #[test]
 fn test_warm_model_runs_one_generation() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let generations = |n: &Node| log_of(n, "model").matches("generate").count();
     let done = exercise(&node, "warm_model", "model", || generations(&node));

@@ -145,7 +145,7 @@ fn db_put(node: &Node, key: &str, value: &str) {
 
 #[test]
 fn test_every_dry_run_changes_nothing_and_the_audit_command_passes() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     // Something for the restore and prune playbooks to find.
     run(&node, "snapshot_database", json!({"target": "db"}));
@@ -181,7 +181,7 @@ fn test_every_dry_run_changes_nothing_and_the_audit_command_passes() {
 
 #[test]
 fn test_restore_database_snapshot_runs_and_rolls_back_to_exactly_the_state_before() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     db_put(&node, "kept", "1");
     let snap = run(&node, "snapshot_database", json!({"target": "db", "reason": "before the migration"}));
@@ -242,7 +242,7 @@ fn test_restore_database_snapshot_runs_and_rolls_back_to_exactly_the_state_befor
 
 #[test]
 fn test_free_port_foreign_kills_the_stranger_and_the_service_binds_again() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let token = node.admin_token();
     let (ok, out) = node.cli(&["services", "stop", "model"], &[("WARDEN_TOKEN", &token)]);
@@ -302,7 +302,7 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::pr
 
 #[test]
 fn test_rotate_credentials_and_restore_config_file_roll_back_exactly() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let data = node.data_dir();
     let password = data.join("services/db/password");
@@ -355,7 +355,7 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
         "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: stubborn\n    command: /bin/sh\n    args: [-c, 'trap \"\" TERM; while true; do sleep 1; done']\n    stop_grace_ms: 10000\n",
         ports.http
     );
-    let node = Node::start_with(&config, ports, &[]);
+    let node = Node::start_with(&hands_off(&config), ports, &[]);
     wait_until("ready", Duration::from_secs(60), || status_code(&node.url("/readyz")) == Some(200));
     // Until the shell has run its `trap`, a TERM still ends it at once (and the first run
     // with it): wait until SIGTERM is in its ignored set.
@@ -396,7 +396,7 @@ fn test_a_second_run_on_a_service_being_changed_is_refused_until_the_first_ends(
 
 #[test]
 fn test_restart_dependency_chain_restarts_the_dependency_then_its_dependents() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let pid = |name: &str| node.service(name).unwrap().0.unwrap();
     let (db, api, model) = (pid("db"), pid("api"), pid("model"));

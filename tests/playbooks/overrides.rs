@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn test_relocate_port_moves_the_db_and_its_dependents_follow_then_rollback_moves_it_back() {
-    let node = Node::start_default(&[]);
+    let node = Node::start_default_hands_off();
     node.wait_ready();
     let old = node.ports.db;
     let overrides = node.data_dir().join("overrides.json");
@@ -68,7 +68,7 @@ fn test_relocate_port_moves_the_db_and_its_dependents_follow_then_rollback_moves
 
 #[test]
 fn test_relocate_port_away_from_a_stranger_survives_a_restart_of_warden() {
-    let mut node = Node::start_default(&[]);
+    let mut node = Node::start_default_hands_off();
     node.wait_ready();
     let token = node.admin_token();
     let (ok, out) = node.cli(&["services", "stop", "model"], &[("WARDEN_TOKEN", &token)]);
@@ -97,7 +97,7 @@ fn test_relocate_port_away_from_a_stranger_survives_a_restart_of_warden() {
 fn node_with_standbys() -> (Node, u16, u16) {
     let ports = Ports::fresh();
     let (config, db2, model2) = with_standbys(&default_config_on(ports), ports);
-    (Node::start_with(&config, ports, &[]), db2, model2)
+    (Node::start_with(&hands_off(&config), ports, &[]), db2, model2)
 }
 
 #[test]

@@ -82,6 +82,18 @@ pub fn default_config_on(ports: Ports) -> String {
         .replace("ports: [8000]", &format!("ports: [{}]", ports.api))
 }
 
+/// `config` with automatic repair off: for tests that make a fault to run a playbook by
+/// hand (or to watch a probe), where the healer would repair it first.
+pub fn hands_off(config: &str) -> String {
+    if config.contains("\nhealing:\n  enabled: false") {
+        config.to_string()
+    } else if config.contains("\nhealing:\n") {
+        config.replacen("\nhealing:\n", "\nhealing:\n  enabled: false\n", 1)
+    } else {
+        format!("{config}\nhealing:\n  enabled: false\n")
+    }
+}
+
 /// A running `warden run` with its own config, ports and data dir; stopped on drop.
 pub struct Node {
     pub child: Option<Child>,
@@ -95,6 +107,12 @@ impl Node {
     pub fn start_default(extra: &[&str]) -> Self {
         let ports = Ports::fresh();
         Self::start_with(&default_config_on(ports), ports, extra)
+    }
+
+    /// The default demo node on fresh ports, with automatic repair off ([`hands_off`]).
+    pub fn start_default_hands_off() -> Self {
+        let ports = Ports::fresh();
+        Self::start_with(&hands_off(&default_config_on(ports)), ports, &[])
     }
 
     pub fn start_with(config: &str, ports: Ports, extra: &[&str]) -> Self {
@@ -205,7 +223,7 @@ impl Node {
     }
 
     /// Hangs the `slow` service (of [`slow_node_config`]) with SIGSTOP and waits until its
-    /// incident is open (the playbook then runs).
+    /// incident is open and its playbook runs.
     pub fn hang_slow_service(&self) {
         wait_until(
             "slow service running",
@@ -215,6 +233,9 @@ impl Node {
         let (pid, _) = self.service("slow").unwrap();
         kill(pid.unwrap(), nix::sys::signal::Signal::SIGSTOP);
         wait_until("incident opened", Duration::from_secs(20), || self.healer_stats()["incidents"]["open"] == 1);
+        wait_until("its playbook running", Duration::from_secs(20), || {
+            self.healer_stats()["last_runs"][0]["outcome"] == "running"
+        });
     }
 
     /// Waits until every service runs and the api answers 200.

@@ -423,6 +423,7 @@ impl ServiceSupervisor {
                     info!(service = service.as_str(), "port free again ({was}): started");
                 }
                 e.exit = Some(sp.exit.clone());
+                e.oom_kills_at_start = sp.oom_kills_at_start;
                 e.start_ticks = None;
                 // For the next warden, should this one die: which process is this service's.
                 match record::ProcessRecord::of(service.as_str(), sp.pid, record::spec_hash(&e.spec)) {

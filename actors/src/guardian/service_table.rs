@@ -69,6 +69,8 @@ pub struct ServiceEntry {
     pub waiting_for_port: Option<String>,
     /// The last unexpected exit, when it was seen (wall clock).
     pub exited: Option<(u64, ExitInfo)>,
+    /// Its cgroup's OOM kill count when the current process started.
+    pub oom_kills_at_start: Option<u64>,
 }
 
 impl ServiceEntry {
@@ -97,6 +99,7 @@ impl ServiceEntry {
             last_group: None,
             waiting_for_port: None,
             exited: None,
+            oom_kills_at_start: None,
         }
     }
 

@@ -35,6 +35,10 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds) -> Vec<Se
                 recent_exits: e.tracker.recent_exits(instant),
                 waiting_for_port: e.waiting_for_port.clone(),
                 memory: e.cgroup.as_ref().filter(|_| e.pid.is_some()).and_then(|c| c.memory_usage()),
+                oom_kills: match (e.pid, e.oom_kills_at_start, e.cgroup.as_ref().and_then(|c| c.oom_kills())) {
+                    (Some(_), Some(before), Some(now)) => now.saturating_sub(before),
+                    _ => 0,
+                },
                 missing_files: e
                     .spec
                     .files

@@ -89,6 +89,8 @@ pub struct Spawned {
     pub pid: u32,
     /// Becomes `Some` when the process has exited.
     pub exit: watch::Receiver<Option<ExitInfo>>,
+    /// The cgroup's OOM kills when it started: more later means the kernel killed in it.
+    pub oom_kills_at_start: Option<u64>,
 }
 
 /// What it takes to start a service.
@@ -205,7 +207,8 @@ pub fn spawn_service(
     // The parent's copy of the pipe's write end went with `cmd`'s stdin when it spawned.
     drop(cmd);
     let pid = child.id().unwrap_or(0);
-    let oom_before = req.cgroup.and_then(ServiceCgroup::oom_kills).unwrap_or(0);
+    let oom_kills_at_start = req.cgroup.and_then(ServiceCgroup::oom_kills);
+    let oom_before = oom_kills_at_start.unwrap_or(0);
     let cgroup = req.cgroup.cloned();
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -229,7 +232,7 @@ pub fn spawn_service(
         let _ = tx.send(Some(info.clone()));
         on_exit(info);
     });
-    Ok(Spawned { pid, exit: rx })
+    Ok(Spawned { pid, exit: rx, oom_kills_at_start })
 }
 
 /// A pidfd for `pid`: from here on the process it names cannot be confused with a later

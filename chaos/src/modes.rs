@@ -1,0 +1,360 @@
+//! `warden chaos modes`: MTTR per failure mode on the default node, by the harness's clock.
+//!
+//! The embedded default node runs in a temporary directory; every injection of
+//! [`crate::inject`] is made `--runs` times, one after the other, and each sample is the
+//! time from the fault being made to the harness's own checks passing again (not warden's
+//! word). Between runs the node is let settle (healthy, no incident open) and what a
+//! repair left in place that would hide the next fault is undone (a longer startup
+//! deadline is rolled back through the API; the slow-boot setting is taken out again).
+//!
+//! Two knobs differ from the default node, both so that ten faults in a row measure the
+//! repair and not the node's brakes: governance rate limits are raised (the default allows
+//! a few restarts per ten minutes) and the api's startup deadline is 2 s (a slow boot
+//! takes 3 s rather than 30). `disk-full` runs when a tmpfs can be mounted under the db's
+//! folder (root); `link-down` needs the db across a link and is covered by the scenario
+//! test instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::BenchError;
+use crate::inject::{InjectOptions, Injection, prepare, wait_restored};
+use crate::report::Machine;
+use crate::stats::{Summary, summarize};
+use crate::{procs, services};
+
+pub const START_MARKER: &str = "<!-- bench:modes:start -->";
+pub const END_MARKER: &str = "<!-- bench:modes:end -->";
+
+/// The injections measured by default: one per mode that the default node can have.
+pub const DEFAULT_INJECTIONS: [Injection; 10] = [
+    Injection::DbFreeze,
+    Injection::PortHold,
+    Injection::SlowBoot,
+    Injection::MemoryGrowth,
+    Injection::DiskFull,
+    Injection::ApiHang,
+    Injection::ConfigDelete,
+    Injection::BadCredentials,
+    Injection::ModelHang,
+    Injection::DbCorrupt,
+];
+
+#[derive(Debug, Clone)]
+pub struct ModesConfig {
+    pub runs: u32,
+    pub injections: Vec<Injection>,
+    pub out: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub keep_tmp: bool,
+}
+
+impl ModesConfig {
+    pub fn command(&self) -> String {
+        let names: Vec<&str> = self.injections.iter().map(|i| i.name()).collect();
+        let mut cmd = format!("warden chaos modes --runs {} --faults {}", self.runs, names.join(","));
+        if let Some(out) = &self.out {
+            cmd.push_str(&format!(" --out {}", out.display()));
+        }
+        if let Some(json) = &self.json {
+            cmd.push_str(&format!(" --json {}", json.display()));
+        }
+        cmd
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeResult {
+    pub fault: &'static str,
+    pub mode: &'static str,
+    pub summary: Summary,
+    /// Why runs failed (or why the fault was skipped).
+    pub notes: Vec<String>,
+    /// The playbooks that resolved its incidents, with counts.
+    pub playbooks: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModesReport {
+    pub kind: &'static str,
+    pub date: String,
+    pub command: String,
+    pub machine: Machine,
+    pub runs: u32,
+    pub results: Vec<ModeResult>,
+}
+
+/// The node the modes run against: the default node with the two knobs turned.
+fn node_yaml() -> String {
+    let base = warden_core::config::DEFAULT_NODE_YAML
+        .replace("/health\" }\n    startup_deadline_ms: 30000", "/health\" }\n    startup_deadline_ms: 2000");
+    format!("{base}\ngovernance_policies: policy.yaml\n")
+}
+
+fn policy_yaml() -> String {
+    let mut out = String::new();
+    for line in warden_core::policy::DEFAULT_POLICIES_YAML.lines() {
+        match line.find("rate_limit:") {
+            Some(at) => out.push_str(&format!("{}rate_limit: {{ max: 100000, per_ms: 60000 }}", &line[..at])),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// warden, killed with its process group when dropped.
+struct Warden(Child);
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().ok()?.json().ok()
+}
+
+/// Healthy, and no incident open: the node is ready for the next fault.
+fn settle(client: &reqwest::blocking::Client, limit: Duration) -> bool {
+    let start = Instant::now();
+    let api = services::api_health_url();
+    let open = format!("http://127.0.0.1:{}/api/incidents?status=open", services::WARDEN_PORT);
+    while start.elapsed() < limit {
+        let healthy = client.get(&api).send().is_ok_and(|r| r.status().is_success());
+        let quiet = get(client, &open).is_some_and(|v| v["incidents"].as_array().is_some_and(Vec::is_empty));
+        if healthy && quiet {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
+    procs::ensure_ports_free(&services::NODE_PORTS)?;
+    let tmp = procs::temp_dir("warden-modes", cfg.keep_tmp)?;
+    let dir = tmp.path();
+    std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
+    std::fs::write(dir.join("policy.yaml"), policy_yaml()).map_err(BenchError::io("writing policy.yaml"))?;
+    let data = dir.join("data");
+    let mut notes_for: Vec<(Injection, String)> = Vec::new();
+    let mut _unmount = None;
+    if cfg.injections.contains(&Injection::DiskFull) {
+        let volume = data.join("services/db");
+        std::fs::create_dir_all(&volume).map_err(BenchError::io("creating the db's folder"))?;
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&volume).output();
+        match out {
+            Ok(o) if o.status.success() => _unmount = Some(Unmount(volume)),
+            Ok(o) => notes_for.push((
+                Injection::DiskFull,
+                format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            )),
+            Err(e) => notes_for.push((Injection::DiskFull, format!("skipped: mount: {e}"))),
+        }
+    }
+    let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    let log = std::fs::File::create(dir.join("warden.log")).map_err(BenchError::io("creating warden.log"))?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&exe)
+            .args(["run", "--config", "node.yaml", "--data-dir", "data"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| BenchError::Spawn { what: "warden".into(), source })?
+    };
+    let _warden = Warden(child);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    if !settle(&client, Duration::from_secs(60)) {
+        return Err(BenchError::NotHealthy {
+            what: "the default node".into(),
+            secs: 60,
+            log: procs::log_tail(&dir.join("warden.log"), 30),
+        });
+    }
+    let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
+    let token = token.trim().to_string();
+    let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
+    // Data in the db and a snapshot of it, for db-corrupt.
+    if cfg.injections.contains(&Injection::DbCorrupt) {
+        let _ = client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
+        let _ = client
+            .post(format!("{base}/api/guardian/playbooks/snapshot_database/run"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"target": "db", "reason": "the bench's backup"}))
+            .send();
+        settle(&client, Duration::from_secs(30));
+    }
+    let mut results = Vec::new();
+    for &fault in &cfg.injections {
+        let mut notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
+        let mut samples = Vec::new();
+        let mut failures = 0usize;
+        if notes.iter().all(|n| !n.starts_with("skipped")) {
+            for _ in 0..cfg.runs {
+                if !settle(&client, Duration::from_secs(60)) {
+                    notes.push("the node did not settle before a run".into());
+                }
+                match one(&data, dir, fault) {
+                    Ok(d) => samples.push(d),
+                    Err(e) => {
+                        failures += 1;
+                        if notes.len() < 5 {
+                            notes.push(e);
+                        }
+                    }
+                }
+                undo(&client, &base, &token, &data, fault);
+            }
+        }
+        let playbooks = resolved_by(&client, &base, fault);
+        results.push(ModeResult {
+            fault: fault.name(),
+            mode: fault.mode().as_str(),
+            summary: summarize(&samples, failures)?,
+            notes,
+            playbooks,
+        });
+    }
+    let report = ModesReport {
+        kind: "modes",
+        date: crate::report::today_utc(),
+        command: cfg.command(),
+        machine: Machine::detect(),
+        runs: cfg.runs,
+        results,
+    };
+    if let Some(path) = &cfg.out {
+        crate::report::write_section(path, &report.markdown(), START_MARKER, END_MARKER)?;
+    }
+    if let Some(path) = &cfg.json {
+        crate::report::write_json(path, &report)?;
+    }
+    Ok(report)
+}
+
+/// One injection, timed from the change to the harness's checks passing.
+fn one(data: &Path, dir: &Path, fault: Injection) -> Result<Duration, String> {
+    let config = node_config(dir, data)?;
+    let secs = match fault {
+        Injection::SlowBoot => 3,
+        _ => 5,
+    };
+    let prepared = prepare(&config, data, fault, &InjectOptions { target: None, secs, interface: None })
+        .map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let (_, checks) = prepared.inject().map_err(|e| e.to_string())?;
+    wait_restored(&checks, t0, Duration::from_secs(60))
+}
+
+fn node_config(dir: &Path, data: &Path) -> Result<warden_core::config::NodeConfig, String> {
+    use warden_core::config::{LoadOptions, NodeConfig};
+    use warden_core::source::Source;
+    let text = std::fs::read_to_string(dir.join("node.yaml")).map_err(|e| e.to_string())?;
+    let opts = LoadOptions { data_dir: Some(data.to_path_buf()) };
+    let base = NodeConfig::load(&Source { name: "node.yaml", dir, text: &text }, &opts).map_err(|p| p.to_string())?;
+    Ok(match std::fs::read_to_string(data.join("overrides.json")) {
+        Ok(t) => warden_core::overrides::Overrides::parse(&t).map_err(|e| e.to_string())?.apply(&base).0,
+        Err(_) => base,
+    })
+}
+
+/// Undoes what would hide the next fault of the same kind.
+fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, data: &Path, fault: Injection) {
+    if fault != Injection::SlowBoot {
+        return;
+    }
+    // The boot setting out again, and the longer deadline rolled back.
+    let env = data.join("services/api/env");
+    if let Ok(text) = std::fs::read_to_string(&env) {
+        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
+        let _ = std::fs::write(&env, format!("{}\n", kept.join("\n")));
+    }
+    let incidents = get(client, &format!("{base}/api/incidents?mode=slow_boot&limit=1"));
+    let runs: Vec<u64> = incidents
+        .as_ref()
+        .and_then(|v| v["incidents"][0]["attempts"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a["run_id"].as_u64())
+        .collect();
+    for run in runs {
+        let _ = client
+            .post(format!("{base}/api/guardian/runs/{run}/rollback"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"reason": "the bench undoes the repair before the next slow boot"}))
+            .send();
+    }
+}
+
+/// The playbooks that resolved this fault's incidents, with counts.
+fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection) -> Vec<(String, u32)> {
+    let list = get(client, &format!("{base}/api/incidents?mode={}&status=resolved&limit=1000", fault.mode().as_str()));
+    let mut counts: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+    for i in list.as_ref().and_then(|v| v["incidents"].as_array()).into_iter().flatten() {
+        if let Some(p) = i["attempts"].as_array().and_then(|a| a.last()).and_then(|a| a["playbook"].as_str()) {
+            *counts.entry(p.to_string()).or_default() += 1;
+        }
+    }
+    counts.into_iter().collect()
+}
+
+impl ModesReport {
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "{START_MARKER}\n## MTTR per failure mode (harness clock)\n\n{} · {} · {} runs per fault\n\n`{}`\n\n",
+            self.date,
+            self.machine.describe(),
+            self.runs,
+            self.command
+        );
+        s.push_str("| fault | mode | runs | failed | p50 (s) | p99 (s) | max (s) | resolved by |\n|---|---|---:|---:|---:|---:|---:|---|\n");
+        for r in &self.results {
+            let by: Vec<String> = r.playbooks.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.fault,
+                r.mode,
+                r.summary.n,
+                r.summary.failures,
+                crate::stats::fmt_secs(r.summary.median_s),
+                crate::stats::fmt_secs(r.summary.p99_s),
+                crate::stats::fmt_secs(r.summary.max_s),
+                by.join(", ")
+            ));
+        }
+        let notes: Vec<String> =
+            self.results.iter().flat_map(|r| r.notes.iter().map(move |n| format!("- {}: {n}", r.fault))).collect();
+        if !notes.is_empty() {
+            s.push_str(&format!("\n{}\n", notes.join("\n")));
+        }
+        s.push_str(&format!("{END_MARKER}\n"));
+        s
+    }
+}
