@@ -181,7 +181,14 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 json: args.json,
                 keep_tmp: args.keep_tmp,
             };
-            let report = until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await???;
+            let report = match until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await {
+                Ok(r) => r??,
+                Err(e) => {
+                    // No destructor runs on this path: the node goes here.
+                    crate::modes::kill_node();
+                    return Err(e);
+                }
+            };
             println!("{}", report.markdown());
             Ok(())
         }

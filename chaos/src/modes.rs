@@ -111,6 +111,7 @@ struct Warden(Child);
 
 impl Drop for Warden {
     fn drop(&mut self) {
+        NODE_PGID.store(0, std::sync::atomic::Ordering::SeqCst);
         let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
@@ -137,20 +138,49 @@ fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Valu
     client.get(url).send().ok()?.json().ok()
 }
 
-/// Healthy, and no incident open: the node is ready for the next fault.
+/// How long the node must stay healthy and quiet before the next fault: longer than a
+/// detector's tick, so a new fault is not taken for the last one still being there.
+const QUIET_FOR: Duration = Duration::from_millis(1500);
+
+/// Healthy, and no incident open, for [`QUIET_FOR`]: the node is ready for the next fault.
 fn settle(client: &reqwest::blocking::Client, limit: Duration) -> bool {
     let start = Instant::now();
     let api = services::api_health_url();
     let open = format!("http://127.0.0.1:{}/api/incidents?status=open", services::WARDEN_PORT);
+    let mut quiet_since: Option<Instant> = None;
     while start.elapsed() < limit {
         let healthy = client.get(&api).send().is_ok_and(|r| r.status().is_success());
         let quiet = get(client, &open).is_some_and(|v| v["incidents"].as_array().is_some_and(Vec::is_empty));
         if healthy && quiet {
-            return true;
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= QUIET_FOR {
+                return true;
+            }
+        } else {
+            quiet_since = None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// The node's process group, for the signal path (where no destructor runs).
+pub static NODE_PGID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Stops the node the harness started, if any (Ctrl-C or SIGTERM to the harness): SIGTERM,
+/// so warden stops its services, then SIGKILL if it is still there after 15 s.
+pub fn kill_node() {
+    let pgid = NODE_PGID.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if pgid <= 0 {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(pgid);
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) && procs::is_alive(pgid as u32) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
@@ -189,6 +219,7 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
             .spawn()
             .map_err(|source| BenchError::Spawn { what: "warden".into(), source })?
     };
+    NODE_PGID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
     let _warden = Warden(child);
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
     if !settle(&client, Duration::from_secs(60)) {
@@ -287,16 +318,22 @@ fn node_config(dir: &Path, data: &Path) -> Result<warden_core::config::NodeConfi
 
 /// Undoes what would hide the next fault of the same kind.
 fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, data: &Path, fault: Injection) {
-    if fault != Injection::SlowBoot {
+    if fault == Injection::SlowBoot {
+        // The boot setting out again.
+        let env = data.join("services/api/env");
+        if let Ok(text) = std::fs::read_to_string(&env) {
+            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
+            let _ = std::fs::write(&env, format!("{}\n", kept.join("\n")));
+        }
+    }
+    // A runtime override a repair set (a longer deadline, a moved port, a switched upstream)
+    // is rolled back, so the next fault meets the node as it was.
+    let overridden = get(client, &format!("{base}/api/guardian/overrides"))
+        .is_some_and(|v| v["overrides"].as_object().is_some_and(|o| !o.is_empty()));
+    if !overridden {
         return;
     }
-    // The boot setting out again, and the longer deadline rolled back.
-    let env = data.join("services/api/env");
-    if let Ok(text) = std::fs::read_to_string(&env) {
-        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
-        let _ = std::fs::write(&env, format!("{}\n", kept.join("\n")));
-    }
-    let incidents = get(client, &format!("{base}/api/incidents?mode=slow_boot&limit=1"));
+    let incidents = get(client, &format!("{base}/api/incidents?mode={}&limit=1", fault.mode().as_str()));
     let runs: Vec<u64> = incidents
         .as_ref()
         .and_then(|v| v["incidents"][0]["attempts"].as_array().cloned())

@@ -250,8 +250,12 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
             let Some(from) = newest_snapshot(env, &dir)? else {
                 return Err(EffectError::Failed(format!("no snapshot of {} to restore", dir.display())));
             };
-            // What is there now becomes a snapshot too: the undo puts it back.
+            // What is there now becomes a snapshot too: the undo puts it back. It is marked
+            // as replaced, never a restore point: the data a restore replaced is often the
+            // broken data, and the next restore must not bring it back.
             let before = snapshot(env, &dir)?;
+            std::fs::write(before.join(REPLACED), b"replaced by a restore; kept for its undo\n")
+                .map_err(io(before.display().to_string()))?;
             replace_tree(&from.join("tree"), &dir)?;
             let detail =
                 format!("restored {} from {} (it was kept as {})", dir.display(), from.display(), before.display());
@@ -706,7 +710,10 @@ fn snapshot(env: &Env, dir: &Path) -> Result<PathBuf, EffectError> {
     Ok(snap)
 }
 
-/// The newest snapshot of `dir`.
+/// In a snapshot made of what a restore replaced: it is no restore point.
+const REPLACED: &str = "replaced";
+
+/// The newest snapshot of `dir` that is a restore point.
 fn newest_snapshot(env: &Env, dir: &Path) -> Result<Option<PathBuf>, EffectError> {
     let root = env.snapshots();
     let mut all: Vec<PathBuf> = match std::fs::read_dir(&root) {
@@ -718,6 +725,7 @@ fn newest_snapshot(env: &Env, dir: &Path) -> Result<Option<PathBuf>, EffectError
     Ok(all
         .into_iter()
         .rev()
+        .filter(|s| !s.join(REPLACED).exists())
         .find(|s| std::fs::read(s.join("source")).is_ok_and(|b| b == dir.as_os_str().as_encoded_bytes())))
 }
 
