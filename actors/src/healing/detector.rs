@@ -210,7 +210,9 @@ impl Detector {
     }
 
     fn facts(&self) -> Vec<ServiceFacts> {
-        facts::gather(&self.services, &self.data_dir, self.thresholds())
+        let needs =
+            facts::Needs { memory: self.mode == FailureMode::OutOfMemory, disk: self.mode == FailureMode::DiskFull };
+        facts::gather(&self.services, &self.data_dir, self.thresholds(), needs)
     }
 
     /// This mode's findings among `events`, and the findings of the modes that explain it.

@@ -10,8 +10,19 @@ use warden_core::config::ServiceName;
 use warden_core::detect::{DiskFacts, DiskUsage, ExitFacts, ServiceFacts, Thresholds, disk_low};
 use warden_core::service::ServiceState;
 
+/// Which of the costlier facts to read: each detector reads what its own rule needs (ten
+/// detectors ticking twice a second must stay cheap). A cause they leave out is still
+/// linked, by the incident manager, once its own detector has opened its incident.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// Memory use and OOM kills, from each service's cgroup.
+    pub memory: bool,
+    /// Free space of every filesystem under the data dir.
+    pub disk: bool,
+}
+
 /// The facts of every service in the table now, `disk` only where a filesystem is low.
-pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds) -> Vec<ServiceFacts> {
+pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds, needs: Needs) -> Vec<ServiceFacts> {
     let now = warden_core::time::now_unix_ms();
     let instant = Instant::now();
     let mut out: Vec<ServiceFacts> = {
@@ -34,8 +45,12 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds) -> Vec<Se
                 }),
                 recent_exits: e.tracker.recent_exits(instant),
                 waiting_for_port: e.waiting_for_port.clone(),
-                memory: e.cgroup.as_ref().filter(|_| e.pid.is_some()).and_then(|c| c.memory_usage()),
-                oom_kills: match (e.pid, e.oom_kills_at_start, e.cgroup.as_ref().and_then(|c| c.oom_kills())) {
+                memory: e.cgroup.as_ref().filter(|_| needs.memory && e.pid.is_some()).and_then(|c| c.memory_usage()),
+                oom_kills: match (
+                    e.pid,
+                    e.oom_kills_at_start,
+                    e.cgroup.as_ref().filter(|_| needs.memory).and_then(|c| c.oom_kills()),
+                ) {
                     (Some(_), Some(before), Some(now)) => now.saturating_sub(before),
                     _ => 0,
                 },
@@ -50,6 +65,9 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds) -> Vec<Se
             })
             .collect()
     };
+    if !needs.disk {
+        return out;
+    }
     // Each filesystem once: the data dir's, and any mounted under a service's folder (a
     // volume of its own). One that is low is given to the service on it that takes the
     // most room, so it is one incident, at files a playbook can shrink.
