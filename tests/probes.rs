@@ -370,9 +370,10 @@ fn test_a_firing_alert_is_resolved_after_a_restart_of_warden_and_after_its_probe
     // listed again). A probe a reload removes while it fails has its alert resolved too.
     let rx = Receiver::start(0);
     let ports = Ports::fresh();
+    // Alerts only: the healer would pull the model back before the alert could be watched.
     let config = format!(
         "{}\nalerts:\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
-        default_config_on(ports),
+        hands_off(&default_config_on(ports)),
         rx.url("/hook")
     );
     let mut node = Node::start_with(&config, ports, &[]);

@@ -486,5 +486,6 @@ fn test_warm_model_runs_one_generation() {
     node.wait_ready();
     let generations = |n: &Node| log_of(n, "model").matches("generate").count();
     let done = exercise(&node, "warm_model", "model", || generations(&node));
-    assert!(done["steps"][0]["detail"].as_str().unwrap().contains("200"), "{done}");
+    assert!(done["steps"][0]["detail"].as_str().unwrap().contains("200"), "the pull: {done}");
+    assert!(done["steps"][1]["detail"].as_str().unwrap().contains("200"), "the generation: {done}");
 }
