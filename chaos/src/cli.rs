@@ -196,40 +196,10 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The node's config as it runs: the file (or the embedded default) with the runtime
-/// overrides in its data dir over it.
-fn node_config(
-    config: Option<&std::path::Path>,
-    data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<warden_core::config::NodeConfig> {
-    use warden_core::config::{LoadOptions, NodeConfig};
-    use warden_core::source::Source;
-    let opts = LoadOptions { data_dir: data_dir.map(std::path::Path::to_path_buf) };
-    let base = match config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let dir = std::path::absolute(dir)?;
-            NodeConfig::load(&Source { name: &path.display().to_string(), dir: &dir, text: &text }, &opts)
-        }
-        None => NodeConfig::embedded_default(&std::env::current_dir()?, &opts),
-    }
-    .map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
-    let overrides = base.data_dir.join("overrides.json");
-    Ok(match std::fs::read_to_string(&overrides) {
-        Ok(text) => {
-            warden_core::overrides::Overrides::parse(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", overrides.display()))?
-                .apply(&base)
-                .0
-        }
-        Err(_) => base,
-    })
-}
-
 fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
     use crate::inject::{InjectOptions, prepare, wait_restored};
-    let config = node_config(args.config.as_deref(), args.data_dir.as_deref())?;
+    let config =
+        crate::inject::running_config(args.config.as_deref(), args.data_dir.as_deref()).map_err(anyhow::Error::msg)?;
     let opts = InjectOptions { target: args.target.clone(), secs: args.secs, interface: args.interface.clone() };
     let prepared = prepare(&config, &config.data_dir, args.fault, &opts)?;
     if args.dry_run {

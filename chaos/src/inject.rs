@@ -226,6 +226,35 @@ fn credentials_file(s: &ServiceSpec) -> Option<PathBuf> {
     })
 }
 
+/// The node's config as it runs: the file (or the embedded default, relative to the working
+/// directory) with the runtime overrides in its data dir over it. Where the harness takes
+/// every address from.
+pub fn running_config(config: Option<&Path>, data_dir: Option<&Path>) -> Result<NodeConfig, String> {
+    use warden_core::config::LoadOptions;
+    use warden_core::source::Source;
+    let opts = LoadOptions { data_dir: data_dir.map(Path::to_path_buf) };
+    let base = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = std::path::absolute(dir).map_err(|e| e.to_string())?;
+            NodeConfig::load(&Source { name: &path.display().to_string(), dir: &dir, text: &text }, &opts)
+        }
+        None => NodeConfig::embedded_default(&std::env::current_dir().map_err(|e| e.to_string())?, &opts),
+    }
+    .map_err(|p| format!("invalid configuration:\n{p}"))?;
+    let overrides = base.data_dir.join("overrides.json");
+    Ok(match std::fs::read_to_string(&overrides) {
+        Ok(text) => {
+            warden_core::overrides::Overrides::parse(&text)
+                .map_err(|e| format!("{}: {e}", overrides.display()))?
+                .apply(&base)
+                .0
+        }
+        Err(_) => base,
+    })
+}
+
 /// Checks that `fault` can be made on the node of `config` (whose data dir is
 /// `data_dir`), and says how; changes nothing.
 pub fn prepare(
@@ -622,8 +651,13 @@ fn fill(dir: &Path, bytes: u64) -> std::io::Result<()> {
 
 /// Whether every check passes now.
 pub fn restored(checks: &[Check], timeout: Duration) -> Result<(), String> {
+    let client = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| e.to_string())?;
+    all_pass(&client, checks, timeout)
+}
+
+fn all_pass(client: &reqwest::blocking::Client, checks: &[Check], timeout: Duration) -> Result<(), String> {
     for c in checks {
-        check(c, timeout).map_err(|e| format!("{c}: {e}"))?;
+        check(client, c, timeout).map_err(|e| format!("{c}: {e}"))?;
     }
     Ok(())
 }
@@ -632,8 +666,11 @@ pub fn restored(checks: &[Check], timeout: Duration) -> Result<(), String> {
 /// that still fail).
 pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Result<Duration, String> {
     let mut last = String::new();
+    let timeout = Duration::from_millis(500);
+    // One client for the whole wait (a client per poll would cost more than the checks).
+    let client = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| e.to_string())?;
     while since.elapsed() < limit {
-        match restored(checks, Duration::from_millis(500)) {
+        match all_pass(&client, checks, timeout) {
             Ok(()) => return Ok(since.elapsed()),
             Err(e) => last = e,
         }
@@ -642,10 +679,9 @@ pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Resul
     Err(format!("not restored within {} s: {last}", limit.as_secs()))
 }
 
-fn check(c: &Check, timeout: Duration) -> Result<(), String> {
+fn check(client: &reqwest::blocking::Client, c: &Check, timeout: Duration) -> Result<(), String> {
     match c {
         Check::Http { url, body } => {
-            let client = reqwest::blocking::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
             let resp = client.get(url).send().map_err(|e| e.to_string())?;
             let status = resp.status();
             let text = resp.text().unwrap_or_default();

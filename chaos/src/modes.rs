@@ -292,7 +292,7 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
 
 /// One injection, timed from the change to the harness's checks passing.
 fn one(data: &Path, dir: &Path, fault: Injection) -> Result<Duration, String> {
-    let config = node_config(dir, data)?;
+    let config = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(data))?;
     let secs = match fault {
         Injection::SlowBoot => 3,
         _ => 5,
@@ -302,18 +302,6 @@ fn one(data: &Path, dir: &Path, fault: Injection) -> Result<Duration, String> {
     let t0 = Instant::now();
     let (_, checks) = prepared.inject().map_err(|e| e.to_string())?;
     wait_restored(&checks, t0, Duration::from_secs(60))
-}
-
-fn node_config(dir: &Path, data: &Path) -> Result<warden_core::config::NodeConfig, String> {
-    use warden_core::config::{LoadOptions, NodeConfig};
-    use warden_core::source::Source;
-    let text = std::fs::read_to_string(dir.join("node.yaml")).map_err(|e| e.to_string())?;
-    let opts = LoadOptions { data_dir: Some(data.to_path_buf()) };
-    let base = NodeConfig::load(&Source { name: "node.yaml", dir, text: &text }, &opts).map_err(|p| p.to_string())?;
-    Ok(match std::fs::read_to_string(data.join("overrides.json")) {
-        Ok(t) => warden_core::overrides::Overrides::parse(&t).map_err(|e| e.to_string())?.apply(&base).0,
-        Err(_) => base,
-    })
 }
 
 /// Undoes what would hide the next fault of the same kind.

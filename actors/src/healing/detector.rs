@@ -128,15 +128,15 @@ impl Actor for Detector {
                 return Ok(());
             }
             DetectorMsg::Probe(ev) => {
-                let facts = self.facts();
-                (self.judge(vec![ev], &facts), false)
+                let (down, facts) = (self.board.down_now(), self.facts());
+                (self.judge(std::slice::from_ref(&ev), &down, &facts), false)
             }
             DetectorMsg::Recheck => {
-                let down = self.board.down_now();
-                let facts = self.facts();
-                let mut judged = self.judge(down, &facts);
+                let (down, facts) = (self.board.down_now(), self.facts());
+                let mut judged = self.judge(&down, &down, &facts);
+                let t = self.thresholds();
                 for f in &facts {
-                    if let Some(finding) = assess_facts(self.mode, f, self.thresholds()) {
+                    if let Some(finding) = assess_facts(self.mode, f, t) {
                         // One full disk is one fault, whichever service it is put on.
                         let about = match &f.disk {
                             Some(d) if self.mode == FailureMode::DiskFull => format!("disk:{}", d.path),
@@ -215,13 +215,13 @@ impl Detector {
         facts::gather(&self.services, &self.data_dir, self.thresholds(), needs)
     }
 
-    /// This mode's findings among `events`, and the findings of the modes that explain it.
-    fn judge(&self, events: Vec<ProbeEvent>, facts: &[ServiceFacts]) -> Judged {
+    /// This mode's findings among `events`, and the findings of the modes that explain it
+    /// among every probe down now (`all_down`) and the services' facts.
+    fn judge(&self, events: &[ProbeEvent], all_down: &[ProbeEvent], facts: &[ServiceFacts]) -> Judged {
         let causes: Vec<FailureMode> = causes_of(self.mode).collect();
         let mut judged = Judged { findings: Vec::new(), causes: Vec::new() };
-        let all_down = if causes.is_empty() { Vec::new() } else { self.board.down_now() };
         let (t, table) = (self.thresholds(), self.services.lock());
-        for ev in &events {
+        for ev in events {
             let Some(key) = streak(ev) else { continue };
             let Some(e) = table.services.get(ev.target()) else { continue };
             // A streak whose every failure came before the target's current process started
@@ -234,7 +234,7 @@ impl Detector {
                 judged.findings.push((key, f));
             }
         }
-        for ev in &all_down {
+        for ev in all_down {
             let Some(e) = table.services.get(ev.target()) else { continue };
             judged.causes.extend(causes.iter().filter_map(|m| assess(*m, ev, Some(e.state), e.spec.role)));
         }
