@@ -3,7 +3,9 @@
 #   promtool (Debian package `prometheus`)      always
 #   postgres (Debian package `postgresql`)      always: a real PostgreSQL supervised by warden
 #   ip       (Debian package `iproute2`)        always: network namespaces for the link probes
-#   monit    (Debian package `monit`)           with --bench (the peer in the restore benchmark)
+#   monit    (Debian package `monit`)           with --bench (a peer in the restore benchmark)
+#   supervisord (PyPI package `supervisor`)     with --bench (the other peer), into a
+#            virtualenv beside the build (target/peers), where `warden chaos bench` finds it
 # Idempotent and quiet: skips apt entirely when every command is present, runs
 # `apt-get update` only when something must be installed, prints only on failure.
 set -euo pipefail
@@ -16,6 +18,21 @@ for arg in "$@"; do
         *) echo "install-deps: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
+
+# supervisord from PyPI, in its own virtualenv: no system Python is touched.
+if [ "$bench" = 1 ] && ! command -v supervisord >/dev/null 2>&1; then
+    peers="$(cd "$(dirname "$0")/.." && pwd)/target/peers"
+    if [ ! -x "$peers/bin/supervisord" ]; then
+        pylog=$(mktemp)
+        if ! { python3 -m venv "$peers" && "$peers/bin/pip" install -q supervisor; } >"$pylog" 2>&1; then
+            echo "install-deps: failed to install supervisord (PyPI package supervisor)" >&2
+            cat "$pylog" >&2
+            rm -f "$pylog"
+            exit 1
+        fi
+        rm -f "$pylog"
+    fi
+fi
 
 # command -> Debian package
 declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2)

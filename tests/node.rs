@@ -121,6 +121,9 @@ fn test_service_that_exits_at_once_is_quarantined() {
     assert!(body["reasons"].to_string().contains("service `crasher` is quarantined"), "{body}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(node.status().unwrap()["services"][0]["restarts"], 3, "no restarts once quarantined");
+    // Nothing outside the service explains the loop: it waits for a person, said once.
+    wait_until("left for a person", Duration::from_secs(10), || node.stderr().contains("a person must look"));
+    assert!(node.stderr().contains("quarantined with no cause outside the service"), "{}", node.stderr());
 
     // Only a release lifts a quarantine: a start or restart is refused, and still audited
     // under the caller's name (start is tier 1, and a person asked).

@@ -318,3 +318,52 @@ fn test_a_fault_that_cannot_be_made_here_is_refused_and_changes_nothing() {
     node.wait_ready();
     assert!(get_json(&node.url("/api/incidents")).unwrap()["incidents"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn test_a_service_quarantined_for_a_dependency_is_retried_once_it_is_back() {
+    // A worker that exits when its dependency does not answer crash-loops into quarantine
+    // while the dependency is stopped for maintenance; once the dependency is back, warden
+    // releases the worker by itself, through governance, on the trail as the system.
+    let ports = Ports::fresh();
+    let dep_port = free_port();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  \
+         - name: dep\n    command: \"@warden\"\n    args: [demo, model, --listen, '127.0.0.1:{dep_port}']\n    \
+         ports: [{dep_port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{dep_port}' }}\n  \
+         - name: worker\n    command: /bin/bash\n    \
+         args: [-c, 'exec 3<>/dev/tcp/127.0.0.1/{dep_port} && exec sleep 600']\n    depends_on: [dep]\n    \
+         restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\n",
+        http = ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    let running = |name: &str| matches!(node.service(name), Some((Some(_), ref s)) if s == "running");
+    wait_until("both running", Duration::from_secs(30), || running("dep") && running("worker"));
+
+    let resp = node.post_as_admin("/api/services/dep/stop").json(&serde_json::json!({"reason": "maintenance"})).send();
+    assert_eq!(resp.unwrap().status().as_u16(), 200);
+    let Some((Some(worker), _)) = node.service("worker") else { panic!("worker has no pid") };
+    kill(worker, nix::sys::signal::Signal::SIGKILL);
+    wait_until(
+        "worker quarantined",
+        Duration::from_secs(20),
+        || matches!(node.service("worker"), Some((_, ref s)) if s == "quarantined"),
+    );
+    wait_until("the wait said", Duration::from_secs(10), || {
+        node.stderr().contains("quarantined; released once its cause clears")
+    });
+    assert!(node.stderr().contains("dependency `dep` is not serving"), "{}", node.stderr());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(node.service("worker").unwrap().1, "quarantined", "not released while its dependency is down");
+
+    let resp = node.post_as_admin("/api/services/dep/start").json(&serde_json::json!({})).send();
+    assert_eq!(resp.unwrap().status().as_u16(), 200);
+    wait_until("worker released and running", Duration::from_secs(30), || running("worker"));
+    assert!(node.stderr().contains("quarantine lifted: its cause cleared"), "{}", node.stderr());
+    let trail = get_json(&node.url("/api/governance/audit?action=release_service")).unwrap();
+    let entries = trail["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "decision" && e["actor"] == "system"),
+        "the release was a governed decision of the system: {trail}"
+    );
+    assert!(entries.iter().any(|e| e["kind"] == "outcome"), "{trail}");
+}

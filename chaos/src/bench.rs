@@ -1,14 +1,17 @@
-//! `warden chaos bench`: time to restore, warden against a peer supervisor, in one run on the
-//! same demo api. Three parts, each leaving no process behind:
+//! `warden chaos bench`: time to restore, warden against the peer supervisors, in one run on
+//! the same demo services. Each part leaves no process behind:
 //!
-//! 1. warden: `<this exe> run --data-dir <tmp>` (the embedded default node); its idle RSS and
-//!    CPU are sampled before any fault, then `runs` faults of each kind.
+//! 1. warden: `<this exe> run --config <tmp>/node.yaml` (the embedded default node with
+//!    governance rate limits raised, so a series of faults measures the repair and not the
+//!    brakes); its idle RSS and CPU are sampled before any fault, then `runs` faults of
+//!    each kind.
 //! 2. the api's own start time: db and model started by hand, the api spawned directly,
 //!    spawn to first `200` on `/health`.
-//! 3. the peer (Monit): same db and model, Monit supervising the api through a pidfile, the
-//!    same faults.
+//! 3. each peer (Monit, supervisord) supervising the same db, model and api, the same
+//!    faults. A fault a peer cannot see at all (a process alive but silent, for
+//!    supervisord, which checks no health) is not run against it; the report says so.
 //!
-//! The harness is a child subreaper, so the api that Monit starts through `sh -c '... &'`
+//! The harness is a child subreaper, so a service that Monit starts through `sh -c '... &'`
 //! is reaped as soon as it dies, like under a real init.
 
 use std::path::{Path, PathBuf};
@@ -17,36 +20,59 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use crate::error::BenchError;
-use crate::monit::{self, MonitRc};
+use crate::monit::{self, MonitCheck, MonitRc, MonitService};
 use crate::procs::{self, Group};
-use crate::report::{Idle, Machine, Method, PeerInfo, Report, SeriesReport};
-use crate::restore::{self, Fault, Probe, Timing};
+use crate::report::{Idle, Machine, Method, PeerInfo, Report, SeriesReport, Skipped};
+use crate::restore::{self, Fault, Probe, Target, Timing};
 use crate::services::{self, API_PORT, DB_PORT, DemoFiles, MODEL_PORT, NODE_PORTS, WARDEN_PORT};
+use crate::supervisord::{self, SupervisordConf};
 
-/// The supervisor warden is compared with.
+/// A supervisor warden is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
-    /// Monit (Debian package `monit`).
+    /// Monit (Debian package `monit`): polls health checks.
     Monit,
+    /// supervisord (PyPI package `supervisor`): restarts processes that exit.
+    Supervisord,
     /// No peer: warden and the api's start time only.
     None,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Monit => "monit",
+            Self::Supervisord => "supervisord",
+            Self::None => "none",
+        }
+    }
+
+    /// Why this peer cannot see `fault` at all, if it cannot.
+    pub fn blind_to(self, fault: Fault) -> Option<&'static str> {
+        match self {
+            Self::Supervisord if fault.needs_health_check() => {
+                Some("supervisord checks no health: a process that is alive but silent (SIGSTOP) is never restarted")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Everything a benchmark run needs to know.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub runs: u32,
-    pub peer: Peer,
+    pub peers: Vec<Peer>,
     pub faults: Vec<Fault>,
     pub out: Option<PathBuf>,
     pub json: Option<PathBuf>,
     /// Monit's `set daemon` cycle, seconds.
     pub monit_cycle: u32,
-    /// Measure the peer and the api only (for working on the harness).
+    /// Measure the peers and the api only (for working on the harness).
     pub skip_warden: bool,
     /// How long warden idles before its RSS and CPU are read.
     pub idle: Duration,
-    /// Keep the temporary directories (logs, monitrc) for inspection.
+    /// Keep the temporary directories (logs, peer configs) for inspection.
     pub keep_tmp: bool,
     pub timing: Timing,
 }
@@ -54,13 +80,11 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The command line that reproduces this run.
     pub fn command(&self) -> String {
-        let peer = match self.peer {
-            Peer::Monit => "monit",
-            Peer::None => "none",
-        };
+        let peers: Vec<&str> = self.peers().map(Peer::name).collect();
+        let peers = if peers.is_empty() { "none".to_string() } else { peers.join(",") };
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
-        let mut cmd = format!("warden chaos bench --runs {} --peer {peer} --faults {}", self.runs, faults.join(","));
-        if self.peer == Peer::Monit && self.monit_cycle != 1 {
+        let mut cmd = format!("warden chaos bench --runs {} --peers {peers} --faults {}", self.runs, faults.join(","));
+        if self.peers.contains(&Peer::Monit) && self.monit_cycle != 1 {
             cmd.push_str(&format!(" --monit-cycle {}", self.monit_cycle));
         }
         if !self.timing.settle.is_zero() {
@@ -80,15 +104,35 @@ impl BenchConfig {
         }
         cmd
     }
+
+    /// The peers, without `none` and duplicates, in the order given.
+    fn peers(&self) -> impl Iterator<Item = Peer> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| *p != Peer::None && !self.peers[..i].contains(p))
+            .map(|(_, &p)| p)
+    }
+}
+
+/// A peer found on this machine.
+struct FoundPeer {
+    peer: Peer,
+    binary: PathBuf,
 }
 
 /// Runs the benchmark and writes `--out` / `--json` when given.
 pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("locating this executable"))?;
-    let monit = match cfg.peer {
-        Peer::Monit => Some(monit::find_monit()?),
-        Peer::None => None,
-    };
+    let mut found = Vec::new();
+    for peer in cfg.peers() {
+        let binary = match peer {
+            Peer::Monit => monit::find_monit()?,
+            Peer::Supervisord => supervisord::find(&exe)?,
+            Peer::None => continue,
+        };
+        found.push(FoundPeer { peer, binary });
+    }
     procs::become_subreaper()?;
     let mut report = Report {
         kind: "restore_bench",
@@ -105,21 +149,35 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
             max_jitter_ms: 1000,
             settle_s: cfg.timing.settle.as_secs(),
         },
-        peer: monit.as_ref().map(|m| PeerInfo {
-            name: "monit".to_string(),
-            version: monit::version(m),
-            cycle_s: cfg.monit_cycle.max(1),
-        }),
+        peers: found
+            .iter()
+            .map(|f| match f.peer {
+                Peer::Monit => PeerInfo {
+                    name: "monit".to_string(),
+                    version: monit::version(&f.binary),
+                    setup: format!("`set daemon {}`", cfg.monit_cycle.max(1)),
+                },
+                _ => PeerInfo {
+                    name: f.peer.name().to_string(),
+                    version: supervisord::version(&f.binary),
+                    setup: format!("`startretries={}`", supervisord::START_RETRIES),
+                },
+            })
+            .collect(),
         api_start: None,
         warden_idle: None,
         results: Vec::new(),
+        skipped: Vec::new(),
         notes: Vec::new(),
     };
 
     if !cfg.skip_warden {
         warden_part(cfg, &exe, &mut report).await?;
     }
-    peer_part(cfg, &exe, monit.as_deref(), &mut report).await?;
+    api_start_part(cfg, &exe, &mut report).await?;
+    for peer in &found {
+        peer_part(cfg, &exe, peer, &mut report).await?;
+    }
 
     if let Some(out) = &cfg.out {
         crate::report::write_markdown(out, &report)?;
@@ -130,12 +188,27 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// The port of the service a fault hits.
+fn port_of(fault: Fault) -> u16 {
+    match fault.target() {
+        Target::Api => API_PORT,
+        Target::Db => DB_PORT,
+    }
+}
+
 /// warden's half: start the default node, sample it idle, inject the faults, stop it.
 async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&NODE_PORTS)?;
     let tmp = procs::temp_dir("warden-bench-node", cfg.keep_tmp)?;
+    let config = tmp.path().join("node.yaml");
+    let node_yaml = format!("{}\ngovernance_policies: policy.yaml\n", warden_core::config::DEFAULT_NODE_YAML);
+    std::fs::write(&config, node_yaml).map_err(BenchError::io("writing node.yaml"))?;
+    std::fs::write(tmp.path().join("policy.yaml"), crate::modes::raised_limits_policy())
+        .map_err(BenchError::io("writing policy.yaml"))?;
     let data = tmp.path().join("data");
-    let args = vec!["run".to_string(), "--data-dir".to_string(), data.to_string_lossy().into_owned()];
+    let args = ["run", "--config", &config.to_string_lossy(), "--data-dir", &data.to_string_lossy()]
+        .map(str::to_string)
+        .to_vec();
     let mut node = Group::spawn("warden run", exe, &args, &tmp.path().join("warden.log"))?;
     eprintln!("warden: started node pid {}", node.pid());
 
@@ -154,7 +227,7 @@ async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Resu
     eprintln!("warden: idle RSS {} KiB", report.warden_idle.as_ref().map_or(0, |i| i.rss_kib));
 
     for &fault in &cfg.faults {
-        let series = restore::measure_series(&api, API_PORT, fault, cfg.runs, "warden").await?;
+        let series = restore::measure_series(&api, port_of(fault), fault, cfg.runs, "warden", exe).await?;
         report.results.push(SeriesReport::new("warden", Some(fault), &series.samples, series.failures)?);
     }
 
@@ -198,26 +271,20 @@ async fn sample_idle(pid: u32, window: Duration) -> Idle {
     }
 }
 
-/// The api's own start time, then the peer's half, sharing one db and one model.
-async fn peer_part(cfg: &BenchConfig, exe: &Path, monit: Option<&Path>, report: &mut Report) -> Result<(), BenchError> {
+/// The api's own start time, with a db and a model started by hand.
+async fn api_start_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
-    let tmp = procs::temp_dir("warden-bench-peer", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-bench-api", cfg.keep_tmp)?;
     let files = DemoFiles::create(tmp.path())?;
-    // Dropped last: kills an api that Monit started, on every way out of this function.
-    let _api_guard = OrphanApi { pidfile: tmp.path().join("api.pid") };
     let (mut db, mut model) = files.start_dependencies(exe).await?;
     eprintln!("deps: db pid {}, model pid {}", db.pid(), model.pid());
-
     let api = Probe::new(&services::api_health_url(), cfg.timing)?;
     let (samples, failures) = api_start_times(exe, &files, &api, cfg.runs).await?;
     report.api_start.replace(SeriesReport::new("api", None, &samples, failures)?);
-
-    if let Some(monit) = monit {
-        monit_part(cfg, monit, exe, &files, &api, report).await?;
-    }
     db.terminate(Duration::from_secs(5)).await;
     model.terminate(Duration::from_secs(5)).await;
     procs::reap_orphans();
+    wait_ports_free(&[API_PORT, DB_PORT, MODEL_PORT]).await;
     Ok(())
 }
 
@@ -253,72 +320,98 @@ async fn api_start_times(
     Ok((samples, failures))
 }
 
-/// Monit's half: control file, Monit in the foreground, the faults, then stop everything.
-async fn monit_part(
-    cfg: &BenchConfig,
-    monit: &Path,
-    exe: &Path,
-    files: &DemoFiles,
-    api: &Probe,
-    report: &mut Report,
-) -> Result<(), BenchError> {
-    let dir = files.dir.clone();
-    let rc = MonitRc {
-        cycle_secs: cfg.monit_cycle,
-        program_timeout_secs: 1,
-        dir: dir.clone(),
-        pidfile: dir.join("api.pid"),
-        program: exe.to_path_buf(),
-        args: files.api_args(),
-        api_log: dir.join("api.log"),
-        port: API_PORT,
+/// A peer's half: its config for the db, model and api, the peer in the foreground, the
+/// faults it can see, then stop everything.
+async fn peer_part(cfg: &BenchConfig, exe: &Path, found: &FoundPeer, report: &mut Report) -> Result<(), BenchError> {
+    let peer = found.peer;
+    let name = peer.name();
+    procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
+    let tmp = procs::temp_dir(&format!("warden-bench-{name}"), cfg.keep_tmp)?;
+    let dir = tmp.path().to_path_buf();
+    let files = DemoFiles::create(&dir)?;
+    // Dropped last: kills what the peer started, on every way out of this function.
+    let _guard = Leftovers;
+    let services = [
+        ("demo-db", files.db_args(), MonitCheck::Line { port: DB_PORT, send: "PING".into(), expect: "PONG".into() }),
+        ("demo-model", files.model_args(), MonitCheck::Http { port: MODEL_PORT, path: "/api/tags".into() }),
+        ("demo-api", files.api_args(), MonitCheck::Http { port: API_PORT, path: "/health".into() }),
+    ];
+    let (program, args) = match peer {
+        Peer::Monit => {
+            let rc = MonitRc {
+                cycle_secs: cfg.monit_cycle,
+                program_timeout_secs: 1,
+                dir: dir.clone(),
+                services: services
+                    .into_iter()
+                    .map(|(name, args, check)| MonitService {
+                        name: name.to_string(),
+                        pidfile: dir.join(format!("{name}.pid")),
+                        program: exe.to_path_buf(),
+                        args,
+                        log: dir.join(format!("{name}.log")),
+                        check,
+                    })
+                    .collect(),
+            };
+            let path = dir.join("monitrc");
+            monit::write_and_check(&found.binary, &path, &rc.render()?)?;
+            (found.binary.clone(), monit::args(&path))
+        }
+        Peer::Supervisord | Peer::None => {
+            let conf = SupervisordConf {
+                dir: dir.clone(),
+                programs: services
+                    .into_iter()
+                    .map(|(name, args, _)| supervisord::Program {
+                        name: name.to_string(),
+                        program: exe.to_path_buf(),
+                        args,
+                        log: dir.join(format!("{name}.log")),
+                    })
+                    .collect(),
+            };
+            let path = dir.join("supervisord.conf");
+            services::write_private(&path, &conf.render()?)?;
+            (found.binary.clone(), supervisord::args(&path))
+        }
     };
-    let rc_path = dir.join("monitrc");
-    monit::write_and_check(monit, &rc_path, &rc.render()?)?;
-    let mut daemon = Group::spawn("monit", monit, &monit::args(&rc_path), &dir.join("monit.out"))?;
-    eprintln!("monit: started pid {}", daemon.pid());
+    let mut daemon = Group::spawn(name, &program, &args, &dir.join(format!("{name}.out")))?;
+    eprintln!("{name}: started pid {}", daemon.pid());
+    let api = Probe::new(&services::api_health_url(), cfg.timing)?;
     if !api.wait_stable().await {
         let mut log = daemon.log_tail(10);
-        log.push_str(&procs::log_tail(&dir.join("monit.log"), 20));
-        log.push_str(&procs::log_tail(&dir.join("api.log"), 10));
+        for file in [format!("{name}.log"), "demo-api.log".to_string(), "demo-db.log".to_string()] {
+            log.push_str(&procs::log_tail(&dir.join(file), 10));
+        }
         daemon.kill_group().await;
         return Err(BenchError::NotHealthy {
-            what: "the demo api under monit".to_string(),
+            what: format!("the demo api under {name}"),
             secs: cfg.timing.stable_limit.as_secs(),
             log,
         });
     }
     for &fault in &cfg.faults {
-        let series = restore::measure_series(api, API_PORT, fault, cfg.runs, "monit").await?;
-        report.results.push(SeriesReport::new("monit", Some(fault), &series.samples, series.failures)?);
+        if let Some(why) = peer.blind_to(fault) {
+            eprintln!("{name} {}: not run: {why}", fault.name());
+            report.skipped.push(Skipped { supervisor: name.to_string(), fault, why: why.to_string() });
+            continue;
+        }
+        let series = restore::measure_series(&api, port_of(fault), fault, cfg.runs, name, exe).await?;
+        report.results.push(SeriesReport::new(name, Some(fault), &series.samples, series.failures)?);
     }
-    daemon.terminate(Duration::from_secs(5)).await;
-    kill_orphan_api(&rc.pidfile);
-    wait_ports_free(&[API_PORT]).await;
+    daemon.terminate(Duration::from_secs(10)).await;
     Ok(())
 }
 
-/// Kills the api a peer started (by pidfile, and whatever of ours still listens on the api's
-/// port), then reaps it.
-fn kill_orphan_api(pidfile: &Path) {
-    if let Some(pid) = monit::read_pidfile(pidfile)
-        && procs::runs_our_exe(pid)
-    {
-        let _ = procs::signal(pid, nix::sys::signal::Signal::SIGKILL);
-        procs::reap(pid);
-    }
-    procs::kill_our_listeners(&[API_PORT]);
-    procs::reap_orphans();
-}
+/// Kills what a peer left of the demo services (whatever of ours still listens on their
+/// ports), then reaps it; the peers' own processes die with their groups.
+struct Leftovers;
 
-/// Drop guard for [`kill_orphan_api`].
-struct OrphanApi {
-    pidfile: PathBuf,
-}
-
-impl Drop for OrphanApi {
+impl Drop for Leftovers {
     fn drop(&mut self) {
-        kill_orphan_api(&self.pidfile);
+        procs::kill_our_listeners(&[API_PORT, DB_PORT, MODEL_PORT]);
+        procs::reap_orphans();
     }
 }
 
@@ -342,7 +435,7 @@ mod tests {
     fn config() -> BenchConfig {
         BenchConfig {
             runs: 20,
-            peer: Peer::Monit,
+            peers: vec![Peer::Monit, Peer::Supervisord],
             faults: vec![Fault::Kill, Fault::Hang],
             out: Some("docs/benchmarks.md".into()),
             json: Some("reports/bench_restore.json".into()),
@@ -358,10 +451,11 @@ mod tests {
     fn test_command_reproduces_the_run() {
         assert_eq!(
             config().command(),
-            "warden chaos bench --runs 20 --peer monit --faults kill,hang \
+            "warden chaos bench --runs 20 --peers monit,supervisord --faults kill,hang \
              --out docs/benchmarks.md --json reports/bench_restore.json"
         );
         let mut cfg = config();
+        cfg.peers = vec![Peer::Monit, Peer::None, Peer::Monit];
         cfg.monit_cycle = 30;
         cfg.faults = vec![Fault::Hang];
         cfg.out = None;
@@ -370,7 +464,20 @@ mod tests {
         cfg.timing.settle = Duration::from_secs(61);
         assert_eq!(
             cfg.command(),
-            "warden chaos bench --runs 20 --peer monit --faults hang --monit-cycle 30 --settle 61 --skip-warden"
+            "warden chaos bench --runs 20 --peers monit --faults hang --monit-cycle 30 --settle 61 --skip-warden"
         );
+        cfg.peers = vec![Peer::None];
+        assert!(cfg.command().contains("--peers none"));
+    }
+
+    #[test]
+    fn test_supervisord_is_blind_to_silent_processes_only() {
+        for fault in [Fault::Hang, Fault::Freeze] {
+            assert!(Peer::Supervisord.blind_to(fault).is_some());
+            assert!(Peer::Monit.blind_to(fault).is_none());
+        }
+        for fault in [Fault::Kill, Fault::Hold5, Fault::Hold20] {
+            assert!(Peer::Supervisord.blind_to(fault).is_none());
+        }
     }
 }

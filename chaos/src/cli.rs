@@ -12,7 +12,8 @@ use crate::restore::{Fault, Timing};
 
 #[derive(clap::Subcommand)]
 pub enum ChaosCommand {
-    /// Time to restore: warden and a peer supervisor on the same demo api, in one run.
+    /// Time to restore: warden and the peer supervisors (Monit, supervisord) on the same
+    /// demo services, in one run.
     Bench(BenchArgs),
     /// Faults to warden itself on the default node: a flood of idle connections, and
     /// repeated kill -9 with the time back to healthy.
@@ -134,11 +135,11 @@ pub struct BenchArgs {
     /// Faults of each kind per supervisor.
     #[arg(long, default_value_t = 20)]
     runs: u32,
-    /// The supervisor to compare with.
-    #[arg(long, value_enum, default_value = "monit")]
-    peer: Peer,
+    /// The supervisors to compare with, comma-separated (`none` for warden alone).
+    #[arg(long, alias = "peer", value_enum, value_delimiter = ',', default_values = ["monit", "supervisord"])]
+    peers: Vec<Peer>,
     /// Faults to inject, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["kill", "hang"])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["kill", "hang", "hold5", "hold20", "freeze"])]
     faults: Vec<Fault>,
     /// Markdown file whose restore section is (re)written.
     #[arg(long)]
@@ -251,6 +252,10 @@ fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
 
 async fn run_probe_cost(args: ProbesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.secs > 0, "--secs must be at least 1");
+    anyhow::ensure!(
+        args.peer != Some(Peer::Supervisord),
+        "supervisord checks no health, so it has no probes to compare; use --peer monit"
+    );
     let cfg = ProbeCostConfig {
         window: Duration::from_secs(args.secs),
         warmup: Duration::from_secs(args.warmup_secs),
@@ -298,7 +303,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     faults.dedup();
     let cfg = BenchConfig {
         runs: args.runs,
-        peer: args.peer,
+        peers: args.peers,
         faults,
         out: args.out,
         json: args.json,

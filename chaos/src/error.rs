@@ -8,6 +8,10 @@ use std::path::PathBuf;
 pub enum BenchError {
     #[error("monit is not installed (no `monit` on PATH); install it with `.ci/install-deps.sh --bench` (as root)")]
     MonitMissing,
+    #[error(
+        "{name} is not installed (not on PATH nor beside the build); install it with `.ci/install-deps.sh --bench` (as root), or `{install}`"
+    )]
+    PeerMissing { name: &'static str, install: &'static str },
     #[error("monit rejected the generated control file {path}: {output}")]
     MonitConfig { path: PathBuf, output: String },
     #[error("port {port} on 127.0.0.1 is already in use by {holders}; stop it before benchmarking")]
@@ -31,7 +35,7 @@ pub enum BenchError {
         #[source]
         source: io::Error,
     },
-    #[error("path {0} cannot be quoted safely in a monitrc (use only letters, digits and /._-)")]
+    #[error("path {0} cannot be quoted safely in a peer's config (use only letters, digits and /._-)")]
     UnsafePath(PathBuf),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),

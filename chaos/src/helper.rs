@@ -19,6 +19,10 @@ pub enum HelperCommand {
         secs: u64,
         #[arg(long, value_delimiter = ',')]
         kill: Vec<u32>,
+        /// Print `armed` and wait for a line on stdin before the kill, so a caller that
+        /// times the fault does not time this process's start.
+        #[arg(long)]
+        on_go: bool,
     },
     /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 100 ms,
     /// touching every page; stay until killed (or 10 minutes).
@@ -32,7 +36,12 @@ pub enum HelperCommand {
 
 pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
     match cmd {
-        HelperCommand::Hold { port, secs, kill } => {
+        HelperCommand::Hold { port, secs, kill, on_go } => {
+            if on_go {
+                say("armed")?;
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+            }
             for &p in &kill {
                 procs::signal(p, Signal::SIGKILL)?;
             }
@@ -73,8 +82,12 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
 }
 
 fn ready() -> anyhow::Result<()> {
+    say("ready")
+}
+
+fn say(word: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
-    writeln!(out, "ready")?;
+    writeln!(out, "{word}")?;
     out.flush()?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! warden-chaos: drives a node from outside like a user would — fault injectors and the
 //! timing harness that measures time-to-restore against warden and its peers.
 //!
-//! - [`bench`]: `warden chaos bench`, warden vs a peer supervisor (Monit) in one run
+//! - [`bench`]: `warden chaos bench`, warden vs the peer supervisors (Monit, supervisord)
+//!   in one run
 //! - [`restore`]: inject a fault into the process holding a port, time the first new `200`
-//! - [`monit`]: the peer's control file and binary
+//! - [`monit`], [`supervisord`]: the peers' config files and binaries
 //! - [`probe_cost`]: `warden chaos probes`, warden's CPU and RSS probing six layers at 1 Hz
 //! - [`services`]: the demo node's services and ports, started by hand
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
@@ -25,3 +26,4 @@ pub mod report;
 pub mod restore;
 pub mod services;
 pub mod stats;
+pub mod supervisord;

@@ -94,7 +94,9 @@ fn node_yaml() -> String {
     format!("{base}\ngovernance_policies: policy.yaml\n")
 }
 
-fn policy_yaml() -> String {
+/// The default policies with every rate limit raised out of the way, for harnesses that
+/// make many faults in a row.
+pub fn raised_limits_policy() -> String {
     let mut out = String::new();
     for line in warden_core::policy::DEFAULT_POLICIES_YAML.lines() {
         match line.find("rate_limit:") {
@@ -188,7 +190,7 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
     let tmp = procs::temp_dir("warden-modes", cfg.keep_tmp)?;
     let dir = tmp.path();
     std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
-    std::fs::write(dir.join("policy.yaml"), policy_yaml()).map_err(BenchError::io("writing policy.yaml"))?;
+    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
     let data = dir.join("data");
     let mut notes_for: Vec<(Injection, String)> = Vec::new();
     let mut _unmount = None;

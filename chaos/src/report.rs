@@ -36,12 +36,22 @@ pub struct Report {
     pub runs: u32,
     pub faults: Vec<Fault>,
     pub method: Method,
-    pub peer: Option<PeerInfo>,
+    pub peers: Vec<PeerInfo>,
     /// The api's own start time: spawn to first 200 on `/health`.
     pub api_start: Option<SeriesReport>,
     pub warden_idle: Option<Idle>,
     pub results: Vec<SeriesReport>,
+    /// Faults not run against a peer that cannot see them.
+    pub skipped: Vec<Skipped>,
     pub notes: Vec<String>,
+}
+
+/// A fault not run against a supervisor, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    pub supervisor: String,
+    pub fault: Fault,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,7 +106,8 @@ pub struct Method {
 pub struct PeerInfo {
     pub name: String,
     pub version: String,
-    pub cycle_s: u32,
+    /// The settings that matter, as the report prints them (`set daemon 1`).
+    pub setup: String,
 }
 
 /// warden's own process while idle, before any fault.
@@ -144,29 +155,33 @@ impl Report {
         let mut md = String::new();
         md.push_str(START_MARKER);
         md.push('\n');
-        let peer_name = self.peer.as_ref().map_or("no peer", |p| p.name.as_str());
-        md.push_str(&format!("## Time to restore: warden vs {peer_name}\n\n"));
-        let peer_line = self
-            .peer
-            .as_ref()
-            .map_or(String::new(), |p| format!(", {} {} with `set daemon {}`", p.name, p.version, p.cycle_s));
+        let names: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
+        let title = if names.is_empty() { "no peer".to_string() } else { names.join(" and ") };
+        md.push_str(&format!("## Time to restore: warden vs {title}\n\n"));
+        let peer_line: String =
+            self.peers.iter().map(|p| format!(", {} {} with {}", p.name, p.version, p.setup)).collect();
         md.push_str(&format!(
             "Measured {} (UTC) on {}{peer_line}. To reproduce:\n\n",
             self.date,
             self.machine.describe()
         ));
-        md.push_str("```sh\n.ci/install-deps.sh --bench   # as root: monit, promtool\n");
+        md.push_str("```sh\n.ci/install-deps.sh --bench   # as root: monit, supervisord, promtool\n");
         md.push_str("cargo build --release\n");
         md.push_str(&format!("target/release/{}\n```\n\n", self.command));
         md.push_str(&format!(
-            "Each run finds the pid listening on 127.0.0.1:8000 (the demo api) in `/proc/net/tcp*`, \
-             sends it SIGKILL (`kill`) or SIGSTOP (`hang`: alive, port open, silent), then polls \
-             `GET /health` every {} ms ({} ms request timeout, a fresh connection each time) until a \
-             `200` comes from a new pid. A sample is the seconds from the signal to that `200`. \
+            "Each run finds the pid listening on the faulted service's port in `/proc/net/tcp*` \
+             and makes the fault: the api (127.0.0.1:8000) gets SIGKILL (`kill`) or SIGSTOP (`hang`: \
+             alive, port open, silent); `hold5`/`hold20` kill it while a stranger process takes its \
+             port for 5 or 20 s; `freeze` sends SIGSTOP to the db (127.0.0.1:5433) the api depends on. \
+             The harness then polls the api's `GET /health` every {} ms ({} ms request timeout, a fresh \
+             connection each time) until a `200` comes while a new pid holds the faulted port. A \
+             sample is the seconds from the fault to that `200`. \
              Runs start after {}{} s of steady `200`s plus a random 0–{} ms delay, so faults do not \
              line up with a poll cycle; a run without a new `200` within {} s counts as failed. \
-             Both supervisors run the same api binary against the same db and model; warden's \
-             is the embedded default node (`warden run`).\n\n",
+             Every supervisor runs the same db, model and api binaries; warden's is the embedded \
+             default node (`warden run`) with its governance rate limits raised so a series of \
+             faults measures the repair, not the brakes. Monit checks each service every cycle \
+             (`/health`, `/api/tags`, `PING`/`PONG`, 1 s timeouts); supervisord restarts what exits.\n\n",
             self.method.poll_every_ms,
             self.method.request_timeout_ms,
             match self.method.settle_s {
@@ -180,12 +195,14 @@ impl Report {
         md.push_str("| fault | supervisor | median s | p99 s | max s | n | failed | median ÷ warden |\n");
         md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         let mut supervisors = vec!["warden".to_string()];
-        if let Some(p) = &self.peer {
-            supervisors.push(p.name.clone());
-        }
+        supervisors.extend(self.peers.iter().map(|p| p.name.clone()));
         for &fault in &self.faults {
             let warden_median = self.find("warden", fault).and_then(|r| r.summary.median_s);
             for sup in &supervisors {
+                if self.skipped.iter().any(|k| &k.supervisor == sup && k.fault == fault) {
+                    md.push_str(&format!("| {} | {sup} | never¹ | — | — | — | — | — |\n", fault.name()));
+                    continue;
+                }
                 let row = self.find(sup, fault);
                 let s = row.map(|r| &r.summary);
                 md.push_str(&format!(
@@ -202,6 +219,16 @@ impl Report {
             }
         }
         md.push('\n');
+        let mut blind: Vec<(&str, Vec<&str>, &str)> = Vec::new();
+        for k in &self.skipped {
+            match blind.iter_mut().find(|(sup, _, _)| *sup == k.supervisor) {
+                Some((_, faults, _)) => faults.push(k.fault.name()),
+                None => blind.push((&k.supervisor, vec![k.fault.name()], &k.why)),
+            }
+        }
+        for (sup, faults, why) in blind {
+            md.push_str(&format!("¹ Not run against {sup} ({}): {why}.\n\n", faults.join(", ")));
+        }
         for line in self.verdicts() {
             md.push_str(&format!("- {line}\n"));
         }
@@ -248,6 +275,34 @@ impl Report {
                 "Hang target ≤ {HANG_MEDIAN_TARGET_S} s median: {}.",
                 verdict(warden, "s", |w| w <= HANG_MEDIAN_TARGET_S)
             ));
+        }
+        let mut lost = Vec::new();
+        let mut compared = 0;
+        for &fault in &self.faults {
+            let warden = self.find("warden", fault).map(|r| &r.summary);
+            for peer in &self.peers {
+                if self.skipped.iter().any(|k| k.supervisor == peer.name && k.fault == fault) {
+                    compared += 1;
+                    continue;
+                }
+                let Some(theirs) = self.find(&peer.name, fault).map(|r| &r.summary) else { continue };
+                compared += 1;
+                let beats = match (warden.and_then(|w| w.median_s), theirs.median_s) {
+                    (Some(w), Some(p)) => w < p && warden.is_some_and(|w| w.failures <= theirs.failures),
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if !beats {
+                    lost.push(format!("{} against {}", fault.name(), peer.name));
+                }
+            }
+        }
+        if compared > 0 {
+            lines.push(if lost.is_empty() {
+                format!("warden beats every peer on every fault (lower median, no more failures): **met** ({compared} comparisons).")
+            } else {
+                format!("warden beats every peer on every fault: **missed** on {}.", lost.join(", "))
+            });
         }
         match &self.warden_idle {
             Some(idle) => {
@@ -373,7 +428,10 @@ mod tests {
                 max_jitter_ms: 1000,
                 settle_s: 0,
             },
-            peer: Some(PeerInfo { name: "monit".into(), version: "5.33.0".into(), cycle_s: 1 }),
+            peers: vec![
+                PeerInfo { name: "monit".into(), version: "5.33.0".into(), setup: "`set daemon 1`".into() },
+                PeerInfo { name: "supervisord".into(), version: "4.2.5".into(), setup: "`startretries=10`".into() },
+            ],
             api_start: Some(SeriesReport::new("api", None, &ms(&[50, 60, 70]), vec![]).expect("api")),
             warden_idle: Some(Idle { rss_kib: 10 * 1024, cpu_percent: 0.2, window_s: 5 }),
             results: vec![
@@ -381,7 +439,9 @@ mod tests {
                 series("monit", Fault::Kill, &[600, 750, 900], vec![]),
                 series("warden", Fault::Hang, &[500, 600], vec!["timeout".into()]),
                 series("monit", Fault::Hang, &[1800, 1900, 2000], vec![]),
+                series("supervisord", Fault::Kill, &[1100, 1200, 1300], vec![]),
             ],
+            skipped: vec![Skipped { supervisor: "supervisord".into(), fault: Fault::Hang, why: "it is blind".into() }],
             notes: vec!["example note".into()],
         }
     }
@@ -391,7 +451,12 @@ mod tests {
         // Invariant: one row per (fault, supervisor), ratio against warden's median.
         let md = sample_report().markdown();
         assert!(md.starts_with(START_MARKER) && md.trim_end().ends_with(END_MARKER));
-        assert!(md.contains("## Time to restore: warden vs monit"), "{md}");
+        assert!(md.contains("## Time to restore: warden vs monit and supervisord"), "{md}");
+        assert!(md.contains("| kill | supervisord | 1.200 |"), "{md}");
+        assert!(md.contains("| hang | supervisord | never¹ | — |"), "{md}");
+        assert!(md.contains("¹ Not run against supervisord (hang): it is blind."), "{md}");
+        // warden failed one hang that Monit did not: no more failures is part of beating.
+        assert!(md.contains("every fault: **missed** on hang against monit."), "{md}");
         assert!(md.contains("| kill | warden | 0.150 | 0.200 | 0.200 | 3 | 0 | 1.0× |"), "{md}");
         assert!(md.contains("| kill | monit | 0.750 | 0.900 | 0.900 | 3 | 0 | 5.0× |"), "{md}");
         assert!(md.contains("| hang | warden | 0.500 | 0.600 | 0.600 | 2 | 1 | 1.0× |"), "{md}");
@@ -400,7 +465,10 @@ mod tests {
         assert!(md.contains("Hang target ≤ 0.9 s median: **met** (warden 0.500 s)"), "{md}");
         assert!(md.contains("RSS 10.0 MiB (target ≤ 15 MiB: **met**), CPU 0.20 %"), "{md}");
         assert!(md.contains("target/release/warden chaos bench --runs 3"), "{md}");
-        assert!(md.contains("Linux 6.1.0, monit 5.33.0 with `set daemon 1`"), "{md}");
+        assert!(
+            md.contains("Linux 6.1.0, monit 5.33.0 with `set daemon 1`, supervisord 4.2.5 with `startretries=10`"),
+            "{md}"
+        );
         assert!(md.contains("- Note: example note"));
         assert!(md.contains("- warden hang: 1 of 3 runs failed; the first: timeout.\n"), "{md}");
         assert!(!md.contains("monit kill: "), "no failure line without failures");
@@ -415,6 +483,7 @@ mod tests {
         assert!(md.contains("| kill | warden | — | — | — | — | — | — |"), "{md}");
         assert!(md.contains("| kill | monit | 0.750 | 0.900 | 0.900 | 3 | 0 | — |"), "{md}");
         assert!(md.contains("kill target is ≤ 0.160 s median: not measured"), "{md}");
+        assert!(md.contains("every fault: **missed** on kill against monit"), "{md}");
     }
 
     #[test]

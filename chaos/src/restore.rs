@@ -1,15 +1,21 @@
 //! Time to restore, measured from outside like a user would see it: find the pid listening
-//! on the service's port (`/proc`), note t0, inject the fault (SIGKILL = `kill`, SIGSTOP =
-//! `hang`: alive but silent; `hold5`/`hold20`: SIGKILL, then a stranger (the harness)
-//! takes the port at once and holds it for 5 or 20 s), then poll `GET /health` on loopback every few milliseconds with
-//! a short per-request timeout until a `200` arrives while a *new* pid holds the port. The
-//! sample is that first `200` minus t0. Every loop is bounded in time; a run past its limit
-//! is a failure, never a hang of the harness.
+//! on the faulted service's port (`/proc`), note t0, inject the fault, then poll the api's
+//! `GET /health` on loopback every few milliseconds with a short per-request timeout until
+//! a `200` arrives while a *new* pid holds the faulted port. The sample is that first `200`
+//! minus t0. Faults: SIGKILL the api (`kill`); SIGSTOP it (`hang`: alive but silent);
+//! SIGKILL it while a stranger takes its port for 5 or 20 s (`hold5`, `hold20`); SIGSTOP
+//! the db the api depends on (`freeze`: the api is unhealthy until the db is replaced).
+//! The stranger is a process of its own (`chaos helper hold`), started and armed before
+//! t0, so a supervisor that asks the holder to leave does not hit the harness. Every loop
+//! is bounded in time; a run past its limit is a failure, never a hang of the harness.
 
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::time::{Instant, sleep};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::{Instant, sleep, timeout};
 
 use crate::error::BenchError;
 use crate::procs;
@@ -27,6 +33,16 @@ pub enum Fault {
     Hold5,
     /// As `hold5`, for 20 s.
     Hold20,
+    /// SIGSTOP the db: the api lives on and answers `/health` with an error until the
+    /// frozen dependency is replaced.
+    Freeze,
+}
+
+/// The service a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Api,
+    Db,
 }
 
 impl Fault {
@@ -36,12 +52,26 @@ impl Fault {
             Self::Hang => "hang",
             Self::Hold5 => "hold5",
             Self::Hold20 => "hold20",
+            Self::Freeze => "freeze",
         }
+    }
+
+    pub fn target(self) -> Target {
+        match self {
+            Self::Freeze => Target::Db,
+            Self::Kill | Self::Hang | Self::Hold5 | Self::Hold20 => Target::Api,
+        }
+    }
+
+    /// True when the faulted process stays alive: only a supervisor that checks health
+    /// sees it.
+    pub fn needs_health_check(self) -> bool {
+        self.signal() == Signal::SIGSTOP
     }
 
     fn signal(self) -> Signal {
         match self {
-            Self::Hang => Signal::SIGSTOP,
+            Self::Hang | Self::Freeze => Signal::SIGSTOP,
             Self::Kill | Self::Hold5 | Self::Hold20 => Signal::SIGKILL,
         }
     }
@@ -51,7 +81,7 @@ impl Fault {
         match self {
             Self::Hold5 => Some(Duration::from_secs(5)),
             Self::Hold20 => Some(Duration::from_secs(20)),
-            Self::Kill | Self::Hang => None,
+            Self::Kill | Self::Hang | Self::Freeze => None,
         }
     }
 }
@@ -154,30 +184,34 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Injects `fault` into whoever listens on `port` and times the restore.
-pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outcome, BenchError> {
+/// Injects `fault` into whoever listens on `port` and times the restore of the api that
+/// `probe` checks. `exe` is this executable, for the stranger of the hold faults.
+pub async fn measure_once(probe: &Probe, port: u16, fault: Fault, exe: &Path) -> Result<Outcome, BenchError> {
     let old = procs::holders(port)?;
     if old.is_empty() {
         return Ok(Outcome::Failed(format!("nothing listens on port {port}")));
     }
     let limit = probe.timing.run_limit;
-    let t0 = Instant::now();
-    for &pid in &old {
-        procs::signal(pid, fault.signal())?;
-    }
-    // The stranger: the harness binds the port the moment the old process lets go (before
-    // a supervisor's restart can, or the run says so) and lets go after the hold.
     let mut stranger = match fault.hold() {
-        Some(hold) => match take_port(port, &old, t0).await {
-            Some(l) => Some((l, t0 + hold)),
-            None => return Ok(Outcome::Failed("the supervisor's restart took the port before the stranger".into())),
-        },
+        Some(hold) => Some(Stranger::arm(exe, port, hold, &old).await?),
         None => None,
     };
-    while t0.elapsed() < limit {
-        if stranger.as_ref().is_some_and(|(_, until)| Instant::now() >= *until) {
-            stranger = None;
+    let t0 = Instant::now();
+    match stranger.as_mut() {
+        // The stranger kills the old holders and binds the port the moment they let go,
+        // before a supervisor's restart can (or the run says so).
+        Some(s) => {
+            if !s.go().await {
+                return Ok(Outcome::Failed("the supervisor's restart took the port before the stranger".into()));
+            }
         }
+        None => {
+            for &pid in &old {
+                procs::signal(pid, fault.signal())?;
+            }
+        }
+    }
+    while t0.elapsed() < limit {
         // A start that failed (EADDRINUSE) leaves an exited process; as subreaper the
         // harness reaps it, or a peer that checks by pidfile sees a zombie that never goes.
         if fault.hold().is_some() {
@@ -196,7 +230,7 @@ pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outc
         sleep(probe.timing.poll_every).await;
     }
     // Leave no stopped process behind for the next run: finish what the supervisor did not.
-    if fault == Fault::Hang {
+    if fault.needs_health_check() {
         for &pid in &old {
             if procs::is_alive(pid) {
                 let _ = procs::signal(pid, Signal::SIGKILL);
@@ -207,22 +241,51 @@ pub async fn measure_once(probe: &Probe, port: u16, fault: Fault) -> Result<Outc
     Ok(Outcome::Failed(format!("no 200 from a new pid within {} s", limit.as_secs())))
 }
 
-/// Binds `port` as soon as the killed `old` holders let go (bounded: 2 s); `None` if
-/// someone else bound it first.
-async fn take_port(port: u16, old: &[u32], t0: Instant) -> Option<std::net::TcpListener> {
-    while t0.elapsed() < Duration::from_secs(2) {
-        for &pid in old {
-            procs::reap(pid);
+/// The stranger of the hold faults: `<exe> chaos helper hold --on-go`, in a process group
+/// of its own (so the harness's orphan reaping leaves it to tokio), killed when dropped.
+struct Stranger {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Stranger {
+    /// Starts the helper and waits (up to 5 s) until it is armed.
+    async fn arm(exe: &Path, port: u16, hold: Duration, kill: &[u32]) -> Result<Self, BenchError> {
+        let kill: Vec<String> = kill.iter().map(u32::to_string).collect();
+        let spawn_err = |source| BenchError::Spawn { what: "the port stranger".to_string(), source };
+        let mut child = tokio::process::Command::new(exe)
+            .args(["chaos", "helper", "hold", "--on-go", "--port", &port.to_string()])
+            .args(["--secs", &hold.as_secs().to_string(), "--kill", &kill.join(",")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(spawn_err(std::io::Error::other("no pipes to the helper")));
+        };
+        let mut stranger = Self { child, stdin, lines: BufReader::new(stdout).lines() };
+        if stranger.next_line().await.as_deref() != Some("armed") {
+            let _ = stranger.child.start_kill();
+            return Err(spawn_err(std::io::Error::other("the helper did not arm within 5 s")));
         }
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return Some(l);
-        }
-        if procs::holders(port).is_ok_and(|h| h.iter().any(|p| !old.contains(p))) {
-            return None;
-        }
-        tokio::task::yield_now().await;
+        Ok(stranger)
     }
-    None
+
+    /// Tells the helper to kill and take the port; true once it holds it.
+    async fn go(&mut self) -> bool {
+        if self.stdin.write_all(b"go\n").await.is_err() || self.stdin.flush().await.is_err() {
+            return false;
+        }
+        self.next_line().await.as_deref() == Some("ready")
+    }
+
+    async fn next_line(&mut self) -> Option<String> {
+        timeout(Duration::from_secs(5), self.lines.next_line()).await.ok()?.ok()?
+    }
 }
 
 /// The samples and failures of `runs` faults of one kind.
@@ -240,6 +303,7 @@ pub async fn measure_series(
     fault: Fault,
     runs: u32,
     label: &str,
+    exe: &Path,
 ) -> Result<Series, BenchError> {
     let mut series = Series::default();
     for run in 1..=runs {
@@ -256,7 +320,7 @@ pub async fn measure_series(
             break;
         }
         sleep(Duration::from_millis(rand::random_range(0..1000))).await;
-        match measure_once(probe, port, fault).await? {
+        match measure_once(probe, port, fault, exe).await? {
             Outcome::Restored { after, old, new } => {
                 eprintln!(
                     "{label} {} {run}/{runs}: {:.3} s (pid {old:?} -> {new:?})",
@@ -299,7 +363,8 @@ mod tests {
             l.local_addr().expect("addr").port()
         };
         let probe = Probe::new(&format!("http://127.0.0.1:{port}/health"), Timing::default()).expect("client");
-        let outcome = measure_once(&probe, port, Fault::Kill).await.expect("runs");
+        let exe = std::env::current_exe().expect("exe");
+        let outcome = measure_once(&probe, port, Fault::Kill, &exe).await.expect("runs");
         assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
     }
 }

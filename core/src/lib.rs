@@ -13,6 +13,7 @@
 //! - [`alert`]: alerts, flap damping, Alertmanager's webhook payload.
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`diagnose`]: the cause behind a finding and the playbook order that repairs it.
+//! - [`quarantine`]: when a quarantined service is tried again by itself.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`overrides`]: what playbooks changed in the config (ports, upstreams, deadlines).
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
@@ -44,6 +45,7 @@ pub mod policy;
 pub mod probe;
 pub mod probe_history;
 pub mod procnet;
+pub mod quarantine;
 pub mod restart;
 pub mod run;
 pub mod service;

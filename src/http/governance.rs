@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use warden_actors::governance::seal::AuditSeal;
 use warden_actors::guardian::executor::{OperatorOutcome, OperatorRequest};
 use warden_core::approval::{Approval, ApprovalStatus, Origin};
-use warden_core::audit::{AuditFilter, DecisionKind, EntryKind, OutcomeKind};
+use warden_core::audit::{AuditActor, AuditFilter, DecisionKind, EntryKind, OutcomeKind};
 use warden_core::auth::Caller;
 use warden_core::config::ServiceName;
 use warden_core::playbook::Primitive;
@@ -278,7 +278,7 @@ pub async fn decide(
     if let (ApprovalStatus::Approved, Origin::Operator { name }) = (a.status, &a.origin) {
         let op = operator_primitive(&a.request.action).zip(ServiceName::parse(&a.request.target).ok()).map(
             |(primitive, target)| OperatorRequest {
-                operator: name.clone(),
+                actor: AuditActor::User(name.clone()),
                 primitive,
                 target,
                 reason: format!("approved (approval {id})"),
@@ -352,7 +352,7 @@ pub async fn service_action(
         return Err(ApiError::NotFound(format!("no service `{name}`")));
     }
     let reason = reason_of(&body)?.unwrap_or_else(|| "no reason given".into());
-    let op = OperatorRequest { operator: caller.name, primitive, target, reason };
+    let op = OperatorRequest { actor: AuditActor::User(caller.name), primitive, target, reason };
     let outcome = app.addrs.executor.operate(op).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let (status, body) = outcome_json(&outcome);
     let mut resp = (status, Json(body)).into_response();

@@ -605,7 +605,9 @@ async fn govern(ctx: &RunContext, request: ActionRequest, step: PlannedStep) -> 
 /// An operator's request to act on a service (API or shell).
 #[derive(Debug, Clone)]
 pub struct OperatorRequest {
-    pub operator: String,
+    /// A person (by token name), or the healer acting on its own (a quarantine released
+    /// once its cause cleared).
+    pub actor: AuditActor,
     pub primitive: Primitive,
     pub target: ServiceName,
     pub reason: String,
@@ -649,13 +651,16 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
         action: step.primitive.action().into(),
         tier: step.tier,
         target: step.target.to_string(),
-        rationale: format!("operator `{}`: {}", op.operator, op.reason),
-        actor: AuditActor::User(op.operator.clone()),
+        rationale: match &op.actor {
+            AuditActor::User(name) => format!("operator `{name}`: {}", op.reason),
+            AuditActor::System => op.reason.clone(),
+        },
+        actor: op.actor.clone(),
         incident_id: None,
         run_id: None,
         plan: plan_of(ctx, &step),
     };
-    tracing::info!(operator = op.operator, action = request.action, target = request.target, "operator request");
+    tracing::info!(by = ?op.actor, action = request.action, target = request.target, "single action requested");
     match govern(ctx, request, step).await {
         (Ok((detail, _)), seq) => OperatorOutcome::Done { result: Ok(detail), audit_seq: seq },
         (Err(f), seq) => match f.outcome {

@@ -1,11 +1,12 @@
 //! The healing pillar: one detector per failure mode with a rule, the incident manager,
-//! and the alerter (one_for_one).
+//! the quarantine watch and the alerter (one_for_one).
 
 pub mod alerter;
 pub mod detector;
 pub mod facts;
 pub mod incident_manager;
 pub mod notifier;
+pub mod quarantine_watch;
 
 use crate::addr::Addr;
 use crate::tree::{self, ChildSpec};
@@ -13,6 +14,7 @@ use crate::wiring::Wiring;
 use alerter::Alerter;
 use detector::Detector;
 use incident_manager::IncidentManager;
+use quarantine_watch::QuarantineWatch;
 
 pub const PATH: &str = "healing";
 
@@ -46,6 +48,15 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             resolved: i.incidents_resolved.clone(),
             metrics: i.views.metrics.clone(),
             registry: i.views.registry.clone(),
+        }));
+        let q = w.clone();
+        v.push(tree::worker(Addr::<QuarantineWatch>::at().name(), move || QuarantineWatch {
+            board: q.views.probes.clone(),
+            services: q.views.services.clone(),
+            config: q.views.config.clone(),
+            data_dir: q.views.data_dir.clone(),
+            executor: q.addrs.executor.clone(),
+            registry: q.views.registry.clone(),
         }));
         let a = w.clone();
         v.push(tree::worker(Addr::<Alerter>::at().name(), move || Alerter {
