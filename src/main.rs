@@ -22,6 +22,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "warden", version, about = "A self-healing, governed supervisor for one node")]
 struct Cli {
+    /// How warden logs on stderr: `human` lines, or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -82,7 +85,7 @@ fn main() -> ExitCode {
         let code = warden_actors::process::launch::run(plan, program, args);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    telemetry::init();
+    telemetry::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -111,7 +114,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if telemetry::is_json() {
+                tracing::error!(error = format!("{e:#}"), "warden failed");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -42,7 +42,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = match args.node.load() {
         Ok(l) => l,
         Err(problems) => {
-            eprintln!("error: invalid configuration:\n{problems}");
+            if crate::telemetry::is_json() {
+                error!(problems = %problems, "invalid configuration");
+            } else {
+                eprintln!("error: invalid configuration:\n{problems}");
+            }
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -59,7 +63,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let (book, token_file) = crate::tokens_cmd::first_admin(&config.tokens.path)
                 .with_context(|| format!("cannot make the API token book {}", config.tokens.path.display()))?;
             info!(token_file = %token_file.display(), "made an admin API token");
-            eprintln!("warden: the API admin token is in {} (mode 0600)", token_file.display());
+            if !crate::telemetry::is_json() {
+                eprintln!("warden: the API admin token is in {} (mode 0600)", token_file.display());
+            }
             book
         }
     };
@@ -119,17 +125,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut join = running.join;
     info!(node = name, http = %addr, data_dir = %data_dir.root().display(), pid = std::process::id(), "warden node started");
 
-    // The node as a whole has a boot budget too (failure mode 3 at node level).
+    // One line when every service has been ready once; the node as a whole has a boot
+    // budget too (failure mode 3 at node level).
     let boot = views.clone();
     tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
         let deadline = boot.config.get().startup_deadline;
-        tokio::time::sleep(deadline).await;
-        if !boot.services.all_ready_once() {
-            warn!(
-                deadline_ms = deadline.as_millis() as u64,
-                "alert: slow boot, node not ready within its startup deadline"
-            );
+        while started.elapsed() < deadline {
+            if boot.services.all_ready_once() {
+                let c = boot.config.get();
+                info!(
+                    services = c.services.len(),
+                    probes = c.probes.len(),
+                    api = %format!("http://{addr}"),
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "node ready"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        warn!(
+            deadline_ms = deadline.as_millis() as u64,
+            "alert: slow boot, node not ready within its startup deadline"
+        );
     });
 
     let _watchdog = AbortOnDrop(tokio::spawn(systemd::watchdog(running.supervisor.clone(), node.addrs().clone())));

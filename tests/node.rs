@@ -491,3 +491,45 @@ fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into
     assert_eq!(status_code(&format!("http://127.0.0.1:{port}/api/version")), Some(200));
     assert!(node.stderr().contains("port free again"), "{}", node.stderr());
 }
+
+#[test]
+fn test_json_logs_are_one_object_per_line_with_a_ready_line() {
+    // `--log-format json`: every line on stderr is one JSON object (a log shipper's input),
+    // and the node says once that it is ready, with what it runs.
+    let ports = Ports::fresh();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: one\n    command: /bin/sh\n    args: [-c, 'exec sleep 60']\n",
+        ports.http
+    );
+    let node = Node::start_with(&config, ports, &["--log-format", "json"]);
+    wait_until("the ready line", Duration::from_secs(20), || node.stderr().contains("node ready"));
+    let lines: Vec<String> = node.stderr().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let ready: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "node ready")
+        .collect();
+    assert_eq!(ready.len(), 1, "said once: {lines:?}");
+    assert_eq!(ready[0]["services"], 1, "{}", ready[0]);
+    assert_eq!(ready[0]["api"], format!("http://127.0.0.1:{}", ports.http), "{}", ready[0]);
+    // Config errors in JSON too, every problem with its position.
+    let bad = Node::prepare("node:\n  name: t\n  http_listen: nowhere\nservices: []\n", Ports::fresh());
+    let out = Command::new(WARDEN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(bad.config_path())
+        .arg("--data-dir")
+        .arg(bad.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {err}"));
+    assert_eq!(v["message"], "invalid configuration", "{v}");
+    assert!(v["problems"].as_str().unwrap().contains("node.yaml:3:"), "{v}");
+}

@@ -79,9 +79,40 @@ fn default_node() -> Node {
     node
 }
 
+/// The firing alerts a webhook receiver got, as `target/probe`.
+fn firing(rx: &Receiver) -> Vec<String> {
+    rx.bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == "firing")
+        .map(|a| {
+            format!(
+                "{}/{}",
+                a["labels"]["target"].as_str().unwrap_or("?"),
+                a["labels"]["probe"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// The default node on fresh ports, its alerts posted to `rx`; `healing` is the text of
+/// extra keys under `healing:`.
+fn node_alerting_to(rx: &Receiver, healing: &str) -> Node {
+    let ports = Ports::fresh();
+    let config = format!(
+        "{}\nalerts:\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
+        default_config_on(ports).replace("\nhealing:\n", &format!("\nhealing:\n{healing}")),
+        rx.url("/hook")
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    node
+}
+
 #[test]
 fn test_1_a_frozen_database_is_restarted_at_the_database_not_at_its_dependents() {
-    let node = default_node();
+    let rx = Receiver::start(0);
+    let node = node_alerting_to(&rx, "");
     let api_pid = node.service("api").unwrap().0;
     let report = inject(&node, "db-freeze", &[]);
     assert_eq!(report["mode"], "database_unavailable");
@@ -90,6 +121,15 @@ fn test_1_a_frozen_database_is_restarted_at_the_database_not_at_its_dependents()
     assert_eq!(incident["cause"], "hung", "{incident}");
     assert_eq!(node.service("api").unwrap().0, api_pid, "the api was not restarted for the db's fault");
     assert!(incidents(&node, "api_timeout").is_empty(), "no incident at the dependent");
+    // The probe alerts of the db and of the api that depends on it waited for the repair,
+    // which fixed it: nobody was paged (past the 2 s group wait, and a tick).
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(firing(&rx).is_empty(), "no page for a fault repaired in time: {:?}", firing(&rx));
+    let log = node.stderr();
+    assert!(
+        log.contains("its held alert is dropped") || log.contains("recovered within its group wait"),
+        "the probes' failures were seen and held: {log}"
+    );
 }
 
 #[test]
@@ -285,10 +325,8 @@ fn test_10_a_hung_model_server_is_restarted() {
 fn test_with_healing_off_a_frozen_database_stays_down() {
     // The control for every scenario above: the same fault, repair turned off. The
     // detector still opens the incident (and says a person must look); nothing heals it.
-    let ports = Ports::fresh();
-    let config = default_config_on(ports).replace("\nhealing:\n", "\nhealing:\n  enabled: false\n");
-    let node = Node::start_with(&config, ports, &[]);
-    node.wait_ready();
+    let rx = Receiver::start(0);
+    let node = node_alerting_to(&rx, "  enabled: false\n");
     let (ok, out) = node.cli(&["chaos", "inject", "db-freeze", "--json", "--verify-secs", "8"], &[]);
     assert!(!ok, "not restored without healing: {out}");
     let report: Value = out.lines().find_map(|l| serde_json::from_str(l).ok()).expect("report");
@@ -298,6 +336,10 @@ fn test_with_healing_off_a_frozen_database_stays_down() {
     assert_eq!(open[0]["status"], "open");
     assert!(open[0]["attempts"].as_array().unwrap().is_empty(), "no playbook ran: {}", open[0]);
     assert!(open[0]["detail"].as_str().unwrap().contains("automatic repair is off"), "{}", open[0]);
+    // No repair runs, so nothing holds the alerts back: a person is paged.
+    wait_until("the db's probe alert at the webhook", Duration::from_secs(20), || {
+        firing(&rx).iter().any(|a| a.starts_with("db/"))
+    });
     // Leave no stopped process behind.
     if let Some((Some(pid), _)) = node.service("db") {
         kill(pid, nix::sys::signal::Signal::SIGKILL);

@@ -13,6 +13,7 @@ use crate::governance::seal::{AuditSeal, ChainTrust, SealError};
 use crate::guardian::probe_board::ProbeBoard;
 use crate::guardian::service_table::ServiceTable;
 use crate::healing::alerter::AlertBook;
+use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
 use crate::metrics::Metrics;
 use crate::process;
@@ -102,6 +103,7 @@ impl Node {
                 runs_finished: Arc::new(OutputPort::default()),
                 incidents_resolved: Arc::new(OutputPort::default()),
                 alert_book: AlertBook::default(),
+                repairs: RepairBoard::default(),
                 notifier: Notifier::new(config, metrics),
                 audit_seal: parts.audit_seal,
                 addrs,

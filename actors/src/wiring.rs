@@ -15,6 +15,7 @@ use crate::guardian::service_supervisor::ServiceSupervisor;
 use crate::guardian::service_table::ServiceTable;
 use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::IncidentManager;
+use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
 use crate::metrics::Metrics;
 use crate::process::cgroup::Containment;
@@ -73,6 +74,8 @@ pub(crate) struct Wiring {
     pub incidents_resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
     /// What people were told of each probe (kept across restarts of the alerter).
     pub alert_book: AlertBook,
+    /// The open incidents' repairs, published by the incident manager for the alerter.
+    pub repairs: RepairBoard,
     pub notifier: Notifier,
     /// The audit key and checkpoint file, or why they cannot be had.
     pub audit_seal: Result<AuditSeal, SealError>,

@@ -223,7 +223,8 @@ async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Resu
         return Err(BenchError::NotHealthy { what: what.to_string(), secs: boot_limit.as_secs(), log });
     }
 
-    report.warden_idle = Some(sample_idle(node.pid(), cfg.idle).await);
+    let probes = probe_count().await;
+    report.warden_idle = Some(sample_idle(node.pid(), cfg.idle, probes).await);
     eprintln!("warden: idle RSS {} KiB", report.warden_idle.as_ref().map_or(0, |i| i.rss_kib));
 
     for &fault in &cfg.faults {
@@ -255,8 +256,19 @@ async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Resu
     Ok(())
 }
 
+/// How many probes the node under test runs (`GET /api/guardian/probes`), 0 if unknown.
+async fn probe_count() -> usize {
+    let url = format!("http://127.0.0.1:{WARDEN_PORT}/api/guardian/probes");
+    let Ok(client) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build() else { return 0 };
+    let body = match client.get(url).send().await {
+        Ok(r) => r.json::<serde_json::Value>().await.ok(),
+        Err(_) => None,
+    };
+    body.and_then(|b| b["probes"].as_array().map(Vec::len)).unwrap_or(0)
+}
+
 /// RSS and CPU share of `pid` over an idle window.
-async fn sample_idle(pid: u32, window: Duration) -> Idle {
+async fn sample_idle(pid: u32, window: Duration, probes: usize) -> Idle {
     let ticks0 = procs::stat_of(pid).map_or(0, |s| s.cpu_ticks);
     let start = Instant::now();
     sleep(window).await;
@@ -265,6 +277,7 @@ async fn sample_idle(pid: u32, window: Duration) -> Idle {
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|&hz| hz > 0).unwrap_or(100)
         as f64;
     Idle {
+        probes,
         rss_kib: procs::rss_kib(pid).unwrap_or(0),
         cpu_percent: (ticks1.saturating_sub(ticks0)) as f64 / hz / elapsed.max(1e-9) * 100.0,
         window_s: window.as_secs(),

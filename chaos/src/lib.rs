@@ -7,6 +7,7 @@
 //! - [`monit`], [`supervisord`]: the peers' config files and binaries
 //! - [`probe_cost`]: `warden chaos probes`, warden's CPU and RSS probing six layers at 1 Hz
 //! - [`services`]: the demo node's services and ports, started by hand
+//! - [`link`]: a db behind a real link (network namespace, veth) for mode 6
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
 //! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (re-exported from `warden-core`)
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod error;
 pub mod helper;
 pub mod inject;
+pub mod link;
 pub mod modes;
 pub mod monit;
 pub mod probe_cost;

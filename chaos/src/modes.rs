@@ -11,8 +11,10 @@
 //! repair and not the node's brakes: governance rate limits are raised (the default allows
 //! a few restarts per ten minutes) and the api's startup deadline is 2 s (a slow boot
 //! takes 3 s rather than 30). `disk-full` runs when a tmpfs can be mounted under the db's
-//! folder (root); `link-down` needs the db across a link and is covered by the scenario
-//! test instead.
+//! folder (root). `link-down` needs the db across a link: it runs last, on a node of the
+//! default node's shape whose db is in a network namespace behind a veth pair, with a
+//! standby db on loopback ([`crate::link`]; root and `ip`); between two cuts the link comes
+//! back up and the failover is rolled back.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,12 +32,13 @@ pub const START_MARKER: &str = "<!-- bench:modes:start -->";
 pub const END_MARKER: &str = "<!-- bench:modes:end -->";
 
 /// The injections measured by default: one per mode that the default node can have.
-pub const DEFAULT_INJECTIONS: [Injection; 10] = [
+pub const DEFAULT_INJECTIONS: [Injection; 11] = [
     Injection::DbFreeze,
     Injection::PortHold,
     Injection::SlowBoot,
     Injection::MemoryGrowth,
     Injection::DiskFull,
+    Injection::LinkDown,
     Injection::ApiHang,
     Injection::ConfigDelete,
     Injection::BadCredentials,
@@ -186,95 +189,14 @@ pub fn kill_node() {
 }
 
 pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
-    procs::ensure_ports_free(&services::NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-modes", cfg.keep_tmp)?;
-    let dir = tmp.path();
-    std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
-    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
-    let data = dir.join("data");
-    let mut notes_for: Vec<(Injection, String)> = Vec::new();
-    let mut _unmount = None;
-    if cfg.injections.contains(&Injection::DiskFull) {
-        let volume = data.join("services/db");
-        std::fs::create_dir_all(&volume).map_err(BenchError::io("creating the db's folder"))?;
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&volume).output();
-        match out {
-            Ok(o) if o.status.success() => _unmount = Some(Unmount(volume)),
-            Ok(o) => notes_for.push((
-                Injection::DiskFull,
-                format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim()),
-            )),
-            Err(e) => notes_for.push((Injection::DiskFull, format!("skipped: mount: {e}"))),
-        }
-    }
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
-    let log = std::fs::File::create(dir.join("warden.log")).map_err(BenchError::io("creating warden.log"))?;
-    let child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(&exe)
-            .args(["run", "--config", "node.yaml", "--data-dir", "data"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| BenchError::Spawn { what: "warden".into(), source })?
-    };
-    NODE_PGID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
-    let _warden = Warden(child);
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
-    if !settle(&client, Duration::from_secs(60)) {
-        return Err(BenchError::NotHealthy {
-            what: "the default node".into(),
-            secs: 60,
-            log: procs::log_tail(&dir.join("warden.log"), 30),
-        });
+    let on_default: Vec<Injection> = cfg.injections.iter().copied().filter(|i| *i != Injection::LinkDown).collect();
+    let mut results = if on_default.is_empty() { Vec::new() } else { default_node_phase(cfg, &on_default, &exe)? };
+    if cfg.injections.contains(&Injection::LinkDown) {
+        results.push(link_phase(cfg, &exe)?);
     }
-    let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
-    let token = token.trim().to_string();
-    let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
-    // Data in the db and a snapshot of it, for db-corrupt.
-    if cfg.injections.contains(&Injection::DbCorrupt) {
-        let _ = client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
-        let _ = client
-            .post(format!("{base}/api/guardian/playbooks/snapshot_database/run"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"target": "db", "reason": "the bench's backup"}))
-            .send();
-        settle(&client, Duration::from_secs(30));
-    }
-    let mut results = Vec::new();
-    for &fault in &cfg.injections {
-        let mut notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
-        let mut samples = Vec::new();
-        let mut failures = 0usize;
-        if notes.iter().all(|n| !n.starts_with("skipped")) {
-            for _ in 0..cfg.runs {
-                if !settle(&client, Duration::from_secs(60)) {
-                    notes.push("the node did not settle before a run".into());
-                }
-                match one(&data, dir, fault) {
-                    Ok(d) => samples.push(d),
-                    Err(e) => {
-                        failures += 1;
-                        if notes.len() < 5 {
-                            notes.push(e);
-                        }
-                    }
-                }
-                undo(&client, &base, &token, &data, fault);
-            }
-        }
-        let playbooks = resolved_by(&client, &base, fault);
-        results.push(ModeResult {
-            fault: fault.name(),
-            mode: fault.mode().as_str(),
-            summary: summarize(&samples, failures)?,
-            notes,
-            playbooks,
-        });
-    }
+    let order = |r: &ModeResult| cfg.injections.iter().position(|i| i.name() == r.fault);
+    results.sort_by_key(order);
     let report = ModesReport {
         kind: "modes",
         date: crate::report::today_utc(),
@@ -292,15 +214,165 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
     Ok(report)
 }
 
-/// One injection, timed from the change to the harness's checks passing.
-fn one(data: &Path, dir: &Path, fault: Injection) -> Result<Duration, String> {
-    let config = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(data))?;
-    let secs = match fault {
-        Injection::SlowBoot => 3,
-        _ => 5,
+/// Starts `warden run --config node.yaml --data-dir data` in `dir` and waits until it has
+/// settled; stopped when the guard is dropped.
+fn start_node(dir: &Path, exe: &Path, client: &reqwest::blocking::Client) -> Result<Warden, BenchError> {
+    let log = std::fs::File::create(dir.join("warden.log")).map_err(BenchError::io("creating warden.log"))?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(exe)
+            .args(["run", "--config", "node.yaml", "--data-dir", "data"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| BenchError::Spawn { what: "warden".into(), source })?
     };
-    let prepared = prepare(&config, data, fault, &InjectOptions { target: None, secs, interface: None })
-        .map_err(|e| e.to_string())?;
+    NODE_PGID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    let warden = Warden(child);
+    if !settle(client, Duration::from_secs(60)) {
+        return Err(BenchError::NotHealthy {
+            what: "the node".into(),
+            secs: 60,
+            log: procs::log_tail(&dir.join("warden.log"), 30),
+        });
+    }
+    Ok(warden)
+}
+
+/// `runs` injections of `fault` against the node in `dir`, each followed by [`undo`] and
+/// `between` (what else must be put back).
+fn series(
+    cfg: &ModesConfig,
+    client: &reqwest::blocking::Client,
+    dir: &Path,
+    fault: Injection,
+    opts: &InjectOptions,
+    mut notes: Vec<String>,
+    between: &dyn Fn(),
+) -> Result<ModeResult, BenchError> {
+    let data = dir.join("data");
+    let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
+    let token = token.trim().to_string();
+    let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
+    let mut samples = Vec::new();
+    let mut failures = 0usize;
+    if notes.iter().all(|n| !n.starts_with("skipped")) {
+        for _ in 0..cfg.runs {
+            if !settle(client, Duration::from_secs(60)) {
+                notes.push("the node did not settle before a run".into());
+            }
+            match one(&data, dir, fault, opts) {
+                Ok(d) => samples.push(d),
+                Err(e) => {
+                    failures += 1;
+                    if notes.len() < 5 {
+                        notes.push(e);
+                    }
+                }
+            }
+            between();
+            undo(client, &base, &token, &data, fault);
+        }
+    }
+    Ok(ModeResult {
+        fault: fault.name(),
+        mode: fault.mode().as_str(),
+        summary: summarize(&samples, failures)?,
+        notes,
+        playbooks: resolved_by(client, &base, fault),
+    })
+}
+
+/// Every injection but `link-down`, on the default node (with the two knobs turned).
+fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -> Result<Vec<ModeResult>, BenchError> {
+    procs::ensure_ports_free(&services::NODE_PORTS)?;
+    let tmp = procs::temp_dir("warden-modes", cfg.keep_tmp)?;
+    let dir = tmp.path();
+    std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
+    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
+    let data = dir.join("data");
+    let mut notes_for: Vec<(Injection, String)> = Vec::new();
+    let mut _unmount = None;
+    if injections.contains(&Injection::DiskFull) {
+        let volume = data.join("services/db");
+        std::fs::create_dir_all(&volume).map_err(BenchError::io("creating the db's folder"))?;
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&volume).output();
+        match out {
+            Ok(o) if o.status.success() => _unmount = Some(Unmount(volume)),
+            Ok(o) => notes_for.push((
+                Injection::DiskFull,
+                format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            )),
+            Err(e) => notes_for.push((Injection::DiskFull, format!("skipped: mount: {e}"))),
+        }
+    }
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let _warden = start_node(dir, exe, &client)?;
+    // Data in the db and a snapshot of it, for db-corrupt.
+    if injections.contains(&Injection::DbCorrupt) {
+        let token =
+            std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
+        let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
+        let _ = client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
+        let _ = client
+            .post(format!("{base}/api/guardian/playbooks/snapshot_database/run"))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({"target": "db", "reason": "the bench's backup"}))
+            .send();
+        settle(&client, Duration::from_secs(30));
+    }
+    let mut results = Vec::new();
+    for &fault in injections {
+        let notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
+        let secs = if fault == Injection::SlowBoot { 3 } else { 5 };
+        let opts = InjectOptions { target: None, secs, interface: None };
+        results.push(series(cfg, &client, dir, fault, &opts, notes, &|| {})?);
+    }
+    Ok(results)
+}
+
+/// `link-down`: the db behind a real link ([`crate::link`]), the link cut on the host's end.
+fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
+    let skipped = |why: String| ModeResult {
+        fault: Injection::LinkDown.name(),
+        mode: Injection::LinkDown.mode().as_str(),
+        summary: Summary::default(),
+        notes: vec![format!("skipped: {why}")],
+        playbooks: Vec::new(),
+    };
+    procs::ensure_ports_free(&services::NODE_PORTS)?;
+    let k = (std::process::id() % 250 + 1) as u8;
+    let link = match crate::link::Link::create(k) {
+        Ok(l) => l,
+        Err(e) => return Ok(skipped(format!("cannot make a network namespace and a link here: {e}"))),
+    };
+    let standby = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(BenchError::io("finding a port for the standby db"))?
+        .port();
+    let tmp = procs::temp_dir("warden-modes-link", cfg.keep_tmp)?;
+    let dir = tmp.path();
+    let yaml = link.node_yaml(&exe.to_string_lossy(), standby);
+    std::fs::write(dir.join("node.yaml"), yaml).map_err(BenchError::io("writing node.yaml"))?;
+    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let _warden = start_node(dir, exe, &client)?;
+    let opts = InjectOptions { target: Some("api".into()), secs: 5, interface: Some(link.host_end.clone()) };
+    let up = || {
+        if let Err(e) = link.up() {
+            eprintln!("link-down: cannot bring the link back up: {e}");
+        }
+    };
+    series(cfg, &client, dir, Injection::LinkDown, &opts, Vec::new(), &up)
+}
+
+/// One injection, timed from the change to the harness's checks passing.
+fn one(data: &Path, dir: &Path, fault: Injection, opts: &InjectOptions) -> Result<Duration, String> {
+    let config = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(data))?;
+    let prepared = prepare(&config, data, fault, opts).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let (_, checks) = prepared.inject().map_err(|e| e.to_string())?;
     wait_restored(&checks, t0, Duration::from_secs(60))

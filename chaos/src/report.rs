@@ -17,6 +17,8 @@ pub const END_MARKER: &str = "<!-- bench:restore:end -->";
 pub const KILL_OVERHEAD_TARGET_S: f64 = 0.10;
 pub const HANG_MEDIAN_TARGET_S: f64 = 0.9;
 pub const IDLE_RSS_TARGET_MIB: f64 = 15.0;
+/// The healing issue's aim for a stranger on a service's port.
+pub const HELD_PORT_TARGET_S: f64 = 1.0;
 pub const IDLE_CPU_TARGET_PERCENT: f64 = 0.6;
 
 const INTRO: &str = "# Benchmarks\n\n\
@@ -113,6 +115,8 @@ pub struct PeerInfo {
 /// warden's own process while idle, before any fault.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Idle {
+    /// How many probes the node ran meanwhile.
+    pub probes: usize,
     pub rss_kib: u64,
     pub cpu_percent: f64,
     pub window_s: u64,
@@ -276,6 +280,18 @@ impl Report {
                 verdict(warden, "s", |w| w <= HANG_MEDIAN_TARGET_S)
             ));
         }
+        let holds: Vec<(Fault, f64)> = [Fault::Hold5, Fault::Hold20]
+            .into_iter()
+            .filter_map(|f| Some((f, self.find("warden", f)?.summary.p99_s?)))
+            .collect();
+        if !holds.is_empty() {
+            let said: Vec<String> = holds.iter().map(|(f, p99)| format!("{} p99 {p99:.3} s", f.name())).collect();
+            lines.push(format!(
+                "Held port restored within {HELD_PORT_TARGET_S} s of the fault, whatever the hold: {} ({}).",
+                met(holds.iter().all(|(_, p99)| *p99 <= HELD_PORT_TARGET_S)),
+                said.join(", ")
+            ));
+        }
         let mut lost = Vec::new();
         let mut compared = 0;
         for &fault in &self.faults {
@@ -314,11 +330,12 @@ impl Report {
                 lines.push(format!(
                     "warden's own process after {} s idle, before any fault: RSS {mib:.1} MiB \
                      (target ≤ {IDLE_RSS_TARGET_MIB} MiB: {}), CPU {:.2} % with the default node's probes \
-                     (18, the api's health every 150 ms; the {IDLE_CPU_TARGET_PERCENT} % target at 1 Hz is \
+                     ({}, the api's health every 150 ms; the {IDLE_CPU_TARGET_PERCENT} % target at 1 Hz is \
                      judged in \"What probing costs\").",
                     idle.window_s,
                     met(rss_ok),
                     idle.cpu_percent,
+                    idle.probes,
                 ));
             }
             None => lines.push("warden's idle RSS was not measured.".to_string()),
@@ -433,7 +450,7 @@ mod tests {
                 PeerInfo { name: "supervisord".into(), version: "4.2.5".into(), setup: "`startretries=10`".into() },
             ],
             api_start: Some(SeriesReport::new("api", None, &ms(&[50, 60, 70]), vec![]).expect("api")),
-            warden_idle: Some(Idle { rss_kib: 10 * 1024, cpu_percent: 0.2, window_s: 5 }),
+            warden_idle: Some(Idle { probes: 20, rss_kib: 10 * 1024, cpu_percent: 0.2, window_s: 5 }),
             results: vec![
                 series("warden", Fault::Kill, &[100, 150, 200], vec![]),
                 series("monit", Fault::Kill, &[600, 750, 900], vec![]),
@@ -463,7 +480,10 @@ mod tests {
         assert!(md.contains("| hang | monit | 1.900 |"), "{md}");
         assert!(md.contains("kill target is ≤ 0.160 s median: **met** (warden 0.150 s)"), "{md}");
         assert!(md.contains("Hang target ≤ 0.9 s median: **met** (warden 0.500 s)"), "{md}");
-        assert!(md.contains("RSS 10.0 MiB (target ≤ 15 MiB: **met**), CPU 0.20 %"), "{md}");
+        assert!(
+            md.contains("RSS 10.0 MiB (target ≤ 15 MiB: **met**), CPU 0.20 % with the default node's probes (20,"),
+            "{md}"
+        );
         assert!(md.contains("target/release/warden chaos bench --runs 3"), "{md}");
         assert!(
             md.contains("Linux 6.1.0, monit 5.33.0 with `set daemon 1`, supervisord 4.2.5 with `startretries=10`"),

@@ -11,7 +11,7 @@ use crate::error::BenchError;
 const MAX_US: u64 = 600_000_000;
 
 /// One series summarised; times in seconds, `None` when there is no sample.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub n: u64,
     pub failures: u64,

@@ -483,6 +483,35 @@ pub fn summarize(incidents: &[Incident], window: usize) -> MttrSummary {
     }
 }
 
+/// An open incident as alerting sees it: while its repair runs, alerts about its service
+/// (and the services that depend on it) wait; once it is `overdue` a person is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnderRepair {
+    pub incident_id: u64,
+    pub service: ServiceName,
+    pub mode: FailureMode,
+    /// Open longer than policy allows (`healing.mttr_alert_ms`).
+    pub overdue: bool,
+}
+
+/// The open incidents, as [`UnderRepair`], at `now`.
+pub fn under_repair<'a>(
+    incidents: impl IntoIterator<Item = &'a Incident>,
+    now_unix_ms: u64,
+    limit_ms: u64,
+) -> Vec<UnderRepair> {
+    incidents
+        .into_iter()
+        .filter(|i| i.status.is_open())
+        .map(|i| UnderRepair {
+            incident_id: i.id,
+            service: i.service.clone(),
+            mode: i.mode,
+            overdue: now_unix_ms.saturating_sub(i.detected_unix_ms) > limit_ms,
+        })
+        .collect()
+}
+
 /// Open incidents older than `limit_ms` at `now` (they raise the MTTR alert).
 pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
     incidents
@@ -707,6 +736,8 @@ mod tests {
             incident(3, IncidentStatus::Resolved, 0, Some(1)),
         ];
         assert_eq!(overdue(&all, 130_000, 120_000), vec![1]);
+        let repairs = under_repair(&all, 130_000, 120_000);
+        assert_eq!(repairs.iter().map(|r| (r.incident_id, r.overdue)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`diagnose`]: the cause behind a finding and the playbook order that repairs it.
 //! - [`quarantine`]: when a quarantined service is tried again by itself.
+//! - [`slo`]: service level objectives, error budgets, multiwindow burn rates.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
 //! - [`overrides`]: what playbooks changed in the config (ports, upstreams, deadlines).
 //! - [`playbook`], [`run`]: the playbook catalog, step planning, run records.
@@ -50,6 +51,7 @@ pub mod restart;
 pub mod run;
 pub mod service;
 pub mod signal;
+pub mod slo;
 pub mod source;
 pub mod tier;
 pub mod time;

@@ -7,7 +7,15 @@
 //! in the [`AlertBook`], outside the actor, and in the data dir (`alerts.json`): neither a
 //! restart of the alerter nor one of warden repeats an alert or leaves one unresolved. A
 //! probe a reload removed has its firing alerts resolved.
+//!
+//! A new failing alert waits `alerts.group_wait_ms` before it is sent (Alertmanager's
+//! group wait), and while warden repairs a fault the alerts it explains wait for the
+//! repair: a probe of the incident's service, or of a service that depends on it
+//! (`warden_core::alert::held_by`, on the incident manager's [`RepairBoard`]). An alert
+//! that recovers while it waits was never worth a page and is dropped; one still failing
+//! when the repair is over (failed, given up) or past its time is sent then.
 
+use super::incident_manager::RepairBoard;
 use super::notifier::Notifier;
 use crate::addr::{AbortOnDrop, Addr};
 use crate::current::Current;
@@ -19,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, probe_alert};
+use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, held_by, probe_alert};
 use warden_core::config::{Layer, NodeConfig, ServiceName};
 use warden_core::probe::ProbeEvent;
 use warden_core::time::now_unix_ms;
@@ -62,6 +70,20 @@ struct Tracked {
     /// When the failure that was told began (the resolved alert carries it).
     failing_since: Option<u64>,
     flapping_since: u64,
+    /// A failing alert not sent yet: in its group wait, or held for a repair.
+    pending: Option<Pending>,
+}
+
+/// A failing alert that waits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Pending {
+    since_unix_ms: u64,
+    /// The incident whose repair it waits for, once one covers it.
+    repair: Option<u64>,
+    /// When that repair was seen over: the probe gets a group wait from then to show
+    /// the repair worked before the alert goes out.
+    #[serde(default)]
+    repair_over_unix_ms: Option<u64>,
 }
 
 /// One probe's entry in `alerts.json`.
@@ -73,6 +95,8 @@ struct Saved {
     flapping: bool,
     failing_since: Option<u64>,
     flapping_since: u64,
+    #[serde(default)]
+    pending: Option<Pending>,
 }
 
 impl Book {
@@ -96,6 +120,7 @@ impl Book {
                     last_down: None,
                     failing_since: s.failing_since,
                     flapping_since: s.flapping_since,
+                    pending: s.pending,
                 },
             );
         }
@@ -114,6 +139,7 @@ impl Book {
                     flapping: t.damper.flapping(),
                     failing_since: t.failing_since,
                     flapping_since: t.flapping_since,
+                    pending: t.pending,
                 };
                 (p, s)
             })
@@ -133,6 +159,8 @@ pub struct Alerter {
     pub events: Arc<OutputPort<ProbeEvent>>,
     pub board: ProbeBoard,
     pub book: AlertBook,
+    /// The open incidents' repairs: the alerts they explain wait.
+    pub repairs: RepairBoard,
     pub notifier: Notifier,
     pub config: Current<NodeConfig>,
     pub data_dir: DataDir,
@@ -194,6 +222,7 @@ impl Alerter {
             last_down: None,
             failing_since: None,
             flapping_since: now,
+            pending: None,
         });
         t.damper.set_policy(flap);
         if side == Side::Failing {
@@ -232,8 +261,64 @@ impl Alerter {
                 self.tell(probe, t, notice, now);
                 told = true;
             }
+            told |= self.release_if_due(probe, t, now);
         }
         told
+    }
+
+    /// The repair a failing alert about `target` waits for now, if any.
+    fn holding(&self, target: &ServiceName) -> Option<(u64, ServiceName)> {
+        let repairs = self.repairs.get();
+        if repairs.is_empty() {
+            return None;
+        }
+        let deps = dependencies(&self.config.get(), target);
+        held_by(target, &deps, &repairs).map(|r| (r.incident_id, r.service.clone()))
+    }
+
+    /// Sends a waiting failing alert once nothing holds it: its group wait is over and no
+    /// repair covers it (or the one that did is over, or past its time). Whether it sent.
+    fn release_if_due(&self, probe: &str, t: &mut Tracked, now: u64) -> bool {
+        let Some(mut pending) = t.pending else { return false };
+        if t.damper.told() != Some(Side::Failing) {
+            t.pending = None;
+            return false;
+        }
+        if let Some((incident, _)) = self.holding(&t.target) {
+            pending.repair = Some(incident);
+            pending.repair_over_unix_ms = None;
+            t.pending = Some(pending);
+            return false;
+        }
+        if pending.repair.is_some() && pending.repair_over_unix_ms.is_none() {
+            pending.repair_over_unix_ms = Some(now);
+            t.pending = Some(pending);
+        }
+        let group_wait = self.config.get().alerts.group_wait.as_millis() as u64;
+        let waiting_since = pending.repair_over_unix_ms.unwrap_or(pending.since_unix_ms);
+        if now.saturating_sub(waiting_since) < group_wait {
+            return false;
+        }
+        let Some(down) = &t.last_down else { return false };
+        t.pending = None;
+        let (target, layer) = (t.target.as_str(), t.layer.as_str());
+        let mut alert = probe_alert(down, now, None);
+        if let ProbeEvent::Down { failure, consecutive, .. } = down {
+            match pending.repair {
+                Some(incident) => tracing::warn!(
+                    probe, target, layer, %failure, failures = consecutive, incident,
+                    "alert: probe failing, and the repair that held its alert back did not fix it"
+                ),
+                None => tracing::warn!(probe, target, layer, %failure, failures = consecutive, "alert: probe failing"),
+            }
+        }
+        if let Some(incident) = pending.repair {
+            alert =
+                alert.annotate("description", format!("held while incident {incident} was repaired; still failing"));
+        }
+        t.failing_since = Some(alert.starts_at_unix_ms);
+        self.notifier.send(&alert);
+        true
     }
 
     /// A probe a reload removed: what was firing for it is resolved.
@@ -241,7 +326,7 @@ impl Alerter {
         let (target, layer) = (t.target.as_str(), t.layer.as_str());
         let summary = format!("probe {probe} ({layer}) of {target} was removed from the configuration");
         let mut told = false;
-        if t.damper.told() == Some(Side::Failing) {
+        if t.damper.told() == Some(Side::Failing) && t.pending.is_none() {
             let up = ProbeEvent::Up { probe: probe.to_string(), target: t.target.clone(), layer: t.layer };
             self.notifier.send(&probe_alert(&up, now, t.failing_since).annotate("summary", summary.clone()));
             told = true;
@@ -262,14 +347,35 @@ impl Alerter {
         let (target, layer) = (t.target.as_str(), t.layer.as_str());
         let flap = self.config.get().alerts.flap;
         let alert = match notice {
+            // It waits (group wait, a repair); `release_if_due` sends it when nothing holds it.
             Notice::Failing => {
-                let Some(down) = &t.last_down else { return };
-                let alert = probe_alert(down, now, None);
-                t.failing_since = Some(alert.starts_at_unix_ms);
-                if let ProbeEvent::Down { failure, consecutive, .. } = down {
-                    tracing::warn!(probe, target, layer, %failure, failures = consecutive, "alert: probe failing");
+                let repair = self.holding(&t.target).map(|(incident, cause)| {
+                    tracing::info!(
+                        probe,
+                        target,
+                        layer,
+                        incident,
+                        cause = cause.as_str(),
+                        "probe failing; its alert waits for the repair under way"
+                    );
+                    incident
+                });
+                t.pending = Some(Pending { since_unix_ms: now, repair, repair_over_unix_ms: None });
+                self.release_if_due(probe, t, now);
+                return;
+            }
+            Notice::Recovered if t.pending.is_some() => {
+                match t.pending.take().and_then(|p| p.repair) {
+                    Some(incident) => tracing::info!(
+                        probe,
+                        target,
+                        layer,
+                        incident,
+                        "probe recovered by the repair; its held alert is dropped"
+                    ),
+                    None => tracing::info!(probe, target, layer, "probe recovered within its group wait; nothing sent"),
                 }
-                alert
+                return;
             }
             Notice::Recovered => {
                 let up = ProbeEvent::Up { probe: probe.to_string(), target: t.target.clone(), layer: t.layer };
@@ -291,4 +397,20 @@ impl Alerter {
         };
         self.notifier.send(&alert);
     }
+}
+
+/// The services `target` relies on, all the way down (bounded by the config's size).
+fn dependencies(config: &NodeConfig, target: &ServiceName) -> Vec<ServiceName> {
+    let mut out: Vec<ServiceName> = Vec::new();
+    let mut next = vec![target.clone()];
+    while let Some(s) = next.pop() {
+        let Some(spec) = config.services.iter().find(|x| x.name == s) else { continue };
+        for d in &spec.depends_on {
+            if !out.contains(d) && d != target && out.len() < config.services.len() {
+                out.push(d.clone());
+                next.push(d.clone());
+            }
+        }
+    }
+    out
 }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::config::{NodeConfig, ServiceName};
-use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, overdue};
+use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, UnderRepair, overdue, under_repair};
 use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::run::{RunOutcome, RunRecord};
@@ -91,6 +91,23 @@ impl Addr<IncidentManager> {
     }
 }
 
+/// The open incidents and whether their repair is still within its time, as the incident
+/// manager last published them: the alerter holds the alerts they explain.
+#[derive(Debug, Clone, Default)]
+pub struct RepairBoard {
+    inner: Arc<std::sync::Mutex<Vec<UnderRepair>>>,
+}
+
+impl RepairBoard {
+    pub fn get(&self) -> Vec<UnderRepair> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, repairs: Vec<UnderRepair>) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = repairs;
+    }
+}
+
 pub struct IncidentManager {
     /// Replaced by a reload; every decision takes the current one.
     pub catalog: Current<Catalog>,
@@ -101,6 +118,8 @@ pub struct IncidentManager {
     pub resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
+    /// Published after every message.
+    pub repairs: RepairBoard,
 }
 
 pub struct State {
@@ -139,6 +158,7 @@ impl Actor for IncidentManager {
         }
         self.retry_dispatches(&mut st).await;
         self.metrics.incidents_open.set(st.open.len() as i64);
+        self.publish(&st);
         Ok(st)
     }
 
@@ -188,6 +208,7 @@ impl Actor for IncidentManager {
         }
         self.retry_dispatches(st).await;
         self.metrics.incidents_open.set(st.open.len() as i64);
+        self.publish(st);
         Ok(())
     }
 }
@@ -482,6 +503,18 @@ impl IncidentManager {
                 Err(e) => tracing::warn!(incident = id, error = %e, "run not handed over yet; retrying"),
             }
         }
+    }
+
+    /// The repairs under way, for the alerter: none while healing is off (an incident
+    /// then waits for a person, and its alerts must reach one).
+    fn publish(&self, st: &State) {
+        let healing = self.config.get().healing;
+        let repairs = if healing.enabled {
+            under_repair(st.open.values(), warden_core::time::now_unix_ms(), healing.mttr_alert.as_millis() as u64)
+        } else {
+            Vec::new()
+        };
+        self.repairs.set(repairs);
     }
 
     fn alert_overdue(&self, st: &mut State) {

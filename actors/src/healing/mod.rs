@@ -48,6 +48,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             resolved: i.incidents_resolved.clone(),
             metrics: i.views.metrics.clone(),
             registry: i.views.registry.clone(),
+            repairs: i.repairs.clone(),
         }));
         let q = w.clone();
         v.push(tree::worker(Addr::<QuarantineWatch>::at().name(), move || QuarantineWatch {
@@ -63,6 +64,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             events: a.probe_events.clone(),
             board: a.views.probes.clone(),
             book: a.alert_book.clone(),
+            repairs: a.repairs.clone(),
             notifier: a.notifier.clone(),
             config: a.views.config.clone(),
             data_dir: a.views.data_dir.clone(),

@@ -72,6 +72,23 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         }
     };
     let alerts = alerts(&mut c, &raw.alerts);
+    let slo = {
+        let mut target = |v: &Option<Spanned<f64>>, key: &str| match v {
+            Some(p) if !(p.value > 0.0 && p.value < 100.0) => {
+                c.at(p.referenced, format!("slo.{key} must be above 0 and below 100 (a percentage)"));
+                DEFAULT_SLO_TARGET_PCT
+            }
+            Some(p) => p.value,
+            None => DEFAULT_SLO_TARGET_PCT,
+        };
+        let s = &raw.slo;
+        SloConfig {
+            health_target_pct: target(&s.health_target_pct, "health_target_pct"),
+            trust_target_pct: target(&s.trust_target_pct, "trust_target_pct"),
+            confidence_target_pct: target(&s.confidence_target_pct, "confidence_target_pct"),
+            mttr_target_pct: target(&s.mttr_target_pct, "mttr_target_pct"),
+        }
+    };
     let tokens = match &raw.http.tokens_file {
         Some(t) => {
             let path = expand(&mut c, t, &data_dir).map(|v| resolve(src.dir, &v)).unwrap_or_default();
@@ -132,6 +149,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         http,
         tokens,
         alerts,
+        slo,
         audit,
         governance_policies,
         playbooks_dir,
@@ -204,7 +222,8 @@ fn alerts(c: &mut Collector, raw: &raw::AlertsSection) -> AlertsConfig {
             Some(Webhook { url: url?, timeout, max_attempts })
         })
         .collect();
-    AlertsConfig { flap: crate::alert::FlapPolicy { window, max_changes }, webhooks }
+    let group_wait = Duration::from_millis(raw.group_wait_ms.as_ref().map_or(DEFAULT_GROUP_WAIT_MS, |v| v.value));
+    AlertsConfig { flap: crate::alert::FlapPolicy { window, max_changes }, group_wait, webhooks }
 }
 
 /// What relative paths and `${data_dir}` resolve against.

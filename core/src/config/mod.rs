@@ -65,6 +65,8 @@ pub struct NodeConfig {
     pub tokens: TokensFile,
     /// Where alerts go and when state changes count as flapping.
     pub alerts: AlertsConfig,
+    /// Targets of the service level objectives.
+    pub slo: SloConfig,
     /// Where the audit chain's key and signed checkpoints live (outside the data dir).
     pub audit: AuditFiles,
     /// The governance policy file; `None`: the embedded default.
@@ -548,8 +550,15 @@ pub const DEFAULT_AUDIT_CHECKPOINT_FILE: &str = ".warden-audit.checkpoints";
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AlertsConfig {
     pub flap: crate::alert::FlapPolicy,
+    /// How long a new failing probe waits before its alert is sent (Alertmanager's
+    /// `group_wait`): time for the incident that explains it to open, so its repair holds
+    /// the alert back, and for a blip to pass unsent. Zero sends at once.
+    pub group_wait: Duration,
     pub webhooks: Vec<Webhook>,
 }
+
+/// `alerts.group_wait_ms` when not given.
+pub const DEFAULT_GROUP_WAIT_MS: u64 = 2_000;
 
 /// A receiver of Alertmanager's webhook payload (version 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -559,6 +568,43 @@ pub struct Webhook {
     pub timeout: Duration,
     /// Attempts per notification, with exponential backoff in between.
     pub max_attempts: u32,
+}
+
+/// Targets of the service level objectives (`crate::slo`), in percent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloConfig {
+    pub health_target_pct: f64,
+    pub trust_target_pct: f64,
+    pub confidence_target_pct: f64,
+    pub mttr_target_pct: f64,
+}
+
+/// The spec's targets: 85 % each.
+pub const DEFAULT_SLO_TARGET_PCT: f64 = 85.0;
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            health_target_pct: DEFAULT_SLO_TARGET_PCT,
+            trust_target_pct: DEFAULT_SLO_TARGET_PCT,
+            confidence_target_pct: DEFAULT_SLO_TARGET_PCT,
+            mttr_target_pct: DEFAULT_SLO_TARGET_PCT,
+        }
+    }
+}
+
+impl SloConfig {
+    /// The target of `slo` as a share (0–1).
+    pub fn target(&self, slo: crate::slo::SloKind) -> f64 {
+        use crate::slo::SloKind;
+        let pct = match slo {
+            SloKind::Health => self.health_target_pct,
+            SloKind::Trust => self.trust_target_pct,
+            SloKind::Confidence => self.confidence_target_pct,
+            SloKind::Mttr => self.mttr_target_pct,
+        };
+        pct / 100.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,6 +24,8 @@ pub struct NodeFile {
     #[serde(default)]
     pub alerts: AlertsSection,
     #[serde(default)]
+    pub slo: SloSection,
+    #[serde(default)]
     pub audit: AuditSection,
     /// Path of the governance policy file; absent: the embedded default.
     #[serde(default)]
@@ -302,6 +304,20 @@ pub struct HealingSection {
     pub enabled: Option<bool>,
 }
 
+/// Targets of the four service level objectives, in percent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloSection {
+    #[serde(default)]
+    pub health_target_pct: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub trust_target_pct: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub confidence_target_pct: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub mttr_target_pct: Option<Spanned<f64>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
@@ -325,6 +341,8 @@ pub struct AlertsSection {
     pub flap_window_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub flap_max_changes: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub group_wait_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
 }

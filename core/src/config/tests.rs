@@ -320,6 +320,9 @@ fn test_alert_settings_are_parsed_and_every_mistake_reported() {
     assert_eq!(ok.alerts.flap.max_changes, 4);
     assert_eq!(ok.alerts.webhooks[0].url.as_str(), "http://127.0.0.1:9093/hook");
     assert_eq!((ok.alerts.webhooks[0].max_attempts, ok.alerts.webhooks[0].timeout), (2, Duration::from_secs(5)));
+    assert_eq!(ok.alerts.group_wait, Duration::from_millis(DEFAULT_GROUP_WAIT_MS), "the default group wait");
+    let at_once = load(&format!("{MINIMAL}alerts:\n  group_wait_ms: 0\n")).expect("valid");
+    assert_eq!(at_once.alerts.group_wait, Duration::ZERO);
     let p = problems(&format!(
         "{MINIMAL}alerts:\n  flap_max_changes: 1\n  webhooks:\n    - url: ftp://x\n    - url: http://h/\n      timeout_ms: 0\n      max_attempts: 0\n"
     ));

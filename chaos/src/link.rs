@@ -1,0 +1,121 @@
+//! A database across a real link, for mode 6 (network unreachable) in `warden chaos modes`:
+//! a network namespace with the db in it, joined to the host by a veth pair, and a node that
+//! is the default node's shape around it (the same ports, the api's db behind that link with
+//! a standby on loopback as its fallback). Cutting the link (`link-down` on the host end)
+//! is then a fault the node can see and repair (fail the api over to the standby).
+//!
+//! Everything made here is taken away when the [`Link`] is dropped: the namespace, the
+//! veth pair (it goes with the namespace), the unreachable route.
+
+use std::process::Command;
+
+use crate::services::{API_PORT, DB_PORT, MODEL_PORT, WARDEN_PORT};
+
+/// The namespace, its link and its addresses.
+pub struct Link {
+    pub ns: String,
+    /// The host's end of the veth pair: `link-down` takes it down.
+    pub host_end: String,
+    /// The db's address in the namespace.
+    pub db_ip: String,
+    subnet: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Link {
+    /// Makes the namespace and the link; `k` (1–250) picks the 10.253.k.0/30 subnet.
+    pub fn create(k: u8) -> Result<Self, String> {
+        let ns = format!("wdmodes{}", std::process::id());
+        ip(&["netns", "add", &ns])?;
+        let link = Self {
+            ns: ns.clone(),
+            host_end: format!("wmh{k}"),
+            db_ip: format!("10.253.{k}.2"),
+            subnet: format!("10.253.{k}.0/24"),
+        };
+        let ns_end = format!("wmn{k}");
+        let host_ip = format!("10.253.{k}.1/30");
+        ip(&["link", "add", &link.host_end, "type", "veth", "peer", "name", &ns_end, "netns", &ns])?;
+        ip(&["addr", "add", &host_ip, "dev", &link.host_end])?;
+        ip(&["link", "set", &link.host_end, "up"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{}/30", link.db_ip), "dev", &ns_end])?;
+        ip(&["-n", &ns, "link", "set", &ns_end, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // With the link down the path is gone, not routed elsewhere.
+        ip(&["route", "add", "unreachable", &link.subnet, "metric", "4000"])?;
+        Ok(link)
+    }
+
+    /// Brings the host end back up (between two faults).
+    pub fn up(&self) -> Result<(), String> {
+        ip(&["link", "set", &self.host_end, "up"])
+    }
+
+    /// The node: db in the namespace, standby db, model and api on loopback at the default
+    /// node's ports, an L7 probe of the api and an L3 probe of its path to the db.
+    pub fn node_yaml(&self, exe: &str, standby_port: u16) -> String {
+        let (ns, db) = (&self.ns, format!("{}:{DB_PORT}", self.db_ip));
+        format!(
+            "node:\n  name: modes-link\n  http_listen: 127.0.0.1:{WARDEN_PORT}\n\
+             governance_policies: policy.yaml\n\
+             services:\n\
+             \x20 - name: db\n    role: database\n    command: ip\n    \
+             args: [netns, exec, {ns}, {exe}, demo, db, --listen, '{db}', --data-dir, '${{data_dir}}/services/db/data', --password-file, '${{data_dir}}/services/db/password']\n    \
+             ready: {{ kind: tcp, addr: '{db}' }}\n    files:\n      - path: '${{data_dir}}/services/db/password'\n        content: \"t0k3n\\n\"\n\
+             \x20 - name: dbstandby\n    command: '@warden'\n    \
+             args: [demo, db, --listen, '127.0.0.1:{standby_port}', --data-dir, '${{data_dir}}/services/dbstandby/data', --password-file, '${{data_dir}}/services/db/password']\n    \
+             ports: [{standby_port}]\n    depends_on: [db]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{standby_port}' }}\n\
+             \x20 - name: model\n    role: model_server\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{MODEL_PORT}']\n    ports: [{MODEL_PORT}]\n\
+             \x20 - name: api\n    command: '@warden'\n    \
+             args: [demo, api, --listen, '127.0.0.1:{API_PORT}', --db, '{db}', --model-url, 'http://127.0.0.1:{MODEL_PORT}', --config, '${{data_dir}}/services/api/api.json', --credentials, '${{data_dir}}/services/db/password']\n    \
+             ports: [{API_PORT}]\n    depends_on: [db, model]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{API_PORT}/health' }}\n    \
+             upstreams:\n      - {{ name: db, address: '{db}', fallbacks: ['127.0.0.1:{standby_port}'] }}\n    \
+             files:\n      - path: '${{data_dir}}/services/api/api.json'\n        content: '{{\"name\": \"modes\"}}'\n\
+             probes:\n\
+             \x20 - name: api-health\n    layer: l7\n    target: api\n    check: {{ kind: http, url: 'http://127.0.0.1:{API_PORT}/health' }}\n    interval_ms: 300\n    timeout_ms: 250\n\
+             \x20 - name: api-db-route\n    layer: l3\n    target: api\n    check: {{ kind: route, host: '{db_ip}', port: {DB_PORT} }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n",
+            db_ip = self.db_ip,
+        )
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip").args(["route", "del", "unreachable", &self.subnet]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.host_end]).output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_node_yaml_is_a_valid_config_with_the_db_behind_the_link() {
+        let link = Link {
+            ns: "wdmodes1".into(),
+            host_end: "wmh7".into(),
+            db_ip: "10.253.7.2".into(),
+            subnet: "10.253.7.0/24".into(),
+        };
+        let yaml = link.node_yaml("/opt/warden", 5499);
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, &yaml).expect("write");
+        std::fs::write(dir.path().join("policy.yaml"), crate::modes::raised_limits_policy()).expect("policy");
+        let config = crate::inject::running_config(Some(&path), Some(&dir.path().join("data")))
+            .unwrap_or_else(|p| panic!("{p}\n{yaml}"));
+        let api = config.services.iter().find(|s| s.name.as_str() == "api").expect("api");
+        assert_eq!(api.upstreams[0].candidates().collect::<Vec<_>>(), ["10.253.7.2:5433", "127.0.0.1:5499"]);
+        std::mem::forget(link); // nothing was made
+    }
+}
