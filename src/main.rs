@@ -11,6 +11,7 @@ mod load;
 mod node;
 mod playbooks_cmd;
 mod probes_cmd;
+mod slo_cmd;
 mod store_cmd;
 mod systemd;
 mod telemetry;
@@ -56,6 +57,9 @@ enum Command {
     /// The running node's incidents: list (filtered) and show one.
     #[command(subcommand)]
     Incidents(incidents_cmd::IncidentsCommand),
+    /// Service level objectives: the Prometheus rule file for their alerts.
+    #[command(subcommand)]
+    Slo(slo_cmd::SloCommand),
     /// Check or repair a stopped node's store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Some(Command::Store(cmd)) => rt.block_on(store_cmd::run(cmd)),
         Some(Command::Probes(cmd)) => rt.block_on(probes_cmd::run(cmd)),
         Some(Command::Tokens(cmd)) => tokens_cmd::run(cmd),
+        Some(Command::Slo(cmd)) => slo_cmd::run(cmd),
         Some(Command::Approvals(cmd)) => rt.block_on(governance_cmd::approvals(cmd)),
         Some(Command::Services(cmd)) => rt.block_on(governance_cmd::services(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),

@@ -102,6 +102,77 @@ pub struct DecisionLabel {
     pub decision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloLabel {
+    pub slo: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloEventLabels {
+    pub slo: String,
+    /// `good` or `bad`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SloWindowLabels {
+    pub slo: String,
+    pub window: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+/// The process's own figures, read from `/proc` at each scrape under the names Prometheus's
+/// client libraries use (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Ok(me) = procfs::process::Process::myself() else { return Ok(()) };
+        let Ok(stat) = me.stat() else { return Ok(()) };
+        let ticks = procfs::ticks_per_second() as f64;
+        let page = procfs::page_size() as f64;
+        let boot = procfs::boot_time_secs().unwrap_or(0) as f64;
+        let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let gauges = [
+            ("process_resident_memory_bytes", "Resident memory size in bytes", stat.rss as f64 * page),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes", stat.vsize as f64),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch",
+                boot + stat.starttime as f64 / ticks,
+            ),
+            ("process_open_fds", "Open file descriptors", me.fd_count().unwrap_or(0) as f64),
+            ("process_threads", "Threads of the process", stat.num_threads as f64),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric warden exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -127,6 +198,17 @@ pub struct Metrics {
     /// 1 for the service's current state, 0 for the others.
     pub service_state: Family<ServiceStateLabels, Gauge>,
     pub alerts_sent: Family<AlertLabels, Counter>,
+    /// Approval requests waiting for a person.
+    pub approvals_pending: Gauge,
+    /// Requests the policy denied, by action.
+    pub policy_violations: Family<ActionLabel, Counter>,
+    /// Each objective's events (Prometheus's own SLO rules rate these).
+    pub slo_events: Family<SloEventLabels, Counter>,
+    /// Over the objective's window; 1 without events.
+    pub slo_value: Family<SloLabel, FloatGauge>,
+    pub slo_target: Family<SloLabel, FloatGauge>,
+    pub slo_error_budget_left: Family<SloLabel, FloatGauge>,
+    pub slo_burn_rate: Family<SloWindowLabels, FloatGauge>,
     /// Held while gauges are refreshed and the text encoded, so a scrape never sees a
     /// half-refreshed family.
     scrape: Arc<Mutex<()>>,
@@ -179,7 +261,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("warden");
+        // warden's own series under `warden_`; the process's under the usual `process_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let r = root.sub_registry_with_prefix("warden");
         let m = Self {
             registry: Arc::new(Registry::default()),
             service_restarts: Family::default(),
@@ -200,6 +285,13 @@ impl Metrics {
             probe_last_success: Family::default(),
             service_state: Family::default(),
             alerts_sent: Family::default(),
+            approvals_pending: Gauge::default(),
+            policy_violations: Family::default(),
+            slo_events: Family::default(),
+            slo_value: Family::default(),
+            slo_target: Family::default(),
+            slo_error_budget_left: Family::default(),
+            slo_burn_rate: Family::default(),
             scrape: Arc::new(Mutex::new(())),
         };
         r.register("service_restarts", "Service processes restarted", m.service_restarts.clone());
@@ -227,7 +319,73 @@ impl Metrics {
         );
         r.register("service_state", "1 for the service's current state", m.service_state.clone());
         r.register("alerts_sent", "Alert notifications, by sink and outcome", m.alerts_sent.clone());
-        Self { registry: Arc::new(r), ..m }
+        r.register("slo_events", "Events of each service level objective, good or bad", m.slo_events.clone());
+        r.register(
+            "slo_value_ratio",
+            "Share of good events over the objective's window (1 without events)",
+            m.slo_value.clone(),
+        );
+        r.register("slo_target_ratio", "The objective's target share", m.slo_target.clone());
+        r.register(
+            "slo_error_budget_left_ratio",
+            "Share of the window's error budget not yet spent (negative once overspent)",
+            m.slo_error_budget_left.clone(),
+        );
+        r.register("slo_burn_rate", "Error rate over the budget's rate, per window", m.slo_burn_rate.clone());
+        r.register("approvals_pending", "Approval requests waiting for a person", m.approvals_pending.clone());
+        r.register(
+            "policy_violations",
+            "Requests the governance policy denied, by action",
+            m.policy_violations.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        r.register("build_info", "1, labelled with the running warden's version", build);
+        for decision in ["allow", "deny", "pendingapproval"] {
+            let _ = m.gate_decisions.get_or_create(&DecisionLabel { decision: decision.into() });
+        }
+        for action in warden_core::playbook::Primitive::actions() {
+            let _ = m.policy_violations.get_or_create(&ActionLabel { action: action.into() });
+        }
+        for mode in warden_core::mode::FailureMode::ALL {
+            let _ = m.incidents_opened.get_or_create(&ModeLabel { mode: mode.as_str().into() });
+        }
+        // Every objective's series from the start (zero, not absent).
+        for kind in warden_core::slo::SloKind::ALL {
+            let slo = kind.as_str().to_string();
+            for result in ["good", "bad"] {
+                let _ = m.slo_events.get_or_create(&SloEventLabels { slo: slo.clone(), result: result.into() });
+            }
+            m.slo_value.get_or_create(&SloLabel { slo: slo.clone() }).set(1.0);
+            let _ = m.slo_target.get_or_create(&SloLabel { slo: slo.clone() });
+            m.slo_error_budget_left.get_or_create(&SloLabel { slo: slo.clone() }).set(1.0);
+            for window in warden_core::slo::burn_windows() {
+                let window = warden_core::slo::BurnRule::window_name(window);
+                let _ = m.slo_burn_rate.get_or_create(&SloWindowLabels { slo: slo.clone(), window });
+            }
+        }
+        Self { registry: Arc::new(root), ..m }
+    }
+
+    /// Events of objective `kind` counted now.
+    pub fn slo_counted(&self, kind: warden_core::slo::SloKind, count: warden_core::slo::Count) {
+        let slo = kind.as_str().to_string();
+        let bad = count.total.saturating_sub(count.good);
+        self.slo_events.get_or_create(&SloEventLabels { slo: slo.clone(), result: "good".into() }).inc_by(count.good);
+        self.slo_events.get_or_create(&SloEventLabels { slo, result: "bad".into() }).inc_by(bad);
+    }
+
+    /// An objective as last judged.
+    pub fn slo_judged(&self, s: &warden_core::slo::SloStatus) {
+        let label = SloLabel { slo: s.slo.as_str().into() };
+        self.slo_value.get_or_create(&label).set(s.value.unwrap_or(1.0));
+        self.slo_target.get_or_create(&label).set(s.target);
+        self.slo_error_budget_left.get_or_create(&label).set(s.error_budget_left);
+        for (window, rate) in &s.burn_rates {
+            self.slo_burn_rate
+                .get_or_create(&SloWindowLabels { slo: label.slo.clone(), window: window.clone() })
+                .set(*rate);
+        }
     }
 
     /// Every playbook's series from now on (zero until its first run).
@@ -307,6 +465,10 @@ impl Metrics {
     fn refresh(&self, services: &ServiceTable, probes: &ProbeBoard) {
         self.service_state.clear();
         for s in services.snapshot() {
+            // Every service's counters from the start (zero, not absent).
+            let label = ServiceLabel { service: s.name.to_string() };
+            let _ = self.service_restarts.get_or_create(&label);
+            let _ = self.service_quarantines.get_or_create(&label);
             for state in SERVICE_STATES {
                 let labels = ServiceStateLabels { service: s.name.to_string(), state: state.as_str().into() };
                 self.service_state.get_or_create(&labels).set(i64::from(s.state == state));

@@ -15,6 +15,7 @@ use crate::guardian::service_table::ServiceTable;
 use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
+use crate::healing::slo_tracker::SloBoard;
 use crate::metrics::Metrics;
 use crate::process;
 use crate::process::cgroup::Containment;
@@ -92,6 +93,7 @@ impl Node {
                     trust: ChainTrust::default(),
                     policies: policies.clone(),
                     catalog: catalog.clone(),
+                    slos: SloBoard::default(),
                 },
                 policies,
                 catalog,

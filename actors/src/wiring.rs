@@ -17,6 +17,7 @@ use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::IncidentManager;
 use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
+use crate::healing::slo_tracker::SloBoard;
 use crate::metrics::Metrics;
 use crate::process::cgroup::Containment;
 use crate::registry::ActorRegistry;
@@ -98,6 +99,8 @@ pub struct Views {
     pub policies: Current<Policies>,
     /// The playbook catalog now.
     pub catalog: Current<Catalog>,
+    /// The service level objectives as last judged.
+    pub slos: SloBoard,
 }
 
 /// What a reload changed.

@@ -22,6 +22,7 @@ pub fn router(app: AppState) -> Router {
     let reads = Router::new()
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
+        .route("/api/slo", get(slo))
         .route("/api/incidents", get(super::incidents::list))
         .route("/api/incidents/{id}", get(super::incidents::detail))
         .route("/api/guardian/probes", get(super::probes::list))
@@ -93,6 +94,19 @@ async fn status(State(app): State<AppState>) -> Json<Value> {
         "actors": v.registry.snapshot(),
         "probes": v.probes.snapshot(),
     }))
+}
+
+/// Each service level objective: value, target, alert threshold, error budget left, burn
+/// rates per window and the burn-rate rules firing, as the SLO tracker last judged them.
+async fn slo(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let Some((at, statuses)) = app.views.slos.get() else {
+        return Err(ApiError::Unavailable("the objectives are not judged yet; try again in a few seconds".into()));
+    };
+    Ok(Json(json!({
+        "judged_at": rfc3339(at),
+        "window": warden_core::slo::BurnRule::window_name(warden_core::slo::SLO_WINDOW_MS),
+        "slos": statuses,
+    })))
 }
 
 /// The last 5 healing runs, MTTR and success rate — from the store, so they survive a

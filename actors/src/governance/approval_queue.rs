@@ -84,6 +84,7 @@ impl Addr<ApprovalQueue> {
 
 pub struct ApprovalQueue {
     pub store: Store,
+    pub metrics: crate::metrics::Metrics,
     pub policies: Current<Policies>,
     pub audit: Addr<AuditWriter>,
     pub registry: ActorRegistry,
@@ -141,6 +142,10 @@ impl Actor for ApprovalQueue {
                     tracing::debug!(error = %e, "cannot expire approval requests yet");
                 }
             }
+        }
+        // What waits for a person now, for the dashboards (every message, at least every tick).
+        if let Ok(pending) = self.store.pending_approvals().await {
+            self.metrics.approvals_pending.set(pending.len() as i64);
         }
         Ok(())
     }

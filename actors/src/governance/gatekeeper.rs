@@ -15,7 +15,7 @@ use super::audit_writer::{AppendError, AuditWriter};
 use super::seal::ChainTrust;
 use crate::addr::{Addr, SendError};
 use crate::current::Current;
-use crate::metrics::{DecisionLabel, Metrics};
+use crate::metrics::{ActionLabel, DecisionLabel, Metrics};
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -252,10 +252,12 @@ impl Gatekeeper {
             }
             history.record(&req.action, &req.target, now, HISTORY_KEEP);
         }
-        self.metrics
-            .gate_decisions
-            .get_or_create(&DecisionLabel { decision: format!("{:?}", verdict.kind()).to_lowercase() })
-            .inc();
+        let decision = format!("{:?}", verdict.kind()).to_lowercase();
+        if decision == "deny" {
+            // A request the policy refused: something tried to act outside it.
+            self.metrics.policy_violations.get_or_create(&ActionLabel { action: req.action.clone() }).inc();
+        }
+        self.metrics.gate_decisions.get_or_create(&DecisionLabel { decision }).inc();
         Judged::Decided(Box::new(Decided { req, verdict }))
     }
 

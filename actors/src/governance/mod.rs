@@ -37,6 +37,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             }),
             tree::worker(w.addrs.approvals.name(), move || ApprovalQueue {
                 store: q.views.store.clone(),
+                metrics: q.views.metrics.clone(),
                 policies: q.policies.clone(),
                 audit: q.addrs.audit.clone(),
                 registry: q.views.registry.clone(),

@@ -314,6 +314,9 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
                     continue;
                 }
                 let before = env.vault.keep(&file).map_err(io(format!("vault {}", file.display())))?;
+                if *previous && let Ok(taken_back) = std::fs::read(&file) {
+                    env.vault.reject(&file, &taken_back).map_err(io("the vault"))?;
+                }
                 let bytes = env.vault.restore(&file, &version).map_err(io(format!("write {}", file.display())))?;
                 done.push(format!("{} ({bytes} bytes, version {version})", file.display()));
                 undo.push(Undo::RestoreVaulted { path: file, version: before });

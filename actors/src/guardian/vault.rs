@@ -81,26 +81,55 @@ impl Vault {
     }
 
     /// The version a restore of `path` would write back: the newest; or with `previous`
-    /// the one before the file's current content (the change to take back), the newest
-    /// when the current content was never vaulted.
+    /// the newest one before the file's current content (the change to take back), from
+    /// the newest when the current content was never vaulted. A `previous` restore never
+    /// picks content that an earlier one took back ([`Vault::reject`]): after a bad token
+    /// was vaulted on its way out, putting it back would only be refused again.
     pub fn pick(&self, path: &Path, previous: bool) -> io::Result<Option<String>> {
         let mut versions = self.versions(path)?;
         if !previous {
             return Ok(versions.pop());
         }
-        let Ok(now) = std::fs::read(path) else { return Ok(versions.pop()) };
-        let mut current = None;
-        for (i, v) in versions.iter().enumerate().rev() {
-            if self.read(path, v)? == now {
-                current = Some(i);
-                break;
+        let now = std::fs::read(path).ok();
+        let rejected = self.rejected(path)?;
+        let mut end = versions.len();
+        if let Some(now) = &now {
+            for (i, v) in versions.iter().enumerate().rev() {
+                if &self.read(path, v)? == now {
+                    end = i;
+                    break;
+                }
             }
         }
-        Ok(match current {
-            Some(0) => None,
-            Some(i) => Some(versions[i - 1].clone()),
-            None => versions.pop(),
-        })
+        for v in versions[..end].iter().rev() {
+            let content = self.read(path, v)?;
+            if Some(&content) != now.as_ref() && !rejected.contains(&content_hash(&content)) {
+                return Ok(Some(v.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Marks `content` of `path` as taken back by a restore: no `previous` restore picks it
+    /// again.
+    pub fn reject(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        let hash = content_hash(content);
+        let mut all = self.rejected(path)?;
+        if all.contains(&hash) {
+            return Ok(());
+        }
+        all.push(hash);
+        let folder = self.folder(path);
+        std::fs::create_dir_all(&folder)?;
+        crate::private_file::write(&folder.join("rejected"), all.join("\n").as_bytes(), None)
+    }
+
+    fn rejected(&self, path: &Path) -> io::Result<Vec<String>> {
+        match std::fs::read_to_string(self.folder(path).join("rejected")) {
+            Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes version `version` of `path` back (0600, whole or not at all).
@@ -118,6 +147,10 @@ fn owner_of(path: &Path) -> Option<(Option<u32>, u32)> {
     // Only worth a chown when it is not ours already.
     (m.uid() != nix::unistd::geteuid().as_raw() || m.gid() != nix::unistd::getegid().as_raw())
         .then(|| (Some(m.uid()), m.gid()))
+}
+
+fn content_hash(content: &[u8]) -> String {
+    hex::encode(Sha256::digest(content))
 }
 
 #[cfg(test)]
@@ -141,6 +174,10 @@ mod tests {
         assert_eq!(vault.pick(&file, true).expect("pick"), None, "nothing before the first version");
         std::fs::write(&file, "three").expect("write");
         assert!(vault.pick(&file, true).expect("pick").is_some_and(|v| v != first), "never vaulted: the newest");
+        // "two" was taken back once: a later restore of a never-vaulted "four" skips it.
+        vault.reject(&file, b"two").expect("reject");
+        std::fs::write(&file, "four").expect("write");
+        assert_eq!(vault.pick(&file, true).expect("pick").as_deref(), Some(first.as_str()), "skips the rejected");
         std::fs::remove_file(&file).expect("rm");
         let newest = vault.pick(&file, false).expect("pick").expect("some");
         assert_eq!(vault.restore(&file, &newest).expect("restore"), 3);

@@ -1,5 +1,5 @@
 //! The healing pillar: one detector per failure mode with a rule, the incident manager,
-//! the quarantine watch and the alerter (one_for_one).
+//! the quarantine watch, the SLO tracker and the alerter (one_for_one).
 
 pub mod alerter;
 pub mod detector;
@@ -7,6 +7,7 @@ pub mod facts;
 pub mod incident_manager;
 pub mod notifier;
 pub mod quarantine_watch;
+pub mod slo_tracker;
 
 use crate::addr::Addr;
 use crate::tree::{self, ChildSpec};
@@ -15,6 +16,7 @@ use alerter::Alerter;
 use detector::Detector;
 use incident_manager::IncidentManager;
 use quarantine_watch::QuarantineWatch;
+use slo_tracker::SloTracker;
 
 pub const PATH: &str = "healing";
 
@@ -58,6 +60,16 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             data_dir: q.views.data_dir.clone(),
             executor: q.addrs.executor.clone(),
             registry: q.views.registry.clone(),
+        }));
+        let t = w.clone();
+        v.push(tree::worker(Addr::<SloTracker>::at().name(), move || SloTracker {
+            board: t.views.probes.clone(),
+            store: t.views.store.clone(),
+            config: t.views.config.clone(),
+            metrics: t.views.metrics.clone(),
+            notifier: t.notifier.clone(),
+            slos: t.views.slos.clone(),
+            registry: t.views.registry.clone(),
         }));
         let a = w.clone();
         v.push(tree::worker(Addr::<Alerter>::at().name(), move || Alerter {

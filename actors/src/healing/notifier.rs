@@ -47,11 +47,21 @@ struct Queue {
 impl Notifier {
     pub fn new(config: Current<NodeConfig>, metrics: Metrics) -> Self {
         let client = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        // Every sink's series from the start: the log, and each webhook of the config.
+        let _ = metrics.alerts_sent.get_or_create(&AlertLabels { sink: "log".into(), outcome: "sent".into() });
+        for hook in &config.get().alerts.webhooks {
+            for outcome in ["sent", "failed", "retried", "dropped"] {
+                let labels = AlertLabels { sink: format!("webhook {}", shown(hook)), outcome: outcome.into() };
+                let _ = metrics.alerts_sent.get_or_create(&labels);
+            }
+        }
         Self { config, metrics, client, queues: Arc::new(Mutex::new(BTreeMap::new())) }
     }
 
-    /// Queues `alert` for every configured webhook; returns at once.
+    /// Queues `alert` for every configured webhook; returns at once. The log is a sink
+    /// too: the caller has logged it.
     pub fn send(&self, alert: &Alert) {
+        self.metrics.alerts_sent.get_or_create(&AlertLabels { sink: "log".into(), outcome: "sent".into() }).inc();
         let webhooks = self.config.get().alerts.webhooks.clone();
         for hook in webhooks {
             let queue = self.queue(&hook);

@@ -11,6 +11,7 @@
 //! | `approvals` | id (u64 BE) | JSON `Approval` |
 //! | `approvals_pending` | id (u64 BE) | empty: the index of pending approval requests |
 //! | `meta` | `counter/<name>` | u64 BE |
+//! | `meta` | `slo/<slo>/` + bucket start (u64 BE) | JSON `slo::Count`: one minute of an objective's events |
 
 use super::StoreError;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -19,6 +20,7 @@ use warden_core::approval::Approval;
 use warden_core::audit::SealedEntry;
 use warden_core::incident::Incident;
 use warden_core::run::RunRecord;
+use warden_core::slo::{Buckets, Count};
 
 pub(super) struct Db {
     db: Database,
@@ -200,6 +202,53 @@ impl Db {
         let next = current + 1;
         self.meta.insert(&k, key(next))?;
         Ok(next)
+    }
+
+    // --- service level objectives ------------------------------------------------------------
+
+    fn slo_key(slo: &str, bucket: u64) -> Vec<u8> {
+        let mut k = format!("slo/{slo}/").into_bytes();
+        k.extend_from_slice(&key(bucket));
+        k
+    }
+
+    /// Adds `count` to the bucket starting at `bucket` (not synced: losing the last seconds
+    /// of counts in a crash is fine, and this runs every few seconds).
+    pub(super) fn slo_add(&self, slo: &str, bucket: u64, count: Count) -> Result<(), StoreError> {
+        let k = Self::slo_key(slo, bucket);
+        let mut c: Count = match self.meta.get(&k)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+                keyspace: "meta",
+                key: format!("slo/{slo}/{bucket}"),
+                reason: e.to_string(),
+            })?,
+            None => Count::default(),
+        };
+        c.add(count);
+        let v = serde_json::to_vec(&c).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.meta.insert(&k, v)?;
+        Ok(())
+    }
+
+    /// The buckets of `slo` from `from` on; buckets older than `forget_before` are deleted.
+    pub(super) fn slo_buckets(&self, slo: &str, from: u64, forget_before: u64) -> Result<Buckets, StoreError> {
+        let old: Vec<Vec<u8>> = self
+            .meta
+            .range(Self::slo_key(slo, 0)..Self::slo_key(slo, forget_before))
+            .map(|g| g.key().map(|k| k.to_vec()))
+            .collect::<Result<_, _>>()?;
+        for k in old {
+            self.meta.remove(k)?;
+        }
+        let mut b = Buckets::default();
+        for g in self.meta.range(Self::slo_key(slo, from)..Self::slo_key(slo, u64::MAX)) {
+            let (k, v) = g.into_inner()?;
+            // A value that cannot be read is one lost minute, not a broken objective.
+            if let Ok(c) = serde_json::from_slice::<Count>(&v) {
+                b.buckets.insert(decode_key(&k), c);
+            }
+        }
+        Ok(b)
     }
 
     // --- incidents and runs -----------------------------------------------------------------

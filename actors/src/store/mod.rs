@@ -27,6 +27,7 @@ use warden_core::approval::Approval;
 use warden_core::audit::{AuditFilter, AuditKey, ChainBreak, ChainCheck, Checkpoint, Hash, SealedEntry};
 use warden_core::incident::{Incident, MttrSummary, summarize};
 use warden_core::run::RunRecord;
+use warden_core::slo::{Buckets, Count, SloKind};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -396,6 +397,25 @@ impl Store {
     /// The newest `limit` requests, whatever their status, oldest first.
     pub async fn recent_approvals(&self, limit: usize) -> Result<Vec<Approval>, StoreError> {
         self.run(move |db| db.recent_approvals(limit)).await
+    }
+
+    // --- service level objectives ------------------------------------------------------------
+
+    /// Counts `count` in the one-minute bucket of `at_unix_ms` of objective `slo`.
+    pub async fn slo_add(&self, slo: SloKind, at_unix_ms: u64, count: Count) -> Result<(), StoreError> {
+        let bucket = at_unix_ms - at_unix_ms % warden_core::slo::BUCKET_MS;
+        self.write(move |db| db.slo_add(slo.as_str(), bucket, count)).await
+    }
+
+    /// The objective's buckets within its window up to `now`, forgetting older ones.
+    pub async fn slo_buckets(&self, slo: SloKind, now_unix_ms: u64) -> Result<Buckets, StoreError> {
+        let from = now_unix_ms.saturating_sub(warden_core::slo::SLO_WINDOW_MS + warden_core::slo::BUCKET_MS);
+        self.write(move |db| db.slo_buckets(slo.as_str(), from, from)).await
+    }
+
+    /// Every incident and every playbook run (the other objectives are counted from them).
+    pub async fn incidents_and_runs(&self) -> Result<(Vec<Incident>, Vec<RunRecord>), StoreError> {
+        self.run(|db| Ok((db.recent_incidents(usize::MAX)?, db.recent_runs(usize::MAX)?))).await
     }
 
     // --- incidents and runs ---------------------------------------------------------------

@@ -1,0 +1,229 @@
+//! SloTracker: keeps the four service level objectives (rules: `warden_core::slo`).
+//!
+//! Every [`TICK`] it counts the probe checks made since its last look (the probe board's
+//! totals per probe) into the store's health buckets, takes the other objectives' events
+//! from the incidents and runs in the store, and judges each objective against its target
+//! from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
+//! the metrics (value, target, budget left, burn rates, and the events as counters for
+//! Prometheus's own rules). An objective under its alert threshold (target − 5 points), or
+//! burning its budget past a multiwindow rule, is alerted once, in the log and through the
+//! notifier, and resolved once it recovers.
+
+use super::notifier::Notifier;
+use crate::addr::{AbortOnDrop, Addr};
+use crate::current::Current;
+use crate::guardian::probe_board::ProbeBoard;
+use crate::metrics::Metrics;
+use crate::registry::{ActorRegistry, Registration};
+use crate::store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use warden_core::alert::{Alert, AlertStatus, Severity};
+use warden_core::config::NodeConfig;
+use warden_core::slo::{self, Count, SloKind, SloStatus};
+
+pub const PATH: &str = "healing/slo_tracker";
+/// How often the objectives are counted and judged.
+const TICK: Duration = Duration::from_secs(10);
+
+pub enum SloMsg {
+    Tick,
+}
+
+impl Addr<SloTracker> {
+    pub fn at() -> Self {
+        Addr::new(PATH)
+    }
+}
+
+/// When the objectives were judged, and what was found.
+type Judgement = (u64, Vec<SloStatus>);
+
+/// The objectives as last judged, for the API.
+#[derive(Debug, Clone, Default)]
+pub struct SloBoard {
+    inner: Arc<Mutex<Option<Judgement>>>,
+}
+
+impl SloBoard {
+    /// When they were judged, and the objectives; `None` before the first judgement.
+    pub fn get(&self) -> Option<Judgement> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, at_unix_ms: u64, statuses: Vec<SloStatus>) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some((at_unix_ms, statuses));
+    }
+}
+
+pub struct SloTracker {
+    pub board: ProbeBoard,
+    pub store: Store,
+    pub config: Current<NodeConfig>,
+    pub metrics: Metrics,
+    pub notifier: Notifier,
+    pub slos: SloBoard,
+    pub registry: ActorRegistry,
+}
+
+pub struct State {
+    /// Each probe's (checks, failures) at the last look.
+    last_checks: BTreeMap<String, (u64, u64)>,
+    /// Runs and incidents already counted in the event counters.
+    counted_runs: BTreeSet<u64>,
+    counted_incidents: BTreeSet<u64>,
+    /// Whether the first look is done (what ended before it is not counted again).
+    primed: bool,
+    /// Alerts firing now, by identity.
+    firing: BTreeMap<String, Alert>,
+    _tick: AbortOnDrop,
+    _reg: Registration,
+}
+
+#[ractor::async_trait]
+impl Actor for SloTracker {
+    type Msg = SloMsg;
+    type State = State;
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<SloMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+        myself.send_message(SloMsg::Tick)?;
+        Ok(State {
+            last_checks: BTreeMap::new(),
+            counted_runs: BTreeSet::new(),
+            counted_incidents: BTreeSet::new(),
+            primed: false,
+            firing: BTreeMap::new(),
+            _tick: AbortOnDrop(myself.send_interval(TICK, || SloMsg::Tick)),
+            _reg: self.registry.started(PATH),
+        })
+    }
+
+    async fn handle(&self, _: ActorRef<SloMsg>, msg: SloMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
+        let SloMsg::Tick = msg;
+        let now = warden_core::time::now_unix_ms();
+        if let Err(e) = self.count_checks(st, now).await {
+            tracing::debug!(error = %e, "cannot count the probe checks into the health objective yet");
+        }
+        match self.judge(st, now).await {
+            Ok(statuses) => {
+                self.alert(st, &statuses, now);
+                self.slos.set(now, statuses);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot judge the objectives yet"),
+        }
+        Ok(())
+    }
+}
+
+impl SloTracker {
+    /// The checks since the last look, into the health buckets and counters.
+    async fn count_checks(&self, st: &mut State, now: u64) -> Result<(), crate::store::StoreError> {
+        let mut count = Count::default();
+        for p in self.board.snapshot() {
+            let (checks, failures) = (p.checks, p.failures);
+            let (c0, f0) = st.last_checks.insert(p.name.clone(), (checks, failures)).unwrap_or((0, 0));
+            // A probe whose totals went down was made anew (a reload): count from zero.
+            let (c0, f0) = if checks < c0 || failures < f0 { (0, 0) } else { (c0, f0) };
+            let total = checks - c0;
+            let bad = (failures - f0).min(total);
+            count.add(Count { good: total - bad, total });
+        }
+        self.metrics.slo_counted(SloKind::Health, count);
+        if count.total > 0 {
+            self.store.slo_add(SloKind::Health, now, count).await?;
+        }
+        Ok(())
+    }
+
+    /// Every objective now, from the store.
+    async fn judge(&self, st: &mut State, now: u64) -> Result<Vec<SloStatus>, crate::store::StoreError> {
+        let config = self.config.get();
+        let health = self.store.slo_buckets(SloKind::Health, now).await?;
+        let (incidents, runs) = self.store.incidents_and_runs().await?;
+        let trust = slo::trust_events(&runs);
+        let (confidence, mttr) = slo::incident_events(&incidents, config.healing.mttr_alert.as_millis() as u64);
+        // Counters: what ended since the last look (Prometheus's rules rate them).
+        let mut fresh_runs = Vec::new();
+        for r in runs.iter().filter(|r| r.outcome.is_final()) {
+            if st.counted_runs.insert(r.run_id) && st.primed {
+                fresh_runs.push(r.clone());
+            }
+        }
+        let mut fresh_incidents = Vec::new();
+        for i in incidents.iter().filter(|i| !i.status.is_open()) {
+            if st.counted_incidents.insert(i.id) && st.primed {
+                fresh_incidents.push(i.clone());
+            }
+        }
+        st.primed = true;
+        self.metrics.slo_counted(SloKind::Trust, slo::trust_events(&fresh_runs).total());
+        let limit = config.healing.mttr_alert.as_millis() as u64;
+        let (c, m) = slo::incident_events(&fresh_incidents, limit);
+        self.metrics.slo_counted(SloKind::Confidence, c.total());
+        self.metrics.slo_counted(SloKind::Mttr, m.total());
+
+        let statuses: Vec<SloStatus> = [
+            (SloKind::Health, &health),
+            (SloKind::Trust, &trust),
+            (SloKind::Confidence, &confidence),
+            (SloKind::Mttr, &mttr),
+        ]
+        .into_iter()
+        .map(|(kind, buckets)| slo::status(kind, buckets, config.slo.target(kind), now))
+        .collect();
+        for s in &statuses {
+            self.metrics.slo_judged(s);
+        }
+        Ok(statuses)
+    }
+
+    /// Says each objective's alerts once when they start and once when they end.
+    fn alert(&self, st: &mut State, statuses: &[SloStatus], now: u64) {
+        let mut now_firing: BTreeMap<String, Alert> = BTreeMap::new();
+        for s in statuses {
+            let name = s.slo.as_str();
+            if s.below_threshold {
+                let value = s.value.unwrap_or(0.0) * 100.0;
+                let alert = Alert::new("WardenSloBelowThreshold", Severity::Warning, AlertStatus::Firing, now)
+                    .label("slo", name)
+                    .annotate(
+                        "summary",
+                        format!(
+                            "SLO {name} at {value:.1} %, under its alert threshold of {:.1} % (target {:.1} %)",
+                            s.alert_below * 100.0,
+                            s.target * 100.0
+                        ),
+                    );
+                now_firing.insert(format!("below/{name}"), alert);
+            }
+            for rule in &s.burning {
+                let severity = if rule.starts_with("page") { Severity::Critical } else { Severity::Warning };
+                let alert = Alert::new("WardenSloBurnRate", severity, AlertStatus::Firing, now)
+                    .label("slo", name)
+                    .label("windows", rule)
+                    .annotate("summary", format!("SLO {name} burns its error budget too fast ({rule})"));
+                now_firing.insert(format!("burn/{name}/{rule}"), alert);
+            }
+        }
+        for (key, alert) in &now_firing {
+            if !st.firing.contains_key(key) {
+                let summary = alert.annotations.get("summary").cloned().unwrap_or_default();
+                tracing::warn!(alert = key, summary, "alert: service level objective");
+                self.notifier.send(alert);
+            }
+        }
+        let ended: Vec<String> = st.firing.keys().filter(|k| !now_firing.contains_key(*k)).cloned().collect();
+        for key in ended {
+            if let Some(alert) = st.firing.remove(&key) {
+                tracing::info!(alert = key, "service level objective recovered");
+                self.notifier.send(&alert.resolved_at(now));
+            }
+        }
+        for (key, alert) in now_firing {
+            st.firing.entry(key).or_insert(alert);
+        }
+    }
+}
