@@ -60,9 +60,10 @@ fn test_an_unlisted_model_fails_its_probe_everywhere_and_a_flapping_one_is_told_
     // recovers. The second failure and recovery in the window make it flapping: told once.
     let rx = Receiver::start(1);
     let ports = Ports::fresh();
-    // Probes and alerts only: warden would pull the model back (warm_model) at once.
+    // Probes and alerts only: warden would pull the model back (warm_model) at once. No
+    // group wait: each change is told at once, this test is about flap damping.
     let config = format!(
-        "{}\nalerts:\n  flap_window_ms: 300000\n  flap_max_changes: 4\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
+        "{}\nalerts:\n  flap_window_ms: 300000\n  flap_max_changes: 4\n  group_wait_ms: 0\n  webhooks:\n    - url: {}\n      timeout_ms: 2000\n",
         default_config_on(ports).replace("\nhealing:\n", "\nhealing:\n  enabled: false\n"),
         rx.url("/hook")
     );

@@ -66,6 +66,11 @@ impl DataDir {
         self.root.join("alerts.json")
     }
 
+    /// The alert silences people made (kept across restarts).
+    pub fn silences_file(&self) -> PathBuf {
+        self.root.join("silences.json")
+    }
+
     /// The config vault: versions of the files services need.
     pub fn vault(&self) -> crate::guardian::vault::Vault {
         crate::guardian::vault::Vault::new(self.root.join("vault"))

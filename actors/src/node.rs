@@ -15,6 +15,7 @@ use crate::guardian::service_table::ServiceTable;
 use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
+use crate::healing::silences::SilenceBook;
 use crate::healing::slo_tracker::SloBoard;
 use crate::metrics::Metrics;
 use crate::process;
@@ -80,6 +81,7 @@ impl Node {
         let metrics = Metrics::new();
         let policies = Current::new(parts.policies);
         let catalog = Current::new(parts.catalog);
+        let silences = SilenceBook::load(parts.data_dir.silences_file());
         Self {
             wiring: Wiring {
                 views: Views {
@@ -94,6 +96,7 @@ impl Node {
                     policies: policies.clone(),
                     catalog: catalog.clone(),
                     slos: SloBoard::default(),
+                    silences: silences.clone(),
                 },
                 policies,
                 catalog,
@@ -106,7 +109,7 @@ impl Node {
                 incidents_resolved: Arc::new(OutputPort::default()),
                 alert_book: AlertBook::default(),
                 repairs: RepairBoard::default(),
-                notifier: Notifier::new(config, metrics),
+                notifier: Notifier::new(config, metrics, silences),
                 audit_seal: parts.audit_seal,
                 addrs,
             },

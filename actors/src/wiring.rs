@@ -17,6 +17,7 @@ use crate::healing::alerter::AlertBook;
 use crate::healing::incident_manager::IncidentManager;
 use crate::healing::incident_manager::RepairBoard;
 use crate::healing::notifier::Notifier;
+use crate::healing::silences::SilenceBook;
 use crate::healing::slo_tracker::SloBoard;
 use crate::metrics::Metrics;
 use crate::process::cgroup::Containment;
@@ -101,6 +102,8 @@ pub struct Views {
     pub catalog: Current<Catalog>,
     /// The service level objectives as last judged.
     pub slos: SloBoard,
+    /// The alert silences people made.
+    pub silences: SilenceBook,
 }
 
 /// What a reload changed.

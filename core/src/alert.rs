@@ -13,7 +13,7 @@ use crate::config::ServiceName;
 use crate::incident::UnderRepair;
 use crate::probe::{Failure, ProbeEvent};
 use crate::time::rfc3339;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
@@ -150,6 +150,102 @@ pub fn probe_alert(ev: &ProbeEvent, now_unix_ms: u64, failing_since: Option<u64>
                 .resolved_at(now_unix_ms)
         }
     }
+}
+
+/// The longest a silence may last.
+pub const MAX_SILENCE_MS: u64 = 30 * 24 * 3_600_000;
+
+/// A silence (as in Alertmanager): while active, alerts whose labels carry every one of its
+/// matchers' values go to the log only, not to the sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: u64,
+    /// Label name → value; all must match (equality; no regular expressions).
+    pub matchers: BTreeMap<String, String>,
+    pub starts_unix_ms: u64,
+    pub ends_unix_ms: u64,
+    pub created_by: String,
+    pub comment: String,
+}
+
+/// Why a silence cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SilenceError {
+    #[error("a silence needs at least one matcher (label: value)")]
+    NoMatchers,
+    #[error("`{0}` is not a label name (letters, digits and _, not starting with a digit)")]
+    BadLabel(String),
+    #[error("a silence lasts more than 0 ms and at most {} days", MAX_SILENCE_MS / 86_400_000)]
+    BadDuration,
+    #[error("a silence needs a comment saying why")]
+    NoComment,
+}
+
+impl Silence {
+    /// A silence from `now` for `duration_ms`, checked.
+    pub fn new(
+        id: u64,
+        matchers: BTreeMap<String, String>,
+        now_unix_ms: u64,
+        duration_ms: u64,
+        created_by: &str,
+        comment: &str,
+    ) -> Result<Self, SilenceError> {
+        if matchers.is_empty() {
+            return Err(SilenceError::NoMatchers);
+        }
+        let label_ok = |k: &str| {
+            k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if let Some(bad) = matchers.keys().find(|k| !label_ok(k)) {
+            return Err(SilenceError::BadLabel(bad.clone()));
+        }
+        if duration_ms == 0 || duration_ms > MAX_SILENCE_MS {
+            return Err(SilenceError::BadDuration);
+        }
+        if comment.trim().is_empty() {
+            return Err(SilenceError::NoComment);
+        }
+        Ok(Self {
+            id,
+            matchers,
+            starts_unix_ms: now_unix_ms,
+            ends_unix_ms: now_unix_ms + duration_ms,
+            created_by: created_by.to_string(),
+            comment: comment.trim().to_string(),
+        })
+    }
+
+    pub fn active(&self, now_unix_ms: u64) -> bool {
+        self.starts_unix_ms <= now_unix_ms && now_unix_ms < self.ends_unix_ms
+    }
+
+    pub fn matches(&self, alert: &Alert) -> bool {
+        self.matchers.iter().all(|(k, v)| alert.labels.get(k) == Some(v))
+    }
+}
+
+/// The active silence that mutes `alert`, if any.
+pub fn silenced_by<'a>(alert: &Alert, silences: &'a [Silence], now_unix_ms: u64) -> Option<&'a Silence> {
+    silences.iter().find(|s| s.active(now_unix_ms) && s.matches(alert))
+}
+
+/// Alerts taken together into one notification (Alertmanager's grouping by `alertname`):
+/// the longest run of `queue`'s front with the first one's name, at most `max`, the same
+/// alert (fingerprint) kept once, as it is last.
+pub fn take_group(queue: &mut std::collections::VecDeque<Alert>, max: usize) -> Vec<Alert> {
+    let Some(first) = queue.pop_front() else { return Vec::new() };
+    let name = first.name().to_string();
+    let mut group = vec![first];
+    while group.len() < max && queue.front().is_some_and(|a| a.name() == name) {
+        let Some(next) = queue.pop_front() else { break };
+        match group.iter_mut().find(|a| a.fingerprint() == next.fingerprint()) {
+            Some(same) => *same = next,
+            None => group.push(next),
+        }
+    }
+    group
 }
 
 /// The repair a probe alert about `target` waits for, if any: an open incident on the
@@ -466,5 +562,48 @@ mod tests {
         assert_eq!(held_by(&name("api"), &[name("db")], &repairs).map(|r| r.incident_id), Some(1), "a dependency's");
         assert!(held_by(&name("api"), &[name("cache")], &repairs).is_none(), "an overdue repair holds nothing");
         assert!(held_by(&name("web"), &[], &repairs).is_none(), "unrelated");
+    }
+
+    #[test]
+    fn test_silences_are_checked_and_mute_only_what_they_match_while_active() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(Silence::new(1, m(&[]), 0, 1, "a", "x"), Err(SilenceError::NoMatchers));
+        assert_eq!(Silence::new(1, m(&[("1x", "v")]), 0, 1, "a", "x"), Err(SilenceError::BadLabel("1x".into())));
+        assert_eq!(Silence::new(1, m(&[("target", "api")]), 0, 0, "a", "x"), Err(SilenceError::BadDuration));
+        assert_eq!(Silence::new(1, m(&[("target", "api")]), 0, 10, "a", " "), Err(SilenceError::NoComment));
+        let s = Silence::new(1, m(&[("target", "api"), ("alertname", "ProbeFailing")]), 1_000, 60_000, "ops", "deploy")
+            .expect("valid");
+        let api = Alert::new("ProbeFailing", Severity::Warning, AlertStatus::Firing, 0).label("target", "api");
+        let db = Alert::new("ProbeFailing", Severity::Warning, AlertStatus::Firing, 0).label("target", "db");
+        let all = [s];
+        assert_eq!(silenced_by(&api, &all, 2_000).map(|s| s.id), Some(1));
+        assert!(silenced_by(&db, &all, 2_000).is_none(), "another target");
+        assert!(silenced_by(&api, &all, 61_000).is_none(), "expired");
+        assert!(silenced_by(&api, &all, 999).is_none(), "not yet");
+    }
+
+    #[test]
+    fn test_a_group_is_one_alertname_from_the_front_without_duplicates() {
+        let a = |name: &str, target: &str, summary: &str| {
+            Alert::new(name, Severity::Warning, AlertStatus::Firing, 0)
+                .label("target", target)
+                .annotate("summary", summary)
+        };
+        let mut q: std::collections::VecDeque<Alert> = [
+            a("ProbeFailing", "api", "first"),
+            a("ProbeFailing", "db", "db"),
+            a("ProbeFailing", "api", "second"),
+            a("WardenSloBurnRate", "x", "slo"),
+            a("ProbeFailing", "web", "after"),
+        ]
+        .into_iter()
+        .collect();
+        let g = take_group(&mut q, 100);
+        assert_eq!(g.len(), 2, "api once (its latest), db: {g:?}");
+        assert_eq!(g[0].summary(), "second");
+        assert_eq!(q.len(), 2, "the next name starts the next group");
+        assert_eq!(take_group(&mut q, 100).len(), 1);
+        assert_eq!(take_group(&mut q, 1).len(), 1);
+        assert!(take_group(&mut q, 1).is_empty());
     }
 }

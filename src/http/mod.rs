@@ -3,6 +3,7 @@
 //! Handlers read the node's [`Views`] (snapshots and the store); they never wait on a
 //! pillar actor, so the API answers while a pillar restarts.
 
+pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod governance;

@@ -23,6 +23,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
         .route("/api/slo", get(slo))
+        .route("/api/alerts/silences", get(super::alerts::list))
         .route("/api/incidents", get(super::incidents::list))
         .route("/api/incidents/{id}", get(super::incidents::detail))
         .route("/api/guardian/probes", get(super::probes::list))
@@ -42,6 +43,8 @@ pub fn router(app: AppState) -> Router {
         .route("/api/services/{name}/{op}", post(super::governance::service_action))
         .route("/api/guardian/playbooks/{id}/run", post(super::playbooks::run))
         .route("/api/guardian/runs/{id}/rollback", post(super::playbooks::rollback))
+        .route("/api/alerts/silences", post(super::alerts::create))
+        .route("/api/alerts/silences/{id}", axum::routing::delete(super::alerts::expire))
         .route_layer(from_fn_with_state((app.clone(), Role::Operator), super::auth::needs));
     let approve = Router::new()
         .route("/api/governance/approvals/{id}/{verb}", post(super::governance::decide))

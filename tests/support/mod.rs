@@ -562,3 +562,94 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A real SMTP server on loopback that accepts every message (an SMTP sink, like a test
+/// mail catcher): greets, answers EHLO/HELO, MAIL, RCPT, DATA (until the lone dot), RSET,
+/// NOOP and QUIT, and keeps each message's envelope and text.
+pub struct SmtpSink {
+    pub addr: std::net::SocketAddr,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<SmtpMessage>>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SmtpMessage {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+impl SmtpSink {
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut out) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let _ = out.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut lines = BufReader::new(out.try_clone().unwrap());
+                    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes()).is_ok();
+                    if !say("220 sink ESMTP ready") {
+                        return;
+                    }
+                    let mut msg = SmtpMessage::default();
+                    loop {
+                        let mut line = String::new();
+                        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let upper = line.trim_end().to_ascii_uppercase();
+                        let ok = if upper.starts_with("EHLO") {
+                            say("250-sink") && say("250 8BITMIME")
+                        } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
+                            say("250 ok")
+                        } else if upper.starts_with("MAIL FROM:") {
+                            msg.from = line.trim_end()[10..].trim().to_string();
+                            say("250 ok")
+                        } else if upper.starts_with("RCPT TO:") {
+                            msg.to.push(line.trim_end()[8..].trim().to_string());
+                            say("250 ok")
+                        } else if upper == "DATA" {
+                            if !say("354 end with <CRLF>.<CRLF>") {
+                                return;
+                            }
+                            loop {
+                                let mut l = String::new();
+                                if lines.read_line(&mut l).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if l == ".\r\n" || l == ".\n" {
+                                    break;
+                                }
+                                msg.data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                            }
+                            kept.lock().unwrap().push(std::mem::take(&mut msg));
+                            say("250 queued")
+                        } else if upper.starts_with("RSET") {
+                            msg = SmtpMessage::default();
+                            say("250 ok")
+                        } else if upper.starts_with("QUIT") {
+                            let _ = say("221 bye");
+                            return;
+                        } else {
+                            say("502 not implemented")
+                        };
+                        if !ok {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, messages }
+    }
+
+    /// Every message accepted so far.
+    pub fn messages(&self) -> Vec<SmtpMessage> {
+        self.messages.lock().unwrap().clone()
+    }
+}

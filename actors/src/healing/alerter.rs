@@ -9,11 +9,13 @@
 //! probe a reload removed has its firing alerts resolved.
 //!
 //! A new failing alert waits `alerts.group_wait_ms` before it is sent (Alertmanager's
-//! group wait), and while warden repairs a fault the alerts it explains wait for the
-//! repair: a probe of the incident's service, or of a service that depends on it
-//! (`warden_core::alert::held_by`, on the incident manager's [`RepairBoard`]). An alert
-//! that recovers while it waits was never worth a page and is dropped; one still failing
-//! when the repair is over (failed, given up) or past its time is sent then.
+//! group wait). It also waits while something lower explains it: a failing probe of the
+//! same target at a lower layer (inhibition: a closed port explains a failing HTTP check),
+//! or warden's repair of the fault, for a probe of the incident's service or of a service
+//! that depends on it (`warden_core::alert::held_by`, on the incident manager's
+//! [`RepairBoard`]). An alert that recovers while it waits was never worth a page and is
+//! dropped; one still failing a group wait after what held it is over (a repair failed,
+//! given up or past its time; the lower layer back) is sent then.
 
 use super::incident_manager::RepairBoard;
 use super::notifier::Notifier;
@@ -75,15 +77,26 @@ struct Tracked {
 }
 
 /// A failing alert that waits.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     since_unix_ms: u64,
     /// The incident whose repair it waits for, once one covers it.
     repair: Option<u64>,
-    /// When that repair was seen over: the probe gets a group wait from then to show
-    /// the repair worked before the alert goes out.
+    /// The lower-layer probe of the same target whose failure explains it (inhibition).
+    #[serde(default)]
+    inhibited_by: Option<String>,
+    /// When what held it was seen over: the probe gets a group wait from then to show the
+    /// repair (or the lower layer's recovery) fixed it before the alert goes out.
     #[serde(default)]
     repair_over_unix_ms: Option<u64>,
+}
+
+/// What a failing alert waits for.
+enum Hold {
+    /// An incident's repair of its service or of one it depends on.
+    Repair { incident: u64, cause: ServiceName },
+    /// A failing probe of the same target at a lower layer (Alertmanager's inhibition).
+    Lower { probe: String },
 }
 
 /// One probe's entry in `alerts.json`.
@@ -139,7 +152,7 @@ impl Book {
                     flapping: t.damper.flapping(),
                     failing_since: t.failing_since,
                     flapping_since: t.flapping_since,
-                    pending: t.pending,
+                    pending: t.pending.clone(),
                 };
                 (p, s)
             })
@@ -266,33 +279,52 @@ impl Alerter {
         told
     }
 
-    /// The repair a failing alert about `target` waits for now, if any.
-    fn holding(&self, target: &ServiceName) -> Option<(u64, ServiceName)> {
+    /// What a failing alert of `probe` (about `target`, at `layer`) waits for now, if any.
+    fn holding(&self, probe: &str, target: &ServiceName, layer: Layer) -> Option<Hold> {
+        let lower = self
+            .board
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.name != probe && p.target == *target && p.layer < layer && p.up == Some(false))
+            .min_by_key(|p| p.layer);
+        if let Some(p) = lower {
+            return Some(Hold::Lower { probe: p.name });
+        }
         let repairs = self.repairs.get();
         if repairs.is_empty() {
             return None;
         }
         let deps = dependencies(&self.config.get(), target);
-        held_by(target, &deps, &repairs).map(|r| (r.incident_id, r.service.clone()))
+        held_by(target, &deps, &repairs).map(|r| Hold::Repair { incident: r.incident_id, cause: r.service.clone() })
     }
 
-    /// Sends a waiting failing alert once nothing holds it: its group wait is over and no
-    /// repair covers it (or the one that did is over, or past its time). Whether it sent.
+    /// Sends a waiting failing alert once nothing holds it: its group wait is over, and no
+    /// repair or lower-layer failure covers it (or the one that did is over, a group wait
+    /// ago; a repair past its time holds nothing). Whether it sent.
     fn release_if_due(&self, probe: &str, t: &mut Tracked, now: u64) -> bool {
-        let Some(mut pending) = t.pending else { return false };
+        let Some(mut pending) = t.pending.clone() else { return false };
         if t.damper.told() != Some(Side::Failing) {
             t.pending = None;
             return false;
         }
-        if let Some((incident, _)) = self.holding(&t.target) {
-            pending.repair = Some(incident);
-            pending.repair_over_unix_ms = None;
-            t.pending = Some(pending);
-            return false;
+        match self.holding(probe, &t.target, t.layer) {
+            Some(Hold::Repair { incident, .. }) => {
+                pending.repair = Some(incident);
+                pending.repair_over_unix_ms = None;
+                t.pending = Some(pending);
+                return false;
+            }
+            Some(Hold::Lower { probe: lower }) => {
+                pending.inhibited_by = Some(lower);
+                pending.repair_over_unix_ms = None;
+                t.pending = Some(pending);
+                return false;
+            }
+            None => {}
         }
-        if pending.repair.is_some() && pending.repair_over_unix_ms.is_none() {
+        if (pending.repair.is_some() || pending.inhibited_by.is_some()) && pending.repair_over_unix_ms.is_none() {
             pending.repair_over_unix_ms = Some(now);
-            t.pending = Some(pending);
+            t.pending = Some(pending.clone());
         }
         let group_wait = self.config.get().alerts.group_wait.as_millis() as u64;
         let waiting_since = pending.repair_over_unix_ms.unwrap_or(pending.since_unix_ms);
@@ -315,6 +347,9 @@ impl Alerter {
         if let Some(incident) = pending.repair {
             alert =
                 alert.annotate("description", format!("held while incident {incident} was repaired; still failing"));
+        } else if let Some(lower) = &pending.inhibited_by {
+            alert =
+                alert.annotate("description", format!("held while lower-layer probe {lower} failed; still failing"));
         }
         t.failing_since = Some(alert.starts_at_unix_ms);
         self.notifier.send(&alert);
@@ -349,31 +384,53 @@ impl Alerter {
         let alert = match notice {
             // It waits (group wait, a repair); `release_if_due` sends it when nothing holds it.
             Notice::Failing => {
-                let repair = self.holding(&t.target).map(|(incident, cause)| {
-                    tracing::info!(
-                        probe,
-                        target,
-                        layer,
-                        incident,
-                        cause = cause.as_str(),
-                        "probe failing; its alert waits for the repair under way"
-                    );
-                    incident
-                });
-                t.pending = Some(Pending { since_unix_ms: now, repair, repair_over_unix_ms: None });
+                let mut pending =
+                    Pending { since_unix_ms: now, repair: None, inhibited_by: None, repair_over_unix_ms: None };
+                match self.holding(probe, &t.target, t.layer) {
+                    Some(Hold::Repair { incident, cause }) => {
+                        tracing::info!(
+                            probe,
+                            target,
+                            layer,
+                            incident,
+                            cause = cause.as_str(),
+                            "probe failing; its alert waits for the repair under way"
+                        );
+                        pending.repair = Some(incident);
+                    }
+                    Some(Hold::Lower { probe: lower }) => {
+                        tracing::info!(
+                            probe,
+                            target,
+                            layer,
+                            lower,
+                            "probe failing; its alert is inhibited by the failing lower-layer probe"
+                        );
+                        pending.inhibited_by = Some(lower);
+                    }
+                    None => {}
+                }
+                t.pending = Some(pending);
                 self.release_if_due(probe, t, now);
                 return;
             }
             Notice::Recovered if t.pending.is_some() => {
-                match t.pending.take().and_then(|p| p.repair) {
-                    Some(incident) => tracing::info!(
+                match t.pending.take() {
+                    Some(Pending { repair: Some(incident), .. }) => tracing::info!(
                         probe,
                         target,
                         layer,
                         incident,
                         "probe recovered by the repair; its held alert is dropped"
                     ),
-                    None => tracing::info!(probe, target, layer, "probe recovered within its group wait; nothing sent"),
+                    Some(Pending { inhibited_by: Some(lower), .. }) => tracing::info!(
+                        probe,
+                        target,
+                        layer,
+                        lower,
+                        "probe recovered; its alert, inhibited by a lower layer, is dropped"
+                    ),
+                    _ => tracing::info!(probe, target, layer, "probe recovered within its group wait; nothing sent"),
                 }
                 return;
             }

@@ -71,7 +71,7 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
             ),
         }
     };
-    let alerts = alerts(&mut c, &raw.alerts);
+    let alerts = alerts(&mut c, &ctx, &raw.alerts);
     let slo = {
         let mut target = |v: &Option<Spanned<f64>>, key: &str| match v {
             Some(p) if !(p.value > 0.0 && p.value < 100.0) => {
@@ -192,7 +192,74 @@ fn audit_files(c: &mut Collector, dir: &Path, raw: &raw::AuditSection, data_dir:
     }
 }
 
-fn alerts(c: &mut Collector, raw: &raw::AlertsSection) -> AlertsConfig {
+fn email(c: &mut Collector, ctx: &Ctx<'_>, e: &raw::EmailSection) -> Option<Email> {
+    let (host, port) = match e.server.value.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+        Some((h, Ok(p))) if !h.is_empty() && p > 0 => (h.trim_matches(['[', ']']).to_string(), p),
+        _ => {
+            c.at(e.server.referenced, format!("alerts.email.server `{}` must be HOST:PORT", e.server.value));
+            (String::new(), 0)
+        }
+    };
+    let tls = match e.tls.as_ref().map(|t| t.value.as_str()) {
+        None | Some("starttls") => SmtpTls::StartTls,
+        Some("tls") => SmtpTls::Tls,
+        Some("none") => SmtpTls::None,
+        Some(other) => {
+            c.at(
+                e.tls.as_ref().map_or(e.server.referenced, |t| t.referenced),
+                format!("alerts.email.tls `{other}`: use none, starttls or tls"),
+            );
+            SmtpTls::StartTls
+        }
+    };
+    let mailbox = |c: &mut Collector, v: &str, loc: Location, what: &str| {
+        let ok = v
+            .split_once('@')
+            .is_some_and(|(user, domain)| !user.is_empty() && !domain.is_empty() && !v.contains(char::is_whitespace));
+        if !ok {
+            c.at(loc, format!("{what} `{v}` is not an email address"));
+        }
+    };
+    mailbox(c, &e.from.value, e.from.referenced, "alerts.email.from");
+    if e.to.value.is_empty() {
+        c.at(e.to.referenced, "alerts.email.to needs at least one address");
+    }
+    for to in &e.to.value {
+        mailbox(c, to, e.to.referenced, "alerts.email.to");
+    }
+    let login = match (&e.username, &e.password_file) {
+        (Some(u), Some(p)) => expand(c, p, ctx.data_dir).map(|f| (u.value.clone(), resolve(ctx.dir, &f))),
+        (None, None) => None,
+        (Some(u), None) => {
+            c.at(u.referenced, "alerts.email.username needs password_file too");
+            None
+        }
+        (None, Some(p)) => {
+            c.at(p.referenced, "alerts.email.password_file needs username too");
+            None
+        }
+    };
+    let max_attempts = match &e.max_attempts {
+        Some(n) if n.value == 0 => {
+            c.at(n.referenced, "alerts.email.max_attempts must be at least 1");
+            1
+        }
+        Some(n) => n.value,
+        None => 5,
+    };
+    Some(Email {
+        host,
+        port,
+        tls,
+        from: e.from.value.clone(),
+        to: e.to.value.clone(),
+        login,
+        timeout: positive_ms(c, e.timeout_ms.as_ref(), 10_000, "alerts.email.timeout_ms"),
+        max_attempts,
+    })
+}
+
+fn alerts(c: &mut Collector, ctx: &Ctx<'_>, raw: &raw::AlertsSection) -> AlertsConfig {
     let d = crate::alert::FlapPolicy::default();
     let window = positive_ms(c, raw.flap_window_ms.as_ref(), d.window.as_millis() as u64, "alerts.flap_window_ms");
     let max_changes = match &raw.flap_max_changes {
@@ -223,7 +290,8 @@ fn alerts(c: &mut Collector, raw: &raw::AlertsSection) -> AlertsConfig {
         })
         .collect();
     let group_wait = Duration::from_millis(raw.group_wait_ms.as_ref().map_or(DEFAULT_GROUP_WAIT_MS, |v| v.value));
-    AlertsConfig { flap: crate::alert::FlapPolicy { window, max_changes }, group_wait, webhooks }
+    let email = raw.email.as_ref().and_then(|e| email(c, ctx, e));
+    AlertsConfig { flap: crate::alert::FlapPolicy { window, max_changes }, group_wait, webhooks, email }
 }
 
 /// What relative paths and `${data_dir}` resolve against.

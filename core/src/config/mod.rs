@@ -555,6 +555,32 @@ pub struct AlertsConfig {
     /// the alert back, and for a blip to pass unsent. Zero sends at once.
     pub group_wait: Duration,
     pub webhooks: Vec<Webhook>,
+    pub email: Option<Email>,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (a relay on loopback, a test sink).
+    None,
+    /// Upgraded with STARTTLS (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// Alerts by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub from: String,
+    pub to: Vec<String>,
+    /// User name and the file holding the password, read at each send.
+    pub login: Option<(String, PathBuf)>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
 }
 
 /// `alerts.group_wait_ms` when not given.

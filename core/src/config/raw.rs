@@ -345,12 +345,36 @@ pub struct AlertsSection {
     pub group_wait_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
+    #[serde(default)]
+    pub email: Option<EmailSection>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSection {
     pub url: Spanned<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<u32>>,
+}
+
+/// Alerts by email, through an SMTP server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    /// `HOST:PORT` of the SMTP server.
+    pub server: Spanned<String>,
+    /// `none`, `starttls` (the default) or `tls`.
+    #[serde(default)]
+    pub tls: Option<Spanned<String>>,
+    pub from: Spanned<String>,
+    pub to: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub username: Option<Spanned<String>>,
+    /// A file holding the password (never the password itself in the config).
+    #[serde(default)]
+    pub password_file: Option<Spanned<String>>,
     #[serde(default)]
     pub timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]

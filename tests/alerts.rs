@@ -1,0 +1,151 @@
+//! The alert pipeline from outside: silences made through the API mute what they match
+//! (told to the log only) until they end; a failing lower layer inhibits the alerts of the
+//! layers above it on the same target; bad silence requests get 4xx JSON errors.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+/// The firing `ProbeFailing` alerts the receiver got, by probe name.
+fn firing_probes(rx: &Receiver) -> Vec<String> {
+    rx.bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == "firing" && a["labels"]["alertname"] == "ProbeFailing")
+        .map(|a| a["labels"]["probe"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn test_silences_mute_and_a_failing_lower_layer_inhibits_the_layers_above() {
+    let rx = Receiver::start(0);
+    let ports = Ports::fresh();
+    let web = free_port();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{web}']\n    ports: [{web}]\n\
+         probes:\n  - name: web-port\n    layer: l4\n    target: web\n    check: {{ kind: tcp, addr: '127.0.0.1:{web}' }}\n    interval_ms: 100\n    timeout_ms: 80\n    failure_threshold: 1\n\
+         \x20 - name: web-http\n    layer: l7\n    target: web\n    check: {{ kind: http, url: 'http://127.0.0.1:{web}/api/tags' }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n\
+         healing:\n  enabled: false\nalerts:\n  group_wait_ms: 1500\n  webhooks:\n    - url: {hook}\n      timeout_ms: 2000\n",
+        http = ports.http,
+        hook = rx.url("/hook"),
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("the node ready", Duration::from_secs(30), || status_code(&node.url("/readyz")) == Some(200));
+    let up = |probe: &str| {
+        node.status()
+            .and_then(|v| v["probes"].as_array().cloned())
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == probe && p["state"] == "up"))
+    };
+    wait_until("both probes up", Duration::from_secs(20), || up("web-port") && up("web-http"));
+
+    // Bad requests: 4xx with a JSON error, nothing made.
+    for (body, why) in [
+        (json!({"matchers": {}, "duration_ms": 60000, "comment": "x"}), "matcher"),
+        (json!({"matchers": {"target": "web"}, "duration_ms": 0, "comment": "x"}), "lasts"),
+        (json!({"matchers": {"target": "web"}, "duration_ms": 60000, "comment": " "}), "comment"),
+        (json!({"matchers": {"target": "web"}}), "duration_ms"),
+    ] {
+        let resp = node.post_as_admin("/api/alerts/silences").json(&body).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let err: Value = resp.json().unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains(why), "{why}: {err}");
+    }
+    let anonymous = http().post(node.url("/api/alerts/silences")).json(&json!({})).send().unwrap();
+    assert!(matches!(anonymous.status().as_u16(), 401 | 403), "operators only: {}", anonymous.status());
+
+    // A silence on `web`: its failure reaches the log only.
+    let resp = node
+        .post_as_admin("/api/alerts/silences")
+        .json(&json!({"matchers": {"target": "web"}, "duration_ms": 600000, "comment": "maintenance"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let silence: Value = resp.json().unwrap();
+    assert_eq!(silence["active"], true, "{silence}");
+    assert_eq!(silence["created_by"], "admin", "{silence}");
+    let listed = get_json(&node.url("/api/alerts/silences")).unwrap();
+    assert_eq!(listed["silences"][0]["id"], silence["id"], "{listed}");
+    let stop = |node: &Node| {
+        let r = node.post_as_admin("/api/services/web/stop").json(&json!({"reason": "test"})).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    };
+    let start = |node: &Node| {
+        let r = node.post_as_admin("/api/services/web/start").json(&json!({})).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    };
+    stop(&node);
+    wait_until("the silenced alert in the log", Duration::from_secs(20), || {
+        node.stderr().contains("alert silenced: told to the log only")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(firing_probes(&rx).is_empty(), "nothing reached the webhook: {:?}", firing_probes(&rx));
+
+    // Ended, the next failure is told; the http check's alert is inhibited by the port's.
+    let id = silence["id"].as_u64().unwrap();
+    let ended = reqwest::blocking::Client::new()
+        .delete(node.url(&format!("/api/alerts/silences/{id}")))
+        .bearer_auth(node.admin_token())
+        .send()
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 200);
+    let missing = reqwest::blocking::Client::new()
+        .delete(node.url("/api/alerts/silences/999"))
+        .bearer_auth(node.admin_token())
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    start(&node);
+    wait_until("both probes up again", Duration::from_secs(20), || up("web-port") && up("web-http"));
+    std::thread::sleep(Duration::from_secs(2));
+    let before = firing_probes(&rx).len();
+    stop(&node);
+    wait_until("the port's alert at the webhook", Duration::from_secs(20), || {
+        firing_probes(&rx)[before..].iter().any(|p| p == "web-port")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let told = firing_probes(&rx)[before..].to_vec();
+    assert!(!told.iter().any(|p| p == "web-http"), "the l7 alert is inhibited by the l4 one: {told:?}");
+    assert!(node.stderr().contains("inhibited by the failing lower-layer probe"), "said in the log: {}", node.stderr());
+}
+
+#[test]
+fn test_alerts_reach_a_real_smtp_server_by_email() {
+    // Email as a sink beside the log: a failing probe's alert arrives as a mail with the
+    // alert in its subject and body, through a real SMTP conversation on loopback.
+    let sink = SmtpSink::start();
+    let ports = Ports::fresh();
+    let closed = free_port();
+    let config = format!(
+        "node:\n  name: mailnode\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: one\n    command: /bin/sh\n    args: [-c, 'exec sleep 120']\n\
+         probes:\n  - name: one-port\n    layer: l4\n    target: one\n    check: {{ kind: tcp, addr: '127.0.0.1:{closed}', owner: false }}\n    interval_ms: 200\n    timeout_ms: 150\n\
+         healing:\n  enabled: false\nalerts:\n  group_wait_ms: 0\n  email:\n    server: '{smtp}'\n    tls: none\n    from: warden@example.com\n    to: [ops@example.com, oncall@example.com]\n    timeout_ms: 5000\n",
+        http = ports.http,
+        smtp = sink.addr,
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("the alert by email", Duration::from_secs(30), || {
+        sink.messages().iter().any(|m| m.data.contains("ProbeFailing"))
+    });
+    let mail = sink.messages().into_iter().find(|m| m.data.contains("ProbeFailing")).unwrap();
+    assert!(mail.from.contains("warden@example.com"), "{mail:?}");
+    assert_eq!(mail.to.len(), 2, "{mail:?}");
+    assert!(mail.data.contains("Subject: [warden mailnode] FIRING: ProbeFailing (1 alert)"), "{}", mail.data);
+    assert!(mail.data.contains("probe: one-port"), "{}", mail.data);
+    let metrics = http().get(node.url("/metrics")).send().unwrap().text().unwrap();
+    let sent = metric(&metrics, &format!("warden_alerts_sent_total{{sink=\"email {}\",outcome=\"sent\"}}", sink.addr));
+    assert!(sent.is_some_and(|n| n >= 1.0), "counted: {metrics}");
+
+    // A config naming a bad address is refused with its position.
+    let bad = Node::prepare(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:1\nservices: []\nalerts:\n  email:\n    server: nowhere\n    from: nobody\n    to: []\n",
+        Ports::fresh(),
+    );
+    let (ok, out) = bad.cli(&["check-config"], &[]);
+    assert!(!ok, "{out}");
+    for (line, text) in [(7, "must be HOST:PORT"), (8, "not an email address"), (9, "at least one address")] {
+        assert!(out.contains(&format!("node.yaml:{line}:")) && out.contains(text), "{line} {text}: {out}");
+    }
+}
