@@ -30,7 +30,8 @@ pub fn run(cmd: SloCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(crate::node::EXIT_CONFIG));
                 }
             };
-            let targets: Vec<(SloKind, f64)> = SloKind::ALL.iter().map(|&k| (k, loaded.config.slo.target(k))).collect();
+            let targets: Vec<(SloKind, f64)> =
+                SloKind::ALL.iter().map(|&k| (k, k.target(&loaded.config.slo))).collect();
             let text = prometheus_rules(&targets);
             match &args.out {
                 Some(path) => {

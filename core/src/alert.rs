@@ -6,11 +6,9 @@
 //! A [`FlapDamper`] turns a stream of state changes into notices: a change is news once;
 //! a target that changes too often within a window is reported as flapping, once, and its
 //! changes are held back until it settles, then its settled state is told.
-//! While warden repairs a fault, the alerts it explains wait ([`held_by`]): a person hears
-//! of it only if the repair fails or runs past its time.
+//! While warden repairs a fault, the alerts it explains wait (`incident::held_by`): a
+//! person hears of it only if the repair fails or runs past its time.
 
-use crate::config::ServiceName;
-use crate::incident::UnderRepair;
 use crate::probe::{Failure, ProbeEvent};
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -246,17 +244,6 @@ pub fn take_group(queue: &mut std::collections::VecDeque<Alert>, max: usize) -> 
         }
     }
     group
-}
-
-/// The repair a probe alert about `target` waits for, if any: an open incident on the
-/// target itself or on one of `dependencies` (the services it relies on, all the way
-/// down), whose repair is still within its time. An overdue repair holds nothing back.
-pub fn held_by<'a>(
-    target: &ServiceName,
-    dependencies: &[ServiceName],
-    repairs: &'a [UnderRepair],
-) -> Option<&'a UnderRepair> {
-    repairs.iter().filter(|r| !r.overdue).find(|r| r.service == *target || dependencies.contains(&r.service))
 }
 
 /// Alertmanager's webhook payload, version 4, for `alerts` of one group (what Alertmanager
@@ -545,23 +532,6 @@ mod tests {
         assert_eq!(p["alerts"][1]["endsAt"], "1970-01-01T00:00:01.000Z");
         assert_eq!(p["alerts"][0]["fingerprint"], a.fingerprint());
         assert_eq!(p["groupKey"], "{}:{alertname=\"ProbeFailing\"}");
-    }
-
-    #[test]
-    fn test_alerts_wait_for_a_repair_of_their_service_or_a_dependency_in_time() {
-        use crate::mode::FailureMode;
-        let name = |s: &str| ServiceName::parse(s).expect("name");
-        let repair = |id, s: &str, overdue| UnderRepair {
-            incident_id: id,
-            service: name(s),
-            mode: FailureMode::DatabaseUnavailable,
-            overdue,
-        };
-        let repairs = vec![repair(1, "db", false), repair(2, "cache", true)];
-        assert_eq!(held_by(&name("db"), &[], &repairs).map(|r| r.incident_id), Some(1), "its own repair");
-        assert_eq!(held_by(&name("api"), &[name("db")], &repairs).map(|r| r.incident_id), Some(1), "a dependency's");
-        assert!(held_by(&name("api"), &[name("cache")], &repairs).is_none(), "an overdue repair holds nothing");
-        assert!(held_by(&name("web"), &[], &repairs).is_none(), "unrelated");
     }
 
     #[test]

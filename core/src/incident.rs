@@ -512,6 +512,17 @@ pub fn under_repair<'a>(
         .collect()
 }
 
+/// The repair a probe alert about `target` waits for, if any: an open incident on the
+/// target itself or on one of `dependencies` (the services it relies on, all the way
+/// down), whose repair is still within its time. An overdue repair holds nothing back.
+pub fn held_by<'a>(
+    target: &ServiceName,
+    dependencies: &[ServiceName],
+    repairs: &'a [UnderRepair],
+) -> Option<&'a UnderRepair> {
+    repairs.iter().filter(|r| !r.overdue).find(|r| r.service == *target || dependencies.contains(&r.service))
+}
+
 /// Open incidents older than `limit_ms` at `now` (they raise the MTTR alert).
 pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
     incidents
@@ -832,5 +843,21 @@ mod tests {
         assert_eq!(t.p99_ms, Some(990));
         let quiet = stats.iter().find(|s| s.mode == FailureMode::DiskFull).expect("disk");
         assert_eq!((quiet.incidents, quiet.p99_ms), (0, None));
+    }
+
+    #[test]
+    fn test_alerts_wait_for_a_repair_of_their_service_or_a_dependency_in_time() {
+        let name = |s: &str| ServiceName::parse(s).expect("name");
+        let repair = |id, s: &str, overdue| UnderRepair {
+            incident_id: id,
+            service: name(s),
+            mode: FailureMode::DatabaseUnavailable,
+            overdue,
+        };
+        let repairs = vec![repair(1, "db", false), repair(2, "cache", true)];
+        assert_eq!(held_by(&name("db"), &[], &repairs).map(|r| r.incident_id), Some(1), "its own repair");
+        assert_eq!(held_by(&name("api"), &[name("db")], &repairs).map(|r| r.incident_id), Some(1), "a dependency's");
+        assert!(held_by(&name("api"), &[name("cache")], &repairs).is_none(), "an overdue repair holds nothing");
+        assert!(held_by(&name("web"), &[], &repairs).is_none(), "unrelated");
     }
 }

@@ -48,6 +48,17 @@ impl SloKind {
         }
     }
 
+    /// Its target in `config`, as a share (0–1).
+    pub fn target(self, config: &crate::config::SloConfig) -> f64 {
+        let pct = match self {
+            SloKind::Health => config.health_target_pct,
+            SloKind::Trust => config.trust_target_pct,
+            SloKind::Confidence => config.confidence_target_pct,
+            SloKind::Mttr => config.mttr_target_pct,
+        };
+        pct / 100.0
+    }
+
     /// What a good event is, in words (the API and the docs say it).
     pub fn describe(self) -> &'static str {
         match self {

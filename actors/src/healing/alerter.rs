@@ -12,7 +12,7 @@
 //! group wait). It also waits while something lower explains it: a failing probe of the
 //! same target at a lower layer (inhibition: a closed port explains a failing HTTP check),
 //! or warden's repair of the fault, for a probe of the incident's service or of a service
-//! that depends on it (`warden_core::alert::held_by`, on the incident manager's
+//! that depends on it (`warden_core::incident::held_by`, on the incident manager's
 //! [`RepairBoard`]). An alert that recovers while it waits was never worth a page and is
 //! dropped; one still failing a group wait after what held it is over (a repair failed,
 //! given up or past its time; the lower layer back) is sent then.
@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, held_by, probe_alert};
+use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, probe_alert};
 use warden_core::config::{Layer, NodeConfig, ServiceName};
+use warden_core::incident::held_by;
 use warden_core::probe::ProbeEvent;
 use warden_core::time::now_unix_ms;
 

@@ -172,7 +172,7 @@ impl SloTracker {
             (SloKind::Mttr, &mttr),
         ]
         .into_iter()
-        .map(|(kind, buckets)| slo::status(kind, buckets, config.slo.target(kind), now))
+        .map(|(kind, buckets)| slo::status(kind, buckets, kind.target(&config.slo), now))
         .collect();
         for s in &statuses {
             self.metrics.slo_judged(s);

@@ -619,20 +619,6 @@ impl Default for SloConfig {
     }
 }
 
-impl SloConfig {
-    /// The target of `slo` as a share (0–1).
-    pub fn target(&self, slo: crate::slo::SloKind) -> f64 {
-        use crate::slo::SloKind;
-        let pct = match slo {
-            SloKind::Health => self.health_target_pct,
-            SloKind::Trust => self.trust_target_pct,
-            SloKind::Confidence => self.confidence_target_pct,
-            SloKind::Mttr => self.mttr_target_pct,
-        };
-        pct / 100.0
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealingConfig {
     /// An incident open longer than this raises an alert (SPEC: 2 minutes).
