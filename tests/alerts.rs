@@ -1,6 +1,7 @@
 //! The alert pipeline from outside: silences made through the API mute what they match
-//! (told to the log only) until they end; a failing lower layer inhibits the alerts of the
-//! layers above it on the same target; bad silence requests get 4xx JSON errors.
+//! (told to the log only) until they end, and what still fails then is told; a failing
+//! lower layer inhibits the alerts of the layers above it on the same target; bad silence
+//! requests get 4xx JSON errors; email reaches a real SMTP server.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -97,6 +98,11 @@ fn test_silences_mute_and_a_failing_lower_layer_inhibits_the_layers_above() {
         .send()
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
+    // What the silence kept back and still fails is told now that it has ended.
+    wait_until("the muted alert told as its silence ends", Duration::from_secs(20), || {
+        firing_probes(&rx).iter().any(|p| p == "web-port")
+    });
+    assert!(node.stderr().contains("still firing as its silence ends"), "{}", node.stderr());
     start(&node);
     wait_until("both probes up again", Duration::from_secs(20), || up("web-port") && up("web-http"));
     std::thread::sleep(Duration::from_secs(2));

@@ -362,10 +362,10 @@ fn test_a_fault_that_cannot_be_made_here_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn test_a_service_quarantined_for_a_dependency_is_retried_once_it_is_back() {
-    // A worker that exits when its dependency does not answer crash-loops into quarantine
-    // while the dependency is stopped for maintenance; once the dependency is back, warden
-    // releases the worker by itself, through governance, on the trail as the system.
+fn test_a_crash_loop_caused_by_a_stopped_dependency_waits_for_it_instead_of_quarantine() {
+    // A worker that exits when its dependency does not answer, killed while the dependency
+    // is stopped for maintenance: it is not restarted into the same failure (and not
+    // quarantined); it waits, budget untouched, and starts once the dependency runs.
     let ports = Ports::fresh();
     let dep_port = free_port();
     let config = format!(
@@ -380,10 +380,57 @@ fn test_a_service_quarantined_for_a_dependency_is_retried_once_it_is_back() {
     let node = Node::start_with(&config, ports, &[]);
     let running = |name: &str| matches!(node.service(name), Some((Some(_), ref s)) if s == "running");
     wait_until("both running", Duration::from_secs(30), || running("dep") && running("worker"));
-
     let resp = node.post_as_admin("/api/services/dep/stop").json(&serde_json::json!({"reason": "maintenance"})).send();
     assert_eq!(resp.unwrap().status().as_u16(), 200);
-    // Killed while its dependency is down, it cannot come back: every restart exits.
+    let Some((Some(worker), _)) = node.service("worker") else { panic!("worker has no pid") };
+    kill(worker, nix::sys::signal::Signal::SIGKILL);
+    wait_until("the worker waiting for its dependency", Duration::from_secs(20), || {
+        node.status().is_some_and(|s| {
+            s["services"].as_array().unwrap().iter().any(|x| {
+                x["name"] == "worker"
+                    && x["state"] == "backoff"
+                    && x["waiting_for_dependencies"].as_str().is_some_and(|w| w.contains("`dep` is stopped"))
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let status = node.status().unwrap();
+    let w = status["services"].as_array().unwrap().iter().find(|x| x["name"] == "worker").unwrap().clone();
+    assert_eq!(w["state"], "backoff", "waiting, not quarantined: {w}");
+    assert!(w["restarts"].as_u64().unwrap() <= 1, "no budget spent on restarts that would fail: {w}");
+    let resp = node.post_as_admin("/api/services/dep/start").json(&serde_json::json!({})).send();
+    assert_eq!(resp.unwrap().status().as_u16(), 200);
+    wait_until("worker running again", Duration::from_secs(20), || running("worker"));
+    assert!(node.stderr().contains("a dependency is not running; waiting for it"), "{}", node.stderr());
+}
+
+#[test]
+fn test_a_service_quarantined_for_a_dependency_not_serving_is_retried_once_it_serves() {
+    // The dependency runs but does not serve (its port check fails): the worker that needs
+    // it crash-loops into quarantine. Once the dependency serves again, warden releases the
+    // worker by itself, through governance, on the trail as the system.
+    let ports = Ports::fresh();
+    let dep_port = free_port();
+    let mut listener = Some(std::net::TcpListener::bind(("127.0.0.1", dep_port)).unwrap());
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  \
+         - name: dep\n    command: /bin/sh\n    args: [-c, 'exec sleep 600']\n  \
+         - name: worker\n    command: /bin/bash\n    \
+         args: [-c, 'exec 3<>/dev/tcp/127.0.0.1/{dep_port} && exec sleep 600']\n    depends_on: [dep]\n    \
+         restart: {{ backoff_initial_ms: 10, backoff_max_ms: 50, max_restarts: 3, window_ms: 60000 }}\n\
+         probes:\n  - name: dep-port\n    layer: l4\n    target: dep\n    \
+         check: {{ kind: tcp, addr: '127.0.0.1:{dep_port}', owner: false }}\n    interval_ms: 200\n    timeout_ms: 150\n",
+        http = ports.http
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    let running = |name: &str| matches!(node.service(name), Some((Some(_), ref s)) if s == "running");
+    wait_until("both running", Duration::from_secs(30), || running("dep") && running("worker"));
+
+    drop(listener.take());
+    wait_until("the dependency's check failing", Duration::from_secs(20), || {
+        node.status().is_some_and(|s| s["probes"][0]["state"] == "down")
+    });
+    // Killed while its dependency does not serve, it cannot come back: every restart exits.
     wait_until("worker quarantined", Duration::from_secs(20), || match node.service("worker") {
         Some((Some(pid), ref s)) if s == "running" => {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -397,10 +444,9 @@ fn test_a_service_quarantined_for_a_dependency_is_retried_once_it_is_back() {
     });
     assert!(node.stderr().contains("dependency `dep` is not serving"), "{}", node.stderr());
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(node.service("worker").unwrap().1, "quarantined", "not released while its dependency is down");
+    assert_eq!(node.service("worker").unwrap().1, "quarantined", "not released while its dependency does not serve");
 
-    let resp = node.post_as_admin("/api/services/dep/start").json(&serde_json::json!({})).send();
-    assert_eq!(resp.unwrap().status().as_u16(), 200);
+    listener = Some(std::net::TcpListener::bind(("127.0.0.1", dep_port)).unwrap());
     wait_until("worker released and running", Duration::from_secs(30), || running("worker"));
     wait_until("the release said", Duration::from_secs(10), || {
         node.stderr().contains("quarantine lifted: its cause cleared")
@@ -412,4 +458,5 @@ fn test_a_service_quarantined_for_a_dependency_is_retried_once_it_is_back() {
         "the release was a governed decision of the system: {trail}"
     );
     assert!(entries.iter().any(|e| e["kind"] == "outcome"), "{trail}");
+    drop(listener);
 }

@@ -41,6 +41,9 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                 say("armed")?;
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
+                // The caller gone (its end of the pipe closed) is no go: the pids may be
+                // someone else's by now.
+                anyhow::ensure!(line.trim() == "go", "no go from the caller; nothing done");
             }
             for &p in &kill {
                 procs::signal(p, Signal::SIGKILL)?;

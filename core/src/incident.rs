@@ -502,7 +502,8 @@ pub fn under_repair<'a>(
 ) -> Vec<UnderRepair> {
     incidents
         .into_iter()
-        .filter(|i| i.status.is_open())
+        // Waiting for an approver is waiting for a person: nothing is held for it.
+        .filter(|i| i.status == IncidentStatus::Open)
         .map(|i| UnderRepair {
             incident_id: i.id,
             service: i.service.clone(),

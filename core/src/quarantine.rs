@@ -120,6 +120,11 @@ pub fn judge(watch: &Watch, now: &[Blocker], released_unix_ms: &[u64], now_unix_
 /// Adds to a watch the outside causes first seen later in the quarantine (a dependency that
 /// went down after the service stopped is still worth waiting for).
 pub fn remember(watch: &mut Watch, now: &[Blocker]) {
+    // A quarantine that began with no outside cause is the service's own: a cause that
+    // shows up later does not make it one to release by itself.
+    if watch.blockers.is_empty() {
+        return;
+    }
     for b in now {
         if !watch.blockers.iter().any(|w| w.same_kind(b)) {
             watch.blockers.push(b.clone());
@@ -217,5 +222,8 @@ mod tests {
         remember(&mut watch, &[Blocker::FilesMissing(vec!["b".into()]), Blocker::DependencyDown(name("db"))]);
         remember(&mut watch, &[Blocker::DependencyDown(name("db")), Blocker::DependencyDown(name("cache"))]);
         assert_eq!(watch.blockers.len(), 3, "{watch:?}");
+        let mut own = Watch { blockers: Vec::new(), since_unix_ms: 0 };
+        remember(&mut own, &[Blocker::DependencyDown(name("db"))]);
+        assert!(own.blockers.is_empty(), "a crash loop of its own stays one");
     }
 }

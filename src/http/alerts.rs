@@ -40,7 +40,7 @@ fn silence_json(s: &Silence, now: u64) -> Value {
 
 pub async fn list(State(app): State<AppState>) -> Json<Value> {
     let now = now_unix_ms();
-    let all: Vec<Value> = app.views.silences.list().iter().map(|s| silence_json(s, now)).collect();
+    let all: Vec<Value> = app.views.silences.list(now).iter().map(|s| silence_json(s, now)).collect();
     Json(json!({ "silences": all }))
 }
 

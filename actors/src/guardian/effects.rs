@@ -314,10 +314,11 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
                     continue;
                 }
                 let before = env.vault.keep(&file).map_err(io(format!("vault {}", file.display())))?;
-                if *previous && let Ok(taken_back) = std::fs::read(&file) {
-                    env.vault.reject(&file, &taken_back).map_err(io("the vault"))?;
-                }
+                let taken_back = std::fs::read(&file).ok().filter(|_| *previous);
                 let bytes = env.vault.restore(&file, &version).map_err(io(format!("write {}", file.display())))?;
+                if let Some(content) = taken_back {
+                    env.vault.reject(&file, &content).map_err(io("the vault"))?;
+                }
                 done.push(format!("{} ({bytes} bytes, version {version})", file.display()));
                 undo.push(Undo::RestoreVaulted { path: file, version: before });
             }

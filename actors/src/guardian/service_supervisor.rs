@@ -264,7 +264,9 @@ impl Actor for ServiceSupervisor {
                             leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
                             let _ = me.tell(ServiceMsg::StartAfterBackoff { service, generation, cleared: true });
                         });
-                    } else if !self.wait_for_held_port(&myself, &service, generation) {
+                    } else if !self.wait_for_held_port(&myself, &service, generation)
+                        && !self.wait_for_dependencies(&myself, &service, generation)
+                    {
                         let _ = self.spawn(&myself, &service);
                     }
                 }
@@ -422,6 +424,7 @@ impl ServiceSupervisor {
                 if let Some(was) = e.waiting_for_port.take() {
                     info!(service = service.as_str(), "port free again ({was}): started");
                 }
+                e.waiting_for_dependencies = None;
                 e.exit = Some(sp.exit.clone());
                 e.oom_kills_at_start = sp.oom_kills_at_start;
                 e.start_ticks = None;
@@ -496,7 +499,9 @@ impl ServiceSupervisor {
         // A port of it held by another process is a cause outside the service: a restart
         // now would only die on EADDRINUSE and spend its budget towards quarantine. It
         // waits for the port instead (as Monit does), its budget untouched.
-        if self.wait_for_held_port(myself, service, generation) {
+        if self.wait_for_held_port(myself, service, generation)
+            || self.wait_for_dependencies(myself, service, generation)
+        {
             return;
         }
         let mut t = self.table.lock();
@@ -608,6 +613,54 @@ impl ServiceSupervisor {
                 "held: waiting for the port to be free, restart budget untouched".into(),
             );
             e.waiting_for_port = Some(what);
+        }
+        e.state = ServiceState::Backoff;
+        e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);
+        let svc = service.clone();
+        myself.send_after(PORT_WAIT_POLL, move || ServiceMsg::StartAfterBackoff {
+            service: svc,
+            generation,
+            cleared: false,
+        });
+        true
+    }
+
+    /// Whether a dependency of `service` is not running now (stopped, restarting,
+    /// quarantined); if so it waits in backoff, asked again after [`PORT_WAIT_POLL`], its
+    /// restart budget untouched: a restart now would fail the same way and spend the budget
+    /// towards a quarantine for a cause outside the service (like a held port). Said once
+    /// per wait, and once more when its dependencies run again.
+    fn wait_for_dependencies(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) -> bool {
+        let mut t = self.table.lock();
+        let Some(deps) = t.services.get(service).map(|e| e.spec.depends_on.clone()) else { return false };
+        let down: Vec<String> = deps
+            .iter()
+            .filter_map(|d| {
+                let state = t.services.get(d)?.state;
+                (state != ServiceState::Running).then(|| format!("`{d}` is {}", state.as_str()))
+            })
+            .collect();
+        let Some(e) = t.services.get_mut(service) else { return false };
+        if down.is_empty() {
+            if let Some(was) = e.waiting_for_dependencies.take() {
+                info!(service = service.as_str(), "dependencies running again ({was}): starting");
+            }
+            return false;
+        }
+        let what = down.join(", ");
+        if e.waiting_for_dependencies.as_deref() != Some(what.as_str()) {
+            warn!(
+                service = service.as_str(),
+                dependencies = what,
+                "alert: a dependency is not running; waiting for it instead of restarting into the same failure"
+            );
+            self.audit_supervision(
+                "restart_service",
+                service,
+                format!("{what}: a restart now would likely fail the same way"),
+                "held: waiting for its dependencies to run, restart budget untouched".into(),
+            );
+            e.waiting_for_dependencies = Some(what);
         }
         e.state = ServiceState::Backoff;
         e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);

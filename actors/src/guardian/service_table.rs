@@ -67,6 +67,9 @@ pub struct ServiceEntry {
     /// Another process holds one of its ports: it is not restarted into EADDRINUSE (and
     /// its restart budget is not spent) until the port is free. Who holds which port.
     pub waiting_for_port: Option<String>,
+    /// A dependency of it is not running: it is not restarted into the same failure (and
+    /// its restart budget is not spent) until they all run. Which and how they are.
+    pub waiting_for_dependencies: Option<String>,
     /// The last unexpected exit, when it was seen (wall clock).
     pub exited: Option<(u64, ExitInfo)>,
     /// Its cgroup's OOM kill count when the current process started.
@@ -98,6 +101,7 @@ impl ServiceEntry {
             start_ticks: None,
             last_group: None,
             waiting_for_port: None,
+            waiting_for_dependencies: None,
             exited: None,
             oom_kills_at_start: None,
         }
@@ -124,6 +128,8 @@ pub struct ServiceSnapshot {
     pub ports: Vec<u16>,
     /// Set while a port of it is held by another process and its start waits for it.
     pub waiting_for_port: Option<String>,
+    /// Set while its restart waits for dependencies that are not running.
+    pub waiting_for_dependencies: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +197,7 @@ impl ServiceTable {
                 last_exit: e.last_exit.clone(),
                 ports: e.spec.ports.clone(),
                 waiting_for_port: e.waiting_for_port.clone(),
+                waiting_for_dependencies: e.waiting_for_dependencies.clone(),
             })
             .collect()
     }

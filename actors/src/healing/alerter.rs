@@ -277,6 +277,7 @@ impl Alerter {
             }
             told |= self.release_if_due(probe, t, now);
         }
+        self.notifier.unmute_ended();
         told
     }
 
@@ -327,9 +328,17 @@ impl Alerter {
             pending.repair_over_unix_ms = Some(now);
             t.pending = Some(pending.clone());
         }
-        let group_wait = self.config.get().alerts.group_wait.as_millis() as u64;
+        let config = self.config.get();
+        let mut wait = config.alerts.group_wait;
+        if pending.repair_over_unix_ms.is_some() {
+            // After a repair the probe needs its own checks to show it worked: at least
+            // `success_threshold` intervals and a timeout.
+            if let Some(spec) = config.probes.iter().find(|p| p.name == probe) {
+                wait = wait.max(spec.interval * spec.success_threshold.max(1) + spec.timeout);
+            }
+        }
         let waiting_since = pending.repair_over_unix_ms.unwrap_or(pending.since_unix_ms);
-        if now.saturating_sub(waiting_since) < group_wait {
+        if now.saturating_sub(waiting_since) < wait.as_millis() as u64 {
             return false;
         }
         let Some(down) = &t.last_down else { return false };

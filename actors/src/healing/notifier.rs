@@ -1,7 +1,9 @@
 //! The notifier: delivers alerts to the sinks beside the log: the webhooks of the config
 //! (Alertmanager's webhook payload, version 4) and email through an SMTP server (lettre).
 //!
-//! An alert an active silence matches goes to the log only. Alerts queued together for a
+//! An alert an active silence matches goes to the log only; a firing one it muted is sent
+//! when the silence ends if it is still firing (its resolve then, or never), and the
+//! resolve of an alert that was sent always goes out. Alerts queued together for a
 //! sink with the same name go out as one notification (Alertmanager's grouping by
 //! `alertname`), each alert in it once.
 //!
@@ -83,6 +85,8 @@ pub struct Notifier {
     metrics: Metrics,
     client: reqwest::Client,
     silences: SilenceBook,
+    /// Firing alerts a silence kept from the sinks, by fingerprint, until it ends.
+    muted: Arc<Mutex<BTreeMap<String, Alert>>>,
     /// One queue per sink, made when the first alert for it arrives.
     queues: Arc<Mutex<BTreeMap<String, Arc<Queue>>>>,
 }
@@ -109,14 +113,21 @@ impl Notifier {
             }
         }
         let _ = metrics.alerts_sent.get_or_create(&AlertLabels { sink: "log".into(), outcome: "silenced".into() });
-        Self { config, metrics, client, silences, queues: Arc::new(Mutex::new(BTreeMap::new())) }
+        Self { config, metrics, client, silences, muted: Arc::default(), queues: Arc::new(Mutex::new(BTreeMap::new())) }
     }
 
     /// Queues `alert` for every configured sink; returns at once. The log is a sink too:
     /// the caller has logged it.
     pub fn send(&self, alert: &Alert) {
         self.metrics.alerts_sent.get_or_create(&AlertLabels { sink: "log".into(), outcome: "sent".into() }).inc();
-        if let Some(silence) = self.silences.muting(alert, warden_core::time::now_unix_ms()) {
+        let firing = alert.status == warden_core::alert::AlertStatus::Firing;
+        let fingerprint = alert.fingerprint();
+        let mut muted = self.muted.lock().unwrap_or_else(|p| p.into_inner());
+        if !firing && muted.remove(&fingerprint).is_some() {
+            // Its firing was never sent: neither is its end.
+            return;
+        }
+        if firing && let Some(silence) = self.silences.muting(alert, warden_core::time::now_unix_ms()) {
             self.metrics
                 .alerts_sent
                 .get_or_create(&AlertLabels { sink: "log".into(), outcome: "silenced".into() })
@@ -127,8 +138,30 @@ impl Notifier {
                 by = silence.created_by,
                 "alert silenced: told to the log only"
             );
+            muted.insert(fingerprint, alert.clone());
             return;
         }
+        drop(muted);
+        self.queue_everywhere(alert);
+    }
+
+    /// Sends the firing alerts a silence kept back once no silence mutes them any more
+    /// (it ended, or was ended); the alerter calls it every second.
+    pub fn unmute_ended(&self) {
+        let now = warden_core::time::now_unix_ms();
+        let due: Vec<Alert> = {
+            let mut muted = self.muted.lock().unwrap_or_else(|p| p.into_inner());
+            let ended: Vec<String> =
+                muted.iter().filter(|(_, a)| self.silences.muting(a, now).is_none()).map(|(f, _)| f.clone()).collect();
+            ended.iter().filter_map(|f| muted.remove(f)).collect()
+        };
+        for alert in due {
+            tracing::warn!(alert = alert.name(), summary = alert.summary(), "alert: still firing as its silence ends");
+            self.queue_everywhere(&alert);
+        }
+    }
+
+    fn queue_everywhere(&self, alert: &Alert) {
         for sink in sinks(&self.config.get()) {
             let queue = self.queue(&sink);
             let mut q = queue.alerts.lock().unwrap_or_else(|p| p.into_inner());

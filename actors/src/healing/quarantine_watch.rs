@@ -30,8 +30,10 @@ use warden_core::service::ServiceState;
 pub const PATH: &str = "healing/quarantine_watch";
 /// How often the quarantined services are looked at.
 const TICK: Duration = Duration::from_secs(1);
-/// After a release that governance refused or that failed.
+/// After a release that failed (the executor did not answer), or one held by a rate limit.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// After a release that waits for an approver or was denied: asked again this much later.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
 pub enum QuarantineMsg {
     Tick,
@@ -129,14 +131,18 @@ impl Actor for QuarantineWatch {
                 Verdict::Release(why)
                     if self.config.get().healing.enabled && st.retry_at.get(&service).is_none_or(|at| now >= *at) =>
                 {
-                    if self.release(&service, &why).await {
-                        released.push(now);
-                        st.watches.remove(&service);
-                        st.said.remove(&service);
-                        st.retry_at.remove(&service);
-                        continue;
+                    match self.release(&service, &why).await {
+                        Ok(()) => {
+                            released.push(now);
+                            st.watches.remove(&service);
+                            st.said.remove(&service);
+                            st.retry_at.remove(&service);
+                            continue;
+                        }
+                        Err(retry_at) => {
+                            st.retry_at.insert(service.clone(), retry_at);
+                        }
                     }
-                    st.retry_at.insert(service.clone(), now + RETRY_AFTER.as_millis() as u64);
                 }
                 _ => {}
             }
@@ -180,8 +186,12 @@ impl QuarantineWatch {
             .collect()
     }
 
-    /// Releases `service` through governance; true when it was started again.
-    async fn release(&self, service: &ServiceName, why: &str) -> bool {
+    /// Releases `service` through governance: `Ok` when it was started again, else when to
+    /// try again. A release waiting for an approver, or denied, is not asked again soon
+    /// (each ask would file a new request or a new refusal): the approval, or a person,
+    /// decides.
+    async fn release(&self, service: &ServiceName, why: &str) -> Result<(), u64> {
+        let now = warden_core::time::now_unix_ms();
         let op = OperatorRequest {
             actor: AuditActor::System,
             primitive: Primitive::ReleaseService,
@@ -191,15 +201,35 @@ impl QuarantineWatch {
         match self.executor.operate(op).await {
             Ok(OperatorOutcome::Done { result: Ok(detail), .. }) => {
                 tracing::info!(service = service.as_str(), why, detail, "quarantine lifted: its cause cleared");
-                true
+                Ok(())
+            }
+            Ok(OperatorOutcome::Held { reason, retry_at_unix_ms, .. }) => {
+                tracing::info!(
+                    service = service.as_str(),
+                    reason,
+                    "quarantine release held by governance; trying again then"
+                );
+                Err(retry_at_unix_ms.max(now + RETRY_AFTER.as_millis() as u64))
+            }
+            Ok(OperatorOutcome::PendingApproval { approval_id, .. }) => {
+                tracing::warn!(
+                    service = service.as_str(),
+                    approval = approval_id,
+                    "alert: quarantine release waits for an approver"
+                );
+                Err(now + ASK_AGAIN_AFTER.as_millis() as u64)
             }
             Ok(other) => {
-                tracing::warn!(service = service.as_str(), outcome = ?other, "quarantine not lifted; trying again later");
-                false
+                tracing::warn!(
+                    service = service.as_str(),
+                    outcome = ?other,
+                    "alert: quarantine not lifted; a person must look (`warden services release`)"
+                );
+                Err(now + ASK_AGAIN_AFTER.as_millis() as u64)
             }
             Err(e) => {
                 tracing::warn!(service = service.as_str(), error = %e, "quarantine not lifted: executor unavailable");
-                false
+                Err(now + RETRY_AFTER.as_millis() as u64)
             }
         }
     }

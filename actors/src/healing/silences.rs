@@ -39,8 +39,15 @@ impl SilenceBook {
     }
 
     /// Every silence not long ended, newest first.
-    pub fn list(&self) -> Vec<Silence> {
-        let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    pub fn list(&self, now_unix_ms: u64) -> Vec<Silence> {
+        let mut all: Vec<Silence> = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|s| now_unix_ms.saturating_sub(s.ends_unix_ms) < KEEP_ENDED_MS)
+            .cloned()
+            .collect();
         all.reverse();
         all
     }
@@ -50,7 +57,8 @@ impl SilenceBook {
         silenced_by(alert, &self.inner.lock().unwrap_or_else(|p| p.into_inner()), now_unix_ms).cloned()
     }
 
-    /// Makes a silence, saved before it is answered.
+    /// Makes a silence; it takes effect once saved (a silence the file does not have would
+    /// come back unmade after a restart).
     pub fn add(
         &self,
         matchers: std::collections::BTreeMap<String, String>,
@@ -62,19 +70,25 @@ impl SilenceBook {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let id = all.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let silence = Silence::new(id, matchers, now_unix_ms, duration_ms, by, comment)?;
-        all.retain(|s| now_unix_ms.saturating_sub(s.ends_unix_ms) < KEEP_ENDED_MS);
-        all.push(silence.clone());
-        self.save(&all).map_err(SilenceBookError::Save)?;
+        let mut next: Vec<Silence> = all.clone();
+        // Ended long ago: forgotten (the newest is kept, so ids keep growing).
+        let newest = next.iter().map(|s| s.id).max();
+        next.retain(|s| now_unix_ms.saturating_sub(s.ends_unix_ms) < KEEP_ENDED_MS || Some(s.id) == newest);
+        next.push(silence.clone());
+        self.save(&next).map_err(SilenceBookError::Save)?;
+        *all = next;
         Ok(silence)
     }
 
     /// Ends silence `id` now; the silence as it ends, `None` if there is no such silence.
     pub fn expire(&self, id: u64, now_unix_ms: u64) -> Result<Option<Silence>, SilenceBookError> {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = all.iter_mut().find(|s| s.id == id) else { return Ok(None) };
+        let mut next = all.clone();
+        let Some(s) = next.iter_mut().find(|s| s.id == id) else { return Ok(None) };
         s.ends_unix_ms = s.ends_unix_ms.min(now_unix_ms);
         let ended = s.clone();
-        self.save(&all).map_err(SilenceBookError::Save)?;
+        self.save(&next).map_err(SilenceBookError::Save)?;
+        *all = next;
         Ok(Some(ended))
     }
 
@@ -99,7 +113,7 @@ mod tests {
         let alert = Alert::new("ProbeFailing", Severity::Warning, AlertStatus::Firing, 0).label("target", "api");
         assert_eq!(book.muting(&alert, 2_000).map(|s| s.id), Some(s.id));
         let again = SilenceBook::load(dir.path().join("silences.json"));
-        assert_eq!(again.list().len(), 1, "kept in the data dir");
+        assert_eq!(again.list(2_000).len(), 1, "kept in the data dir");
         assert!(again.expire(s.id, 3_000).expect("saved").is_some());
         assert!(again.muting(&alert, 3_001).is_none(), "ended");
         assert!(again.expire(99, 3_000).expect("saved").is_none());

@@ -76,6 +76,8 @@ pub struct State {
     counted_incidents: BTreeSet<u64>,
     /// Whether the first look is done (what ended before it is not counted again).
     primed: bool,
+    /// Whether the probe checks' totals have been noted once.
+    checks_primed: bool,
     /// Alerts firing now, by identity.
     firing: BTreeMap<String, Alert>,
     _tick: AbortOnDrop,
@@ -95,6 +97,7 @@ impl Actor for SloTracker {
             counted_runs: BTreeSet::new(),
             counted_incidents: BTreeSet::new(),
             primed: false,
+            checks_primed: false,
             firing: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(TICK, || SloMsg::Tick)),
             _reg: self.registry.started(PATH),
@@ -121,6 +124,15 @@ impl Actor for SloTracker {
 impl SloTracker {
     /// The checks since the last look, into the health buckets and counters.
     async fn count_checks(&self, st: &mut State, now: u64) -> Result<(), crate::store::StoreError> {
+        // The first look only notes the totals: after a restart of this actor they hold
+        // checks already counted.
+        if !st.checks_primed {
+            st.checks_primed = true;
+            for p in self.board.snapshot() {
+                st.last_checks.insert(p.name.clone(), (p.checks, p.failures));
+            }
+            return Ok(());
+        }
         let mut count = Count::default();
         for p in self.board.snapshot() {
             let (checks, failures) = (p.checks, p.failures);
