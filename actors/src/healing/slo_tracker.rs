@@ -41,10 +41,13 @@ impl Addr<SloTracker> {
 /// When the objectives were judged, and what was found.
 type Judgement = (u64, Vec<SloStatus>);
 
-/// The objectives as last judged, for the API.
+/// The objectives as last judged, for the API, and the alerts firing for them (kept here,
+/// outside the actor, so a restart of the tracker neither says a firing alert again nor
+/// forgets to resolve it).
 #[derive(Debug, Clone, Default)]
 pub struct SloBoard {
     inner: Arc<Mutex<Option<Judgement>>>,
+    firing: Arc<Mutex<BTreeMap<String, Alert>>>,
 }
 
 impl SloBoard {
@@ -78,8 +81,6 @@ pub struct State {
     primed: bool,
     /// Whether the probe checks' totals have been noted once.
     checks_primed: bool,
-    /// Alerts firing now, by identity.
-    firing: BTreeMap<String, Alert>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -98,7 +99,6 @@ impl Actor for SloTracker {
             counted_incidents: BTreeSet::new(),
             primed: false,
             checks_primed: false,
-            firing: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(TICK, || SloMsg::Tick)),
             _reg: self.registry.started(PATH),
         })
@@ -112,7 +112,7 @@ impl Actor for SloTracker {
         }
         match self.judge(st, now).await {
             Ok(statuses) => {
-                self.alert(st, &statuses, now);
+                self.alert(&statuses, now);
                 self.slos.set(now, statuses);
             }
             Err(e) => tracing::debug!(error = %e, "cannot judge the objectives yet"),
@@ -193,7 +193,7 @@ impl SloTracker {
     }
 
     /// Says each objective's alerts once when they start and once when they end.
-    fn alert(&self, st: &mut State, statuses: &[SloStatus], now: u64) {
+    fn alert(&self, statuses: &[SloStatus], now: u64) {
         let mut now_firing: BTreeMap<String, Alert> = BTreeMap::new();
         for s in statuses {
             let name = s.slo.as_str();
@@ -220,22 +220,23 @@ impl SloTracker {
                 now_firing.insert(format!("burn/{name}/{rule}"), alert);
             }
         }
+        let mut firing = self.slos.firing.lock().unwrap_or_else(|p| p.into_inner());
         for (key, alert) in &now_firing {
-            if !st.firing.contains_key(key) {
+            if !firing.contains_key(key) {
                 let summary = alert.annotations.get("summary").cloned().unwrap_or_default();
                 tracing::warn!(alert = key, summary, "alert: service level objective");
                 self.notifier.send(alert);
             }
         }
-        let ended: Vec<String> = st.firing.keys().filter(|k| !now_firing.contains_key(*k)).cloned().collect();
+        let ended: Vec<String> = firing.keys().filter(|k| !now_firing.contains_key(*k)).cloned().collect();
         for key in ended {
-            if let Some(alert) = st.firing.remove(&key) {
+            if let Some(alert) = firing.remove(&key) {
                 tracing::info!(alert = key, "service level objective recovered");
                 self.notifier.send(&alert.resolved_at(now));
             }
         }
         for (key, alert) in now_firing {
-            st.firing.entry(key).or_insert(alert);
+            firing.entry(key).or_insert(alert);
         }
     }
 }

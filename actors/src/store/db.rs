@@ -283,6 +283,11 @@ impl Db {
         self.listed(&self.runs, "runs", &self.runs_active)
     }
 
+    /// Every incident and run that decodes (see [`all_json_lossy`]).
+    pub(super) fn all_incidents_and_runs(&self) -> Result<(Vec<Incident>, Vec<RunRecord>), StoreError> {
+        Ok((all_json_lossy(&self.incidents, "incidents")?, all_json_lossy(&self.runs, "runs")?))
+    }
+
     pub(super) fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         recent_json(&self.runs, "runs", limit)
     }
@@ -361,6 +366,23 @@ fn decode_json<T: serde::de::DeserializeOwned>(keyspace: &'static str, id: u64, 
 }
 
 /// The newest `limit` records of a keyspace, oldest first.
+/// Every record of a keyspace that decodes, oldest first: one bad record costs itself, not
+/// the whole read (for figures over all records, like the objectives').
+pub(super) fn all_json_lossy<T: serde::de::DeserializeOwned>(
+    ks: &Keyspace,
+    name: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for g in ks.iter() {
+        let (k, v) = g.into_inner()?;
+        match decode_json(name, decode_key(&k), &v) {
+            Ok(record) => out.push(record),
+            Err(e) => tracing::debug!(error = %e, "skipping a record that cannot be decoded"),
+        }
+    }
+    Ok(out)
+}
+
 fn recent_json<T: serde::de::DeserializeOwned>(
     ks: &Keyspace,
     name: &'static str,

@@ -413,9 +413,10 @@ impl Store {
         self.write(move |db| db.slo_buckets(slo.as_str(), from, from)).await
     }
 
-    /// Every incident and every playbook run (the other objectives are counted from them).
+    /// Every incident and every playbook run that can be read (the other objectives are
+    /// counted from them; a record that cannot be decoded is left out, not fatal).
     pub async fn incidents_and_runs(&self) -> Result<(Vec<Incident>, Vec<RunRecord>), StoreError> {
-        self.run(|db| Ok((db.recent_incidents(usize::MAX)?, db.recent_runs(usize::MAX)?))).await
+        self.run(|db| db.all_incidents_and_runs()).await
     }
 
     // --- incidents and runs ---------------------------------------------------------------
