@@ -614,14 +614,7 @@ impl ServiceSupervisor {
             );
             e.waiting_for_port = Some(what);
         }
-        e.state = ServiceState::Backoff;
-        e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);
-        let svc = service.clone();
-        myself.send_after(PORT_WAIT_POLL, move || ServiceMsg::StartAfterBackoff {
-            service: svc,
-            generation,
-            cleared: false,
-        });
+        hold_in_backoff(myself, e, service, generation);
         true
     }
 
@@ -662,14 +655,7 @@ impl ServiceSupervisor {
             );
             e.waiting_for_dependencies = Some(what);
         }
-        e.state = ServiceState::Backoff;
-        e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);
-        let svc = service.clone();
-        myself.send_after(PORT_WAIT_POLL, move || ServiceMsg::StartAfterBackoff {
-            service: svc,
-            generation,
-            cleared: false,
-        });
+        hold_in_backoff(myself, e, service, generation);
         true
     }
 
@@ -1132,5 +1118,23 @@ fn notify_exit(
     tokio::spawn(async move {
         let _ = exit.wait_for(Option::is_some).await;
         let _ = me.tell(ServiceMsg::Exited { service, generation });
+    });
+}
+
+/// Puts a service whose start waits for a cause outside it in `backoff`, and asks again
+/// after [`PORT_WAIT_POLL`].
+fn hold_in_backoff(
+    myself: &ActorRef<ServiceMsg>,
+    e: &mut super::service_table::ServiceEntry,
+    service: &ServiceName,
+    generation: u64,
+) {
+    e.state = ServiceState::Backoff;
+    e.restart_due = Some(Instant::now() + PORT_WAIT_POLL);
+    let svc = service.clone();
+    myself.send_after(PORT_WAIT_POLL, move || ServiceMsg::StartAfterBackoff {
+        service: svc,
+        generation,
+        cleared: false,
     });
 }
