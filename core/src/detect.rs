@@ -87,6 +87,15 @@ impl DiskUsage {
     }
 }
 
+/// How long after an OOM kill it is still a finding (longer than a detector's tick).
+pub const OOM_EXIT_RECENT_MS: u64 = 10_000;
+
+/// What one OOM kill of `f`'s last exit is known by, if its last exit was one: a detector
+/// reports each kill once, not again for as long as it stays recent.
+pub fn oom_exit_key(f: &ServiceFacts) -> Option<String> {
+    f.last_exit.as_ref().filter(|e| e.oom_killed).map(|e| format!("oom-exit:{}:{}", f.service, e.at_unix_ms))
+}
+
 /// What the detectors know of one service now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceFacts {
@@ -235,9 +244,14 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
             Cause::SlowStart,
         ),
         FailureMode::OutOfMemory => {
-            let oom =
-                f.last_exit.as_ref().filter(|e| e.oom_killed && f.started_unix_ms.is_none_or(|s| e.at_unix_ms >= s));
-            if let Some(e) = oom.filter(|_| f.state != ServiceState::Running) {
+            // An OOM kill is an event: seen for a while after it, even once the supervisor has
+            // started the service again (it may do so before a detector's tick); the
+            // detector reports each kill once ([`oom_exit_key`]).
+            let oom = f
+                .last_exit
+                .as_ref()
+                .filter(|e| e.oom_killed && f.now_unix_ms.saturating_sub(e.at_unix_ms) < OOM_EXIT_RECENT_MS);
+            if let Some(e) = oom {
                 return finding(
                     format!("{} ({} exits in its window)", e.described, f.recent_exits),
                     Some(e.at_unix_ms),

@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::config::{NodeConfig, ServiceName};
-use warden_core::detect::{ServiceFacts, Thresholds, assess, assess_facts, causes_of, explained_by};
+use warden_core::detect::{ServiceFacts, Thresholds, assess, assess_facts, causes_of, explained_by, oom_exit_key};
+use warden_core::diagnose::Cause;
 use warden_core::incident::Finding;
 use warden_core::mode::FailureMode;
 use warden_core::probe::ProbeEvent;
@@ -78,6 +79,8 @@ pub struct State {
     explained: BTreeSet<Key>,
     /// Findings whose incident was resolved since: seen again, the repair did not hold.
     after_repair: BTreeSet<Key>,
+    /// Events (an OOM kill) already reported, by what they are known by.
+    events: BTreeSet<String>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -106,6 +109,7 @@ impl Actor for Detector {
             reported: BTreeMap::new(),
             explained: BTreeSet::new(),
             after_repair: BTreeSet::new(),
+            events: BTreeSet::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
             _reg: self.registry.started(&path(self.mode)),
         })
@@ -141,6 +145,16 @@ impl Actor for Detector {
                         let about = match &f.disk {
                             Some(d) if self.mode == FailureMode::DiskFull => format!("disk:{}", d.path),
                             _ => format!("service:{}", f.service),
+                        };
+                        // An OOM kill is an event: reported once, never "still there".
+                        let about = match oom_exit_key(f).filter(|_| finding.cause == Cause::OomKilled) {
+                            Some(key) if f.oom_kills == 0 => {
+                                if !st.events.insert(key.clone()) {
+                                    continue;
+                                }
+                                key
+                            }
+                            _ => about,
                         };
                         judged.findings.push(((about, 0), finding));
                     }
