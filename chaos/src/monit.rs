@@ -16,16 +16,7 @@ use crate::error::BenchError;
 
 /// Finds `monit` on `PATH`.
 pub fn find_monit() -> Result<PathBuf, BenchError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("monit"))
-        .find(|candidate| is_executable(candidate))
-        .ok_or(BenchError::MonitMissing)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::procs::find_program("monit", None).ok_or(BenchError::MonitMissing)
 }
 
 /// `monit -V`'s version number, e.g. `5.33.0`, or `unknown`.

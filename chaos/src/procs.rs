@@ -97,6 +97,16 @@ fn pid(raw: u32) -> Pid {
     Pid::from_raw(i32::try_from(raw).unwrap_or(i32::MAX))
 }
 
+/// The first executable `name` on `PATH`, then in `extra` directories.
+pub fn find_program(name: &str, extra: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|dir| dir.join(name))
+        .find(|c| std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// Sends `signal` to one process.
 pub fn signal(raw_pid: u32, signal: Signal) -> Result<(), BenchError> {
     kill(pid(raw_pid), signal).map_err(BenchError::from)

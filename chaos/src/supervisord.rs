@@ -18,18 +18,9 @@ use crate::error::BenchError;
 /// --bench` makes beside the build (`target/peers/bin`), found from this executable
 /// (`target/release/warden`).
 pub fn find(exe: &Path) -> Result<PathBuf, BenchError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     let beside = exe.parent().and_then(Path::parent).map(|target| target.join("peers").join("bin"));
-    std::env::split_paths(&path)
-        .chain(beside)
-        .map(|dir| dir.join("supervisord"))
-        .find(|candidate| is_executable(candidate))
+    crate::procs::find_program("supervisord", beside)
         .ok_or(BenchError::PeerMissing { name: "supervisord", install: "pip install supervisor" })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `supervisord --version`, e.g. `4.2.5`, or `unknown`.
@@ -166,9 +157,7 @@ mod tests {
         std::fs::create_dir_all(&bin).expect("mkdir");
         let exe = dir.path().join("release/warden");
         // Not there yet: refused with the install hint (unless one is on PATH).
-        if std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .all(|d| !is_executable(&d.join("supervisord")))
-        {
+        if crate::procs::find_program("supervisord", None).is_none() {
             assert!(matches!(find(&exe), Err(BenchError::PeerMissing { .. })));
         }
         let fake = bin.join("supervisord");
