@@ -9,6 +9,7 @@ mod http;
 mod incidents_cmd;
 mod load;
 mod node;
+mod otlp;
 mod playbooks_cmd;
 mod probes_cmd;
 mod slo_cmd;
@@ -89,7 +90,6 @@ fn main() -> ExitCode {
         let code = warden_actors::process::launch::run(plan, program, args);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    telemetry::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -97,6 +97,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Only a node traces; the other commands are its clients.
+    let runs_node = matches!(cli.command, None | Some(Command::Run(_)));
+    let export = (runs_node && otlp::wanted()).then(|| otlp::start(rt.handle().clone()));
+    let (export, export_error) = match export {
+        Some(Ok(e)) => (Some(e), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    telemetry::init(cli.log_format, export.as_ref());
+    if let Some(e) = export_error {
+        // Observability never stops a node from healing: it runs without traces.
+        tracing::error!(error = %e, "traces are not exported");
+    }
     let result = match cli.command {
         None => rt.block_on(node::run(node::RunArgs::default())),
         Some(Command::Run(args)) => rt.block_on(node::run(args)),
@@ -114,6 +127,8 @@ fn main() -> ExitCode {
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),
     };
+    // The spans still queued leave before the runtime that sends them stops.
+    drop(export);
     // Don't wait for blocking tasks (a hung probe) on the way out.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {

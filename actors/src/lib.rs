@@ -10,7 +10,8 @@
 //! (typed actor addresses), [`tree`] (supervisors with strategies and intensities),
 //! [`store`] and [`data_dir`] (durable records and their files), `reconfigure` (the
 //! files' config with the runtime overrides playbooks set), [`process`] (child
-//! processes, logs, signals), [`metrics`] and [`registry`] (what the API reads), and
+//! processes, logs, signals), [`metrics`] and [`registry`] (what the API reads),
+//! [`incident_trace`] (the trace of each incident, which healing and the executor extend) and
 //! [`fault`] (test-only crash injection).
 //!
 //! Actors are thin: each holds its handles in `self`, state built in `pre_start`, and one
@@ -24,6 +25,7 @@ pub mod fault;
 pub mod governance;
 pub mod guardian;
 pub mod healing;
+pub mod incident_trace;
 pub mod metrics;
 pub mod node;
 pub mod private_file;

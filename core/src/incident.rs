@@ -96,6 +96,10 @@ pub struct Incident {
     /// The playbooks in the order the diagnosis chose (empty: the mode's catalog order).
     #[serde(default)]
     pub plan: Vec<String>,
+    /// The incident's trace (W3C `traceparent` of its root span) when traces are exported:
+    /// what a trace backend finds it by, and what its later spans join after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 fn one() -> u32 {
@@ -155,6 +159,7 @@ impl Incident {
             suppressed: Vec::new(),
             cause: finding.cause,
             plan: Vec::new(),
+            trace: None,
         }
     }
 
@@ -566,6 +571,7 @@ mod tests {
             suppressed: vec![],
             cause: Cause::Unknown,
             plan: vec![],
+            trace: None,
         }
     }
 

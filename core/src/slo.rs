@@ -448,6 +448,7 @@ mod tests {
             suppressed: vec![],
             cause: Cause::Unknown,
             plan: vec![],
+            trace: None,
         };
         let all = vec![
             incident(1, IncidentStatus::Resolved, 1_000, &["restart_hung_service"]),

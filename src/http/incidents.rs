@@ -35,6 +35,10 @@ pub fn view(i: &Incident) -> Value {
         m.insert("resolved_at".into(), json!(i.resolved_unix_ms.map(rfc3339)));
         m.insert("fault_onset_at".into(), json!(i.fault_onset_unix_ms.map(rfc3339)));
         m.insert("playbooks_tried".into(), json!(i.playbooks()));
+        // What a trace backend finds the incident's trace by.
+        if let Some(trace_id) = i.trace.as_deref().and_then(|t| t.split('-').nth(1)) {
+            m.insert("trace_id".into(), json!(trace_id));
+        }
         let (mttr, from) = i.mttr().map_or((None, None), |(ms, from)| (Some(ms), Some(from)));
         m.insert(
             "mttr".into(),

@@ -131,6 +131,7 @@ pub async fn run(
         rationale: format!("operator `{}`: {}", caller.name, b.reason.as_deref().unwrap_or("no reason given")),
         dry_run: b.dry_run,
         actor: AuditActor::User(caller.name),
+        trace: Default::default(),
     };
     app.addrs.executor.run(order).await.map_err(run_error)?;
     answer_when_done(&app, run_id).await

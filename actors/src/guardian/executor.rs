@@ -21,6 +21,7 @@ use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
+use crate::incident_trace::{TARGET as TRACE, adopt};
 use crate::metrics::Metrics;
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Store, StoreError};
@@ -30,6 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use warden_core::audit::{AuditActor, OutcomeKind};
 use warden_core::config::{NodeConfig, ServiceName};
 use warden_core::permit::{Authorized, Permit};
@@ -66,6 +70,8 @@ pub struct RunOrder {
     pub dry_run: bool,
     /// Who asked: the healer (system) or a person through the API or the shell.
     pub actor: AuditActor,
+    /// The incident's trace, which the run's spans join (empty: the run starts its own).
+    pub trace: opentelemetry::Context,
 }
 
 /// Undo a finished run: its steps' undo data, last step first, each through governance.
@@ -410,18 +416,55 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     let policies = ctx.policies.get();
     let dependents = ctx.config.get().dependents_of(&order.target);
     let steps = plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t));
+    // The closing check is the trace's `verify`: the reprobe below, or the playbook's own
+    // last step when that waits for the target's probes.
+    let last_verifies = pb.verify && matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. }));
     let run = async {
+        let mut remediate = tracing::info_span!(
+            target: TRACE,
+            "remediate",
+            warden.incident.id = order.incident_id,
+            warden.run.id = order.run_id,
+            warden.playbook = pb.id,
+            warden.target = order.target.as_str(),
+            warden.dry_run = order.dry_run,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        adopt(&remediate, &order.trace);
+        // Without an incident, the run is the trace: `verify` goes under `remediate`.
+        let trace = if order.incident_id.is_some() { order.trace.clone() } else { remediate.context() };
+        let count = steps.len();
         for step in steps {
+            let verifying = last_verifies && !order.dry_run && step.index + 1 == count;
+            let span = if verifying {
+                // The steps before it went well: `remediate` ends, `verify` begins.
+                traced(&remediate, None);
+                drop(std::mem::replace(&mut remediate, tracing::Span::none()));
+                verify_span(order, &trace)
+            } else {
+                tracing::info_span!(
+                    target: TRACE,
+                    parent: &remediate,
+                    "step",
+                    warden.step = step.index,
+                    warden.action = step.primitive.action(),
+                    warden.tier = step.tier.get(),
+                    otel.status_code = Empty,
+                    otel.status_description = Empty,
+                )
+            };
             let started = Instant::now();
             let (result, permit_seq) = if order.dry_run {
                 (dry_step(ctx, order, &step).await.map(|d| (d, Vec::new())), None)
             } else {
-                run_step(ctx, order, step.clone()).await
+                run_step(ctx, order, step.clone()).instrument(span.clone()).await
             };
             let (detail, undo) = match &result {
                 Ok((d, u)) => (d.clone(), u.clone()),
                 Err(f) => (f.detail.clone(), f.undo.clone()),
             };
+            traced(&span, result.as_ref().err().map(|_| detail.as_str()));
             record.steps.push(StepRecord {
                 index: step.index,
                 action: step.primitive.action().into(),
@@ -438,9 +481,12 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 record.retry_at_unix_ms = f.retry_at_unix_ms;
                 record.approval_id = f.approval_id;
                 record.detail = format!("step {} `{}`: {}", step.index, step.primitive.action(), f.detail);
+                traced(&remediate, Some(&record.detail));
                 return;
             }
         }
+        traced(&remediate, None);
+        drop(remediate);
         if order.dry_run {
             record.outcome = RunOutcome::Succeeded;
             record.detail = "dry run: nothing was changed".into();
@@ -448,9 +494,12 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
         }
         // `verify`: the run succeeds only once the target's own probes pass, unless the
         // playbook ends by waiting for exactly that.
-        if pb.verify && !matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. })) {
+        if pb.verify && !last_verifies {
             let started = Instant::now();
-            let result = reprobe(ctx, &order.target, VERIFY_TIMEOUT).await.map_err(|e| e.to_string());
+            let span = verify_span(order, &trace);
+            let result =
+                reprobe(ctx, &order.target, VERIFY_TIMEOUT).instrument(span.clone()).await.map_err(|e| e.to_string());
+            traced(&span, result.as_ref().err().map(String::as_str));
             record.steps.push(StepRecord {
                 index: pb.steps.len(),
                 action: "verify".into(),
@@ -476,6 +525,30 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
         record.detail = format!("playbook timed out after {} ms", pb.timeout.as_millis());
     }
     finish(ctx, record).await
+}
+
+/// The `verify` span of a run: a child of the incident's root (`trace`).
+fn verify_span(order: &RunOrder, trace: &opentelemetry::Context) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TRACE,
+        parent: None,
+        "verify",
+        warden.incident.id = order.incident_id,
+        warden.run.id = order.run_id,
+        warden.target = order.target.as_str(),
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
+    adopt(&span, trace);
+    span
+}
+
+/// Marks a trace span ended well, or failed with `error`.
+fn traced(span: &tracing::Span, error: Option<&str>) {
+    match error {
+        None => span.record("otel.status_code", "OK"),
+        Some(e) => span.record("otel.status_code", "ERROR").record("otel.status_description", e),
+    };
 }
 
 async fn finish(ctx: &RunContext, mut record: RunRecord) -> RunRecord {
@@ -540,7 +613,27 @@ async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (Ste
 /// A permit for `request`, or why there is none (held until a time, denied, waiting for
 /// an approver) with the audit entry of the decision.
 async fn ask_permit(ctx: &RunContext, request: ActionRequest) -> Result<Permit, (StepFailure, Option<u64>)> {
-    match ctx.gate.request(request).await {
+    let span = tracing::info_span!(
+        target: TRACE,
+        "permit",
+        warden.action = request.action,
+        warden.tier = request.tier.get(),
+        warden.decision = Empty,
+        warden.audit.seq = Empty,
+    );
+    let answer = ctx.gate.request(request).instrument(span.clone()).await;
+    let (decision, seq) = match &answer {
+        Ok(GateAnswer::Granted(p)) => ("granted", Some(p.audit_seq())),
+        Ok(GateAnswer::Denied { audit_seq, retry_at_unix_ms: Some(_), .. }) => ("held", *audit_seq),
+        Ok(GateAnswer::Denied { audit_seq, .. }) => ("denied", *audit_seq),
+        Ok(GateAnswer::Pending { audit_seq, .. }) => ("pending_approval", Some(*audit_seq)),
+        Err(_) => ("no_decision", None),
+    };
+    span.record("warden.decision", decision);
+    if let Some(seq) = seq {
+        span.record("warden.audit.seq", seq);
+    }
+    match answer {
         Ok(GateAnswer::Granted(p)) => Ok(p),
         Ok(GateAnswer::Denied { reason, audit_seq, retry_at_unix_ms: Some(at) }) => {
             let detail = format!("held by governance until {}: {reason}", warden_core::time::rfc3339(at));

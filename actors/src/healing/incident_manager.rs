@@ -15,6 +15,7 @@
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::current::Current;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
+use crate::incident_trace::{IncidentTrace, TARGET as TRACE};
 use crate::metrics::{Metrics, ModeLabel};
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Counter, Store, StoreError};
@@ -22,6 +23,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort, RpcReplyPort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 use warden_core::config::{NodeConfig, ServiceName};
 use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, UnderRepair, overdue, under_repair};
 use warden_core::mode::FailureMode;
@@ -130,6 +132,8 @@ pub struct State {
     /// Incidents resolved lately, by (service, mode): a fault back within
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
+    /// The trace of each open incident.
+    traces: BTreeMap<u64, IncidentTrace>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -145,7 +149,9 @@ impl Actor for IncidentManager {
         // worst, never missed.
         self.runs_finished.subscribe(myself.clone(), |run| Some(IncidentMsg::RunFinished(Box::new(run))));
         let open: BTreeMap<u64, Incident> = self.store.open_incidents().await?.into_iter().map(|i| (i.id, i)).collect();
+        let traces = open.values().map(|i| (i.id, IncidentTrace::resume(i))).collect();
         let mut st = State {
+            traces,
             open,
             undispatched: BTreeMap::new(),
             alerted: BTreeSet::new(),
@@ -264,7 +270,7 @@ impl IncidentManager {
                 }
                 None => {
                     tracing::info!(incident = id, run = run_id, "run was never handed over; handing it over now");
-                    let order = self.order(&st.open[&id], run_id, playbook);
+                    let order = self.order(&st.open[&id], run_id, playbook, st);
                     st.undispatched.insert(id, order);
                 }
             }
@@ -312,12 +318,16 @@ impl IncidentManager {
             && incident.status == IncidentStatus::Resolved
         {
             tracing::warn!(incident = id, evidence = f.evidence, "the fault came back after its repair; reopening");
+            st.traces.insert(id, IncidentTrace::resume(&incident));
             let step = incident.reopen(&f.evidence, &self.catalog.get());
             self.apply(step, incident, st).await?;
             return Ok(());
         }
         let id = self.store.next_id(Counter::Incident).await?;
         let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
+        let trace = IncidentTrace::begin(&incident, &f);
+        incident.trace = trace.traceparent();
+        st.traces.insert(id, trace.clone());
         self.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
         tracing::warn!(
             incident = id,
@@ -337,7 +347,18 @@ impl IncidentManager {
             st.open.insert(id, incident);
             return Ok(());
         }
-        let step = incident.first_step(&self.catalog.get());
+        let diagnose = tracing::info_span!(
+            target: TRACE,
+            "diagnose",
+            warden.incident.id = id,
+            warden.failure_mode = f.mode.as_str(),
+            warden.cause = f.cause.as_str(),
+            warden.plan = tracing::field::Empty,
+        );
+        trace.adopt(&diagnose);
+        let step = diagnose.in_scope(|| incident.first_step(&self.catalog.get()));
+        diagnose.record("warden.plan", incident.plan.join(" > "));
+        drop(diagnose);
         self.apply(step, incident, st).await?;
         Ok(())
     }
@@ -357,7 +378,7 @@ impl IncidentManager {
             mode = mode.as_str(),
             "incident cleared: the fault went away by itself"
         );
-        self.close(incident.id, st);
+        self.close(incident.id, st, "cleared", None);
         Ok(())
     }
 
@@ -388,15 +409,38 @@ impl IncidentManager {
         self.apply(step, incident, st).await
     }
 
-    /// Stores the incident after `step` and carries the step out.
-    async fn apply(&self, step: NextStep, mut incident: Incident, st: &mut State) -> Result<(), StoreError> {
+    /// Stores the incident after `step` and carries the step out, in a `decide` span of
+    /// the incident's trace.
+    async fn apply(&self, step: NextStep, incident: Incident, st: &mut State) -> Result<(), StoreError> {
+        let (next, playbook, reason) = match &step {
+            NextStep::Run { playbook } => ("run", playbook.as_str(), ""),
+            NextStep::Resolved { .. } => ("resolved", "", ""),
+            NextStep::Wait { playbook, reason, .. } => ("wait", playbook.as_str(), reason.as_str()),
+            NextStep::AwaitApproval { playbook, reason, .. } => ("await_approval", playbook.as_str(), reason.as_str()),
+            NextStep::Escalate { reason } => ("escalate", "", reason.as_str()),
+        };
+        let decide = tracing::info_span!(
+            target: TRACE,
+            "decide",
+            warden.incident.id = incident.id,
+            warden.failure_mode = incident.mode.as_str(),
+            warden.next = next,
+            warden.playbook = playbook,
+            warden.reason = reason,
+            warden.attempt = incident.attempts.len() + usize::from(next == "run"),
+        );
+        st.traces.entry(incident.id).or_insert_with(|| IncidentTrace::resume(&incident)).adopt(&decide);
+        self.carry_out(step, incident, st).instrument(decide).await
+    }
+
+    async fn carry_out(&self, step: NextStep, mut incident: Incident, st: &mut State) -> Result<(), StoreError> {
         let id = incident.id;
         match step {
             NextStep::Run { playbook } => {
                 let run_id = self.store.next_id(Counter::Run).await?;
                 incident.begin(run_id, &playbook);
                 self.store.put_incident(incident.clone()).await?;
-                st.undispatched.insert(id, self.order(&incident, run_id, playbook));
+                st.undispatched.insert(id, self.order(&incident, run_id, playbook, st));
                 st.open.insert(id, incident);
             }
             NextStep::Resolved { mttr_ms } => {
@@ -406,7 +450,7 @@ impl IncidentManager {
                 st.resolved.insert((incident.service.clone(), incident.mode), (id, tokio::time::Instant::now()));
                 // Its detector judges again from scratch: a fault still there comes back.
                 self.resolved.send((incident.service.clone(), incident.mode));
-                self.close(id, st);
+                self.close(id, st, "resolved", None);
             }
             NextStep::Wait { playbook, retry_at_unix_ms, reason } => {
                 self.store.put_incident(incident.clone()).await?;
@@ -440,7 +484,7 @@ impl IncidentManager {
                     reason,
                     "alert: incident not healed, a person must look"
                 );
-                self.close(id, st);
+                self.close(id, st, "failed", Some(&reason));
             }
         }
         Ok(())
@@ -473,14 +517,19 @@ impl IncidentManager {
         Ok(())
     }
 
-    fn close(&self, id: u64, st: &mut State) {
+    /// Forgets a closed incident and ends its trace with `outcome` (`error`: it failed).
+    fn close(&self, id: u64, st: &mut State, outcome: &str, error: Option<&str>) {
         st.open.remove(&id);
         st.undispatched.remove(&id);
         st.alerted.remove(&id);
+        if let Some(trace) = st.traces.remove(&id) {
+            trace.end(outcome, error);
+        }
     }
 
-    fn order(&self, incident: &Incident, run_id: u64, playbook: String) -> RunOrder {
+    fn order(&self, incident: &Incident, run_id: u64, playbook: String, st: &State) -> RunOrder {
         RunOrder {
+            trace: st.traces.get(&incident.id).map(IncidentTrace::context).unwrap_or_default(),
             run_id,
             incident_id: Some(incident.id),
             playbook,

@@ -1,0 +1,130 @@
+//! Trace export: OTLP over HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-only
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, nothing otherwise.
+//!
+//! The standard variables are honoured as the OpenTelemetry SDK reads them: the protocol
+//! (`http/protobuf`, the default, or `http/json`), headers, compression, the sampler
+//! (`OTEL_TRACES_SAMPLER`), the batch processor (`OTEL_BSP_*`) and the resource
+//! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`; the service is `warden` unless they say
+//! otherwise). `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export off.
+//!
+//! The exporter's requests go through warden's own reqwest client on the node's runtime
+//! (the SDK's batch processor runs on a thread of its own and waits for the answer), so no
+//! second HTTP stack is linked in and a collector that is down costs a timeout on that
+//! thread, never a probe's or a repair's time.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::time::Duration;
+
+/// The OTel default for `OTEL_EXPORTER_OTLP_TIMEOUT`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long warden's exit waits for the spans still queued to leave.
+const FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot build the OTLP HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The tracer provider while export is on; flushes what is queued when dropped.
+pub struct Export {
+    provider: SdkTracerProvider,
+}
+
+impl Export {
+    /// The tracer the tracing bridge and warden's incident traces use.
+    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+        self.provider.tracer("warden")
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown_with_timeout(FLUSH_ON_EXIT) {
+            eprintln!("warning: traces not all exported at exit: {e}");
+        }
+    }
+}
+
+/// Whether the environment asks for trace export.
+pub fn wanted() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Starts export (see the module doc) and makes its provider the global one, which the
+/// incident traces of warden-actors start their spans on. `rt` runs the HTTP requests.
+pub fn start(rt: tokio::runtime::Handle) -> Result<Export, OtlpError> {
+    let timeout = env_timeout();
+    let client = RuntimeClient { http: reqwest::Client::builder().timeout(timeout).build()?, rt };
+    let exporter = SpanExporter::builder().with_http().with_http_client(client).with_timeout(timeout).build()?;
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(Export { provider })
+}
+
+/// The environment's resource, named `warden` where it names no service.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&opentelemetry::Key::new("service.name"))
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    let builder =
+        Resource::builder().with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if named { builder.build() } else { builder.with_service_name("warden").build() }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds.
+fn env_timeout() -> Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+}
+
+/// An OTLP HTTP client that sends on the node's tokio runtime. The batch processor's thread
+/// polls it with a plain executor: it only awaits the task's join handle, which needs no
+/// reactor of its own.
+#[derive(Debug)]
+struct RuntimeClient {
+    http: reqwest::Client,
+    rt: tokio::runtime::Handle,
+}
+
+/// OTLP responses are small; a larger one is not read whole.
+const MAX_RESPONSE: usize = 4 << 20;
+
+#[async_trait]
+impl HttpClient for RuntimeClient {
+    async fn send_bytes(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let request = self.http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body);
+        let answer = self.rt.spawn(async move {
+            let mut response = request.send().await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > MAX_RESPONSE {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, headers, body))
+        });
+        let (status, headers, body) = answer.await??;
+        let mut response = http::Response::new(Bytes::from(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
