@@ -21,6 +21,9 @@ pub enum ChaosCommand {
     /// What probing costs: warden's CPU and RSS with all 20 default probes at 1 Hz, and
     /// optionally Monit checking the same services in the same window.
     Probes(ProbesArgs),
+    /// What trace export costs: two 1 Hz nodes healing the same faults in one window, one
+    /// exporting its traces with OTLP/HTTP to a receiver run by the harness.
+    Tracing(TracingArgs),
     /// Make one real fault in a running node (its addresses from its config), then time
     /// its recovery with the harness's own checks. A fault that cannot be made here, or a
     /// target that does not exist, is refused and changes nothing.
@@ -109,6 +112,31 @@ pub struct ProbesArgs {
 }
 
 #[derive(clap::Args)]
+pub struct TracingArgs {
+    /// The measured window of each round, seconds.
+    #[arg(long, default_value_t = 120)]
+    secs: u64,
+    /// Seconds between hangs of both nodes' api.
+    #[arg(long, default_value_t = 10)]
+    fault_every: u64,
+    /// Rounds; each starts both nodes afresh and swaps which one exports.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Seconds between both nodes being healthy and the window.
+    #[arg(long, default_value_t = 5)]
+    warmup_secs: u64,
+    /// Markdown file whose tracing section is (re)written.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON file with the figures.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the temporary directory (node configs, data, warden's logs).
+    #[arg(long)]
+    keep_tmp: bool,
+}
+
+#[derive(clap::Args)]
 pub struct ReliabilityArgs {
     /// Idle connections held open against warden's API during the flood.
     #[arg(long, default_value_t = 5000)]
@@ -170,6 +198,7 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
         ChaosCommand::Bench(args) => run_bench(args).await,
         ChaosCommand::Reliability(args) => run_reliability(args).await,
         ChaosCommand::Probes(args) => run_probe_cost(args).await,
+        ChaosCommand::Tracing(args) => run_trace_cost(args).await,
         ChaosCommand::Inject(args) => tokio::task::spawn_blocking(move || run_inject(args)).await?,
         ChaosCommand::Modes(args) => {
             anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
@@ -265,6 +294,24 @@ async fn run_probe_cost(args: ProbesArgs) -> anyhow::Result<()> {
         keep_tmp: args.keep_tmp,
     };
     let report = until_signal(probe_cost::run(&cfg)).await?.context("probe cost benchmark failed")?;
+    println!("{}", report.markdown());
+    Ok(())
+}
+
+async fn run_trace_cost(args: TracingArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!(args.fault_every > 0, "--fault-every must be at least 1");
+    anyhow::ensure!(args.secs >= args.fault_every, "--secs must be at least --fault-every");
+    let cfg = crate::trace_cost::TraceCostConfig {
+        window: Duration::from_secs(args.secs),
+        warmup: Duration::from_secs(args.warmup_secs),
+        fault_every: Duration::from_secs(args.fault_every),
+        rounds: args.rounds,
+        out: args.out,
+        json: args.json,
+        keep_tmp: args.keep_tmp,
+    };
+    let report = until_signal(crate::trace_cost::run(&cfg)).await?.context("tracing benchmark failed")?;
     println!("{}", report.markdown());
     Ok(())
 }

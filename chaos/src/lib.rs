@@ -29,3 +29,4 @@ pub mod restore;
 pub mod services;
 pub mod stats;
 pub mod supervisord;
+pub mod trace_cost;

@@ -28,11 +28,23 @@ impl Group {
     /// Starts `program args...` in a new process group, stdin from /dev/null, stdout and
     /// stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, BenchError> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Like [`Group::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self, BenchError> {
         let spawn_err = |source| BenchError::Spawn { what: name.to_string(), source };
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
         let child = tokio::process::Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
