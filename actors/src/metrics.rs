@@ -341,7 +341,7 @@ impl Metrics {
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         r.register("build_info", "1, labelled with the running warden's version", build);
-        for decision in ["allow", "deny", "pendingapproval"] {
+        for decision in warden_core::audit::DecisionKind::ALL.map(warden_core::audit::DecisionKind::as_str) {
             let _ = m.gate_decisions.get_or_create(&DecisionLabel { decision: decision.into() });
         }
         for action in warden_core::playbook::Primitive::actions() {

@@ -53,6 +53,29 @@ pub enum DecisionKind {
     PendingApproval,
 }
 
+impl DecisionKind {
+    pub const ALL: [DecisionKind; 3] = [DecisionKind::Allow, DecisionKind::Deny, DecisionKind::PendingApproval];
+
+    /// As the API and the audit trail name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::PendingApproval => "pending_approval",
+        }
+    }
+}
+
+/// Who, as the API and the log name them: `system` or `user:<name>`.
+impl std::fmt::Display for AuditActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditActor::System => f.write_str("system"),
+            AuditActor::User(name) => write!(f, "user:{name}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {

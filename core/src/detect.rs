@@ -13,7 +13,7 @@
 //! and which failing dependency or lower layer explains it, so one fault opens one incident
 //! at the cause and the symptoms are suppressed and linked to it.
 
-use crate::config::{Layer, ServiceName, ServiceRole};
+use crate::config::{HealingConfig, Layer, ServiceName, ServiceRole};
 use crate::diagnose::{Cause, EX_TEMPFAIL};
 use crate::incident::Finding;
 use crate::mode::FailureMode;
@@ -44,6 +44,17 @@ pub struct Thresholds {
     /// with gigabytes left is not full at 4 %, a small volume is full with megabytes).
     pub disk_min_free_pct: u8,
     pub disk_min_free_bytes: u64,
+}
+
+impl Thresholds {
+    /// The thresholds `healing:` sets.
+    pub fn of(h: &HealingConfig) -> Self {
+        Self {
+            memory_pressure_pct: h.memory_pressure_pct,
+            disk_min_free_pct: h.disk_min_free_pct,
+            disk_min_free_bytes: h.disk_min_free_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// How the last unexpected exit of a service ended.

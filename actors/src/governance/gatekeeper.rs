@@ -252,8 +252,8 @@ impl Gatekeeper {
             }
             history.record(&req.action, &req.target, now, HISTORY_KEEP);
         }
-        let decision = format!("{:?}", verdict.kind()).to_lowercase();
-        if decision == "deny" {
+        let decision = verdict.kind().as_str().to_string();
+        if verdict.kind() == DecisionKind::Deny {
             // A request the policy refused: something tried to act outside it.
             self.metrics.policy_violations.get_or_create(&ActionLabel { action: req.action.clone() }).inc();
         }

@@ -753,7 +753,7 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
         run_id: None,
         plan: plan_of(ctx, &step),
     };
-    tracing::info!(by = ?op.actor, action = request.action, target = request.target, "single action requested");
+    tracing::info!(by = %op.actor, action = request.action, target = request.target, "single action requested");
     match govern(ctx, request, step).await {
         (Ok((detail, _)), seq) => OperatorOutcome::Done { result: Ok(detail), audit_seq: seq },
         (Err(f), seq) => match f.outcome {
@@ -1019,7 +1019,8 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
     let last = crate::process::logs::tail(&ctx.data_dir.log_file(service.as_str()), 3);
     match snap {
         Some(s) => {
-            format!("state {}, pid {:?}, restarts {}, last log lines: {:?}", s.state.as_str(), s.pid, s.restarts, last)
+            let pid = s.pid.map_or_else(|| "none".to_string(), |p| p.to_string());
+            format!("state {}, pid {pid}, restarts {}, last log lines: {:?}", s.state.as_str(), s.restarts, last)
         }
         None => format!("no service `{service}`"),
     }

@@ -17,8 +17,8 @@
 //! dropped; one still failing a group wait after what held it is over (a repair failed,
 //! given up or past its time; the lower layer back) is sent then.
 
-use super::incident_manager::RepairBoard;
 use super::notifier::Notifier;
+use super::repair_board::RepairBoard;
 use crate::addr::{AbortOnDrop, Addr};
 use crate::current::Current;
 use crate::data_dir::DataDir;

@@ -215,12 +215,7 @@ impl Actor for Detector {
 
 impl Detector {
     fn thresholds(&self) -> Thresholds {
-        let h = self.config.get().healing;
-        Thresholds {
-            memory_pressure_pct: h.memory_pressure_pct,
-            disk_min_free_pct: h.disk_min_free_pct,
-            disk_min_free_bytes: h.disk_min_free_mb.saturating_mul(1 << 20),
-        }
+        Thresholds::of(&self.config.get().healing)
     }
 
     fn facts(&self) -> Vec<ServiceFacts> {

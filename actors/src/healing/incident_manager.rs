@@ -12,6 +12,7 @@
 //! handed over is handed over again, a run still "running" long past its timeout is
 //! recorded as interrupted. Applying a run twice changes nothing.
 
+use super::repair_board::RepairBoard;
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::current::Current;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 use warden_core::config::{NodeConfig, ServiceName};
-use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, UnderRepair, overdue, under_repair};
+use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, overdue, under_repair};
 use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::run::{RunOutcome, RunRecord};
@@ -90,23 +91,6 @@ impl Addr<IncidentManager> {
         if let Err(e) = self.tell(IncidentMsg::Link(cause, text)) {
             tracing::debug!(error = %e, "cannot link a suppressed failure");
         }
-    }
-}
-
-/// The open incidents and whether their repair is still within its time, as the incident
-/// manager last published them: the alerter holds the alerts they explain.
-#[derive(Debug, Clone, Default)]
-pub struct RepairBoard {
-    inner: Arc<std::sync::Mutex<Vec<UnderRepair>>>,
-}
-
-impl RepairBoard {
-    pub fn get(&self) -> Vec<UnderRepair> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, repairs: Vec<UnderRepair>) {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = repairs;
     }
 }
 

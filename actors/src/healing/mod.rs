@@ -7,6 +7,7 @@ pub mod facts;
 pub mod incident_manager;
 pub mod notifier;
 pub mod quarantine_watch;
+pub mod repair_board;
 pub mod silences;
 pub mod slo_tracker;
 

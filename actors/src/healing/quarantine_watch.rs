@@ -155,12 +155,7 @@ impl Actor for QuarantineWatch {
 impl QuarantineWatch {
     /// The outside causes holding now for each of `quarantined`.
     fn blockers_of(&self, quarantined: &[ServiceName]) -> Vec<(ServiceName, Vec<Blocker>)> {
-        let h = self.config.get().healing;
-        let t = Thresholds {
-            memory_pressure_pct: h.memory_pressure_pct,
-            disk_min_free_pct: h.disk_min_free_pct,
-            disk_min_free_bytes: h.disk_min_free_mb.saturating_mul(1 << 20),
-        };
+        let t = Thresholds::of(&self.config.get().healing);
         let all = facts::gather(&self.services, &self.data_dir, t, facts::Needs { memory: false, disk: true });
         let down = self.board.failing_targets();
         let table = self.services.lock();
@@ -220,9 +215,14 @@ impl QuarantineWatch {
                 Err(now + ASK_AGAIN_AFTER.as_millis() as u64)
             }
             Ok(other) => {
+                let why = match &other {
+                    OperatorOutcome::Denied { reason, .. } => format!("denied: {reason}"),
+                    OperatorOutcome::Done { result: Err(e), .. } => format!("failed: {e}"),
+                    _ => "no release".to_string(),
+                };
                 tracing::warn!(
                     service = service.as_str(),
-                    outcome = ?other,
+                    why,
                     "alert: quarantine not lifted; a person must look (`warden services release`)"
                 );
                 Err(now + ASK_AGAIN_AFTER.as_millis() as u64)

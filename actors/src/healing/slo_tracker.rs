@@ -2,7 +2,7 @@
 //!
 //! Every [`TICK`] it counts the probe checks made since its last look (the probe board's
 //! totals per probe) into the store's health buckets, takes the other objectives' events
-//! from the incidents and runs in the store, and judges each objective against its target
+//! from the incidents and runs in the store (read again only after one was written), and judges each objective against its target
 //! from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
 //! the metrics (value, target, budget left, burn rates, and the events as counters for
 //! Prometheus's own rules). An objective under its alert threshold (target − 5 points), or
@@ -36,6 +36,15 @@ impl Addr<SloTracker> {
     pub fn at() -> Self {
         Addr::new(PATH)
     }
+}
+
+/// Trust's, confidence's and MTTR's buckets, and what they were read at.
+struct Events {
+    record_writes: u64,
+    mttr_limit_ms: u64,
+    trust: slo::Buckets,
+    confidence: slo::Buckets,
+    mttr: slo::Buckets,
 }
 
 /// When the objectives were judged, and what was found.
@@ -79,6 +88,9 @@ pub struct State {
     counted_incidents: BTreeSet<u64>,
     /// Whether the first look is done (what ended before it is not counted again).
     primed: bool,
+    /// Trust's, confidence's and MTTR's events as last read, with the store's record-write
+    /// count and the MTTR limit they were read at: read again only when either moved.
+    events: Option<Events>,
     /// Whether the probe checks' totals have been noted once.
     checks_primed: bool,
     _tick: AbortOnDrop,
@@ -98,6 +110,7 @@ impl Actor for SloTracker {
             counted_runs: BTreeSet::new(),
             counted_incidents: BTreeSet::new(),
             primed: false,
+            events: None,
             checks_primed: false,
             _tick: AbortOnDrop(myself.send_interval(TICK, || SloMsg::Tick)),
             _reg: self.registry.started(PATH),
@@ -154,9 +167,34 @@ impl SloTracker {
     async fn judge(&self, st: &mut State, now: u64) -> Result<Vec<SloStatus>, crate::store::StoreError> {
         let config = self.config.get();
         let health = self.store.slo_buckets(SloKind::Health, now).await?;
+        let limit = config.healing.mttr_alert.as_millis() as u64;
+        let writes = self.store.record_writes();
+        if !st.events.as_ref().is_some_and(|e| e.record_writes == writes && e.mttr_limit_ms == limit) {
+            st.events = Some(self.read_events(st, writes, limit).await?);
+        }
+        let Some(events) = &st.events else { return Ok(Vec::new()) };
+        let (trust, confidence, mttr) = (&events.trust, &events.confidence, &events.mttr);
+        let statuses: Vec<SloStatus> = [
+            (SloKind::Health, &health),
+            (SloKind::Trust, trust),
+            (SloKind::Confidence, confidence),
+            (SloKind::Mttr, mttr),
+        ]
+        .into_iter()
+        .map(|(kind, buckets)| slo::status(kind, buckets, kind.target(&config.slo), now))
+        .collect();
+        for s in &statuses {
+            self.metrics.slo_judged(s);
+        }
+        Ok(statuses)
+    }
+
+    /// Trust's, confidence's and MTTR's events from every incident and run in the store,
+    /// and the counters of what ended since the last read.
+    async fn read_events(&self, st: &mut State, writes: u64, limit: u64) -> Result<Events, crate::store::StoreError> {
         let (incidents, runs) = self.store.incidents_and_runs().await?;
         let trust = slo::trust_events(&runs);
-        let (confidence, mttr) = slo::incident_events(&incidents, config.healing.mttr_alert.as_millis() as u64);
+        let (confidence, mttr) = slo::incident_events(&incidents, limit);
         // Counters: what ended since the last look (Prometheus's rules rate them).
         let mut fresh_runs = Vec::new();
         for r in runs.iter().filter(|r| r.outcome.is_final()) {
@@ -172,24 +210,10 @@ impl SloTracker {
         }
         st.primed = true;
         self.metrics.slo_counted(SloKind::Trust, slo::trust_events(&fresh_runs).total());
-        let limit = config.healing.mttr_alert.as_millis() as u64;
         let (c, m) = slo::incident_events(&fresh_incidents, limit);
         self.metrics.slo_counted(SloKind::Confidence, c.total());
         self.metrics.slo_counted(SloKind::Mttr, m.total());
-
-        let statuses: Vec<SloStatus> = [
-            (SloKind::Health, &health),
-            (SloKind::Trust, &trust),
-            (SloKind::Confidence, &confidence),
-            (SloKind::Mttr, &mttr),
-        ]
-        .into_iter()
-        .map(|(kind, buckets)| slo::status(kind, buckets, kind.target(&config.slo), now))
-        .collect();
-        for s in &statuses {
-            self.metrics.slo_judged(s);
-        }
-        Ok(statuses)
+        Ok(Events { record_writes: writes, mttr_limit_ms: limit, trust, confidence, mttr })
     }
 
     /// Says each objective's alerts once when they start and once when they end.

@@ -19,7 +19,7 @@ pub mod journal;
 use crate::data_dir::DataDir;
 use db::Db;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -108,6 +108,9 @@ struct Inner {
     db: RwLock<Option<Arc<Db>>>,
     health: watch::Sender<Health>,
     reopening: AtomicBool,
+    /// Bumped by every write of an incident or a run: readers that derive figures from all
+    /// of them (the SLO tracker) read again only when it moved.
+    record_writes: AtomicU64,
 }
 
 /// The handle every part of warden uses to reach the store.
@@ -162,6 +165,7 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 health: watch::channel(Health::Healthy).0,
                 reopening: AtomicBool::new(false),
+                record_writes: AtomicU64::new(0),
             }),
         })
     }
@@ -419,6 +423,12 @@ impl Store {
         self.run(|db| db.all_incidents_and_runs()).await
     }
 
+    /// How many incident and run writes this handle's process has made: unchanged, the
+    /// records read before are still all there is.
+    pub fn record_writes(&self) -> u64 {
+        self.inner.record_writes.load(Ordering::Acquire)
+    }
+
     // --- incidents and runs ---------------------------------------------------------------
 
     /// The next value of a durable counter, starting at 1.
@@ -427,7 +437,10 @@ impl Store {
     }
 
     pub async fn put_incident(&self, incident: Incident) -> Result<(), StoreError> {
-        self.write(move |db| db.put_incident(&incident)).await
+        let written = self.write(move |db| db.put_incident(&incident)).await;
+        // Counted after the write: a reader that read the count before it reads again.
+        self.inner.record_writes.fetch_add(1, Ordering::AcqRel);
+        written
     }
 
     pub async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -444,7 +457,9 @@ impl Store {
     }
 
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        self.write(move |db| db.put_run(&run)).await
+        let written = self.write(move |db| db.put_run(&run)).await;
+        self.inner.record_writes.fetch_add(1, Ordering::AcqRel);
+        written
     }
 
     pub async fn run_record(&self, run_id: u64) -> Result<Option<RunRecord>, StoreError> {
