@@ -2,15 +2,17 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, nothing otherwise.
 //!
 //! The standard variables are honoured as the OpenTelemetry SDK reads them: the protocol
-//! (`http/protobuf`, the default, or `http/json`), headers, compression, the sampler
-//! (`OTEL_TRACES_SAMPLER`), the batch processor (`OTEL_BSP_*`) and the resource
+//! (`http/protobuf`, the default, or `http/json`), headers, compression (`gzip`), the
+//! sampler (`OTEL_TRACES_SAMPLER`), the batch processor (`OTEL_BSP_*`) and the resource
 //! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`; the service is `warden` unless they say
 //! otherwise). `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export off.
+//! gRPC and `https` endpoints are refused at start: the collector is expected on the node
+//! (an OpenTelemetry Collector, which forwards over TLS), reached over plain HTTP.
 //!
 //! The exporter's requests go through warden's own reqwest client on the node's runtime
-//! (the SDK's batch processor runs on a thread of its own and waits for the answer), so no
-//! second HTTP stack is linked in and a collector that is down costs a timeout on that
-//! thread, never a probe's or a repair's time.
+//! (the SDK's batch processor encodes on a thread of its own and waits there for the
+//! answer), so a collector that is down costs a timeout on that thread, never a probe's or
+//! a repair's time. A failed export is a warning in the log (the SDK's internal logs).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +34,10 @@ pub enum OtlpError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("cannot build the OTLP HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{var}={value}: only http/protobuf and http/json are built in (no gRPC)")]
+    Protocol { var: &'static str, value: String },
+    #[error("{var}={value}: only plain http:// endpoints are supported (run a collector on the node)")]
+    Endpoint { var: &'static str, value: String },
 }
 
 /// The tracer provider while export is on; flushes what is queued when dropped.
@@ -49,9 +55,14 @@ impl Export {
 impl Drop for Export {
     fn drop(&mut self) {
         if let Err(e) = self.provider.shutdown_with_timeout(FLUSH_ON_EXIT) {
-            eprintln!("warning: traces not all exported at exit: {e}");
+            tracing::warn!(error = %e, "traces not all exported at exit");
         }
     }
+}
+
+/// The first of `vars` that is set (and not blank), with its value.
+fn first_set(vars: &[&'static str]) -> Option<(&'static str, String)> {
+    vars.iter().find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).map(|v| (*k, v.trim().to_string())))
 }
 
 /// Whether the environment asks for trace export.
@@ -65,9 +76,25 @@ pub fn wanted() -> bool {
 /// Starts export (see the module doc) and makes its provider the global one, which the
 /// incident traces of warden-actors start their spans on. `rt` runs the HTTP requests.
 pub fn start(rt: tokio::runtime::Handle) -> Result<Export, OtlpError> {
+    if let Some((var, value)) = first_set(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"])
+        && !value.to_ascii_lowercase().starts_with("http://")
+    {
+        return Err(OtlpError::Endpoint { var, value });
+    }
+    let protocol = first_set(&["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]);
+    if let Some((var, value)) = &protocol
+        && !matches!(value.as_str(), "http/protobuf" | "http/json")
+    {
+        return Err(OtlpError::Protocol { var, value: value.clone() });
+    }
     let timeout = env_timeout();
     let client = RuntimeClient { http: reqwest::Client::builder().timeout(timeout).build()?, rt };
-    let exporter = SpanExporter::builder().with_http().with_http_client(client).with_timeout(timeout).build()?;
+    let mut builder = SpanExporter::builder().with_http().with_http_client(client).with_timeout(timeout);
+    // With JSON built in too, the crate's own default would be JSON; OTel's is protobuf.
+    if protocol.is_none() {
+        builder = builder.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    }
+    let exporter = builder.build()?;
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     Ok(Export { provider })

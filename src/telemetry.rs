@@ -7,7 +7,7 @@
 use crate::otlp;
 use std::io::IsTerminal;
 use tracing::Level;
-use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -34,10 +34,15 @@ pub fn init(format: LogFormat, traces: Option<&otlp::Export>) {
     let _ = FORMAT.set(format);
     // The store's own recovery chatter, and the actor framework's per-actor lifecycle lines
     // (which name actors by their numeric ids), are not news to an operator.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn,ractor=warn,ractor_supervisor=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,fjall=warn,lsm_tree=warn,ractor=warn,ractor_supervisor=warn,opentelemetry=warn")
+    });
     // The incident traces' spans are for the trace backend: a log line does not carry them.
-    let no_trace_spans = filter_fn(|m| !(m.is_span() && m.target() == TRACE_TARGET));
+    // The hints keep the level ceiling the env filter sets: without one, `and` has none,
+    // and every crate's debug and trace events (and `log` records) would be built only to
+    // be filtered out.
+    let no_trace_spans =
+        filter_fn(|m| !(m.is_span() && m.target() == TRACE_TARGET)).with_max_level_hint(LevelFilter::TRACE);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Human => {
@@ -52,7 +57,8 @@ pub fn init(format: LogFormat, traces: Option<&otlp::Export>) {
             .boxed(),
     };
     let traces = traces.map(|export| {
-        let only = filter_fn(|m| if m.is_span() { m.target() == TRACE_TARGET } else { *m.level() <= Level::INFO });
+        let only = filter_fn(|m| if m.is_span() { m.target() == TRACE_TARGET } else { *m.level() <= Level::INFO })
+            .with_max_level_hint(LevelFilter::INFO);
         // Where in the code a span was made is kept; which thread ran it and the idle and
         // busy times of an actor's future say nothing about the incident.
         tracing_opentelemetry::layer()

@@ -162,4 +162,42 @@ fn test_a_collector_that_is_down_does_not_hold_up_a_repair() {
             .and_then(|v| v["incidents"].as_array().and_then(|a| a.first().cloned()))
             .is_some_and(|i| i["status"] == "resolved")
     });
+    // The spans it could not send are not lost in silence.
+    wait_until("the failed export in the log", Duration::from_secs(30), || node.stderr().contains("ExportError"));
+}
+
+#[test]
+fn test_export_speaks_protobuf_by_default_and_an_https_endpoint_is_refused_at_start() {
+    let rx = Receiver::start(0);
+    let endpoint = format!("http://{}", rx.addr);
+    let ports = Ports::fresh();
+    let node = Node::start_with_env(
+        &default_config_on(ports),
+        ports,
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    node.wait_ready();
+    let (ok, out) = node.cli(&["chaos", "inject", "api-hang", "--json", "--verify-secs", "60"], &[]);
+    assert!(ok, "{out}\n{}", node.stderr());
+    wait_until("a protobuf export request", Duration::from_secs(60), || {
+        rx.heads()
+            .iter()
+            .any(|h| h.starts_with("post /v1/traces ") && h.contains("content-type: application/x-protobuf"))
+    });
+
+    let ports = Ports::fresh();
+    let tls = Node::start_with_env(
+        &default_config_on(ports),
+        ports,
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.invalid:4318")],
+    );
+    tls.wait_ready();
+    let log = tls.stderr();
+    assert!(
+        log.contains("traces are not exported")
+            && log.contains("OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.invalid:4318"),
+        "the refusal names the variable and its value: {log}"
+    );
 }

@@ -9,13 +9,18 @@
 //! root through `tracing-opentelemetry`. With export off, the global tracer is a no-op and
 //! no subscriber takes [`TARGET`]'s spans: tracing costs nothing.
 //!
-//! The root's `traceparent` is kept on the incident, so spans made after warden restarts
-//! join the same trace (under a root that the old process may not have sent).
+//! The live roots are kept on a [`TraceBoard`] outside the incident manager, so a restart of
+//! that actor neither ends them early nor loses them. The root's `traceparent` is kept on
+//! the incident, so spans made after warden restarts, or after a fault came back and
+//! reopened its incident, join the same trace; the root then having been sent (or lost with
+//! the old process), the incident's end is a short `end` span under it.
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use warden_core::incident::{Finding, Incident};
@@ -92,15 +97,63 @@ impl IncidentTrace {
     }
 
     /// Ends the root: `outcome` is how the incident ended (`resolved`, `failed`,
-    /// `cleared`); `error` marks the trace failed.
+    /// `cleared`); `error` marks the trace failed. A root of an earlier process or an earlier
+    /// opening cannot be ended here: a short `end` span under it says the outcome instead.
     pub fn end(&self, outcome: &str, error: Option<&str>) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new("warden.outcome", outcome.to_string()));
-        span.set_status(match error {
+        let status = match error {
             Some(e) => Status::error(e.to_string()),
             None => Status::Ok,
-        });
-        span.end();
+        };
+        let outcome = KeyValue::new("warden.outcome", outcome.to_string());
+        let root = self.cx.span();
+        if root.is_recording() {
+            root.set_attribute(outcome);
+            root.set_status(status);
+            root.end();
+        } else if root.span_context().is_valid() {
+            let tracer = opentelemetry::global::tracer("warden");
+            let mut end = tracer.span_builder("end").with_attributes([outcome]).start_with_context(&tracer, &self.cx);
+            end.set_status(status);
+            end.end();
+        }
+    }
+}
+
+/// The traces of the open incidents, by incident id.
+#[derive(Debug, Clone, Default)]
+pub struct TraceBoard {
+    inner: Arc<Mutex<BTreeMap<u64, IncidentTrace>>>,
+}
+
+impl TraceBoard {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, IncidentTrace>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live trace of `incident`, or (opened by an earlier process, or reopened) the one
+    /// its stored `traceparent` names.
+    pub fn of(&self, incident: &Incident) -> IncidentTrace {
+        self.map().entry(incident.id).or_insert_with(|| IncidentTrace::resume(incident)).clone()
+    }
+
+    pub fn insert(&self, id: u64, trace: IncidentTrace) {
+        self.map().insert(id, trace);
+    }
+
+    /// Ends and forgets the trace of incident `id` (see [`IncidentTrace::end`]).
+    pub fn close(&self, id: u64, outcome: &str, error: Option<&str>) {
+        let trace = self.map().remove(&id);
+        if let Some(trace) = trace {
+            trace.end(outcome, error);
+        }
+    }
+
+    /// Forgets the trace of an incident that was never stored, ending its root unmarked.
+    pub fn discard(&self, id: u64) {
+        let trace = self.map().remove(&id);
+        if let Some(trace) = trace {
+            trace.cx.span().end();
+        }
     }
 }
 

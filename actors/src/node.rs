@@ -17,6 +17,7 @@ use crate::healing::notifier::Notifier;
 use crate::healing::repair_board::RepairBoard;
 use crate::healing::silences::SilenceBook;
 use crate::healing::slo_tracker::SloBoard;
+use crate::incident_trace::TraceBoard;
 use crate::metrics::Metrics;
 use crate::process;
 use crate::process::cgroup::Containment;
@@ -109,6 +110,7 @@ impl Node {
                 incidents_resolved: Arc::new(OutputPort::default()),
                 alert_book: AlertBook::default(),
                 repairs: RepairBoard::default(),
+                traces: TraceBoard::default(),
                 notifier: Notifier::new(config, metrics, silences),
                 audit_seal: parts.audit_seal,
                 addrs,

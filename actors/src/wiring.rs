@@ -19,6 +19,7 @@ use crate::healing::notifier::Notifier;
 use crate::healing::repair_board::RepairBoard;
 use crate::healing::silences::SilenceBook;
 use crate::healing::slo_tracker::SloBoard;
+use crate::incident_trace::TraceBoard;
 use crate::metrics::Metrics;
 use crate::process::cgroup::Containment;
 use crate::registry::ActorRegistry;
@@ -78,6 +79,8 @@ pub(crate) struct Wiring {
     pub alert_book: AlertBook,
     /// The open incidents' repairs, published by the incident manager for the alerter.
     pub repairs: RepairBoard,
+    /// The open incidents' traces, kept across restarts of the incident manager.
+    pub traces: TraceBoard,
     pub notifier: Notifier,
     /// The audit key and checkpoint file, or why they cannot be had.
     pub audit_seal: Result<AuditSeal, SealError>,

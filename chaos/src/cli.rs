@@ -214,8 +214,9 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
             let report = match until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await {
                 Ok(r) => r??,
                 Err(e) => {
-                    // No destructor runs on this path: the node goes here.
+                    // No destructor runs on this path: the node and the link go here.
                     crate::modes::kill_node();
+                    crate::link::remove_leftover();
                     return Err(e);
                 }
             };

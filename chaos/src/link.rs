@@ -5,9 +5,11 @@
 //! is then a fault the node can see and repair (fail the api over to the standby).
 //!
 //! Everything made here is taken away when the [`Link`] is dropped: the namespace, the
-//! veth pair (it goes with the namespace), the unreachable route.
+//! veth pair (it goes with the namespace), the unreachable route; and by [`remove_leftover`]
+//! when the harness is stopped by a signal, where no destructor runs.
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use crate::services::{API_PORT, DB_PORT, MODEL_PORT, WARDEN_PORT};
 
@@ -19,6 +21,23 @@ pub struct Link {
     /// The db's address in the namespace.
     pub db_ip: String,
     subnet: String,
+}
+
+/// What the live link made (namespace, subnet, host end), for [`remove_leftover`].
+static MADE: Mutex<Option<(String, String, String)>> = Mutex::new(None);
+
+/// Removes what a link that was not dropped made (the harness stopped by a signal).
+pub fn remove_leftover() {
+    let made = MADE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some((ns, subnet, host_end)) = made {
+        remove(&ns, &subnet, &host_end);
+    }
+}
+
+fn remove(ns: &str, subnet: &str, host_end: &str) {
+    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    let _ = Command::new("ip").args(["route", "del", "unreachable", subnet]).output();
+    let _ = Command::new("ip").args(["link", "del", host_end]).output();
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -41,6 +60,8 @@ impl Link {
             db_ip: format!("10.253.{k}.2"),
             subnet: format!("10.253.{k}.0/24"),
         };
+        *MADE.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((ns.clone(), link.subnet.clone(), link.host_end.clone()));
         let ns_end = format!("wmn{k}");
         let host_ip = format!("10.253.{k}.1/30");
         ip(&["link", "add", &link.host_end, "type", "veth", "peer", "name", &ns_end, "netns", &ns])?;
@@ -89,9 +110,8 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip").args(["route", "del", "unreachable", &self.subnet]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_end]).output();
+        *MADE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        remove(&self.ns, &self.subnet, &self.host_end);
     }
 }
 

@@ -42,7 +42,15 @@ impl Group {
         let spawn_err = |source| BenchError::Spawn { what: name.to_string(), source };
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
-        let child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        // A measured process exports no traces unless the harness says so: the shell's
+        // OpenTelemetry settings would change the figures.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(k);
+            }
+        }
+        let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

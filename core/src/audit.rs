@@ -66,7 +66,7 @@ impl DecisionKind {
     }
 }
 
-/// Who, as the API and the log name them: `system` or `user:<name>`.
+/// Who, as the log names them: `system` or `user:<name>`.
 impl std::fmt::Display for AuditActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -538,6 +538,44 @@ pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_m
         .collect()
 }
 
+/// An api_timeout incident for tests: its attempts are runs of `playbooks`, in order.
+#[cfg(test)]
+pub(crate) fn fixture(
+    id: u64,
+    status: IncidentStatus,
+    detected: u64,
+    resolved: Option<u64>,
+    playbooks: &[&str],
+) -> Incident {
+    Incident {
+        id,
+        mode: FailureMode::ApiTimeout,
+        service: ServiceName::parse("api").expect("a valid name"),
+        evidence: String::new(),
+        detected_unix_ms: detected,
+        fault_onset_unix_ms: None,
+        resolved_unix_ms: resolved,
+        status,
+        attempts: playbooks
+            .iter()
+            .map(|p| Attempt {
+                run_id: id,
+                playbook: (*p).into(),
+                outcome: None,
+                retry_at_unix_ms: None,
+                approval_id: None,
+            })
+            .collect(),
+        detail: String::new(),
+        findings: 1,
+        last_finding_unix_ms: None,
+        suppressed: vec![],
+        cause: Cause::Unknown,
+        plan: vec![],
+        trace: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,30 +587,7 @@ mod tests {
     }
 
     fn incident(id: u64, status: IncidentStatus, detected: u64, resolved: Option<u64>) -> Incident {
-        Incident {
-            id,
-            mode: FailureMode::ApiTimeout,
-            service: api(),
-            evidence: String::new(),
-            detected_unix_ms: detected,
-            fault_onset_unix_ms: None,
-            resolved_unix_ms: resolved,
-            status,
-            attempts: vec![Attempt {
-                run_id: id,
-                playbook: "restart_hung_service".into(),
-                outcome: None,
-                retry_at_unix_ms: None,
-                approval_id: None,
-            }],
-            detail: String::new(),
-            findings: 1,
-            last_finding_unix_ms: None,
-            suppressed: vec![],
-            cause: Cause::Unknown,
-            plan: vec![],
-            trace: None,
-        }
+        fixture(id, status, detected, resolved, &["restart_hung_service"])
     }
 
     /// Two playbooks for api_timeout: `first` (one retry) and `second` (none).

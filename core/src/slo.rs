@@ -422,33 +422,8 @@ mod tests {
 
     #[test]
     fn test_confidence_and_mttr_count_ended_incidents() {
-        use crate::diagnose::Cause;
-        use crate::incident::Attempt;
-        use crate::mode::FailureMode;
-        let attempt = |playbook: &str| Attempt {
-            run_id: 1,
-            playbook: playbook.into(),
-            outcome: None,
-            retry_at_unix_ms: None,
-            approval_id: None,
-        };
-        let incident = |id, status, took_ms: u64, playbooks: &[&str]| Incident {
-            id,
-            mode: FailureMode::ApiTimeout,
-            service: crate::config::ServiceName::parse("api").expect("name"),
-            evidence: String::new(),
-            detected_unix_ms: NOW - 20 * MIN,
-            fault_onset_unix_ms: None,
-            resolved_unix_ms: Some(NOW - 20 * MIN + took_ms),
-            status,
-            attempts: playbooks.iter().map(|p| attempt(p)).collect(),
-            detail: String::new(),
-            findings: 1,
-            last_finding_unix_ms: None,
-            suppressed: vec![],
-            cause: Cause::Unknown,
-            plan: vec![],
-            trace: None,
+        let incident = |id, status, took_ms: u64, playbooks: &[&str]| {
+            crate::incident::fixture(id, status, NOW - 20 * MIN, Some(NOW - 20 * MIN + took_ms), playbooks)
         };
         let all = vec![
             incident(1, IncidentStatus::Resolved, 1_000, &["restart_hung_service"]),

@@ -425,6 +425,8 @@ pub struct Receiver {
     pub addr: std::net::SocketAddr,
     bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Each request's line and headers, lower-cased.
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -435,18 +437,21 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (b, r) = (bodies.clone(), requests.clone());
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (b, r, h) = (bodies.clone(), requests.clone(), heads.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut len = 0usize;
+                let mut head = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
+                    head.push_str(&line.to_ascii_lowercase());
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
                     }
@@ -455,6 +460,7 @@ impl Receiver {
                 if reader.read_exact(&mut body).is_err() {
                     continue;
                 }
+                h.lock().unwrap().push(head);
                 let n = r.fetch_add(1, Ordering::SeqCst);
                 let status = if n < fail_first { "500 Internal Server Error" } else { "200 OK" };
                 if n >= fail_first
@@ -465,7 +471,12 @@ impl Receiver {
                 let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             }
         });
-        Self { addr, bodies, requests }
+        Self { addr, bodies, requests, heads }
+    }
+
+    /// Every request's line and headers so far, lower-cased.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 
     pub fn url(&self, path: &str) -> String {

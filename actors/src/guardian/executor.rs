@@ -419,24 +419,27 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     // The closing check is the trace's `verify`: the reprobe below, or the playbook's own
     // last step when that waits for the target's probes.
     let last_verifies = pb.verify && matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. }));
+    let mut remediate = tracing::info_span!(
+        target: TRACE,
+        "remediate",
+        warden.incident.id = order.incident_id,
+        warden.run.id = order.run_id,
+        warden.playbook = pb.id,
+        warden.target = order.target.as_str(),
+        warden.dry_run = order.dry_run,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    );
+    adopt(&remediate, &order.trace);
+    // Without an incident, the run is the trace: `verify` goes under `remediate`.
+    let trace = if order.incident_id.is_some() { order.trace.clone() } else { remediate.context() };
+    // The span of the step (or the verification) under way: a timeout marks it failed.
+    let mut current: Option<tracing::Span> = None;
     let run = async {
-        let mut remediate = tracing::info_span!(
-            target: TRACE,
-            "remediate",
-            warden.incident.id = order.incident_id,
-            warden.run.id = order.run_id,
-            warden.playbook = pb.id,
-            warden.target = order.target.as_str(),
-            warden.dry_run = order.dry_run,
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-        );
-        adopt(&remediate, &order.trace);
-        // Without an incident, the run is the trace: `verify` goes under `remediate`.
-        let trace = if order.incident_id.is_some() { order.trace.clone() } else { remediate.context() };
         let count = steps.len();
-        for step in steps {
-            let verifying = last_verifies && !order.dry_run && step.index + 1 == count;
+        // Planned steps, not the playbook's: one `restart_dependents` may be several.
+        for (i, step) in steps.into_iter().enumerate() {
+            let verifying = last_verifies && !order.dry_run && i + 1 == count;
             let span = if verifying {
                 // The steps before it went well: `remediate` ends, `verify` begins.
                 traced(&remediate, None);
@@ -454,6 +457,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                     otel.status_description = Empty,
                 )
             };
+            current = Some(span.clone());
             let started = Instant::now();
             let (result, permit_seq) = if order.dry_run {
                 (dry_step(ctx, order, &step).await.map(|d| (d, Vec::new())), None)
@@ -464,7 +468,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 Ok((d, u)) => (d.clone(), u.clone()),
                 Err(f) => (f.detail.clone(), f.undo.clone()),
             };
-            traced(&span, result.as_ref().err().map(|_| detail.as_str()));
+            // Held by governance (a rate limit, an approver) is not a failure.
+            traced(&span, result.as_ref().err().filter(|f| fails(f.outcome)).map(|_| detail.as_str()));
             record.steps.push(StepRecord {
                 index: step.index,
                 action: step.primitive.action().into(),
@@ -481,12 +486,12 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 record.retry_at_unix_ms = f.retry_at_unix_ms;
                 record.approval_id = f.approval_id;
                 record.detail = format!("step {} `{}`: {}", step.index, step.primitive.action(), f.detail);
-                traced(&remediate, Some(&record.detail));
+                traced(&remediate, Some(&record.detail).filter(|_| fails(f.outcome)).map(String::as_str));
                 return;
             }
         }
         traced(&remediate, None);
-        drop(remediate);
+        drop(std::mem::replace(&mut remediate, tracing::Span::none()));
         if order.dry_run {
             record.outcome = RunOutcome::Succeeded;
             record.detail = "dry run: nothing was changed".into();
@@ -497,6 +502,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
         if pb.verify && !last_verifies {
             let started = Instant::now();
             let span = verify_span(order, &trace);
+            current = Some(span.clone());
             let result =
                 reprobe(ctx, &order.target, VERIFY_TIMEOUT).instrument(span.clone()).await.map_err(|e| e.to_string());
             traced(&span, result.as_ref().err().map(String::as_str));
@@ -523,6 +529,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     if tokio::time::timeout(pb.timeout, run).await.is_err() {
         record.outcome = RunOutcome::Failed;
         record.detail = format!("playbook timed out after {} ms", pb.timeout.as_millis());
+        traced(&remediate, Some(&record.detail));
+        if let Some(span) = &current {
+            traced(span, Some(&record.detail));
+        }
     }
     finish(ctx, record).await
 }
@@ -541,6 +551,11 @@ fn verify_span(order: &RunOrder, trace: &opentelemetry::Context) -> tracing::Spa
     );
     adopt(&span, trace);
     span
+}
+
+/// Whether a run that ended so failed (rather than being held by governance).
+fn fails(outcome: RunOutcome) -> bool {
+    matches!(outcome, RunOutcome::Failed | RunOutcome::Denied | RunOutcome::Interrupted)
 }
 
 /// Marks a trace span ended well, or failed with `error`.

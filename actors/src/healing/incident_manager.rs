@@ -16,7 +16,7 @@ use super::repair_board::RepairBoard;
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::current::Current;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
-use crate::incident_trace::{IncidentTrace, TARGET as TRACE};
+use crate::incident_trace::{IncidentTrace, TARGET as TRACE, TraceBoard};
 use crate::metrics::{Metrics, ModeLabel};
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::{Counter, Store, StoreError};
@@ -106,6 +106,8 @@ pub struct IncidentManager {
     pub registry: ActorRegistry,
     /// Published after every message.
     pub repairs: RepairBoard,
+    /// The open incidents' traces (kept outside, so a restart here ends none early).
+    pub traces: TraceBoard,
 }
 
 pub struct State {
@@ -116,8 +118,6 @@ pub struct State {
     /// Incidents resolved lately, by (service, mode): a fault back within
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
-    /// The trace of each open incident.
-    traces: BTreeMap<u64, IncidentTrace>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -133,9 +133,7 @@ impl Actor for IncidentManager {
         // worst, never missed.
         self.runs_finished.subscribe(myself.clone(), |run| Some(IncidentMsg::RunFinished(Box::new(run))));
         let open: BTreeMap<u64, Incident> = self.store.open_incidents().await?.into_iter().map(|i| (i.id, i)).collect();
-        let traces = open.values().map(|i| (i.id, IncidentTrace::resume(i))).collect();
         let mut st = State {
-            traces,
             open,
             undispatched: BTreeMap::new(),
             alerted: BTreeSet::new(),
@@ -254,7 +252,7 @@ impl IncidentManager {
                 }
                 None => {
                     tracing::info!(incident = id, run = run_id, "run was never handed over; handing it over now");
-                    let order = self.order(&st.open[&id], run_id, playbook, st);
+                    let order = self.order(&st.open[&id], run_id, playbook);
                     st.undispatched.insert(id, order);
                 }
             }
@@ -302,7 +300,6 @@ impl IncidentManager {
             && incident.status == IncidentStatus::Resolved
         {
             tracing::warn!(incident = id, evidence = f.evidence, "the fault came back after its repair; reopening");
-            st.traces.insert(id, IncidentTrace::resume(&incident));
             let step = incident.reopen(&f.evidence, &self.catalog.get());
             self.apply(step, incident, st).await?;
             return Ok(());
@@ -311,7 +308,7 @@ impl IncidentManager {
         let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
         let trace = IncidentTrace::begin(&incident, &f);
         incident.trace = trace.traceparent();
-        st.traces.insert(id, trace.clone());
+        self.traces.insert(id, trace.clone());
         self.metrics.incidents_opened.get_or_create(&ModeLabel { mode: f.mode.as_str().into() }).inc();
         tracing::warn!(
             incident = id,
@@ -327,7 +324,10 @@ impl IncidentManager {
                 service = f.service.as_str(),
                 "alert: automatic repair is off; a person must look"
             );
-            self.store.put_incident(incident.clone()).await?;
+            if let Err(e) = self.store.put_incident(incident.clone()).await {
+                self.traces.discard(id);
+                return Err(e.into());
+            }
             st.open.insert(id, incident);
             return Ok(());
         }
@@ -343,7 +343,11 @@ impl IncidentManager {
         let step = diagnose.in_scope(|| incident.first_step(&self.catalog.get()));
         diagnose.record("warden.plan", incident.plan.join(" > "));
         drop(diagnose);
-        self.apply(step, incident, st).await?;
+        if let Err(e) = self.apply(step, incident, st).await {
+            // Not stored: the finding is reported again, and opens an incident of its own.
+            self.traces.discard(id);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -413,7 +417,7 @@ impl IncidentManager {
             warden.reason = reason,
             warden.attempt = incident.attempts.len() + usize::from(next == "run"),
         );
-        st.traces.entry(incident.id).or_insert_with(|| IncidentTrace::resume(&incident)).adopt(&decide);
+        self.traces.of(&incident).adopt(&decide);
         self.carry_out(step, incident, st).instrument(decide).await
     }
 
@@ -424,7 +428,7 @@ impl IncidentManager {
                 let run_id = self.store.next_id(Counter::Run).await?;
                 incident.begin(run_id, &playbook);
                 self.store.put_incident(incident.clone()).await?;
-                st.undispatched.insert(id, self.order(&incident, run_id, playbook, st));
+                st.undispatched.insert(id, self.order(&incident, run_id, playbook));
                 st.open.insert(id, incident);
             }
             NextStep::Resolved { mttr_ms } => {
@@ -506,14 +510,12 @@ impl IncidentManager {
         st.open.remove(&id);
         st.undispatched.remove(&id);
         st.alerted.remove(&id);
-        if let Some(trace) = st.traces.remove(&id) {
-            trace.end(outcome, error);
-        }
+        self.traces.close(id, outcome, error);
     }
 
-    fn order(&self, incident: &Incident, run_id: u64, playbook: String, st: &State) -> RunOrder {
+    fn order(&self, incident: &Incident, run_id: u64, playbook: String) -> RunOrder {
         RunOrder {
-            trace: st.traces.get(&incident.id).map(IncidentTrace::context).unwrap_or_default(),
+            trace: self.traces.of(incident).context(),
             run_id,
             incident_id: Some(incident.id),
             playbook,

@@ -53,6 +53,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             metrics: i.views.metrics.clone(),
             registry: i.views.registry.clone(),
             repairs: i.repairs.clone(),
+            traces: i.traces.clone(),
         }));
         let q = w.clone();
         v.push(tree::worker(Addr::<QuarantineWatch>::at().name(), move || QuarantineWatch {

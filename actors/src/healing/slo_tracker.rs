@@ -2,8 +2,8 @@
 //!
 //! Every [`TICK`] it counts the probe checks made since its last look (the probe board's
 //! totals per probe) into the store's health buckets, takes the other objectives' events
-//! from the incidents and runs in the store (read again only after one was written), and judges each objective against its target
-//! from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
+//! from the incidents and runs in the store (read again only after one was written), and
+//! judges each objective against its target from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
 //! the metrics (value, target, budget left, burn rates, and the events as counters for
 //! Prometheus's own rules). An objective under its alert threshold (target − 5 points), or
 //! burning its budget past a multiwindow rule, is alerted once, in the log and through the

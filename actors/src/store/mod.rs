@@ -437,10 +437,15 @@ impl Store {
     }
 
     pub async fn put_incident(&self, incident: Incident) -> Result<(), StoreError> {
-        let written = self.write(move |db| db.put_incident(&incident)).await;
-        // Counted after the write: a reader that read the count before it reads again.
-        self.inner.record_writes.fetch_add(1, Ordering::AcqRel);
-        written
+        let inner = self.inner.clone();
+        self.write(move |db| {
+            let written = db.put_incident(&incident);
+            // Counted after the write, on the writing thread (which finishes even when the
+            // caller gives up): a reader that read the count before it reads again.
+            inner.record_writes.fetch_add(1, Ordering::AcqRel);
+            written
+        })
+        .await
     }
 
     pub async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -457,9 +462,13 @@ impl Store {
     }
 
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
-        let written = self.write(move |db| db.put_run(&run)).await;
-        self.inner.record_writes.fetch_add(1, Ordering::AcqRel);
-        written
+        let inner = self.inner.clone();
+        self.write(move |db| {
+            let written = db.put_run(&run);
+            inner.record_writes.fetch_add(1, Ordering::AcqRel);
+            written
+        })
+        .await
     }
 
     pub async fn run_record(&self, run_id: u64) -> Result<Option<RunRecord>, StoreError> {
