@@ -534,6 +534,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             traced(span, Some(&record.detail));
         }
     }
+    // The spans end with the run, not after its record is saved.
+    drop((remediate, current));
     finish(ctx, record).await
 }
 
