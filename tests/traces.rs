@@ -64,25 +64,27 @@ fn spans(rx: &Receiver) -> Vec<Span> {
     out
 }
 
+/// The default node on fresh ports with `env`, its api hung by the chaos harness once it
+/// is ready.
+fn node_with_a_hung_api(env: &[(&str, &str)]) -> Node {
+    let ports = Ports::fresh();
+    let node = Node::start_with_env(&default_config_on(ports), ports, &[], env);
+    node.wait_ready();
+    let (ok, out) = node.cli(&["chaos", "inject", "api-hang", "--json", "--verify-secs", "60"], &[]);
+    assert!(ok, "{out}\n{}", node.stderr());
+    node
+}
+
 #[test]
 fn test_a_healed_incident_is_one_trace_from_detection_to_verification() {
     let rx = Receiver::start(0);
     let endpoint = format!("http://{}", rx.addr);
-    let ports = Ports::fresh();
-    let node = Node::start_with_env(
-        &default_config_on(ports),
-        ports,
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_SERVICE_NAME", "warden-under-test"),
-        ],
-    );
-    node.wait_ready();
-    let (ok, out) = node.cli(&["chaos", "inject", "api-hang", "--json", "--verify-secs", "60"], &[]);
-    assert!(ok, "{out}\n{}", node.stderr());
+    let node = node_with_a_hung_api(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_SERVICE_NAME", "warden-under-test"),
+    ]);
 
     let mut incident = Value::Null;
     wait_until("the api_timeout incident resolved", Duration::from_secs(60), || {
@@ -147,16 +149,8 @@ fn test_a_healed_incident_is_one_trace_from_detection_to_verification() {
 fn test_a_collector_that_is_down_does_not_hold_up_a_repair() {
     let closed = free_port();
     let endpoint = format!("http://127.0.0.1:{closed}");
-    let ports = Ports::fresh();
-    let node = Node::start_with_env(
-        &default_config_on(ports),
-        ports,
-        &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
-    node.wait_ready();
-    let (ok, out) = node.cli(&["chaos", "inject", "api-hang", "--json", "--verify-secs", "60"], &[]);
-    assert!(ok, "{out}\n{}", node.stderr());
+    let node =
+        node_with_a_hung_api(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     wait_until("the api_timeout incident resolved", Duration::from_secs(60), || {
         get_json(&node.url("/api/incidents?mode=api_timeout"))
             .and_then(|v| v["incidents"].as_array().and_then(|a| a.first().cloned()))
@@ -170,16 +164,8 @@ fn test_a_collector_that_is_down_does_not_hold_up_a_repair() {
 fn test_export_speaks_protobuf_by_default_and_an_https_endpoint_is_refused_at_start() {
     let rx = Receiver::start(0);
     let endpoint = format!("http://{}", rx.addr);
-    let ports = Ports::fresh();
-    let node = Node::start_with_env(
-        &default_config_on(ports),
-        ports,
-        &[],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
-    node.wait_ready();
-    let (ok, out) = node.cli(&["chaos", "inject", "api-hang", "--json", "--verify-secs", "60"], &[]);
-    assert!(ok, "{out}\n{}", node.stderr());
+    let _exporting =
+        node_with_a_hung_api(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     wait_until("a protobuf export request", Duration::from_secs(60), || {
         rx.heads()
             .iter()

@@ -96,13 +96,7 @@ impl BenchConfig {
         if self.skip_warden {
             cmd.push_str(" --skip-warden");
         }
-        if let Some(out) = &self.out {
-            cmd.push_str(&format!(" --out {}", out.display()));
-        }
-        if let Some(json) = &self.json {
-            cmd.push_str(&format!(" --json {}", json.display()));
-        }
-        cmd
+        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
     }
 
     /// The peers, without `none` and duplicates, in the order given.

@@ -58,14 +58,8 @@ pub struct ModesConfig {
 impl ModesConfig {
     pub fn command(&self) -> String {
         let names: Vec<&str> = self.injections.iter().map(|i| i.name()).collect();
-        let mut cmd = format!("warden chaos modes --runs {} --faults {}", self.runs, names.join(","));
-        if let Some(out) = &self.out {
-            cmd.push_str(&format!(" --out {}", out.display()));
-        }
-        if let Some(json) = &self.json {
-            cmd.push_str(&format!(" --json {}", json.display()));
-        }
-        cmd
+        let cmd = format!("warden chaos modes --runs {} --faults {}", self.runs, names.join(","));
+        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
     }
 }
 

@@ -41,13 +41,7 @@ impl ProbeCostConfig {
         if self.monit {
             cmd.push_str(" --peer monit");
         }
-        if let Some(out) = &self.out {
-            cmd.push_str(&format!(" --out {}", out.display()));
-        }
-        if let Some(json) = &self.json {
-            cmd.push_str(&format!(" --json {}", json.display()));
-        }
-        cmd
+        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
     }
 }
 
@@ -261,12 +255,7 @@ impl ProbeCostReport {
         md.push_str(START_MARKER);
         md.push_str("\n## What probing costs\n\n");
         let install = if self.monit.is_some() { ".ci/install-deps.sh --bench   # as root: monit\n" } else { "" };
-        md.push_str(&format!(
-            "Measured {} (UTC) on {}. To reproduce:\n\n```sh\n{install}cargo build --release\ntarget/release/{}\n```\n\n",
-            self.date,
-            self.machine.describe(),
-            self.command
-        ));
+        md.push_str(&crate::report::reproduce(&self.date, &self.machine, install, &self.command));
         md.push_str(&format!(
             "The embedded default node with all {} probes at 1 Hz (layers {}), over a {} s window after the node \
              was healthy. CPU is the share of one core (utime + stime); RSS now and at its peak (`VmHWM`, since start). \

@@ -37,17 +37,11 @@ pub struct ReliabilityConfig {
 
 impl ReliabilityConfig {
     pub fn command(&self) -> String {
-        let mut cmd = format!(
+        let cmd = format!(
             "warden chaos reliability --connections {} --requests {} --restarts {}",
             self.connections, self.requests, self.restarts
         );
-        if let Some(out) = &self.out {
-            cmd.push_str(&format!(" --out {}", out.display()));
-        }
-        if let Some(json) = &self.json {
-            cmd.push_str(&format!(" --json {}", json.display()));
-        }
-        cmd
+        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
     }
 }
 
@@ -229,12 +223,7 @@ impl ReliabilityReport {
         let mut md = String::new();
         md.push_str(START_MARKER);
         md.push_str("\n## warden under faults to itself\n\n");
-        md.push_str(&format!(
-            "Measured {} (UTC) on {}. To reproduce:\n\n```sh\ncargo build --release\ntarget/release/{}\n```\n\n",
-            self.date,
-            self.machine.describe(),
-            self.command
-        ));
+        md.push_str(&crate::report::reproduce(&self.date, &self.machine, "", &self.command));
         md.push_str(&format!(
             "**A flood of idle connections.** {} idle TCP connections to warden's API were opened and held. \
              API latency is `GET /api/status` on a fresh connection each time. \

@@ -414,6 +414,26 @@ fn create_parent(path: &Path) -> Result<(), BenchError> {
 }
 
 /// Today's UTC date as `YYYY-MM-DD`.
+/// `cmd` with the output flags it was given (`--out`, `--json`): the command a report names.
+pub fn with_outputs(mut cmd: String, out: Option<&Path>, json: Option<&Path>) -> String {
+    if let Some(out) = out {
+        cmd.push_str(&format!(" --out {}", out.display()));
+    }
+    if let Some(json) = json {
+        cmd.push_str(&format!(" --json {}", json.display()));
+    }
+    cmd
+}
+
+/// A report's opening: when and where it was measured, and the commands that measure it
+/// again (`setup` first, when the bench needs something installed).
+pub fn reproduce(date: &str, machine: &Machine, setup: &str, command: &str) -> String {
+    format!(
+        "Measured {date} (UTC) on {}. To reproduce:\n\n```sh\n{setup}cargo build --release\ntarget/release/{command}\n```\n\n",
+        machine.describe()
+    )
+}
+
 pub fn today_utc() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
 }

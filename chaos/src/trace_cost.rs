@@ -45,19 +45,13 @@ pub struct TraceCostConfig {
 
 impl TraceCostConfig {
     pub fn command(&self) -> String {
-        let mut cmd = format!(
+        let cmd = format!(
             "warden chaos tracing --secs {} --fault-every {} --rounds {}",
             self.window.as_secs(),
             self.fault_every.as_secs(),
             self.rounds
         );
-        if let Some(out) = &self.out {
-            cmd.push_str(&format!(" --out {}", out.display()));
-        }
-        if let Some(json) = &self.json {
-            cmd.push_str(&format!(" --json {}", json.display()));
-        }
-        cmd
+        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
     }
 }
 
@@ -327,12 +321,7 @@ impl TraceCostReport {
         let mut md = String::new();
         md.push_str(START_MARKER);
         md.push_str("\n## What tracing costs\n\n");
-        md.push_str(&format!(
-            "Measured {} (UTC) on {}. To reproduce:\n\n```sh\ncargo build --release\ntarget/release/{}\n```\n\n",
-            self.date,
-            self.machine.describe(),
-            self.command
-        ));
+        md.push_str(&crate::report::reproduce(&self.date, &self.machine, "", &self.command));
         md.push_str(&format!(
             "Two nodes of the default node's shape side by side, every probe at 1 Hz, metrics and alerts on; one \
              exports its traces with OTLP/HTTP (JSON) to a receiver on loopback, the other exports nothing. Every {} s \
