@@ -106,6 +106,9 @@ fn main() -> ExitCode {
         None => (None, None),
     };
     telemetry::init(cli.log_format, export.as_ref());
+    if let Some(e) = &export {
+        e.announce();
+    }
     if let Some(e) = export_error {
         // Observability never stops a node from healing: it runs without traces.
         tracing::error!(error = %e, "traces are not exported");

@@ -34,8 +34,10 @@ pub enum OtlpError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("cannot build the OTLP HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("{var}={value}: only http/protobuf and http/json are built in (no gRPC)")]
+    #[error("{var}={value}: the protocols built in are http/protobuf and http/json")]
     Protocol { var: &'static str, value: String },
+    #[error("{var}={value}: the compressions built in are gzip and none")]
+    Compression { var: &'static str, value: String },
     #[error("{var}={value}: only plain http:// endpoints are supported (run a collector on the node)")]
     Endpoint { var: &'static str, value: String },
 }
@@ -43,12 +45,19 @@ pub enum OtlpError {
 /// The tracer provider while export is on; flushes what is queued when dropped.
 pub struct Export {
     provider: SdkTracerProvider,
+    endpoint: String,
+    protocol: String,
 }
 
 impl Export {
     /// The tracer the tracing bridge and warden's incident traces use.
     pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
         self.provider.tracer("warden")
+    }
+
+    /// Says once, when logging is up, where the traces go.
+    pub fn announce(&self) {
+        tracing::info!(endpoint = self.endpoint, protocol = self.protocol, "incident traces exported with OTLP");
     }
 }
 
@@ -87,6 +96,11 @@ pub fn start(rt: tokio::runtime::Handle) -> Result<Export, OtlpError> {
     {
         return Err(OtlpError::Protocol { var, value: value.clone() });
     }
+    if let Some((var, value)) = first_set(&["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"])
+        && !matches!(value.as_str(), "gzip" | "none")
+    {
+        return Err(OtlpError::Compression { var, value });
+    }
     let timeout = env_timeout();
     let client = RuntimeClient { http: reqwest::Client::builder().timeout(timeout).build()?, rt };
     let mut builder = SpanExporter::builder().with_http().with_http_client(client).with_timeout(timeout);
@@ -97,7 +111,9 @@ pub fn start(rt: tokio::runtime::Handle) -> Result<Export, OtlpError> {
     let exporter = builder.build()?;
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    Ok(Export { provider })
+    let endpoint = first_set(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]).map(|(_, v)| v);
+    let protocol = protocol.map_or_else(|| "http/protobuf".to_string(), |(_, v)| v);
+    Ok(Export { provider, endpoint: endpoint.unwrap_or_default(), protocol })
 }
 
 /// The environment's resource, named `warden` where it names no service.

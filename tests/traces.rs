@@ -93,6 +93,7 @@ fn test_a_healed_incident_is_one_trace_from_detection_to_verification() {
             .unwrap_or_default();
         incident["status"] == "resolved"
     });
+    assert!(node.stderr().contains("incident traces exported with OTLP"), "said once at start: {}", node.stderr());
     let id = incident["id"].as_u64().unwrap();
     let trace_id = incident["trace_id"].as_str().unwrap_or_else(|| panic!("the incident names its trace: {incident}"));
 

@@ -198,6 +198,12 @@ impl BurnRule {
             ms => format!("{}m", ms / 60_000),
         }
     }
+
+    /// The alert's `severity` label, as warden's own alerts say it: a page is `critical`,
+    /// a ticket a `warning`.
+    pub fn alert_severity(&self) -> &'static str {
+        if self.severity == "page" { "critical" } else { "warning" }
+    }
 }
 
 /// The SRE workbook's table 5-8: 2 % of a 30-day budget in an hour, 5 % in six hours (page);
@@ -246,9 +252,10 @@ pub fn prometheus_rules(targets: &[(SloKind, f64)]) -> String {
             out.push_str(&format!(
                 "      - alert: WardenSloBurnRate\n        \
                  expr: warden:slo_error_ratio:rate{long}{{slo=\"{slo}\"}} > {threshold} and warden:slo_error_ratio:rate{short}{{slo=\"{slo}\"}} > {threshold}\n        \
-                 labels:\n          severity: {sev}\n          long_window: {long}\n          short_window: {short}\n        \
+                 labels:\n          severity: {sev}\n          slo: {slo}\n          windows: {kind}:{long}/{short}\n        \
                  annotations:\n          summary: SLO {slo} burns its error budget {factor}x too fast over {long} and {short}\n",
-                sev = r.severity,
+                sev = r.alert_severity(),
+                kind = r.severity,
                 factor = r.factor,
             ));
         }
@@ -256,7 +263,7 @@ pub fn prometheus_rules(targets: &[(SloKind, f64)]) -> String {
         out.push_str(&format!(
             "      - alert: WardenSloBelowThreshold\n        \
              expr: warden_slo_value_ratio{{slo=\"{slo}\"}} < {below}\n        for: 5m\n        \
-             labels:\n          severity: ticket\n        \
+             labels:\n          severity: warning\n          slo: {slo}\n        \
              annotations:\n          summary: SLO {slo} is under its alert threshold of {below} (target {target})\n"
         ));
     }
@@ -289,7 +296,8 @@ pub struct SloStatus {
 pub fn status(slo: SloKind, buckets: &Buckets, target: f64, now_unix_ms: u64) -> SloStatus {
     let whole = buckets.over(now_unix_ms, SLO_WINDOW_MS);
     let value = whole.ratio();
-    let alert_below = (target - ALERT_MARGIN_POINTS / 100.0).max(0.0);
+    // In whole millionths: 0.85 − 0.05 is 0.7999999999999999 in floating point.
+    let alert_below = ((target - ALERT_MARGIN_POINTS / 100.0).max(0.0) * 1e6).round() / 1e6;
     let rate = |ms| burn_rate(buckets.over(now_unix_ms, ms).ratio(), target);
     let burn_rates = burn_windows().into_iter().map(|ms| (BurnRule::window_name(ms), rate(ms))).collect();
     let burning = BURN_RULES

@@ -236,6 +236,7 @@ impl SloTracker {
                 now_firing.insert(format!("below/{name}"), alert);
             }
             for rule in &s.burning {
+                // As the rule file says it (`BurnRule::alert_severity`).
                 let severity = if rule.starts_with("page") { Severity::Critical } else { Severity::Warning };
                 let alert = Alert::new("WardenSloBurnRate", severity, AlertStatus::Firing, now)
                     .label("slo", name)
