@@ -293,6 +293,21 @@ fn test_7_a_hung_api_is_restarted() {
 }
 
 #[test]
+fn test_the_harness_finds_the_data_dir_the_running_node_was_given() {
+    let node = default_node();
+    // No --data-dir: the config alone names another; the node says which it uses.
+    let out = Command::new(WARDEN)
+        .args(["chaos", "inject", "api-hang", "--json", "--verify-secs", "60", "--config"])
+        .arg(node.config_path())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = text.lines().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    assert!(out.status.success() && report["restored"] == true, "{text}{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn test_8_a_deleted_config_file_is_restored_from_the_vault() {
     let node = default_node();
     let file = node.data_dir().join("services/api/api.json");

@@ -72,7 +72,8 @@ pub struct InjectArgs {
     /// Node config file (default: the embedded demo node).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The node's data dir (default: the config's).
+    /// The node's data dir (default: the one the node answering at the config's address
+    /// says it uses, else the config's).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// How long to wait for recovery, seconds.
@@ -229,8 +230,16 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
 
 fn run_inject(args: InjectArgs) -> anyhow::Result<()> {
     use crate::inject::{InjectOptions, prepare, wait_restored};
-    let config =
+    let mut config =
         crate::inject::running_config(args.config.as_deref(), args.data_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    // Without --data-dir, the node that answers at the config's address says where its data
+    // is (it may have been started with a --data-dir of its own).
+    if args.data_dir.is_none()
+        && let Some(dir) = crate::inject::node_data_dir(&config)
+        && dir != config.data_dir
+    {
+        config = crate::inject::running_config(args.config.as_deref(), Some(&dir)).map_err(anyhow::Error::msg)?;
+    }
     let opts = InjectOptions { target: args.target.clone(), secs: args.secs, interface: args.interface.clone() };
     let prepared = prepare(&config, &config.data_dir, args.fault, &opts)?;
     if args.dry_run {

@@ -226,6 +226,16 @@ fn credentials_file(s: &ServiceSpec) -> Option<PathBuf> {
     })
 }
 
+/// The data dir the node running at `config`'s address says it uses (`GET /api/status`),
+/// if one answers.
+pub fn node_data_dir(config: &NodeConfig) -> Option<std::path::PathBuf> {
+    let client =
+        reqwest::blocking::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(2)).build().ok()?;
+    let status: serde_json::Value =
+        client.get(format!("http://{}/api/status", config.http_listen)).send().ok()?.json().ok()?;
+    status["node"]["data_dir"].as_str().filter(|d| !d.is_empty()).map(std::path::PathBuf::from)
+}
+
 /// The node's config as it runs: the file (or the embedded default, relative to the working
 /// directory) with the runtime overrides in its data dir over it. Where the harness takes
 /// every address from.
