@@ -199,12 +199,13 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
         runs: cfg.runs,
         results,
     };
-    if let Some(path) = &cfg.out {
-        crate::report::write_section(path, &report.markdown(), START_MARKER, END_MARKER)?;
-    }
-    if let Some(path) = &cfg.json {
-        crate::report::write_json(path, &report)?;
-    }
+    crate::report::save(
+        &report,
+        &report.markdown(),
+        (START_MARKER, END_MARKER),
+        cfg.out.as_deref(),
+        cfg.json.as_deref(),
+    )?;
     Ok(report)
 }
 

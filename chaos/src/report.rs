@@ -397,6 +397,24 @@ pub fn write_section(path: &Path, block: &str, start_marker: &str, end_marker: &
 }
 
 /// Writes the JSON document to `path`.
+/// Writes a report where it was asked for: its markdown into the `start`..`end` section of
+/// `out`, the report itself as JSON to `json`.
+pub fn save<T: serde::Serialize>(
+    report: &T,
+    markdown: &str,
+    (start, end): (&str, &str),
+    out: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<(), BenchError> {
+    if let Some(out) = out {
+        write_section(out, markdown, start, end)?;
+    }
+    if let Some(json) = json {
+        write_json(json, report)?;
+    }
+    Ok(())
+}
+
 pub fn write_json<T: serde::Serialize>(path: &Path, report: &T) -> Result<(), BenchError> {
     create_parent(path)?;
     let mut text = serde_json::to_string_pretty(report)?;

@@ -307,12 +307,13 @@ pub async fn run(cfg: &TraceCostConfig) -> Result<TraceCostReport, BenchError> {
         added_by_round,
         notes,
     };
-    if let Some(out) = &cfg.out {
-        crate::report::write_section(out, &report.markdown(), START_MARKER, END_MARKER)?;
-    }
-    if let Some(json) = &cfg.json {
-        crate::report::write_json(json, &report)?;
-    }
+    crate::report::save(
+        &report,
+        &report.markdown(),
+        (START_MARKER, END_MARKER),
+        cfg.out.as_deref(),
+        cfg.json.as_deref(),
+    )?;
     Ok(report)
 }
 

@@ -32,7 +32,7 @@ use std::time::Duration;
 use warden_core::alert::{Alert, FlapDamper, FlapPolicy, Notice, Side, probe_alert};
 use warden_core::config::{Layer, NodeConfig, ServiceName};
 use warden_core::incident::held_by;
-use warden_core::probe::ProbeEvent;
+use warden_core::probe::{ProbeEvent, ProbeStatus};
 use warden_core::time::now_unix_ms;
 
 pub const PATH: &str = "healing/alerter";
@@ -275,22 +275,21 @@ impl Alerter {
                 self.tell(probe, t, notice, now);
                 told = true;
             }
-            told |= self.release_if_due(probe, t, now);
+            told |= self.release_if_due(probe, t, now, &statuses);
         }
         self.notifier.unmute_ended();
         told
     }
 
     /// What a failing alert of `probe` (about `target`, at `layer`) waits for now, if any.
-    fn holding(&self, probe: &str, target: &ServiceName, layer: Layer) -> Option<Hold> {
-        let lower = self
-            .board
-            .snapshot()
-            .into_iter()
+    /// `probes`: the probe board as this tick (or this notice) read it.
+    fn holding(&self, probes: &[ProbeStatus], probe: &str, target: &ServiceName, layer: Layer) -> Option<Hold> {
+        let lower = probes
+            .iter()
             .filter(|p| p.name != probe && p.target == *target && p.layer < layer && p.up == Some(false))
             .min_by_key(|p| p.layer);
         if let Some(p) = lower {
-            return Some(Hold::Lower { probe: p.name });
+            return Some(Hold::Lower { probe: p.name.clone() });
         }
         let repairs = self.repairs.get();
         if repairs.is_empty() {
@@ -303,13 +302,13 @@ impl Alerter {
     /// Sends a waiting failing alert once nothing holds it: its group wait is over, and no
     /// repair or lower-layer failure covers it (or the one that did is over, a group wait
     /// ago; a repair past its time holds nothing). Whether it sent.
-    fn release_if_due(&self, probe: &str, t: &mut Tracked, now: u64) -> bool {
+    fn release_if_due(&self, probe: &str, t: &mut Tracked, now: u64, probes: &[ProbeStatus]) -> bool {
         let Some(mut pending) = t.pending.clone() else { return false };
         if t.damper.told() != Some(Side::Failing) {
             t.pending = None;
             return false;
         }
-        match self.holding(probe, &t.target, t.layer) {
+        match self.holding(probes, probe, &t.target, t.layer) {
             Some(Hold::Repair { incident, .. }) => {
                 pending.repair = Some(incident);
                 pending.repair_over_unix_ms = None;
@@ -396,7 +395,8 @@ impl Alerter {
             Notice::Failing => {
                 let mut pending =
                     Pending { since_unix_ms: now, repair: None, inhibited_by: None, repair_over_unix_ms: None };
-                match self.holding(probe, &t.target, t.layer) {
+                let probes = self.board.snapshot();
+                match self.holding(&probes, probe, &t.target, t.layer) {
                     Some(Hold::Repair { incident, cause }) => {
                         tracing::info!(
                             probe,
@@ -421,7 +421,7 @@ impl Alerter {
                     None => {}
                 }
                 t.pending = Some(pending);
-                self.release_if_due(probe, t, now);
+                self.release_if_due(probe, t, now, &probes);
                 return;
             }
             Notice::Recovered if t.pending.is_some() => {
