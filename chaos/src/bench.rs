@@ -64,16 +64,14 @@ pub struct BenchConfig {
     pub runs: u32,
     pub peers: Vec<Peer>,
     pub faults: Vec<Fault>,
-    pub out: Option<PathBuf>,
-    pub json: Option<PathBuf>,
     /// Monit's `set daemon` cycle, seconds.
     pub monit_cycle: u32,
     /// Measure the peers and the api only (for working on the harness).
     pub skip_warden: bool,
     /// How long warden idles before its RSS and CPU are read.
     pub idle: Duration,
-    /// Keep the temporary directories (logs, peer configs) for inspection.
-    pub keep_tmp: bool,
+    /// Where the report goes; whether scratch files are kept.
+    pub outputs: crate::report::Outputs,
     pub timing: Timing,
 }
 
@@ -96,7 +94,7 @@ impl BenchConfig {
         if self.skip_warden {
             cmd.push_str(" --skip-warden");
         }
-        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
+        crate::report::with_outputs(cmd, &self.outputs)
     }
 
     /// The peers, without `none` and duplicates, in the order given.
@@ -173,10 +171,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         peer_part(cfg, &exe, peer, &mut report).await?;
     }
 
-    if let Some(out) = &cfg.out {
+    if let Some(out) = &cfg.outputs.out {
         crate::report::write_markdown(out, &report)?;
     }
-    if let Some(json) = &cfg.json {
+    if let Some(json) = &cfg.outputs.json {
         crate::report::write_json(json, &report)?;
     }
     Ok(report)
@@ -193,7 +191,7 @@ fn port_of(fault: Fault) -> u16 {
 /// warden's half: start the default node, sample it idle, inject the faults, stop it.
 async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-bench-node", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-bench-node", cfg.outputs.keep_tmp)?;
     let config = tmp.path().join("node.yaml");
     let node_yaml = format!("{}\ngovernance_policies: policy.yaml\n", warden_core::config::DEFAULT_NODE_YAML);
     std::fs::write(&config, node_yaml).map_err(BenchError::io("writing node.yaml"))?;
@@ -281,7 +279,7 @@ async fn sample_idle(pid: u32, window: Duration, probes: usize) -> Idle {
 /// The api's own start time, with a db and a model started by hand.
 async fn api_start_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Result<(), BenchError> {
     procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
-    let tmp = procs::temp_dir("warden-bench-api", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-bench-api", cfg.outputs.keep_tmp)?;
     let files = DemoFiles::create(tmp.path())?;
     let (mut db, mut model) = files.start_dependencies(exe).await?;
     eprintln!("deps: db pid {}, model pid {}", db.pid(), model.pid());
@@ -333,7 +331,7 @@ async fn peer_part(cfg: &BenchConfig, exe: &Path, found: &FoundPeer, report: &mu
     let peer = found.peer;
     let name = peer.name();
     procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
-    let tmp = procs::temp_dir(&format!("warden-bench-{name}"), cfg.keep_tmp)?;
+    let tmp = procs::temp_dir(&format!("warden-bench-{name}"), cfg.outputs.keep_tmp)?;
     let dir = tmp.path().to_path_buf();
     let files = DemoFiles::create(&dir)?;
     // Dropped last: kills what the peer started, on every way out of this function.
@@ -444,12 +442,14 @@ mod tests {
             runs: 20,
             peers: vec![Peer::Monit, Peer::Supervisord],
             faults: vec![Fault::Kill, Fault::Hang],
-            out: Some("docs/benchmarks.md".into()),
-            json: Some("reports/bench_restore.json".into()),
+            outputs: crate::report::Outputs {
+                out: Some("docs/benchmarks.md".into()),
+                json: Some("reports/bench_restore.json".into()),
+                keep_tmp: false,
+            },
             monit_cycle: 1,
             skip_warden: false,
             idle: Duration::from_secs(5),
-            keep_tmp: false,
             timing: Timing::default(),
         }
     }
@@ -465,8 +465,8 @@ mod tests {
         cfg.peers = vec![Peer::Monit, Peer::None, Peer::Monit];
         cfg.monit_cycle = 30;
         cfg.faults = vec![Fault::Hang];
-        cfg.out = None;
-        cfg.json = None;
+        cfg.outputs.out = None;
+        cfg.outputs.json = None;
         cfg.skip_warden = true;
         cfg.timing.settle = Duration::from_secs(61);
         assert_eq!(

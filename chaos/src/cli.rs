@@ -44,15 +44,8 @@ pub struct ModesArgs {
     /// Faults, comma-separated (default: one per mode the default node can have).
     #[arg(long, value_enum, value_delimiter = ',')]
     faults: Vec<crate::inject::Injection>,
-    /// Markdown file whose modes section is (re)written.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// JSON file with the figures.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Keep the temporary directory (node config, data, warden's log).
-    #[arg(long)]
-    keep_tmp: bool,
+    #[command(flatten)]
+    outputs: crate::report::Outputs,
 }
 
 #[derive(clap::Args)]
@@ -101,15 +94,8 @@ pub struct ProbesArgs {
     /// Measure a peer in the same window (needs `monit`: `.ci/install-deps.sh --bench`).
     #[arg(long, value_enum)]
     peer: Option<Peer>,
-    /// Markdown file whose probe-cost section is (re)written.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// JSON file with the figures.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Keep the temporary data directory and logs.
-    #[arg(long)]
-    keep_tmp: bool,
+    #[command(flatten)]
+    outputs: crate::report::Outputs,
 }
 
 #[derive(clap::Args)]
@@ -126,15 +112,8 @@ pub struct TracingArgs {
     /// Seconds between both nodes being healthy and the window.
     #[arg(long, default_value_t = 5)]
     warmup_secs: u64,
-    /// Markdown file whose tracing section is (re)written.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// JSON file with the figures.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Keep the temporary directory (node configs, data, warden's logs).
-    #[arg(long)]
-    keep_tmp: bool,
+    #[command(flatten)]
+    outputs: crate::report::Outputs,
 }
 
 #[derive(clap::Args)]
@@ -148,15 +127,8 @@ pub struct ReliabilityArgs {
     /// Times warden is killed with SIGKILL and started again.
     #[arg(long, default_value_t = 10)]
     restarts: u32,
-    /// Markdown file whose reliability section is (re)written.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// JSON file with every sample.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Keep the temporary data directory and logs.
-    #[arg(long)]
-    keep_tmp: bool,
+    #[command(flatten)]
+    outputs: crate::report::Outputs,
 }
 
 #[derive(clap::Args)]
@@ -170,12 +142,6 @@ pub struct BenchArgs {
     /// Faults to inject, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["kill", "hang", "hold5", "hold20", "freeze"])]
     faults: Vec<Fault>,
-    /// Markdown file whose restore section is (re)written.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// JSON file with every sample.
-    #[arg(long)]
-    json: Option<PathBuf>,
     /// Monit's poll cycle (`set daemon`), seconds.
     #[arg(long, default_value_t = 1)]
     monit_cycle: u32,
@@ -189,9 +155,8 @@ pub struct BenchArgs {
     /// Skip warden: measure the api's start time and the peer only.
     #[arg(long)]
     skip_warden: bool,
-    /// Keep the temporary directories (logs, monitrc).
-    #[arg(long)]
-    keep_tmp: bool,
+    #[command(flatten)]
+    outputs: crate::report::Outputs,
 }
 
 pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
@@ -205,13 +170,7 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
             anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
             let injections =
                 if args.faults.is_empty() { crate::modes::DEFAULT_INJECTIONS.to_vec() } else { args.faults };
-            let cfg = crate::modes::ModesConfig {
-                runs: args.runs,
-                injections,
-                out: args.out,
-                json: args.json,
-                keep_tmp: args.keep_tmp,
-            };
+            let cfg = crate::modes::ModesConfig { runs: args.runs, injections, outputs: args.outputs };
             let report = match until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await {
                 Ok(r) => r??,
                 Err(e) => {
@@ -299,9 +258,7 @@ async fn run_probe_cost(args: ProbesArgs) -> anyhow::Result<()> {
         window: Duration::from_secs(args.secs),
         warmup: Duration::from_secs(args.warmup_secs),
         monit: matches!(args.peer, Some(Peer::Monit)),
-        out: args.out,
-        json: args.json,
-        keep_tmp: args.keep_tmp,
+        outputs: args.outputs,
     };
     let report = until_signal(probe_cost::run(&cfg)).await?.context("probe cost benchmark failed")?;
     println!("{}", report.markdown());
@@ -317,9 +274,7 @@ async fn run_trace_cost(args: TracingArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs(args.warmup_secs),
         fault_every: Duration::from_secs(args.fault_every),
         rounds: args.rounds,
-        out: args.out,
-        json: args.json,
-        keep_tmp: args.keep_tmp,
+        outputs: args.outputs,
     };
     let report = until_signal(crate::trace_cost::run(&cfg)).await?.context("tracing benchmark failed")?;
     println!("{}", report.markdown());
@@ -332,9 +287,7 @@ async fn run_reliability(args: ReliabilityArgs) -> anyhow::Result<()> {
         connections: args.connections,
         requests: args.requests,
         restarts: args.restarts,
-        out: args.out,
-        json: args.json,
-        keep_tmp: args.keep_tmp,
+        outputs: args.outputs,
     };
     let report = until_signal(reliability::run(&cfg)).await?.context("reliability benchmark failed")?;
     println!("{}", report.markdown());
@@ -362,12 +315,10 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         runs: args.runs,
         peers: args.peers,
         faults,
-        out: args.out,
-        json: args.json,
+        outputs: args.outputs,
         monit_cycle: args.monit_cycle,
         skip_warden: args.skip_warden,
         idle: Duration::from_secs(args.idle_secs),
-        keep_tmp: args.keep_tmp,
         timing: Timing { settle: Duration::from_secs(args.settle), ..Timing::default() },
     };
     let report = until_signal(bench::run(&cfg)).await?.context("restore benchmark failed")?;

@@ -50,16 +50,15 @@ pub const DEFAULT_INJECTIONS: [Injection; 11] = [
 pub struct ModesConfig {
     pub runs: u32,
     pub injections: Vec<Injection>,
-    pub out: Option<PathBuf>,
-    pub json: Option<PathBuf>,
-    pub keep_tmp: bool,
+    /// Where the report goes; whether scratch files are kept.
+    pub outputs: crate::report::Outputs,
 }
 
 impl ModesConfig {
     pub fn command(&self) -> String {
         let names: Vec<&str> = self.injections.iter().map(|i| i.name()).collect();
         let cmd = format!("warden chaos modes --runs {} --faults {}", self.runs, names.join(","));
-        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
+        crate::report::with_outputs(cmd, &self.outputs)
     }
 }
 
@@ -199,13 +198,7 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
         runs: cfg.runs,
         results,
     };
-    crate::report::save(
-        &report,
-        &report.markdown(),
-        (START_MARKER, END_MARKER),
-        cfg.out.as_deref(),
-        cfg.json.as_deref(),
-    )?;
+    cfg.outputs.save(&report, &report.markdown(), (START_MARKER, END_MARKER))?;
     Ok(report)
 }
 
@@ -284,7 +277,7 @@ fn series(
 /// Every injection but `link-down`, on the default node (with the two knobs turned).
 fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -> Result<Vec<ModeResult>, BenchError> {
     procs::ensure_ports_free(&services::NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-modes", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-modes", cfg.outputs.keep_tmp)?;
     let dir = tmp.path();
     std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
@@ -348,7 +341,7 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
         .and_then(|l| l.local_addr())
         .map_err(BenchError::io("finding a port for the standby db"))?
         .port();
-    let tmp = procs::temp_dir("warden-modes-link", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-modes-link", cfg.outputs.keep_tmp)?;
     let dir = tmp.path();
     let yaml = link.node_yaml(&exe.to_string_lossy(), standby);
     std::fs::write(dir.join("node.yaml"), yaml).map_err(BenchError::io("writing node.yaml"))?;

@@ -8,7 +8,7 @@
 //! TCP connect, an HTTP or line exchange per service: 9 checks a second; Monit has no
 //! link, session or encoding checks), and its CPU and RSS are read the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,9 +30,8 @@ pub struct ProbeCostConfig {
     /// Time after the node is healthy before the window opens.
     pub warmup: Duration,
     pub monit: bool,
-    pub out: Option<PathBuf>,
-    pub json: Option<PathBuf>,
-    pub keep_tmp: bool,
+    /// Where the report goes; whether scratch files are kept.
+    pub outputs: crate::report::Outputs,
 }
 
 impl ProbeCostConfig {
@@ -41,7 +40,7 @@ impl ProbeCostConfig {
         if self.monit {
             cmd.push_str(" --peer monit");
         }
-        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
+        crate::report::with_outputs(cmd, &self.outputs)
     }
 }
 
@@ -143,7 +142,7 @@ pub async fn run(cfg: &ProbeCostConfig) -> Result<ProbeCostReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("locating this executable"))?;
     procs::become_subreaper()?;
     procs::ensure_ports_free(&NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-probe-cost", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-probe-cost", cfg.outputs.keep_tmp)?;
     let config_path = tmp.path().join("node.yaml");
     let text = one_hertz_config();
     std::fs::write(&config_path, &text).map_err(BenchError::io("writing the node config"))?;
@@ -228,13 +227,7 @@ pub async fn run(cfg: &ProbeCostConfig) -> Result<ProbeCostReport, BenchError> {
         monit: monit_cost,
         notes,
     };
-    crate::report::save(
-        &report,
-        &report.markdown(),
-        (START_MARKER, END_MARKER),
-        cfg.out.as_deref(),
-        cfg.json.as_deref(),
-    )?;
+    cfg.outputs.save(&report, &report.markdown(), (START_MARKER, END_MARKER))?;
     Ok(report)
 }
 

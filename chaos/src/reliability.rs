@@ -9,7 +9,6 @@
 //!    healthy (warden `/readyz` 200 and the api's `/health` 200) is recorded, and so is
 //!    whether the services were adopted (same pids) or restarted.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,9 +29,8 @@ pub struct ReliabilityConfig {
     pub connections: usize,
     pub requests: u32,
     pub restarts: u32,
-    pub out: Option<PathBuf>,
-    pub json: Option<PathBuf>,
-    pub keep_tmp: bool,
+    /// Where the report goes; whether scratch files are kept.
+    pub outputs: crate::report::Outputs,
 }
 
 impl ReliabilityConfig {
@@ -41,7 +39,7 @@ impl ReliabilityConfig {
             "warden chaos reliability --connections {} --requests {} --restarts {}",
             self.connections, self.requests, self.restarts
         );
-        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
+        crate::report::with_outputs(cmd, &self.outputs)
     }
 }
 
@@ -129,7 +127,7 @@ pub async fn run(cfg: &ReliabilityConfig) -> Result<ReliabilityReport, BenchErro
     procs::become_subreaper()?;
     let nofile = procs::raise_nofile();
     procs::ensure_ports_free(&NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-reliability", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-reliability", cfg.outputs.keep_tmp)?;
     let mut node = spawn_node(&exe, tmp.path(), 0).await?;
     let mut notes = Vec::new();
     if healthy_within(Duration::from_secs(60)).await.is_none() {
@@ -207,13 +205,7 @@ pub async fn run(cfg: &ReliabilityConfig) -> Result<ReliabilityReport, BenchErro
         restarts_adopting_all: adopting_all,
         notes,
     };
-    crate::report::save(
-        &report,
-        &report.markdown(),
-        (START_MARKER, END_MARKER),
-        cfg.out.as_deref(),
-        cfg.json.as_deref(),
-    )?;
+    cfg.outputs.save(&report, &report.markdown(), (START_MARKER, END_MARKER))?;
     Ok(report)
 }
 
@@ -317,9 +309,11 @@ mod tests {
             connections: 10,
             requests: 5,
             restarts: 1,
-            out: Some("docs/benchmarks.md".into()),
-            json: Some("r.json".into()),
-            keep_tmp: false,
+            outputs: crate::report::Outputs {
+                out: Some("docs/benchmarks.md".into()),
+                json: Some("r.json".into()),
+                keep_tmp: false,
+            },
         };
         assert_eq!(
             cfg.command(),

@@ -397,24 +397,6 @@ pub fn write_section(path: &Path, block: &str, start_marker: &str, end_marker: &
 }
 
 /// Writes the JSON document to `path`.
-/// Writes a report where it was asked for: its markdown into the `start`..`end` section of
-/// `out`, the report itself as JSON to `json`.
-pub fn save<T: serde::Serialize>(
-    report: &T,
-    markdown: &str,
-    (start, end): (&str, &str),
-    out: Option<&Path>,
-    json: Option<&Path>,
-) -> Result<(), BenchError> {
-    if let Some(out) = out {
-        write_section(out, markdown, start, end)?;
-    }
-    if let Some(json) = json {
-        write_json(json, report)?;
-    }
-    Ok(())
-}
-
 pub fn write_json<T: serde::Serialize>(path: &Path, report: &T) -> Result<(), BenchError> {
     create_parent(path)?;
     let mut text = serde_json::to_string_pretty(report)?;
@@ -432,12 +414,46 @@ fn create_parent(path: &Path) -> Result<(), BenchError> {
 }
 
 /// Today's UTC date as `YYYY-MM-DD`.
+/// Where a bench writes its report, and whether it keeps its scratch files: the same three
+/// flags on every bench.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Outputs {
+    /// Markdown file whose section of this bench is (re)written.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// JSON file with the figures (every sample, where the bench keeps them).
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Keep the temporary directories (node configs, data, logs) for inspection.
+    #[arg(long)]
+    pub keep_tmp: bool,
+}
+
+impl Outputs {
+    /// Writes `report` where it was asked for: its markdown into the `start`..`end` section
+    /// of `--out`, the report itself as JSON to `--json`.
+    pub fn save<T: serde::Serialize>(
+        &self,
+        report: &T,
+        markdown: &str,
+        (start, end): (&str, &str),
+    ) -> Result<(), BenchError> {
+        if let Some(out) = &self.out {
+            write_section(out, markdown, start, end)?;
+        }
+        if let Some(json) = &self.json {
+            write_json(json, report)?;
+        }
+        Ok(())
+    }
+}
+
 /// `cmd` with the output flags it was given (`--out`, `--json`): the command a report names.
-pub fn with_outputs(mut cmd: String, out: Option<&Path>, json: Option<&Path>) -> String {
-    if let Some(out) = out {
+pub fn with_outputs(mut cmd: String, outputs: &Outputs) -> String {
+    if let Some(out) = &outputs.out {
         cmd.push_str(&format!(" --out {}", out.display()));
     }
-    if let Some(json) = json {
+    if let Some(json) = &outputs.json {
         cmd.push_str(&format!(" --json {}", json.display()));
     }
     cmd

@@ -8,7 +8,7 @@
 //! other's. Each round starts both nodes afresh and swaps which port set exports, so a
 //! difference between the two sets does not pass for the cost of tracing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,9 +38,8 @@ pub struct TraceCostConfig {
     /// Time between hangs of the api.
     pub fault_every: Duration,
     pub rounds: u32,
-    pub out: Option<PathBuf>,
-    pub json: Option<PathBuf>,
-    pub keep_tmp: bool,
+    /// Where the report goes; whether scratch files are kept.
+    pub outputs: crate::report::Outputs,
 }
 
 impl TraceCostConfig {
@@ -51,7 +50,7 @@ impl TraceCostConfig {
             self.fault_every.as_secs(),
             self.rounds
         );
-        crate::report::with_outputs(cmd, self.out.as_deref(), self.json.as_deref())
+        crate::report::with_outputs(cmd, &self.outputs)
     }
 }
 
@@ -206,7 +205,7 @@ pub async fn run(cfg: &TraceCostConfig) -> Result<TraceCostReport, BenchError> {
     let shifted: Vec<u16> = NODE_PORTS.iter().map(|p| p + SHIFT).collect();
     procs::ensure_ports_free(&NODE_PORTS)?;
     procs::ensure_ports_free(&shifted)?;
-    let tmp = procs::temp_dir("warden-trace-cost", cfg.keep_tmp)?;
+    let tmp = procs::temp_dir("warden-trace-cost", cfg.outputs.keep_tmp)?;
     let spans = Arc::new(AtomicU64::new(0));
     let (endpoint, receiver) = start_receiver(spans.clone()).await?;
     let hz =
@@ -307,13 +306,7 @@ pub async fn run(cfg: &TraceCostConfig) -> Result<TraceCostReport, BenchError> {
         added_by_round,
         notes,
     };
-    crate::report::save(
-        &report,
-        &report.markdown(),
-        (START_MARKER, END_MARKER),
-        cfg.out.as_deref(),
-        cfg.json.as_deref(),
-    )?;
+    cfg.outputs.save(&report, &report.markdown(), (START_MARKER, END_MARKER))?;
     Ok(report)
 }
 
