@@ -264,9 +264,7 @@ impl Actor for ServiceSupervisor {
                             leftovers::clear(service.as_str(), cgroup.as_ref(), last_group).await;
                             let _ = me.tell(ServiceMsg::StartAfterBackoff { service, generation, cleared: true });
                         });
-                    } else if !self.wait_for_held_port(&myself, &service, generation)
-                        && !self.wait_for_dependencies(&myself, &service, generation)
-                    {
+                    } else if !self.waits_for_outside_cause(&myself, &service, generation) {
                         let _ = self.spawn(&myself, &service);
                     }
                 }
@@ -499,9 +497,7 @@ impl ServiceSupervisor {
         // A port of it held by another process is a cause outside the service: a restart
         // now would only die on EADDRINUSE and spend its budget towards quarantine. It
         // waits for the port instead (as Monit does), its budget untouched.
-        if self.wait_for_held_port(myself, service, generation)
-            || self.wait_for_dependencies(myself, service, generation)
-        {
+        if self.waits_for_outside_cause(myself, service, generation) {
             return;
         }
         let mut t = self.table.lock();
@@ -616,6 +612,12 @@ impl ServiceSupervisor {
         }
         hold_in_backoff(myself, e, service, generation);
         true
+    }
+
+    /// Whether `service` must wait for a cause outside it before it starts: a port of it
+    /// held by another process, or a dependency not running (see each).
+    fn waits_for_outside_cause(&self, myself: &ActorRef<ServiceMsg>, service: &ServiceName, generation: u64) -> bool {
+        self.wait_for_held_port(myself, service, generation) || self.wait_for_dependencies(myself, service, generation)
     }
 
     /// Whether a dependency of `service` is not running now (stopped, restarting,

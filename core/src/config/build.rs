@@ -239,14 +239,7 @@ fn email(c: &mut Collector, ctx: &Ctx<'_>, e: &raw::EmailSection) -> Option<Emai
             None
         }
     };
-    let max_attempts = match &e.max_attempts {
-        Some(n) if n.value == 0 => {
-            c.at(n.referenced, "alerts.email.max_attempts must be at least 1");
-            1
-        }
-        Some(n) => n.value,
-        None => 5,
-    };
+    let max_attempts = attempts(c, e.max_attempts.as_ref(), "alerts.email.max_attempts");
     Some(Email {
         host,
         port,
@@ -257,6 +250,18 @@ fn email(c: &mut Collector, ctx: &Ctx<'_>, e: &raw::EmailSection) -> Option<Emai
         timeout: positive_ms(c, e.timeout_ms.as_ref(), 10_000, "alerts.email.timeout_ms"),
         max_attempts,
     })
+}
+
+/// A sink's delivery attempts: at least 1, 5 when not given.
+fn attempts(c: &mut Collector, v: Option<&Spanned<u32>>, key: &str) -> u32 {
+    match v {
+        Some(n) if n.value == 0 => {
+            c.at(n.referenced, format!("{key} must be at least 1"));
+            1
+        }
+        Some(n) => n.value,
+        None => 5,
+    }
 }
 
 fn alerts(c: &mut Collector, ctx: &Ctx<'_>, raw: &raw::AlertsSection) -> AlertsConfig {
@@ -278,14 +283,7 @@ fn alerts(c: &mut Collector, ctx: &Ctx<'_>, raw: &raw::AlertsSection) -> AlertsC
             let what = format!("alerts.webhooks[{i}]");
             let url = http_url(c, w.url.referenced, &w.url.value, &format!("{what}.url"));
             let timeout = positive_ms(c, w.timeout_ms.as_ref(), 5_000, &format!("{what}.timeout_ms"));
-            let max_attempts = match &w.max_attempts {
-                Some(n) if n.value == 0 => {
-                    c.at(n.referenced, format!("{what}.max_attempts must be at least 1"));
-                    1
-                }
-                Some(n) => n.value,
-                None => 5,
-            };
+            let max_attempts = attempts(c, w.max_attempts.as_ref(), &format!("{what}.max_attempts"));
             Some(Webhook { url: url?, timeout, max_attempts })
         })
         .collect();
