@@ -72,11 +72,11 @@ const CASES: &[(&str, &str, Setup)] = &[
     ("warm_model", "model", Setup::None),
     ("relocate_port", "api", Setup::None),
     ("failover_upstream", "api", Setup::StopPrimary("db")),
-    ("failover_model_endpoint", "api", Setup::StopPrimary("model")),
+    ("failover_model_endpoint", "model", Setup::StopPrimary("model")),
     ("extend_startup_deadline", "api", Setup::None),
     ("staggered_boot", "api", Setup::None),
     ("reresolve_dns", "api", Setup::None),
-    ("reset_connection_pool", "api", Setup::None),
+    ("reset_connection_pool", "db", Setup::None),
     ("reload_tls_certificate", "model", Setup::None),
     ("compact_store", "db", Setup::None),
 ];

@@ -44,6 +44,21 @@ pub enum ServicesCommand {
     Start(ServiceArgs),
     /// Lift a service's quarantine: it starts again with a fresh restart budget.
     Release(ServiceArgs),
+    /// Maintenance: no automatic repair of the service and no alerts about it (its probes
+    /// still run and show) until `monitor` or the time given is over.
+    Unmonitor {
+        name: String,
+        /// For how long (`30m`, `2h`); without it, until `monitor`.
+        #[arg(long = "for", value_parser = crate::healing_cmd::parse_duration)]
+        for_: Option<std::time::Duration>,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// End a service's maintenance: it is healed and alerted on again.
+    Monitor(ServiceArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,7 +140,25 @@ pub async fn services(cmd: ServicesCommand) -> anyhow::Result<ExitCode> {
         ServicesCommand::Stop(a) => ("stop", a),
         ServicesCommand::Start(a) => ("start", a),
         ServicesCommand::Release(a) => ("release", a),
+        ServicesCommand::Monitor(a) => ("monitor", a),
+        ServicesCommand::Unmonitor { name, for_, reason, node } => {
+            let body = json!({ "for_ms": for_.map(|d| d.as_millis() as u64), "reason": reason });
+            let (status, body) = Api::for_node(&node)?.post(&format!("/api/services/{name}/unmonitor"), body).await?;
+            if status == 200 {
+                println!("{}", body["hold"]["detail"].as_str().unwrap_or("in maintenance"));
+            }
+            return Ok(done(status, &body));
+        }
     };
+    if op == "monitor" {
+        let (status, body) = Api::for_node(&args.node)?
+            .post(&format!("/api/services/{}/monitor", args.name), json!({ "reason": args.reason }))
+            .await?;
+        if status == 200 {
+            println!("`{}` is monitored again", args.name);
+        }
+        return Ok(done(status, &body));
+    }
     let (status, body) = Api::for_node(&args.node)?
         .post(&format!("/api/services/{}/{op}", args.name), json!({ "reason": args.reason }))
         .await?;

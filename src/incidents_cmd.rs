@@ -9,7 +9,7 @@ use std::process::ExitCode;
 pub enum IncidentsCommand {
     /// Incidents, newest first: id, status, mode, service, MTTR, playbooks tried.
     List {
-        /// open, awaiting_approval, resolved, failed or cleared.
+        /// open, awaiting_approval, mitigated, resolved, failed, cleared, absorbed or closed.
         #[arg(long)]
         status: Option<String>,
         /// A failure mode (database_unavailable, port_in_use, ...).
@@ -25,6 +25,22 @@ pub enum IncidentsCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Say you are on it: automatic repair of it waits for you (audited).
+    Ack {
+        id: u64,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Close it, saying why (audited); a failed incident too.
+    Close {
+        id: u64,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// One incident: evidence, diagnosis, plan, every run with its steps, MTTR.
     Show {
         id: u64,
@@ -37,6 +53,14 @@ pub enum IncidentsCommand {
 
 pub async fn run(cmd: IncidentsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        IncidentsCommand::Ack { id, reason, node } | IncidentsCommand::Close { id, reason, node }
+            if reason.trim().is_empty() =>
+        {
+            let _ = (id, node);
+            anyhow::bail!("--reason must say why (it goes into the audit trail)")
+        }
+        IncidentsCommand::Ack { id, reason, node } => verb(&node, id, "ack", &reason).await,
+        IncidentsCommand::Close { id, reason, node } => verb(&node, id, "close", &reason).await,
         IncidentsCommand::List { status, mode, service, limit, json, node } => {
             let api = Api::for_node(&node)?;
             let mut query = vec![format!("limit={limit}")];
@@ -139,6 +163,26 @@ pub async fn run(cmd: IncidentsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn verb(node: &NodeArgs, id: u64, verb: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    let (code, body) = Api::for_node(node)?
+        .post(&format!("/api/incidents/{id}/{verb}"), serde_json::json!({ "reason": reason }))
+        .await?;
+    if !(200..300).contains(&code) {
+        eprintln!("error ({code}): {}", error_message(&body));
+        return Ok(ExitCode::FAILURE);
+    }
+    let i = &body["incident"];
+    println!(
+        "incident {} — {} on `{}`: {} ({})",
+        i["id"],
+        text(&i["mode"]),
+        text(&i["service"]),
+        text(&i["status"]),
+        text(&i["detail"])
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn text(v: &Value) -> String {

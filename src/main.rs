@@ -5,6 +5,7 @@ mod api_client;
 mod audit_cmd;
 mod demo;
 mod governance_cmd;
+mod healing_cmd;
 mod http;
 mod incidents_cmd;
 mod load;
@@ -49,6 +50,10 @@ enum Command {
     /// API tokens: make one for a person or a program.
     #[command(subcommand)]
     Tokens(tokens_cmd::TokensCommand),
+    /// Automatic repair: what blocks or holds it; pause and resume it (the node's or a
+    /// service's).
+    #[command(subcommand)]
+    Healing(healing_cmd::HealingCommand),
     /// Work with the audit trail.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         Some(Command::Slo(cmd)) => slo_cmd::run(cmd),
         Some(Command::Approvals(cmd)) => rt.block_on(governance_cmd::approvals(cmd)),
         Some(Command::Services(cmd)) => rt.block_on(governance_cmd::services(cmd)),
+        Some(Command::Healing(cmd)) => rt.block_on(healing_cmd::run(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),

@@ -178,40 +178,54 @@ fn print_run(status: u16, v: &Value) -> ExitCode {
     if v["outcome"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-/// Every playbook dry-run on every service: `ok` where a dry run says what it would do,
-/// `cannot run` where a step cannot run at all on that service.
+/// Every playbook on every service: `not applicable` (with why) where the service lacks
+/// what it needs, else dry-run: `ok` where the dry run says what it would do, `FAIL` where
+/// a step cannot run at all on a service it applies to. A playbook that applies to no
+/// service of this node is `n/a`, not `ok`: it cannot help here (not a failure either).
 async fn audit(node: NodeArgs) -> anyhow::Result<ExitCode> {
     let loaded = node.load().map_err(|p| anyhow::anyhow!("{p}"))?;
     println!("catalog: {} playbooks, metadata valid", loaded.catalog.all().len());
     let api = Api::at(loaded.config.http_listen, &loaded.config.data_dir)?;
-    let services: Vec<String> = loaded.config.service_names().map(|s| s.to_string()).collect();
     let mut failed = 0;
     for p in loaded.catalog.all() {
-        let mut ok = Vec::new();
-        let mut problems = Vec::new();
-        for s in &services {
+        let (mut ok, mut problems, mut not_applicable) = (Vec::new(), Vec::new(), Vec::new());
+        for spec in &loaded.config.services {
+            let s = spec.name.as_str();
+            let why = warden_core::fit::unmet_on(p, &loaded.config, &spec.name);
+            if !why.is_empty() {
+                not_applicable.push(format!("{s} ({})", why.join("; ")));
+                continue;
+            }
             let body = json!({ "target": s, "dry_run": true, "reason": "playbooks audit" });
             let (status, v) = api.post(&format!("/api/guardian/playbooks/{}/run", p.id), body).await?;
             let (status, v) = follow(&api, status, v).await?;
             if !(200..300).contains(&status) {
                 anyhow::bail!("the node answered {status}: {}", error_message(&v));
             }
-            if v["outcome"] == "succeeded" {
-                ok.push(s.as_str());
-            } else {
-                problems.push(format!("{s}: {}", v["detail"].as_str().unwrap_or("?")));
+            match v["outcome"].as_str() {
+                Some("succeeded") => ok.push(s),
+                // The running node's config may differ from the files (a reload pending).
+                Some("not_applicable") => not_applicable.push(format!("{s} ({})", v["detail"].as_str().unwrap_or("?"))),
+                _ => problems.push(format!("{s}: {}", v["detail"].as_str().unwrap_or("?"))),
             }
         }
-        let verdict = if ok.is_empty() {
-            failed += 1;
-            format!("FAIL  cannot run on any service ({})", problems.join("; "))
+        let elsewhere = if not_applicable.is_empty() {
+            String::new()
         } else {
-            format!("ok    dry-runs on {}", ok.join(", "))
+            format!("; not applicable to {}", not_applicable.join(", "))
+        };
+        let verdict = if !problems.is_empty() {
+            failed += 1;
+            format!("FAIL  cannot run on {}{elsewhere}", problems.join("; "))
+        } else if ok.is_empty() {
+            format!("n/a   applies to no service here: {}", not_applicable.join(", "))
+        } else {
+            format!("ok    dry-runs on {}{elsewhere}", ok.join(", "))
         };
         println!("{:<28} tier {}  {verdict}", p.id, p.tier.get());
     }
     if failed > 0 {
-        println!("{failed} playbooks cannot run on this node");
+        println!("{failed} playbooks cannot run on a service they apply to");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

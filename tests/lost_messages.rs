@@ -58,7 +58,9 @@ fn test_incident_closes_when_its_manager_dies_while_the_playbook_runs() {
     // the finished run in the store, and resolves it.
     let node = slow_node(&["--enable-fault-injection"]);
     node.hang_slow_service();
-    crash(&node, "healing/incident_manager", 3_000);
+    // Long enough for the run to end meanwhile: the slow boot (2 s) and its stability
+    // window (1 s).
+    crash(&node, "healing/incident_manager", 6_000);
     wait_until("incident resolved", Duration::from_secs(40), || node.healer_stats()["incidents"]["resolved"] == 1);
     let stats = node.healer_stats();
     assert_eq!(stats["incidents"]["open"], 0, "{stats}");

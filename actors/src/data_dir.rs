@@ -7,6 +7,7 @@
 //!   logs/<service>.log   each service's output, size-rotated (.1, .2, …)
 //!   run/<service>.json   the running process of each service (pid, start time, definition)
 //!   services/<service>/  files a service keeps (the demo node's data, passwords, config)
+//!   holds.json           pauses, maintenance and the breaker: what holds automatic repair
 //! ```
 
 use nix::fcntl::{Flock, FlockArg};
@@ -64,6 +65,11 @@ impl DataDir {
     /// What people were last told of each probe (the alerter's book, across restarts).
     pub fn alerts_file(&self) -> PathBuf {
         self.root.join("alerts.json")
+    }
+
+    /// The holds on automatic repair: pauses, maintenance, the breaker (kept across restarts).
+    pub fn holds_file(&self) -> PathBuf {
+        self.root.join("holds.json")
     }
 
     /// The alert silences people made (kept across restarts).

@@ -25,6 +25,7 @@ pub mod fault;
 pub mod governance;
 pub mod guardian;
 pub mod healing;
+pub mod holds;
 pub mod incident_trace;
 pub mod metrics;
 pub mod node;

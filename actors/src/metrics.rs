@@ -128,6 +128,23 @@ pub struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    pub verdict: String,
+}
+
+/// Every reason automatic repair may be blocked or held for (`warden_healing_blocked`).
+pub const BLOCKED_REASONS: &[&str] =
+    &["disabled", "audit_chain", "store_degraded", "paused", "breaker", "service_paused", "maintenance", "operator"];
+
+/// The harm guard's verdicts on disruptive steps (`warden_harm_guard_decisions_total`).
+pub const GUARD_VERDICTS: &[&str] = &["act", "healthy", "hold"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -209,6 +226,11 @@ pub struct Metrics {
     pub slo_target: Family<SloLabel, FloatGauge>,
     pub slo_error_budget_left: Family<SloLabel, FloatGauge>,
     pub slo_burn_rate: Family<SloWindowLabels, FloatGauge>,
+    /// 1 while automatic repair is blocked or held for this reason (node-wide or for some
+    /// service), else 0.
+    pub healing_blocked: Family<ReasonLabel, Gauge>,
+    /// The harm guard's verdicts on the healer's disruptive steps.
+    pub harm_guard: Family<VerdictLabel, Counter>,
     /// Held while gauges are refreshed and the text encoded, so a scrape never sees a
     /// half-refreshed family.
     scrape: Arc<Mutex<()>>,
@@ -229,7 +251,8 @@ fn playbook_duration_histogram() -> Histogram {
 }
 
 /// How a run's outcome counts: the outcome labels every playbook has from the start.
-const PLAYBOOK_OUTCOMES: [&str; 6] = ["succeeded", "failed", "denied", "throttled", "pending_approval", "interrupted"];
+const PLAYBOOK_OUTCOMES: [&str; 8] =
+    ["succeeded", "failed", "denied", "throttled", "pending_approval", "interrupted", "held", "not_applicable"];
 
 fn probe_latency_histogram() -> Histogram {
     Histogram::new([0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
@@ -292,6 +315,8 @@ impl Metrics {
             slo_target: Family::default(),
             slo_error_budget_left: Family::default(),
             slo_burn_rate: Family::default(),
+            healing_blocked: Family::default(),
+            harm_guard: Family::default(),
             scrape: Arc::new(Mutex::new(())),
         };
         r.register("service_restarts", "Service processes restarted", m.service_restarts.clone());
@@ -338,6 +363,22 @@ impl Metrics {
             "Requests the governance policy denied, by action",
             m.policy_violations.clone(),
         );
+        r.register(
+            "healing_blocked",
+            "1 while automatic repair is blocked or held for this reason, else 0",
+            m.healing_blocked.clone(),
+        );
+        r.register(
+            "harm_guard_decisions",
+            "The harm guard's verdicts on the healer's disruptive steps: act, healthy (skipped), hold",
+            m.harm_guard.clone(),
+        );
+        for reason in BLOCKED_REASONS {
+            let _ = m.healing_blocked.get_or_create(&ReasonLabel { reason: (*reason).into() });
+        }
+        for verdict in GUARD_VERDICTS {
+            let _ = m.harm_guard.get_or_create(&VerdictLabel { verdict: (*verdict).into() });
+        }
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         r.register("build_info", "1, labelled with the running warden's version", build);
@@ -365,6 +406,15 @@ impl Metrics {
             }
         }
         Self { registry: Arc::new(root), ..m }
+    }
+
+    /// The reasons automatic repair is blocked or held now (1), every other one 0.
+    pub fn healing_blocked_now(&self, reasons: &[&str]) {
+        for r in BLOCKED_REASONS {
+            self.healing_blocked
+                .get_or_create(&ReasonLabel { reason: (*r).into() })
+                .set(i64::from(reasons.contains(r)));
+        }
     }
 
     /// Events of objective `kind` counted now.

@@ -83,6 +83,7 @@ impl Node {
         let policies = Current::new(parts.policies);
         let catalog = Current::new(parts.catalog);
         let silences = SilenceBook::load(parts.data_dir.silences_file());
+        let holds = crate::holds::HoldBoard::open(&parts.data_dir);
         Self {
             wiring: Wiring {
                 views: Views {
@@ -98,6 +99,7 @@ impl Node {
                     catalog: catalog.clone(),
                     slos: SloBoard::default(),
                     silences: silences.clone(),
+                    holds,
                 },
                 policies,
                 catalog,

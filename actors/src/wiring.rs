@@ -73,8 +73,9 @@ pub(crate) struct Wiring {
     pub containment: Containment,
     pub probe_events: Arc<OutputPort<ProbeEvent>>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
-    /// (service, mode) of every incident resolved: its detector judges it afresh.
-    pub incidents_resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
+    /// (service, mode, when it was verified restored) of every incident resolved: its
+    /// detector judges it afresh, on checks made after that time.
+    pub incidents_resolved: Arc<OutputPort<(ServiceName, FailureMode, u64)>>,
     /// What people were told of each probe (kept across restarts of the alerter).
     pub alert_book: AlertBook,
     /// The open incidents' repairs, published by the incident manager for the alerter.
@@ -107,6 +108,48 @@ pub struct Views {
     pub slos: SloBoard,
     /// The alert silences people made.
     pub silences: SilenceBook,
+    /// What holds automatic repair: pauses, maintenance, operators at work, the breaker.
+    pub holds: crate::holds::HoldBoard,
+}
+
+/// Why automatic repair is off or held, node-wide or for some service: the label
+/// (`warden_healing_blocked{reason}`, one of `metrics::BLOCKED_REASONS`) and the words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    /// `None`: the whole node.
+    pub service: Option<ServiceName>,
+    pub detail: String,
+}
+
+impl Views {
+    /// Every reason the healer's tier 2+ actions are refused now: repair turned off, an
+    /// audit chain that does not verify, a store that takes no writes, the holds.
+    pub fn healing_blocked(&self) -> Vec<Blocked> {
+        use warden_core::holds::HoldKind;
+        let node = |reason, detail: String| Blocked { reason, service: None, detail };
+        let mut out = Vec::new();
+        if !self.config.get().healing.enabled {
+            out.push(node("disabled", "automatic repair is off (healing.enabled: false)".into()));
+        }
+        if let Some(why) = self.trust.broken() {
+            out.push(node("audit_chain", why));
+        }
+        if let crate::store::Health::Degraded { reason, .. } = &*self.store.health().borrow() {
+            out.push(node("store_degraded", format!("store degraded: {reason}")));
+        }
+        for h in self.holds.active() {
+            let reason = match (h.kind, &h.service) {
+                (HoldKind::Pause, None) => "paused",
+                (HoldKind::Pause, Some(_)) => "service_paused",
+                (HoldKind::Maintenance, _) => "maintenance",
+                (HoldKind::Operator, _) => "operator",
+                (HoldKind::Breaker, _) => "breaker",
+            };
+            out.push(Blocked { reason, service: h.service.clone(), detail: h.describe() });
+        }
+        out
+    }
 }
 
 /// What a reload changed.

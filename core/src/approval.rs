@@ -145,6 +145,17 @@ impl Approval {
         true
     }
 
+    /// What it was asked for is no longer needed (its incident ended): a pending request
+    /// expires now, whatever the policy says of expiry; an approved one that was not used
+    /// can no longer be. Whether it changed.
+    pub fn withdraw(&mut self, now_unix_ms: u64) -> bool {
+        if !matches!(self.status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
+            return false;
+        }
+        self.close(ApprovalStatus::Expired, now_unix_ms);
+        true
+    }
+
     /// Until when an approved request may be used: as long after its approval as it could
     /// wait for one.
     pub fn usable_until_unix_ms(&self) -> u64 {

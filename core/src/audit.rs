@@ -43,6 +43,10 @@ pub enum EntryKind {
     /// An approver's vote on an approval request, or its expiry (`decision` says which
     /// way); the grant it leads to is a decision of its own.
     Approval,
+    /// A person's (or the node's own) word on healing itself: a pause or a resume, a
+    /// service put in maintenance or back, an incident acknowledged or closed, the
+    /// circuit breaker opening, an audit chain retired.
+    Control,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

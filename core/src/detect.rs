@@ -350,12 +350,19 @@ pub fn explained_by(finding: &Finding, causes: &[Finding], failing_dependencies:
     }
     // A dependency that is down explains the dependent's failures, except those only the
     // dependent itself can have.
-    if rank(finding.mode) >= rank(FailureMode::DatabaseUnavailable)
+    if explained_by_dependency(finding.mode)
         && let Some(dep) = failing_dependencies.first()
     {
         return Some(format!("explained by its dependency `{dep}`, which is failing"));
     }
     None
+}
+
+/// Whether a failing dependency explains a failure of this mode (a dependent that does not
+/// answer while its database is frozen), rather than it being the dependent's own (its
+/// files, its port, its memory, its credentials).
+pub fn explained_by_dependency(mode: FailureMode) -> bool {
+    rank(mode) >= rank(FailureMode::DatabaseUnavailable)
 }
 
 /// Lower explains higher: the network under everything, then what stops a process from

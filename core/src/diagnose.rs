@@ -9,7 +9,7 @@
 //! (quarantine) last.
 
 use crate::mode::FailureMode;
-use crate::playbook::Catalog;
+use crate::playbook::{Catalog, Playbook};
 use serde::{Deserialize, Serialize};
 
 /// sysexits' EX_TEMPFAIL: what the demo db (and many daemons) exit with when their lock or
@@ -142,9 +142,33 @@ impl Cause {
     }
 }
 
-/// The order in which an incident of `mode` with `cause` tries playbooks.
-pub fn plan(mode: FailureMode, cause: Cause, catalog: &Catalog) -> Vec<String> {
-    let candidates = catalog.for_mode(mode);
+/// The order in which an incident of `mode` with `cause` tries playbooks: every playbook
+/// for which `unmet` (what the service lacks for it) is empty.
+pub fn plan(mode: FailureMode, cause: Cause, catalog: &Catalog, unmet: impl Fn(&Playbook) -> Vec<String>) -> Plan {
+    let mut not_applicable = Vec::new();
+    let candidates: Vec<&Playbook> = catalog
+        .for_mode(mode)
+        .into_iter()
+        .filter(|p| {
+            let why = unmet(p);
+            if !why.is_empty() {
+                not_applicable.push(format!("{}: {}", p.id, why.join("; ")));
+            }
+            why.is_empty()
+        })
+        .collect();
+    Plan { order: order(cause, candidates), not_applicable }
+}
+
+/// An incident's plan: its playbooks in order, and the mode's playbooks left out because
+/// the service lacks what they need (each with why).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub order: Vec<String>,
+    pub not_applicable: Vec<String>,
+}
+
+fn order(cause: Cause, candidates: Vec<&Playbook>) -> Vec<String> {
     let fits = |id: &str| !cause.rules_out().contains(&id);
     let mut out: Vec<String> =
         cause.prefers().iter().filter(|id| candidates.iter().any(|p| p.id == **id)).map(|id| id.to_string()).collect();
@@ -169,7 +193,7 @@ mod tests {
     #[test]
     fn test_the_cause_picks_the_first_playbook() {
         let c = catalog();
-        let first = |mode, cause| plan(mode, cause, &c).first().cloned().unwrap_or_default();
+        let first = |mode, cause| plan(mode, cause, &c, |_| vec![]).order.first().cloned().unwrap_or_default();
         assert_eq!(first(FailureMode::DatabaseUnavailable, Cause::Hung), "restart_database");
         assert_eq!(first(FailureMode::DatabaseUnavailable, Cause::Corrupt), "restore_database_snapshot");
         assert_eq!(first(FailureMode::DatabaseUnavailable, Cause::LockHeld), "clear_stale_db_lock");
@@ -185,19 +209,35 @@ mod tests {
     #[test]
     fn test_what_cannot_help_is_left_out_and_the_last_resort_is_last() {
         let c = catalog();
-        let hung = plan(FailureMode::DatabaseUnavailable, Cause::Hung, &c);
+        let hung = plan(FailureMode::DatabaseUnavailable, Cause::Hung, &c, |_| vec![]).order;
         assert!(!hung.iter().any(|p| p == "restore_database_snapshot"), "{hung:?}");
         assert_eq!(hung.last().map(String::as_str), Some("quarantine_crashloop"), "{hung:?}");
-        let stranger = plan(FailureMode::PortInUse, Cause::PortStranger, &c);
+        let stranger = plan(FailureMode::PortInUse, Cause::PortStranger, &c, |_| vec![]).order;
         assert!(!stranger.iter().any(|p| p == "free_port_orphan"), "{stranger:?}");
-        let unknown = plan(FailureMode::PortInUse, Cause::Unknown, &c);
+        let unknown = plan(FailureMode::PortInUse, Cause::Unknown, &c, |_| vec![]).order;
         assert_eq!(unknown.len(), c.for_mode(FailureMode::PortInUse).len(), "nothing known, nothing left out");
         for mode in FailureMode::ALL {
-            let p = plan(mode, Cause::Unknown, &c);
+            let p = plan(mode, Cause::Unknown, &c, |_| vec![]).order;
             let mut unique = p.clone();
             unique.dedup();
             assert_eq!(p.len(), unique.len(), "each playbook once: {p:?}");
             assert!(p.iter().all(|id| c.get(id).is_some_and(|pb| pb.triggers.contains(&mode))));
         }
+    }
+
+    #[test]
+    fn test_a_playbook_the_service_cannot_use_is_left_out_with_why() {
+        let c = catalog();
+        let none_signalled = |p: &Playbook| match p
+            .steps
+            .iter()
+            .any(|s| matches!(s, crate::playbook::Primitive::SignalService { .. }))
+        {
+            true => vec!["no signals".to_string()],
+            false => vec![],
+        };
+        let p = plan(FailureMode::NetworkUnreachable, Cause::Unreachable, &c, none_signalled);
+        assert!(!p.order.contains(&"reresolve_dns".to_string()), "{p:?}");
+        assert!(p.not_applicable.iter().any(|w| w == "reresolve_dns: no signals"), "{p:?}");
     }
 }

@@ -14,7 +14,7 @@ use crate::approval::{Approval, ApprovalStatus};
 use crate::config::ServiceName;
 use crate::diagnose::{Cause, plan};
 use crate::mode::FailureMode;
-use crate::playbook::Catalog;
+use crate::playbook::{Catalog, Playbook};
 use crate::run::{RunOutcome, RunRecord};
 use serde::{Deserialize, Serialize};
 
@@ -44,11 +44,20 @@ pub enum IncidentStatus {
     Open,
     /// Open, its repair waiting for an approver (the run's tier 3 step).
     AwaitingApproval,
+    /// The service serves again, but a lower layer still fails for a cause outside it (a
+    /// cut link after a failover): no disruptive step runs against the service; resolved
+    /// once that layer recovers.
+    Mitigated,
     Resolved,
     /// Every playbook failed or none applies; a person must look.
     Failed,
     /// The fault went away by itself before a repair ended (no run of warden's fixed it).
     Cleared,
+    /// A lower layer's or a dependency's incident explains it (`absorbed_by`); its plan
+    /// stopped and that incident's repair is the one that counts.
+    Absorbed,
+    /// An operator closed it (with a reason).
+    Closed,
 }
 
 /// One playbook run made for an incident.
@@ -100,7 +109,44 @@ pub struct Incident {
     /// what a trace backend finds it by, and what its later spans join after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// The mode's playbooks left out of the plan: the service lacks what they need.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applicable: Vec<String>,
+    /// When the service was verified restored: the first pass of the checks' stable streak
+    /// (MTTR counts to it). For a mitigated incident, when the mitigation took hold.
+    #[serde(default)]
+    pub restored_unix_ms: Option<u64>,
+    /// What still fails while it is mitigated (lower-layer checks), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub still_failing: Vec<String>,
+    /// The incident that explains this one (status absorbed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absorbed_by: Option<u64>,
+    /// A person said they are on it: automatic repair of it waits for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<OperatorNote>,
+    /// The person who closed it, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<OperatorNote>,
+    /// The playbook that waits for a hold on automatic repair to lift (a pause,
+    /// maintenance, an operator at work, the breaker, an acknowledgement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hold: Option<String>,
 }
+
+/// A person's word on an incident: who, when, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorNote {
+    pub by: String,
+    pub at_unix_ms: u64,
+    pub reason: String,
+}
+
+/// How long a run held by the harm guard (a lower layer or a dependency failing) waits
+/// before its playbook is tried again at first; it doubles with every hold, up to
+/// [`HOLD_RETRY_MAX_MS`].
+pub const HOLD_RETRY_MS: u64 = 1_000;
+pub const HOLD_RETRY_MAX_MS: u64 = 30_000;
 
 fn one() -> u32 {
     1
@@ -121,12 +167,15 @@ pub enum NextStep {
     /// A step needs an approver: the incident waits (awaiting approval) until
     /// [`Incident::approval_settled`] says what the decision means.
     AwaitApproval { playbook: String, approval_id: u64, reason: String },
+    /// The service serves again, a lower layer still fails: the incident is now mitigated
+    /// and waits for that layer (no further step runs).
+    Mitigated { still_failing: Vec<String> },
 }
 
 impl IncidentStatus {
     /// Not yet resolved or failed.
     pub fn is_open(self) -> bool {
-        matches!(self, IncidentStatus::Open | IncidentStatus::AwaitingApproval)
+        matches!(self, IncidentStatus::Open | IncidentStatus::AwaitingApproval | IncidentStatus::Mitigated)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +185,9 @@ impl IncidentStatus {
             IncidentStatus::Resolved => "resolved",
             IncidentStatus::Failed => "failed",
             IncidentStatus::Cleared => "cleared",
+            IncidentStatus::Mitigated => "mitigated",
+            IncidentStatus::Absorbed => "absorbed",
+            IncidentStatus::Closed => "closed",
         }
     }
 }
@@ -160,6 +212,13 @@ impl Incident {
             cause: finding.cause,
             plan: Vec::new(),
             trace: None,
+            not_applicable: Vec::new(),
+            restored_unix_ms: None,
+            still_failing: Vec::new(),
+            absorbed_by: None,
+            acknowledged: None,
+            closed: None,
+            on_hold: None,
         }
     }
 
@@ -170,10 +229,72 @@ impl Incident {
         if !self.status.is_open() || self.current_run().is_some() {
             return false;
         }
+        if self.status == IncidentStatus::Mitigated {
+            return self.lower_recovered(now_unix_ms);
+        }
         self.status = IncidentStatus::Cleared;
         self.resolved_unix_ms = Some(now_unix_ms.max(self.detected_unix_ms));
         self.detail = "the fault cleared by itself before a repair ended".into();
         true
+    }
+
+    /// A mitigated incident's lower layer recovered: it is resolved (its MTTR counts to the
+    /// mitigation, when the service served again). Whether it did.
+    pub fn lower_recovered(&mut self, now_unix_ms: u64) -> bool {
+        if self.status != IncidentStatus::Mitigated {
+            return false;
+        }
+        self.status = IncidentStatus::Resolved;
+        self.resolved_unix_ms = Some(now_unix_ms.max(self.detected_unix_ms));
+        self.detail = format!("mitigated, then the lower layer recovered ({})", self.still_failing.join("; "));
+        self.still_failing.clear();
+        true
+    }
+
+    /// Another incident (`by`, of a lower layer or a dependency) explains this one: its
+    /// plan stops here. Whether it was open to be absorbed.
+    pub fn absorb(&mut self, by: u64, why: &str, now_unix_ms: u64) -> bool {
+        if !self.status.is_open() || self.status == IncidentStatus::Mitigated {
+            return false;
+        }
+        self.status = IncidentStatus::Absorbed;
+        self.absorbed_by = Some(by);
+        self.resolved_unix_ms = Some(now_unix_ms.max(self.detected_unix_ms));
+        self.detail = format!("explained by incident {by}: {why}");
+        true
+    }
+
+    /// An operator acknowledged it: they are on it.
+    pub fn acknowledge(&mut self, note: OperatorNote) -> Result<(), String> {
+        if !self.status.is_open() {
+            return Err(format!(
+                "incident {} is {}: only an open incident can be acknowledged",
+                self.id,
+                self.status.as_str()
+            ));
+        }
+        self.acknowledged = Some(note);
+        Ok(())
+    }
+
+    /// An operator closed it. Any incident not yet closed may be (a failed one too).
+    pub fn close(&mut self, note: OperatorNote) -> Result<(), String> {
+        if matches!(self.status, IncidentStatus::Closed) {
+            return Err(format!("incident {} is closed already", self.id));
+        }
+        if self.current_run().is_some() {
+            return Err(format!(
+                "incident {} has a repair running; wait for it to end or pause healing first",
+                self.id
+            ));
+        }
+        if self.status.is_open() {
+            self.resolved_unix_ms = Some(note.at_unix_ms.max(self.detected_unix_ms));
+        }
+        self.detail = format!("closed by {}: {}", note.by, note.reason);
+        self.status = IncidentStatus::Closed;
+        self.closed = Some(note);
+        Ok(())
     }
 
     /// A resolved incident's fault came back soon after: the playbook that resolved it
@@ -207,7 +328,7 @@ impl Incident {
     pub fn due(&self, now_unix_ms: u64) -> Option<NextStep> {
         let last = self.attempts.last()?;
         match (self.status, last.outcome, last.retry_at_unix_ms) {
-            (IncidentStatus::Open, Some(RunOutcome::Throttled), Some(at)) if now_unix_ms >= at => {
+            (IncidentStatus::Open, Some(RunOutcome::Throttled | RunOutcome::Held), Some(at)) if now_unix_ms >= at => {
                 Some(NextStep::Run { playbook: last.playbook.clone() })
             }
             _ => None,
@@ -217,11 +338,22 @@ impl Incident {
     /// The first step for a fresh incident: its mode's first playbook, or escalation when
     /// the catalog has none (the incident is then failed).
     /// The plan comes from the diagnosis (the cause's playbooks first).
-    pub fn first_step(&mut self, catalog: &Catalog) -> NextStep {
-        self.plan = plan(self.mode, self.cause, catalog);
+    /// `unmet` says what the service lacks for a playbook (empty: it applies).
+    pub fn first_step(&mut self, catalog: &Catalog, unmet: impl Fn(&Playbook) -> Vec<String>) -> NextStep {
+        let plan = plan(self.mode, self.cause, catalog, unmet);
+        self.plan = plan.order;
+        self.not_applicable = plan.not_applicable;
         match self.plan.first() {
             Some(p) => NextStep::Run { playbook: p.clone() },
-            None => self.escalate(format!("no playbook handles failure mode {}", self.mode.as_str())),
+            None if self.not_applicable.is_empty() => {
+                self.escalate(format!("no playbook handles failure mode {}", self.mode.as_str()))
+            }
+            None => self.escalate(format!(
+                "no playbook for {} applies to `{}`: {}",
+                self.mode.as_str(),
+                self.service,
+                self.not_applicable.join("; ")
+            )),
         }
     }
 
@@ -235,8 +367,18 @@ impl Incident {
         }
     }
 
+    /// `playbook` is due but a hold on automatic repair keeps it (`why`); it runs once the
+    /// hold lifts. Whether this is news (not already held so).
+    pub fn hold(&mut self, playbook: &str, why: &str) -> bool {
+        let news = self.on_hold.as_deref() != Some(playbook) || !self.detail.ends_with(why);
+        self.on_hold = Some(playbook.to_string());
+        self.detail = format!("`{playbook}` waits: {why}");
+        news
+    }
+
     /// Records that run `run_id` of `playbook` has started.
     pub fn begin(&mut self, run_id: u64, playbook: &str) {
+        self.on_hold = None;
         self.status = IncidentStatus::Open;
         self.attempts.push(Attempt {
             run_id,
@@ -269,15 +411,37 @@ impl Incident {
         };
         let step = match run.outcome {
             // A quarantine ends the trying, not the fault: a person must look.
-            RunOutcome::Succeeded if catalog.get(&playbook).is_some_and(|p| p.gives_up()) => self.escalate(format!(
-                "`{playbook}` quarantined `{}`: nothing else healed it; release it once the cause is fixed",
-                self.service
-            )),
+            RunOutcome::Succeeded if run.steps.iter().any(|s| s.ok && s.action == "quarantine_service") => self
+                .escalate(format!(
+                    "`{playbook}` quarantined `{}`: nothing else healed it; release it once the cause is fixed",
+                    self.service
+                )),
             RunOutcome::Succeeded => {
                 let at = run.finished_unix_ms.unwrap_or(self.detected_unix_ms);
+                self.restored_unix_ms = Some(
+                    run.restored_unix_ms.unwrap_or(at).clamp(self.detected_unix_ms, at.max(self.detected_unix_ms)),
+                );
+                if !run.still_failing.is_empty() {
+                    self.status = IncidentStatus::Mitigated;
+                    self.still_failing = run.still_failing.clone();
+                    self.detail =
+                        format!("mitigated by `{playbook}`; still failing: {}", self.still_failing.join("; "));
+                    return Some(NextStep::Mitigated { still_failing: self.still_failing.clone() });
+                }
                 self.status = IncidentStatus::Resolved;
                 self.resolved_unix_ms = Some(at.max(self.detected_unix_ms));
                 NextStep::Resolved { mttr_ms: self.mttr_ms().unwrap_or(0) }
+            }
+            // The harm guard held a step (a lower layer or a dependency fails): the same
+            // playbook once more after a wait that doubles with every hold.
+            RunOutcome::Held => {
+                let holds = count(|o| o == RunOutcome::Held).min(16) as u32;
+                let wait = HOLD_RETRY_MS.saturating_mul(1 << holds.saturating_sub(1)).min(HOLD_RETRY_MAX_MS);
+                let retry_at = run.finished_unix_ms.unwrap_or(self.detected_unix_ms) + wait;
+                if let Some(a) = self.attempts.last_mut() {
+                    a.retry_at_unix_ms = Some(retry_at);
+                }
+                NextStep::Wait { playbook, retry_at_unix_ms: retry_at, reason: run.detail.clone() }
             }
             RunOutcome::Interrupted if count(|o| o == RunOutcome::Interrupted) <= MAX_INTERRUPTIONS => {
                 NextStep::Run { playbook }
@@ -349,6 +513,12 @@ impl Incident {
         }
     }
 
+    /// Gives up on it now (a budget spent, a cause no playbook can reach): failed, for a
+    /// person.
+    pub fn escalate_now(&mut self, reason: String) -> NextStep {
+        self.escalate(reason)
+    }
+
     fn escalate(&mut self, reason: String) -> NextStep {
         self.status = IncidentStatus::Failed;
         self.detail = reason.clone();
@@ -368,7 +538,7 @@ impl Incident {
 
     /// Detection to verified restore; `None` while open or when it failed.
     pub fn mttr_ms(&self) -> Option<u64> {
-        match (self.status, self.resolved_unix_ms) {
+        match (self.status, self.restored_unix_ms.or(self.resolved_unix_ms)) {
             (IncidentStatus::Resolved, Some(end)) => Some(end.saturating_sub(self.detected_unix_ms)),
             _ => None,
         }
@@ -376,7 +546,7 @@ impl Incident {
 
     /// Fault onset (the first sign of it) to verified restore, where the onset is known.
     pub fn mttr_from_onset_ms(&self) -> Option<u64> {
-        let end = self.mttr_ms().and(self.resolved_unix_ms)?;
+        let end = self.mttr_ms().and(self.restored_unix_ms.or(self.resolved_unix_ms))?;
         Some(end.saturating_sub(self.fault_onset_unix_ms?.min(self.detected_unix_ms)))
     }
 
@@ -573,6 +743,13 @@ pub(crate) fn fixture(
         cause: Cause::Unknown,
         plan: vec![],
         trace: None,
+        not_applicable: vec![],
+        restored_unix_ms: None,
+        still_failing: vec![],
+        absorbed_by: None,
+        acknowledged: None,
+        closed: None,
+        on_hold: None,
     }
 }
 
@@ -617,6 +794,8 @@ mod tests {
             dry_run: false,
             rollback_of: None,
             rolled_back_by: None,
+            restored_unix_ms: None,
+            still_failing: vec![],
         }
     }
 
@@ -637,7 +816,7 @@ mod tests {
         // first fails twice (one retry allowed), second fails once (none): then a person.
         let c = catalog();
         let mut i = fresh();
-        assert_eq!(i.first_step(&c), NextStep::Run { playbook: "first".into() });
+        assert_eq!(i.first_step(&c, |_| vec![]), NextStep::Run { playbook: "first".into() });
         i.begin(10, "first");
         assert_eq!(
             i.finish_run(&run(10, "first", RunOutcome::Failed, 1_100), &c),
@@ -732,7 +911,7 @@ mod tests {
             persists: false,
         };
         let mut i = Incident::open(2, &finding, 5);
-        assert!(matches!(i.first_step(&c), NextStep::Escalate { .. }));
+        assert!(matches!(i.first_step(&c, |_| vec![]), NextStep::Escalate { .. }));
         assert_eq!(i.status, IncidentStatus::Failed);
     }
 
@@ -779,7 +958,7 @@ mod tests {
         use crate::audit::AuditActor;
         use crate::policy::ActionRequest;
         let mut i = fresh();
-        assert!(matches!(i.first_step(&catalog()), NextStep::Run { .. }));
+        assert!(matches!(i.first_step(&catalog(), |_| vec![]), NextStep::Run { .. }));
         i.begin(10, "first");
         let held = RunRecord { approval_id: Some(5), ..run(10, "first", RunOutcome::PendingApproval, 1_100) };
         let step = i.finish_run(&held, &catalog()).expect("applies");
@@ -847,6 +1026,65 @@ mod tests {
         assert!(matches!(i.reopen("again", &catalog()), NextStep::Escalate { .. }), "nothing left: a person");
         assert_eq!(i.status, IncidentStatus::Failed);
         assert!(i.link("api: api_timeout".into()) && !i.link("api: api_timeout".into()), "linked once");
+    }
+
+    #[test]
+    fn test_a_repair_that_leaves_a_lower_layer_failing_mitigates_until_it_recovers() {
+        // A failover made the service serve again while its link is still cut.
+        let c = catalog();
+        let mut i = fresh();
+        i.begin(10, "first");
+        let failover = RunRecord {
+            restored_unix_ms: Some(1_300),
+            still_failing: vec!["app-link (l2): down".into()],
+            ..run(10, "first", RunOutcome::Succeeded, 1_700)
+        };
+        let step = i.finish_run(&failover, &c);
+        assert_eq!(step, Some(NextStep::Mitigated { still_failing: vec!["app-link (l2): down".into()] }));
+        assert!(i.status.is_open() && i.status == IncidentStatus::Mitigated);
+        assert_eq!(i.mttr_ms(), None, "not resolved yet");
+        assert!(i.fault_cleared(9_000), "the link came back");
+        assert_eq!((i.status, i.mttr_ms()), (IncidentStatus::Resolved, Some(300)), "MTTR counts to the mitigation");
+    }
+
+    #[test]
+    fn test_a_held_run_waits_longer_each_time_then_runs_again() {
+        let c = catalog();
+        let mut i = fresh();
+        let mut waits = Vec::new();
+        for n in 0..7u64 {
+            i.begin(10 + n, "first");
+            let held = run(10 + n, "first", RunOutcome::Held, 2_000);
+            match i.finish_run(&held, &c) {
+                Some(NextStep::Wait { retry_at_unix_ms, .. }) => waits.push(retry_at_unix_ms - 2_000),
+                other => panic!("held runs wait: {other:?}"),
+            }
+        }
+        assert_eq!(waits, vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
+        assert_eq!(i.due(2_000 + 29_999), None);
+        assert_eq!(i.due(2_000 + 30_000), Some(NextStep::Run { playbook: "first".into() }), "the same playbook");
+    }
+
+    #[test]
+    fn test_an_absorbed_incident_stops_and_a_person_may_ack_and_close_any() {
+        let mut upper = fresh();
+        assert!(upper.absorb(7, "the link is down", 2_000));
+        assert_eq!(
+            (upper.status, upper.absorbed_by, upper.status.is_open()),
+            (IncidentStatus::Absorbed, Some(7), false)
+        );
+        assert!(!upper.absorb(8, "again", 3_000), "once");
+        let note = |by: &str| OperatorNote { by: by.into(), at_unix_ms: 5_000, reason: "on it".into() };
+        let mut failed = fresh();
+        failed.status = IncidentStatus::Failed;
+        assert!(failed.acknowledge(note("alice")).is_err(), "a failed incident is no one's to work on");
+        assert!(failed.close(note("alice")).is_ok(), "but it can be closed");
+        assert_eq!(failed.status, IncidentStatus::Closed);
+        assert!(failed.close(note("bob")).is_err(), "once");
+        let mut running = fresh();
+        running.begin(3, "first");
+        assert!(running.acknowledge(note("alice")).is_ok());
+        assert!(running.close(note("alice")).is_err(), "not while its repair runs");
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! - [`alert`]: alerts, flap damping, Alertmanager's webhook payload.
 //! - [`mode`], [`detect`]: the ten failure modes and the rules that recognise them.
 //! - [`diagnose`]: the cause behind a finding and the playbook order that repairs it.
+//! - [`harm`]: first, do no harm: whether a step may act on a service, on fresh evidence.
+//! - [`verify`]: when a repaired service counts as restored (its stability window).
+//! - [`holds`]: pauses, maintenance, operators at work, the node's circuit breaker, the
+//!   repair budget.
+//! - [`fit`]: what a playbook needs from a service, and where it does not apply.
 //! - [`quarantine`]: when a quarantined service is tried again by itself.
 //! - [`slo`]: service level objectives, error budgets, multiwindow burn rates.
 //! - [`incident`]: the incident lifecycle (next playbook, resolve, escalate) and MTTR math.
@@ -36,6 +41,9 @@ pub mod auth;
 pub mod config;
 pub mod detect;
 pub mod diagnose;
+pub mod fit;
+pub mod harm;
+pub mod holds;
 pub mod incident;
 pub mod mode;
 pub mod netlink;
@@ -55,3 +63,4 @@ pub mod slo;
 pub mod source;
 pub mod tier;
 pub mod time;
+pub mod verify;

@@ -4,7 +4,7 @@
 //! declares its minimum tier, what it changes and how it is undone; planning binds the
 //! steps to a target service so each one can be checked against a permit and run.
 
-use crate::config::ServiceName;
+use crate::config::{RepairHooks, ServiceName, ServiceSpec};
 use crate::mode::FailureMode;
 use crate::signal::SignalName;
 use crate::source::{self, Collector, Problems, Source};
@@ -152,6 +152,11 @@ pub enum Primitive {
         body: Option<String>,
         #[serde(default = "ok_status")]
         expect_status: u16,
+        /// Sent for each service that depends on the target instead (each with its own
+        /// variables, such as its `${pool_reset_url}`), in start order; a dependent that
+        /// lacks what the call needs is left out.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dependents: bool,
     },
     /// A command the node config whitelists under `commands:`, by name.
     RunCommand {
@@ -169,6 +174,11 @@ pub enum Primitive {
     SetEndpoint {
         #[serde(default)]
         upstream: Option<String>,
+        /// Switch the services that depend on the target instead (those with such an
+        /// upstream), in start order: a model server that is down is gone round by its
+        /// clients.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dependents: bool,
     },
     /// Multiply the service's startup deadline by `factor`, up to `max_ms`.
     SetStartupDeadline {
@@ -181,19 +191,81 @@ pub enum Primitive {
     StaggerBoot,
 }
 
-/// Where a playbook's paths may start; each lies inside the data dir.
-pub const PATH_ROOTS: &[&str] = &["${data_dir}", "${service_dir}", "${snapshot_dir}"];
+/// Where a playbook's paths may start: inside the data dir, or a path the target service
+/// declares (its lock file, data, credentials, secret files).
+pub const PATH_ROOTS: &[&str] = &[
+    "${data_dir}",
+    "${service_dir}",
+    "${snapshot_dir}",
+    "${lock_file}",
+    "${data}",
+    "${credentials_file}",
+    "${secret_files}",
+];
 
-/// `${data_dir}`, `${service_dir}` (the target's folder under `services/`),
-/// `${snapshot_dir}` (the target's snapshots), `${service}` and `${port}` (the target's
-/// first port) in `text`.
-pub fn expand(text: &str, data_dir: &Path, service: &ServiceName, port: Option<u16>) -> String {
-    let data = data_dir.display().to_string();
-    text.replace("${service_dir}", &format!("{data}/services/{service}"))
-        .replace("${snapshot_dir}", &format!("{data}/snapshots/{service}"))
-        .replace("${data_dir}", &data)
-        .replace("${service}", service.as_str())
-        .replace("${port}", &port.map_or_else(|| "0".to_string(), |p| p.to_string()))
+/// What a playbook's text may name of its target: `${data_dir}` (the node's data dir),
+/// `${service_dir}` (the target's folder under `services/`), `${snapshot_dir}` (the
+/// target's snapshots), `${service}`, `${port}` (its first port), and what the service
+/// declares: `${lock_file}`, `${data}`, `${credentials_file}`, `${pool_reset_url}`,
+/// `${model}` (and `${secret_files}`, a list, as a whole entry of `rotate_secret.files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vars {
+    pub data_dir: std::path::PathBuf,
+    pub service: ServiceName,
+    pub port: Option<u16>,
+    pub hooks: RepairHooks,
+}
+
+impl Vars {
+    pub fn of(data_dir: &Path, spec: &ServiceSpec) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            service: spec.name.clone(),
+            port: spec.ports.first().copied(),
+            hooks: spec.hooks.clone(),
+        }
+    }
+
+    /// `text` with every variable the target has filled in; one it lacks stays as written.
+    pub fn expand(&self, text: &str) -> String {
+        let data = self.data_dir.display().to_string();
+        let service = self.service.as_str();
+        let mut out = text
+            .replace("${service_dir}", &format!("{data}/services/{service}"))
+            .replace("${snapshot_dir}", &format!("{data}/snapshots/{service}"))
+            .replace("${data_dir}", &data)
+            .replace("${service}", service)
+            .replace("${port}", &self.port.map_or_else(|| "0".to_string(), |p| p.to_string()));
+        let h = &self.hooks;
+        let declared = [
+            ("${lock_file}", h.lock_file.as_ref().map(|p| p.display().to_string())),
+            ("${data}", h.data.as_ref().map(|p| p.display().to_string())),
+            ("${credentials_file}", h.credentials_file.as_ref().map(|p| p.display().to_string())),
+            ("${pool_reset_url}", h.pool_reset_url.as_ref().map(|u| u.to_string())),
+            ("${model}", h.model.clone()),
+        ];
+        for (var, value) in declared {
+            if let Some(v) = value {
+                out = out.replace(var, &v);
+            }
+        }
+        out
+    }
+
+    /// The files of a `rotate_secret` step: `${secret_files}` stands for every secret file
+    /// the service declares.
+    pub fn expand_files(&self, files: &[String]) -> Vec<String> {
+        files
+            .iter()
+            .flat_map(|f| {
+                if f.trim() == "${secret_files}" {
+                    self.hooks.secret_files.iter().map(|p| p.display().to_string()).collect()
+                } else {
+                    vec![self.expand(f)]
+                }
+            })
+            .collect()
+    }
 }
 
 fn sigkill() -> SignalName {
@@ -338,17 +410,22 @@ impl Primitive {
                 path.as_ref().map_or("every file the service's config manages".to_string(), |p| format!("`{p}`"))
             ),
             Primitive::RotateSecret { files } => format!("writes a new random token into {}", files.join(", ")),
+            Primitive::HttpCall { method, url, dependents: true, .. } => {
+                format!("{method} {url} of each service that depends on it")
+            }
             Primitive::HttpCall { method, url, .. } => format!("{method} {url}"),
             Primitive::RunCommand { command } => format!("runs the whitelisted command `{command}`"),
             Primitive::SetPort { to } => format!(
                 "moves the service's first port to {} wherever the node names it; restarts the services that name it",
                 to.map_or("the next free port above it".to_string(), |p| p.to_string())
             ),
-            Primitive::SetEndpoint { upstream } => format!(
-                "points the service at the next answering fallback of {}; restarts it",
+            Primitive::SetEndpoint { upstream, dependents } => format!(
+                "points {} at the next answering fallback of {}; restarts {}",
+                if *dependents { "each service that depends on it" } else { "the service" },
                 upstream
                     .as_ref()
-                    .map_or("each upstream that does not answer".to_string(), |u| format!("upstream `{u}`"))
+                    .map_or("each upstream that does not answer".to_string(), |u| format!("upstream `{u}`")),
+                if *dependents { "them" } else { "it" }
             ),
             Primitive::SetStartupDeadline { factor, max_ms } => {
                 format!("multiplies the service's startup deadline by {factor} (at most {max_ms} ms)")
@@ -439,9 +516,11 @@ impl Primitive {
             Primitive::HttpCall { method, url, expect_status, .. } => {
                 if !["GET", "POST", "PUT", "DELETE", "HEAD"].contains(&method.as_str()) {
                     Some(format!("http_call.method `{method}` is not one of GET, POST, PUT, DELETE, HEAD"))
-                } else if url::Url::parse(&url.replace("${port}", "1").replace("${service}", "x"))
-                    .map(|u| !matches!(u.scheme(), "http" | "https"))
-                    .unwrap_or(true)
+                } else if url::Url::parse(
+                    &url.replace("${pool_reset_url}", "http://x/").replace("${port}", "1").replace("${service}", "x"),
+                )
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
                 {
                     Some(format!("http_call.url `{url}` is not an http(s) URL"))
                 } else if !(100..=599).contains(expect_status) {
@@ -535,6 +614,22 @@ pub struct Playbook {
     /// the steps unless the last step already waits for exactly that.
     pub verify: bool,
     pub steps: Vec<Primitive>,
+    /// What it needs from a service beyond what its steps show (see [`crate::fit`]).
+    pub requires: Vec<crate::fit::Need>,
+    /// A run that only mitigated (the service serves again, a lower layer still fails):
+    /// what to do once that layer recovers.
+    pub on_recovery: OnRecovery,
+}
+
+/// What becomes of a mitigation once the lower layer it went round recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRecovery {
+    /// Leave it as it is (a standby in use stays in use); a person may roll it back.
+    #[default]
+    Keep,
+    /// Roll the run back (fail back to the primary), through governance like any rollback.
+    Rollback,
 }
 
 impl Playbook {
@@ -568,6 +663,10 @@ mod raw {
         #[serde(default = "yes")]
         pub verify: bool,
         pub steps: Spanned<Vec<Spanned<Primitive>>>,
+        #[serde(default)]
+        pub requires: Vec<crate::fit::Need>,
+        #[serde(default)]
+        pub on_recovery: OnRecovery,
     }
 
     fn yes() -> bool {
@@ -694,6 +793,8 @@ fn load_file(src: &Source<'_>, seen: &mut std::collections::BTreeSet<String>) ->
             timeout: Duration::from_millis(p.timeout_ms.value),
             verify: p.verify,
             steps: p.steps.value.into_iter().map(|s| s.value).collect(),
+            requires: p.requires,
+            on_recovery: p.on_recovery,
         });
     }
     c.finish(|| playbooks)
@@ -733,6 +834,14 @@ pub fn rollback_doc(catalog: &Catalog) -> String {
     }
     for p in catalog.all() {
         out.push_str(&format!("\n## {}\n\n{} — {}\n\n", p.id, p.name, p.description));
+        let needs: Vec<String> = crate::fit::needs(p).iter().map(crate::fit::Need::describe).collect();
+        out.push_str(&match needs.is_empty() {
+            true => "Applies to any service of its triggers.\n\n".to_string(),
+            false => format!("Applies only to a service that declares: {}.\n\n", needs.join(", ")),
+        });
+        if p.on_recovery == OnRecovery::Rollback {
+            out.push_str("A run that only mitigated is rolled back once the lower layer recovers.\n\n");
+        }
         out.push_str("| step | changes | rollback |\n| --- | --- | --- |\n");
         for (i, s) in p.steps.iter().enumerate() {
             let rollback = match s.rollback() {
@@ -774,6 +883,27 @@ pub fn plan(
             Primitive::RestartDependents => {
                 for d in dependents {
                     steps.push(bind(index, Primitive::RestartService { force: false }, d));
+                }
+            }
+            Primitive::SetEndpoint { upstream, dependents: true } => {
+                for d in dependents {
+                    steps.push(bind(
+                        index,
+                        Primitive::SetEndpoint { upstream: upstream.clone(), dependents: false },
+                        d,
+                    ));
+                }
+            }
+            Primitive::HttpCall { method, url, body, expect_status, dependents: true } => {
+                for d in dependents {
+                    let call = Primitive::HttpCall {
+                        method: method.clone(),
+                        url: url.clone(),
+                        body: body.clone(),
+                        expect_status: *expect_status,
+                        dependents: false,
+                    };
+                    steps.push(bind(index, call, d));
                 }
             }
             p => steps.push(bind(index, p.clone(), target)),
@@ -839,10 +969,20 @@ mod tests {
     }
 
     #[test]
-    fn test_expand_fills_in_the_target() {
-        let api = ServiceName::parse("api").expect("name");
-        let got = expand("${service_dir}/a ${snapshot_dir} ${service}:${port}", Path::new("/d"), &api, Some(8000));
+    fn test_expand_fills_in_the_target_and_what_it_declares() {
+        let mut vars = Vars {
+            data_dir: "/d".into(),
+            service: ServiceName::parse("api").expect("name"),
+            port: Some(8000),
+            hooks: RepairHooks::default(),
+        };
+        let got = vars.expand("${service_dir}/a ${snapshot_dir} ${service}:${port}");
         assert_eq!(got, "/d/services/api/a /d/snapshots/api api:8000");
+        assert_eq!(vars.expand("${lock_file}"), "${lock_file}", "not declared: left as written");
+        vars.hooks.lock_file = Some("/d/services/api/LOCK".into());
+        vars.hooks.secret_files = vec!["/d/a".into(), "/d/b".into()];
+        assert_eq!(vars.expand("${lock_file}"), "/d/services/api/LOCK");
+        assert_eq!(vars.expand_files(&["${secret_files}".into()]), ["/d/a", "/d/b"]);
     }
 
     #[test]
@@ -912,10 +1052,16 @@ mod tests {
             Primitive::DeleteFiles { glob: path(), older_than_ms: 0, keep: 0 },
             Primitive::RestoreFile { path: None, previous: false },
             Primitive::RotateSecret { files: vec![path()] },
-            Primitive::HttpCall { method: "GET".into(), url: "http://x/".into(), body: None, expect_status: 200 },
+            Primitive::HttpCall {
+                method: "GET".into(),
+                url: "http://x/".into(),
+                body: None,
+                expect_status: 200,
+                dependents: false,
+            },
             Primitive::RunCommand { command: "x".into() },
             Primitive::SetPort { to: None },
-            Primitive::SetEndpoint { upstream: None },
+            Primitive::SetEndpoint { upstream: None, dependents: false },
             Primitive::SetStartupDeadline { factor: 2, max_ms: 1 },
             Primitive::StaggerBoot,
         ];

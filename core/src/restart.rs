@@ -61,6 +61,20 @@ impl RestartTracker {
         self.exits.iter().filter(|t| now.duration_since(**t) <= self.policy.window).count()
     }
 
+    /// When a repair may start this service's process again without going past its
+    /// backoff: the process now running was `started` after the exits in the window; a
+    /// deliberate restart of it counts as the next restart, so it waits as long after that
+    /// start as the supervisor would wait after an exit. `None`: at once (it has been
+    /// stable, or has no exits in its window).
+    pub fn repair_restart_at(&self, now: Instant, started: Instant) -> Option<Instant> {
+        let n = self.recent_exits(now);
+        if n == 0 {
+            return None;
+        }
+        let at = started + backoff(&self.policy, n + 1);
+        (at > now).then_some(at)
+    }
+
     /// Forgets the history (an operator released the quarantine).
     pub fn reset(&mut self) {
         self.exits.clear();
@@ -79,6 +93,27 @@ pub fn backoff(policy: &RestartPolicy, n: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn test_a_repair_restart_of_a_crash_looping_service_keeps_the_backoff() {
+        let policy = RestartPolicy {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_restarts: 10,
+            window: Duration::from_secs(60),
+            stable_after: Duration::from_secs(1),
+        };
+        let mut t = RestartTracker::new(policy);
+        let start = Instant::now();
+        assert_eq!(t.repair_restart_at(start, start), None, "no exits: at once");
+        t.on_exit(start, None);
+        t.on_exit(start, None);
+        // Two exits: the supervisor waited 100 ms before this start; a third restart waits 200 ms.
+        let started = start + Duration::from_millis(100);
+        assert_eq!(t.repair_restart_at(started, started), Some(started + Duration::from_millis(200)));
+        let later = started + Duration::from_secs(1);
+        assert_eq!(t.repair_restart_at(later, started), None, "the backoff is over");
+    }
 
     fn policy() -> RestartPolicy {
         RestartPolicy {

@@ -21,6 +21,11 @@ pub enum RunOutcome {
     PendingApproval,
     /// Cut short by a crash or a shutdown of warden, not by the playbook: it may run again.
     Interrupted,
+    /// The harm guard held a disruptive step: acting on the service would not mend the
+    /// cause (a lower layer or a dependency fails now). It may run again later.
+    Held,
+    /// A dry run of a playbook the target lacks what it needs for (`detail` says what).
+    NotApplicable,
 }
 
 impl RunOutcome {
@@ -33,6 +38,8 @@ impl RunOutcome {
             RunOutcome::Throttled => "throttled",
             RunOutcome::PendingApproval => "pending_approval",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Held => "held",
+            RunOutcome::NotApplicable => "not_applicable",
         }
     }
 
@@ -125,6 +132,15 @@ pub struct StepRecord {
     pub undo: Vec<Undo>,
 }
 
+/// Whether the steps that ran took their service down and left it so: a stop that went
+/// through, and no start or restart after it that did.
+pub fn left_down(steps: &[StepRecord]) -> bool {
+    let last_stop = steps.iter().rposition(|s| s.ok && s.action == "stop_service");
+    last_stop.is_some_and(|i| {
+        !steps[i + 1..].iter().any(|s| s.ok && matches!(s.action.as_str(), "start_service" | "restart_service"))
+    })
+}
+
 /// One playbook run as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -152,6 +168,12 @@ pub struct RunRecord {
     /// For a run that was rolled back (or is being): the rollback's run.
     #[serde(default)]
     pub rolled_back_by: Option<u64>,
+    /// When its verification's stable streak began: the service served again from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_unix_ms: Option<u64>,
+    /// Lower-layer checks still failing when it was verified: the run only mitigated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub still_failing: Vec<String>,
 }
 
 impl RunRecord {
@@ -178,10 +200,39 @@ impl RunRecord {
             dry_run: false,
             rollback_of: None,
             rolled_back_by: None,
+            restored_unix_ms: None,
+            still_failing: Vec::new(),
         }
     }
 
     pub fn duration_ms(&self) -> Option<u64> {
         self.finished_unix_ms.map(|f| f.saturating_sub(self.started_unix_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(action: &str, ok: bool) -> StepRecord {
+        StepRecord {
+            index: 0,
+            action: action.into(),
+            tier: 2,
+            permit_audit_seq: None,
+            ok,
+            detail: String::new(),
+            duration_ms: 0,
+            undo: vec![],
+        }
+    }
+
+    #[test]
+    fn test_a_run_that_stopped_its_service_and_never_started_it_left_it_down() {
+        assert!(left_down(&[step("stop_service", true), step("restore_dir", false)]), "held after the stop");
+        assert!(!left_down(&[step("stop_service", true), step("restore_dir", true), step("start_service", true)]));
+        assert!(!left_down(&[step("stop_service", false)]), "a stop that failed took nothing down");
+        assert!(!left_down(&[step("restart_service", true), step("wait_healthy", false)]));
+        assert!(left_down(&[step("start_service", true), step("stop_service", true)]), "the last stop counts");
     }
 }

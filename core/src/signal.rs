@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A signal warden may send to a service (a playbook step, or its stop signal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SignalName {
     #[serde(rename = "SIGHUP")]
     Hup,

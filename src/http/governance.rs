@@ -342,16 +342,28 @@ pub async fn service_action(
     Path((name, op)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    match op.as_str() {
+        "unmonitor" => {
+            return super::healing::unmonitor(&app, &caller, &name, &body).await.map(IntoResponse::into_response);
+        }
+        "monitor" => {
+            return super::healing::monitor(&app, &caller, &name, &body).await.map(IntoResponse::into_response);
+        }
+        _ => {}
+    }
     let primitive = match op.as_str() {
         "restart" | "stop" | "start" | "release" => operator_primitive(&op),
         _ => None,
     }
-    .ok_or_else(|| ApiError::NotFound(format!("no service action `{op}` (restart, stop, start, release)")))?;
+    .ok_or_else(|| {
+        ApiError::NotFound(format!("no service action `{op}` (restart, stop, start, release, unmonitor, monitor)"))
+    })?;
     let target = ServiceName::parse(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if app.views.services.state_of(target.as_str()).is_none() {
         return Err(ApiError::NotFound(format!("no service `{name}`")));
     }
     let reason = reason_of(&body)?.unwrap_or_else(|| "no reason given".into());
+    super::hold_for_operator(&app, &target, &caller.name);
     let op = OperatorRequest { actor: AuditActor::User(caller.name), primitive, target, reason };
     let outcome = app.addrs.executor.operate(op).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let (status, body) = outcome_json(&outcome);

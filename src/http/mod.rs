@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod auth;
 pub mod error;
 pub mod governance;
+pub mod healing;
 pub mod incidents;
 pub mod playbooks;
 pub mod probes;
@@ -20,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::Instant;
 use warden_actors::node::{Addrs, Views};
 use warden_actors::registry::ActorState;
-use warden_actors::store::Health;
 use warden_core::config::HttpLimits;
 use warden_core::service::ServiceState;
 
@@ -92,12 +92,20 @@ impl AppState {
                 .filter(|s| s.state == ServiceState::Quarantined)
                 .map(|s| format!("service `{}` is quarantined", s.name)),
         );
-        if let Health::Degraded { reason, .. } = &*self.views.store.health().borrow() {
-            reasons.push(format!("store degraded: {reason}"));
-        }
-        if let Some(why) = self.views.trust.broken() {
-            reasons.push(why);
-        }
+        // Whatever keeps the healer from acting on the whole node: the store, the audit
+        // chain, a pause, the breaker, repair turned off.
+        reasons.extend(
+            self.views
+                .healing_blocked()
+                .into_iter()
+                // Repair turned off in the config is a choice, not a fault: status and
+                // metrics say it, readiness does not.
+                .filter(|b| b.service.is_none() && b.reason != "disabled")
+                .map(|b| match b.reason {
+                    "audit_chain" | "store_degraded" => b.detail,
+                    _ => format!("automatic repair blocked: {}", b.detail),
+                }),
+        );
         reasons.extend(
             self.views
                 .registry
@@ -120,5 +128,28 @@ impl AppState {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An operator acts on `service`: automatic repair of it waits `healing.operator_hold_ms`,
+/// so the healer does not undo or repeat what a person is doing there.
+pub fn hold_for_operator(app: &AppState, service: &warden_core::config::ServiceName, by: &str) {
+    let hold = app.views.config.get().healing.operator_hold;
+    if hold.is_zero() {
+        return;
+    }
+    let now = warden_core::time::now_unix_ms();
+    let set = app.views.holds.update(|h| {
+        h.set(warden_core::holds::Hold {
+            kind: warden_core::holds::HoldKind::Operator,
+            service: Some(service.clone()),
+            since_unix_ms: now,
+            until_unix_ms: Some(now + hold.as_millis() as u64),
+            by: by.to_string(),
+            reason: "an operator acted on it".into(),
+        })
+    });
+    if let Err(e) = set {
+        tracing::warn!(service = service.as_str(), error = e, "cannot hold automatic repair for the operator");
     }
 }

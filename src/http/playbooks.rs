@@ -115,12 +115,21 @@ pub async fn run(
             "the body must be {{\"target\": SERVICE, \"dry_run\": BOOL, \"reason\": \"...\"}}: {e}"
         ))
     })?;
-    if app.views.catalog.get().get(&id).is_none() {
+    let Some(playbook) = app.views.catalog.get().get(&id).cloned() else {
         return Err(ApiError::NotFound(format!("no playbook `{id}`")));
-    }
+    };
     let target = ServiceName::parse(&b.target).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if app.views.services.state_of(target.as_str()).is_none() {
+    let config = app.views.config.get();
+    if !config.services.iter().any(|s| s.name == target) {
         return Err(ApiError::NotFound(format!("no service `{}`", b.target)));
+    }
+    // A dry run says so in its outcome; a real run of it is refused before it starts.
+    let unmet = warden_core::fit::unmet_on(&playbook, &config, &target);
+    if !b.dry_run && !unmet.is_empty() {
+        return Err(ApiError::Conflict(format!("`{id}` is not applicable to `{target}`: {}", unmet.join("; "))));
+    }
+    if !b.dry_run {
+        super::hold_for_operator(&app, &target, &caller.name);
     }
     let run_id = app.views.store.next_id(Counter::Run).await?;
     let order = RunOrder {
@@ -132,6 +141,7 @@ pub async fn run(
         dry_run: b.dry_run,
         actor: AuditActor::User(caller.name),
         trace: Default::default(),
+        cause: Default::default(),
     };
     app.addrs.executor.run(order).await.map_err(run_error)?;
     answer_when_done(&app, run_id).await
@@ -150,6 +160,9 @@ pub async fn rollback(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let reason = super::governance::reason_of(&body)?.unwrap_or_else(|| "no reason given".into());
+    if let Some(run) = app.views.store.run_record(id).await? {
+        super::hold_for_operator(&app, &run.target, &caller.name);
+    }
     let order = RollbackOrder { of: id, actor: AuditActor::User(caller.name), reason };
     let run_id = app.addrs.executor.rollback(order).await.map_err(run_error)?;
     answer_when_done(&app, run_id).await

@@ -23,6 +23,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/guardian/healer/stats", get(healer_stats))
         .route("/api/slo", get(slo))
+        .route("/api/healing", get(super::healing::status))
         .route("/api/alerts/silences", get(super::alerts::list))
         .route("/api/incidents", get(super::incidents::list))
         .route("/api/incidents/{id}", get(super::incidents::detail))
@@ -45,6 +46,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/guardian/runs/{id}/rollback", post(super::playbooks::rollback))
         .route("/api/alerts/silences", post(super::alerts::create))
         .route("/api/alerts/silences/{id}", axum::routing::delete(super::alerts::expire))
+        .route("/api/healing/pause", post(super::healing::pause))
+        .route("/api/healing/resume", post(super::healing::resume))
+        .route("/api/incidents/{id}/{verb}", post(super::healing::incident_action))
         .route_layer(from_fn_with_state((app.clone(), Role::Operator), super::auth::needs));
     let approve = Router::new()
         .route("/api/governance/approvals/{id}/{verb}", post(super::governance::decide))
@@ -96,6 +100,7 @@ async fn status(State(app): State<AppState>) -> Json<Value> {
         "services": v.services.snapshot(),
         "actors": v.registry.snapshot(),
         "probes": v.probes.snapshot(),
+        "healing": super::healing::view(&app),
     }))
 }
 
@@ -164,6 +169,8 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<Resp
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let v = &app.views;
+    let blocked: Vec<&str> = v.healing_blocked().iter().map(|b| b.reason).collect();
+    v.metrics.healing_blocked_now(&blocked);
     let text = v.metrics.scrape(&v.services, &v.probes, wants_openmetrics);
     let ctype = if wants_openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"

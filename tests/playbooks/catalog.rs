@@ -248,7 +248,8 @@ fn test_reset_connection_pool_closes_the_pooled_db_connections() {
     let before = pooled(&node);
     assert!(before >= 2, "{before}");
     assert!(established(&node) as u64 >= before);
-    let done = exercise(&node, "reset_connection_pool", "api", || pooled(&node));
+    // A db incident's playbook: it resets the pools of the services that use the db.
+    let done = exercise(&node, "reset_connection_pool", "db", || pooled(&node));
     assert!(done["steps"][1]["detail"].as_str().unwrap().contains("200"), "{done}");
     assert_eq!(pooled(&node), 0);
     wait_until("the db's connections from the pool closed", Duration::from_secs(10), || {
@@ -265,7 +266,7 @@ fn test_reload_tls_certificate_makes_the_server_present_the_renewed_certificate(
     pki.write_leaf(&cert_file, &key_file, time::Duration::days(2));
     let ports = Ports::fresh();
     let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: secure\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{port}\", --tls-cert, \"{cert}\", --tls-key, \"{key}\"]\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{port}\" }}\nprobes:\n  - name: secure-tls\n    layer: l6\n    target: secure\n    check: {{ kind: tls, addr: \"127.0.0.1:{port}\", server_name: localhost, ca_file: \"{ca}\", warn_days: 14, fail_days: 7 }}\n    interval_ms: 500\n    timeout_ms: 400\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: secure\n    command: \"@warden\"\n    args: [demo, model, --listen, \"127.0.0.1:{port}\", --tls-cert, \"{cert}\", --tls-key, \"{key}\"]\n    ports: [{port}]\n    signals: {{ reload: SIGHUP }}\n    ready: {{ kind: tcp, addr: \"127.0.0.1:{port}\" }}\nprobes:\n  - name: secure-tls\n    layer: l6\n    target: secure\n    check: {{ kind: tls, addr: \"127.0.0.1:{port}\", server_name: localhost, ca_file: \"{ca}\", warn_days: 14, fail_days: 7 }}\n    interval_ms: 500\n    timeout_ms: 400\n",
         http = ports.http,
         port = ports.api,
         cert = cert_file.display(),

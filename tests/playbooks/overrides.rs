@@ -113,11 +113,11 @@ fn test_failover_to_standby_upstreams_and_back() {
     // The model server goes away: the api is pointed at the standby.
     let (ok, out) = node.cli(&["services", "stop", "model"], &[("WARDEN_TOKEN", &token)]);
     assert!(ok, "{out}");
-    let dry = run(&node, "failover_model_endpoint", json!({"target": "api", "dry_run": true}));
+    let dry = run(&node, "failover_model_endpoint", json!({"target": "model", "dry_run": true}));
     let said = dry["steps"][1]["detail"].as_str().unwrap();
     assert!(said.contains(&format!("would set upstream `model` of `api` at http://127.0.0.1:{model2}")), "{said}");
     assert_eq!(cmdline_of(&node, "api"), api_before, "the dry run changed nothing");
-    let done = run(&node, "failover_model_endpoint", json!({"target": "api"}));
+    let done = run(&node, "failover_model_endpoint", json!({"target": "model"}));
     assert_eq!(done["outcome"], "succeeded", "{done}");
     assert!(cmdline_of(&node, "api").contains(&format!("http://127.0.0.1:{model2}")), "{}", cmdline_of(&node, "api"));
     assert_eq!(status_code(&node.api_url("/health")), Some(200));

@@ -44,9 +44,20 @@ type Reply = RpcReplyPort<Result<Approval, ApprovalOpError>>;
 
 pub enum ApprovalMsg {
     Hold(Box<ActionRequest>, u64, Reply),
-    Decide { id: u64, by: Caller, approve: bool, reason: String, reply: Reply },
+    Decide {
+        id: u64,
+        by: Caller,
+        approve: bool,
+        reason: String,
+        reply: Reply,
+    },
     Find(Box<ActionRequest>, RpcReplyPort<Option<Approval>>),
     Used(u64, RpcReplyPort<Result<(), ApprovalOpError>>),
+    /// The incident that asked ended: its requests still open are withdrawn.
+    Withdraw {
+        incident_id: u64,
+        why: String,
+    },
     Tick,
 }
 
@@ -74,6 +85,14 @@ impl Addr<ApprovalQueue> {
     /// An approved request that allows `request`, if there is one.
     pub async fn find(&self, request: ActionRequest) -> Result<Option<Approval>, SendError> {
         self.ask(ASK_TIMEOUT, |tx| ApprovalMsg::Find(Box::new(request), tx)).await
+    }
+
+    /// Withdraws the open requests of incident `incident_id` (best effort: an approval
+    /// granted later for an incident that ended finds no run to serve).
+    pub fn withdraw(&self, incident_id: u64, why: String) {
+        if let Err(e) = self.tell(ApprovalMsg::Withdraw { incident_id, why }) {
+            tracing::debug!(error = %e, "cannot withdraw the incident's approval requests");
+        }
     }
 
     /// The approval was spent on a grant.
@@ -136,6 +155,11 @@ impl Actor for ApprovalQueue {
             }
             ApprovalMsg::Used(id, reply) => {
                 let _ = reply.send(self.used(id).await);
+            }
+            ApprovalMsg::Withdraw { incident_id, why } => {
+                if let Err(e) = self.withdraw(incident_id, &why).await {
+                    tracing::warn!(incident = incident_id, error = %e, "cannot withdraw the incident's approval requests");
+                }
             }
             ApprovalMsg::Tick => {
                 if let Err(e) = self.expire().await {
@@ -221,6 +245,21 @@ impl ApprovalQueue {
                 self.audit_vote(&approval, AuditActor::System, approve, "no approver decided in time", detail).await?;
                 self.store.put_approval(approval.clone()).await?;
                 tracing::warn!(approval = approval.id, approved = approve, "alert: approval request expired");
+            }
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&self, incident_id: u64, why: &str) -> Result<(), ApprovalOpError> {
+        let now = warden_core::time::now_unix_ms();
+        let open = self.store.recent_approvals(1000).await?;
+        for mut approval in open {
+            let mine = matches!(approval.origin, Origin::Incident { incident_id: i, .. } if i == incident_id);
+            if mine && approval.withdraw(now) {
+                let reason = format!("withdrawn: {why}");
+                self.audit_vote(&approval, AuditActor::System, false, &reason, reason.clone()).await?;
+                self.store.put_approval(approval.clone()).await?;
+                tracing::info!(approval = approval.id, incident = incident_id, why, "approval request withdrawn");
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use warden_core::config::{ServiceName, ServiceSpec};
-use warden_core::playbook::{Primitive, Selector, expand};
+use warden_core::playbook::{Primitive, Selector, Vars};
 use warden_core::run::Undo;
 
 use super::vault::Vault;
@@ -56,8 +56,26 @@ pub struct Env {
 }
 
 impl Env {
+    /// The playbook variables of the target as it is now.
+    pub fn vars(&self) -> Vars {
+        Vars::of(&self.data_dir, &self.spec)
+    }
+
+    /// `text` expanded for the target; a variable the service does not declare is refused.
+    fn expand(&self, text: &str) -> Result<String, EffectError> {
+        let out = self.vars().expand(text);
+        match out.find("${") {
+            Some(at) => Err(EffectError::Refused(format!(
+                "`{}` declares nothing for {}",
+                self.target,
+                out[at..].split('}').next().map_or(String::new(), |v| format!("{v}}}"))
+            ))),
+            None => Ok(out),
+        }
+    }
+
     fn path(&self, raw: &str) -> Result<PathBuf, EffectError> {
-        let p = PathBuf::from(expand(raw, &self.data_dir, &self.target, self.spec.ports.first().copied()));
+        let p = PathBuf::from(self.expand(raw)?);
         self.inside(&p)?;
         self.below_service_areas(&p)?;
         Ok(p)
@@ -170,12 +188,16 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
             Ok(format!("would write back {}", lines.join("; ")))
         }
         Primitive::RotateSecret { files } => {
-            let files: Vec<String> =
-                files.iter().map(|f| env.path(f).map(|p| p.display().to_string())).collect::<Result<_, _>>()?;
+            let files: Vec<String> = env
+                .vars()
+                .expand_files(files)
+                .iter()
+                .map(|f| env.path(f).map(|p| p.display().to_string()))
+                .collect::<Result<_, _>>()?;
             Ok(format!("would write one new random token into {} (each vaulted first)", files.join(", ")))
         }
         Primitive::HttpCall { method, url, expect_status, .. } => {
-            let url = expand(url, &env.data_dir, &env.target, env.spec.ports.first().copied());
+            let url = env.expand(url)?;
             Ok(format!("would send {method} {url}, expecting {expect_status}"))
         }
         Primitive::RunCommand { command } => match env.commands.get(command) {
@@ -205,8 +227,9 @@ impl From<EffectError> for Partial {
 /// says how to undo what it did change.
 pub async fn apply(env: &Env, p: &Primitive) -> Result<(String, Vec<Undo>), Partial> {
     match p {
-        Primitive::HttpCall { method, url, body, expect_status } => {
-            let url = expand(url, &env.data_dir, &env.target, env.spec.ports.first().copied());
+        Primitive::HttpCall { method, url, body, expect_status, .. } => {
+            let url = env.expand(url)?;
+            let body = body.as_deref().map(|b| env.expand(b)).transpose()?;
             Ok(http_call(method, &url, body.as_deref(), *expect_status).await.map(|d| (d, Vec::new()))?)
         }
         Primitive::RunCommand { command } => Ok(run_command(env, command).await.map(|d| (d, Vec::new()))?),
@@ -331,7 +354,8 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
             Ok(format!("wrote back {}", done.join(", ")))
         }
         Primitive::RotateSecret { files } => {
-            let files: Vec<PathBuf> = files.iter().map(|f| env.path(f)).collect::<Result<_, _>>()?;
+            let files: Vec<PathBuf> =
+                env.vars().expand_files(files).iter().map(|f| env.path(f)).collect::<Result<_, _>>()?;
             if let Some(missing) = files.iter().find(|f| !f.exists()) {
                 return Err(EffectError::Failed(format!("{} does not exist: nothing rotated", missing.display())));
             }
@@ -593,7 +617,7 @@ fn aside_name(p: &Path) -> PathBuf {
 
 /// Entries matching `glob`, older than `older_than_ms`, but the newest `keep`; with sizes.
 fn matching(env: &Env, glob: &str, older_than_ms: u64, keep: usize) -> Result<Vec<(PathBuf, u64)>, EffectError> {
-    let pattern = expand(glob, &env.data_dir, &env.target, env.spec.ports.first().copied());
+    let pattern = env.expand(glob)?;
     let paths = glob::glob(&pattern).map_err(|e| EffectError::Refused(format!("glob `{pattern}`: {e}")))?;
     let mut found: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
     for p in paths.filter_map(Result::ok) {

@@ -12,8 +12,8 @@
 //! publishes that, so whoever waits for them (the incident manager) always hears the end.
 //! At shutdown the runs are cancelled and recorded as interrupted.
 
-use super::checks::Prober;
 use super::effects::{self, EffectError, Env};
+use super::evidence::Checks;
 use super::service_supervisor::{ServiceOpError, ServiceSupervisor};
 use super::service_table::ServiceTable;
 use super::settings;
@@ -21,6 +21,7 @@ use crate::addr::{Addr, SendError};
 use crate::current::Current;
 use crate::data_dir::DataDir;
 use crate::governance::gatekeeper::{GateAnswer, Gatekeeper, OutcomeReport};
+use crate::holds::HoldBoard;
 use crate::incident_trace::{TARGET as TRACE, adopt};
 use crate::metrics::Metrics;
 use crate::registry::{ActorRegistry, Registration};
@@ -36,13 +37,15 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use warden_core::audit::{AuditActor, OutcomeKind};
 use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::diagnose::Cause;
+use warden_core::harm::{self, Verdict};
 use warden_core::permit::{Authorized, Permit};
 use warden_core::playbook::{Catalog, PlannedStep, Primitive, plan};
 use warden_core::policy::{ActionRequest, Policies};
-use warden_core::probe::Outcome;
 use warden_core::run::{RunOutcome, RunRecord, StepRecord, Undo};
 use warden_core::service::ServiceState;
 use warden_core::tier::Tier;
+use warden_core::verify::{Progress, Round, Stability};
 
 pub const PATH: &str = "guardian/playbook_executor";
 /// A service operation is a stop (the service's grace period, then KILL) and a spawn: it
@@ -72,6 +75,8 @@ pub struct RunOrder {
     pub actor: AuditActor,
     /// The incident's trace, which the run's spans join (empty: the run starts its own).
     pub trace: opentelemetry::Context,
+    /// What the incident diagnosed: the harm guard judges disruptive steps against it.
+    pub cause: Cause,
 }
 
 /// Undo a finished run: its steps' undo data, last step first, each through governance.
@@ -157,6 +162,8 @@ pub struct RunContext {
     pub finished: Arc<OutputPort<RunRecord>>,
     /// For steps that change the running config (runtime overrides, applied like a reload).
     pub(crate) wiring: crate::wiring::Wiring,
+    /// What holds automatic repair: the healer's tier 2+ steps wait while one applies.
+    pub holds: HoldBoard,
 }
 
 pub struct PlaybookExecutor {
@@ -412,12 +419,18 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
         record.detail = format!("no playbook `{}`", order.playbook);
         return finish(ctx, record).await;
     };
+    if let Some(why) = not_applicable(ctx, &pb, &order.target) {
+        // Plans leave such a playbook out; a person's run of it is said so, not tried.
+        record.outcome = if order.dry_run { RunOutcome::NotApplicable } else { RunOutcome::Denied };
+        record.detail = format!("not applicable to `{}`: {why}", order.target);
+        return finish(ctx, record).await;
+    }
     tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
     let policies = ctx.policies.get();
     let dependents = ctx.config.get().dependents_of(&order.target);
     let steps = plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t));
-    // The closing check is the trace's `verify`: the reprobe below, or the playbook's own
-    // last step when that waits for the target's probes.
+    // The closing check is the trace's `verify`: the verification below, or the playbook's
+    // own last step when that waits for the target's probes.
     let last_verifies = pb.verify && matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. }));
     let mut remediate = tracing::info_span!(
         target: TRACE,
@@ -437,6 +450,12 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     let mut current: Option<tracing::Span> = None;
     let run = async {
         let count = steps.len();
+        // The target served again before a disruptive step: the steps stop there and the
+        // closing verification decides.
+        let mut restored_early = false;
+        // Dependents a step pointed elsewhere (a failover round their broken dependency):
+        // verification is theirs, and the target still failing makes the run a mitigation.
+        let mut switched: Vec<ServiceName> = Vec::new();
         // Planned steps, not the playbook's: one `restart_dependents` may be several.
         for (i, step) in steps.into_iter().enumerate() {
             let verifying = last_verifies && !order.dry_run && i + 1 == count;
@@ -459,10 +478,58 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             };
             current = Some(span.clone());
             let started = Instant::now();
+            // First, do no harm: the healer's disruptive steps are judged on checks run now.
+            let rule = match first_do_no_harm(ctx, order, &step).instrument(span.clone()).await {
+                Guard::Go(rule) => rule,
+                Guard::Skip { restored, why } => {
+                    traced(&span, None);
+                    record.steps.push(StepRecord {
+                        index: step.index,
+                        action: step.primitive.action().into(),
+                        tier: step.tier.get(),
+                        permit_audit_seq: None,
+                        ok: true,
+                        detail: if order.dry_run { format!("would skip: {why}") } else { format!("skipped: {why}") },
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        undo: Vec::new(),
+                    });
+                    save(ctx, &record).await;
+                    if restored {
+                        restored_early = true;
+                        break;
+                    }
+                    continue;
+                }
+                Guard::Stop { outcome, why } => {
+                    traced(&span, Some(&why));
+                    record.steps.push(StepRecord {
+                        index: step.index,
+                        action: step.primitive.action().into(),
+                        tier: step.tier.get(),
+                        permit_audit_seq: None,
+                        ok: false,
+                        detail: why.clone(),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        undo: Vec::new(),
+                    });
+                    save(ctx, &record).await;
+                    record.outcome = outcome;
+                    record.detail = format!("step {} `{}`: {why}", step.index, step.primitive.action());
+                    traced(&remediate, Some(&record.detail).filter(|_| fails(outcome)).map(String::as_str));
+                    return;
+                }
+            };
             let (result, permit_seq) = if order.dry_run {
                 (dry_step(ctx, order, &step).await.map(|d| (d, Vec::new())), None)
+            } else if let (Primitive::WaitHealthy { timeout }, Tier::OBSERVE) = (&step.primitive, step.tier) {
+                // Waiting is observing: the verification's verdict, kept for the record.
+                let v = verify_run(ctx, &step.target, &switched, *timeout).instrument(span.clone()).await;
+                (
+                    v.map(|v| (v.note(&mut record), Vec::new())).map_err(|e| failed(RunOutcome::Failed, e.to_string())),
+                    None,
+                )
             } else {
-                run_step(ctx, order, step.clone()).instrument(span.clone()).await
+                run_step(ctx, order, step.clone(), rule).instrument(span.clone()).await
             };
             let (detail, undo) = match &result {
                 Ok((d, u)) => (d.clone(), u.clone()),
@@ -481,6 +548,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 undo,
             });
             save(ctx, &record).await;
+            if result.is_ok() && step.target != order.target && matches!(step.primitive, Primitive::SetEndpoint { .. })
+            {
+                switched.push(step.target.clone());
+            }
             if let Err(f) = result {
                 record.outcome = f.outcome;
                 record.retry_at_unix_ms = f.retry_at_unix_ms;
@@ -497,34 +568,44 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             record.detail = "dry run: nothing was changed".into();
             return;
         }
-        // `verify`: the run succeeds only once the target's own probes pass, unless the
-        // playbook ends by waiting for exactly that.
-        if pb.verify && !last_verifies {
+        // `verify`: the run succeeds only once the target's own checks pass, and keep
+        // passing for its stability window, unless the playbook ends by waiting for
+        // exactly that. A run stopped early (the target served again) is verified too.
+        if (pb.verify && !last_verifies) || restored_early {
             let started = Instant::now();
             let span = verify_span(order, &trace);
             current = Some(span.clone());
-            let result =
-                reprobe(ctx, &order.target, VERIFY_TIMEOUT).instrument(span.clone()).await.map_err(|e| e.to_string());
+            let result = verify_run(ctx, &order.target, &switched, VERIFY_TIMEOUT)
+                .instrument(span.clone())
+                .await
+                .map_err(|e| e.to_string());
             traced(&span, result.as_ref().err().map(String::as_str));
+            let detail = match result {
+                Ok(v) => Ok(v.note(&mut record)),
+                Err(e) => Err(e),
+            };
             record.steps.push(StepRecord {
                 index: pb.steps.len(),
                 action: "verify".into(),
                 tier: Tier::OBSERVE.get(),
                 permit_audit_seq: None,
-                ok: result.is_ok(),
-                detail: match &result {
+                ok: detail.is_ok(),
+                detail: match &detail {
                     Ok(d) | Err(d) => d.clone(),
                 },
                 duration_ms: started.elapsed().as_millis() as u64,
                 undo: Vec::new(),
             });
-            if let Err(d) = result {
+            if let Err(d) = detail {
                 record.outcome = RunOutcome::Failed;
                 record.detail = format!("verify: {d}");
                 return;
             }
         }
         record.outcome = RunOutcome::Succeeded;
+        if restored_early {
+            record.detail = format!("`{}` served again before a disruptive step was needed", order.target);
+        }
     };
     if tokio::time::timeout(pb.timeout, run).await.is_err() {
         record.outcome = RunOutcome::Failed;
@@ -536,7 +617,195 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     }
     // The spans end with the run, not after its record is saved.
     drop((remediate, current));
+    if !order.dry_run && record.outcome != RunOutcome::Succeeded {
+        put_back(ctx, order, &mut record).await;
+    }
     finish(ctx, record).await
+}
+
+/// What the service lacks for `pb` now, if anything (see `warden_core::fit`).
+fn not_applicable(ctx: &RunContext, pb: &warden_core::playbook::Playbook, target: &ServiceName) -> Option<String> {
+    let why = warden_core::fit::unmet_on(pb, &ctx.config.get(), target);
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The harm guard's answer for one step of a run.
+enum Guard {
+    /// Run it; with the rule that allowed a disruptive step (for the decision's rationale).
+    Go(Option<String>),
+    /// Do not run it: its target serves already. `restored`: the run's own target, so the
+    /// steps end here; otherwise (a dependent) the next step goes on.
+    Skip { restored: bool, why: String },
+    /// End the run so.
+    Stop { outcome: RunOutcome, why: String },
+}
+
+/// Whether the healer may take this step now. A person's steps and dry runs are not
+/// judged here (governance still decides them); the healer's tier 2+ steps wait while a
+/// hold applies, a signal goes only to a service that says it handles it, and a
+/// disruptive step needs fresh evidence that acting on the service can help.
+async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Guard {
+    // A step sent to a dependent that lacks what it needs (its pool reset URL) is not its.
+    if step.target != order.target
+        && let Some(spec) = ctx.config.get().services.iter().find(|s| s.name == step.target)
+        && let Some(why) = warden_core::fit::step_unmet(&step.primitive, spec)
+    {
+        return Guard::Skip { restored: false, why: format!("not for `{}`: {why}", step.target) };
+    }
+    if order.dry_run || !matches!(order.actor, AuditActor::System) {
+        return Guard::Go(None);
+    }
+    if step.tier > Tier::OBSERVE
+        && let Some(hold) = ctx.holds.blocking(&step.target)
+    {
+        return Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {}", hold.describe()) };
+    }
+    if let Primitive::SignalService { signal } = &step.primitive {
+        let spec = ctx.table.lock().services.get(&step.target).map(|e| e.spec.clone());
+        if let Some(Err(why)) = spec.map(|s| warden_core::fit::may_signal(&s, *signal)) {
+            return Guard::Stop { outcome: RunOutcome::Denied, why: format!("refused: {why}") };
+        }
+    }
+    if matches!(step.primitive, Primitive::StartService | Primitive::RestartService { .. })
+        && let Some(why) = keep_the_backoff(ctx, &step.target).await
+    {
+        // The supervisor starts it when its backoff ends; the playbook's wait sees to it.
+        return Guard::Skip { restored: false, why };
+    }
+    if !harm::disrupts(&step.primitive) {
+        return Guard::Go(None);
+    }
+    let config = ctx.config.get();
+    let evidence = Checks::of(&config, &ctx.table, &step.target, true).gather().await;
+    let verdict = harm::judge(&step.primitive, order.cause, &evidence);
+    let label = match verdict {
+        Verdict::Act { .. } => "act",
+        Verdict::Healthy => "healthy",
+        Verdict::Hold { .. } => "hold",
+    };
+    ctx.metrics.harm_guard.get_or_create(&crate::metrics::VerdictLabel { verdict: label.into() }).inc();
+    match verdict {
+        Verdict::Act { rule } => {
+            tracing::info!(
+                run = order.run_id,
+                target = step.target.as_str(),
+                action = step.primitive.action(),
+                rule,
+                "do no harm: the step may run"
+            );
+            Guard::Go(Some(rule))
+        }
+        Verdict::Healthy => {
+            let restored = step.target == order.target;
+            let why = format!("`{}`'s own checks pass now: nothing to repair on it", step.target);
+            tracing::info!(
+                run = order.run_id,
+                target = step.target.as_str(),
+                action = step.primitive.action(),
+                "do no harm: {why}"
+            );
+            Guard::Skip { restored, why }
+        }
+        Verdict::Hold { reason } => {
+            tracing::warn!(
+                run = order.run_id,
+                target = step.target.as_str(),
+                action = step.primitive.action(),
+                reason,
+                "do no harm: step held"
+            );
+            Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {reason}") }
+        }
+    }
+}
+
+/// A repair never starts a crash-looping service past its supervisor's backoff: one that
+/// backs off is left to its supervisor (why, in words); one that runs since its last
+/// restart is restarted no sooner than the supervisor would have (this waits till then).
+async fn keep_the_backoff(ctx: &RunContext, target: &ServiceName) -> Option<String> {
+    let wait = {
+        let t = ctx.table.lock();
+        let e = t.services.get(target)?;
+        let outside = e.waiting_for_port.is_some() || e.waiting_for_dependencies.is_some();
+        match (e.state, e.restart_due) {
+            // Waiting for a port or a dependency is no backoff: the cause may be gone now.
+            (ServiceState::Backoff, Some(due)) if !outside => {
+                let ms = due.saturating_duration_since(Instant::now()).as_millis();
+                return Some(format!("`{target}` is in its restart backoff; its supervisor starts it in {ms} ms"));
+            }
+            (ServiceState::Running | ServiceState::Starting, _) => {
+                e.started_at.and_then(|s| e.tracker.repair_restart_at(Instant::now(), s))
+            }
+            _ => None,
+        }
+    };
+    if let Some(at) = wait {
+        tracing::info!(
+            service = target.as_str(),
+            wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "repair restart waits for the service's backoff"
+        );
+        tokio::time::sleep_until(at).await;
+        // It may have exited meanwhile: then its supervisor has it.
+        if ctx.table.state_of(target.as_str()) == Some(ServiceState::Backoff) {
+            return Some(format!(
+                "`{target}` exited while the repair waited for its backoff; its supervisor restarts it"
+            ));
+        }
+    }
+    None
+}
+
+/// A run that ends without success must not leave its service down: a stop it made that
+/// nothing undid is undone (the service started again), and the record says so.
+async fn put_back(ctx: &RunContext, order: &RunOrder, record: &mut RunRecord) {
+    if !warden_core::run::left_down(&record.steps) {
+        return;
+    }
+    let step = PlannedStep {
+        index: record.steps.len(),
+        tier: Tier::OBSERVE,
+        primitive: Primitive::StartService,
+        target: order.target.clone(),
+    };
+    let request = ActionRequest {
+        action: "start_service".into(),
+        tier: Tier::OBSERVE,
+        target: order.target.to_string(),
+        rationale: format!(
+            "run {} ended {} after stopping `{}`: put it back",
+            record.run_id,
+            record.outcome.as_str(),
+            order.target
+        ),
+        actor: AuditActor::System,
+        incident_id: order.incident_id,
+        run_id: Some(order.run_id),
+        plan: plan_of(ctx, &step),
+    };
+    let (result, seq) = govern(ctx, request, step).await;
+    let (ok, detail) = match &result {
+        Ok((d, _)) => (true, format!("put back after the run ended {}: {d}", record.outcome.as_str())),
+        Err(f) => (false, format!("could not put `{}` back: {}", order.target, f.detail)),
+    };
+    tracing::warn!(
+        run = record.run_id,
+        target = order.target.as_str(),
+        ok,
+        detail,
+        "a run that stopped its service ended without success"
+    );
+    record.steps.push(StepRecord {
+        index: record.steps.len(),
+        action: "start_service".into(),
+        tier: Tier::OBSERVE.get(),
+        permit_audit_seq: seq,
+        ok,
+        detail: detail.clone(),
+        duration_ms: 0,
+        undo: Vec::new(),
+    });
+    record.detail = format!("{}; {detail}", record.detail);
 }
 
 /// The `verify` span of a run: a child of the incident's root (`trace`).
@@ -613,12 +882,19 @@ type StepResult = Result<(String, Vec<Undo>), StepFailure>;
 
 /// Gets the step authorised (asking governance when its tier needs it), runs it, and
 /// audits the outcome of a permitted step.
-async fn run_step(ctx: &RunContext, order: &RunOrder, step: PlannedStep) -> (StepResult, Option<u64>) {
+/// `rule`: why the harm guard let a disruptive step run, for the decision's rationale.
+async fn run_step(
+    ctx: &RunContext,
+    order: &RunOrder,
+    step: PlannedStep,
+    rule: Option<String>,
+) -> (StepResult, Option<u64>) {
+    let guard = rule.map_or(String::new(), |r| format!("; do no harm: {r}"));
     let request = ActionRequest {
         action: step.primitive.action().into(),
         tier: step.tier,
         target: step.target.to_string(),
-        rationale: format!("playbook `{}` (run {}): {}", order.playbook, order.run_id, order.rationale),
+        rationale: format!("playbook `{}` (run {}): {}{guard}", order.playbook, order.run_id, order.rationale),
         actor: order.actor.clone(),
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
@@ -859,7 +1135,11 @@ async fn perform(ctx: &RunContext, step: Authorized<PlannedStep>) -> Result<(Str
     let primitive = step.step().primitive.clone();
     match primitive {
         Primitive::CollectDiagnostics => Ok((diagnostics(ctx, &target), Vec::new())),
-        Primitive::WaitHealthy { timeout } => Ok((reprobe(ctx, &target, timeout).await?, Vec::new())),
+        Primitive::WaitHealthy { timeout } => {
+            let v = verify(ctx, &target, timeout).await?;
+            let mut scratch = RunRecord::started(0, None, "", &target, 0);
+            Ok((v.note(&mut scratch), Vec::new()))
+        }
         p if p.is_service_op() => {
             let before = ctx.table.state_of(target.as_str());
             let grace = ctx.table.lock().services.get(&target).map_or(Duration::ZERO, |e| e.spec.stop_grace);
@@ -1043,55 +1323,94 @@ fn diagnostics(ctx: &RunContext, service: &ServiceName) -> String {
     }
 }
 
-/// Verification: re-probes the target with its own probes' checks until all pass. A check
-/// that cannot run here neither holds the verdict nor makes it: at least one check must
-/// pass. A service without probes that can run is verified by its ready check (its
-/// `running` state). Each round is bounded by the time left.
-async fn reprobe(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<String, StepError> {
-    let config = ctx.config.get();
-    let mut probers: Vec<(String, Prober)> = config
-        .probes
-        .iter()
-        .filter(|p| p.target == *service)
-        .map(|p| (p.name.clone(), Prober::new(p, ctx.table.clone())))
-        .collect();
+/// What a verification found: since when the service served, and what of the path to it
+/// still failed then (a mitigation, not a cure).
+struct Verified {
+    restored_unix_ms: u64,
+    still_failing: Vec<String>,
+    after: Duration,
+}
+
+impl Verified {
+    /// Notes it in the run's record; says it in words.
+    fn note(self, record: &mut RunRecord) -> String {
+        record.restored_unix_ms = Some(self.restored_unix_ms);
+        record.still_failing.clone_from(&self.still_failing);
+        let stable = warden_core::time::now_unix_ms().saturating_sub(self.restored_unix_ms);
+        match self.still_failing.is_empty() {
+            true => format!("verified healthy after {} ms (stable for {stable} ms)", self.after.as_millis()),
+            false => format!(
+                "serves again (its own checks stable for {stable} ms) but its path still fails: {}",
+                self.still_failing.join("; ")
+            ),
+        }
+    }
+}
+
+/// A run's verification: of its target, or, where the run pointed `switched` dependents
+/// elsewhere, of them; the target's own checks still failing then make it a mitigation.
+async fn verify_run(
+    ctx: &RunContext,
+    target: &ServiceName,
+    switched: &[ServiceName],
+    timeout: Duration,
+) -> Result<Verified, StepError> {
+    if switched.is_empty() {
+        return verify(ctx, target, timeout).await;
+    }
     let start = Instant::now();
-    let mut last_err = String::from("not checked");
+    let mut restored = 0;
+    for d in switched {
+        let v = verify(ctx, d, timeout.saturating_sub(start.elapsed())).await?;
+        restored = restored.max(v.restored_unix_ms);
+    }
+    let config = ctx.config.get();
+    let mut checks = Checks::of(&config, &ctx.table, target, false);
+    let evidence = checks.gather().await;
+    let still_failing = match checks.health_or_state(&evidence) {
+        warden_core::harm::Health::Failing(what) => vec![format!("`{target}` itself: {what}")],
+        _ => Vec::new(),
+    };
+    Ok(Verified { restored_unix_ms: restored, still_failing, after: start.elapsed() })
+}
+
+/// A verification's pause between rounds of checks.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// Verification on fresh evidence: rounds of the target's own checks, run now, until they
+/// have passed for its stability window (its `stable_after`, and at least two rounds) with
+/// the same process (`warden_core::verify`). A check that cannot run here neither holds the
+/// verdict nor makes it; a service with no check of its own that can run is judged by its
+/// ready state. Bounded by `timeout`.
+async fn verify(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<Verified, StepError> {
+    let config = ctx.config.get();
+    let window = config.services.iter().find(|s| s.name == *service).map_or(Duration::ZERO, |s| s.restart.stable_after);
+    let mut checks = Checks::of(&config, &ctx.table, service, false);
+    let mut stability = Stability::new(window.as_millis() as u64);
+    let start = Instant::now();
+    let mut last = String::from("not checked");
     while start.elapsed() < timeout {
         let left = timeout.saturating_sub(start.elapsed());
-        let round = async {
-            let (mut passed, mut failed) = (0usize, None);
-            for (name, prober) in probers.iter_mut() {
-                match prober.check().await {
-                    Outcome::Pass { .. } => passed += 1,
-                    Outcome::Fail(f) => {
-                        failed = Some(format!("{name}: {f}"));
-                        break;
-                    }
-                    Outcome::Unsupported(_) => {}
-                }
+        let Ok(evidence) = tokio::time::timeout(left, checks.gather()).await else { break };
+        let round = Round {
+            at_unix_ms: warden_core::time::now_unix_ms(),
+            own: checks.health_or_state(&evidence),
+            pid: checks.pid(),
+            lower_failing: evidence.lower_failing,
+        };
+        match stability.observe(&round) {
+            Progress::Restored { since_unix_ms, lower_failing } => {
+                return Ok(Verified {
+                    restored_unix_ms: since_unix_ms,
+                    still_failing: lower_failing,
+                    after: start.elapsed(),
+                });
             }
-            (passed, failed)
-        };
-        let (passed, failed) = match tokio::time::timeout(left, round).await {
-            Ok(r) => r,
-            Err(_) => break,
-        };
-        let healthy = match failed {
-            Some(f) => {
-                last_err = f;
-                false
-            }
-            None if passed > 0 => true,
-            // Nothing here can be checked: the ready check's verdict stands.
-            None => ctx.table.state_of(service.as_str()) == Some(ServiceState::Running),
-        };
-        if healthy {
-            return Ok(format!("verified healthy after {} ms", start.elapsed().as_millis()));
+            Progress::Pending { last: why } => last = why,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(ROUND_PAUSE.min(timeout.saturating_sub(start.elapsed()))).await;
     }
-    Err(StepError::Unhealthy { after: timeout, last: last_err })
+    Err(StepError::Unhealthy { after: timeout, last })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod effects;
+pub mod evidence;
 pub mod executor;
 pub mod leftovers;
 pub mod probe;
@@ -56,6 +57,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             metrics: w.views.metrics.clone(),
             finished: w.runs_finished.clone(),
             wiring: w.clone(),
+            holds: w.views.holds.clone(),
         });
         let registry = w.views.registry.clone();
         let executor = tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {

@@ -62,7 +62,7 @@ fn resolve(w: &Wiring, target: &ServiceName, p: &Primitive) -> Result<Vec<Settin
             };
             Ok(vec![Setting::Port { service, from, to: Some(to) }])
         }
-        Primitive::SetEndpoint { upstream } => {
+        Primitive::SetEndpoint { upstream, .. } => {
             if now.upstreams.is_empty() {
                 return Err(format!("`{target}` declares no upstreams (see `upstreams:` in the node config)"));
             }

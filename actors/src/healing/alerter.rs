@@ -90,6 +90,9 @@ struct Pending {
     /// repair (or the lower layer's recovery) fixed it before the alert goes out.
     #[serde(default)]
     repair_over_unix_ms: Option<u64>,
+    /// Held while its target was in maintenance.
+    #[serde(default)]
+    maintenance: bool,
 }
 
 /// What a failing alert waits for.
@@ -98,6 +101,8 @@ enum Hold {
     Repair { incident: u64, cause: ServiceName },
     /// A failing probe of the same target at a lower layer (Alertmanager's inhibition).
     Lower { probe: String },
+    /// Its target is in maintenance: someone is at work on it.
+    Maintenance,
 }
 
 /// One probe's entry in `alerts.json`.
@@ -179,6 +184,8 @@ pub struct Alerter {
     pub config: Current<NodeConfig>,
     pub data_dir: DataDir,
     pub registry: ActorRegistry,
+    /// Services in maintenance: their alerts wait until it ends.
+    pub holds: crate::holds::HoldBoard,
 }
 
 pub struct State {
@@ -284,6 +291,9 @@ impl Alerter {
     /// What a failing alert of `probe` (about `target`, at `layer`) waits for now, if any.
     /// `probes`: the probe board as this tick (or this notice) read it.
     fn holding(&self, probes: &[ProbeStatus], probe: &str, target: &ServiceName, layer: Layer) -> Option<Hold> {
+        if self.holds.in_maintenance(target) {
+            return Some(Hold::Maintenance);
+        }
         let lower = probes
             .iter()
             .filter(|p| p.name != probe && p.target == *target && p.layer < layer && p.up == Some(false))
@@ -321,9 +331,17 @@ impl Alerter {
                 t.pending = Some(pending);
                 return false;
             }
+            Some(Hold::Maintenance) => {
+                pending.maintenance = true;
+                pending.repair_over_unix_ms = None;
+                t.pending = Some(pending);
+                return false;
+            }
             None => {}
         }
-        if (pending.repair.is_some() || pending.inhibited_by.is_some()) && pending.repair_over_unix_ms.is_none() {
+        if (pending.repair.is_some() || pending.inhibited_by.is_some() || pending.maintenance)
+            && pending.repair_over_unix_ms.is_none()
+        {
             pending.repair_over_unix_ms = Some(now);
             t.pending = Some(pending.clone());
         }
@@ -359,6 +377,8 @@ impl Alerter {
         } else if let Some(lower) = &pending.inhibited_by {
             alert =
                 alert.annotate("description", format!("held while lower-layer probe {lower} failed; still failing"));
+        } else if pending.maintenance {
+            alert = alert.annotate("description", "held while its service was in maintenance; still failing");
         }
         t.failing_since = Some(alert.starts_at_unix_ms);
         self.notifier.send(&alert);
@@ -393,8 +413,13 @@ impl Alerter {
         let alert = match notice {
             // It waits (group wait, a repair); `release_if_due` sends it when nothing holds it.
             Notice::Failing => {
-                let mut pending =
-                    Pending { since_unix_ms: now, repair: None, inhibited_by: None, repair_over_unix_ms: None };
+                let mut pending = Pending {
+                    since_unix_ms: now,
+                    repair: None,
+                    inhibited_by: None,
+                    repair_over_unix_ms: None,
+                    maintenance: false,
+                };
                 let probes = self.board.snapshot();
                 match self.holding(&probes, probe, &t.target, t.layer) {
                     Some(Hold::Repair { incident, cause }) => {
@@ -418,6 +443,10 @@ impl Alerter {
                         );
                         pending.inhibited_by = Some(lower);
                     }
+                    Some(Hold::Maintenance) => {
+                        tracing::info!(probe, target, layer, "probe failing; its service is in maintenance, no alert");
+                        pending.maintenance = true;
+                    }
                     None => {}
                 }
                 t.pending = Some(pending);
@@ -440,6 +469,9 @@ impl Alerter {
                         lower,
                         "probe recovered; its alert, inhibited by a lower layer, is dropped"
                     ),
+                    Some(Pending { maintenance: true, .. }) => {
+                        tracing::info!(probe, target, layer, "probe recovered during maintenance; nothing sent")
+                    }
                     _ => tracing::info!(probe, target, layer, "probe recovered within its group wait; nothing sent"),
                 }
                 return;

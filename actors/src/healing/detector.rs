@@ -31,10 +31,15 @@ use warden_core::detect::{ServiceFacts, Thresholds, assess, assess_facts, causes
 use warden_core::diagnose::Cause;
 use warden_core::incident::Finding;
 use warden_core::mode::FailureMode;
-use warden_core::probe::ProbeEvent;
+use warden_core::probe::{ProbeEvent, ProbeState};
 
 /// How often every signal is judged again.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
+/// Exits in its restart window from which a service's OOM kills are one crash loop.
+const OOM_LOOP_EXITS: usize = 2;
+/// How long a finding waits at most for a failing check of the path to its service to
+/// decide (reach its threshold and explain it, or pass).
+const MAX_DEFER: Duration = Duration::from_secs(10);
 
 /// The tree path of the detector for `mode`.
 pub fn path(mode: FailureMode) -> String {
@@ -45,10 +50,11 @@ pub enum DetectorMsg {
     Probe(ProbeEvent),
     /// Judge every probe that is down now and every service's facts.
     Recheck,
-    /// The incident of this service was resolved: forget what was reported of it, so a
-    /// fault still there is reported again (and its incident reopened with the next
-    /// playbook) instead of being taken as repaired.
-    Resolved(ServiceName),
+    /// The incident of this service was resolved, verified restored at the time given:
+    /// forget what was reported of it, so a fault still there (seen in a check after that
+    /// time) is reported again (and its incident reopened with the next playbook) instead
+    /// of being taken as repaired.
+    Resolved(ServiceName, u64),
 }
 
 impl Addr<Detector> {
@@ -60,7 +66,7 @@ impl Addr<Detector> {
 pub struct Detector {
     pub mode: FailureMode,
     pub events: Arc<OutputPort<ProbeEvent>>,
-    pub resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
+    pub resolved: Arc<OutputPort<(ServiceName, FailureMode, u64)>>,
     pub board: ProbeBoard,
     pub services: ServiceTable,
     pub config: Current<NodeConfig>,
@@ -81,6 +87,12 @@ pub struct State {
     after_repair: BTreeSet<Key>,
     /// Events (an OOM kill) already reported, by what they are known by.
     events: BTreeSet<String>,
+    /// When each service was last verified restored: a probe streak whose failures all
+    /// came before is about what the repair fixed, however the board still shows it.
+    verified: BTreeMap<ServiceName, u64>,
+    /// Findings held back while a check of the path to their service fails below its
+    /// threshold (that failure may explain them), since when.
+    deferred: BTreeMap<Key, u64>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -101,8 +113,9 @@ impl Actor for Detector {
     async fn pre_start(&self, myself: ActorRef<DetectorMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         self.events.subscribe(myself.clone(), |ev| Some(DetectorMsg::Probe(ev)));
         let mode = self.mode;
-        self.resolved
-            .subscribe(myself.clone(), move |(service, m)| (m == mode).then_some(DetectorMsg::Resolved(service)));
+        self.resolved.subscribe(myself.clone(), move |(service, m, at)| {
+            (m == mode).then_some(DetectorMsg::Resolved(service, at))
+        });
         // Whatever went down before this instance subscribed, then every tick.
         myself.send_message(DetectorMsg::Recheck)?;
         Ok(State {
@@ -110,6 +123,8 @@ impl Actor for Detector {
             explained: BTreeSet::new(),
             after_repair: BTreeSet::new(),
             events: BTreeSet::new(),
+            verified: BTreeMap::new(),
+            deferred: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
             _reg: self.registry.started(&path(self.mode)),
         })
@@ -122,22 +137,23 @@ impl Actor for Detector {
         st: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         let (judged, whole) = match msg {
-            DetectorMsg::Resolved(service) => {
+            DetectorMsg::Resolved(service, at) => {
                 let keys: Vec<Key> =
                     st.reported.iter().filter(|(_, s)| **s == service).map(|(k, _)| k.clone()).collect();
                 for k in keys {
                     st.reported.remove(&k);
                     st.after_repair.insert(k);
                 }
+                st.verified.insert(service, at);
                 return Ok(());
             }
             DetectorMsg::Probe(ev) => {
                 let (down, facts) = (self.board.down_now(), self.facts());
-                (self.judge(std::slice::from_ref(&ev), &down, &facts), false)
+                (self.judge(std::slice::from_ref(&ev), &down, &facts, &st.verified), false)
             }
             DetectorMsg::Recheck => {
                 let (down, facts) = (self.board.down_now(), self.facts());
-                let mut judged = self.judge(&down, &down, &facts);
+                let mut judged = self.judge(&down, &down, &facts, &st.verified);
                 let t = self.thresholds();
                 for f in &facts {
                     if let Some(finding) = assess_facts(self.mode, f, t) {
@@ -146,14 +162,16 @@ impl Actor for Detector {
                             Some(d) if self.mode == FailureMode::DiskFull => format!("disk:{}", d.path),
                             _ => format!("service:{}", f.service),
                         };
-                        // An OOM kill is an event: reported once, never "still there".
+                        // An OOM kill is an event: reported once, never "still there". Kills
+                        // one after the other in a crash loop are one fault while it lasts.
                         let about = match oom_exit_key(f).filter(|_| finding.cause == Cause::OomKilled) {
-                            Some(key) if f.oom_kills == 0 => {
+                            Some(key) if f.oom_kills == 0 && f.recent_exits < OOM_LOOP_EXITS => {
                                 if !st.events.insert(key.clone()) {
                                     continue;
                                 }
                                 key
                             }
+                            Some(_) if f.oom_kills == 0 => format!("oom-loop:{}", f.service),
                             _ => about,
                         };
                         judged.findings.push(((about, 0), finding));
@@ -163,6 +181,8 @@ impl Actor for Detector {
             }
         };
         let dependencies_failing = self.failing_dependencies();
+        let path_failing = self.path_failing();
+        let now = warden_core::time::now_unix_ms();
         let mut seen: BTreeSet<Key> = BTreeSet::new();
         for (key, mut finding) in judged.findings {
             seen.insert(key.clone());
@@ -172,11 +192,31 @@ impl Actor for Detector {
             }
             let failing = dependencies_failing.get(&finding.service).cloned().unwrap_or_default();
             if let Some(why) = explained_by(&finding, &judged.causes, &failing) {
+                st.deferred.remove(&key);
                 if st.explained.insert(key) {
                     self.link(&finding, &why, &judged.causes, &failing).await;
                 }
                 continue;
             }
+            // A check of the path to it fails, below its threshold yet: that may be the
+            // cause, so the finding waits for it to decide (bounded).
+            if let Some(path) = path_failing.get(&finding.service)
+                && finding.mode != FailureMode::NetworkUnreachable
+            {
+                let since = *st.deferred.entry(key.clone()).or_insert(now);
+                if now.saturating_sub(since) < MAX_DEFER.as_millis() as u64 {
+                    if since == now {
+                        tracing::info!(
+                            mode = self.mode.as_str(),
+                            service = finding.service.as_str(),
+                            path = path.as_str(),
+                            "failure held back: a check of the path to it fails too, and may explain it"
+                        );
+                    }
+                    continue;
+                }
+            }
+            st.deferred.remove(&key);
             match self.incidents.report(finding.clone()).await {
                 Ok(()) => {
                     tracing::warn!(
@@ -199,6 +239,7 @@ impl Actor for Detector {
         if whole {
             st.explained.retain(|k| seen.contains(k));
             st.after_repair.retain(|k| seen.contains(k));
+            st.deferred.retain(|k, _| seen.contains(k));
             // Reported and gone: the fault cleared (by a repair or by itself).
             let gone: Vec<(Key, ServiceName)> =
                 st.reported.iter().filter(|(k, _)| !seen.contains(*k)).map(|(k, s)| (k.clone(), s.clone())).collect();
@@ -224,9 +265,31 @@ impl Detector {
         facts::gather(&self.services, &self.data_dir, self.thresholds(), needs)
     }
 
+    /// For each service, a check of the path to it (L2, L3, a name) that failed last
+    /// time and is not down past its threshold yet.
+    fn path_failing(&self) -> BTreeMap<ServiceName, String> {
+        let config = self.config.get();
+        let path: BTreeSet<&str> =
+            config.probes.iter().filter(|p| warden_core::harm::checks_the_path(p)).map(|p| p.name.as_str()).collect();
+        let mut out = BTreeMap::new();
+        for p in self.board.snapshot() {
+            if path.contains(p.name.as_str()) && p.consecutive_failures > 0 && p.state != ProbeState::Down {
+                out.entry(p.target.clone()).or_insert(p.name.clone());
+            }
+        }
+        out
+    }
+
     /// This mode's findings among `events`, and the findings of the modes that explain it
-    /// among every probe down now (`all_down`) and the services' facts.
-    fn judge(&self, events: &[ProbeEvent], all_down: &[ProbeEvent], facts: &[ServiceFacts]) -> Judged {
+    /// among every probe down now (`all_down`) and the services' facts. `verified`: when
+    /// each service was last verified restored.
+    fn judge(
+        &self,
+        events: &[ProbeEvent],
+        all_down: &[ProbeEvent],
+        facts: &[ServiceFacts],
+        verified: &BTreeMap<ServiceName, u64>,
+    ) -> Judged {
         let causes: Vec<FailureMode> = causes_of(self.mode).collect();
         let mut judged = Judged { findings: Vec::new(), causes: Vec::new() };
         let (t, table) = (self.thresholds(), self.services.lock());
@@ -236,6 +299,11 @@ impl Detector {
             // A streak whose every failure came before the target's current process started
             // is about a process that is gone.
             if matches!((ev, e.started_unix_ms), (ProbeEvent::Down { last_failure_unix_ms, .. }, Some(s)) if *last_failure_unix_ms < s)
+            {
+                continue;
+            }
+            // ... or before the repair that was verified since.
+            if matches!((ev, verified.get(ev.target())), (ProbeEvent::Down { last_failure_unix_ms, .. }, Some(v)) if *last_failure_unix_ms < *v)
             {
                 continue;
             }

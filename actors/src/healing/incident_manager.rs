@@ -15,7 +15,11 @@
 use super::repair_board::RepairBoard;
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::current::Current;
+use crate::governance::approval_queue::ApprovalQueue;
+use crate::guardian::executor::RollbackOrder;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
+use crate::guardian::probe_board::ProbeBoard;
+use crate::holds::HoldBoard;
 use crate::incident_trace::{IncidentTrace, TARGET as TRACE, TraceBoard};
 use crate::metrics::{Metrics, ModeLabel};
 use crate::registry::{ActorRegistry, Registration};
@@ -26,9 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 use warden_core::config::{NodeConfig, ServiceName};
-use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, overdue, under_repair};
+use warden_core::fit;
+use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, OperatorNote, overdue, under_repair};
 use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
+use warden_core::playbook::OnRecovery;
 use warden_core::run::{RunOutcome, RunRecord};
 
 pub const PATH: &str = "healing/incident_manager";
@@ -50,6 +56,10 @@ pub enum IncidentError {
     Unavailable(#[from] SendError),
     #[error("cannot store the incident: {0}")]
     Store(#[from] StoreError),
+    #[error("no incident {0}")]
+    NoSuchIncident(u64),
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub enum IncidentMsg {
@@ -61,6 +71,10 @@ pub enum IncidentMsg {
     Cleared(ServiceName, FailureMode),
     /// A failure the open incident of the service explains was suppressed.
     Link(ServiceName, String),
+    /// A person is on it (automatic repair of it waits); answered with the incident.
+    Acknowledge(u64, OperatorNote, RpcReplyPort<Result<Incident, IncidentError>>),
+    /// A person closed it; answered with the incident.
+    Close(u64, OperatorNote, RpcReplyPort<Result<Incident, IncidentError>>),
     Tick,
     /// Fault injection: stall in the handler for the given time (messages queue up), then
     /// panic (they are lost with the mailbox).
@@ -86,6 +100,16 @@ impl Addr<IncidentManager> {
         }
     }
 
+    /// A person acknowledges incident `id`: they are on it.
+    pub async fn acknowledge(&self, id: u64, note: OperatorNote) -> Result<Incident, IncidentError> {
+        self.ask(REPORT_TIMEOUT, |tx| IncidentMsg::Acknowledge(id, note, tx)).await?
+    }
+
+    /// A person closes incident `id`.
+    pub async fn close(&self, id: u64, note: OperatorNote) -> Result<Incident, IncidentError> {
+        self.ask(REPORT_TIMEOUT, |tx| IncidentMsg::Close(id, note, tx)).await?
+    }
+
     /// Links a suppressed failure to the open incident of `cause` (best effort).
     pub fn link(&self, cause: ServiceName, text: String) {
         if let Err(e) = self.tell(IncidentMsg::Link(cause, text)) {
@@ -101,13 +125,19 @@ pub struct IncidentManager {
     pub store: Store,
     pub executor: Addr<PlaybookExecutor>,
     pub runs_finished: Arc<OutputPort<RunRecord>>,
-    pub resolved: Arc<OutputPort<(ServiceName, FailureMode)>>,
+    pub resolved: Arc<OutputPort<(ServiceName, FailureMode, u64)>>,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
     /// Published after every message.
     pub repairs: RepairBoard,
     /// The open incidents' traces (kept outside, so a restart here ends none early).
     pub traces: TraceBoard,
+    /// What holds automatic repair (no run starts while one applies).
+    pub holds: HoldBoard,
+    /// For a mitigated incident: whether the lower layer it waits for is back.
+    pub board: ProbeBoard,
+    /// To end an approval its incident no longer needs.
+    pub approvals: Addr<ApprovalQueue>,
 }
 
 pub struct State {
@@ -118,6 +148,8 @@ pub struct State {
     /// Incidents resolved lately, by (service, mode): a fault back within
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
+    /// When each service's automatic repairs of the last hour started (its budget).
+    repairs: BTreeMap<ServiceName, Vec<u64>>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -138,6 +170,7 @@ impl Actor for IncidentManager {
             undispatched: BTreeMap::new(),
             alerted: BTreeSet::new(),
             resolved: BTreeMap::new(),
+            repairs: self.recent_repairs().await,
             _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
             _reg: self.registry.started(PATH),
         };
@@ -179,8 +212,17 @@ impl Actor for IncidentManager {
                     tracing::debug!(error = %e, "cannot link a suppressed failure");
                 }
             }
+            IncidentMsg::Acknowledge(id, note, reply) => {
+                let _ = reply.send(self.acknowledge(id, note, st).await);
+            }
+            IncidentMsg::Close(id, note, reply) => {
+                let _ = reply.send(self.close_by_operator(id, note, st).await);
+            }
             IncidentMsg::Tick => {
                 self.alert_overdue(st);
+                if let Err(e) = self.check_mitigated(st).await {
+                    tracing::debug!(error = %e, "cannot check the mitigated incidents");
+                }
                 if let Err(e) = self.run_due(st).await {
                     tracing::debug!(error = %e, "cannot start the repairs that are due");
                 }
@@ -306,6 +348,9 @@ impl IncidentManager {
         }
         let id = self.store.next_id(Counter::Incident).await?;
         let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
+        // Open incidents this one explains (an upper layer of the same service, or a
+        // dependent, seen first): their plans stop, this one's repair is the one that counts.
+        self.absorb_explained(&mut incident, st).await?;
         let trace = IncidentTrace::begin(&incident, &f);
         incident.trace = trace.traceparent();
         self.traces.insert(id, trace.clone());
@@ -340,7 +385,17 @@ impl IncidentManager {
             warden.plan = tracing::field::Empty,
         );
         trace.adopt(&diagnose);
-        let step = diagnose.in_scope(|| incident.first_step(&self.catalog.get()));
+        let config = self.config.get();
+        let step =
+            diagnose.in_scope(|| incident.first_step(&self.catalog.get(), |pb| fit::unmet_on(pb, &config, &f.service)));
+        for why in &incident.not_applicable {
+            tracing::info!(
+                incident = id,
+                service = f.service.as_str(),
+                why,
+                "playbook not applicable; left out of the plan"
+            );
+        }
         diagnose.record("warden.plan", incident.plan.join(" > "));
         drop(diagnose);
         if let Err(e) = self.apply(step, incident, st).await {
@@ -382,6 +437,9 @@ impl IncidentManager {
 
     async fn run_finished(&self, run: RunRecord, st: &mut State) -> Result<(), StoreError> {
         let Some(id) = run.incident_id else { return Ok(()) };
+        if acted(&run) && st.open.get(&id).is_some_and(|i| i.current_run().is_some_and(|a| a.run_id == run.run_id)) {
+            st.repairs.entry(run.target.clone()).or_default().push(run.started_unix_ms);
+        }
         let Some(mut incident) = st.open.get(&id).cloned() else { return Ok(()) };
         let Some(step) = incident.finish_run(&run, &self.catalog.get()) else { return Ok(()) };
         if let NextStep::Run { playbook } = &step {
@@ -406,6 +464,7 @@ impl IncidentManager {
             NextStep::Wait { playbook, reason, .. } => ("wait", playbook.as_str(), reason.as_str()),
             NextStep::AwaitApproval { playbook, reason, .. } => ("await_approval", playbook.as_str(), reason.as_str()),
             NextStep::Escalate { reason } => ("escalate", "", reason.as_str()),
+            NextStep::Mitigated { .. } => ("mitigated", "", ""),
         };
         let decide = tracing::info_span!(
             target: TRACE,
@@ -425,6 +484,24 @@ impl IncidentManager {
         let id = incident.id;
         match step {
             NextStep::Run { playbook } => {
+                if let Some(why) = self.budget_spent(&incident, st) {
+                    let step = incident.escalate_now(why);
+                    return Box::pin(self.carry_out(step, incident, st)).await;
+                }
+                if let Some(why) = self.held(&incident) {
+                    if incident.hold(&playbook, &why) {
+                        tracing::warn!(
+                            incident = id,
+                            service = incident.service.as_str(),
+                            playbook,
+                            why,
+                            "repair held"
+                        );
+                    }
+                    self.store.put_incident(incident.clone()).await?;
+                    st.open.insert(id, incident);
+                    return Ok(());
+                }
                 let run_id = self.store.next_id(Counter::Run).await?;
                 incident.begin(run_id, &playbook);
                 self.store.put_incident(incident.clone()).await?;
@@ -437,7 +514,8 @@ impl IncidentManager {
                 tracing::info!(incident = id, service = incident.service.as_str(), mttr_ms, "incident resolved");
                 st.resolved.insert((incident.service.clone(), incident.mode), (id, tokio::time::Instant::now()));
                 // Its detector judges again from scratch: a fault still there comes back.
-                self.resolved.send((incident.service.clone(), incident.mode));
+                let verified = incident.restored_unix_ms.or(incident.resolved_unix_ms).unwrap_or(0);
+                self.resolved.send((incident.service.clone(), incident.mode, verified));
                 self.close(id, st, "resolved", None);
             }
             NextStep::Wait { playbook, retry_at_unix_ms, reason } => {
@@ -474,8 +552,185 @@ impl IncidentManager {
                 );
                 self.close(id, st, "failed", Some(&reason));
             }
+            NextStep::Mitigated { still_failing } => {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::warn!(
+                    incident = id,
+                    service = incident.service.as_str(),
+                    still_failing = still_failing.join("; "),
+                    "incident mitigated: the service serves again, a lower layer still fails; no further step runs against it"
+                );
+                st.open.insert(id, incident);
+            }
         }
         Ok(())
+    }
+
+    /// What keeps automatic repair of this incident from starting now: a hold on its
+    /// service or the node, or a person who said they are on it.
+    fn held(&self, incident: &Incident) -> Option<String> {
+        if let Some(ack) = &incident.acknowledged {
+            return Some(format!("acknowledged by {}: {}", ack.by, ack.reason));
+        }
+        self.holds.blocking(&incident.service).map(|h| h.describe())
+    }
+
+    /// Why another automatic repair of the incident's service would pass its hourly
+    /// budget, if it would.
+    fn budget_spent(&self, incident: &Incident, st: &mut State) -> Option<String> {
+        let budget = self.config.get().healing.repair_budget;
+        let now = warden_core::time::now_unix_ms();
+        let starts = st.repairs.entry(incident.service.clone()).or_default();
+        starts.retain(|t| now.saturating_sub(*t) < warden_core::holds::BUDGET_WINDOW_MS);
+        budget.spent(starts, now).map(|w| format!("{w} on `{}`: a person must look", incident.service))
+    }
+
+    /// The automatic repairs of the last hour that acted (the budget's count), from the
+    /// store, so a restart of this actor keeps counting.
+    async fn recent_repairs(&self) -> BTreeMap<ServiceName, Vec<u64>> {
+        let mut out: BTreeMap<ServiceName, Vec<u64>> = BTreeMap::new();
+        let since = warden_core::time::now_unix_ms().saturating_sub(warden_core::holds::BUDGET_WINDOW_MS);
+        match self.store.incidents_and_runs().await {
+            Ok((_, runs)) => {
+                for r in runs.iter().filter(|r| r.started_unix_ms >= since && acted(r)) {
+                    out.entry(r.target.clone()).or_default().push(r.started_unix_ms);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the last hour's repairs; the budget counts from now"),
+        }
+        out
+    }
+
+    /// Open incidents that `incident` explains: the same service at a higher layer, or a
+    /// service that depends on its service failing in a way a dependency explains. Each
+    /// stops (absorbed) and is linked to it.
+    async fn absorb_explained(&self, incident: &mut Incident, st: &mut State) -> Result<(), StoreError> {
+        let config = self.config.get();
+        let now = warden_core::time::now_unix_ms();
+        let explained: Vec<Incident> = st
+            .open
+            .values()
+            .filter(|other| {
+                let same =
+                    other.service == incident.service && warden_core::detect::explains(incident.mode, other.mode);
+                let dependent = config.dependents_of(&incident.service).contains(&other.service)
+                    && warden_core::detect::explained_by_dependency(other.mode);
+                (same || dependent) && other.status != IncidentStatus::Mitigated
+            })
+            .cloned()
+            .collect();
+        for mut other in explained {
+            let why = format!("{} on `{}`: {}", incident.mode.as_str(), incident.service, incident.evidence);
+            if !other.absorb(incident.id, &why, now) {
+                continue;
+            }
+            self.store.put_incident(other.clone()).await?;
+            incident.link(format!(
+                "incident {} ({} on `{}`), seen first: {}",
+                other.id,
+                other.mode.as_str(),
+                other.service,
+                other.evidence
+            ));
+            tracing::warn!(
+                incident = other.id,
+                by = incident.id,
+                mode = other.mode.as_str(),
+                "incident absorbed: a lower layer or a dependency explains it; its plan stops"
+            );
+            self.close(other.id, st, "absorbed", None);
+        }
+        Ok(())
+    }
+
+    /// Mitigated incidents whose service is whole again (every probe of it passes: the path
+    /// a failover went round, or the service its dependents were pointed away from) are
+    /// resolved; a playbook that says so is rolled back then.
+    async fn check_mitigated(&self, st: &mut State) -> Result<(), StoreError> {
+        let mitigated: Vec<Incident> =
+            st.open.values().filter(|i| i.status == IncidentStatus::Mitigated).cloned().collect();
+        if mitigated.is_empty() {
+            return Ok(());
+        }
+        let config = self.config.get();
+        let statuses = self.board.snapshot();
+        for mut incident in mitigated {
+            // Every probe of the service: the path a failover went round, or the service
+            // itself when its dependents were pointed elsewhere.
+            let path: Vec<&str> =
+                config.probes.iter().filter(|p| p.target == incident.service).map(|p| p.name.as_str()).collect();
+            let back = path.iter().all(|name| {
+                statuses
+                    .iter()
+                    .find(|s| s.name == *name)
+                    .is_none_or(|s| s.up == Some(true) && s.consecutive_failures == 0)
+            });
+            if back && incident.lower_recovered(warden_core::time::now_unix_ms()) {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::info!(
+                    incident = incident.id,
+                    service = incident.service.as_str(),
+                    "incident resolved: the lower layer is back"
+                );
+                self.after_recovery(&incident).await;
+                self.close(incident.id, st, "resolved", None);
+            }
+        }
+        Ok(())
+    }
+
+    /// What a mitigated incident's playbook says to do once the lower layer is back.
+    async fn after_recovery(&self, incident: &Incident) {
+        let Some(last) = incident.attempts.last() else { return };
+        let rollback = self.catalog.get().get(&last.playbook).is_some_and(|p| p.on_recovery == OnRecovery::Rollback);
+        if !rollback {
+            return;
+        }
+        let order = RollbackOrder {
+            of: last.run_id,
+            actor: warden_core::audit::AuditActor::System,
+            reason: format!("incident {}: the lower layer recovered; `{}` says roll back", incident.id, last.playbook),
+        };
+        match self.executor.rollback(order).await {
+            Ok(run) => tracing::info!(incident = incident.id, run, "mitigation rolled back"),
+            Err(e) => tracing::warn!(incident = incident.id, error = %e, "cannot roll the mitigation back"),
+        }
+    }
+
+    async fn acknowledge(&self, id: u64, note: OperatorNote, st: &mut State) -> Result<Incident, IncidentError> {
+        let mut incident = match st.open.get(&id) {
+            Some(i) => i.clone(),
+            None => self.store.incident(id).await?.ok_or(IncidentError::NoSuchIncident(id))?,
+        };
+        incident.acknowledge(note.clone()).map_err(IncidentError::Refused)?;
+        self.store.put_incident(incident.clone()).await?;
+        tracing::info!(
+            incident = id,
+            by = note.by,
+            reason = note.reason,
+            "incident acknowledged: automatic repair of it waits"
+        );
+        st.open.insert(id, incident.clone());
+        Ok(incident)
+    }
+
+    async fn close_by_operator(&self, id: u64, note: OperatorNote, st: &mut State) -> Result<Incident, IncidentError> {
+        let mut incident = match st.open.get(&id) {
+            Some(i) => i.clone(),
+            None => self.store.incident(id).await?.ok_or(IncidentError::NoSuchIncident(id))?,
+        };
+        if st.undispatched.contains_key(&id) {
+            return Err(IncidentError::Refused(format!(
+                "incident {id} is handing a repair over; try again in a second"
+            )));
+        }
+        incident.close(note.clone()).map_err(IncidentError::Refused)?;
+        self.store.put_incident(incident.clone()).await?;
+        tracing::info!(incident = id, by = note.by, reason = note.reason, "incident closed by an operator");
+        if st.open.contains_key(&id) {
+            self.close(id, st, "closed", None);
+        }
+        Ok(incident)
     }
 
     /// Starts the held repairs whose time has come (a rate limit's window moved on), and
@@ -483,7 +738,14 @@ impl IncidentManager {
     /// rejected or expired, the incident moves on.
     async fn run_due(&self, st: &mut State) -> Result<(), StoreError> {
         let now = warden_core::time::now_unix_ms();
-        let due: Vec<(Incident, NextStep)> = st.open.values().filter_map(|i| Some((i.clone(), i.due(now)?))).collect();
+        let mut due: Vec<(Incident, NextStep)> =
+            st.open.values().filter_map(|i| Some((i.clone(), i.due(now)?))).collect();
+        // A repair held for a pause, maintenance, an operator or the breaker: due once the
+        // hold lifts (`carry_out` holds it again while it has not).
+        due.extend(st.open.values().filter(|i| i.current_run().is_none() && self.held(i).is_none()).filter_map(|i| {
+            let playbook = i.on_hold.clone()?;
+            Some((i.clone(), NextStep::Run { playbook }))
+        }));
         for (incident, step) in due {
             tracing::info!(incident = incident.id, "governance allows the held repair now; running it");
             self.apply(step, incident, st).await?;
@@ -507,6 +769,9 @@ impl IncidentManager {
 
     /// Forgets a closed incident and ends its trace with `outcome` (`error`: it failed).
     fn close(&self, id: u64, st: &mut State, outcome: &str, error: Option<&str>) {
+        if st.open.get(&id).is_some_and(|i| i.attempts.iter().any(|a| a.approval_id.is_some())) {
+            self.approvals.withdraw(id, format!("incident {id} ended ({outcome})"));
+        }
         st.open.remove(&id);
         st.undispatched.remove(&id);
         st.alerted.remove(&id);
@@ -523,6 +788,7 @@ impl IncidentManager {
             rationale: incident.evidence.clone(),
             dry_run: false,
             actor: warden_core::audit::AuditActor::System,
+            cause: incident.cause,
         }
     }
 
@@ -560,4 +826,10 @@ impl IncidentManager {
             }
         }
     }
+}
+
+/// Whether a run changed something on its service (a step of tier 2 or more went through):
+/// what the repair budget counts.
+fn acted(run: &RunRecord) -> bool {
+    !run.dry_run && run.rollback_of.is_none() && run.steps.iter().any(|s| s.ok && s.tier >= 2)
 }

@@ -1,9 +1,11 @@
 //! The healing pillar: one detector per failure mode with a rule, the incident manager,
-//! the quarantine watch, the SLO tracker and the alerter (one_for_one).
+//! the healing guard (holds, the breaker, saying when healing is blocked), the quarantine
+//! watch, the SLO tracker and the alerter (one_for_one).
 
 pub mod alerter;
 pub mod detector;
 pub mod facts;
+pub mod guard;
 pub mod incident_manager;
 pub mod notifier;
 pub mod quarantine_watch;
@@ -16,6 +18,7 @@ use crate::tree::{self, ChildSpec};
 use crate::wiring::Wiring;
 use alerter::Alerter;
 use detector::Detector;
+use guard::HealingGuard;
 use incident_manager::IncidentManager;
 use quarantine_watch::QuarantineWatch;
 use slo_tracker::SloTracker;
@@ -54,6 +57,16 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             registry: i.views.registry.clone(),
             repairs: i.repairs.clone(),
             traces: i.traces.clone(),
+            holds: i.views.holds.clone(),
+            board: i.views.probes.clone(),
+            approvals: i.addrs.approvals.clone(),
+        }));
+        let g = w.clone();
+        v.push(tree::worker(Addr::<HealingGuard>::at().name(), move || HealingGuard {
+            views: g.views.clone(),
+            notifier: g.notifier.clone(),
+            audit: g.addrs.audit.clone(),
+            registry: g.views.registry.clone(),
         }));
         let q = w.clone();
         v.push(tree::worker(Addr::<QuarantineWatch>::at().name(), move || QuarantineWatch {
@@ -84,6 +97,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             config: a.views.config.clone(),
             data_dir: a.views.data_dir.clone(),
             registry: a.views.registry.clone(),
+            holds: a.views.holds.clone(),
         }));
         v
     })

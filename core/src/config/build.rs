@@ -39,6 +39,20 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         disk_min_free_pct: pct(&mut c, &raw.healing.disk_min_free_pct, 5, "healing.disk_min_free_pct"),
         disk_min_free_mb: raw.healing.disk_min_free_mb.as_ref().map_or(512, |v| v.value),
         enabled: raw.healing.enabled.unwrap_or(true),
+        max_unhealthy: max_unhealthy(&mut c, raw.healing.max_unhealthy.as_ref()),
+        repair_budget: crate::holds::RepairBudget {
+            per_hour: raw.healing.max_repairs_per_hour.as_ref().map_or(DEFAULT_REPAIRS_PER_HOUR, |v| v.value),
+        },
+        operator_hold: match &raw.healing.operator_hold_ms {
+            Some(v) if v.value > MAX_OPERATOR_HOLD_MS => {
+                c.at(
+                    v.referenced,
+                    format!("healing.operator_hold_ms must be at most {MAX_OPERATOR_HOLD_MS} (an hour)"),
+                );
+                Duration::from_millis(DEFAULT_OPERATOR_HOLD_MS)
+            }
+            v => Duration::from_millis(v.as_ref().map_or(DEFAULT_OPERATOR_HOLD_MS, |v| v.value)),
+        },
     };
 
     let http = {
@@ -567,7 +581,81 @@ fn service(
         limits,
         upstreams,
         role: s.role.as_ref().map(|r| r.value),
+        hooks: hooks(c, ctx, s),
     })
+}
+
+/// Automatic repairs of one service per hour when the config says nothing.
+pub const DEFAULT_REPAIRS_PER_HOUR: u32 = 12;
+/// How long an operator's action holds automatic repair of the service, by default.
+pub const DEFAULT_OPERATOR_HOLD_MS: u64 = 60_000;
+const MAX_OPERATOR_HOLD_MS: u64 = 3_600_000;
+
+/// `healing.max_unhealthy`: a count, `"N%"` (1 to 100), or `off`.
+fn max_unhealthy(c: &mut Collector, v: Option<&Spanned<raw::CountOrShare>>) -> crate::holds::MaxUnhealthy {
+    use crate::holds::MaxUnhealthy;
+    let Some(v) = v else { return MaxUnhealthy::default() };
+    let bad = |c: &mut Collector| {
+        c.at(v.referenced, "healing.max_unhealthy must be a count of services, a share such as \"50%\", or off");
+        MaxUnhealthy::default()
+    };
+    match &v.value {
+        raw::CountOrShare::Count(n) => usize::try_from(*n).map_or_else(|_| bad(c), MaxUnhealthy::Count),
+        raw::CountOrShare::Text(t) if t.trim() == "off" => MaxUnhealthy::Off,
+        raw::CountOrShare::Text(t) => match t.trim().strip_suffix('%').map(|p| p.trim().parse::<u8>()) {
+            Some(Ok(p)) if (1..=100).contains(&p) => MaxUnhealthy::Percent(p),
+            _ => bad(c),
+        },
+    }
+}
+
+/// What a service declares that playbooks may use: paths resolved, signals it can act on,
+/// an http(s) pool-reset URL.
+fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHooks {
+    let label = s.name.value.as_str();
+    let mut path = |v: &Spanned<String>| expand(c, v, ctx.data_dir).map(|p| resolve(ctx.dir, &p));
+    let lock_file = s.lock_file.as_ref().and_then(&mut path);
+    let data = s.data.as_ref().and_then(&mut path);
+    let credentials_file = s.credentials_file.as_ref().and_then(&mut path);
+    let secret_files = s.secret_files.iter().filter_map(&mut path).collect();
+    let mut signals = BTreeMap::new();
+    for (purpose, sig) in &s.signals {
+        if matches!(
+            sig.value,
+            SignalName::Kill
+                | SignalName::Stop
+                | SignalName::Cont
+                | SignalName::Term
+                | SignalName::Int
+                | SignalName::Quit
+        ) {
+            c.at(
+                sig.referenced,
+                format!(
+                    "service `{label}`: signals.{purpose}: {} stops or freezes a process; declare the signals it handles and lives on (SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH)",
+                    sig.value.as_str()
+                ),
+            );
+            continue;
+        }
+        signals.insert(purpose.clone(), sig.value);
+    }
+    let pool_reset_url = s.pool_reset_url.as_ref().and_then(|u| {
+        let url = Url::parse(&u.value).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if url.is_none() {
+            c.at(u.referenced, format!("service `{label}`: pool_reset_url `{}` is not an http(s) URL", u.value));
+        }
+        url
+    });
+    let model = s.model.as_ref().and_then(|m| {
+        if m.value.trim().is_empty() {
+            c.at(m.referenced, format!("service `{label}`: model must not be empty"));
+            None
+        } else {
+            Some(m.value.trim().to_string())
+        }
+    });
+    RepairHooks { signals, lock_file, data, credentials_file, secret_files, pool_reset_url, model }
 }
 
 /// A percentage from 1 to 99 (0 and 100 would make a rule that never or always fires).

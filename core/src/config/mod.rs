@@ -236,6 +236,37 @@ pub struct ServiceSpec {
     /// What the service is to the node, where a failure mode is about that kind of
     /// service (a database, a model server); `None`: an application service.
     pub role: Option<ServiceRole>,
+    /// What it offers repairs: the signals it handles, its lock file, its data... A
+    /// playbook that needs something a service does not declare does not apply to it.
+    pub hooks: RepairHooks,
+}
+
+/// What a service declares that playbooks may use. Nothing is assumed: a service that does
+/// not say it handles SIGHUP is never sent one by a playbook (many programs die of it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairHooks {
+    /// Signals it handles, by what they ask of it (`reload: SIGHUP`, `compact: SIGUSR1`).
+    pub signals: BTreeMap<String, SignalName>,
+    /// The file it holds a lock on while it runs (a leftover holding it blocks its start).
+    pub lock_file: Option<PathBuf>,
+    /// Its data directory: what snapshots copy and restores put back.
+    pub data: Option<PathBuf>,
+    /// The file it reads its credentials from.
+    pub credentials_file: Option<PathBuf>,
+    /// Every file holding the secret it shares with another (a server's password file and
+    /// its clients' credentials), written together by a rotation.
+    pub secret_files: Vec<PathBuf>,
+    /// An HTTP endpoint that makes it drop its pooled connections.
+    pub pool_reset_url: Option<Url>,
+    /// The model a model server must serve (what a warm-up pulls and loads).
+    pub model: Option<String>,
+}
+
+impl RepairHooks {
+    /// Whether it says it handles `signal`.
+    pub fn handles(&self, signal: SignalName) -> bool {
+        self.signals.values().any(|s| *s == signal)
+    }
 }
 
 /// The kinds of service the failure modes name: a failing database is mode 1, a failing
@@ -633,6 +664,13 @@ pub struct HealingConfig {
     pub disk_min_free_mb: u64,
     /// Automatic repair; off, detectors still open incidents but no playbook runs.
     pub enabled: bool,
+    /// The node's circuit breaker: more services failing at once than this stops automatic
+    /// repair until an operator resumes it.
+    pub max_unhealthy: crate::holds::MaxUnhealthy,
+    /// Automatic repairs of one service within an hour before a person is asked instead.
+    pub repair_budget: crate::holds::RepairBudget,
+    /// How long an operator's action on a service holds its automatic repair.
+    pub operator_hold: Duration,
 }
 
 #[cfg(test)]

@@ -119,6 +119,27 @@ pub struct ServiceSection {
     pub upstreams: Vec<UpstreamSection>,
     #[serde(default)]
     pub role: Option<Spanned<crate::config::ServiceRole>>,
+    /// Signals it handles, by what they ask of it (`reload: SIGHUP`).
+    #[serde(default)]
+    pub signals: BTreeMap<String, Spanned<SignalName>>,
+    /// The file it holds a lock on while it runs.
+    #[serde(default)]
+    pub lock_file: Option<Spanned<String>>,
+    /// Its data directory (snapshots, restores, compaction).
+    #[serde(default)]
+    pub data: Option<Spanned<String>>,
+    /// The file it reads its credentials from.
+    #[serde(default)]
+    pub credentials_file: Option<Spanned<String>>,
+    /// Every file that holds the secret it shares (rotated together).
+    #[serde(default)]
+    pub secret_files: Vec<Spanned<String>>,
+    /// An HTTP endpoint that drops its pooled connections.
+    #[serde(default)]
+    pub pool_reset_url: Option<Spanned<String>>,
+    /// The model a model server must serve.
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +323,25 @@ pub struct HealingSection {
     pub disk_min_free_mb: Option<Spanned<u64>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// How many services may fail at once before automatic repair stops: a count, a
+    /// share (`"50%"`), or `off`.
+    #[serde(default)]
+    pub max_unhealthy: Option<Spanned<CountOrShare>>,
+    /// Automatic repairs of one service within an hour before a person is asked (0: no
+    /// budget).
+    #[serde(default)]
+    pub max_repairs_per_hour: Option<Spanned<u32>>,
+    /// How long an operator's action on a service holds its automatic repair.
+    #[serde(default)]
+    pub operator_hold_ms: Option<Spanned<u64>>,
+}
+
+/// A number, or text such as `"50%"` or `off`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CountOrShare {
+    Count(u64),
+    Text(String),
 }
 
 /// Targets of the four service level objectives, in percent.
