@@ -118,7 +118,14 @@ pub fn load(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Loaded, Pr
                 });
                 all.keep(loaded).map(|p| (name, p))
             }
-            None => all.keep(Policies::embedded_default(&services)).map(|p| ("embedded default".to_string(), p)),
+            // The demo node keeps dev mode (tier 3 approved at once, said at start); a user's
+            // own node without a policy waits for an approver for tier 3.
+            None if config.is_none() => all
+                .keep(Policies::embedded_default(&services))
+                .map(|p| ("embedded default, the demo node's".to_string(), p)),
+            None => all
+                .keep(Policies::safe_default(&services))
+                .map(|p| ("embedded default (production: no `governance_policies` in the config)".to_string(), p)),
         }
     });
     let tokens = node.as_ref().and_then(|node| {

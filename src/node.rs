@@ -94,6 +94,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{shortfall}");
     }
     let containment_for_cleanup = containment.clone();
+    match loaded.policies.mode {
+        warden_core::policy::Mode::Dev => warn!(
+            policy = loaded.policies_from,
+            "governance in dev mode: tier 3 actions (kills, restores, deletions) are approved at once; give the node a policy in production mode before it runs anything that matters"
+        ),
+        warden_core::policy::Mode::Production => {
+            info!(policy = loaded.policies_from, "governance in production mode: tier 3 actions wait for an approver")
+        }
+    }
     let name = config.name.clone();
     let node = Node::new(NodeParts {
         containment,

@@ -181,6 +181,7 @@ fn request(i: usize) -> ActionRequest {
         incident_id: Some(i as u64),
         run_id: Some(i as u64),
         plan: "send SIGTERM to api (pid 4242), wait 5 s, SIGKILL, start it again".into(),
+        touches: Vec::new(),
     }
 }
 

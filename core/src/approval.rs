@@ -177,6 +177,14 @@ impl Approval {
             && same_origin
             && self.request.action == req.action
             && self.request.target == req.target
+            && self.request.touches == req.touches
+    }
+
+    /// Whether this approval was for `req` but what it would act on changed since (a pid
+    /// gone or reused, other files): it no longer allows it, and the request is asked again.
+    pub fn stale_for(&self, req: &ActionRequest, now_unix_ms: u64) -> bool {
+        let changed = ActionRequest { touches: self.request.touches.clone(), ..req.clone() };
+        self.request.touches != req.touches && self.allows(&changed, now_unix_ms)
     }
 
     /// Who approved it, for the grant's reason.
@@ -215,6 +223,7 @@ mod tests {
             incident_id: incident,
             run_id: None,
             plan: String::new(),
+            touches: Vec::new(),
         }
     }
 
@@ -283,6 +292,22 @@ mod tests {
         assert!(!a.allows(&ActionRequest { incident_id: Some(4), ..same.clone() }, 2), "another incident");
         a.mark_used(2);
         assert!(!a.allows(&same, 3), "used once");
+    }
+
+    #[test]
+    fn test_an_approval_allows_only_what_it_named_and_a_withdrawal_ends_it() {
+        // Approved to kill pid 42 as it was then: a reused pid is another process.
+        let mut a = approval(Origin::Incident { incident_id: 3, run_id: 9 }, 1);
+        a.request.touches = vec!["pid 42 started at tick 100 `nc -l 8000`".into()];
+        a.decide("alice", true, "", 10).expect("vote");
+        let same = ActionRequest { touches: a.request.touches.clone(), ..request(AuditActor::System, Some(3)) };
+        assert!(a.allows(&same, 20) && !a.stale_for(&same, 20));
+        let reused = ActionRequest { touches: vec!["pid 42 started at tick 900 `sshd`".into()], ..same.clone() };
+        assert!(!a.allows(&reused, 20), "a pid gone or reused is refused");
+        assert!(a.stale_for(&reused, 20), "and the approval is withdrawn, the request asked again");
+        assert!(a.withdraw(30));
+        assert_eq!(a.status, ApprovalStatus::Expired);
+        assert!(!a.allows(&same, 40) && !a.withdraw(50), "withdrawn once, allows nothing");
     }
 
     #[test]

@@ -976,6 +976,7 @@ mod tests {
                 incident_id: Some(1),
                 run_id: Some(10),
                 plan: String::new(),
+                touches: Vec::new(),
             },
             plan: String::new(),
             origin: Origin::Incident { incident_id: 1, run_id: 10 },

@@ -177,6 +177,7 @@ mod tests {
             incident_id: None,
             run_id: Some(7),
             plan: String::new(),
+            touches: Vec::new(),
         };
         let Verdict::Allow(allowed) = evaluate(&p, req, 0, &RateHistory::default()) else {
             panic!("expected allow");

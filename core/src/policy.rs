@@ -292,6 +292,13 @@ impl Policies {
         Self::load(&Source { name: DEFAULT_POLICIES_FILE, dir: Path::new("."), text: DEFAULT_POLICIES_YAML }, services)
     }
 
+    /// The policy a node gets when its config names none: the embedded whitelist in
+    /// production mode, so tier 3 actions (killing strangers, restoring snapshots,
+    /// deleting files) wait for an approver. Only the embedded demo node runs in dev mode.
+    pub fn safe_default(services: &[ServiceName]) -> Result<Self, Problems> {
+        Ok(Self { mode: Mode::Production, ..Self::embedded_default(services)? })
+    }
+
     /// The longest rate-limit period of any whitelist entry: how far back the history of
     /// allowed actions matters.
     pub fn longest_rate_window(&self) -> Option<Duration> {
@@ -401,6 +408,10 @@ pub struct ActionRequest {
     /// What would happen, in words (which process, file, port): shown to approvers.
     #[serde(default)]
     pub plan: String,
+    /// Exactly what it would act on, as identities that change when the thing does (a
+    /// process by pid and start time, a file by path): an approval allows only the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touches: Vec<String>,
 }
 
 impl ActionRequest {
@@ -647,6 +658,7 @@ mod tests {
             incident_id: None,
             run_id: None,
             plan: String::new(),
+            touches: Vec::new(),
         }
     }
 

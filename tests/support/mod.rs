@@ -125,8 +125,21 @@ impl Node {
         node
     }
 
-    /// A node's config and dirs, not started yet.
+    /// A node's config and dirs, not started yet. A config that names no governance policy
+    /// gets the demo node's (dev mode: tier 3 approved at once), as the embedded node has:
+    /// these tests exercise repairs, not approvals. [`Node::prepare_as_written`] keeps a
+    /// config as it is (a user's node without a policy runs in production mode).
     pub fn prepare(config: &str, ports: Ports) -> Self {
+        if config.contains("governance_policies:") {
+            return Self::prepare_as_written(config, ports);
+        }
+        let node = Self::prepare_as_written(&format!("{config}\ngovernance_policies: demo-policy.yaml\n"), ports);
+        std::fs::write(node.dir.path().join("demo-policy.yaml"), warden_core::policy::DEFAULT_POLICIES_YAML).unwrap();
+        node
+    }
+
+    /// A node's config exactly as given, and its dirs, not started yet.
+    pub fn prepare_as_written(config: &str, ports: Ports) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.yaml"), config).unwrap();
         let stderr_path = dir.path().join("warden.stderr");

@@ -144,6 +144,14 @@ impl Actor for ApprovalQueue {
                 let found = match self.store.recent_approvals(1000).await {
                     Ok(all) => {
                         let now = warden_core::time::now_unix_ms();
+                        // Approved for something else than what it would act on now: refused,
+                        // withdrawn, and asked again with the new plan.
+                        for stale in all.iter().filter(|a| a.stale_for(&request, now)) {
+                            let why = "what it would act on changed since it was approved (a process gone or replaced, other files)";
+                            if let Err(e) = self.withdraw_one(stale.clone(), why).await {
+                                tracing::warn!(approval = stale.id, error = %e, "cannot withdraw a stale approval");
+                            }
+                        }
                         all.into_iter().rev().find(|a| a.allows(&request, now))
                     }
                     Err(e) => {
@@ -251,16 +259,22 @@ impl ApprovalQueue {
     }
 
     async fn withdraw(&self, incident_id: u64, why: &str) -> Result<(), ApprovalOpError> {
-        let now = warden_core::time::now_unix_ms();
         let open = self.store.recent_approvals(1000).await?;
-        for mut approval in open {
-            let mine = matches!(approval.origin, Origin::Incident { incident_id: i, .. } if i == incident_id);
-            if mine && approval.withdraw(now) {
-                let reason = format!("withdrawn: {why}");
-                self.audit_vote(&approval, AuditActor::System, false, &reason, reason.clone()).await?;
-                self.store.put_approval(approval.clone()).await?;
-                tracing::info!(approval = approval.id, incident = incident_id, why, "approval request withdrawn");
+        for approval in open {
+            if matches!(approval.origin, Origin::Incident { incident_id: i, .. } if i == incident_id) {
+                self.withdraw_one(approval, why).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Withdraws one request still open (pending, or approved and unused), on the trail.
+    async fn withdraw_one(&self, mut approval: Approval, why: &str) -> Result<(), ApprovalOpError> {
+        if approval.withdraw(warden_core::time::now_unix_ms()) {
+            let reason = format!("withdrawn: {why}");
+            self.audit_vote(&approval, AuditActor::System, false, &reason, reason.clone()).await?;
+            self.store.put_approval(approval.clone()).await?;
+            tracing::info!(approval = approval.id, why, "approval request withdrawn");
         }
         Ok(())
     }

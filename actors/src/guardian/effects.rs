@@ -433,6 +433,37 @@ pub struct Chosen {
     pub name: String,
     pub cmdline: String,
     pub rss_bytes: u64,
+    /// Its start time (clock ticks since boot): with the pid, who it is.
+    pub start_ticks: u64,
+}
+
+/// Exactly what a step would act on now, as identities an approval binds: each process a
+/// kill would signal (pid, start time, command line), each file or directory a file step
+/// would change (its path). A reused pid or a different file set is a different answer.
+pub fn touches(env: &Env, p: &Primitive) -> Vec<String> {
+    let files = |found: Result<Vec<(PathBuf, u64)>, EffectError>| -> Vec<String> {
+        found.map(|f| f.into_iter().map(|(p, _)| format!("file {}", p.display())).collect()).unwrap_or_default()
+    };
+    match p {
+        Primitive::KillProcess { select, .. } => select_processes(env, select)
+            .map(|found| {
+                found.iter().map(|c| format!("pid {} started at tick {} `{}`", c.pid, c.start_ticks, c.cmdline)).collect()
+            })
+            .unwrap_or_default(),
+        Primitive::DeleteFiles { glob, older_than_ms, keep } => files(matching(env, glob, *older_than_ms, *keep)),
+        Primitive::CompressFiles { glob, older_than_ms } => files(matching(env, glob, *older_than_ms, 0)),
+        Primitive::RestoreDir { path } | Primitive::SnapshotDir { path } | Primitive::MoveAside { path } => {
+            let Ok(dir) = env.path(path) else { return Vec::new() };
+            let snapshot = match p {
+                Primitive::RestoreDir { .. } => newest_snapshot(env, &dir).ok().flatten(),
+                _ => None,
+            };
+            std::iter::once(format!("dir {}", dir.display()))
+                .chain(snapshot.map(|s| format!("snapshot {}", s.display())))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn describe_pids(found: &[Chosen]) -> String {
@@ -445,7 +476,13 @@ fn chosen(p: &procfs::process::Process) -> Option<Chosen> {
     let pid = u32::try_from(p.pid()).ok()?;
     let stat = p.stat().ok()?;
     let cmdline = p.cmdline().ok().map(|c| c.join(" ")).filter(|c| !c.is_empty()).unwrap_or(stat.comm.clone());
-    Some(Chosen { pid, name: stat.comm.clone(), cmdline, rss_bytes: stat.rss * procfs::page_size() })
+    Some(Chosen {
+        pid,
+        name: stat.comm.clone(),
+        cmdline,
+        rss_bytes: stat.rss * procfs::page_size(),
+        start_ticks: stat.starttime,
+    })
 }
 
 /// Never warden, never init, never the service's current process group (it is handled

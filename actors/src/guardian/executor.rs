@@ -782,6 +782,7 @@ async fn put_back(ctx: &RunContext, order: &RunOrder, record: &mut RunRecord) {
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
         plan: plan_of(ctx, &step),
+        touches: Vec::new(),
     };
     let (result, seq) = govern(ctx, request, step).await;
     let (ok, detail) = match &result {
@@ -890,6 +891,7 @@ async fn run_step(
     rule: Option<String>,
 ) -> (StepResult, Option<u64>) {
     let guard = rule.map_or(String::new(), |r| format!("; do no harm: {r}"));
+    let (plan, touches) = describe(ctx, &step).await;
     let request = ActionRequest {
         action: step.primitive.action().into(),
         tier: step.tier,
@@ -898,7 +900,8 @@ async fn run_step(
         actor: order.actor.clone(),
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
-        plan: plan_of(ctx, &step),
+        plan,
+        touches,
     };
     govern(ctx, request, step).await
 }
@@ -1033,6 +1036,7 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
         primitive: op.primitive,
         target: op.target,
     };
+    let (plan, touches) = describe(ctx, &step).await;
     let request = ActionRequest {
         action: step.primitive.action().into(),
         tier: step.tier,
@@ -1044,7 +1048,8 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
         actor: op.actor.clone(),
         incident_id: None,
         run_id: None,
-        plan: plan_of(ctx, &step),
+        plan,
+        touches,
     };
     tracing::info!(by = %op.actor, action = request.action, target = request.target, "single action requested");
     match govern(ctx, request, step).await {
@@ -1066,15 +1071,53 @@ async fn operate(ctx: &RunContext, op: OperatorRequest) -> OperatorOutcome {
     }
 }
 
-/// What a step would do, in words, for approvers: the service's process now and what the
-/// step does to it.
+/// What a step would do, for approvers, and exactly what it would act on (the identities an
+/// approval then binds: a process by pid, start time and command line; a file by path):
+/// the service's process for a service step, what a selector finds now for a kill, the
+/// files and bytes of a file step.
+async fn describe(ctx: &RunContext, step: &PlannedStep) -> (String, Vec<String>) {
+    if step.primitive.is_service_op() || matches!(step.primitive, Primitive::RestartDependents) {
+        let touches = ctx
+            .table
+            .lock()
+            .services
+            .get(&step.target)
+            .and_then(|e| Some(format!("pid {} started at tick {}", e.pid?, e.start_ticks.unwrap_or(0))))
+            .into_iter()
+            .collect();
+        return (plan_of(ctx, step), touches);
+    }
+    if settings::is_setting(&step.primitive) {
+        let what = settings::preview(&ctx.wiring, &step.target, &step.primitive).await.unwrap_or_else(|e| e);
+        return (format!("`{}`: {what}", step.target), Vec::new());
+    }
+    let Ok(env) = env_of(ctx, &step.target) else { return (plan_of(ctx, step), Vec::new()) };
+    let p = step.primitive.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let words = effects::preview(&env, &p).unwrap_or_else(|e| format!("cannot tell now: {e}"));
+        (words, effects::touches(&env, &p))
+    })
+    .await;
+    match found {
+        Ok((words, touches)) => (format!("`{}`: {words}", step.target), touches),
+        Err(_) => (plan_of(ctx, step), Vec::new()),
+    }
+}
+
+/// What a service step would do, in words, for approvers: the service's process now and
+/// what the step does to it.
 pub fn plan_of(ctx: &RunContext, step: &PlannedStep) -> String {
     let t = ctx.table.lock();
     let Some(e) = t.services.get(&step.target) else {
         return format!("{} on `{}` (no such service now)", step.primitive.action(), step.target);
     };
     let process = match e.pid {
-        Some(pid) => format!("pid {pid}, {}", e.state.as_str()),
+        Some(pid) => {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.replace('\0', " ").trim().to_string())
+                .unwrap_or_default();
+            format!("pid {pid} `{cmdline}`, {}", e.state.as_str())
+        }
         None => e.state.as_str().to_string(),
     };
     let stop = format!(
@@ -1212,6 +1255,7 @@ async fn dry_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Res
         incident_id: order.incident_id,
         run_id: Some(order.run_id),
         plan: String::new(),
+        touches: Vec::new(),
     };
     let verdict = ctx.gate.preview(request).await.unwrap_or_else(|e| format!("unknown ({e})"));
     Ok(format!("{would}; governance would {verdict}"))
@@ -1237,6 +1281,7 @@ async fn run_rollback(ctx: &RunContext, of: &RunRecord, order: &RollbackOrder, m
                 incident_id: of.incident_id,
                 run_id: Some(record.run_id),
                 plan: undo.describe(),
+                touches: Vec::new(),
             };
             let (result, seq) = govern_undo(ctx, request, &of.target, &undo).await;
             let ok = result.is_ok();
