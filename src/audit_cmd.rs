@@ -24,6 +24,21 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Write entries as JSON lines (oldest first) to stdout.
     Export(ExportArgs),
+    /// Say an earlier audit chain of this data dir is gone on purpose (the data dir was
+    /// reset): a signed line in the checkpoint file (and an entry on the chain), after which
+    /// the fresh chain is trusted. A wipe nobody retired keeps tier 2+ actions refused.
+    Retire(RetireArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RetireArgs {
+    /// The chain's id, as `warden audit verify` or the node's log names it.
+    chain: String,
+    /// Why (kept with the retirement).
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    target: NodeArgs,
 }
 
 #[derive(clap::Args)]
@@ -62,7 +77,54 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify(args) => verify(args).await,
         AuditCommand::Export(args) => export(args).await,
+        AuditCommand::Retire(args) => retire(args).await,
     }
+}
+
+/// `warden audit retire CHAIN --reason R`: through the running node (which records it and
+/// checks its chain again), or, on a stopped node, in the checkpoint file itself.
+async fn retire(args: RetireArgs) -> anyhow::Result<ExitCode> {
+    if args.reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the chain is gone");
+    }
+    let loaded = args.target.load().map_err(|p| anyhow::anyhow!("{p}"))?;
+    let dir = DataDir::new(&loaded.config.data_dir);
+    std::fs::create_dir_all(dir.root()).with_context(|| format!("cannot make {}", dir.root().display()))?;
+    let _lock = match dir.lock(None) {
+        Ok(lock) => lock,
+        Err(DataDirError::Locked { pid, http, .. }) => {
+            let (api, who) = running_api(&dir, pid, http)?;
+            let body = serde_json::json!({ "chain": args.chain, "reason": args.reason });
+            let (status, body) = api.post("/api/audit/retire", body).await?;
+            if status != 200 {
+                anyhow::bail!("{who} answered {status}: {}", crate::api_client::error_message(&body));
+            }
+            println!(
+                "chain {} retired; the node's audit chain is {}",
+                args.chain,
+                match body["trusted"].as_bool() {
+                    Some(true) => "trusted again".to_string(),
+                    _ => format!("still not trusted: {}", body["reason"].as_str().unwrap_or("?")),
+                }
+            );
+            return Ok(if body["trusted"] == true { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let seal = AuditSeal::read(&loaded.config.audit)?;
+    let data_dir = std::fs::canonicalize(dir.root()).unwrap_or_else(|_| dir.root().to_path_buf()).display().to_string();
+    let known = seal.lines()?.iter().any(|l| {
+        matches!(l, warden_core::audit::CheckpointLine::Checkpoint(c)
+            if c.chain.as_ref().is_some_and(|c| c.id == args.chain && c.data_dir == data_dir))
+    });
+    if !known {
+        anyhow::bail!("no checkpoints of a chain {} in data dir {data_dir}: nothing to retire", args.chain);
+    }
+    let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    let chain = warden_core::audit::ChainId { id: args.chain.clone(), data_dir };
+    seal.retire(&chain, &format!("{by} (shell)"), &args.reason)?;
+    println!("chain {} retired; the node trusts its fresh chain at its next start", args.chain);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The data dir and the audit files of `t`.
@@ -111,11 +173,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let store = Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.root().display()))?;
-    let (key, checkpoints, unsealed) = match AuditSeal::read(&files) {
-        Ok(seal) => (Some(seal.key().clone()), seal.checkpoints()?, None),
-        Err(e) => (None, Vec::new(), Some(e.to_string())),
-    };
-    let result = store.verify_chain(key, checkpoints, args.from, args.to).await?;
+    let (result, unsealed) =
+        warden_actors::governance::seal::check(&store, dir.root(), &files, args.from, args.to).await?;
     Ok(report(&result, unsealed.as_deref()))
 }
 

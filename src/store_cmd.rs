@@ -79,13 +79,13 @@ pub async fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open(&dir)?;
     let files = load::load(target.config.as_deref(), target.data_dir.as_deref()).map(|l| l.config.audit).ok();
-    let seal = files.as_ref().map(warden_actors::governance::seal::AuditSeal::read);
-    let (key, checkpoints, unsealed) = match seal {
-        Some(Ok(seal)) => (Some(seal.key().clone()), seal.checkpoints()?, None),
-        Some(Err(e)) => (None, Vec::new(), Some(e.to_string())),
-        None => (None, Vec::new(), Some("the node config could not be read for the audit key".to_string())),
+    let (result, unsealed) = match &files {
+        Some(files) => warden_actors::governance::seal::check(&store, dir.root(), files, None, None).await?,
+        None => (
+            store.verify_chain(None, Vec::new(), None, None).await?,
+            Some("the node config could not be read for the audit key".to_string()),
+        ),
     };
-    let result = store.verify_chain(key, checkpoints, None, None).await?;
     if crate::audit_cmd::report(&result, unsealed.as_deref()) != ExitCode::SUCCESS {
         problems += 1;
     }

@@ -111,6 +111,7 @@ async fn run(dir: &Path, round: &Round) -> anyhow::Result<(Vec<AppendFigures>, V
         trust: trust.clone(),
         metrics: metrics.clone(),
         registry: registry.clone(),
+        data_dir: data.root().to_path_buf(),
     };
     let audit = Addr::<AuditWriter>::at();
     let (_w, _wh) = ractor::Actor::spawn(Some(audit.name().to_string()), writer, ()).await?;

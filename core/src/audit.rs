@@ -220,6 +220,66 @@ impl AuditKey {
 
 const ENTRY_DOMAIN: &[u8] = b"warden-audit-entry\0";
 const CHECKPOINT_DOMAIN: &[u8] = b"warden-audit-checkpoint\0";
+/// Checkpoints that name their chain sign the chain and its data dir too.
+const CHAIN_CHECKPOINT_DOMAIN: &[u8] = b"warden-audit-chain-checkpoint\0";
+const RETIREMENT_DOMAIN: &[u8] = b"warden-audit-retirement\0";
+
+/// Which chain a checkpoint belongs to: a random id made when the chain began (kept in the
+/// store) and the data dir it lives in. Two nodes sharing a checkpoint file (one config
+/// folder, two data dirs) keep two chains apart; a data dir whose chain vanished (wiped,
+/// or replaced by a fresh store) is told from a new data dir.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainId {
+    pub id: String,
+    pub data_dir: String,
+}
+
+/// A person said a chain is gone on purpose (its data dir was reset): its checkpoints no
+/// longer expect it there. Signed with the audit key, like a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retirement {
+    /// The chain retired.
+    pub retire: String,
+    pub data_dir: String,
+    pub ts_unix_ms: u64,
+    pub by: String,
+    pub reason: String,
+    #[serde(with = "hex_hash")]
+    pub mac: Hash,
+}
+
+impl Retirement {
+    pub fn new(chain: &ChainId, by: &str, reason: &str, ts_unix_ms: u64, key: &AuditKey) -> Self {
+        let mut r = Self {
+            retire: chain.id.clone(),
+            data_dir: chain.data_dir.clone(),
+            ts_unix_ms,
+            by: by.to_string(),
+            reason: reason.to_string(),
+            mac: [0; 32],
+        };
+        let ts = ts_unix_ms.to_be_bytes();
+        r.mac = key.mac(RETIREMENT_DOMAIN, &r.parts(&ts));
+        r
+    }
+
+    fn parts<'a>(&'a self, ts: &'a [u8; 8]) -> [&'a [u8]; 5] {
+        [self.retire.as_bytes(), self.data_dir.as_bytes(), ts, self.by.as_bytes(), self.reason.as_bytes()]
+    }
+
+    pub fn is_signed_by(&self, key: &AuditKey) -> bool {
+        let ts = self.ts_unix_ms.to_be_bytes();
+        key.mac_matches(RETIREMENT_DOMAIN, &self.parts(&ts), &self.mac)
+    }
+}
+
+/// One line of the checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CheckpointLine {
+    Retirement(Retirement),
+    Checkpoint(Checkpoint),
+}
 
 /// The chain's head at a moment, signed with the audit key: kept outside the data dir (a
 /// file, the log), it proves how long the chain was and what it ended with.
@@ -231,21 +291,112 @@ pub struct Checkpoint {
     pub ts_unix_ms: u64,
     #[serde(with = "hex_hash")]
     pub mac: Hash,
+    /// The chain it is of (`None`: written before chains were named; see [`select`]).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainId>,
 }
 
 impl Checkpoint {
+    /// A checkpoint of no named chain (as written before chains had ids).
     pub fn new(seq: u64, hash: Hash, ts_unix_ms: u64, key: &AuditKey) -> Self {
-        Self { seq, hash, ts_unix_ms, mac: key.checkpoint_mac(seq, &hash, ts_unix_ms) }
+        Self { seq, hash, ts_unix_ms, mac: key.checkpoint_mac(seq, &hash, ts_unix_ms), chain: None }
     }
 
-    /// Whether `key` signed it.
-    pub fn is_signed_by(&self, key: &AuditKey) -> bool {
-        key.mac_matches(
-            CHECKPOINT_DOMAIN,
-            &[&self.seq.to_be_bytes(), &self.hash, &self.ts_unix_ms.to_be_bytes()],
-            &self.mac,
-        )
+    /// A checkpoint of `chain`, which its signature covers.
+    pub fn of_chain(chain: &ChainId, seq: u64, hash: Hash, ts_unix_ms: u64, key: &AuditKey) -> Self {
+        let parts = Self::chain_parts(chain, seq, &hash, ts_unix_ms);
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let mac = key.mac(CHAIN_CHECKPOINT_DOMAIN, &refs);
+        Self { seq, hash, ts_unix_ms, mac, chain: Some(chain.clone()) }
     }
+
+    fn chain_parts<'a>(chain: &'a ChainId, seq: u64, hash: &'a Hash, ts: u64) -> [Vec<u8>; 5] {
+        [
+            seq.to_be_bytes().to_vec(),
+            hash.to_vec(),
+            ts.to_be_bytes().to_vec(),
+            chain.id.as_bytes().to_vec(),
+            chain.data_dir.as_bytes().to_vec(),
+        ]
+    }
+
+    /// Whether `key` signed it (its chain too, when it names one).
+    pub fn is_signed_by(&self, key: &AuditKey) -> bool {
+        match &self.chain {
+            None => key.mac_matches(
+                CHECKPOINT_DOMAIN,
+                &[&self.seq.to_be_bytes(), &self.hash, &self.ts_unix_ms.to_be_bytes()],
+                &self.mac,
+            ),
+            Some(c) => {
+                let parts = Self::chain_parts(c, self.seq, &self.hash, self.ts_unix_ms);
+                let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                key.mac_matches(CHAIN_CHECKPOINT_DOMAIN, &refs, &self.mac)
+            }
+        }
+    }
+}
+
+/// The checkpoints that vouch for chain `me`, from every line of a checkpoint file: those
+/// of its own id (wherever its data dir was), and, for a chain that took over a store made
+/// before chains had ids (`adopt_unnamed`), the unnamed ones. Refused (a break to report):
+/// a line not signed by `key`; another chain that lived in `me`'s data dir and was not
+/// retired (its store was wiped or replaced: the chain that proved what happened is gone).
+pub fn select(
+    lines: &[CheckpointLine],
+    key: &AuditKey,
+    me: &ChainId,
+    adopt_unnamed: bool,
+) -> Result<Vec<Checkpoint>, ChainBreak> {
+    let forged = |seq: u64, what: &str| ChainBreak {
+        position: seq.saturating_sub(1),
+        seq,
+        reason: format!("a {what} is not signed by the audit key (forged, or another key)"),
+    };
+    let mut retired: Vec<(&str, &str)> = Vec::new();
+    for l in lines {
+        if let CheckpointLine::Retirement(r) = l {
+            if !r.is_signed_by(key) {
+                return Err(forged(0, "retirement"));
+            }
+            retired.push((r.retire.as_str(), r.data_dir.as_str()));
+        }
+    }
+    let mut mine = Vec::new();
+    let mut gone: Option<&Checkpoint> = None;
+    for l in lines {
+        let CheckpointLine::Checkpoint(c) = l else { continue };
+        if !c.is_signed_by(key) {
+            return Err(forged(c.seq, "checkpoint"));
+        }
+        match &c.chain {
+            None if adopt_unnamed => mine.push(c.clone()),
+            None => {}
+            Some(chain) if chain.id == me.id => mine.push(c.clone()),
+            Some(chain)
+                if chain.data_dir == me.data_dir
+                    && !retired.contains(&(chain.id.as_str(), chain.data_dir.as_str()))
+                    && gone.is_none_or(|g| c.seq > g.seq) =>
+            {
+                gone = Some(c);
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(g) = gone {
+        let id = g.chain.as_ref().map_or("", |c| c.id.as_str());
+        return Err(ChainBreak {
+            position: 0,
+            seq: 1,
+            reason: format!(
+                "the audit chain {id} of this data dir ({} entries as of {}) is gone: its store was wiped or \
+                 replaced. If the data dir was reset on purpose, say so: `warden audit retire {id} --reason ...`",
+                g.seq,
+                crate::time::rfc3339(g.ts_unix_ms)
+            ),
+        });
+    }
+    Ok(mine)
 }
 
 mod hex_hash {
@@ -572,6 +723,56 @@ mod tests {
 
     fn checkpoint_of(s: &SealedEntry) -> Checkpoint {
         Checkpoint::new(s.entry.seq, s.hash, 1_700_000_100_000, &key())
+    }
+
+    fn chain_id(id: &str, dir: &str) -> ChainId {
+        ChainId { id: id.into(), data_dir: dir.into() }
+    }
+
+    fn line(c: &ChainId, seq: u64) -> CheckpointLine {
+        CheckpointLine::Checkpoint(Checkpoint::of_chain(c, seq, [seq as u8; 32], 1_000 + seq, &key()))
+    }
+
+    #[test]
+    fn test_each_chain_has_its_checkpoints_and_a_new_data_dir_starts_clean() {
+        // Two nodes share one checkpoint file: A in data dir /a, B (new) in /b.
+        let (a, b) = (chain_id("aaa", "/a"), chain_id("bbb", "/b"));
+        let lines = vec![line(&a, 3), line(&a, 9)];
+        let mine = select(&lines, &key(), &a, false).expect("a's own");
+        assert_eq!(mine.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 9]);
+        assert!(select(&lines, &key(), &b, false).expect("b is another dir").is_empty(), "b starts its own chain");
+        // A moved to /c keeps its checkpoints (by id).
+        assert_eq!(select(&lines, &key(), &chain_id("aaa", "/c"), false).expect("moved").len(), 2);
+    }
+
+    #[test]
+    fn test_a_data_dir_whose_chain_vanished_is_caught_until_retired() {
+        let (old, fresh) = (chain_id("old", "/a"), chain_id("new", "/a"));
+        let mut lines = vec![line(&old, 5)];
+        let err = select(&lines, &key(), &fresh, false).expect_err("wiped");
+        assert!(err.reason.contains("chain old of this data dir") && err.reason.contains("audit retire old"), "{err}");
+        lines.push(CheckpointLine::Retirement(Retirement::new(&old, "alice", "reset for the demo", 2_000, &key())));
+        assert!(select(&lines, &key(), &fresh, false).expect("retired").is_empty());
+        // A forged retirement retires nothing.
+        let mut forged = Retirement::new(&old, "mallory", "hide it", 2_000, &key());
+        forged.reason = "changed".into();
+        let err =
+            select(&[line(&old, 5), CheckpointLine::Retirement(forged)], &key(), &fresh, false).expect_err("forged");
+        assert!(err.reason.contains("retirement is not signed"), "{err}");
+    }
+
+    #[test]
+    fn test_a_checkpoint_signs_its_chain_and_unnamed_ones_go_to_the_adopting_chain() {
+        let a = chain_id("aaa", "/a");
+        let CheckpointLine::Checkpoint(mut cp) = line(&a, 4) else { unreachable!() };
+        assert!(cp.is_signed_by(&key()));
+        cp.chain = Some(chain_id("aaa", "/elsewhere"));
+        assert!(!cp.is_signed_by(&key()), "the data dir is signed too");
+        let text = serde_json::to_string(&line(&a, 4)).expect("json");
+        assert_eq!(serde_json::from_str::<CheckpointLine>(&text).expect("back"), line(&a, 4), "{text}");
+        let legacy = CheckpointLine::Checkpoint(Checkpoint::new(2, [2; 32], 5, &key()));
+        assert_eq!(select(std::slice::from_ref(&legacy), &key(), &a, true).expect("adopted").len(), 1);
+        assert!(select(&[legacy], &key(), &a, false).expect("not adopted").is_empty());
     }
 
     #[test]

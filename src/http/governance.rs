@@ -13,7 +13,6 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use warden_actors::governance::seal::AuditSeal;
 use warden_actors::guardian::executor::{OperatorOutcome, OperatorRequest};
 use warden_core::approval::{Approval, ApprovalStatus, Origin};
 use warden_core::audit::{AuditActor, AuditFilter, DecisionKind, EntryKind, OutcomeKind};
@@ -52,14 +51,10 @@ pub async fn audit_verify(
         return Err(ApiError::BadRequest(format!("from {f} is after to {t}")));
     }
     let files = app.views.config.get().audit.clone();
-    let (key, checkpoints, unsealed) = match AuditSeal::read(&files) {
-        Ok(seal) => match seal.checkpoints() {
-            Ok(c) => (Some(seal.key().clone()), c, None),
-            Err(e) => (Some(seal.key().clone()), Vec::new(), Some(e.to_string())),
-        },
-        Err(e) => (None, Vec::new(), Some(e.to_string())),
-    };
-    Ok(match app.views.store.verify_chain(key, checkpoints, q.from, q.to).await? {
+    let root = app.views.data_dir.root().to_path_buf();
+    let (result, unsealed) =
+        warden_actors::governance::seal::check(&app.views.store, &root, &files, q.from, q.to).await?;
+    Ok(match result {
         Ok(v) => Json(json!({
             "ok": true,
             "first": v.first,
@@ -76,6 +71,32 @@ pub async fn audit_verify(
         )
             .into_response(),
     })
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireBody {
+    chain: String,
+    reason: String,
+}
+
+/// `POST /api/audit/retire` (admin): an earlier chain of this data dir is gone on purpose;
+/// answers whether the node's chain is trusted then.
+pub async fn audit_retire(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: RetireBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"chain\": ID, \"reason\": \"...\"}}: {e}")))?;
+    if b.reason.trim().is_empty() || b.chain.trim().is_empty() {
+        return Err(ApiError::BadRequest("chain and reason must not be empty".into()));
+    }
+    let still = app.addrs.audit.retire(b.chain.clone(), caller.name.clone(), b.reason).await.map_err(|e| match e {
+        warden_actors::governance::audit_writer::AppendError::Refused(_) => ApiError::Conflict(e.to_string()),
+        _ => ApiError::Unavailable(e.to_string()),
+    })?;
+    Ok(Json(json!({ "retired": b.chain, "trusted": still.is_none(), "reason": still })))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -55,6 +55,7 @@ pub fn router(app: AppState) -> Router {
         .route_layer(from_fn_with_state((app.clone(), Role::Approver), super::auth::needs));
     let admin = Router::new()
         .route("/api/debug/crash/{*path}", post(crash))
+        .route("/api/audit/retire", post(super::governance::audit_retire))
         .route_layer(from_fn_with_state((app.clone(), Role::Admin), super::auth::needs));
     Router::new()
         .merge(open)

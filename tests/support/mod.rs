@@ -94,6 +94,9 @@ pub fn hands_off(config: &str) -> String {
     }
 }
 
+/// The demo node's policy (dev mode), as a file beside a test node's config.
+pub const DEMO_POLICY: &str = "demo-policy.yaml";
+
 /// A running `warden run` with its own config, ports and data dir; stopped on drop.
 pub struct Node {
     pub child: Option<Child>,
@@ -133,15 +136,17 @@ impl Node {
         if config.contains("governance_policies:") {
             return Self::prepare_as_written(config, ports);
         }
-        let node = Self::prepare_as_written(&format!("{config}\ngovernance_policies: demo-policy.yaml\n"), ports);
-        std::fs::write(node.dir.path().join("demo-policy.yaml"), warden_core::policy::DEFAULT_POLICIES_YAML).unwrap();
-        node
+        Self::prepare_as_written(&format!("{config}\ngovernance_policies: {DEMO_POLICY}\n"), ports)
     }
 
-    /// A node's config exactly as given, and its dirs, not started yet.
+    /// A node's config exactly as given, and its dirs, not started yet (with the demo
+    /// policy's file beside it when the config names it).
     pub fn prepare_as_written(config: &str, ports: Ports) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("node.yaml"), config).unwrap();
+        if config.contains(&format!("governance_policies: {DEMO_POLICY}")) {
+            std::fs::write(dir.path().join(DEMO_POLICY), warden_core::policy::DEFAULT_POLICIES_YAML).unwrap();
+        }
         let stderr_path = dir.path().join("warden.stderr");
         Self { child: None, dir, ports, stderr_path }
     }

@@ -19,7 +19,9 @@ use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use warden_core::audit::{self, AuditEntry, AuditError, AuditRecord, Checkpoint, GENESIS, Hash, SealedEntry};
+use warden_core::audit::{
+    self, AuditEntry, AuditError, AuditRecord, ChainId, Checkpoint, CheckpointLine, GENESIS, Hash, SealedEntry,
+};
 
 pub const PATH: &str = "governance/audit_writer";
 /// An append is a seal and one synced write; a slow disk gets generous time.
@@ -41,6 +43,8 @@ pub enum AppendError {
     NoKey(String),
     #[error("cannot write the checkpoint: {0}")]
     Checkpoint(#[from] SealError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 type AppendReply = RpcReplyPort<Result<SealedEntry, AppendError>>;
@@ -50,7 +54,17 @@ pub enum AuditMsg {
     Append(Box<AuditRecord>, AppendReply),
     /// Sign the head now (at shutdown).
     Checkpoint(CheckpointReply),
+    /// Retire an earlier chain of this data dir (its store was reset on purpose), record
+    /// that on the chain, and check the chain again; answered with the trust it leaves.
+    Retire {
+        chain: String,
+        by: String,
+        reason: String,
+        reply: RetireReply,
+    },
 }
+
+type RetireReply = RpcReplyPort<Result<Option<String>, AppendError>>;
 
 impl Addr<AuditWriter> {
     pub fn at() -> Self {
@@ -66,6 +80,12 @@ impl Addr<AuditWriter> {
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AppendError> {
         self.ask(APPEND_TIMEOUT, AuditMsg::Checkpoint).await?
     }
+
+    /// Retires chain `chain` of this data dir (reset on purpose) and checks the chain again:
+    /// `None` when it is trusted then, else why not.
+    pub async fn retire(&self, chain: String, by: String, reason: String) -> Result<Option<String>, AppendError> {
+        self.ask(APPEND_TIMEOUT, |reply| AuditMsg::Retire { chain, by, reason, reply }).await?
+    }
 }
 
 pub struct AuditWriter {
@@ -76,6 +96,8 @@ pub struct AuditWriter {
     pub trust: ChainTrust,
     pub metrics: Metrics,
     pub registry: ActorRegistry,
+    /// The data dir: with the chain's id, what its checkpoints name.
+    pub data_dir: std::path::PathBuf,
 }
 
 pub struct State {
@@ -87,6 +109,7 @@ pub struct State {
 enum Job {
     Append(AuditRecord, AppendReply),
     Checkpoint(CheckpointReply),
+    Retire { chain: String, by: String, reason: String, reply: RetireReply },
 }
 
 #[ractor::async_trait]
@@ -105,6 +128,8 @@ impl Actor for AuditWriter {
             head: None,
             signed: None,
             unsure: false,
+            data_dir: self.data_dir.clone(),
+            chain: None,
         };
         Ok(State { jobs, _committer: AbortOnDrop(tokio::spawn(committer.run(rx))), _reg: self.registry.started(PATH) })
     }
@@ -115,6 +140,7 @@ impl Actor for AuditWriter {
         let _ = st.jobs.send(match msg {
             AuditMsg::Append(record, reply) => Job::Append(*record, reply),
             AuditMsg::Checkpoint(reply) => Job::Checkpoint(reply),
+            AuditMsg::Retire { chain, by, reason, reply } => Job::Retire { chain, by, reason, reply },
         });
         Ok(())
     }
@@ -134,6 +160,9 @@ struct Committer {
     /// A batch failed to sync: what the store holds past the last good batch may not be on
     /// disk, so no checkpoint vouches for it until a batch syncs again.
     unsure: bool,
+    data_dir: std::path::PathBuf,
+    /// The chain's identity, once read or made (what its checkpoints name).
+    chain: Option<ChainId>,
 }
 
 impl Committer {
@@ -150,6 +179,10 @@ impl Committer {
                     match job {
                         Job::Append(r, reply) => appends.push((r, reply)),
                         Job::Checkpoint(reply) => checkpoint = Some(reply),
+                        Job::Retire { chain, by, reason, reply } => {
+                            let _ = reply.send(self.retire(chain, by, reason).await);
+                            continue;
+                        }
                     }
                     // Writers answered by the last batch are about to send their next
                     // append: let them run first, so it joins this batch, not the next.
@@ -159,6 +192,9 @@ impl Committer {
                         match rx.try_recv() {
                             Ok(Job::Append(r, reply)) => appends.push((r, reply)),
                             Ok(Job::Checkpoint(reply)) => checkpoint = Some(reply),
+                            Ok(Job::Retire { chain, by, reason, reply }) => {
+                                let _ = reply.send(self.retire(chain, by, reason).await);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -189,8 +225,22 @@ impl Committer {
                 return;
             }
         };
-        let checkpoints = match seal.checkpoints() {
+        let (chain, adopt) = match super::seal::chain_identity(&self.store, &self.data_dir, true).await {
             Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "alert: the audit chain cannot be read; tier 2+ actions are refused");
+                self.trust.set_broken(format!("audit chain unreadable: {e}"));
+                return;
+            }
+        };
+        self.chain = Some(chain.clone());
+        let checkpoints = match seal.book(&chain, adopt) {
+            Ok(Ok(c)) => c,
+            Ok(Err(b)) => {
+                tracing::error!(break_at = %b, "alert: the audit chain fails verification; tier 2+ actions are refused");
+                self.trust.set_broken(format!("audit chain fails verification: {b}"));
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "alert: the audit checkpoints are unreadable; tier 2+ actions are refused");
                 self.trust.set_broken(format!("audit checkpoints unreadable: {e}"));
@@ -291,6 +341,57 @@ impl Committer {
         }
     }
 
+    /// Retires chain `id` of this data dir: only a chain the checkpoints show gone (not this
+    /// store's own), signed into the checkpoint file, on this chain, then the chain checked
+    /// again. The trust it leaves (`None`: trusted).
+    async fn retire(&mut self, id: String, by: String, reason: String) -> Result<Option<String>, AppendError> {
+        let seal = self.seal.clone().map_err(|e| AppendError::NoKey(e.to_string()))?;
+        let Some(me) = self.chain.clone() else {
+            return Err(AppendError::Refused("the audit chain is not read yet; try again in a moment".into()));
+        };
+        if id == me.id {
+            return Err(AppendError::Refused(format!(
+                "chain {id} is this data dir's own, in use: it cannot be retired"
+            )));
+        }
+        let known = seal.lines()?.iter().any(|l| {
+            matches!(l, CheckpointLine::Checkpoint(c) if c.chain.as_ref().is_some_and(|c| c.id == id && c.data_dir == me.data_dir))
+        });
+        if !known {
+            return Err(AppendError::Refused(format!(
+                "no checkpoints of a chain {id} in this data dir ({}): nothing to retire",
+                me.data_dir
+            )));
+        }
+        let old = ChainId { id: id.clone(), data_dir: me.data_dir.clone() };
+        let (s, r, b) = (seal.clone(), reason.clone(), by.clone());
+        tokio::task::spawn_blocking(move || s.retire(&old, &b, &r))
+            .await
+            .map_err(|e| AppendError::Store(StoreError::Task(std::sync::Arc::new(e))))??;
+        self.check_chain().await;
+        if self.trust.broken().is_none() {
+            let record = AuditRecord {
+                kind: audit::EntryKind::Control,
+                actor: audit::AuditActor::User(by.clone()),
+                action: "retire_chain".into(),
+                tier: 1,
+                target: me.data_dir.clone(),
+                rationale: format!("chain {id} of this data dir is gone on purpose: {reason}"),
+                decision: audit::DecisionKind::Allow,
+                outcome: Some(audit::OutcomeKind::Succeeded),
+                detail: format!("this data dir's chain is {} now", me.id),
+                incident_id: None,
+                run_id: None,
+            };
+            let (tx, rx) = ractor::concurrency::oneshot();
+            self.commit(vec![(record, tx.into())]).await;
+            if let Ok(Err(e)) = rx.await {
+                tracing::warn!(error = %e, "the retirement is signed into the checkpoints but not on the chain");
+            }
+        }
+        Ok(self.trust.broken())
+    }
+
     /// Signs the head when it moved since the last checkpoint.
     async fn sign_head(&mut self) -> Result<Option<Checkpoint>, AppendError> {
         let Ok(seal) = self.seal.clone() else { return Ok(None) };
@@ -301,7 +402,9 @@ impl Committer {
         if seq == 0 || self.signed == Some(seq) {
             return Ok(None);
         }
-        let cp = tokio::task::spawn_blocking(move || seal.checkpoint(seq, hash))
+        // No checkpoint before the chain is known (it is read, or named, at start).
+        let Some(chain) = self.chain.clone() else { return Ok(None) };
+        let cp = tokio::task::spawn_blocking(move || seal.checkpoint(&chain, seq, hash))
             .await
             .map_err(|e| AppendError::Store(StoreError::Task(std::sync::Arc::new(e))))??;
         self.signed = Some(seq);

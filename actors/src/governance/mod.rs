@@ -25,6 +25,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
                 trust: a.views.trust.clone(),
                 metrics: a.views.metrics.clone(),
                 registry: a.views.registry.clone(),
+                data_dir: a.views.data_dir.root().to_path_buf(),
             }),
             tree::worker(w.addrs.gatekeeper.name(), move || Gatekeeper {
                 policies: g.policies.clone(),

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use warden_core::audit::{AuditKey, Checkpoint, Hash};
+use warden_core::audit::{AuditKey, ChainBreak, ChainId, Checkpoint, CheckpointLine, Hash, Retirement};
 use warden_core::config::AuditFiles;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,8 +78,15 @@ impl AuditSeal {
         &self.key
     }
 
-    /// Every checkpoint written so far (none when the file does not exist yet).
-    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, SealError> {
+    /// The checkpoints of `chain` (see `warden_core::audit::select`): `Err` when the file
+    /// cannot be read, `Ok(Err)` when it shows the chain cannot be trusted (a forged line, an
+    /// earlier chain of the same data dir gone and not retired).
+    pub fn book(&self, chain: &ChainId, adopt_unnamed: bool) -> Result<Result<Vec<Checkpoint>, ChainBreak>, SealError> {
+        Ok(warden_core::audit::select(&self.lines()?, &self.key, chain, adopt_unnamed))
+    }
+
+    /// Every line of the checkpoint file so far (none when the file does not exist yet).
+    pub fn lines(&self) -> Result<Vec<CheckpointLine>, SealError> {
         let path = &self.checkpoint_file;
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -105,13 +112,28 @@ impl AuditSeal {
             .collect()
     }
 
-    /// Signs the head (`seq`, `hash`) and appends it to the checkpoint file (synced) and
-    /// to the log.
-    pub fn checkpoint(&self, seq: u64, hash: Hash) -> Result<Checkpoint, SealError> {
-        let cp = Checkpoint::new(seq, hash, warden_core::time::now_unix_ms(), &self.key);
+    /// Signs the head (`seq`, `hash`) of `chain` and appends it to the checkpoint file
+    /// (synced) and to the log.
+    pub fn checkpoint(&self, chain: &ChainId, seq: u64, hash: Hash) -> Result<Checkpoint, SealError> {
+        let cp = Checkpoint::of_chain(chain, seq, hash, warden_core::time::now_unix_ms(), &self.key);
+        self.append(&CheckpointLine::Checkpoint(cp.clone()))?;
+        tracing::info!(seq, hash = hex::encode(hash), mac = hex::encode(cp.mac), "audit checkpoint");
+        Ok(cp)
+    }
+
+    /// Says chain `chain` is gone on purpose (its data dir was reset): a signed line in the
+    /// checkpoint file, after which a fresh chain in that data dir is trusted.
+    pub fn retire(&self, chain: &ChainId, by: &str, reason: &str) -> Result<Retirement, SealError> {
+        let r = Retirement::new(chain, by, reason, warden_core::time::now_unix_ms(), &self.key);
+        self.append(&CheckpointLine::Retirement(r.clone()))?;
+        tracing::warn!(chain = chain.id, data_dir = chain.data_dir, by, reason, "audit chain retired");
+        Ok(r)
+    }
+
+    fn append(&self, line: &CheckpointLine) -> Result<(), SealError> {
         let path = &self.checkpoint_file;
         let line =
-            serde_json::to_string(&cp).map_err(|e| SealError::Io { path: path.clone(), reason: e.to_string() })?;
+            serde_json::to_string(line).map_err(|e| SealError::Io { path: path.clone(), reason: e.to_string() })?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
@@ -124,9 +146,7 @@ impl AuditSeal {
             .map_err(io(path))?;
         drop_torn_tail(&mut f).map_err(io(path))?;
         f.write_all(format!("{line}\n").as_bytes()).map_err(io(path))?;
-        f.sync_data().map_err(io(path))?;
-        tracing::info!(seq, hash = hex::encode(hash), mac = hex::encode(cp.mac), "audit checkpoint");
-        Ok(cp)
+        f.sync_data().map_err(io(path))
     }
 }
 
@@ -169,6 +189,54 @@ fn write_private(path: &Path, text: &str) -> Result<(), SealError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
     crate::private_file::write(path, text.as_bytes(), None).map_err(io(path))
+}
+
+/// The identity of the store's audit chain in `data_dir` (canonical): its id, made and kept
+/// when `create` and the store has none (a chain older than ids is adopted: its unnamed
+/// checkpoints become its own), and whether unnamed checkpoints are its own. Without
+/// `create` (a check from the shell), a store with no id is a fresh chain (id empty) or,
+/// when it has entries, an old one that adopts the unnamed checkpoints.
+pub async fn chain_identity(
+    store: &crate::store::Store,
+    data_dir: &Path,
+    create: bool,
+) -> Result<(ChainId, bool), crate::store::StoreError> {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()).display().to_string();
+    if let Some((id, adopted)) = store.audit_chain_id().await? {
+        return Ok((ChainId { id, data_dir: dir }, adopted));
+    }
+    let old = store.audit_head().await?.is_some();
+    if !create {
+        return Ok((ChainId { id: String::new(), data_dir: dir }, old));
+    }
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    store.set_audit_chain_id(id.clone(), old).await?;
+    tracing::info!(chain = id, data_dir = dir, adopted = old, "the audit chain is named");
+    Ok((ChainId { id, data_dir: dir }, old))
+}
+
+/// A check of a store's chain from outside the node's writer (the shell, the API): with the
+/// key when it can be read, against this chain's checkpoints. `unsealed` says why the seals
+/// could not be checked, if they could not.
+pub async fn check(
+    store: &crate::store::Store,
+    data_dir: &Path,
+    files: &AuditFiles,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<(Result<crate::store::Verified, ChainBreak>, Option<String>), crate::store::StoreError> {
+    let (key, checkpoints, unsealed) = match AuditSeal::read(files) {
+        Ok(seal) => {
+            let (chain, adopt) = chain_identity(store, data_dir, false).await?;
+            match seal.book(&chain, adopt) {
+                Ok(Ok(c)) => (Some(seal.key().clone()), c, None),
+                Ok(Err(b)) => return Ok((Err(b), None)),
+                Err(e) => (Some(seal.key().clone()), Vec::new(), Some(e.to_string())),
+            }
+        }
+        Err(e) => (None, Vec::new(), Some(e.to_string())),
+    };
+    Ok((store.verify_chain(key, checkpoints, from, to).await?, unsealed))
 }
 
 /// Whether the audit chain verified when warden started, shared with the gatekeeper and
@@ -248,13 +316,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = files(dir.path());
         let seal = AuditSeal::open(&f, true).expect("seal");
-        seal.checkpoint(3, [1; 32]).expect("write");
+        let c = chain();
+        seal.checkpoint(&c, 3, [1; 32]).expect("write");
         let mut file = std::fs::OpenOptions::new().append(true).open(&f.checkpoint_file).expect("open");
         file.write_all(b"{\"seq\":4,\"ha").expect("torn");
         drop(file);
-        assert_eq!(seal.checkpoints().expect("read").len(), 1, "the torn line is skipped");
-        seal.checkpoint(5, [2; 32]).expect("write after");
-        let cps = seal.checkpoints().expect("read");
+        assert_eq!(mine(&seal).len(), 1, "the torn line is skipped");
+        seal.checkpoint(&c, 5, [2; 32]).expect("write after");
+        let cps = mine(&seal);
         assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 5]);
         let text = std::fs::read_to_string(&f.checkpoint_file).expect("text");
         assert!(!text.contains("\"ha{"), "the torn fragment is gone: {text}");
@@ -279,10 +348,29 @@ mod tests {
     fn test_checkpoints_are_appended_and_read_back_signed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let seal = AuditSeal::open(&files(dir.path()), true).expect("seal");
-        seal.checkpoint(3, [1; 32]).expect("write");
-        seal.checkpoint(7, [2; 32]).expect("write");
-        let cps = seal.checkpoints().expect("read");
+        seal.checkpoint(&chain(), 3, [1; 32]).expect("write");
+        seal.checkpoint(&chain(), 7, [2; 32]).expect("write");
+        let cps = mine(&seal);
         assert_eq!(cps.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 7]);
         assert!(cps.iter().all(|c| c.is_signed_by(seal.key())));
+    }
+
+    #[test]
+    fn test_a_retired_chain_no_longer_holds_a_fresh_one_in_its_data_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seal = AuditSeal::open(&files(dir.path()), true).expect("seal");
+        seal.checkpoint(&chain(), 9, [1; 32]).expect("write");
+        let fresh = ChainId { id: "fresh".into(), data_dir: "/d".into() };
+        assert!(seal.book(&fresh, false).expect("read").is_err(), "the old chain is gone, not retired");
+        seal.retire(&chain(), "alice", "reset on purpose").expect("retire");
+        assert_eq!(seal.book(&fresh, false).expect("read"), Ok(vec![]), "retired: the fresh chain starts clean");
+    }
+
+    fn chain() -> ChainId {
+        ChainId { id: "c1".into(), data_dir: "/d".into() }
+    }
+
+    fn mine(seal: &AuditSeal) -> Vec<Checkpoint> {
+        seal.book(&chain(), false).expect("read").expect("trusted")
     }
 }

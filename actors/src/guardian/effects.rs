@@ -447,7 +447,10 @@ pub fn touches(env: &Env, p: &Primitive) -> Vec<String> {
     match p {
         Primitive::KillProcess { select, .. } => select_processes(env, select)
             .map(|found| {
-                found.iter().map(|c| format!("pid {} started at tick {} `{}`", c.pid, c.start_ticks, c.cmdline)).collect()
+                found
+                    .iter()
+                    .map(|c| format!("pid {} started at tick {} `{}`", c.pid, c.start_ticks, c.cmdline))
+                    .collect()
             })
             .unwrap_or_default(),
         Primitive::DeleteFiles { glob, older_than_ms, keep } => files(matching(env, glob, *older_than_ms, *keep)),

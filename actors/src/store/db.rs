@@ -11,6 +11,8 @@
 //! | `approvals` | id (u64 BE) | JSON `Approval` |
 //! | `approvals_pending` | id (u64 BE) | empty: the index of pending approval requests |
 //! | `meta` | `counter/<name>` | u64 BE |
+//! | `meta` | `audit/chain_id` | the audit chain's id (its checkpoints name it) |
+//! | `meta` | `audit/chain_adopted` | present: the id was given to a chain older than ids |
 //! | `meta` | `slo/<slo>/` + bucket start (u64 BE) | JSON `slo::Count`: one minute of an objective's events |
 
 use super::StoreError;
@@ -192,6 +194,24 @@ impl Db {
     pub(super) fn audit_remove_raw(&self, seq: u64) -> Result<(), StoreError> {
         self.audit.remove(key(seq))?;
         self.sync()
+    }
+
+    // --- the audit chain's id ----------------------------------------------------------------
+
+    pub(super) fn audit_chain_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.get("audit/chain_id")?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub(super) fn set_audit_chain_id(&self, id: &str, adopted: bool) -> Result<(), StoreError> {
+        self.meta.insert("audit/chain_id", id.as_bytes())?;
+        if adopted {
+            self.meta.insert("audit/chain_adopted", [1u8])?;
+        }
+        self.sync()
+    }
+
+    pub(super) fn audit_chain_adopted(&self) -> Result<bool, StoreError> {
+        Ok(self.meta.get("audit/chain_adopted")?.is_some())
     }
 
     // --- counters --------------------------------------------------------------------------

@@ -431,6 +431,17 @@ impl Store {
 
     // --- incidents and runs ---------------------------------------------------------------
 
+    /// The id of the store's audit chain, if it was given one, and whether it was given to
+    /// a chain older than ids (its unnamed checkpoints are its own).
+    pub async fn audit_chain_id(&self) -> Result<Option<(String, bool)>, StoreError> {
+        self.run(|db| Ok(db.audit_chain_id()?.map(|id| (id, db.audit_chain_adopted().unwrap_or(false))))).await
+    }
+
+    /// Names the store's audit chain (synced); `adopted`: a chain older than ids.
+    pub async fn set_audit_chain_id(&self, id: String, adopted: bool) -> Result<(), StoreError> {
+        self.write(move |db| db.set_audit_chain_id(&id, adopted)).await
+    }
+
     /// The next value of a durable counter, starting at 1.
     pub async fn next_id(&self, counter: Counter) -> Result<u64, StoreError> {
         self.write(move |db| db.next_id(counter.name())).await
