@@ -4,11 +4,18 @@
 //! changes them. Every change is written (synced) before it counts, so a restart of warden
 //! neither forgets a pause nor closes an open breaker.
 
+use crate::addr::Addr;
 use crate::data_dir::DataDir;
+use crate::governance::audit_writer::AuditWriter;
+use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_table::ServiceTable;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use warden_core::config::ServiceName;
-use warden_core::holds::{Hold, Holds};
+use warden_core::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind};
+use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::holds::{Hold, HoldKind, Holds, independent_failures};
+use warden_core::probe::ProbeState;
+use warden_core::service::ServiceState;
 
 /// The node's holds, shared.
 #[derive(Debug, Clone)]
@@ -78,5 +85,103 @@ impl HoldBoard {
             *holds = next;
         }
         Ok(r)
+    }
+}
+
+/// Services failing now, for the breaker: backing off, quarantined, or with a probe of
+/// their own whose last check failed (a hang seen by one check counts: the breaker must
+/// be open before the first repair of many starts). Not those in maintenance, nor those
+/// stopped on purpose.
+fn failing_now(table: &ServiceTable, board: &ProbeBoard, holds: &HoldBoard) -> Vec<ServiceName> {
+    let failing_checks: Vec<ServiceName> = board
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.state == ProbeState::Down || p.consecutive_failures > 0)
+        .map(|p| p.target)
+        .collect();
+    let t = table.lock();
+    t.services
+        .iter()
+        .filter(|(name, e)| {
+            matches!(e.state, ServiceState::Backoff | ServiceState::Quarantined)
+                || (e.state == ServiceState::Running && failing_checks.contains(name))
+        })
+        .map(|(name, _)| name.clone())
+        .filter(|name| !holds.in_maintenance(name))
+        .collect()
+}
+
+/// The services failing now that no failing dependency explains (what the breaker counts).
+pub fn failing_roots(
+    config: &NodeConfig,
+    table: &ServiceTable,
+    board: &ProbeBoard,
+    holds: &HoldBoard,
+) -> Vec<ServiceName> {
+    let failing = failing_now(table, board, holds);
+    let deps = |s: &ServiceName| {
+        config.services.iter().find(|x| x.name == *s).map(|x| x.depends_on.clone()).unwrap_or_default()
+    };
+    independent_failures(&failing, deps).into_iter().cloned().collect()
+}
+
+/// Why the breaker must open now, if it must: more services fail at once than
+/// `healing.max_unhealthy` allows, counting only failures no failing dependency explains
+/// (and not only those an operator resumed healing for). `None` while it is open already
+/// or healing is off.
+pub fn breaker_trips(
+    config: &NodeConfig,
+    table: &ServiceTable,
+    board: &ProbeBoard,
+    holds: &HoldBoard,
+) -> Option<String> {
+    if !config.healing.enabled {
+        return None;
+    }
+    let roots = failing_roots(config, table, board, holds);
+    let total = config.services.len();
+    let limit = config.healing.max_unhealthy;
+    if !holds.update(|h| h.breaker_due(limit, total, &roots)).unwrap_or(false) {
+        return None;
+    }
+    let names: Vec<String> = roots.iter().map(|s| format!("`{s}`")).collect();
+    Some(format!(
+        "{} of {total} services fail at once ({}), more than healing.max_unhealthy {}: a common cause is likely",
+        roots.len(),
+        names.join(", "),
+        limit.describe()
+    ))
+}
+
+/// Opens the breaker: on the audit trail, then held (kept across restarts of warden).
+pub async fn open_breaker(holds: &HoldBoard, audit: &Addr<AuditWriter>, reason: String, now_unix_ms: u64) {
+    let record = AuditRecord {
+        kind: EntryKind::Control,
+        actor: AuditActor::System,
+        action: "open_breaker".into(),
+        tier: 1,
+        target: "node".into(),
+        rationale: reason.clone(),
+        decision: DecisionKind::Deny,
+        outcome: Some(OutcomeKind::Succeeded),
+        detail: "automatic tier 2+ repairs stop until an operator resumes healing".into(),
+        incident_id: None,
+        run_id: None,
+    };
+    // On the trail first; if the trail cannot be written, tier 2+ is refused anyway.
+    if let Err(e) = audit.append(record).await {
+        tracing::warn!(error = %e, "cannot audit the breaker opening");
+    }
+    tracing::error!(reason, "alert: circuit breaker open: automatic repair stops until an operator resumes it");
+    let hold = Hold {
+        kind: HoldKind::Breaker,
+        service: None,
+        since_unix_ms: now_unix_ms,
+        until_unix_ms: None,
+        by: "system".into(),
+        reason,
+    };
+    if let Err(e) = holds.update(|h| h.set(hold)) {
+        tracing::error!(error = e, "cannot keep the breaker open across a restart; it is open now");
     }
 }

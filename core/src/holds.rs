@@ -82,6 +82,11 @@ impl Hold {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holds {
     pub holds: Vec<Hold>,
+    /// The services that were failing when an operator resumed healing past the breaker:
+    /// repairing them is what the operator asked for, so their failures do not open it
+    /// again (a new failure does). Forgotten once few enough services fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_over: Vec<ServiceName>,
 }
 
 impl Holds {
@@ -131,6 +136,17 @@ impl Holds {
     /// Whether the breaker is open.
     pub fn breaker_open(&self) -> bool {
         self.holds.iter().any(|h| h.kind == HoldKind::Breaker)
+    }
+
+    /// Whether the breaker must open, with `failing` the services failing now that nothing
+    /// else explains, out of `total`: past `limit`, unless every one of them was failing
+    /// already when an operator resumed healing. Forgets that resume once few enough fail.
+    pub fn breaker_due(&mut self, limit: MaxUnhealthy, total: usize, failing: &[ServiceName]) -> bool {
+        if !limit.trips(total, failing.len()) {
+            self.resumed_over.clear();
+            return false;
+        }
+        !self.breaker_open() && failing.iter().any(|s| !self.resumed_over.contains(s))
     }
 }
 
@@ -271,6 +287,19 @@ mod tests {
         let deps = |s: &ServiceName| if s == "api" { vec![name("db")] } else { vec![] };
         let roots = independent_failures(&failing, deps);
         assert_eq!(roots, vec![&name("db"), &name("model")], "the api's failure is the db's");
+    }
+
+    #[test]
+    fn test_a_resume_past_the_breaker_holds_for_what_failed_then_not_for_a_new_failure() {
+        let mut h = Holds::default();
+        let (a, b, c, d) = (name("a"), name("b"), name("c"), name("d"));
+        let half = MaxUnhealthy::Percent(50);
+        assert!(h.breaker_due(half, 4, &[a.clone(), b.clone(), c.clone()]));
+        h.resumed_over = vec![a.clone(), b.clone(), c.clone()];
+        assert!(!h.breaker_due(half, 4, &[a.clone(), b.clone(), c.clone()]), "the operator said go");
+        assert!(h.breaker_due(half, 4, &[a.clone(), b.clone(), d.clone()]), "a new failure opens it again");
+        assert!(!h.breaker_due(half, 4, std::slice::from_ref(&a)), "calm again");
+        assert!(h.resumed_over.is_empty(), "and the resume is forgotten");
     }
 
     #[test]

@@ -219,7 +219,23 @@ async fn lift(
     }
     let what: Vec<String> = lifting.iter().map(Hold::describe).collect();
     let seq = audit(app, &caller.name, action, &target, &format!("lifts {}; {reason}", what.join("; "))).await?;
-    let lifted = app.views.holds.update(|h| h.lift(service.as_ref(), kinds)).map_err(ApiError::Unavailable)?;
+    // Past the breaker, the operator asks for the services failing now to be repaired:
+    // their failures do not open it again (a new one does).
+    let v = &app.views;
+    let resumed_over = match (&service, kinds.contains(&HoldKind::Breaker)) {
+        (None, true) => warden_actors::holds::failing_roots(&v.config.get(), &v.services, &v.probes, &v.holds),
+        _ => Vec::new(),
+    };
+    let lifted = app
+        .views
+        .holds
+        .update(|h| {
+            if !resumed_over.is_empty() {
+                h.resumed_over.clone_from(&resumed_over);
+            }
+            h.lift(service.as_ref(), kinds)
+        })
+        .map_err(ApiError::Unavailable)?;
     tracing::warn!(by = caller.name, target, reason, lifted = what.join("; "), "automatic repair resumed");
     Ok(Json(json!({
         "lifted": lifted.iter().map(hold_json).collect::<Vec<_>>(),

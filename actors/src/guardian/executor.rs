@@ -164,6 +164,10 @@ pub struct RunContext {
     pub(crate) wiring: crate::wiring::Wiring,
     /// What holds automatic repair: the healer's tier 2+ steps wait while one applies.
     pub holds: HoldBoard,
+    /// The probes' latest results: whether many services fail at once (the breaker).
+    pub board: crate::guardian::probe_board::ProbeBoard,
+    /// Where the breaker's opening is recorded.
+    pub audit: Addr<crate::governance::audit_writer::AuditWriter>,
 }
 
 pub struct PlaybookExecutor {
@@ -655,10 +659,14 @@ async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep
     if order.dry_run || !matches!(order.actor, AuditActor::System) {
         return Guard::Go(None);
     }
-    if step.tier > Tier::OBSERVE
-        && let Some(hold) = ctx.holds.blocking(&step.target)
-    {
-        return Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {}", hold.describe()) };
+    if step.tier > Tier::OBSERVE {
+        // Many services failing at once: the breaker opens now, before this repair acts.
+        if let Some(reason) = crate::holds::breaker_trips(&ctx.config.get(), &ctx.table, &ctx.board, &ctx.holds) {
+            crate::holds::open_breaker(&ctx.holds, &ctx.audit, reason, warden_core::time::now_unix_ms()).await;
+        }
+        if let Some(hold) = ctx.holds.blocking(&step.target) {
+            return Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {}", hold.describe()) };
+        }
     }
     if let Primitive::SignalService { signal } = &step.primitive {
         let spec = ctx.table.lock().services.get(&step.target).map(|e| e.spec.clone());

@@ -58,6 +58,8 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             finished: w.runs_finished.clone(),
             wiring: w.clone(),
             holds: w.views.holds.clone(),
+            board: w.views.probes.clone(),
+            audit: w.addrs.audit.clone(),
         });
         let registry = w.views.registry.clone();
         let executor = tree::worker(w.addrs.executor.name(), move || PlaybookExecutor {

@@ -26,7 +26,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, OutputPort};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use warden_core::config::{NodeConfig, ServiceName};
+use warden_core::config::{Layer, NodeConfig, ServiceName};
 use warden_core::detect::{ServiceFacts, Thresholds, assess, assess_facts, causes_of, explained_by, oom_exit_key};
 use warden_core::diagnose::Cause;
 use warden_core::incident::Finding;
@@ -296,9 +296,12 @@ impl Detector {
         for ev in events {
             let Some(key) = streak(ev) else { continue };
             let Some(e) = table.services.get(ev.target()) else { continue };
-            // A streak whose every failure came before the target's current process started
-            // is about a process that is gone.
-            if matches!((ev, e.started_unix_ms), (ProbeEvent::Down { last_failure_unix_ms, .. }, Some(s)) if *last_failure_unix_ms < s)
+            // A streak of the service's own checks whose every failure came before its current
+            // process started is about a process that is gone. (The path to it does not
+            // change with its process: a cut link stays cut across a restart.)
+            let own = matches!(ev, ProbeEvent::Down { layer, kind, .. } if *layer > Layer::L3 && *kind != "dns");
+            if own
+                && matches!((ev, e.started_unix_ms), (ProbeEvent::Down { last_failure_unix_ms, .. }, Some(s)) if *last_failure_unix_ms < s)
             {
                 continue;
             }

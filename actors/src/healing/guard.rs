@@ -16,11 +16,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_core::alert::{Alert, AlertStatus, Severity};
-use warden_core::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind};
-use warden_core::config::ServiceName;
-use warden_core::holds::{Hold, HoldKind, independent_failures};
-use warden_core::probe::ProbeState;
-use warden_core::service::ServiceState;
 
 pub const PATH: &str = "healing/guard";
 const TICK: Duration = Duration::from_secs(1);
@@ -81,79 +76,12 @@ impl Actor for HealingGuard {
 }
 
 impl HealingGuard {
-    /// Services failing now: backing off, quarantined, or with a probe of their own down
-    /// (not those in maintenance, nor those stopped on purpose).
-    fn failing(&self) -> Vec<ServiceName> {
-        let down: Vec<ServiceName> = self
-            .views
-            .probes
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.state == ProbeState::Down)
-            .map(|p| p.target)
-            .collect();
-        let t = self.views.services.lock();
-        t.services
-            .iter()
-            .filter(|(name, e)| {
-                matches!(e.state, ServiceState::Backoff | ServiceState::Quarantined)
-                    || (e.state == ServiceState::Running && down.contains(name))
-            })
-            .map(|(name, _)| name.clone())
-            .filter(|name| !self.views.holds.in_maintenance(name))
-            .collect()
-    }
-
     /// Opens the breaker when more services fail at once, independently, than allowed.
     async fn breaker(&self, now: u64) {
-        let config = self.views.config.get();
-        if !config.healing.enabled || self.views.holds.breaker_open() {
-            return;
-        }
-        let failing = self.failing();
-        let deps = |s: &ServiceName| {
-            config.services.iter().find(|x| x.name == *s).map(|x| x.depends_on.clone()).unwrap_or_default()
-        };
-        let roots = independent_failures(&failing, deps);
-        let total = config.services.len();
-        let limit = config.healing.max_unhealthy;
-        if !limit.trips(total, roots.len()) {
-            return;
-        }
-        let names: Vec<String> = roots.iter().map(|s| format!("`{s}`")).collect();
-        let reason = format!(
-            "{} of {total} services fail at once ({}), more than healing.max_unhealthy {}: a common cause is likely",
-            roots.len(),
-            names.join(", "),
-            limit.describe()
-        );
-        let record = AuditRecord {
-            kind: EntryKind::Control,
-            actor: AuditActor::System,
-            action: "open_breaker".into(),
-            tier: 1,
-            target: "node".into(),
-            rationale: reason.clone(),
-            decision: DecisionKind::Deny,
-            outcome: Some(OutcomeKind::Succeeded),
-            detail: "automatic tier 2+ repairs stop until an operator resumes healing".into(),
-            incident_id: None,
-            run_id: None,
-        };
-        // On the trail first; if the trail cannot be written, tier 2+ is refused anyway.
-        if let Err(e) = self.audit.append(record).await {
-            tracing::warn!(error = %e, "cannot audit the breaker opening");
-        }
-        let hold = Hold {
-            kind: HoldKind::Breaker,
-            service: None,
-            since_unix_ms: now,
-            until_unix_ms: None,
-            by: "system".into(),
-            reason,
-        };
-        if let Err(e) = self.views.holds.update(|h| h.set(hold)) {
-            tracing::error!(error = e, "cannot keep the breaker open across a restart; it is open now");
+        let v = &self.views;
+        let config = v.config.get();
+        if let Some(reason) = crate::holds::breaker_trips(&config, &v.services, &v.probes, &v.holds) {
+            crate::holds::open_breaker(&v.holds, &self.audit, reason, now).await;
         }
     }
 

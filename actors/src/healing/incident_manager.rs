@@ -411,10 +411,21 @@ impl IncidentManager {
         let Some(mut incident) = st.open.values().find(|i| i.service == *service && i.mode == mode).cloned() else {
             return Ok(());
         };
+        let mitigated = incident.status == IncidentStatus::Mitigated;
         if st.undispatched.contains_key(&incident.id) || !incident.fault_cleared(warden_core::time::now_unix_ms()) {
             return Ok(());
         }
         self.store.put_incident(incident.clone()).await?;
+        if mitigated {
+            tracing::info!(
+                incident = incident.id,
+                service = service.as_str(),
+                "incident resolved: the lower layer is back"
+            );
+            self.after_recovery(&incident).await;
+            self.close(incident.id, st, "resolved", None);
+            return Ok(());
+        }
         tracing::info!(
             incident = incident.id,
             service = service.as_str(),
@@ -517,6 +528,19 @@ impl IncidentManager {
                 let verified = incident.restored_unix_ms.or(incident.resolved_unix_ms).unwrap_or(0);
                 self.resolved.send((incident.service.clone(), incident.mode, verified));
                 self.close(id, st, "resolved", None);
+            }
+            // The harm guard held it (a lower layer or a dependency fails): said, not paged.
+            NextStep::Wait { playbook, retry_at_unix_ms, reason } if reason.contains("held: ") => {
+                self.store.put_incident(incident.clone()).await?;
+                tracing::info!(
+                    incident = id,
+                    service = incident.service.as_str(),
+                    playbook,
+                    retry_at = warden_core::time::rfc3339(retry_at_unix_ms),
+                    reason,
+                    "repair held; tried again later"
+                );
+                st.open.insert(id, incident);
             }
             NextStep::Wait { playbook, retry_at_unix_ms, reason } => {
                 self.store.put_incident(incident.clone()).await?;
@@ -747,7 +771,7 @@ impl IncidentManager {
             Some((i.clone(), NextStep::Run { playbook }))
         }));
         for (incident, step) in due {
-            tracing::info!(incident = incident.id, "governance allows the held repair now; running it");
+            tracing::info!(incident = incident.id, "the held repair is due again; running it");
             self.apply(step, incident, st).await?;
         }
         let awaiting: Vec<(Incident, u64)> =
