@@ -11,7 +11,23 @@
 
 use crate::config::{Layer, ProbeCheck, ProbeSpec};
 use crate::diagnose::Cause;
-use crate::playbook::Primitive;
+use crate::playbook::{Primitive, Selector};
+
+/// Whether an automatic kill may go to the processes a selector found, `all_own` when every
+/// one is the service's (its processes, or leftovers of its program). Others only when the
+/// finding is about them: a stranger on the service's port, a holder of its lock.
+pub fn kill_allowed(select: &Selector, cause: Cause, all_own: bool) -> Result<(), String> {
+    match (select, cause) {
+        _ if all_own => Ok(()),
+        (Selector::PortOwner { stranger: true, .. }, Cause::PortStranger) => Ok(()),
+        (Selector::LockHolder { .. }, Cause::LockHeld) => Ok(()),
+        _ => Err(format!(
+            "{} finds processes that are not the service's own, and the finding ({}) does not name them",
+            select.describe(),
+            cause.as_str()
+        )),
+    }
+}
 
 /// Whether a probe checks the path to its service rather than the service itself: its
 /// L2 and L3 checks (the link, the route), and a name lookup (a resolver answers it, not
@@ -173,6 +189,17 @@ mod tests {
             judge(&Primitive::SignalService { signal: SignalName::Usr1 }, Cause::DiskFullOfData, &ok),
             Verdict::Act { .. }
         ));
+    }
+
+    #[test]
+    fn test_a_kill_reaches_others_only_when_the_finding_names_them() {
+        let stranger = Selector::PortOwner { port: None, stranger: true };
+        let lock = Selector::LockHolder { path: "${lock_file}".into() };
+        assert!(kill_allowed(&stranger, Cause::PortStranger, false).is_ok());
+        assert!(kill_allowed(&stranger, Cause::Hung, false).is_err(), "a hang names no stranger");
+        assert!(kill_allowed(&lock, Cause::LockHeld, false).is_ok());
+        assert!(kill_allowed(&lock, Cause::CrashLoop, false).is_err());
+        assert!(kill_allowed(&lock, Cause::CrashLoop, true).is_ok(), "its own leftover");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Env {
     /// The current process of every supervised service: no selector ever picks one of
     /// them or their groups (a service is stopped by its own steps, not killed by a scan).
     pub supervised: Vec<u32>,
+    /// The target's processes now (its cgroup, or its process group): a selector by name
+    /// picks only among them.
+    pub own: Vec<u32>,
     /// This binary, for services run as `@warden`.
     pub self_exe: PathBuf,
     pub vault: Vault,
@@ -140,6 +143,9 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
             if found.is_empty() {
                 return Ok(format!("would send {} to nobody: no {} now", signal.as_str(), select.describe()));
             }
+            if let Err(EffectError::Refused(why)) = may_kill(env, select, &found) {
+                return Ok(format!("would refuse: {why}"));
+            }
             Ok(format!("would send {} to {}", signal.as_str(), describe_pids(&found)))
         }
         Primitive::SnapshotDir { path } => {
@@ -178,6 +184,10 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
             for file in restore_targets(env, path.as_deref())? {
                 if !*previous && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
                     lines.push(format!("{}: present, left as it is", file.display()));
+                    continue;
+                }
+                if *previous && path.is_none() && env.vault.written_by_warden(&file).map_err(io("the vault"))? {
+                    lines.push(format!("{}: written by warden itself, left as it is", file.display()));
                     continue;
                 }
                 lines.push(match env.vault.pick(&file, *previous).map_err(io("the vault"))? {
@@ -330,6 +340,11 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
                 if !*previous && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
                     continue;
                 }
+                // Taking back changes to every managed file: what warden wrote itself (a
+                // rotated secret, a restore) is no change to take back.
+                if *previous && path.is_none() && env.vault.written_by_warden(&file).map_err(io("the vault"))? {
+                    continue;
+                }
                 let Some(version) = env.vault.pick(&file, *previous).map_err(io("the vault"))? else {
                     continue;
                 };
@@ -367,6 +382,7 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
             for f in &files {
                 crate::private_file::write(f, token.as_bytes(), None).map_err(io(format!("write {}", f.display())))?;
                 env.vault.keep(f).map_err(io(format!("vault {}", f.display())))?;
+                env.vault.mark_written(f, token.as_bytes()).map_err(io(format!("vault {}", f.display())))?;
             }
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             Ok(format!("a new token in {}", names.join(", ")))
@@ -545,12 +561,16 @@ pub fn select_processes(env: &Env, select: &Selector) -> Result<Vec<Chosen>, Eff
                 .max_by_key(|c| c.rss_bytes);
             out.extend(hog.filter(|c| c.rss_bytes >= min_rss_mb.saturating_mul(1 << 20)));
         }
+        // Only the service's own processes: a name alone would match any process of the
+        // machine that happens to share it.
         Selector::Name { name } => {
-            let all = procfs::process::all_processes().map_err(|e| EffectError::Failed(e.to_string()))?;
             out.extend(
-                all.filter_map(Result::ok)
+                env.own
+                    .iter()
+                    .filter(|p| !protected(env, **p))
+                    .filter_map(|p| procfs::process::Process::new(*p as i32).ok())
                     .filter_map(|p| chosen(&p))
-                    .filter(|c| c.name == *name && !protected(env, c.pid)),
+                    .filter(|c| c.name == *name),
             );
         }
         Selector::LockHolder { path } => {
@@ -611,11 +631,44 @@ fn holders_of_lock_on(ino: u64, dev: u64) -> Vec<u32> {
     out
 }
 
+/// The most processes a selector may pick: one that finds more has found something else
+/// than it was written for, and an empty set never means "all".
+fn most_picked(select: &Selector) -> usize {
+    match select {
+        // A server's master and its workers all listen on the port.
+        Selector::PortOwner { .. } => 8,
+        Selector::MemoryHog { .. } => 1,
+        Selector::Name { .. } | Selector::LockHolder { .. } => 4,
+    }
+}
+
+/// Whether a kill may go to these processes: some, and not more than its selector may pick.
+/// (Whether the healer may kill processes that are not the service's own is the harm
+/// guard's to say: `warden_core::harm::kill_allowed`.)
+fn may_kill(_env: &Env, select: &Selector, found: &[Chosen]) -> Result<(), EffectError> {
+    if found.is_empty() {
+        return Err(EffectError::Failed(format!("no {} now: nothing is killed", select.describe())));
+    }
+    let most = most_picked(select);
+    if found.len() > most {
+        return Err(EffectError::Refused(format!(
+            "{} finds {} processes, more than the {most} it may: {}; refused (a person must look)",
+            select.describe(),
+            found.len(),
+            describe_pids(found)
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `pid` is the service's: one of its processes now, or a leftover of its program.
+pub fn owned(env: &Env, pid: u32) -> bool {
+    env.own.contains(&pid) || is_own_program(env, pid)
+}
+
 fn kill(env: &Env, select: &Selector, signal: warden_core::signal::SignalName) -> Result<String, EffectError> {
     let found = select_processes(env, select)?;
-    if found.is_empty() {
-        return Err(EffectError::Failed(format!("no {} now", select.describe())));
-    }
+    may_kill(env, select, &found)?;
     let sig = crate::process::signal_of(signal);
     for c in &found {
         if let Err(errno) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.pid as i32), sig)
@@ -892,6 +945,7 @@ mod tests {
             spec: config.services[0].clone(),
             pid,
             supervised: Vec::new(),
+            own: Vec::new(),
             self_exe: PathBuf::from("/proc/self/exe"),
             vault: Vault::new(dir.join("vault")),
             commands: BTreeMap::new(),
@@ -957,10 +1011,54 @@ mod tests {
         assert!(found.is_empty(), "{found:?}");
         let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
         let name = Selector::Name { name: "sleep".into() };
+        assert!(select_processes(&e, &name).expect("scan").is_empty(), "not the service's: never picked by name");
+        e.own = vec![child.id()];
         assert!(select_processes(&e, &name).expect("scan").iter().any(|c| c.pid == child.id()));
         e.supervised = vec![child.id()];
         assert!(!select_processes(&e, &name).expect("scan").iter().any(|c| c.pid == child.id()), "supervised");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[tokio::test]
+    async fn test_taking_back_every_managed_file_leaves_what_warden_wrote_itself() {
+        // A rotation wrote a fresh secret; a roll-back of config changes must not put the
+        // old one back (it would break the credentials again).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(dir.path()).expect("canonical");
+        let secret = root.join("services/svc/secret");
+        let yaml = format!(
+            "node: {{ name: t, http_listen: 127.0.0.1:1 }}\nservices:\n  - name: svc\n    command: /bin/true\n    files:\n      - path: {}\n        content: old\n",
+            secret.display()
+        );
+        let src = warden_core::source::Source { name: "t.yaml", dir: &root, text: &yaml };
+        let config = warden_core::config::NodeConfig::load(&src, &Default::default()).expect("config");
+        let e = Env { spec: config.services[0].clone(), ..env(&root, None) };
+        std::fs::create_dir_all(secret.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&secret, "old").expect("write");
+        e.vault.keep(&secret).expect("vaulted at start");
+        apply(&e, &Primitive::RotateSecret { files: vec!["${service_dir}/secret".into()] }).await.expect("rotated");
+        let rotated = std::fs::read_to_string(&secret).expect("read");
+        let back = apply(&e, &Primitive::RestoreFile { path: None, previous: true }).await;
+        assert!(back.is_err(), "nothing to take back: {back:?}");
+        assert_eq!(std::fs::read_to_string(&secret).expect("read"), rotated, "the rotated secret stays");
+        std::fs::write(&secret, "a bad edit").expect("edit");
+        apply(&e, &Primitive::RestoreFile { path: None, previous: true }).await.expect("a change from outside");
+        assert_eq!(std::fs::read_to_string(&secret).expect("read"), rotated, "taken back to warden's last write");
+    }
+
+    #[test]
+    fn test_a_kill_refuses_nothing_and_too_much() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = env(dir.path(), None);
+        let c = |pid| Chosen { pid, name: "x".into(), cmdline: "x".into(), rss_bytes: 0, start_ticks: 0 };
+        let lock = Selector::LockHolder { path: "${service_dir}/LOCK".into() };
+        assert!(matches!(may_kill(&e, &lock, &[]), Err(EffectError::Failed(_))), "nothing found: nothing killed");
+        let many: Vec<Chosen> = (0..5).map(|i| c(1_000_000 + i)).collect();
+        assert!(matches!(may_kill(&e, &lock, &many), Err(EffectError::Refused(_))), "more than it may");
+        assert!(may_kill(&e, &lock, &many[..1]).is_ok());
+        assert!(!owned(&e, std::process::id()), "this test process is not the service's");
+        e.own = vec![std::process::id()];
+        assert!(owned(&e, std::process::id()));
     }
 }

@@ -683,6 +683,22 @@ async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep
     if !harm::disrupts(&step.primitive) {
         return Guard::Go(None);
     }
+    // A kill reaches processes that are not the service's own only when the finding names
+    // them (a stranger on its port, a holder of its lock).
+    if let Primitive::KillProcess { select, .. } = &step.primitive
+        && let Ok(env) = env_of(ctx, &step.target)
+    {
+        let (env, select2) = (env.clone(), select.clone());
+        let all_own = tokio::task::spawn_blocking(move || {
+            effects::select_processes(&env, &select2).map(|found| found.iter().all(|c| effects::owned(&env, c.pid)))
+        })
+        .await;
+        if let Ok(Ok(all_own)) = all_own
+            && let Err(why) = harm::kill_allowed(select, order.cause, all_own)
+        {
+            return Guard::Stop { outcome: RunOutcome::Denied, why: format!("refused: {why}") };
+        }
+    }
     let config = ctx.config.get();
     let evidence = Checks::of(&config, &ctx.table, &step.target, true).gather().await;
     let verdict = harm::judge(&step.primitive, order.cause, &evidence);
@@ -1166,9 +1182,11 @@ enum StepError {
 
 /// What a step acts on, as the service is now.
 fn env_of(ctx: &RunContext, target: &ServiceName) -> Result<Env, StepError> {
+    let own = super::checks::ServiceView { table: ctx.table.clone(), service: target.clone() }.processes();
     let t = ctx.table.lock();
     let e = t.services.get(target).ok_or_else(|| ServiceOpError::NoSuchService(target.to_string()))?;
     Ok(Env {
+        own: own.into_iter().collect(),
         data_dir: ctx.data_dir.root().to_path_buf(),
         target: target.clone(),
         spec: e.spec.clone(),

@@ -125,17 +125,43 @@ impl Vault {
     }
 
     fn rejected(&self, path: &Path) -> io::Result<Vec<String>> {
-        match std::fs::read_to_string(self.folder(path).join("rejected")) {
+        self.hashes(path, "rejected")
+    }
+
+    fn hashes(&self, path: &Path, list: &str) -> io::Result<Vec<String>> {
+        match std::fs::read_to_string(self.folder(path).join(list)) {
             Ok(text) => Ok(text.lines().map(str::to_string).collect()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
 
+    /// Marks `content` of `path` as written by warden itself (a rotation, a restore): a
+    /// roll-back of changes to a service's files leaves it alone, it is no change to take
+    /// back.
+    pub fn mark_written(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        let hash = content_hash(content);
+        let mut all = self.hashes(path, "written")?;
+        if all.contains(&hash) {
+            return Ok(());
+        }
+        all.push(hash);
+        let folder = self.folder(path);
+        std::fs::create_dir_all(&folder)?;
+        crate::private_file::write(&folder.join("written"), all.join("\n").as_bytes(), None)
+    }
+
+    /// Whether `path`'s current content is one warden wrote itself.
+    pub fn written_by_warden(&self, path: &Path) -> io::Result<bool> {
+        let Ok(now) = std::fs::read(path) else { return Ok(false) };
+        Ok(self.hashes(path, "written")?.contains(&content_hash(&now)))
+    }
+
     /// Writes version `version` of `path` back (0600, whole or not at all).
     pub fn restore(&self, path: &Path, version: &str) -> io::Result<u64> {
         let content = self.read(path, version)?;
         crate::private_file::write(path, &content, owner_of(path))?;
+        self.mark_written(path, &content)?;
         Ok(content.len() as u64)
     }
 }
@@ -182,5 +208,8 @@ mod tests {
         let newest = vault.pick(&file, false).expect("pick").expect("some");
         assert_eq!(vault.restore(&file, &newest).expect("restore"), 3);
         assert_eq!(std::fs::read_to_string(&file).expect("read"), "two");
+        assert!(vault.written_by_warden(&file).expect("marks"), "a restore is warden's own write");
+        std::fs::write(&file, "five").expect("write");
+        assert!(!vault.written_by_warden(&file).expect("marks"), "a change from outside is not");
     }
 }
