@@ -41,6 +41,8 @@ pub enum BenchError {
     Http(#[from] reqwest::Error),
     #[error("histogram: {0}")]
     Histogram(String),
+    #[error("the node's config: {0}")]
+    NodeConfig(String),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("signal: {0}")]

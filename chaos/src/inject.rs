@@ -403,7 +403,7 @@ fn listeners(spec: &ServiceSpec) -> Vec<u32> {
 }
 
 /// The target's own L7 checks and ready check, done by the harness itself.
-fn own_checks(config: &NodeConfig, spec: &ServiceSpec) -> Vec<Check> {
+pub fn own_checks(config: &NodeConfig, spec: &ServiceSpec) -> Vec<Check> {
     let mut out: Vec<Check> = config
         .probes
         .iter()
@@ -667,7 +667,7 @@ pub fn restored(checks: &[Check], timeout: Duration) -> Result<(), String> {
 
 fn all_pass(client: &reqwest::blocking::Client, checks: &[Check], timeout: Duration) -> Result<(), String> {
     for c in checks {
-        check(client, c, timeout).map_err(|e| format!("{c}: {e}"))?;
+        check_once(client, c, timeout).map_err(|e| format!("{c}: {e}"))?;
     }
     Ok(())
 }
@@ -689,7 +689,8 @@ pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Resul
     Err(format!("not restored within {} s: {last}", limit.as_secs()))
 }
 
-fn check(client: &reqwest::blocking::Client, c: &Check, timeout: Duration) -> Result<(), String> {
+/// One check, once.
+pub fn check_once(client: &reqwest::blocking::Client, c: &Check, timeout: Duration) -> Result<(), String> {
     match c {
         Check::Http { url, body } => {
             let resp = client.get(url).send().map_err(|e| e.to_string())?;

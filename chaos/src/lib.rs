@@ -8,6 +8,7 @@
 //! - [`probe_cost`]: `warden chaos probes`, warden's CPU and RSS probing six layers at 1 Hz
 //! - [`services`]: the demo node's services and ports, started by hand
 //! - [`link`]: a db behind a real link (network namespace, veth) for mode 6
+//! - [`harm`]: harmful actions of a repair, counted from outside
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
 //! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (re-exported from `warden-core`)
@@ -15,6 +16,7 @@
 pub mod bench;
 pub mod cli;
 pub mod error;
+pub mod harm;
 pub mod helper;
 pub mod inject;
 pub mod link;

@@ -71,6 +71,8 @@ pub struct ModeResult {
     pub notes: Vec<String>,
     /// The playbooks that resolved its incidents, with counts.
     pub playbooks: Vec<(String, u32)>,
+    /// What its repairs did that made things worse, every run's ([`crate::harm`]).
+    pub harmful: Vec<crate::harm::Harm>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -247,11 +249,17 @@ fn series(
     let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
     let mut samples = Vec::new();
     let mut failures = 0usize;
+    let mut harmful = Vec::new();
     if notes.iter().all(|n| !n.starts_with("skipped")) {
+        let config =
+            crate::inject::running_config(Some(&dir.join("node.yaml")), Some(&data)).map_err(BenchError::NodeConfig)?;
         for _ in 0..cfg.runs {
             if !settle(client, Duration::from_secs(60)) {
                 notes.push("the node did not settle before a run".into());
             }
+            // Every service watched from just before the fault until the node settled.
+            let from = warden_core::time::now_unix_ms();
+            let watch = crate::harm::Watch::start(&config);
             match one(&data, dir, fault, opts) {
                 Ok(d) => samples.push(d),
                 Err(e) => {
@@ -262,6 +270,11 @@ fn series(
                 }
             }
             between();
+            if !settle(client, Duration::from_secs(60)) {
+                notes.push("the node did not settle after a run".into());
+            }
+            harmful.extend(crate::harm::judge(client, &base, &watch, from, warden_core::time::now_unix_ms()));
+            drop(watch);
             undo(client, &base, &token, &data, fault);
         }
     }
@@ -271,6 +284,7 @@ fn series(
         summary: summarize(&samples, failures)?,
         notes,
         playbooks: resolved_by(client, &base, fault),
+        harmful,
     })
 }
 
@@ -330,6 +344,7 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
         summary: Summary::default(),
         notes: vec![format!("skipped: {why}")],
         playbooks: Vec::new(),
+        harmful: Vec::new(),
     };
     procs::ensure_ports_free(&services::NODE_PORTS)?;
     let k = (std::process::id() % 250 + 1) as u8;
@@ -421,11 +436,11 @@ impl ModesReport {
             self.runs,
             self.command
         );
-        s.push_str("| fault | mode | runs | failed | p50 (s) | p99 (s) | max (s) | resolved by |\n|---|---|---:|---:|---:|---:|---:|---|\n");
+        s.push_str("| fault | mode | runs | failed | p50 (s) | p99 (s) | max (s) | harmful | resolved by |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n");
         for r in &self.results {
             let by: Vec<String> = r.playbooks.iter().map(|(p, n)| format!("{p} ×{n}")).collect();
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.fault,
                 r.mode,
                 r.summary.n,
@@ -433,11 +448,19 @@ impl ModesReport {
                 crate::stats::fmt_secs(r.summary.median_s),
                 crate::stats::fmt_secs(r.summary.p99_s),
                 crate::stats::fmt_secs(r.summary.max_s),
+                r.harmful.len(),
                 by.join(", ")
             ));
         }
-        let notes: Vec<String> =
+        let total: usize = self.results.iter().map(|r| r.harmful.len()).sum();
+        s.push_str(&format!(
+            "\nHarmful actions, counted by the harness from outside (`chaos/src/harm.rs`): a restart, stop, signal, kill, quarantine, restore or switch of a service whose own checks passed by the harness's last sample before the decision (a finding about the service itself, such as its memory or a stranger on its port, excepted), a service left quarantined or stopped, a second incident for one fault. Total: {total}.\n"
+        ));
+        let mut notes: Vec<String> =
             self.results.iter().flat_map(|r| r.notes.iter().map(move |n| format!("- {}: {n}", r.fault))).collect();
+        notes.extend(self.results.iter().flat_map(|r| {
+            r.harmful.iter().take(5).map(move |h| format!("- {}: harmful ({}): {}", r.fault, h.kind, h.detail))
+        }));
         if !notes.is_empty() {
             s.push_str(&format!("\n{}\n", notes.join("\n")));
         }
