@@ -88,7 +88,7 @@ fn print_approval(a: &Value) {
 }
 
 /// Exit 0 for a 2xx answer, 1 otherwise, printing the error.
-fn done(status: u16, body: &Value) -> ExitCode {
+pub fn done(status: u16, body: &Value) -> ExitCode {
     if (200..300).contains(&status) {
         ExitCode::SUCCESS
     } else {

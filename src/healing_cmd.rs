@@ -2,7 +2,8 @@
 //! pause of it (the node's or one service's), through the running node's API (audited
 //! under the token's name).
 
-use crate::api_client::{Api, error_message};
+use crate::api_client::Api;
+use crate::governance_cmd::done;
 use crate::load::NodeArgs;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -54,15 +55,6 @@ pub fn print_status(h: &Value) {
     for b in h["blocked"].as_array().into_iter().flatten() {
         let on = b["service"].as_str().map_or("node".to_string(), |s| format!("`{s}`"));
         println!("  {:<15} {:<8} {}", b["reason"].as_str().unwrap_or("?"), on, b["detail"].as_str().unwrap_or(""));
-    }
-}
-
-fn done(status: u16, body: &Value) -> ExitCode {
-    if (200..300).contains(&status) {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("error ({status}): {}", error_message(body));
-        ExitCode::FAILURE
     }
 }
 

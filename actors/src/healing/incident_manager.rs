@@ -529,29 +529,31 @@ impl IncidentManager {
                 self.resolved.send((incident.service.clone(), incident.mode, verified));
                 self.close(id, st, "resolved", None);
             }
-            // The harm guard held it (a lower layer or a dependency fails): said, not paged.
-            NextStep::Wait { playbook, retry_at_unix_ms, reason } if reason.contains("held: ") => {
-                self.store.put_incident(incident.clone()).await?;
-                tracing::info!(
-                    incident = id,
-                    service = incident.service.as_str(),
-                    playbook,
-                    retry_at = warden_core::time::rfc3339(retry_at_unix_ms),
-                    reason,
-                    "repair held; tried again later"
-                );
-                st.open.insert(id, incident);
-            }
             NextStep::Wait { playbook, retry_at_unix_ms, reason } => {
                 self.store.put_incident(incident.clone()).await?;
-                tracing::warn!(
-                    incident = id,
-                    service = incident.service.as_str(),
-                    playbook,
-                    retry_at = warden_core::time::rfc3339(retry_at_unix_ms),
-                    reason,
-                    "alert: governance holds the repair; it runs again when allowed"
-                );
+                let retry_at = warden_core::time::rfc3339(retry_at_unix_ms);
+                let service = incident.service.as_str();
+                // Held by the harm guard (a lower layer or a dependency fails): said, not
+                // paged; held by governance (a rate limit, an hour window): an alert.
+                if reason.contains("held: ") {
+                    tracing::info!(
+                        incident = id,
+                        service,
+                        playbook,
+                        retry_at,
+                        reason,
+                        "repair held; tried again later"
+                    );
+                } else {
+                    tracing::warn!(
+                        incident = id,
+                        service,
+                        playbook,
+                        retry_at,
+                        reason,
+                        "alert: governance holds the repair; it runs again when allowed"
+                    );
+                }
                 st.open.insert(id, incident);
             }
             NextStep::AwaitApproval { playbook, approval_id, reason } => {
