@@ -88,23 +88,28 @@ impl HoldBoard {
     }
 }
 
-/// Services failing now, for the breaker: backing off, quarantined, or with a probe of
-/// their own whose last check failed (a hang seen by one check counts: the breaker must
-/// be open before the first repair of many starts). Not those in maintenance, nor those
-/// stopped on purpose.
+/// Services failing now, for the breaker: backing off, quarantined, or running with a
+/// probe of theirs down, or whose last two checks or more failed in a streak that began
+/// after it was ready (a hang seen by its checks counts before its probe's threshold: the
+/// breaker must be open before the first repair of many acts; a check that failed while
+/// the service was still coming up, or a single blip, does not). Not those in
+/// maintenance, nor those stopped on purpose.
 fn failing_now(table: &ServiceTable, board: &ProbeBoard, holds: &HoldBoard) -> Vec<ServiceName> {
-    let failing_checks: Vec<ServiceName> = board
-        .snapshot()
-        .into_iter()
-        .filter(|p| p.state == ProbeState::Down || p.consecutive_failures > 0)
-        .map(|p| p.target)
-        .collect();
+    let probes = board.snapshot();
+    let now_unix = warden_core::time::now_unix_ms();
     let t = table.lock();
     t.services
         .iter()
         .filter(|(name, e)| {
-            matches!(e.state, ServiceState::Backoff | ServiceState::Quarantined)
-                || (e.state == ServiceState::Running && failing_checks.contains(name))
+            if matches!(e.state, ServiceState::Backoff | ServiceState::Quarantined) {
+                return true;
+            }
+            let Some(ready) = e.ready_at.filter(|_| e.state == ServiceState::Running) else { return false };
+            let ready_unix = now_unix.saturating_sub(ready.elapsed().as_millis() as u64);
+            probes.iter().filter(|p| p.target == **name).any(|p| {
+                p.state == ProbeState::Down
+                    || (p.consecutive_failures >= 2 && p.failing_since_unix_ms.is_some_and(|s| s >= ready_unix))
+            })
         })
         .map(|(name, _)| name.clone())
         .filter(|name| !holds.in_maintenance(name))
