@@ -32,7 +32,8 @@ pub enum AuditCommand {
 
 #[derive(clap::Args)]
 pub struct RetireArgs {
-    /// The chain's id, as `warden audit verify` or the node's log names it.
+    /// The gone chain's id, as the node's log and `/readyz` name it (never the chain the
+    /// store holds now).
     chain: String,
     /// Why (kept with the retirement).
     #[arg(long)]
@@ -119,6 +120,17 @@ async fn retire(args: RetireArgs) -> anyhow::Result<ExitCode> {
     });
     if !known {
         anyhow::bail!("no checkpoints of a chain {} in data dir {data_dir}: nothing to retire", args.chain);
+    }
+    // The chain the store holds now is not gone: retiring it would hide its next wipe.
+    if dir.store().exists() {
+        let store = Store::open(&dir).with_context(|| format!("cannot open the store in {}", dir.root().display()))?;
+        let (live, _) = warden_actors::governance::seal::chain_identity(&store, dir.root(), false).await?;
+        if live.id == args.chain {
+            anyhow::bail!(
+                "chain {} is the one the store in {data_dir} holds now, not a gone one: only a chain whose entries are gone can be retired",
+                args.chain
+            );
+        }
     }
     let by = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     let chain = warden_core::audit::ChainId { id: args.chain.clone(), data_dir };

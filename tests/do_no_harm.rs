@@ -182,38 +182,121 @@ fn test_a_healthy_service_whose_l3_probe_fails_is_not_touched() {
     // that never answers: the network finding has no playbook that fits (no upstreams to
     // fail over, no reload signal to resolve names again), so a person is asked, and the
     // server is left alone.
+    // A second server, `hup`, says it handles SIGHUP (and does): `reresolve_dns` fits it,
+    // but its own check passes at the moment of decision, so the harm guard sends nothing
+    // and the incident is mitigated (what still fails is the route) instead.
     let ports = Ports::fresh();
+    let hup_port = free_port();
+    let hup_server = format!(
+        "import signal, http.server as h; signal.signal(signal.SIGHUP, lambda *a: None); h.ThreadingHTTPServer(('127.0.0.1', {hup_port}), h.SimpleHTTPRequestHandler).serve_forever()"
+    );
+    let probes = |name: &str, port: u16| {
+        format!(
+            "  - name: {name}-http\n    layer: l7\n    target: {name}\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/' }}\n    interval_ms: 300\n    timeout_ms: 250\n  - name: {name}-route\n    layer: l3\n    target: {name}\n    check: {{ kind: route, host: 198.51.100.7, port: 9 }}\n    interval_ms: 300\n    timeout_ms: 250\n    failure_threshold: 2\n"
+        )
+    };
+    // Both fail their route probe at once (one cause): the breaker would hold both, which
+    // is not what this test is about.
     let config = format!(
-        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: python3\n    args: [-m, http.server, '{port}', --bind, 127.0.0.1]\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\nprobes:\n  - name: web-http\n    layer: l7\n    target: web\n    check: {{ kind: http, url: 'http://127.0.0.1:{port}/' }}\n    interval_ms: 300\n    timeout_ms: 250\n  - name: web-route\n    layer: l3\n    target: web\n    check: {{ kind: route, host: 198.51.100.7, port: 9 }}\n    interval_ms: 300\n    timeout_ms: 250\n    failure_threshold: 2\n",
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: python3\n    args: [-m, http.server, '{port}', --bind, 127.0.0.1]\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n  - name: hup\n    command: python3\n    args: [-c, \"{hup_server}\"]\n    ports: [{hup_port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{hup_port}' }}\n    signals: {{ reload: SIGHUP }}\nprobes:\n{}{}healing:\n  max_unhealthy: off\n",
+        probes("web", ports.api),
+        probes("hup", hup_port),
         http = ports.http,
         port = ports.api,
     );
     let node = Node::start_with(&config, ports, &[]);
-    wait_until(
-        "web running",
-        Duration::from_secs(30),
-        || matches!(node.service("web"), Some((Some(_), ref s)) if s == "running"),
-    );
-    let pid = pid_of(&node, "web").unwrap();
-    wait_until("the network incident", Duration::from_secs(30), || {
-        incidents(&node).iter().any(|i| i["mode"] == "network_unreachable")
-    });
+    let running = |name: &str| matches!(node.service(name), Some((Some(_), ref s)) if s == "running");
+    wait_until("both running", Duration::from_secs(30), || running("web") && running("hup"));
+    let (pid, hup_pid) = (pid_of(&node, "web").unwrap(), pid_of(&node, "hup").unwrap());
+    let of = |name: &str| -> Option<Value> {
+        incidents(&node).into_iter().find(|i| i["mode"] == "network_unreachable" && i["service"] == name)
+    };
+    wait_until("both network incidents", Duration::from_secs(30), || of("web").is_some() && of("hup").is_some());
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         assert_eq!(pid_of(&node, "web"), Some(pid), "the healthy server was not restarted or killed");
+        assert_eq!(pid_of(&node, "hup"), Some(hup_pid), "nor the one that handles SIGHUP");
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(status_code(&format!("http://127.0.0.1:{}/", ports.api)), Some(200));
+    assert_eq!(status_code(&format!("http://127.0.0.1:{hup_port}/")), Some(200));
     let all = incidents(&node);
-    assert_eq!(all.len(), 1, "{all:?}");
-    let i = &all[0];
+    assert_eq!(all.len(), 2, "one incident each: {all:?}");
+    let i = of("web").unwrap();
     assert_eq!(i["status"], "failed", "a person must look: {i}");
     let left_out = i["not_applicable"].to_string();
     assert!(left_out.contains("reresolve_dns") && left_out.contains("SIGHUP"), "{i}");
     assert!(left_out.contains("failover_upstream") && left_out.contains("upstreams"), "{i}");
-    for action in ["signal_service", "restart_service", "quarantine_service", "kill_process"] {
-        assert!(allowed(&node, action, "web").is_empty(), "no {action}");
+    let h = of("hup").unwrap();
+    assert_eq!(h["status"], "mitigated", "it serves; the route still fails: {h}");
+    assert!(h["still_failing"].to_string().contains("hup-route"), "{h}");
+    assert!(!h["not_applicable"].to_string().contains("reresolve_dns"), "it fits `hup`: {h}");
+    for target in ["web", "hup"] {
+        for action in ["signal_service", "restart_service", "quarantine_service", "kill_process"] {
+            assert!(allowed(&node, action, target).is_empty(), "no {action} on {target}");
+        }
     }
+}
+
+#[test]
+fn test_a_users_own_config_without_a_policy_runs_in_production_and_asks_before_it_kills() {
+    // The user's own config names no policy: production mode. A stranger holds the
+    // service's port; freeing it means killing a process warden did not start (tier 3),
+    // which waits for an approver, and the request names the stranger's pid.
+    let ports = Ports::fresh();
+    let port = ports.api;
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{port}']\n    ports: [{port}]\n    ready: {{ kind: http, url: 'http://127.0.0.1:{port}/api/version' }}\n",
+        ports.http
+    );
+    let mut node = Node::prepare_as_written(&config, ports);
+    let (ok, out) = node.cli(&["check-config"], &[]);
+    assert!(ok && out.contains("production mode"), "{out}");
+    let stranger = Command::new(WARDEN)
+        .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(node.dir.path().join("stranger"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stranger = KillOnDrop(stranger);
+    let stranger_pid = stranger.0.id();
+    wait_until("the stranger listens", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    node.spawn(&[]);
+    wait_until("it says production mode at start", Duration::from_secs(20), || {
+        node.stderr().contains("governance in production mode")
+    });
+    let token = node.admin_token();
+    let pending = || -> Vec<Value> {
+        http()
+            .get(node.url("/api/governance/approvals"))
+            .bearer_auth(&token)
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["approvals"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let mut asked = Value::Null;
+    wait_until("an approval to kill the stranger", Duration::from_secs(40), || {
+        match pending().into_iter().find(|a| a["action"] == "kill_process") {
+            Some(a) => {
+                asked = a;
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(asked["touches"].to_string().contains(&format!("pid {stranger_pid}")), "names what it kills: {asked}");
+    assert!(matches!(stranger.0.try_wait(), Ok(None)), "not killed without an approver");
+    let id = asked["id"].as_u64().unwrap();
+    let r = node.post_as_admin(&format!("/api/governance/approvals/{id}/approve")).json(&json!({})).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    wait_until("the stranger gone and web running", Duration::from_secs(40), || {
+        matches!(stranger.0.try_wait(), Ok(Some(_))) && node.service("web").is_some_and(|(_, s)| s == "running")
+    });
 }
 
 #[test]

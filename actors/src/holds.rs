@@ -36,7 +36,11 @@ impl HoldBoard {
                 tracing::error!(file = %file.display(), kept = %aside.display(), error = %e, "alert: the holds on healing cannot be read; starting without them");
                 Holds::default()
             }),
-            Err(_) => Holds::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Holds::default(),
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "alert: the holds on healing cannot be read; starting without them");
+                Holds::default()
+            }
         };
         Self { inner: Arc::new(Mutex::new(holds)), file }
     }
@@ -77,14 +81,35 @@ impl HoldBoard {
         let mut next = holds.clone();
         let r = f(&mut next);
         if next != *holds {
-            if !self.file.as_os_str().is_empty() {
-                let text = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-                crate::private_file::write(&self.file, &text, None)
-                    .map_err(|e| format!("cannot write {}: {e}", self.file.display()))?;
-            }
+            self.write(&next)?;
             *holds = next;
         }
         Ok(r)
+    }
+
+    /// Changes the holds with `f` at once, in one step with its decision, and writes them;
+    /// a write that fails is said, and the change holds in memory anyway (a hold that
+    /// stops repairs must not wait on a disk).
+    fn update_kept<R>(&self, f: impl FnOnce(&mut Holds) -> R) -> R {
+        let mut holds = self.lock();
+        let mut next = holds.clone();
+        let r = f(&mut next);
+        if next != *holds {
+            if let Err(e) = self.write(&next) {
+                tracing::error!(error = e, "cannot keep the holds across a restart; they hold now");
+            }
+            *holds = next;
+        }
+        r
+    }
+
+    fn write(&self, holds: &Holds) -> Result<(), String> {
+        if self.file.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let text = serde_json::to_vec_pretty(holds).map_err(|e| e.to_string())?;
+        crate::private_file::write(&self.file, &text, None)
+            .map_err(|e| format!("cannot write {}: {e}", self.file.display()))
     }
 }
 
@@ -130,63 +155,66 @@ pub fn failing_roots(
     independent_failures(&failing, deps).into_iter().cloned().collect()
 }
 
-/// Why the breaker must open now, if it must: more services fail at once than
-/// `healing.max_unhealthy` allows, counting only failures no failing dependency explains
-/// (and not only those an operator resumed healing for). `None` while it is open already
-/// or healing is off.
-pub fn breaker_trips(
+/// Opens the breaker when more services fail at once than `healing.max_unhealthy`
+/// allows, counting only failures no failing dependency explains (and not only those an
+/// operator resumed healing for); says why, on the audit trail and in one alert. The
+/// decision and the hold are one step: of two callers at once, one opens it. Whether it
+/// opened now (`false` while it is open already or healing is off).
+pub async fn trip_breaker(
     config: &NodeConfig,
     table: &ServiceTable,
     board: &ProbeBoard,
     holds: &HoldBoard,
-) -> Option<String> {
+    audit: &Addr<AuditWriter>,
+) -> bool {
     if !config.healing.enabled {
-        return None;
+        return false;
     }
     let roots = failing_roots(config, table, board, holds);
     let total = config.services.len();
     let limit = config.healing.max_unhealthy;
-    if !holds.update(|h| h.breaker_due(limit, total, &roots)).unwrap_or(false) {
-        return None;
-    }
     let names: Vec<String> = roots.iter().map(|s| format!("`{s}`")).collect();
-    Some(format!(
+    let reason = format!(
         "{} of {total} services fail at once ({}), more than healing.max_unhealthy {}: a common cause is likely",
         roots.len(),
         names.join(", "),
         limit.describe()
-    ))
-}
-
-/// Opens the breaker: on the audit trail, then held (kept across restarts of warden).
-pub async fn open_breaker(holds: &HoldBoard, audit: &Addr<AuditWriter>, reason: String, now_unix_ms: u64) {
+    );
+    let now_unix_ms = warden_core::time::now_unix_ms();
+    let opened = holds.update_kept(|h| {
+        let due = h.breaker_due(limit, total, &roots);
+        if due {
+            h.set(Hold {
+                kind: HoldKind::Breaker,
+                service: None,
+                since_unix_ms: now_unix_ms,
+                until_unix_ms: None,
+                by: "system".into(),
+                reason: reason.clone(),
+            });
+        }
+        due
+    });
+    if !opened {
+        return false;
+    }
+    tracing::error!(reason, "alert: circuit breaker open: automatic repair stops until an operator resumes it");
     let record = AuditRecord {
         kind: EntryKind::Control,
         actor: AuditActor::System,
         action: "open_breaker".into(),
         tier: 1,
         target: "node".into(),
-        rationale: reason.clone(),
+        rationale: reason,
         decision: DecisionKind::Deny,
         outcome: Some(OutcomeKind::Succeeded),
         detail: "automatic tier 2+ repairs stop until an operator resumes healing".into(),
         incident_id: None,
         run_id: None,
     };
-    // On the trail first; if the trail cannot be written, tier 2+ is refused anyway.
+    // A trail that cannot be written refuses tier 2+ anyway; the breaker holds either way.
     if let Err(e) = audit.append(record).await {
         tracing::warn!(error = %e, "cannot audit the breaker opening");
     }
-    tracing::error!(reason, "alert: circuit breaker open: automatic repair stops until an operator resumes it");
-    let hold = Hold {
-        kind: HoldKind::Breaker,
-        service: None,
-        since_unix_ms: now_unix_ms,
-        until_unix_ms: None,
-        by: "system".into(),
-        reason,
-    };
-    if let Err(e) = holds.update(|h| h.set(hold)) {
-        tracing::error!(error = e, "cannot keep the breaker open across a restart; it is open now");
-    }
+    true
 }

@@ -193,7 +193,10 @@ async fn warden_part(cfg: &BenchConfig, exe: &Path, report: &mut Report) -> Resu
     procs::ensure_ports_free(&NODE_PORTS)?;
     let tmp = procs::temp_dir("warden-bench-node", cfg.outputs.keep_tmp)?;
     let config = tmp.path().join("node.yaml");
-    let node_yaml = format!("{}\ngovernance_policies: policy.yaml\n", warden_core::config::DEFAULT_NODE_YAML);
+    let node_yaml = format!(
+        "{}\ngovernance_policies: policy.yaml\n",
+        crate::modes::unbudgeted(warden_core::config::DEFAULT_NODE_YAML)
+    );
     std::fs::write(&config, node_yaml).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(tmp.path().join("policy.yaml"), crate::modes::raised_limits_policy())
         .map_err(BenchError::io("writing policy.yaml"))?;

@@ -63,35 +63,41 @@ struct Sample {
     ok: bool,
 }
 
-/// Every service's checks, run again and again until dropped.
+/// Every service's checks, run again and again until dropped: one thread per service, so
+/// a service whose check hangs to its timeout does not leave the others unsampled.
 pub struct Watch {
     samples: Arc<Mutex<Vec<(String, Sample)>>>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Watch {
     pub fn start(config: &NodeConfig) -> Self {
-        let services: Vec<(String, Vec<Check>)> =
-            config.services.iter().map(|s| (s.name.to_string(), own_checks(config, s))).collect();
         let samples: Arc<Mutex<Vec<(String, Sample)>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (out, halt) = (samples.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let timeout = Duration::from_millis(250);
-            let Ok(client) = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build() else { return };
-            while !halt.load(Ordering::Relaxed) {
-                let round = Instant::now();
-                for (name, checks) in services.iter().filter(|(_, c)| !c.is_empty()) {
+        let mut threads = Vec::new();
+        for service in &config.services {
+            let checks: Vec<Check> = own_checks(config, service);
+            if checks.is_empty() {
+                continue;
+            }
+            let (name, out, halt) = (service.name.to_string(), samples.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                let timeout = Duration::from_millis(250);
+                let Ok(client) = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build() else {
+                    return;
+                };
+                while !halt.load(Ordering::Relaxed) {
+                    let round = Instant::now();
                     let started_unix_ms = warden_core::time::now_unix_ms();
                     let ok = checks.iter().all(|c| check_once(&client, c, timeout).is_ok());
                     let sample = Sample { started_unix_ms, ended_unix_ms: warden_core::time::now_unix_ms(), ok };
                     out.lock().unwrap_or_else(|p| p.into_inner()).push((name.clone(), sample));
+                    std::thread::sleep(SAMPLE_EVERY.saturating_sub(round.elapsed()));
                 }
-                std::thread::sleep(SAMPLE_EVERY.saturating_sub(round.elapsed()));
-            }
-        });
-        Self { samples, stop, thread: Some(thread) }
+            }));
+        }
+        Self { samples, stop, threads }
     }
 
     /// Whether `service` served well right before `at` (Unix ms): its last check that
@@ -113,7 +119,7 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -139,14 +145,25 @@ pub fn judge(client: &reqwest::blocking::Client, base: &str, watch: &Watch, from
             .unwrap_or("")
             .to_string()
     };
-    let counted: Vec<&serde_json::Value> = incidents.iter().filter(|i| i["status"] != "absorbed").collect();
-    if counted.len() > 1 {
-        let each: Vec<String> =
-            counted.iter().map(|i| format!("{} {} on {}", i["id"], text(&i["mode"]), text(&i["service"]))).collect();
-        out.push(Harm {
-            kind: "second_incident",
-            detail: format!("{} incidents for one fault: {}", counted.len(), each.join(", ")),
-        });
+    // Oldest first (the API lists the newest first): the first is the fault's own.
+    let mut counted: Vec<&serde_json::Value> = incidents.iter().filter(|i| i["status"] != "absorbed").collect();
+    counted.sort_by_key(|i| i["id"].as_u64());
+    // Each incident past the first is one harm: three incidents for one fault are two.
+    if let Some((first, more)) = counted.split_first() {
+        for extra in more {
+            out.push(Harm {
+                kind: "second_incident",
+                detail: format!(
+                    "incident {} ({} on {}) for the fault incident {} ({} on {}) was opened for",
+                    extra["id"],
+                    text(&extra["mode"]),
+                    text(&extra["service"]),
+                    first["id"],
+                    text(&first["mode"]),
+                    text(&first["service"])
+                ),
+            });
+        }
     }
     let trail = get(&format!(
         "/api/governance/audit?kind=decision&decision=allow&actor=system&since_unix_ms={from}&limit=1000"

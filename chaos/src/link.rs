@@ -102,8 +102,10 @@ impl Link {
              files:\n      - path: '${{data_dir}}/services/api/api.json'\n        content: '{{\"name\": \"modes\"}}'\n\
              probes:\n\
              \x20 - name: api-health\n    layer: l7\n    target: api\n    check: {{ kind: http, url: 'http://127.0.0.1:{API_PORT}/health' }}\n    interval_ms: 300\n    timeout_ms: 250\n\
-             \x20 - name: api-db-route\n    layer: l3\n    target: api\n    check: {{ kind: route, host: '{db_ip}', port: {DB_PORT} }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n",
+             \x20 - name: api-db-route\n    layer: l3\n    target: api\n    check: {{ kind: route, host: '{db_ip}', port: {DB_PORT} }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n\
+             healing:\n{healing}",
             db_ip = self.db_ip,
+            healing = crate::modes::HARNESS_HEALING,
         )
     }
 }

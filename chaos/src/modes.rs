@@ -89,7 +89,25 @@ pub struct ModesReport {
 fn node_yaml() -> String {
     let base = warden_core::config::DEFAULT_NODE_YAML
         .replace("/health\" }\n    startup_deadline_ms: 30000", "/health\" }\n    startup_deadline_ms: 2000");
-    format!("{base}\ngovernance_policies: policy.yaml\n")
+    format!("{}\ngovernance_policies: policy.yaml\n", unbudgeted(&base))
+}
+
+/// The repair limits a harness turns off, under the config's `healing:` section: it makes
+/// one fault after another on purpose, so the per-service repair budget would escalate
+/// the tenth hang of the api to a person, and it acts on the node through the API between
+/// faults, which would hold the next repair as an operator's.
+pub const HARNESS_HEALING: &str = "  max_repairs_per_hour: 0\n  operator_hold_ms: 0\n";
+
+/// `yaml` (a node config with a top-level `healing:` section, or without one) with
+/// [`HARNESS_HEALING`].
+pub fn unbudgeted(yaml: &str) -> String {
+    match yaml.find("\nhealing:\n") {
+        Some(at) => {
+            let cut = at + "\nhealing:\n".len();
+            format!("{}{HARNESS_HEALING}{}", &yaml[..cut], &yaml[cut..])
+        }
+        None => format!("{}\nhealing:\n{HARNESS_HEALING}", yaml.trim_end()),
+    }
 }
 
 /// The default policies with every rate limit raised out of the way, for harnesses that
@@ -142,15 +160,22 @@ fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Valu
 /// detector's tick, so a new fault is not taken for the last one still being there.
 const QUIET_FOR: Duration = Duration::from_millis(1500);
 
+/// Whether an incident (as the API lists it) has not ended: open, awaiting an approval, or
+/// mitigated.
+pub fn unfinished(incident: &serde_json::Value) -> bool {
+    matches!(incident["status"].as_str(), Some("open" | "awaiting_approval" | "mitigated"))
+}
+
 /// Healthy, and no incident open, for [`QUIET_FOR`]: the node is ready for the next fault.
 fn settle(client: &reqwest::blocking::Client, limit: Duration) -> bool {
     let start = Instant::now();
     let api = services::api_health_url();
-    let open = format!("http://127.0.0.1:{}/api/incidents?status=open", services::WARDEN_PORT);
+    let recent = format!("http://127.0.0.1:{}/api/incidents?limit=50", services::WARDEN_PORT);
     let mut quiet_since: Option<Instant> = None;
     while start.elapsed() < limit {
         let healthy = client.get(&api).send().is_ok_and(|r| r.status().is_success());
-        let quiet = get(client, &open).is_some_and(|v| v["incidents"].as_array().is_some_and(Vec::is_empty));
+        let quiet = get(client, &recent)
+            .is_some_and(|v| v["incidents"].as_array().is_some_and(|all| !all.iter().any(unfinished)));
         if healthy && quiet {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= QUIET_FOR {
@@ -466,5 +491,24 @@ impl ModesReport {
         }
         s.push_str(&format!("{END_MARKER}\n"));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_harness_node_has_no_repair_budget_and_no_operator_hold() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, node_yaml()).expect("write");
+        std::fs::write(dir.path().join("policy.yaml"), raised_limits_policy()).expect("policy");
+        let config = crate::inject::running_config(Some(&path), Some(&dir.path().join("data")))
+            .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(config.healing.repair_budget.per_hour, 0);
+        assert!(config.healing.operator_hold.is_zero());
+        let bare = unbudgeted("node:\n  name: t\n");
+        assert!(bare.ends_with("healing:\n  max_repairs_per_hour: 0\n  operator_hold_ms: 0\n"), "{bare}");
     }
 }

@@ -90,7 +90,7 @@ pub struct TraceCostReport {
 
 /// The 1 Hz node on the default ports moved by `shift`.
 fn config_on(shift: u16) -> String {
-    let mut text = one_hertz_config();
+    let mut text = crate::modes::unbudgeted(&one_hertz_config());
     for port in NODE_PORTS {
         let to = port + shift;
         for (a, b) in [("127.0.0.1:", ""), ("[", "]"), ("port: ", "")] {

@@ -117,6 +117,11 @@ pub fn judge(step: &Primitive, cause: Cause, evidence: &Evidence) -> Verdict {
     if about_the_service_itself(cause) {
         return Verdict::Act { rule: format!("the finding is about the service itself ({})", cause.as_str()) };
     }
+    // A service that serves needs no repair, whatever fails below or beside it: the run
+    // stops here, and a lower layer still failing then makes it a mitigation.
+    if evidence.own == Health::Passing {
+        return Verdict::Healthy;
+    }
     // Going round a failing path or a failing upstream is the remedy for it, so neither
     // holds a re-route; everything else acting on the process cannot mend them.
     let reroute = matches!(step, Primitive::SetEndpoint { .. });
@@ -132,6 +137,9 @@ pub fn judge(step: &Primitive, cause: Cause, evidence: &Evidence) -> Verdict {
     }
     match &evidence.own {
         Health::Passing => Verdict::Healthy,
+        Health::Failing(what) if reroute => {
+            Verdict::Act { rule: format!("its own checks fail now ({what}), and going round is the remedy") }
+        }
         Health::Failing(what) => Verdict::Act { rule: format!("its own checks fail now ({what})") },
         Health::Unknown => Verdict::Act { rule: "it has no check of its own to consult".into() },
     }
@@ -171,6 +179,7 @@ mod tests {
         assert!(matches!(judge(&failover, Cause::Unreachable, &cut), Verdict::Act { .. }));
         let mended = evidence(Health::Passing, &["app-link (l2): down"], &[]);
         assert_eq!(judge(&failover, Cause::Unreachable, &mended), Verdict::Healthy, "healthy: nothing to re-route");
+        assert_eq!(judge(&RESTART, Cause::Unreachable, &mended), Verdict::Healthy, "serving: nothing to restart");
     }
 
     #[test]

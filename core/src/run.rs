@@ -130,14 +130,28 @@ pub struct StepRecord {
     /// be undone; the catalog says which).
     #[serde(default)]
     pub undo: Vec<Undo>,
+    /// The harm guard (or the supervisor's backoff) left it out: it did nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// The service it acted on, when not the run's target (a dependent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<ServiceName>,
+}
+
+impl StepRecord {
+    /// It ran and did what it does (not skipped, not failed).
+    pub fn done(&self) -> bool {
+        self.ok && !self.skipped
+    }
 }
 
 /// Whether the steps that ran took their service down and left it so: a stop that went
 /// through, and no start or restart after it that did.
 pub fn left_down(steps: &[StepRecord]) -> bool {
-    let last_stop = steps.iter().rposition(|s| s.ok && s.action == "stop_service");
+    let own = |s: &&StepRecord| s.done() && s.on.is_none();
+    let last_stop = steps.iter().rposition(|s| own(&s) && s.action == "stop_service");
     last_stop.is_some_and(|i| {
-        !steps[i + 1..].iter().any(|s| s.ok && matches!(s.action.as_str(), "start_service" | "restart_service"))
+        !steps[i + 1..].iter().filter(own).any(|s| matches!(s.action.as_str(), "start_service" | "restart_service"))
     })
 }
 
@@ -224,6 +238,8 @@ mod tests {
             detail: String::new(),
             duration_ms: 0,
             undo: vec![],
+            skipped: false,
+            on: None,
         }
     }
 
@@ -234,5 +250,9 @@ mod tests {
         assert!(!left_down(&[step("stop_service", false)]), "a stop that failed took nothing down");
         assert!(!left_down(&[step("restart_service", true), step("wait_healthy", false)]));
         assert!(left_down(&[step("start_service", true), step("stop_service", true)]), "the last stop counts");
+        let skipped = StepRecord { skipped: true, ..step("start_service", true) };
+        assert!(left_down(&[step("stop_service", true), skipped]), "a skipped start started nothing");
+        let dependent = StepRecord { on: ServiceName::parse("api").ok(), ..step("restart_service", true) };
+        assert!(left_down(&[step("stop_service", true), dependent]), "a dependent's restart is not the target's");
     }
 }

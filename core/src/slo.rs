@@ -155,7 +155,9 @@ pub fn incident_events(incidents: &[Incident], mttr_limit_ms: u64) -> (Buckets, 
     let (mut confidence, mut mttr) = (Buckets::default(), Buckets::default());
     for i in incidents {
         let end = match i.status {
-            IncidentStatus::Resolved | IncidentStatus::Failed => i.resolved_unix_ms.unwrap_or(i.detected_unix_ms),
+            IncidentStatus::Resolved | IncidentStatus::Failed | IncidentStatus::Closed => {
+                i.resolved_unix_ms.unwrap_or(i.detected_unix_ms)
+            }
             _ => continue,
         };
         confidence.record(end, Count { good: u64::from(i.resolved_by_first_playbook()), total: 1 });

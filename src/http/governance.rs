@@ -223,6 +223,9 @@ pub fn approval_json(a: &Approval) -> Value {
         "tier": r.tier.get(),
         "target": r.target,
         "plan": a.plan,
+        // Exactly what an approval allows: processes by pid, start time and command line,
+        // files and dirs by path. A different set when it runs is asked again.
+        "touches": r.touches,
         "rationale": r.rationale,
         "origin": a.origin,
         "requested_by": match &a.origin {

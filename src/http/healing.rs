@@ -8,6 +8,7 @@ use super::error::ApiError;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
+use warden_actors::healing::incident_manager::IncidentError;
 use warden_core::audit::{AuditActor, AuditRecord, DecisionKind, EntryKind, OutcomeKind};
 use warden_core::auth::Caller;
 use warden_core::config::ServiceName;
@@ -15,8 +16,8 @@ use warden_core::holds::{Hold, HoldKind};
 use warden_core::incident::OperatorNote;
 use warden_core::time::rfc3339;
 
-/// The longest pause or maintenance a request may set with an end (a longer one has none:
-/// it lasts until lifted).
+/// The longest pause or maintenance a request may set with an end (30 days); a longer
+/// `for_ms` is refused with 400, and leaving it out sets one that lasts until lifted.
 const MAX_FOR_MS: u64 = 30 * 24 * 3_600_000;
 
 /// Everything that blocks or holds automatic repair now.
@@ -97,7 +98,17 @@ fn until(for_ms: Option<u64>, now: u64) -> Result<Option<u64>, ApiError> {
 
 /// An operator's word on healing, on the chain before it takes effect.
 async fn audit(app: &AppState, by: &str, action: &str, target: &str, rationale: &str) -> Result<u64, ApiError> {
-    let record = AuditRecord {
+    let sealed = app
+        .addrs
+        .audit
+        .append(record(by, action, target, rationale))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot audit it, so it was not done: {e}")))?;
+    Ok(sealed.entry.seq)
+}
+
+fn record(by: &str, action: &str, target: &str, rationale: &str) -> AuditRecord {
+    AuditRecord {
         kind: EntryKind::Control,
         actor: AuditActor::User(by.to_string()),
         action: action.into(),
@@ -109,14 +120,7 @@ async fn audit(app: &AppState, by: &str, action: &str, target: &str, rationale: 
         detail: String::new(),
         incident_id: None,
         run_id: None,
-    };
-    let sealed = app
-        .addrs
-        .audit
-        .append(record)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot audit it, so it was not done: {e}")))?;
-    Ok(sealed.entry.seq)
+    }
 }
 
 /// `POST /api/healing/pause`: `{"service": NAME?, "for_ms": N?, "reason": "..."}`.
@@ -267,17 +271,30 @@ pub async fn incident_action(
     let action = if verb == "ack" { "acknowledge_incident" } else { "close_incident" };
     let rationale = format!("incident {id} ({} on `{}`): {reason}", incident.mode.as_str(), incident.service);
     let note = OperatorNote { by: caller.name.clone(), at_unix_ms: warden_core::time::now_unix_ms(), reason };
-    // Checked before it is audited, so the trail holds no acknowledgement that was refused.
+    // Checked on the stored incident first, so a request plainly refused leaves no entry;
+    // then on the trail, then done by the incident manager (which judges its own, newer
+    // copy). A refusal there (a repair began meanwhile) is put on the trail as well.
     let mut check = incident.clone();
     let verdict = if verb == "ack" { check.acknowledge(note.clone()) } else { check.close(note.clone()) };
     verdict.map_err(ApiError::Conflict)?;
     let seq = audit(&app, &caller.name, action, incident.service.as_str(), &rationale).await?;
     let incidents = &app.addrs.incidents;
     let done = if verb == "ack" { incidents.acknowledge(id, note).await } else { incidents.close(id, note).await };
-    let incident = done.map_err(|e| match e {
-        warden_actors::healing::incident_manager::IncidentError::NoSuchIncident(_) => ApiError::NotFound(e.to_string()),
-        warden_actors::healing::incident_manager::IncidentError::Refused(_) => ApiError::Conflict(e.to_string()),
-        _ => ApiError::Unavailable(e.to_string()),
-    })?;
+    let incident = match done {
+        Ok(incident) => incident,
+        Err(e) => {
+            let mut undone = record(&caller.name, action, incident.service.as_str(), &rationale);
+            (undone.decision, undone.outcome, undone.detail) =
+                (DecisionKind::Deny, Some(OutcomeKind::Failed), format!("not done: {e}"));
+            if let Err(a) = app.addrs.audit.append(undone).await {
+                tracing::warn!(error = %a, incident = id, "cannot audit that the request was refused");
+            }
+            return Err(match e {
+                IncidentError::NoSuchIncident(_) => ApiError::NotFound(e.to_string()),
+                IncidentError::Refused(_) => ApiError::Conflict(e.to_string()),
+                _ => ApiError::Unavailable(e.to_string()),
+            });
+        }
+    };
     Ok(Json(json!({ "incident": super::incidents::view(&incident), "audit_seq": seq })))
 }

@@ -268,6 +268,11 @@ impl ChainTrust {
         }
     }
 
+    /// Whether the start-up verification is still under way.
+    pub fn verifying(&self) -> bool {
+        *self.0.borrow() == TrustState::Unverified
+    }
+
     /// Like [`broken`](Self::broken), but first waits (up to `limit`) for the start-up
     /// verification to end, so a request that comes early is judged, not refused.
     pub async fn settled(&self, limit: std::time::Duration) -> Option<String> {

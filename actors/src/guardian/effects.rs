@@ -341,7 +341,7 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
                     continue;
                 }
                 // Taking back changes to every managed file: what warden wrote itself (a
-                // rotated secret, a restore) is no change to take back.
+                // rotated secret) is no change to take back.
                 if *previous && path.is_none() && env.vault.written_by_warden(&file).map_err(io("the vault"))? {
                     continue;
                 }

@@ -487,15 +487,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 Guard::Go(rule) => rule,
                 Guard::Skip { restored, why } => {
                     traced(&span, None);
+                    let said = if order.dry_run { format!("would skip: {why}") } else { format!("skipped: {why}") };
                     record.steps.push(StepRecord {
-                        index: step.index,
-                        action: step.primitive.action().into(),
-                        tier: step.tier.get(),
-                        permit_audit_seq: None,
-                        ok: true,
-                        detail: if order.dry_run { format!("would skip: {why}") } else { format!("skipped: {why}") },
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        undo: Vec::new(),
+                        skipped: true,
+                        ..step_record(order, &step, true, said, started, None, Vec::new())
                     });
                     save(ctx, &record).await;
                     if restored {
@@ -506,16 +501,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 }
                 Guard::Stop { outcome, why } => {
                     traced(&span, Some(&why));
-                    record.steps.push(StepRecord {
-                        index: step.index,
-                        action: step.primitive.action().into(),
-                        tier: step.tier.get(),
-                        permit_audit_seq: None,
-                        ok: false,
-                        detail: why.clone(),
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        undo: Vec::new(),
-                    });
+                    record.steps.push(step_record(order, &step, false, why.clone(), started, None, Vec::new()));
                     save(ctx, &record).await;
                     record.outcome = outcome;
                     record.detail = format!("step {} `{}`: {why}", step.index, step.primitive.action());
@@ -541,16 +527,7 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             };
             // Held by governance (a rate limit, an approver) is not a failure.
             traced(&span, result.as_ref().err().filter(|f| fails(f.outcome)).map(|_| detail.as_str()));
-            record.steps.push(StepRecord {
-                index: step.index,
-                action: step.primitive.action().into(),
-                tier: step.tier.get(),
-                permit_audit_seq: permit_seq,
-                ok: result.is_ok(),
-                detail,
-                duration_ms: started.elapsed().as_millis() as u64,
-                undo,
-            });
+            record.steps.push(step_record(order, &step, result.is_ok(), detail, started, permit_seq, undo));
             save(ctx, &record).await;
             if result.is_ok() && step.target != order.target && matches!(step.primitive, Primitive::SetEndpoint { .. })
             {
@@ -599,6 +576,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
                 },
                 duration_ms: started.elapsed().as_millis() as u64,
                 undo: Vec::new(),
+                skipped: false,
+                on: None,
             });
             if let Err(d) = detail {
                 record.outcome = RunOutcome::Failed;
@@ -611,7 +590,10 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             record.detail = format!("`{}` served again before a disruptive step was needed", order.target);
         }
     };
-    if tokio::time::timeout(pb.timeout, run).await.is_err() {
+    // The playbook's time, and its target's stability window on top (a long one would
+    // otherwise never fit in a verification).
+    let limit = pb.timeout + stability_window(&ctx.config.get(), &order.target);
+    if tokio::time::timeout(limit, run).await.is_err() {
         record.outcome = RunOutcome::Failed;
         record.detail = format!("playbook timed out after {} ms", pb.timeout.as_millis());
         traced(&remediate, Some(&record.detail));
@@ -625,6 +607,30 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
         put_back(ctx, order, &mut record).await;
     }
     finish(ctx, record).await
+}
+
+/// The record of a planned step as it ran (`on`: its service, when not the run's target).
+fn step_record(
+    order: &RunOrder,
+    step: &PlannedStep,
+    ok: bool,
+    detail: String,
+    started: Instant,
+    permit_audit_seq: Option<u64>,
+    undo: Vec<Undo>,
+) -> StepRecord {
+    StepRecord {
+        index: step.index,
+        action: step.primitive.action().into(),
+        tier: step.tier.get(),
+        permit_audit_seq,
+        ok,
+        detail,
+        duration_ms: started.elapsed().as_millis() as u64,
+        undo,
+        skipped: false,
+        on: (step.target != order.target).then(|| step.target.clone()),
+    }
 }
 
 /// What the service lacks for `pb` now, if anything (see `warden_core::fit`).
@@ -649,6 +655,21 @@ enum Guard {
 /// hold applies, a signal goes only to a service that says it handles it, and a
 /// disruptive step needs fresh evidence that acting on the service can help.
 async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Guard {
+    let guard = judge_step(ctx, order, step).await;
+    // Judging takes time (fresh checks, a wait for a backoff): a hold set meanwhile (a
+    // pause, the breaker) stops the step all the same.
+    if matches!(guard, Guard::Go(_))
+        && step.tier > Tier::OBSERVE
+        && !order.dry_run
+        && matches!(order.actor, AuditActor::System)
+        && let Some(hold) = ctx.holds.blocking(&step.target)
+    {
+        return Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {}", hold.describe()) };
+    }
+    guard
+}
+
+async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> Guard {
     // A step sent to a dependent that lacks what it needs (its pool reset URL) is not its.
     if step.target != order.target
         && let Some(spec) = ctx.config.get().services.iter().find(|s| s.name == step.target)
@@ -661,9 +682,7 @@ async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep
     }
     if step.tier > Tier::OBSERVE {
         // Many services failing at once: the breaker opens now, before this repair acts.
-        if let Some(reason) = crate::holds::breaker_trips(&ctx.config.get(), &ctx.table, &ctx.board, &ctx.holds) {
-            crate::holds::open_breaker(&ctx.holds, &ctx.audit, reason, warden_core::time::now_unix_ms()).await;
-        }
+        crate::holds::trip_breaker(&ctx.config.get(), &ctx.table, &ctx.board, &ctx.holds, &ctx.audit).await;
         if let Some(hold) = ctx.holds.blocking(&step.target) {
             return Guard::Stop { outcome: RunOutcome::Held, why: format!("held: {}", hold.describe()) };
         }
@@ -685,17 +704,22 @@ async fn first_do_no_harm(ctx: &RunContext, order: &RunOrder, step: &PlannedStep
     }
     // A kill reaches processes that are not the service's own only when the finding names
     // them (a stranger on its port, a holder of its lock).
-    if let Primitive::KillProcess { select, .. } = &step.primitive
-        && let Ok(env) = env_of(ctx, &step.target)
-    {
-        let (env, select2) = (env.clone(), select.clone());
+    if let Primitive::KillProcess { select, .. } = &step.primitive {
+        let Ok(env) = env_of(ctx, &step.target) else {
+            return Guard::Stop { outcome: RunOutcome::Denied, why: format!("refused: no service `{}`", step.target) };
+        };
+        let select2 = select.clone();
         let all_own = tokio::task::spawn_blocking(move || {
             effects::select_processes(&env, &select2).map(|found| found.iter().all(|c| effects::owned(&env, c.pid)))
         })
         .await;
-        if let Ok(Ok(all_own)) = all_own
-            && let Err(why) = harm::kill_allowed(select, order.cause, all_own)
-        {
+        // A selection that cannot be made cannot be judged: nothing is killed on faith.
+        let verdict = match all_own {
+            Ok(Ok(all_own)) => harm::kill_allowed(select, order.cause, all_own),
+            Ok(Err(e)) => Err(format!("cannot tell whose processes {} are: {e}", select.describe())),
+            Err(e) => Err(format!("cannot tell whose processes {} are: {e}", select.describe())),
+        };
+        if let Err(why) = verdict {
             return Guard::Stop { outcome: RunOutcome::Denied, why: format!("refused: {why}") };
         }
     }
@@ -829,6 +853,8 @@ async fn put_back(ctx: &RunContext, order: &RunOrder, record: &mut RunRecord) {
         detail: detail.clone(),
         duration_ms: 0,
         undo: Vec::new(),
+        skipped: false,
+        on: None,
     });
     record.detail = format!("{}; {detail}", record.detail);
 }
@@ -1106,7 +1132,10 @@ async fn describe(ctx: &RunContext, step: &PlannedStep) -> (String, Vec<String>)
             .lock()
             .services
             .get(&step.target)
-            .and_then(|e| Some(format!("pid {} started at tick {}", e.pid?, e.start_ticks.unwrap_or(0))))
+            .and_then(|e| {
+                let pid = e.pid?;
+                Some(format!("pid {pid} started at tick {} `{}`", e.start_ticks.unwrap_or(0), cmdline_of(pid)))
+            })
             .into_iter()
             .collect();
         return (plan_of(ctx, step), touches);
@@ -1128,6 +1157,13 @@ async fn describe(ctx: &RunContext, step: &PlannedStep) -> (String, Vec<String>)
     }
 }
 
+/// The command line of process `pid` now (empty when it is gone).
+fn cmdline_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.replace('\0', " ").trim().to_string())
+        .unwrap_or_default()
+}
+
 /// What a service step would do, in words, for approvers: the service's process now and
 /// what the step does to it.
 pub fn plan_of(ctx: &RunContext, step: &PlannedStep) -> String {
@@ -1136,12 +1172,7 @@ pub fn plan_of(ctx: &RunContext, step: &PlannedStep) -> String {
         return format!("{} on `{}` (no such service now)", step.primitive.action(), step.target);
     };
     let process = match e.pid {
-        Some(pid) => {
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.replace('\0', " ").trim().to_string())
-                .unwrap_or_default();
-            format!("pid {pid} `{cmdline}`, {}", e.state.as_str())
-        }
+        Some(pid) => format!("pid {pid} `{}`, {}", cmdline_of(pid), e.state.as_str()),
         None => e.state.as_str().to_string(),
     };
     let stop = format!(
@@ -1323,6 +1354,8 @@ async fn run_rollback(ctx: &RunContext, of: &RunRecord, order: &RollbackOrder, m
                 },
                 duration_ms: started.elapsed().as_millis() as u64,
                 undo: Vec::new(),
+                skipped: false,
+                on: None,
             });
             save(ctx, &record).await;
             if let Err(f) = result {
@@ -1445,6 +1478,14 @@ async fn verify_run(
     Ok(Verified { restored_unix_ms: restored, still_failing, after: start.elapsed() })
 }
 
+/// How long a repaired service must stay healthy before it counts as restored.
+fn stability_window(config: &NodeConfig, service: &ServiceName) -> Duration {
+    config.services.iter().find(|s| s.name == *service).map_or(Duration::ZERO, |s| s.restart.stable_after)
+}
+
+/// Time for a verification past its stability window (a round or two of checks).
+const WINDOW_SLACK: Duration = Duration::from_secs(3);
+
 /// A verification's pause between rounds of checks.
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
 
@@ -1455,7 +1496,9 @@ const ROUND_PAUSE: Duration = Duration::from_millis(100);
 /// ready state. Bounded by `timeout`.
 async fn verify(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> Result<Verified, StepError> {
     let config = ctx.config.get();
-    let window = config.services.iter().find(|s| s.name == *service).map_or(Duration::ZERO, |s| s.restart.stable_after);
+    let window = stability_window(&config, service);
+    // However short the wait a playbook gives, the window fits in it.
+    let timeout = timeout.max(window + WINDOW_SLACK);
     let mut checks = Checks::of(&config, &ctx.table, service, false);
     let mut stability = Stability::new(window.as_millis() as u64);
     let start = Instant::now();

@@ -136,9 +136,10 @@ impl Vault {
         }
     }
 
-    /// Marks `content` of `path` as written by warden itself (a rotation, a restore): a
-    /// roll-back of changes to a service's files leaves it alone, it is no change to take
-    /// back.
+    /// Marks `content` of `path` as written by warden itself (a rotated secret): a roll-back
+    /// of changes to a service's files leaves it alone, it is no change to take back. A
+    /// restore is not marked: it wrote back an older version, which a later roll-back may
+    /// rightly take back in turn.
     pub fn mark_written(&self, path: &Path, content: &[u8]) -> io::Result<()> {
         let hash = content_hash(content);
         let mut all = self.hashes(path, "written")?;
@@ -161,7 +162,6 @@ impl Vault {
     pub fn restore(&self, path: &Path, version: &str) -> io::Result<u64> {
         let content = self.read(path, version)?;
         crate::private_file::write(path, &content, owner_of(path))?;
-        self.mark_written(path, &content)?;
         Ok(content.len() as u64)
     }
 }
@@ -208,7 +208,10 @@ mod tests {
         let newest = vault.pick(&file, false).expect("pick").expect("some");
         assert_eq!(vault.restore(&file, &newest).expect("restore"), 3);
         assert_eq!(std::fs::read_to_string(&file).expect("read"), "two");
-        assert!(vault.written_by_warden(&file).expect("marks"), "a restore is warden's own write");
+        assert!(!vault.written_by_warden(&file).expect("marks"), "a restore writes an older version back");
+        vault.mark_written(&file, b"six").expect("mark");
+        std::fs::write(&file, "six").expect("write");
+        assert!(vault.written_by_warden(&file).expect("marks"), "a rotation is warden's own write");
         std::fs::write(&file, "five").expect("write");
         assert!(!vault.written_by_warden(&file).expect("marks"), "a change from outside is not");
     }

@@ -69,7 +69,7 @@ impl Actor for HealingGuard {
             }
             Err(e) => tracing::warn!(error = e, "cannot lift the holds whose time is over"),
         }
-        self.breaker(now).await;
+        self.breaker().await;
         self.say_blocks(st, now);
         Ok(())
     }
@@ -77,12 +77,10 @@ impl Actor for HealingGuard {
 
 impl HealingGuard {
     /// Opens the breaker when more services fail at once, independently, than allowed.
-    async fn breaker(&self, now: u64) {
+    async fn breaker(&self) {
         let v = &self.views;
         let config = v.config.get();
-        if let Some(reason) = crate::holds::breaker_trips(&config, &v.services, &v.probes, &v.holds) {
-            crate::holds::open_breaker(&v.holds, &self.audit, reason, now).await;
-        }
+        crate::holds::trip_breaker(&config, &v.services, &v.probes, &v.holds, &self.audit).await;
     }
 
     /// Says each node-wide block once when it begins and once when it ends.
@@ -90,6 +88,11 @@ impl HealingGuard {
         let blocked: Vec<_> = self.views.healing_blocked().into_iter().filter(|b| b.service.is_none()).collect();
         for b in &blocked {
             if st.said.contains_key(b.reason) {
+                continue;
+            }
+            // The chain is still being checked at start: a wait, not a fault; it pages
+            // only if the check finds it broken.
+            if b.reason == "audit_chain" && self.views.trust.verifying() {
                 continue;
             }
             // Repair turned off in the config is the operator's own choice: said in the

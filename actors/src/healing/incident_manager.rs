@@ -411,21 +411,12 @@ impl IncidentManager {
         let Some(mut incident) = st.open.values().find(|i| i.service == *service && i.mode == mode).cloned() else {
             return Ok(());
         };
-        let mitigated = incident.status == IncidentStatus::Mitigated;
+        // A mitigated incident is not cleared by one finding going away: it resolves when
+        // every probe of its service passes again (`check_mitigated`).
         if st.undispatched.contains_key(&incident.id) || !incident.fault_cleared(warden_core::time::now_unix_ms()) {
             return Ok(());
         }
         self.store.put_incident(incident.clone()).await?;
-        if mitigated {
-            tracing::info!(
-                incident = incident.id,
-                service = service.as_str(),
-                "incident resolved: the lower layer is back"
-            );
-            self.after_recovery(&incident).await;
-            self.close(incident.id, st, "resolved", None);
-            return Ok(());
-        }
         tracing::info!(
             incident = incident.id,
             service = service.as_str(),
@@ -692,14 +683,14 @@ impl IncidentManager {
                     .is_none_or(|s| s.up == Some(true) && s.consecutive_failures == 0)
             });
             if back && incident.lower_recovered(warden_core::time::now_unix_ms()) {
-                self.store.put_incident(incident.clone()).await?;
                 tracing::info!(
                     incident = incident.id,
                     service = incident.service.as_str(),
-                    "incident resolved: the lower layer is back"
+                    "the lower layer is back: the mitigation ends"
                 );
                 self.after_recovery(&incident).await;
-                self.close(incident.id, st, "resolved", None);
+                let mttr_ms = incident.mttr_ms().unwrap_or(0);
+                self.carry_out(NextStep::Resolved { mttr_ms }, incident, st).await?;
             }
         }
         Ok(())
@@ -708,6 +699,12 @@ impl IncidentManager {
     /// What a mitigated incident's playbook says to do once the lower layer is back.
     async fn after_recovery(&self, incident: &Incident) {
         let Some(last) = incident.attempts.last() else { return };
+        // A person holds this service (paused, in maintenance, working on it): what warden
+        // changed stays until they say otherwise.
+        if let Some(hold) = self.holds.blocking(&incident.service) {
+            tracing::info!(incident = incident.id, hold = hold.describe(), "mitigation kept: repair of it is held");
+            return;
+        }
         let rollback = self.catalog.get().get(&last.playbook).is_some_and(|p| p.on_recovery == OnRecovery::Rollback);
         if !rollback {
             return;
@@ -768,11 +765,17 @@ impl IncidentManager {
             st.open.values().filter_map(|i| Some((i.clone(), i.due(now)?))).collect();
         // A repair held for a pause, maintenance, an operator or the breaker: due once the
         // hold lifts (`carry_out` holds it again while it has not).
+        // One step per incident and tick: an incident both due and released runs once.
+        let mut seen: BTreeSet<u64> = due.iter().map(|(i, _)| i.id).collect();
         due.extend(st.open.values().filter(|i| i.current_run().is_none() && self.held(i).is_none()).filter_map(|i| {
             let playbook = i.on_hold.clone()?;
-            Some((i.clone(), NextStep::Run { playbook }))
+            seen.insert(i.id).then(|| (i.clone(), NextStep::Run { playbook }))
         }));
         for (incident, step) in due {
+            // An earlier step this tick may have closed or started it (an absorption).
+            if st.open.get(&incident.id).is_none_or(|i| i.current_run().is_some()) {
+                continue;
+            }
             tracing::info!(incident = incident.id, "the held repair is due again; running it");
             self.apply(step, incident, st).await?;
         }
@@ -857,5 +860,5 @@ impl IncidentManager {
 /// Whether a run changed something on its service (a step of tier 2 or more went through):
 /// what the repair budget counts.
 fn acted(run: &RunRecord) -> bool {
-    !run.dry_run && run.rollback_of.is_none() && run.steps.iter().any(|s| s.ok && s.tier >= 2)
+    !run.dry_run && run.rollback_of.is_none() && run.steps.iter().any(|s| s.done() && s.tier >= 2)
 }

@@ -602,6 +602,8 @@ fn max_unhealthy(c: &mut Collector, v: Option<&Spanned<raw::CountOrShare>>) -> c
     match &v.value {
         raw::CountOrShare::Count(n) => usize::try_from(*n).map_or_else(|_| bad(c), MaxUnhealthy::Count),
         raw::CountOrShare::Text(t) if t.trim() == "off" => MaxUnhealthy::Off,
+        raw::CountOrShare::Switch(false) => MaxUnhealthy::Off,
+        raw::CountOrShare::Switch(true) => bad(c),
         raw::CountOrShare::Text(t) => match t.trim().strip_suffix('%').map(|p| p.trim().parse::<u8>()) {
             Some(Ok(p)) if (1..=100).contains(&p) => MaxUnhealthy::Percent(p),
             _ => bad(c),
@@ -613,7 +615,14 @@ fn max_unhealthy(c: &mut Collector, v: Option<&Spanned<raw::CountOrShare>>) -> c
 /// an http(s) pool-reset URL.
 fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHooks {
     let label = s.name.value.as_str();
-    let mut path = |v: &Spanned<String>| expand(c, v, ctx.data_dir).map(|p| resolve(ctx.dir, &p));
+    let mut path = |v: &Spanned<String>| {
+        let p = resolve(ctx.dir, &expand(c, v, ctx.data_dir)?);
+        if let Some(why) = unsafe_hook_path(&p, ctx.data_dir) {
+            c.at(v.referenced, format!("service `{label}`: `{}` {why}", p.display()));
+            return None;
+        }
+        Some(p)
+    };
     let lock_file = s.lock_file.as_ref().and_then(&mut path);
     let data = s.data.as_ref().and_then(&mut path);
     let credentials_file = s.credentials_file.as_ref().and_then(&mut path);
@@ -656,6 +665,31 @@ fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHoo
         }
     });
     RepairHooks { signals, lock_file, data, credentials_file, secret_files, pool_reset_url, model }
+}
+
+/// Folders whose contents belong to the system, not to a service: a playbook deletes,
+/// restores and rewrites what a service declares, so none of these may be declared.
+const SYSTEM_DIRS: &[&str] = &["/bin", "/boot", "/dev", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr"];
+
+/// Why a path a service declares for its repairs (a lock file, its data, a credentials
+/// file, secrets) is not one a playbook may touch: the root or a top-level folder, the
+/// system's own folders, a `..` that could lead anywhere, or warden's own data (its store,
+/// audit, keys) outside `${data_dir}/services/`.
+pub(crate) fn unsafe_hook_path(p: &Path, data_dir: &Path) -> Option<&'static str> {
+    use std::path::Component;
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Some("must not contain `..`");
+    }
+    if p.components().filter(|c| matches!(c, Component::Normal(_))).count() < 2 {
+        return Some("is the root or a top-level folder: name the service's own file or folder");
+    }
+    if SYSTEM_DIRS.iter().any(|d| p.starts_with(d)) {
+        return Some("is inside a system folder: a repair may delete or rewrite it");
+    }
+    if p.starts_with(data_dir) && !p.starts_with(data_dir.join("services")) || data_dir.starts_with(p) {
+        return Some("is warden's own data: only `${data_dir}/services/` is the services' there");
+    }
+    None
 }
 
 /// A percentage from 1 to 99 (0 and 100 would make a rule that never or always fires).

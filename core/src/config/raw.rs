@@ -341,6 +341,8 @@ pub struct HealingSection {
 #[serde(untagged)]
 pub enum CountOrShare {
     Count(u64),
+    /// A bare `off` (or `false`), which YAML reads as a boolean.
+    Switch(bool),
     Text(String),
 }
 

@@ -354,3 +354,38 @@ fn test_upstreams_are_checked_at_load_with_positions() {
     assert_eq!(says("upstream `db` is defined twice"), Some((13, 17)), "{p:?}");
     assert_eq!(says("upstream `db` needs at least one fallback"), Some((13, 17)), "{p:?}");
 }
+
+#[test]
+fn test_repair_paths_must_be_the_services_own() {
+    let hooks =
+        "    lock_file: ${data_dir}/services/a/LOCK\n    data: /var/lib/pg/main\n    credentials_file: ./creds\n";
+    let ok = MINIMAL.replace("  - name: b\n", &format!("{hooks}  - name: b\n"));
+    let cfg = load(&ok).expect("valid");
+    let a = service(&cfg, "a").map(|s| s.hooks.clone()).expect("a");
+    assert_eq!(a.lock_file.as_deref(), Some(Path::new("/d/services/a/LOCK")));
+    assert_eq!(a.credentials_file.as_deref(), Some(Path::new("/etc/warden/creds")));
+    let bad = "    lock_file: ${data_dir}/audit.log\n    data: /usr/lib\n    credentials_file: /var/../etc/passwd\n    secret_files: [/, /srv]\n";
+    let found = problems(&MINIMAL.replace("  - name: b\n", &format!("{bad}  - name: b\n")));
+    let lines: Vec<u64> = found.iter().map(|p| p.0).collect();
+    assert_eq!(lines, vec![7, 8, 9, 10, 10], "every one, at its line: {found:?}");
+    assert!(found[0].2.contains("warden's own data"), "{found:?}");
+    assert!(found[1].2.contains("system folder"), "{found:?}");
+    assert!(found[2].2.contains("`..`"), "{found:?}");
+    assert!(found[3].2.contains("top-level"), "{found:?}");
+}
+
+#[test]
+fn test_max_unhealthy_takes_a_count_a_share_or_off() {
+    use crate::holds::MaxUnhealthy;
+    let with = |v: &str| load(&format!("{MINIMAL}healing:\n  max_unhealthy: {v}\n")).map(|c| c.healing.max_unhealthy);
+    assert_eq!(with("3").expect("count"), MaxUnhealthy::Count(3));
+    assert_eq!(with("\"40%\"").expect("share"), MaxUnhealthy::Percent(40));
+    assert_eq!(with("off").expect("a bare off"), MaxUnhealthy::Off);
+    assert_eq!(with("\"off\"").expect("a quoted off"), MaxUnhealthy::Off);
+    for bad in ["on", "\"0%\"", "\"150%\"", "lots"] {
+        let found = problems(&format!("{MINIMAL}healing:\n  max_unhealthy: {bad}\n"));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert_eq!(found[0].0, 11, "{bad}: {found:?}");
+        assert!(found[0].2.contains("healing.max_unhealthy"), "{bad}: {found:?}");
+    }
+}
