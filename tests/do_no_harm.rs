@@ -252,18 +252,8 @@ fn test_a_users_own_config_without_a_policy_runs_in_production_and_asks_before_i
     let mut node = Node::prepare_as_written(&config, ports);
     let (ok, out) = node.cli(&["check-config"], &[]);
     assert!(ok && out.contains("production mode"), "{out}");
-    let stranger = Command::new(WARDEN)
-        .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(node.dir.path().join("stranger"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stranger = KillOnDrop(stranger);
+    let mut stranger = stranger_on(port, node.dir.path());
     let stranger_pid = stranger.0.id();
-    wait_until("the stranger listens", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     node.spawn(&[]);
     wait_until("it says production mode at start", Duration::from_secs(20), || {
         node.stderr().contains("governance in production mode")

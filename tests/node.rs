@@ -455,17 +455,7 @@ fn test_a_service_waits_out_a_stranger_on_its_port_instead_of_crash_looping_into
     // Supervision alone (healing off): the wait. With healing on, the port_in_use incident
     // asks the holder to leave instead (tests/self_healing_scenarios.rs).
     let mut node = Node::prepare(&config, ports);
-    let stranger = Command::new(WARDEN)
-        .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(node.dir.path().join("stranger"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stranger = KillOnDrop(stranger);
-    wait_until("the stranger listens", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut stranger = stranger_on(port, node.dir.path());
     node.spawn(&[]);
     let web = |n: &Node| {
         n.status()

@@ -265,15 +265,7 @@ fn test_free_port_foreign_kills_the_stranger_and_the_service_binds_again() {
     assert!(ok, "{out}");
     // A stranger on the model's port: another program entirely.
     let listener = format!("127.0.0.1:{}", node.ports.model);
-    let stranger = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["demo", "db", "--listen", &listener, "--data-dir"])
-        .arg(node.dir.path().join("stranger"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stranger = &mut KillOnDrop(stranger);
-    wait_until("the stranger listens", Duration::from_secs(20), || std::net::TcpStream::connect(&listener).is_ok());
+    let stranger = &mut stranger_on(node.ports.model, node.dir.path());
 
     let dry = run(&node, "free_port_foreign", json!({"target": "model", "dry_run": true}));
     let said = dry["steps"][1]["detail"].as_str().unwrap().to_string();

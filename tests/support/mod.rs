@@ -585,6 +585,23 @@ pub fn with_standbys(config: &str, ports: Ports) -> (String, u16, u16) {
 /// A child process killed (and reaped) when the test ends, whatever happened.
 pub struct KillOnDrop(pub Child);
 
+/// A stranger on `port`: another program entirely (the demo db, data in `dir`), once it
+/// listens.
+pub fn stranger_on(port: u16, dir: &Path) -> KillOnDrop {
+    let stranger = Command::new(WARDEN)
+        .args(["demo", "db", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.join("stranger"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stranger = KillOnDrop(stranger);
+    wait_until("the stranger listens", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    stranger
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
