@@ -88,19 +88,21 @@ impl HoldBoard {
     }
 
     /// Changes the holds with `f` at once, in one step with its decision, and writes them;
-    /// a write that fails is said, and the change holds in memory anyway (a hold that
-    /// stops repairs must not wait on a disk).
-    fn update_kept<R>(&self, f: impl FnOnce(&mut Holds) -> R) -> R {
+    /// a write that fails is said (and returned), and the change holds in memory anyway: a
+    /// hold that stops repairs must not wait on a disk.
+    pub fn update_kept<R>(&self, f: impl FnOnce(&mut Holds) -> R) -> (R, Option<String>) {
         let mut holds = self.lock();
         let mut next = holds.clone();
         let r = f(&mut next);
+        let mut unkept = None;
         if next != *holds {
             if let Err(e) = self.write(&next) {
-                tracing::error!(error = e, "cannot keep the holds across a restart; they hold now");
+                tracing::error!(error = e, "alert: cannot keep the holds across a restart of warden; they hold now");
+                unkept = Some(e);
             }
             *holds = next;
         }
-        r
+        (r, unkept)
     }
 
     fn write(&self, holds: &Holds) -> Result<(), String> {
@@ -181,8 +183,8 @@ pub async fn trip_breaker(
         limit.describe()
     );
     let now_unix_ms = warden_core::time::now_unix_ms();
-    let opened = holds.update_kept(|h| {
-        let due = h.breaker_due(limit, total, &roots);
+    let (opened, _) = holds.update_kept(|h| {
+        let due = h.breaker_due(limit, total, &roots, now_unix_ms);
         if due {
             h.set(Hold {
                 kind: HoldKind::Breaker,

@@ -87,7 +87,16 @@ pub struct Holds {
     /// again (a new failure does). Forgotten once few enough services fail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_over: Vec<ServiceName>,
+    /// Since when few enough services fail (Unix ms): the resume is forgotten only once it
+    /// has been so for [`RESUME_FORGOTTEN_AFTER_MS`], not at the first calm moment (a
+    /// service being restarted counts as not failing for a tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calm_since_unix_ms: Option<u64>,
 }
+
+/// How long few enough services must fail before an operator's resume past the breaker is
+/// forgotten (then the same failures open it again).
+pub const RESUME_FORGOTTEN_AFTER_MS: u64 = 120_000;
 
 impl Holds {
     /// Drops the holds whose time is over; returns them.
@@ -140,12 +149,26 @@ impl Holds {
 
     /// Whether the breaker must open, with `failing` the services failing now that nothing
     /// else explains, out of `total`: past `limit`, unless every one of them was failing
-    /// already when an operator resumed healing. Forgets that resume once few enough fail.
-    pub fn breaker_due(&mut self, limit: MaxUnhealthy, total: usize, failing: &[ServiceName]) -> bool {
+    /// already when an operator resumed healing. Forgets that resume once few enough have
+    /// failed for [`RESUME_FORGOTTEN_AFTER_MS`].
+    pub fn breaker_due(
+        &mut self,
+        limit: MaxUnhealthy,
+        total: usize,
+        failing: &[ServiceName],
+        now_unix_ms: u64,
+    ) -> bool {
         if !limit.trips(total, failing.len()) {
-            self.resumed_over.clear();
+            if !self.resumed_over.is_empty() {
+                let since = *self.calm_since_unix_ms.get_or_insert(now_unix_ms);
+                if now_unix_ms.saturating_sub(since) >= RESUME_FORGOTTEN_AFTER_MS {
+                    self.resumed_over.clear();
+                    self.calm_since_unix_ms = None;
+                }
+            }
             return false;
         }
+        self.calm_since_unix_ms = None;
         !self.breaker_open() && failing.iter().any(|s| !self.resumed_over.contains(s))
     }
 }
@@ -294,12 +317,18 @@ mod tests {
         let mut h = Holds::default();
         let (a, b, c, d) = (name("a"), name("b"), name("c"), name("d"));
         let half = MaxUnhealthy::Percent(50);
-        assert!(h.breaker_due(half, 4, &[a.clone(), b.clone(), c.clone()]));
-        h.resumed_over = vec![a.clone(), b.clone(), c.clone()];
-        assert!(!h.breaker_due(half, 4, &[a.clone(), b.clone(), c.clone()]), "the operator said go");
-        assert!(h.breaker_due(half, 4, &[a.clone(), b.clone(), d.clone()]), "a new failure opens it again");
-        assert!(!h.breaker_due(half, 4, std::slice::from_ref(&a)), "calm again");
+        let abc = [a.clone(), b.clone(), c.clone()];
+        assert!(h.breaker_due(half, 4, &abc, 0));
+        h.resumed_over = abc.to_vec();
+        assert!(!h.breaker_due(half, 4, &abc, 1), "the operator said go");
+        assert!(h.breaker_due(half, 4, &[a.clone(), b.clone(), d.clone()], 2), "a new failure opens it again");
+        assert!(!h.breaker_due(half, 4, &[b.clone(), c.clone()], 3), "`a` being restarted: a calm tick");
+        assert!(!h.breaker_due(half, 4, &abc, 4), "its restart did not hold: still the resumed failures");
+        assert!(!h.breaker_due(half, 4, std::slice::from_ref(&a), 10), "calm again");
+        assert!(!h.resumed_over.is_empty(), "not forgotten at once");
+        assert!(!h.breaker_due(half, 4, std::slice::from_ref(&a), 10 + RESUME_FORGOTTEN_AFTER_MS), "calm for long");
         assert!(h.resumed_over.is_empty(), "and the resume is forgotten");
+        assert!(h.breaker_due(half, 4, &abc, 20 + RESUME_FORGOTTEN_AFTER_MS), "the same failures open it again");
     }
 
     #[test]

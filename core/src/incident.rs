@@ -448,7 +448,7 @@ impl Incident {
             }
             // The harm guard held a step (a lower layer or a dependency fails): the same
             // playbook once more after a wait that doubles with every hold.
-            RunOutcome::Held if count(|o| o == RunOutcome::Held) > MAX_HOLDS => {
+            RunOutcome::Held if count(|o| o == RunOutcome::Held) >= MAX_HOLDS => {
                 self.move_on(&playbook, &format!("held {MAX_HOLDS} times: {}", run.detail), catalog)
             }
             RunOutcome::Held => {
@@ -1082,6 +1082,16 @@ mod tests {
         assert_eq!(waits, vec![1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]);
         assert_eq!(i.due(2_000 + 29_999), None);
         assert_eq!(i.due(2_000 + 30_000), Some(NextStep::Run { playbook: "first".into() }), "the same playbook");
+        for n in 7..MAX_HOLDS as u64 - 1 {
+            i.begin(10 + n, "first");
+            assert!(matches!(
+                i.finish_run(&run(10 + n, "first", RunOutcome::Held, 2_000), &c),
+                Some(NextStep::Wait { .. })
+            ));
+        }
+        i.begin(99, "first");
+        let last = i.finish_run(&run(99, "first", RunOutcome::Held, 2_000), &c);
+        assert!(!matches!(last, Some(NextStep::Wait { .. })), "held {MAX_HOLDS} times, it gives way: {last:?}");
     }
 
     #[test]

@@ -226,6 +226,18 @@ impl ProbeStatus {
     }
 }
 
+/// Whether the service of a mitigated incident is whole again: every probe of it that can
+/// run here is up with its last check passed (a probe not decided yet is not), and, when
+/// none can run, its supervisor says it runs. A probe that cannot run on this host neither
+/// holds the incident open nor ends it.
+pub fn whole_again(probes: &[&ProbeStatus], running: bool) -> bool {
+    let usable: Vec<_> = probes.iter().filter(|p| p.state != ProbeState::Unsupported).collect();
+    if usable.is_empty() {
+        return running;
+    }
+    usable.iter().all(|p| p.state == ProbeState::Up && p.consecutive_failures == 0)
+}
+
 /// Threshold tracking for one probe.
 #[derive(Debug, Clone)]
 pub struct ProbeTracker {
@@ -383,6 +395,23 @@ mod tests {
 
     fn fail(f: Failure) -> Outcome {
         Outcome::Fail(f)
+    }
+
+    #[test]
+    fn test_whole_again_needs_every_probe_that_can_run_up_and_passing() {
+        let (mut route, mut http) = (tracker(2, 1), tracker(1, 1));
+        route.record(Outcome::Unsupported("no raw sockets".into()), 1);
+        http.record(OK, 1);
+        assert!(whole_again(&[route.status(), http.status()], false), "a probe that cannot run holds nothing");
+        http.record(fail(Failure::Timeout), 2);
+        assert!(!whole_again(&[route.status(), http.status()], true), "down");
+        http.record(OK, 3);
+        let mut slow = tracker(3, 1);
+        assert!(!whole_again(&[http.status(), slow.status()], true), "not decided yet");
+        slow.record(OK, 4);
+        slow.record(fail(Failure::Timeout), 5);
+        assert!(!whole_again(&[http.status(), slow.status()], true), "up, but its last check failed");
+        assert!(whole_again(&[route.status()], true) && !whole_again(&[], false), "no probe: its state decides");
     }
 
     #[test]

@@ -13,6 +13,17 @@ use crate::harm::Health;
 /// Passing rounds in a row a restore needs, however short its window.
 pub const MIN_PASSES: u32 = 2;
 
+/// Time for a verification past its stability window (a round or two of checks).
+pub const WINDOW_SLACK: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a playbook run on a service may take at most: the playbook's own time, and the
+/// service's stability window with its slack on top (a long window would otherwise never
+/// fit in a verification). The executor stops a run there; the incident manager believes a
+/// run still marked running past it (and a grace for putting its service back) is gone.
+pub fn run_limit(playbook_timeout: std::time::Duration, stable_after: std::time::Duration) -> std::time::Duration {
+    playbook_timeout + stable_after + WINDOW_SLACK
+}
+
 /// One round's result, as the verification loop saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Round {

@@ -107,6 +107,15 @@ async fn audit(app: &AppState, by: &str, action: &str, target: &str, rationale: 
     Ok(sealed.entry.seq)
 }
 
+/// Puts on the trail that a request audited as asked was not carried out, and why.
+async fn undone(app: &AppState, mut record: AuditRecord, why: &str) {
+    (record.decision, record.outcome, record.detail) =
+        (DecisionKind::Deny, Some(OutcomeKind::Failed), format!("not done: {why}"));
+    if let Err(e) = app.addrs.audit.append(record).await {
+        tracing::warn!(error = %e, "cannot audit that a request was not carried out");
+    }
+}
+
 fn record(by: &str, action: &str, target: &str, rationale: &str) -> AuditRecord {
     AuditRecord {
         kind: EntryKind::Control,
@@ -171,9 +180,15 @@ async fn set_hold(
     };
     let target = service.as_ref().map_or("node".to_string(), ToString::to_string);
     let seq = audit(app, &caller.name, action, &target, &format!("{}; {reason}", hold.describe())).await?;
-    app.views.holds.update(|h| h.set(hold.clone())).map_err(ApiError::Unavailable)?;
+    // It holds from now, even if the data dir cannot keep it across a restart (then said).
+    let ((), unkept) = app.views.holds.update_kept(|h| h.set(hold.clone()));
     tracing::warn!(by = caller.name, kind = kind.as_str(), target, reason, "alert: {}", hold.describe());
-    Ok(Json(json!({ "hold": hold_json(&hold), "audit_seq": seq, "healing": view(app) })))
+    Ok(Json(json!({
+        "hold": hold_json(&hold),
+        "audit_seq": seq,
+        "healing": view(app),
+        "warning": unkept.map(|e| format!("in force, but not kept across a restart of warden: {e}")),
+    })))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -230,16 +245,23 @@ async fn lift(
         (None, true) => warden_actors::holds::failing_roots(&v.config.get(), &v.services, &v.probes, &v.holds),
         _ => Vec::new(),
     };
-    let lifted = app
-        .views
-        .holds
-        .update(|h| {
-            if !resumed_over.is_empty() {
-                h.resumed_over.clone_from(&resumed_over);
-            }
-            h.lift(service.as_ref(), kinds)
-        })
-        .map_err(ApiError::Unavailable)?;
+    let lifted = app.views.holds.update(|h| {
+        if !resumed_over.is_empty() {
+            h.resumed_over.clone_from(&resumed_over);
+            h.calm_since_unix_ms = None;
+        }
+        h.lift(service.as_ref(), kinds)
+    });
+    // A lift that cannot be written is not done (the hold stays, here and after a
+    // restart); the trail, which said it was asked, says so too.
+    let lifted = match lifted {
+        Ok(lifted) => lifted,
+        Err(e) => {
+            undone(app, record(&caller.name, action, &target, &format!("lifts {}; {reason}", what.join("; "))), &e)
+                .await;
+            return Err(ApiError::Unavailable(format!("the holds could not be written, so nothing was lifted: {e}")));
+        }
+    };
     tracing::warn!(by = caller.name, target, reason, lifted = what.join("; "), "automatic repair resumed");
     Ok(Json(json!({
         "lifted": lifted.iter().map(hold_json).collect::<Vec<_>>(),
@@ -282,13 +304,15 @@ pub async fn incident_action(
     let done = if verb == "ack" { incidents.acknowledge(id, note).await } else { incidents.close(id, note).await };
     let incident = match done {
         Ok(incident) => incident,
+        // Not answered in time: the request may still be carried out; the trail says
+        // nothing it does not know, and the caller reads the incident again.
+        Err(e @ IncidentError::Unavailable(_)) => {
+            return Err(ApiError::Unavailable(format!(
+                "{e}; whether it was done is not known: read incident {id} again"
+            )));
+        }
         Err(e) => {
-            let mut undone = record(&caller.name, action, incident.service.as_str(), &rationale);
-            (undone.decision, undone.outcome, undone.detail) =
-                (DecisionKind::Deny, Some(OutcomeKind::Failed), format!("not done: {e}"));
-            if let Err(a) = app.addrs.audit.append(undone).await {
-                tracing::warn!(error = %a, incident = id, "cannot audit that the request was refused");
-            }
+            undone(&app, record(&caller.name, action, incident.service.as_str(), &rationale), &e.to_string()).await;
             return Err(match e {
                 IncidentError::NoSuchIncident(_) => ApiError::NotFound(e.to_string()),
                 IncidentError::Refused(_) => ApiError::Conflict(e.to_string()),

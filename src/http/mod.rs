@@ -139,7 +139,7 @@ pub fn hold_for_operator(app: &AppState, service: &warden_core::config::ServiceN
         return;
     }
     let now = warden_core::time::now_unix_ms();
-    let set = app.views.holds.update(|h| {
+    let ((), unkept) = app.views.holds.update_kept(|h| {
         h.set(warden_core::holds::Hold {
             kind: warden_core::holds::HoldKind::Operator,
             service: Some(service.clone()),
@@ -149,7 +149,7 @@ pub fn hold_for_operator(app: &AppState, service: &warden_core::config::ServiceN
             reason: "an operator acted on it".into(),
         })
     });
-    if let Err(e) = set {
-        tracing::warn!(service = service.as_str(), error = e, "cannot hold automatic repair for the operator");
+    if let Some(e) = unkept {
+        tracing::warn!(service = service.as_str(), error = e, "the operator's hold is not kept across a restart");
     }
 }

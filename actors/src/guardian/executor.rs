@@ -590,12 +590,14 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
             record.detail = format!("`{}` served again before a disruptive step was needed", order.target);
         }
     };
-    // The playbook's time, and its target's stability window on top (a long one would
-    // otherwise never fit in a verification).
-    let limit = pb.timeout + stability_window(&ctx.config.get(), &order.target);
+    let limit = warden_core::verify::run_limit(pb.timeout, stability_window(&ctx.config.get(), &order.target));
     if tokio::time::timeout(limit, run).await.is_err() {
         record.outcome = RunOutcome::Failed;
-        record.detail = format!("playbook timed out after {} ms", pb.timeout.as_millis());
+        record.detail = format!(
+            "playbook timed out after {} ms (its {} ms and its target's stability window)",
+            limit.as_millis(),
+            pb.timeout.as_millis()
+        );
         traced(&remediate, Some(&record.detail));
         if let Some(span) = &current {
             traced(span, Some(&record.detail));
@@ -702,6 +704,9 @@ async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> G
     if !harm::disrupts(&step.primitive) {
         return Guard::Go(None);
     }
+    // The finding is about the run's target: a step on another service (a dependent) gets
+    // no exception from it.
+    let cause = if step.target == order.target { order.cause } else { warden_core::diagnose::Cause::Unknown };
     // A kill reaches processes that are not the service's own only when the finding names
     // them (a stranger on its port, a holder of its lock).
     if let Primitive::KillProcess { select, .. } = &step.primitive {
@@ -715,7 +720,7 @@ async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> G
         .await;
         // A selection that cannot be made cannot be judged: nothing is killed on faith.
         let verdict = match all_own {
-            Ok(Ok(all_own)) => harm::kill_allowed(select, order.cause, all_own),
+            Ok(Ok(all_own)) => harm::kill_allowed(select, cause, all_own),
             Ok(Err(e)) => Err(format!("cannot tell whose processes {} are: {e}", select.describe())),
             Err(e) => Err(format!("cannot tell whose processes {} are: {e}", select.describe())),
         };
@@ -725,7 +730,7 @@ async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> G
     }
     let config = ctx.config.get();
     let evidence = Checks::of(&config, &ctx.table, &step.target, true).gather().await;
-    let verdict = harm::judge(&step.primitive, order.cause, &evidence);
+    let verdict = harm::judge(&step.primitive, cause, &evidence);
     let label = match verdict {
         Verdict::Act { .. } => "act",
         Verdict::Healthy => "healthy",
@@ -1132,10 +1137,10 @@ async fn describe(ctx: &RunContext, step: &PlannedStep) -> (String, Vec<String>)
             .lock()
             .services
             .get(&step.target)
-            .and_then(|e| {
-                let pid = e.pid?;
-                Some(format!("pid {pid} started at tick {} `{}`", e.start_ticks.unwrap_or(0), cmdline_of(pid)))
-            })
+            // A process is its pid and start time; not its command line, which an exec
+            // changes (a service's launcher becomes the service) while it stays the same
+            // process. The plan says the command line.
+            .and_then(|e| Some(format!("pid {} started at tick {}", e.pid?, e.start_ticks.unwrap_or(0))))
             .into_iter()
             .collect();
         return (plan_of(ctx, step), touches);
@@ -1479,12 +1484,9 @@ async fn verify_run(
 }
 
 /// How long a repaired service must stay healthy before it counts as restored.
-fn stability_window(config: &NodeConfig, service: &ServiceName) -> Duration {
+pub fn stability_window(config: &NodeConfig, service: &ServiceName) -> Duration {
     config.services.iter().find(|s| s.name == *service).map_or(Duration::ZERO, |s| s.restart.stable_after)
 }
-
-/// Time for a verification past its stability window (a round or two of checks).
-const WINDOW_SLACK: Duration = Duration::from_secs(3);
 
 /// A verification's pause between rounds of checks.
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
@@ -1498,7 +1500,7 @@ async fn verify(ctx: &RunContext, service: &ServiceName, timeout: Duration) -> R
     let config = ctx.config.get();
     let window = stability_window(&config, service);
     // However short the wait a playbook gives, the window fits in it.
-    let timeout = timeout.max(window + WINDOW_SLACK);
+    let timeout = timeout.max(window + warden_core::verify::WINDOW_SLACK);
     let mut checks = Checks::of(&config, &ctx.table, service, false);
     let mut stability = Stability::new(window.as_millis() as u64);
     let start = Instant::now();

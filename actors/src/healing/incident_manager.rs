@@ -19,6 +19,7 @@ use crate::governance::approval_queue::ApprovalQueue;
 use crate::guardian::executor::RollbackOrder;
 use crate::guardian::executor::{PlaybookExecutor, RunOrder};
 use crate::guardian::probe_board::ProbeBoard;
+use crate::guardian::service_table::ServiceTable;
 use crate::holds::HoldBoard;
 use crate::incident_trace::{IncidentTrace, TARGET as TRACE, TraceBoard};
 use crate::metrics::{Metrics, ModeLabel};
@@ -36,11 +37,13 @@ use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::playbook::OnRecovery;
 use warden_core::run::{RunOutcome, RunRecord};
+use warden_core::service::ServiceState;
 
 pub const PATH: &str = "healing/incident_manager";
 /// Overdue alerts, the check of every open incident's run, dispatch retries.
 const TICK: Duration = Duration::from_secs(1);
-/// A run still marked running this long past its playbook's timeout has no task behind it.
+/// A run still marked running this long past its limit (`verify::run_limit`) has no task
+/// behind it (the grace covers putting its service back after a failed run).
 const RUN_GRACE: Duration = Duration::from_secs(10);
 /// How long a run's end may take to be announced before the store is believed instead.
 const NOTICE_GRACE: Duration = Duration::from_secs(2);
@@ -136,6 +139,8 @@ pub struct IncidentManager {
     pub holds: HoldBoard,
     /// For a mitigated incident: whether the lower layer it waits for is back.
     pub board: ProbeBoard,
+    /// For a mitigated incident of a service with no probe that runs: its state.
+    pub services: ServiceTable,
     /// To end an approval its incident no longer needs.
     pub approvals: Addr<ApprovalQueue>,
 }
@@ -149,7 +154,9 @@ pub struct State {
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
     /// When each service's automatic repairs of the last hour started (its budget).
-    repairs: BTreeMap<ServiceName, Vec<u64>>,
+    /// (By run id, so a run heard of twice, from the store at start and then its notice,
+    /// counts once.)
+    repairs: BTreeMap<ServiceName, BTreeMap<u64, u64>>,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -278,7 +285,10 @@ impl IncidentManager {
                 }
                 Some(mut run) => {
                     let timeout = self.catalog.get().get(&playbook).map_or(Duration::ZERO, |p| p.timeout);
-                    let limit = (timeout + RUN_GRACE).as_millis() as u64;
+                    let window = st.open.get(&id).map_or(Duration::ZERO, |i| {
+                        crate::guardian::executor::stability_window(&self.config.get(), &i.service)
+                    });
+                    let limit = (warden_core::verify::run_limit(timeout, window) + RUN_GRACE).as_millis() as u64;
                     if now.saturating_sub(run.started_unix_ms) > limit {
                         tracing::warn!(
                             incident = id,
@@ -440,7 +450,7 @@ impl IncidentManager {
     async fn run_finished(&self, run: RunRecord, st: &mut State) -> Result<(), StoreError> {
         let Some(id) = run.incident_id else { return Ok(()) };
         if acted(&run) && st.open.get(&id).is_some_and(|i| i.current_run().is_some_and(|a| a.run_id == run.run_id)) {
-            st.repairs.entry(run.target.clone()).or_default().push(run.started_unix_ms);
+            st.repairs.entry(run.target.clone()).or_default().insert(run.run_id, run.started_unix_ms);
         }
         let Some(mut incident) = st.open.get(&id).cloned() else { return Ok(()) };
         let Some(step) = incident.finish_run(&run, &self.catalog.get()) else { return Ok(()) };
@@ -597,20 +607,21 @@ impl IncidentManager {
     fn budget_spent(&self, incident: &Incident, st: &mut State) -> Option<String> {
         let budget = self.config.get().healing.repair_budget;
         let now = warden_core::time::now_unix_ms();
-        let starts = st.repairs.entry(incident.service.clone()).or_default();
-        starts.retain(|t| now.saturating_sub(*t) < warden_core::holds::BUDGET_WINDOW_MS);
-        budget.spent(starts, now).map(|w| format!("{w} on `{}`: a person must look", incident.service))
+        let runs = st.repairs.entry(incident.service.clone()).or_default();
+        runs.retain(|_, t| now.saturating_sub(*t) < warden_core::holds::BUDGET_WINDOW_MS);
+        let starts: Vec<u64> = runs.values().copied().collect();
+        budget.spent(&starts, now).map(|w| format!("{w} on `{}`: a person must look", incident.service))
     }
 
     /// The automatic repairs of the last hour that acted (the budget's count), from the
     /// store, so a restart of this actor keeps counting.
-    async fn recent_repairs(&self) -> BTreeMap<ServiceName, Vec<u64>> {
-        let mut out: BTreeMap<ServiceName, Vec<u64>> = BTreeMap::new();
+    async fn recent_repairs(&self) -> BTreeMap<ServiceName, BTreeMap<u64, u64>> {
+        let mut out: BTreeMap<ServiceName, BTreeMap<u64, u64>> = BTreeMap::new();
         let since = warden_core::time::now_unix_ms().saturating_sub(warden_core::holds::BUDGET_WINDOW_MS);
         match self.store.incidents_and_runs().await {
             Ok((_, runs)) => {
                 for r in runs.iter().filter(|r| r.started_unix_ms >= since && acted(r)) {
-                    out.entry(r.target.clone()).or_default().push(r.started_unix_ms);
+                    out.entry(r.target.clone()).or_default().insert(r.run_id, r.started_unix_ms);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the last hour's repairs; the budget counts from now"),
@@ -669,20 +680,30 @@ impl IncidentManager {
         if mitigated.is_empty() {
             return Ok(());
         }
-        let config = self.config.get();
         let statuses = self.board.snapshot();
         for mut incident in mitigated {
             // Every probe of the service: the path a failover went round, or the service
-            // itself when its dependents were pointed elsewhere.
-            let path: Vec<&str> =
-                config.probes.iter().filter(|p| p.target == incident.service).map(|p| p.name.as_str()).collect();
-            let back = path.iter().all(|name| {
-                statuses
-                    .iter()
-                    .find(|s| s.name == *name)
-                    .is_none_or(|s| s.up == Some(true) && s.consecutive_failures == 0)
-            });
-            if back && incident.lower_recovered(warden_core::time::now_unix_ms()) {
+            // itself when its dependents were pointed elsewhere; its state when it has none.
+            let probes: Vec<&warden_core::probe::ProbeStatus> =
+                statuses.iter().filter(|s| s.target == incident.service).collect();
+            let running = self.services.state_of(incident.service.as_str()) == Some(ServiceState::Running);
+            if !warden_core::probe::whole_again(&probes, running) {
+                continue;
+            }
+            // A roll-back is a repair like any other: while a hold applies (a person paused
+            // the service or works on it, the breaker), the mitigation stays, and so does
+            // the incident, until it lifts.
+            if self.rolls_back(&incident)
+                && let Some(why) = self.held(&incident)
+            {
+                tracing::debug!(
+                    incident = incident.id,
+                    why,
+                    "the lower layer is back; the roll-back waits for the hold"
+                );
+                continue;
+            }
+            if incident.lower_recovered(warden_core::time::now_unix_ms()) {
                 tracing::info!(
                     incident = incident.id,
                     service = incident.service.as_str(),
@@ -696,17 +717,18 @@ impl IncidentManager {
         Ok(())
     }
 
+    /// Whether the playbook that mitigated the incident says to roll it back once the
+    /// lower layer is back.
+    fn rolls_back(&self, incident: &Incident) -> bool {
+        incident.attempts.last().is_some_and(|last| {
+            self.catalog.get().get(&last.playbook).is_some_and(|p| p.on_recovery == OnRecovery::Rollback)
+        })
+    }
+
     /// What a mitigated incident's playbook says to do once the lower layer is back.
     async fn after_recovery(&self, incident: &Incident) {
         let Some(last) = incident.attempts.last() else { return };
-        // A person holds this service (paused, in maintenance, working on it): what warden
-        // changed stays until they say otherwise.
-        if let Some(hold) = self.holds.blocking(&incident.service) {
-            tracing::info!(incident = incident.id, hold = hold.describe(), "mitigation kept: repair of it is held");
-            return;
-        }
-        let rollback = self.catalog.get().get(&last.playbook).is_some_and(|p| p.on_recovery == OnRecovery::Rollback);
-        if !rollback {
+        if !self.rolls_back(incident) {
             return;
         }
         let order = RollbackOrder {

@@ -59,6 +59,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             traces: i.traces.clone(),
             holds: i.views.holds.clone(),
             board: i.views.probes.clone(),
+            services: i.views.services.clone(),
             approvals: i.addrs.approvals.clone(),
         }));
         let g = w.clone();

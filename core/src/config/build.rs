@@ -15,7 +15,7 @@ const DATA_DIR_VAR: &str = "${data_dir}";
 pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Result<NodeConfig, Problems> {
     let mut c = Collector::new(src.name);
     let data_dir = data_dir(&mut c, src, &raw, opts);
-    let ctx = Ctx { dir: src.dir, data_dir: &data_dir };
+    let ctx = Ctx { dir: src.dir, data_dir: &data_dir, protected: &[] };
 
     let name = raw.node.name.value.clone();
     if name.trim().is_empty() {
@@ -114,6 +114,22 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         None => TokensFile { path: data_dir.join(DEFAULT_TOKENS_FILE), explicit: false },
     };
     let audit = audit_files(&mut c, src.dir, &raw.audit, &data_dir);
+    let governance_policies =
+        raw.governance_policies.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
+    let playbooks_dir =
+        raw.playbooks_dir.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
+    // warden's own files, which no repair of a service may touch.
+    let config_file = Path::new(src.name).file_name().map(|f| src.dir.join(f));
+    let protected: Vec<PathBuf> = [&audit.key_file, &audit.checkpoint_file, &tokens.path]
+        .into_iter()
+        .cloned()
+        .chain(config_file)
+        .chain(governance_policies.clone())
+        .chain(playbooks_dir.clone())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| lexical(&p))
+        .collect();
+    let ctx = Ctx { protected: &protected, ..ctx };
     if raw.services.value.is_empty() {
         c.at(raw.services.referenced, "services: a node needs at least one service");
     }
@@ -134,11 +150,6 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
     let probes: Vec<ProbeSpec> =
         raw.probes.iter().filter_map(|p| probe(&mut c, &ctx, p, &names, &mut probe_names)).collect();
 
-    let governance_policies =
-        raw.governance_policies.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
-
-    let playbooks_dir =
-        raw.playbooks_dir.as_ref().and_then(|p| expand(&mut c, p, &data_dir).map(|v| resolve(src.dir, &v)));
     let mut commands = BTreeMap::new();
     for (name, argv) in &raw.commands {
         if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
@@ -310,6 +321,9 @@ fn alerts(c: &mut Collector, ctx: &Ctx<'_>, raw: &raw::AlertsSection) -> AlertsC
 struct Ctx<'a> {
     dir: &'a Path,
     data_dir: &'a Path,
+    /// warden's own files (its config, policy, playbooks, tokens, audit key and
+    /// checkpoints): no path a service declares for its repairs may be or hold one.
+    protected: &'a [PathBuf],
 }
 
 /// The data dir: `--data-dir` (against the working directory) or `node.data_dir` (against
@@ -616,8 +630,8 @@ fn max_unhealthy(c: &mut Collector, v: Option<&Spanned<raw::CountOrShare>>) -> c
 fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHooks {
     let label = s.name.value.as_str();
     let mut path = |v: &Spanned<String>| {
-        let p = resolve(ctx.dir, &expand(c, v, ctx.data_dir)?);
-        if let Some(why) = unsafe_hook_path(&p, ctx.data_dir) {
+        let p = lexical(&resolve(ctx.dir, &expand(c, v, ctx.data_dir)?));
+        if let Some(why) = unsafe_hook_path(&p, &lexical(ctx.data_dir), ctx.protected) {
             c.at(v.referenced, format!("service `{label}`: `{}` {why}", p.display()));
             return None;
         }
@@ -668,26 +682,47 @@ fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHoo
 }
 
 /// Folders whose contents belong to the system, not to a service: a playbook deletes,
-/// restores and rewrites what a service declares, so none of these may be declared.
+/// restores and rewrites what a service declares, so none of these may be declared
+/// (`/usr/local`, where services built from source keep their data, excepted).
 const SYSTEM_DIRS: &[&str] = &["/bin", "/boot", "/dev", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr"];
 
-/// Why a path a service declares for its repairs (a lock file, its data, a credentials
-/// file, secrets) is not one a playbook may touch: the root or a top-level folder, the
-/// system's own folders, a `..` that could lead anywhere, or warden's own data (its store,
-/// audit, keys) outside `${data_dir}/services/`.
-pub(crate) fn unsafe_hook_path(p: &Path, data_dir: &Path) -> Option<&'static str> {
+/// `p` with `.` and `..` worked out on the text alone (no link is followed): what a path
+/// with `..` names, for comparing it with another.
+fn lexical(p: &Path) -> PathBuf {
     use std::path::Component;
-    if p.components().any(|c| c == Component::ParentDir) {
-        return Some("must not contain `..`");
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
+}
+
+/// Why a path a service declares for its repairs (a lock file, its data, a credentials
+/// file, secrets; `p`, worked out with [`lexical`]) is not one a playbook may touch: the
+/// root or a top-level folder, the system's own folders, warden's own data (its store,
+/// audit, keys) outside `${data_dir}/services/`, or a path that is or holds one of
+/// warden's own files (`protected`).
+pub(crate) fn unsafe_hook_path(p: &Path, data_dir: &Path, protected: &[PathBuf]) -> Option<&'static str> {
+    use std::path::Component;
     if p.components().filter(|c| matches!(c, Component::Normal(_))).count() < 2 {
         return Some("is the root or a top-level folder: name the service's own file or folder");
     }
-    if SYSTEM_DIRS.iter().any(|d| p.starts_with(d)) {
+    if SYSTEM_DIRS.iter().any(|d| p.starts_with(d)) && !p.starts_with("/usr/local") {
         return Some("is inside a system folder: a repair may delete or rewrite it");
     }
     if p.starts_with(data_dir) && !p.starts_with(data_dir.join("services")) || data_dir.starts_with(p) {
         return Some("is warden's own data: only `${data_dir}/services/` is the services' there");
+    }
+    if protected.iter().any(|f| f.starts_with(p) || p.starts_with(f)) {
+        return Some(
+            "is or holds one of warden's own files (its config, policy, playbooks, tokens, audit key or checkpoints)",
+        );
     }
     None
 }
