@@ -12,6 +12,17 @@ use std::path::Path;
 
 /// Writes `content` to `path`, mode 0600, owned by `owner` (uid, gid) when given.
 pub fn write(path: &Path, content: &[u8], owner: Option<(Option<u32>, u32)>) -> std::io::Result<()> {
+    write_with_mode(path, content, 0o600, owner)
+}
+
+/// [`write`] with another mode (a config its workers must read: 0644). The file is 0600
+/// until it is whole, then given `mode`, then renamed into place.
+pub fn write_with_mode(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(Option<u32>, u32)>,
+) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -25,6 +36,9 @@ pub fn write(path: &Path, content: &[u8], owner: Option<(Option<u32>, u32)>) -> 
         f.write_all(content)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&f, uid, Some(gid))?;
+        }
+        if mode != 0o600 {
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         }
         f.sync_all()?;
         std::fs::rename(&tmp, path)

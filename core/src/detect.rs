@@ -132,6 +132,8 @@ pub struct ServiceFacts {
     pub missing_files: Vec<String>,
     /// The node's data dir, where the services' data, logs and snapshots live.
     pub disk: Option<DiskFacts>,
+    /// What its last log lines say of why it exited (read only while it is not running).
+    pub log_says: Option<crate::logcause::LogFinding>,
 }
 
 /// The rule of `mode` applied to one probe event, given the target's state and role.
@@ -184,11 +186,10 @@ pub fn assess(
         {
             finding(said())
         }
-        FailureMode::InvalidCredentials
-            if matches!(failure, Failure::Auth(_) | Failure::Status(401) | Failure::Status(403)) =>
-        {
-            finding(said())
-        }
+        // Only a check that logs in (postgres, a line exchange with a password file) can
+        // have its login refused; an HTTP check sends no credentials, so its 401 or 403 is
+        // the server refusing everyone (a file its workers cannot read), not a bad secret.
+        FailureMode::InvalidCredentials if matches!(failure, Failure::Auth(_)) => finding(said()),
         FailureMode::PortInUse if matches!(failure, Failure::Stranger { .. }) => finding(said()),
         _ => None,
     }
@@ -208,7 +209,10 @@ fn probe_cause(mode: FailureMode, kind: &str, failure: &Failure) -> Cause {
         // The ollama check answers a model it cannot find in the list with a response failure.
         Failure::Response(_) if kind == "ollama" => Cause::ModelMissing,
         Failure::Response(text) if text.to_ascii_lowercase().contains("corrupt") => Cause::Corrupt,
-        Failure::Auth(_) | Failure::Status(401 | 403) => Cause::CredentialsRefused,
+        // Only a check that logs in can be refused a login: an HTTP check sends no
+        // credentials, so its 401 or 403 says the server refuses everyone (a file its
+        // workers cannot read, a rule), not that a password went bad.
+        Failure::Auth(_) => Cause::CredentialsRefused,
         Failure::Tls(_) => Cause::Tls,
         Failure::Stranger { .. } => Cause::PortStranger,
         Failure::NetworkUnreachable(_) | Failure::HostUnreachable(_) | Failure::Link(_) => Cause::Unreachable,
@@ -319,19 +323,36 @@ pub fn assess_facts(mode: FailureMode, f: &ServiceFacts, t: Thresholds) -> Optio
             if !f.missing_files.is_empty() && !stopped {
                 return finding(format!("missing: {}", f.missing_files.join(", ")), None, Cause::FileMissing);
             }
-            let e = f.last_exit.as_ref().filter(|e| e.code == Some(EX_CONFIG) && f.state != ServiceState::Running)?;
-            finding(format!("exits on a config error: {}", e.described), Some(e.at_unix_ms), Cause::ConfigInvalid)
+            let e = f.last_exit.as_ref().filter(|_| f.state != ServiceState::Running)?;
+            // Its log names the file or the error where the exit status cannot (nginx and
+            // PostgreSQL exit 1 for a bad config as for anything else).
+            match f.log_says.as_ref().filter(|l| matches!(l.cause, Cause::ConfigInvalid | Cause::FileMissing)) {
+                Some(l) => finding(
+                    format!("exits on a config error: {}; its log: {}", e.described, l.line),
+                    Some(e.at_unix_ms),
+                    l.cause,
+                ),
+                None if e.code == Some(EX_CONFIG) => finding(
+                    format!("exits on a config error: {}", e.described),
+                    Some(e.at_unix_ms),
+                    Cause::ConfigInvalid,
+                ),
+                None => None,
+            }
         }
         FailureMode::DatabaseUnavailable | FailureMode::ModelServerDown
             if f.role == Some(role_of(mode)) && crash_looping =>
         {
             let why = f.last_exit.as_ref().map_or("exit status unknown", |e| e.described.as_str());
-            let cause = match f.last_exit.as_ref().and_then(|e| e.code) {
-                Some(EX_TEMPFAIL) => Cause::LockHeld,
+            let said = f.log_says.as_ref().filter(|l| matches!(l.cause, Cause::Corrupt | Cause::LockHeld));
+            let cause = match (said, f.last_exit.as_ref().and_then(|e| e.code)) {
+                (Some(l), _) => l.cause,
+                (None, Some(EX_TEMPFAIL)) => Cause::LockHeld,
                 _ => Cause::CrashLoop,
             };
+            let log = said.map(|l| format!("; its log: {}", l.line)).unwrap_or_default();
             finding(
-                format!("crash loop: {} exits in its restart window; last: {why}", f.recent_exits),
+                format!("crash loop: {} exits in its restart window; last: {why}{log}", f.recent_exits),
                 exit_onset,
                 cause,
             )
@@ -433,6 +454,7 @@ mod tests {
             oom_kills: 0,
             missing_files: vec![],
             disk: None,
+            log_says: None,
         }
     }
 
@@ -485,7 +507,15 @@ mod tests {
         let l3 = down_of("route", Layer::L3, Failure::NetworkUnreachable("ENETUNREACH".into()));
         assert!(assess(FailureMode::DatabaseUnavailable, &l3, RUNNING, db).is_none());
         assert!(assess(FailureMode::NetworkUnreachable, &l3, RUNNING, db).is_some());
-        assert!(assess(FailureMode::InvalidCredentials, &down(Failure::Status(401)), RUNNING, None).is_some());
+        let refused = down_of("postgres", Layer::L7, Failure::Auth("28P01".into()));
+        assert!(assess(FailureMode::InvalidCredentials, &refused, RUNNING, None).is_some());
+        for status in [401, 403] {
+            let forbidden = down(Failure::Status(status));
+            assert!(
+                assess(FailureMode::InvalidCredentials, &forbidden, RUNNING, None).is_none(),
+                "an HTTP check sends no credentials: {status} is no bad secret"
+            );
+        }
         assert!(assess(FailureMode::InvalidCredentials, &down(Failure::Status(503)), RUNNING, None).is_none());
     }
 
@@ -561,6 +591,19 @@ mod tests {
         assert!(assess_facts(FailureMode::DatabaseUnavailable, &f, T).is_none(), "the supervisor restarts an exit");
         f.recent_exits = 3;
         assert_eq!(assess_facts(FailureMode::DatabaseUnavailable, &f, T).map(|f| f.cause), Some(Cause::CrashLoop));
+        // What it logged last names the cause an exit status cannot (PostgreSQL exits 1).
+        f.last_exit = Some(ExitFacts { at_unix_ms: 9_000, code: Some(1), oom_killed: false, described: "1".into() });
+        f.log_says = crate::logcause::classify(&["FATAL:  incorrect checksum in control file"], &[]);
+        let found = assess_facts(FailureMode::DatabaseUnavailable, &f, T).expect("finding");
+        assert_eq!(found.cause, Cause::Corrupt);
+        assert!(found.evidence.contains("incorrect checksum"), "{}", found.evidence);
+        f.log_says = crate::logcause::classify(&[r#"LOG:  syntax error in file "/p/postgresql.conf" line 1"#], &[]);
+        assert_eq!(
+            assess_facts(FailureMode::MissingConfig, &f, T).map(|f| f.cause),
+            Some(Cause::ConfigInvalid),
+            "a config error in its log, whatever its exit status"
+        );
+        f.log_says = None;
         f.last_exit = Some(ExitFacts { at_unix_ms: 9_000, code: Some(75), oom_killed: false, described: "75".into() });
         assert_eq!(
             assess_facts(FailureMode::DatabaseUnavailable, &f, T).map(|f| f.cause),

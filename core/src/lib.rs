@@ -45,6 +45,7 @@ pub mod fit;
 pub mod harm;
 pub mod holds;
 pub mod incident;
+pub mod logcause;
 pub mod mode;
 pub mod netlink;
 pub mod overrides;

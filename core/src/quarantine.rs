@@ -158,6 +158,7 @@ mod tests {
             oom_kills: 0,
             missing_files: Vec::new(),
             disk: None,
+            log_says: None,
         }
     }
 

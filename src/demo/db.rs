@@ -294,6 +294,13 @@ impl Store {
             .append(true)
             .open(path)
             .map_err(|e| ServiceError::io(format!("cannot open {}", path.display()), e))?;
+        // New records go after the last whole one, never after a torn tail.
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            tracing::warn!(dropped_bytes = bytes.len() - whole, "the data file ended in a record cut short: dropped");
+            file.set_len(whole as u64)
+                .map_err(|e| ServiceError::io(format!("cannot truncate {}", path.display()), e))?;
+        }
         Ok(Store { path: path.to_path_buf(), file, map, records })
     }
 
@@ -401,8 +408,11 @@ fn replay(bytes: &[u8]) -> Result<(HashMap<String, String>, u64), CorruptAt> {
     while offset < bytes.len() {
         let corrupt = |reason: &str| CorruptAt { offset: offset as u64, reason: reason.into() };
         let rest = &bytes[offset..];
+        // A last record without its newline is a write cut short (a crash, or a copy made
+        // while it was written): dropped, as a database's recovery drops a torn log tail
+        // (Redis's `aof-load-truncated`). Anything else wrong is corruption.
         let Some(len) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(corrupt("truncated record (no trailing newline)"));
+            break;
         };
         let line = std::str::from_utf8(&rest[..len]).map_err(|_| corrupt("not utf-8"))?;
         let (sum, payload) = line.split_once(' ').ok_or_else(|| corrupt("missing checksum"))?;
@@ -496,6 +506,10 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(map.get("b").map(String::as_str), Some("x"));
         assert!(!map.contains_key("a"));
+
+        // A copy made mid-write ends in a torn record: the whole ones before it replay.
+        let torn = &data.as_bytes()[..data.len() - 5];
+        assert_eq!(replay(torn).expect("a torn tail is dropped").1, 2);
 
         let mut bytes = data.into_bytes();
         let second = bytes.iter().position(|&b| b == b'\n').expect("newline") + 1;

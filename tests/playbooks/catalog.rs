@@ -405,7 +405,11 @@ fn test_prune_temp_files_deletes_only_old_temp_files() {
 
 #[test]
 fn test_prune_old_snapshots_keeps_the_newest_three() {
-    let node = Node::start_default_hands_off();
+    // The db's own retention (`snapshot.keep`) raised, so the playbook has something to do.
+    let ports = Ports::fresh();
+    let config = hands_off(&default_config_on(ports)).replace("keep: 3, max_mb: 64", "keep: 10, max_mb: 64");
+    assert!(config.contains("keep: 10"), "the default node declares its snapshot retention");
+    let node = Node::start_with(&config, ports, &[]);
     node.wait_ready();
     for _ in 0..4 {
         assert_eq!(run(&node, "snapshot_database", json!({"target": "db"}))["outcome"], "succeeded");
@@ -421,6 +425,20 @@ fn test_prune_old_snapshots_keeps_the_newest_three() {
     assert_eq!(all.len(), 4);
     exercise(&node, "prune_old_snapshots", "db", names);
     assert_eq!(names(), all[1..].to_vec(), "the oldest went");
+}
+
+#[test]
+fn test_snapshots_are_pruned_to_the_services_keep_as_they_are_taken() {
+    let node = Node::start_default_hands_off();
+    node.wait_ready();
+    let snapshots = node.data_dir().join("snapshots/db");
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        let done = run(&node, "snapshot_database", json!({"target": "db"}));
+        assert_eq!(done["outcome"], "succeeded", "{done}");
+        made.push(std::fs::read_dir(&snapshots).unwrap().count());
+    }
+    assert_eq!(made, [1, 2, 3, 3, 3], "the default node keeps 3 of the db's");
 }
 
 #[test]

@@ -337,7 +337,7 @@ fn test_rotate_credentials_and_restore_config_file_roll_back_exactly() {
     std::fs::remove_file(&config).unwrap();
     let dry = run(&node, "restore_config_file", json!({"target": "api", "dry_run": true}));
     assert!(!config.exists(), "dry run wrote nothing");
-    assert!(dry["steps"][0]["detail"].as_str().unwrap().contains("from vault version"), "{dry}");
+    assert!(dry["steps"][0]["detail"].as_str().unwrap().contains("api.json as the config declares it"), "{dry}");
     let done = run(&node, "restore_config_file", json!({"target": "api"}));
     assert_eq!(done["outcome"], "succeeded", "{done}");
     assert_eq!(read(&config), cf0);

@@ -12,16 +12,27 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use warden_core::config::{ServiceName, ServiceSpec};
+use warden_core::config::{ServiceName, ServiceSpec, SnapshotMethod};
 use warden_core::playbook::{Primitive, Selector, Vars};
 use warden_core::run::Undo;
 
+use super::snapshots::{SnapshotError, Snapshots, replace_tree, tree_size};
 use super::vault::Vault;
 
 /// How long a signalled process gets to be gone before the step says it is not.
 const GONE_WITHIN: Duration = Duration::from_secs(5);
 /// Output of a whitelisted command quoted in the step's detail.
 const OUTPUT_TAIL: usize = 400;
+
+impl From<SnapshotError> for EffectError {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::Refused(why) => EffectError::Refused(why),
+            SnapshotError::Failed(why) => EffectError::Failed(why),
+            SnapshotError::Io { what, source } => EffectError::Io { what, source },
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EffectError {
@@ -129,6 +140,11 @@ impl Env {
         self.data_dir.join("snapshots").join(self.target.as_str())
     }
 
+    /// The target's snapshots, made and kept as its config says.
+    fn snapshot_store(&self) -> Snapshots<'_> {
+        Snapshots { root: self.snapshots(), policy: &self.spec.hooks.snapshot, identity: self.spec.identity.as_ref() }
+    }
+
     /// The files the service's config manages.
     fn managed(&self) -> Vec<PathBuf> {
         self.spec.files.iter().map(|f| f.path.clone()).collect()
@@ -151,11 +167,21 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
         Primitive::SnapshotDir { path } => {
             let dir = env.path(path)?;
             let (files, bytes) = tree_size(&dir);
-            Ok(format!("would copy {} ({files} files, {bytes} bytes) to {}", dir.display(), env.snapshots().display()))
+            let how = match &env.spec.hooks.snapshot.method {
+                SnapshotMethod::Stop if env.pid.is_some() => {
+                    return Ok(format!(
+                        "would refuse: {} runs and its data is copied only while it is stopped",
+                        env.target
+                    ));
+                }
+                SnapshotMethod::Command(argv) if env.pid.is_some() => format!("would run `{}`", argv.join(" ")),
+                _ => "would copy".to_string(),
+            };
+            Ok(format!("{how} {} ({files} files, {bytes} bytes) to {}", dir.display(), env.snapshots().display()))
         }
         Primitive::RestoreDir { path } => {
             let dir = env.path(path)?;
-            match newest_snapshot(env, &dir)? {
+            match env.snapshot_store().newest(&dir)? {
                 Some(s) => Ok(format!(
                     "would snapshot {} as it is, then replace it with {} ({} bytes)",
                     dir.display(),
@@ -188,6 +214,10 @@ pub fn preview(env: &Env, p: &Primitive) -> Result<String, EffectError> {
                 }
                 if *previous && path.is_none() && env.vault.written_by_warden(&file).map_err(io("the vault"))? {
                     lines.push(format!("{}: written by warden itself, left as it is", file.display()));
+                    continue;
+                }
+                if !*previous && env.spec.files.iter().any(|m| m.path == file) {
+                    lines.push(format!("{} as the config declares it", file.display()));
                     continue;
                 }
                 lines.push(match env.vault.pick(&file, *previous).map_err(io("the vault"))? {
@@ -275,24 +305,31 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
     match p {
         Primitive::SnapshotDir { path } => {
             let dir = env.path(path)?;
-            let snap = snapshot(env, &dir)?;
-            Ok(format!("copied {} to {}", dir.display(), snap.display()))
+            let store = env.snapshot_store();
+            let snap = store.take(&dir, env.pid.is_some(), false)?;
+            let (gone, freed) = store.prune(&[&snap])?;
+            let pruned = if gone.is_empty() {
+                String::new()
+            } else {
+                format!("; pruned {} older snapshots ({freed} bytes)", gone.len())
+            };
+            Ok(format!("copied {} to {}{pruned}", dir.display(), snap.display()))
         }
         Primitive::RestoreDir { path } => {
             let dir = env.path(path)?;
-            let Some(from) = newest_snapshot(env, &dir)? else {
+            let store = env.snapshot_store();
+            let Some(from) = store.newest(&dir)? else {
                 return Err(EffectError::Failed(format!("no snapshot of {} to restore", dir.display())));
             };
             // What is there now becomes a snapshot too: the undo puts it back. It is marked
             // as replaced, never a restore point: the data a restore replaced is often the
             // broken data, and the next restore must not bring it back.
-            let before = snapshot(env, &dir)?;
-            std::fs::write(before.join(REPLACED), b"replaced by a restore; kept for its undo\n")
-                .map_err(io(before.display().to_string()))?;
+            let before = store.take(&dir, env.pid.is_some(), true)?;
             replace_tree(&from.join("tree"), &dir)?;
             let detail =
                 format!("restored {} from {} (it was kept as {})", dir.display(), from.display(), before.display());
-            undo.push(Undo::RestoreSnapshot { path: dir, snapshot: before });
+            undo.push(Undo::RestoreSnapshot { path: dir, snapshot: before.clone() });
+            let _ = store.prune(&[&before, &from]);
             Ok(detail)
         }
         Primitive::MoveAside { path } => {
@@ -338,6 +375,18 @@ fn apply_files(env: &Env, p: &Primitive, undo: &mut Vec<Undo>) -> Result<String,
                 // Without `previous` a restore replaces what is gone (missing or emptied),
                 // never a file that has content: that may be a deliberate change.
                 if !*previous && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0) {
+                    continue;
+                }
+                // A managed file that is gone comes back as the config declares it (its
+                // content, owner and mode), not as some older vaulted version.
+                if !*previous && let Some(m) = env.spec.files.iter().find(|m| m.path == file) {
+                    let before = env.vault.keep(&file).map_err(io(format!("vault {}", file.display())))?;
+                    super::managed_files::write(m, super::managed_files::owner(m))
+                        .map_err(io(format!("write {}", file.display())))?;
+                    env.vault.mark_declared(&file, m.content.as_bytes()).map_err(io("the vault"))?;
+                    env.vault.keep(&file).map_err(io(format!("vault {}", file.display())))?;
+                    done.push(format!("{} ({} bytes, as the config declares it)", file.display(), m.content.len()));
+                    undo.push(Undo::RestoreVaulted { path: file, version: before });
                     continue;
                 }
                 // Taking back changes to every managed file: what warden wrote itself (a
@@ -474,7 +523,7 @@ pub fn touches(env: &Env, p: &Primitive) -> Vec<String> {
         Primitive::RestoreDir { path } | Primitive::SnapshotDir { path } | Primitive::MoveAside { path } => {
             let Ok(dir) = env.path(path) else { return Vec::new() };
             let snapshot = match p {
-                Primitive::RestoreDir { .. } => newest_snapshot(env, &dir).ok().flatten(),
+                Primitive::RestoreDir { .. } => env.snapshot_store().newest(&dir).ok().flatten(),
                 _ => None,
             };
             std::iter::once(format!("dir {}", dir.display()))
@@ -775,107 +824,6 @@ fn gunzip(gz: &Path) -> Result<PathBuf, EffectError> {
     Ok(plain)
 }
 
-/// Files and bytes under `dir` (0, 0 when it does not exist).
-fn tree_size(dir: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            if let Ok(m) = std::fs::metadata(&d) {
-                return (1, m.len());
-            }
-            continue;
-        };
-        for e in rd.filter_map(Result::ok) {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => {
-                    files += 1;
-                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    (files, bytes)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<(), EffectError> {
-    std::fs::create_dir_all(to).map_err(io(to.display().to_string()))?;
-    for e in std::fs::read_dir(from).map_err(io(from.display().to_string()))?.filter_map(Result::ok) {
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let t = e.file_type().map_err(io(src.display().to_string()))?;
-        if t.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if t.is_file() {
-            std::fs::copy(&src, &dst).map_err(io(format!("copy {}", src.display())))?;
-        }
-    }
-    Ok(())
-}
-
-/// Copies `dir` into a new snapshot of the target: `<snapshots>/<ms>-<name>/tree`, with
-/// `source` naming where it came from.
-fn snapshot(env: &Env, dir: &Path) -> Result<PathBuf, EffectError> {
-    if !dir.is_dir() {
-        return Err(EffectError::Failed(format!("{} is not a directory", dir.display())));
-    }
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut snap = env.snapshots().join(format!("{:013}-{name}", warden_core::time::now_unix_ms()));
-    while snap.exists() {
-        snap = env.snapshots().join(format!("{:013}-{name}", warden_core::time::now_unix_ms() + 1));
-    }
-    copy_tree(dir, &snap.join("tree"))?;
-    std::fs::write(snap.join("source"), dir.as_os_str().as_encoded_bytes()).map_err(io(snap.display().to_string()))?;
-    Ok(snap)
-}
-
-/// In a snapshot made of what a restore replaced: it is no restore point.
-const REPLACED: &str = "replaced";
-
-/// The newest snapshot of `dir` that is a restore point.
-fn newest_snapshot(env: &Env, dir: &Path) -> Result<Option<PathBuf>, EffectError> {
-    let root = env.snapshots();
-    let mut all: Vec<PathBuf> = match std::fs::read_dir(&root) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(root.display().to_string())(e)),
-    };
-    all.sort();
-    Ok(all
-        .into_iter()
-        .rev()
-        .filter(|s| !s.join(REPLACED).exists())
-        .find(|s| std::fs::read(s.join("source")).is_ok_and(|b| b == dir.as_os_str().as_encoded_bytes())))
-}
-
-/// Makes `dir` hold exactly what `tree` holds (built beside it, then swapped in).
-fn replace_tree(tree: &Path, dir: &Path) -> Result<(), EffectError> {
-    let mut staging = dir.as_os_str().to_os_string();
-    staging.push(".restoring");
-    let staging = PathBuf::from(staging);
-    let _ = std::fs::remove_dir_all(&staging);
-    copy_tree(tree, &staging)?;
-    let mut old = dir.as_os_str().to_os_string();
-    old.push(".replaced");
-    let old = PathBuf::from(old);
-    let _ = std::fs::remove_dir_all(&old);
-    let had = dir.exists();
-    if had {
-        std::fs::rename(dir, &old).map_err(io(format!("rename {}", dir.display())))?;
-    }
-    if let Err(e) = std::fs::rename(&staging, dir) {
-        // Leave the directory as it was rather than without one.
-        if had {
-            let _ = std::fs::rename(&old, dir);
-        }
-        return Err(io(format!("rename {}", staging.display()))(e));
-    }
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
 /// The files a `restore_file` step means: `path`, or every file the service manages.
 fn restore_targets(env: &Env, path: Option<&str>) -> Result<Vec<PathBuf>, EffectError> {
     match path {
@@ -915,13 +863,21 @@ async fn run_command(env: &Env, name: &str) -> Result<String, EffectError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(EffectError::Refused(format!("command `{name}` is empty")));
     };
-    let out = tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .env("WARDEN_SERVICE", env.target.as_str())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(io(format!("run {program}")))?;
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // Registered with the reaper, which would otherwise take its exit status.
+    let child = crate::process::reaper::spawn_watched(|| cmd.spawn()).map_err(io(format!("run {program}")))?;
+    let pid = child.id();
+    let out = child.wait_with_output().await;
+    if let Some(pid) = pid {
+        crate::process::reaper::unwatched(pid);
+    }
+    let out = out.map_err(io(format!("run {program}")))?;
     let text = String::from_utf8_lossy(if out.stderr.is_empty() { &out.stdout } else { &out.stderr }).into_owned();
     let tail: String = text.chars().rev().take(OUTPUT_TAIL).collect::<Vec<_>>().into_iter().rev().collect();
     if out.status.success() {

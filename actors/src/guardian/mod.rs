@@ -8,11 +8,13 @@ pub mod effects;
 pub mod evidence;
 pub mod executor;
 pub mod leftovers;
+pub mod managed_files;
 pub mod probe;
 pub mod probe_board;
 pub mod service_supervisor;
 pub mod service_table;
 mod settings;
+pub mod snapshots;
 pub mod vault;
 
 use crate::addr::Addr;

@@ -377,23 +377,8 @@ impl ServiceSupervisor {
         let e = t.services.get_mut(service).ok_or_else(|| ServiceOpError::NoSuchService(service.to_string()))?;
         e.generation += 1;
         let generation = e.generation;
-        // Managed files (config, credentials) are written when missing before the start,
-        // readable by the service's user only: they often hold a secret.
-        for f in &e.spec.files {
-            if !f.path.exists() {
-                if let Some(dir) = f.path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let owner = e.spec.identity.as_ref().map(|i| (i.user.as_ref().map(|u| u.uid), i.gid));
-                if let Err(err) = crate::private_file::write(&f.path, f.content.as_bytes(), owner) {
-                    warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file");
-                }
-            }
-            // Every version a service started with is kept, so a restore has one to use.
-            if let Err(err) = self.data_dir.vault().keep(&f.path) {
-                warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot vault a managed file");
-            }
-        }
+        // Managed files (config, credentials) are brought to what the config declares.
+        e.edited_files = settle_files(&self.data_dir.vault(), service, &e.spec.files);
         let me = self.me.clone();
         let svc = service.clone();
         let on_exit = move |_| {
@@ -746,6 +731,20 @@ impl ServiceSupervisor {
         }
     }
 
+    /// Sends `service` the signal it declares for `reload` (its config files changed).
+    fn signal_reload(&self, service: &ServiceName) {
+        let t = self.table.lock();
+        let Some(e) = t.services.get(service) else { return };
+        let (Some(pid), Some(sig)) = (e.pid, e.spec.hooks.signals.get("reload")) else { return };
+        let sig = process::signal_of(*sig);
+        match process::signal_group(pid, sig) {
+            Ok(()) => info!(service = service.as_str(), "files changed: wrote them and sent {sig} (its reload signal)"),
+            Err(errno) => {
+                warn!(service = service.as_str(), %errno, "files changed: cannot send its reload signal {sig}")
+            }
+        }
+    }
+
     /// Starts a deliberate stop of `service` (a task stops it; its end comes back as
     /// `StopFinished`, which applies `then`). `reply`, if any, gets the result of the whole.
     fn begin_stop(&self, service: &ServiceName, then: AfterStop, force: bool, reply: Option<RpcReplyPort<OpResult>>) {
@@ -804,11 +803,13 @@ impl ServiceSupervisor {
     }
 
     /// A reloaded config's services: a service whose definition changed restarts with the
-    /// new one, a removed one stops and leaves, a new one starts when its dependencies are
+    /// new one (one whose only change is its files, and that declares a reload signal, gets
+    /// the new files and that signal instead), a removed one stops and leaves, a new one starts when its dependencies are
     /// ready; the others are not touched.
     fn reload(&self, myself: &ActorRef<ServiceMsg>, specs: Vec<ServiceSpec>) -> ReloadReport {
         let mut report = ReloadReport::default();
         let mut restart = Vec::new();
+        let mut reload = Vec::new();
         let mut t = self.table.lock();
         let wanted: BTreeSet<ServiceName> = specs.iter().map(|s| s.name.clone()).collect();
         for (name, e) in t.services.iter_mut() {
@@ -837,6 +838,16 @@ impl ServiceSupervisor {
                     e.spec = spec.clone();
                     report.unchanged.push(spec.name.clone());
                 }
+                Some(e)
+                    if ServiceSpec { files: spec.files.clone(), ..e.spec.clone() } == *spec
+                        && e.state == ServiceState::Running
+                        && e.spec.hooks.signals.contains_key("reload") =>
+                {
+                    e.spec = spec.clone();
+                    e.edited_files = settle_files(&self.data_dir.vault(), &spec.name, &spec.files);
+                    report.changed.push(spec.name.clone());
+                    reload.push(spec.name.clone());
+                }
                 Some(e) => {
                     e.spec = spec.clone();
                     e.tracker = RestartTracker::new(spec.restart);
@@ -861,6 +872,9 @@ impl ServiceSupervisor {
         for name in &restart {
             info!(service = name.as_str(), "definition changed: restarting with the new one");
             self.begin_stop(name, AfterStop::Start, false, None);
+        }
+        for name in &reload {
+            self.signal_reload(name);
         }
         for (name, running) in removing {
             info!(service = name.as_str(), "removed from the config: stopping it");
@@ -1139,4 +1153,30 @@ fn hold_in_backoff(
         generation,
         cleared: false,
     });
+}
+
+/// Brings a service's managed files to what its config declares
+/// ([`super::managed_files::settle`]); the ones left alone because someone edited them.
+fn settle_files(
+    vault: &super::vault::Vault,
+    service: &ServiceName,
+    files: &[warden_core::config::ManagedFile],
+) -> Vec<String> {
+    use super::managed_files::{Settled, settle};
+    let mut edited = Vec::new();
+    for f in files {
+        match settle(vault, f) {
+            Ok(Settled::Edited) => {
+                warn!(
+                    service = service.as_str(),
+                    path = %f.path.display(),
+                    "managed file holds content the config does not declare (an edit, or a rotated secret): left as it is"
+                );
+                edited.push(f.path.display().to_string());
+            }
+            Ok(_) => {}
+            Err(err) => warn!(service = service.as_str(), path = %f.path.display(), %err, "cannot write managed file"),
+        }
+    }
+    edited
 }

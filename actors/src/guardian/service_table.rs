@@ -74,6 +74,9 @@ pub struct ServiceEntry {
     pub exited: Option<(u64, ExitInfo)>,
     /// Its cgroup's OOM kill count when the current process started.
     pub oom_kills_at_start: Option<u64>,
+    /// Managed files whose content the config never declared (a hand edit, a rotated
+    /// secret): left as they are, shown so an operator knows the config is not what runs.
+    pub edited_files: Vec<String>,
 }
 
 impl ServiceEntry {
@@ -104,6 +107,7 @@ impl ServiceEntry {
             waiting_for_dependencies: None,
             exited: None,
             oom_kills_at_start: None,
+            edited_files: Vec::new(),
         }
     }
 
@@ -130,6 +134,9 @@ pub struct ServiceSnapshot {
     pub waiting_for_port: Option<String>,
     /// Set while its restart waits for dependencies that are not running.
     pub waiting_for_dependencies: Option<String>,
+    /// Managed files that hold an edit, not what the config declares (left alone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edited_files: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +205,7 @@ impl ServiceTable {
                 ports: e.spec.ports.clone(),
                 waiting_for_port: e.waiting_for_port.clone(),
                 waiting_for_dependencies: e.waiting_for_dependencies.clone(),
+                edited_files: e.edited_files.clone(),
             })
             .collect()
     }

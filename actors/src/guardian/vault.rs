@@ -158,11 +158,34 @@ impl Vault {
         Ok(self.hashes(path, "written")?.contains(&content_hash(&now)))
     }
 
-    /// Writes version `version` of `path` back (0600, whole or not at all).
+    /// Writes version `version` of `path` back, whole or not at all, with the owner and
+    /// mode the file has now (0600 when it is gone).
     pub fn restore(&self, path: &Path, version: &str) -> io::Result<u64> {
+        use std::os::unix::fs::PermissionsExt;
         let content = self.read(path, version)?;
-        crate::private_file::write(path, &content, owner_of(path))?;
+        let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
+        crate::private_file::write_with_mode(path, &content, mode, owner_of(path))?;
         Ok(content.len() as u64)
+    }
+
+    /// Marks `content` as what the config declared for `path` (written by warden from the
+    /// config): a file that still holds an earlier declaration is the config's to update,
+    /// any other content is someone's edit.
+    pub fn mark_declared(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        let hash = content_hash(content);
+        let mut all = self.hashes(path, "declared")?;
+        if all.contains(&hash) {
+            return Ok(());
+        }
+        all.push(hash);
+        let folder = self.folder(path);
+        std::fs::create_dir_all(&folder)?;
+        crate::private_file::write(&folder.join("declared"), all.join("\n").as_bytes(), None)
+    }
+
+    /// Whether `content` is one the config declared for `path` at some time.
+    pub fn was_declared(&self, path: &Path, content: &[u8]) -> io::Result<bool> {
+        Ok(self.hashes(path, "declared")?.contains(&content_hash(content)))
     }
 }
 

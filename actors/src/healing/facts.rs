@@ -62,6 +62,12 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds, needs: Ne
                     .map(|f| f.path.display().to_string())
                     .collect(),
                 disk: None,
+                // Only a service that exited has last words; read them while it is down.
+                log_says: e
+                    .exited
+                    .as_ref()
+                    .filter(|_| e.state != ServiceState::Running)
+                    .and_then(|_| last_words(&data_dir.log_file(name.as_str()), &e.spec.diagnose)),
             })
             .collect()
     };
@@ -113,6 +119,20 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds, needs: Ne
         }
     }
     out
+}
+
+/// What the end of a service's log says of why it exited ([`warden_core::logcause`]).
+fn last_words(log: &Path, own: &[warden_core::logcause::LogPattern]) -> Option<warden_core::logcause::LogFinding> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 16 * 1024;
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    warden_core::logcause::classify(&lines, own)
 }
 
 /// The filesystem `path` is on (its device), if it exists.

@@ -26,6 +26,16 @@ pub fn spawn_watched(
     Ok(child)
 }
 
+/// [`spawn_watched`] for a child waited for by std (a blocking task's command).
+pub fn spawn_watched_std(
+    spawn: impl FnOnce() -> std::io::Result<std::process::Child>,
+) -> std::io::Result<std::process::Child> {
+    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
+    let child = spawn()?;
+    watched.insert(child.id());
+    Ok(child)
+}
+
 /// Its exit watcher is done with `pid`.
 pub fn unwatched(pid: u32) {
     WATCHED.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);

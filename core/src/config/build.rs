@@ -523,16 +523,9 @@ fn service(
         }
         m => m.as_ref().map(|m| m.value),
     };
-    let files: Vec<ManagedFile> = s
-        .files
-        .iter()
-        .filter_map(|f| {
-            let path = resolve(ctx.dir, &expand(c, &f.path, ctx.data_dir)?);
-            Some(ManagedFile { path, content: f.content.clone() })
-        })
-        .collect();
     let depends_on = s.depends_on.iter().filter_map(|d| ServiceName::parse(&d.value).ok()).collect();
     let identity = identity(c, s, label);
+    let files = managed_files(c, ctx, s, identity.as_ref());
     let umask = s.umask.as_ref().and_then(|u| {
         let parsed = u32::from_str_radix(&u.value, 8).ok().filter(|m| *m <= 0o777 && !u.value.is_empty());
         if parsed.is_none() {
@@ -596,7 +589,140 @@ fn service(
         upstreams,
         role: s.role.as_ref().map(|r| r.value),
         hooks: hooks(c, ctx, s),
+        diagnose: s
+            .diagnose
+            .iter()
+            .filter_map(|d| match crate::logcause::LogPattern::new(&d.pattern.value, d.cause.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    c.at(
+                        d.pattern.referenced,
+                        format!("service `{label}`: diagnose pattern is not a regular expression: {e}"),
+                    );
+                    None
+                }
+            })
+            .collect(),
     })
+}
+
+/// Octal permission digits (`"0640"`, `"640"`) up to 0777.
+fn octal_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777 && !text.is_empty())
+}
+
+/// A service's `files:`: paths resolved, modes and owners worked out. A secret (declared, or
+/// a file the service reads its credentials from) is 0600 unless its mode says otherwise;
+/// any other file 0644, so the workers a service forks under another user can read it.
+fn managed_files(
+    c: &mut Collector,
+    ctx: &Ctx<'_>,
+    s: &raw::ServiceSection,
+    identity: Option<&Identity>,
+) -> Vec<ManagedFile> {
+    use nix::unistd::{Group, User};
+    let label = s.name.value.as_str();
+    let declared_secret = |path: &Path, c: &mut Collector| {
+        let hooks = s.credentials_file.iter().chain(&s.secret_files);
+        hooks.filter_map(|h| expand(c, h, ctx.data_dir)).any(|h| resolve(ctx.dir, &h) == path)
+    };
+    let mut out = Vec::new();
+    for f in &s.files {
+        let Some(path) = expand(c, &f.path, ctx.data_dir).map(|p| resolve(ctx.dir, &p)) else { continue };
+        let secret = f.secret.as_ref().map_or_else(|| declared_secret(&path, c), |v| v.value);
+        let mode = match &f.mode {
+            Some(m) => octal_mode(&m.value).unwrap_or_else(|| {
+                c.at(
+                    m.referenced,
+                    format!("service `{label}`: file mode `{}` is not octal digits up to 0777", m.value),
+                );
+                0o600
+            }),
+            None if secret => 0o600,
+            None => 0o644,
+        };
+        let uid = match &f.user {
+            Some(u) => match User::from_name(&u.value) {
+                Ok(Some(user)) => Some(user.uid.as_raw()),
+                _ => {
+                    c.at(u.referenced, format!("service `{label}`: no user `{}` on this machine", u.value));
+                    None
+                }
+            },
+            None => identity.and_then(|i| i.user.as_ref()).map(|u| u.uid),
+        };
+        let gid = match &f.group {
+            Some(g) => match Group::from_name(&g.value) {
+                Ok(Some(group)) => Some(group.gid.as_raw()),
+                _ => {
+                    c.at(g.referenced, format!("service `{label}`: no group `{}` on this machine", g.value));
+                    None
+                }
+            },
+            None => identity.map(|i| i.gid),
+        };
+        out.push(ManagedFile { path, content: f.content.clone(), mode, uid, gid });
+    }
+    out
+}
+
+/// `snapshot:`: the method (a command needs its program), how many to keep, how much room.
+fn snapshot_policy(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> SnapshotPolicy {
+    let label = s.name.value.as_str();
+    let Some(raw) = &s.snapshot else { return SnapshotPolicy::default() };
+    let d = SnapshotPolicy::default();
+    let method = match raw.method.as_ref().map(|m| (m.value, m.referenced)) {
+        Some((SnapshotMethodName::Command, at)) => {
+            let argv: Vec<String> = raw
+                .command
+                .iter()
+                .filter_map(|a| {
+                    // `${snapshot}` is the command's own: the folder it fills, known at the step.
+                    let text = a.value.replace("${snapshot}", "\u{1}");
+                    let spanned = Spanned { value: text, referenced: a.referenced, defined: a.defined };
+                    expand(c, &spanned, ctx.data_dir).map(|v| v.replace('\u{1}', "${snapshot}"))
+                })
+                .collect();
+            if raw.command.is_empty() {
+                c.at(at, format!("service `{label}`: snapshot.method command needs snapshot.command (the program and its arguments)"));
+            } else if !argv.iter().any(|a| a.contains("${snapshot}")) {
+                c.at(
+                    raw.command[0].referenced,
+                    format!(
+                        "service `{label}`: snapshot.command must write into `${{snapshot}}` (the folder it fills)"
+                    ),
+                );
+            }
+            SnapshotMethod::Command(argv)
+        }
+        other => {
+            if let Some(first) = raw.command.first() {
+                c.at(first.referenced, format!("service `{label}`: snapshot.command is only for `method: command`"));
+            }
+            match other.map(|(m, _)| m) {
+                Some(SnapshotMethodName::Live) => SnapshotMethod::Live,
+                _ => SnapshotMethod::Stop,
+            }
+        }
+    };
+    let keep = match &raw.keep {
+        Some(k) if k.value == 0 => {
+            c.at(k.referenced, format!("service `{label}`: snapshot.keep must be at least 1"));
+            d.keep
+        }
+        k => k.as_ref().map_or(d.keep, |k| k.value),
+    };
+    let max_bytes = match &raw.max_mb {
+        Some(m) if m.value == 0 || m.value > (1 << 30) => {
+            c.at(m.referenced, format!("service `{label}`: snapshot.max_mb must be from 1 to 1073741824"));
+            d.max_bytes
+        }
+        m => m.as_ref().map_or(d.max_bytes, |m| m.value << 20),
+    };
+    if let Some(m) = raw.method.as_ref().filter(|_| s.data.is_none()) {
+        c.at(m.referenced, format!("service `{label}`: snapshot needs `data` (the folder it copies)"));
+    }
+    SnapshotPolicy { method, keep, max_bytes }
 }
 
 /// Automatic repairs of one service per hour when the config says nothing.
@@ -678,7 +804,8 @@ fn hooks(c: &mut Collector, ctx: &Ctx<'_>, s: &raw::ServiceSection) -> RepairHoo
             Some(m.value.trim().to_string())
         }
     });
-    RepairHooks { signals, lock_file, data, credentials_file, secret_files, pool_reset_url, model }
+    let snapshot = snapshot_policy(c, ctx, s);
+    RepairHooks { signals, lock_file, data, snapshot, credentials_file, secret_files, pool_reset_url, model }
 }
 
 /// Folders whose contents belong to the system, not to a service: a playbook deletes,

@@ -239,6 +239,8 @@ pub struct ServiceSpec {
     /// What it offers repairs: the signals it handles, its lock file, its data... A
     /// playbook that needs something a service does not declare does not apply to it.
     pub hooks: RepairHooks,
+    /// Its own log patterns, tried before the built-in ones.
+    pub diagnose: Vec<crate::logcause::LogPattern>,
 }
 
 /// What a service declares that playbooks may use. Nothing is assumed: a service that does
@@ -251,6 +253,8 @@ pub struct RepairHooks {
     pub lock_file: Option<PathBuf>,
     /// Its data directory: what snapshots copy and restores put back.
     pub data: Option<PathBuf>,
+    /// How that data is copied and how many copies are kept.
+    pub snapshot: SnapshotPolicy,
     /// The file it reads its credentials from.
     pub credentials_file: Option<PathBuf>,
     /// Every file holding the secret it shares with another (a server's password file and
@@ -383,6 +387,51 @@ impl Default for LogPolicy {
 pub struct ManagedFile {
     pub path: PathBuf,
     pub content: String,
+    /// Its permission bits (0600 for a secret, else 0644, unless declared).
+    pub mode: u32,
+    /// Its owner and group; `None`: warden's (each falls back to the service's identity).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// How a service's data is copied while it runs, so a copy is consistent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotMethod {
+    /// Stopped first (a snapshot of a running service is refused: stop, copy, start).
+    Stop,
+    /// Copied as it is: the service writes so that any moment's files are consistent.
+    Live,
+    /// A program that makes the copy (`pg_basebackup`, `redis-cli --rdb`), run as the
+    /// service's user; `${snapshot}` in its arguments is the folder to fill.
+    Command(Vec<String>),
+}
+
+/// `snapshot.method` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethodName {
+    Stop,
+    Live,
+    Command,
+}
+
+/// How snapshots of a service's data are made and how many are kept: the oldest are
+/// deleted as a new one is made, past `keep` or past `max_bytes` in all (the newest one
+/// always stays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub method: SnapshotMethod,
+    pub keep: usize,
+    pub max_bytes: u64,
+}
+
+pub const DEFAULT_SNAPSHOT_KEEP: usize = 3;
+pub const DEFAULT_SNAPSHOT_MAX_MB: u64 = 1024;
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        Self { method: SnapshotMethod::Stop, keep: DEFAULT_SNAPSHOT_KEEP, max_bytes: DEFAULT_SNAPSHOT_MAX_MB << 20 }
+    }
 }
 
 /// OSI layer of a probe.

@@ -128,6 +128,12 @@ pub struct ServiceSection {
     /// Its data directory (snapshots, restores, compaction).
     #[serde(default)]
     pub data: Option<Spanned<String>>,
+    /// How its data is copied consistently, and how many copies are kept.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotSection>,
+    /// Log lines that say why it failed (added to the built-in ones).
+    #[serde(default)]
+    pub diagnose: Vec<DiagnoseSection>,
     /// The file it reads its credentials from.
     #[serde(default)]
     pub credentials_file: Option<Spanned<String>>,
@@ -201,6 +207,41 @@ pub struct LogSection {
 pub struct FileSection {
     pub path: Spanned<String>,
     pub content: String,
+    /// Octal digits as a string (`"0640"`).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// A secret: 0600 unless `mode` says otherwise.
+    #[serde(default)]
+    pub secret: Option<Spanned<bool>>,
+    /// Owner (a user name); default the service's user.
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    /// Group (a group name); default the service's group.
+    #[serde(default)]
+    pub group: Option<Spanned<String>>,
+}
+
+/// `snapshot:` of a service: how its data is copied consistently while it runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSection {
+    #[serde(default)]
+    pub method: Option<Spanned<crate::config::SnapshotMethodName>>,
+    /// With `method: command`: the program and its arguments (`${snapshot}`: the folder to fill).
+    #[serde(default)]
+    pub command: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub keep: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub max_mb: Option<Spanned<u64>>,
+}
+
+/// One `diagnose:` pattern: a log line matching `pattern` (a regular expression) means `cause`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnoseSection {
+    pub pattern: Spanned<String>,
+    pub cause: Spanned<crate::diagnose::Cause>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -398,3 +398,40 @@ fn test_max_unhealthy_takes_a_count_a_share_or_off() {
         assert!(found[0].2.contains("healing.max_unhealthy"), "{bad}: {found:?}");
     }
 }
+
+#[test]
+fn test_snapshot_files_and_diagnose_keys_are_checked_all_at_once() {
+    let base = "node:\n  name: t\n  http_listen: 127.0.0.1:7700\nservices:\n  - name: pg\n    command: /bin/true\n";
+    let good = format!(
+        "{base}    data: ${{data_dir}}/services/pg/data\n    credentials_file: ${{data_dir}}/services/pg/pw\n    snapshot: {{ method: command, command: [pg_basebackup, -D, '${{snapshot}}'], keep: 5, max_mb: 10 }}\n    diagnose:\n      - {{ pattern: 'checksum failure', cause: corrupt }}\n    files:\n      - {{ path: '${{data_dir}}/services/pg/pw', content: x }}\n      - {{ path: '${{data_dir}}/services/pg/app.conf', content: y }}\n      - {{ path: '${{data_dir}}/services/pg/other', content: z, mode: '0640' }}\n"
+    );
+    let cfg = load(&good).expect("valid");
+    let pg = service(&cfg, "pg").expect("pg");
+    let snap = &pg.hooks.snapshot;
+    assert_eq!(snap.method, SnapshotMethod::Command(vec!["pg_basebackup".into(), "-D".into(), "${snapshot}".into()]));
+    assert_eq!((snap.keep, snap.max_bytes), (5, 10 << 20));
+    assert_eq!(pg.diagnose[0].cause, crate::diagnose::Cause::Corrupt);
+    let modes: Vec<u32> = pg.files.iter().map(|f| f.mode).collect();
+    assert_eq!(modes, [0o600, 0o644, 0o640], "its credentials are a secret; other files readable");
+    // Without `snapshot:` a service's data is copied only while it is stopped.
+    let plain = load(&format!("{base}    data: ${{data_dir}}/services/pg/data\n")).expect("valid");
+    assert_eq!(service(&plain, "pg").expect("pg").hooks.snapshot, SnapshotPolicy::default());
+
+    let bad = format!(
+        "{base}    data: ${{data_dir}}/services/pg/data\n    snapshot: {{ method: command, keep: 0, max_mb: 0 }}\n    diagnose:\n      - {{ pattern: '(unclosed', cause: corrupt }}\n    files:\n      - {{ path: '${{data_dir}}/services/pg/x', content: x, mode: '999' }}\n"
+    );
+    let found = problems(&bad);
+    let lines: Vec<u64> = found.iter().map(|p| p.0).collect();
+    assert_eq!(found.len(), 5, "{found:?}");
+    assert!(found.iter().any(|p| p.2.contains("needs snapshot.command")), "{found:?}");
+    assert!(found.iter().any(|p| p.2.contains("snapshot.keep")), "{found:?}");
+    assert!(found.iter().any(|p| p.2.contains("snapshot.max_mb")), "{found:?}");
+    assert!(found.iter().any(|p| p.2.contains("not a regular expression")), "{found:?}");
+    assert!(found.iter().any(|p| p.2.contains("file mode `999`")), "{found:?}");
+    assert!(lines.iter().all(|l| *l >= 8), "each at its own line: {found:?}");
+    // A command that does not say where to write is refused.
+    let nowhere = format!(
+        "{base}    data: ${{data_dir}}/services/pg/data\n    snapshot: {{ method: command, command: [true] }}\n"
+    );
+    assert!(problems(&nowhere).iter().any(|p| p.2.contains("${snapshot}")));
+}
