@@ -24,6 +24,8 @@ pub struct Api {
     base: String,
     token: Option<String>,
     client: reqwest::Client,
+    /// How the address was found, for the error when it does not answer.
+    found_by: String,
 }
 
 impl Api {
@@ -33,9 +35,50 @@ impl Api {
         Self::at(loaded.config.http_listen, &loaded.config.data_dir)
     }
 
-    /// The API of the node `--config`/`--data-dir` name.
+    /// The API of the node the command names: `--url` (or `WARDEN_URL`), else
+    /// `--config`/`--data-dir`, else the one node running here that published itself
+    /// ([`crate::runtime_file`]), else the embedded default's address.
     pub fn for_node(node: &crate::load::NodeArgs) -> anyhow::Result<Self> {
+        let url = node.url.clone().or_else(|| std::env::var("WARDEN_URL").ok().filter(|u| !u.trim().is_empty()));
+        if let Some(url) = url {
+            let base = url.trim().trim_end_matches('/').to_string();
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                anyhow::bail!("--url/WARDEN_URL `{base}` is not an http(s) URL");
+            }
+            let own = node.data_dir.as_ref().map(|d| d.join("admin.token"));
+            return Self::with_base(base, own.as_deref(), "--url or WARDEN_URL".into());
+        }
+        if node.config.is_none() && node.data_dir.is_none() {
+            let running = crate::runtime_file::running();
+            match running.as_slice() {
+                [one] => {
+                    let how = format!("the running node `{}` (pid {})", one.name, one.pid);
+                    return Self::with_base(one.url.clone(), Some(&one.data_dir.join("admin.token")), how);
+                }
+                [] => {
+                    let mut api = Self::of(None, None)?;
+                    api.found_by = format!("the embedded default node's address; {}", crate::runtime_file::tried());
+                    return Ok(api);
+                }
+                many => {
+                    let each: Vec<String> =
+                        many.iter().map(|p| format!("`{}` pid {} at {}", p.name, p.pid, p.url)).collect();
+                    anyhow::bail!(
+                        "{} nodes are running ({}): name one with --config, --url or WARDEN_URL",
+                        many.len(),
+                        each.join(", ")
+                    );
+                }
+            }
+        }
         Self::of(node.config.as_deref(), node.data_dir.as_deref())
+    }
+
+    fn with_base(base: String, own_token: Option<&Path>, found_by: String) -> anyhow::Result<Self> {
+        let token =
+            token().or_else(|| own_token.and_then(|p| std::fs::read_to_string(p).ok()).map(|t| t.trim().to_string()));
+        let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
+        Ok(Self { base, token, client, found_by })
     }
 
     /// The API listening on `addr` of the node whose data dir is `data_dir`.
@@ -46,7 +89,7 @@ impl Api {
         let own: PathBuf = data_dir.join("admin.token");
         let token = token().or_else(|| std::fs::read_to_string(own).ok().map(|t| t.trim().to_string()));
         let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(120)).build()?;
-        Ok(Self { base: format!("http://{addr}"), token, client })
+        Ok(Self { base: format!("http://{addr}"), token, client, found_by: "the node's config".into() })
     }
 
     pub fn base(&self) -> &str {
@@ -60,7 +103,9 @@ impl Api {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        req.send().await.with_context(|| format!("warden's API at {} did not answer", self.base))
+        req.send()
+            .await
+            .with_context(|| format!("warden's API at {} did not answer (found from {})", self.base, self.found_by))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
@@ -68,7 +113,10 @@ impl Api {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.with_context(|| format!("warden's API at {} did not answer", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("warden's API at {} did not answer (found from {})", self.base, self.found_by))?;
         let status = resp.status().as_u16();
         let body = resp.json().await.unwrap_or(Value::Null);
         Ok((status, body))

@@ -19,6 +19,10 @@ pub struct NodeArgs {
     /// API tokens.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A running node's API (`http://HOST:PORT`); also `WARDEN_URL`. Without it, nor
+    /// `--config`, the one running node that published itself is used.
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 impl NodeArgs {

@@ -13,6 +13,7 @@ mod node;
 mod otlp;
 mod playbooks_cmd;
 mod probes_cmd;
+mod runtime_file;
 mod slo_cmd;
 mod store_cmd;
 mod systemd;

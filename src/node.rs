@@ -39,6 +39,9 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.node.url {
+        anyhow::bail!("--url {url} names a running node's API; `warden run` starts one (use --config)");
+    }
     let loaded = match args.node.load() {
         Ok(l) => l,
         Err(problems) => {
@@ -133,6 +136,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let running = node.spawn(http).await.context("cannot start the supervision tree")?;
     let mut join = running.join;
     info!(node = name, http = %addr, data_dir = %data_dir.root().display(), pid = std::process::id(), "warden node started");
+    // So the command line finds this node without --config; gone with it.
+    let mut shown = addr;
+    if shown.ip().is_unspecified() {
+        shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let _published = match crate::runtime_file::publish(&crate::runtime_file::Published {
+        pid: std::process::id(),
+        name: name.clone(),
+        url: format!("http://{shown}"),
+        data_dir: data_dir.root().to_path_buf(),
+    }) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            warn!("cannot publish the node's address for the command line ({why}); commands need --config or --url");
+            None
+        }
+    };
 
     // One line when every service has been ready once; the node as a whole has a boot
     // budget too (failure mode 3 at node level).

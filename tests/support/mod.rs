@@ -163,6 +163,8 @@ impl Node {
     /// Like [`Node::spawn`], with extra environment variables for warden.
     pub fn spawn_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let child = Command::new(WARDEN)
+            // Its runtime file in its own folder, not the machine's.
+            .env("WARDEN_RUNTIME_DIR", self.runtime_dir())
             .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(self.dir.path().join("node.yaml"))
@@ -174,6 +176,11 @@ impl Node {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Where it publishes its address for the command line.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
     }
 
     pub fn data_dir(&self) -> PathBuf {
