@@ -33,21 +33,7 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
     };
     let ports = Ports::fresh();
     let mut node = Node::prepare("", ports);
-    // postgres must be able to reach its data dir through ours.
-    std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = node.dir.path().join("pgdata");
-    std::fs::create_dir(&data).unwrap();
-    nix::unistd::chown(&data, Some(pg.uid), Some(pg.gid)).unwrap();
-    let init = Command::new(bin.join("initdb"))
-        .args(["-D"])
-        .arg(&data)
-        .args(["--auth=trust", "-U", "postgres", "--no-sync"])
-        .env("LC_ALL", "C")
-        .uid(pg.uid.as_raw())
-        .gid(pg.gid.as_raw())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+    let data = initdb_in(&node, &bin, &pg);
     let port = ports.db;
     let config = format!(
         "node:\n  name: pg\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: postgres\n    command: {postgres}\n    args: [-D, {data}, -p, '{port}', -k, {data}, -c, listen_addresses=127.0.0.1]\n    user: postgres\n    stop_signal: SIGINT\n    stop_grace_ms: 10000\n    ports: [{port}]\n    ready: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n    restart: {{ stable_after_ms: 500 }}\nprobes:\n  - name: pg-sql\n    layer: l7\n    target: postgres\n    check: {{ kind: postgres, addr: '127.0.0.1:{port}', user: postgres }}\n  - name: pg-port\n    layer: l4\n    target: postgres\n    check: {{ kind: tcp, addr: '127.0.0.1:{port}' }}\n",

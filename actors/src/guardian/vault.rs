@@ -113,19 +113,24 @@ impl Vault {
     /// Marks `content` of `path` as taken back by a restore: no `previous` restore picks it
     /// again.
     pub fn reject(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        self.add_hash(path, "rejected", content)
+    }
+
+    fn rejected(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.hashes(path, "rejected")
+    }
+
+    /// Adds `content`'s hash to `path`'s list `list` (once).
+    fn add_hash(&self, path: &Path, list: &str, content: &[u8]) -> io::Result<()> {
         let hash = content_hash(content);
-        let mut all = self.rejected(path)?;
+        let mut all = self.hashes(path, list)?;
         if all.contains(&hash) {
             return Ok(());
         }
         all.push(hash);
         let folder = self.folder(path);
         std::fs::create_dir_all(&folder)?;
-        crate::private_file::write(&folder.join("rejected"), all.join("\n").as_bytes(), None)
-    }
-
-    fn rejected(&self, path: &Path) -> io::Result<Vec<String>> {
-        self.hashes(path, "rejected")
+        crate::private_file::write(&folder.join(list), all.join("\n").as_bytes(), None)
     }
 
     fn hashes(&self, path: &Path, list: &str) -> io::Result<Vec<String>> {
@@ -141,15 +146,7 @@ impl Vault {
     /// restore is not marked: it wrote back an older version, which a later roll-back may
     /// rightly take back in turn.
     pub fn mark_written(&self, path: &Path, content: &[u8]) -> io::Result<()> {
-        let hash = content_hash(content);
-        let mut all = self.hashes(path, "written")?;
-        if all.contains(&hash) {
-            return Ok(());
-        }
-        all.push(hash);
-        let folder = self.folder(path);
-        std::fs::create_dir_all(&folder)?;
-        crate::private_file::write(&folder.join("written"), all.join("\n").as_bytes(), None)
+        self.add_hash(path, "written", content)
     }
 
     /// Whether `path`'s current content is one warden wrote itself.
@@ -172,15 +169,7 @@ impl Vault {
     /// config): a file that still holds an earlier declaration is the config's to update,
     /// any other content is someone's edit.
     pub fn mark_declared(&self, path: &Path, content: &[u8]) -> io::Result<()> {
-        let hash = content_hash(content);
-        let mut all = self.hashes(path, "declared")?;
-        if all.contains(&hash) {
-            return Ok(());
-        }
-        all.push(hash);
-        let folder = self.folder(path);
-        std::fs::create_dir_all(&folder)?;
-        crate::private_file::write(&folder.join("declared"), all.join("\n").as_bytes(), None)
+        self.add_hash(path, "declared", content)
     }
 
     /// Whether `content` is one the config declared for `path` at some time.
