@@ -12,14 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-fn select_1(port: u16) -> Option<String> {
-    let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-tAc", "select 1"])
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn uid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
@@ -28,9 +20,7 @@ fn uid_of(pid: u32) -> Option<u32> {
 #[test]
 fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
     let bin = postgres_bin_dir();
-    let Ok(Some(pg)) = nix::unistd::User::from_name("postgres") else {
-        panic!("the postgresql package creates the postgres user");
-    };
+    let pg = postgres_user();
     let ports = Ports::fresh();
     let mut node = Node::prepare("", ports);
     let data = initdb_in(&node, &bin, &pg);
@@ -48,7 +38,7 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
         Duration::from_secs(60),
         || matches!(node.service("postgres"), Some((Some(_), ref s)) if s == "running"),
     );
-    wait_until("SELECT 1", Duration::from_secs(30), || select_1(port).as_deref() == Some("1"));
+    wait_until("SELECT 1", Duration::from_secs(30), || psql(port, "select 1").as_deref() == Some("1"));
     let (first, _) = node.service("postgres").unwrap();
     assert_eq!(uid_of(first.unwrap()), Some(pg.uid.as_raw()), "runs as the postgres user");
     // warden's own probes speak the protocol (SELECT 1) and see postgres as the port's owner.
@@ -64,7 +54,7 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
         Duration::from_secs(60),
         || matches!(node.service("postgres"), Some((Some(p), ref s)) if Some(p) != first && s == "running"),
     );
-    wait_until("SELECT 1 again", Duration::from_secs(30), || select_1(port).as_deref() == Some("1"));
+    wait_until("SELECT 1 again", Duration::from_secs(30), || psql(port, "select 1").as_deref() == Some("1"));
     wait_until("the postgres probe passing on the new process", Duration::from_secs(30), || {
         let p = probe_state("pg-sql");
         p["state"] == "up" && p["last_success_unix_ms"].as_u64() > Some(killed_at)
@@ -73,6 +63,11 @@ fn test_a_real_postgresql_runs_as_its_user_and_comes_back_after_kill_9() {
     let groups: Vec<u32> = descendants(node.pid()).into_iter().flat_map(|(p, g)| [p, g]).collect();
     assert!(node.stop().unwrap().success(), "{}", node.stderr());
     wait_until("nothing of postgres left", Duration::from_secs(20), || alive_in_groups(&groups).is_empty());
+}
+
+/// The `postgres` user the postgresql package makes.
+fn postgres_user() -> nix::unistd::User {
+    nix::unistd::User::from_name("postgres").ok().flatten().expect("the postgresql package creates the postgres user")
 }
 
 fn psql(port: u16, sql: &str) -> Option<String> {
@@ -114,9 +109,7 @@ fn initdb_in(node: &Node, bin: &std::path::Path, pg: &nix::unistd::User) -> std:
 fn test_a_corrupt_pg_control_is_diagnosed_from_the_log_and_restored_from_a_pg_basebackup_snapshot() {
     use std::os::unix::fs::MetadataExt;
     let bin = postgres_bin_dir();
-    let Ok(Some(pg)) = nix::unistd::User::from_name("postgres") else {
-        panic!("the postgresql package creates the postgres user");
-    };
+    let pg = postgres_user();
     let ports = Ports::fresh();
     let mut node = Node::prepare("", ports);
     let data = initdb_in(&node, &bin, &pg);

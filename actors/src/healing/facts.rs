@@ -62,15 +62,25 @@ pub fn gather(table: &ServiceTable, data_dir: &DataDir, t: Thresholds, needs: Ne
                     .map(|f| f.path.display().to_string())
                     .collect(),
                 disk: None,
-                // Only a service that exited has last words; read them while it is down.
-                log_says: e
-                    .exited
-                    .as_ref()
-                    .filter(|_| e.state != ServiceState::Running)
-                    .and_then(|_| last_words(&data_dir.log_file(name.as_str()), &e.spec.diagnose)),
+                log_says: None,
             })
             .collect()
     };
+    // Only a service that exited has last words; read them while it is down, outside the
+    // table's lock (file reads).
+    let down: Vec<(usize, Vec<warden_core::logcause::LogPattern>)> = {
+        let t = table.lock();
+        out.iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let e = t.services.get(&f.service)?;
+                (e.exited.is_some() && e.state != ServiceState::Running).then(|| (i, e.spec.diagnose.clone()))
+            })
+            .collect()
+    };
+    for (i, own) in down {
+        out[i].log_says = last_words(&data_dir.log_file(out[i].service.as_str()), &own);
+    }
     if !needs.disk {
         return out;
     }

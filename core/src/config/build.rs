@@ -525,7 +525,8 @@ fn service(
     };
     let depends_on = s.depends_on.iter().filter_map(|d| ServiceName::parse(&d.value).ok()).collect();
     let identity = identity(c, s, label);
-    let files = managed_files(c, ctx, s, identity.as_ref());
+    let hooks = hooks(c, ctx, s);
+    let files = managed_files(c, ctx, s, identity.as_ref(), &hooks);
     let umask = s.umask.as_ref().and_then(|u| {
         let parsed = u32::from_str_radix(&u.value, 8).ok().filter(|m| *m <= 0o777 && !u.value.is_empty());
         if parsed.is_none() {
@@ -588,7 +589,7 @@ fn service(
         limits,
         upstreams,
         role: s.role.as_ref().map(|r| r.value),
-        hooks: hooks(c, ctx, s),
+        hooks,
         diagnose: s
             .diagnose
             .iter()
@@ -619,17 +620,19 @@ fn managed_files(
     ctx: &Ctx<'_>,
     s: &raw::ServiceSection,
     identity: Option<&Identity>,
+    hooks: &RepairHooks,
 ) -> Vec<ManagedFile> {
     use nix::unistd::{Group, User};
     let label = s.name.value.as_str();
-    let declared_secret = |path: &Path, c: &mut Collector| {
-        let hooks = s.credentials_file.iter().chain(&s.secret_files);
-        hooks.filter_map(|h| expand(c, h, ctx.data_dir)).any(|h| resolve(ctx.dir, &h) == path)
+    // Its credentials are secrets (the hooks' paths are already checked and worked out).
+    let declared_secret = |path: &Path| {
+        let p = lexical(path);
+        hooks.credentials_file.as_ref() == Some(&p) || hooks.secret_files.contains(&p)
     };
     let mut out = Vec::new();
     for f in &s.files {
         let Some(path) = expand(c, &f.path, ctx.data_dir).map(|p| resolve(ctx.dir, &p)) else { continue };
-        let secret = f.secret.as_ref().map_or_else(|| declared_secret(&path, c), |v| v.value);
+        let secret = f.secret.as_ref().map_or_else(|| declared_secret(&path), |v| v.value);
         let mode = match &f.mode {
             Some(m) => octal_mode(&m.value).unwrap_or_else(|| {
                 c.at(
