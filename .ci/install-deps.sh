@@ -3,6 +3,9 @@
 #   promtool (Debian package `prometheus`)      always
 #   postgres (Debian package `postgresql`)      always: a real PostgreSQL supervised by warden
 #   ip       (Debian package `iproute2`)        always: network namespaces for the link probes
+#   redis-server, redis-cli (Debian packages `redis-server`, `redis-tools`)
+#                                               always: the real-services reference node
+#   nginx    (Debian package `nginx`)           always: the real-services reference node
 #   monit    (Debian package `monit`)           with --bench (a peer in the restore benchmark)
 #   supervisord (PyPI package `supervisor`)     with --bench (the other peer), into a
 #            virtualenv beside the build (target/peers), where `warden chaos bench` finds it
@@ -35,7 +38,8 @@ if [ "$bench" = 1 ] && ! command -v supervisord >/dev/null 2>&1; then
 fi
 
 # command -> Debian package
-declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2)
+declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2
+                 [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx)
 if [ "$bench" = 1 ]; then
     want[monit]=monit
 fi
@@ -44,6 +48,8 @@ fi
 have() {
     if [ "$1" = postgres ]; then
         compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+    elif [ "$1" = nginx ]; then
+        command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
     else
         command -v "$1" >/dev/null 2>&1
     fi

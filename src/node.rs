@@ -146,6 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         name: name.clone(),
         url: format!("http://{shown}"),
         data_dir: data_dir.root().to_path_buf(),
+        config: args.node.config.as_deref().and_then(|c| std::path::absolute(c).ok()),
     }) {
         Ok(p) => Some(p),
         Err(why) => {

@@ -2,6 +2,9 @@
 //! what each found: the way to try a probe's settings (or this machine's permissions, such
 //! as ICMP) before a node relies on it. Nothing is started and nothing is stored.
 //!
+//! Without `--config`, the probes are those of the one node running here (the config and
+//! data dir it published), so a user checks their own node's probes, not the demo's.
+//!
 //! Port-owner checks need to know the service's processes: they are read from the run
 //! records a node keeps in its data dir, so on a machine where the node runs, its own
 //! listeners are not reported as strangers.
@@ -33,9 +36,37 @@ pub struct CheckArgs {
     json: bool,
 }
 
+/// The node whose probes are checked: `--config`/`--data-dir` as given; without them, the
+/// one node running here (its config file and data dir, as it published them), else the
+/// embedded default. Several running: the user must say which.
+fn chosen_node(args: &NodeArgs) -> anyhow::Result<(NodeArgs, Option<String>)> {
+    if args.config.is_some() || args.data_dir.is_some() {
+        return Ok((args.clone(), None));
+    }
+    match crate::runtime_file::running().as_slice() {
+        [] => Ok((args.clone(), None)),
+        [one] => Ok((
+            NodeArgs { config: one.config.clone(), data_dir: Some(one.data_dir.clone()), url: None },
+            Some(format!("checking the probes of the running node `{}` (pid {})", one.name, one.pid)),
+        )),
+        many => {
+            let each: Vec<String> = many.iter().map(|p| format!("`{}` pid {}", p.name, p.pid)).collect();
+            anyhow::bail!(
+                "{} nodes are running ({}): name one with --config (and --data-dir)",
+                many.len(),
+                each.join(", ")
+            )
+        }
+    }
+}
+
 pub async fn run(cmd: ProbesCommand) -> anyhow::Result<ExitCode> {
     let ProbesCommand::Check(args) = cmd;
-    let loaded = args.node.load().map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let (node, said) = chosen_node(&args.node)?;
+    if let Some(said) = said {
+        eprintln!("{said}");
+    }
+    let loaded = node.load().map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
     let config = loaded.config;
     let unknown: Vec<&String> = args.names.iter().filter(|n| !config.probes.iter().any(|p| &&p.name == n)).collect();
     if !unknown.is_empty() {

@@ -16,6 +16,9 @@ pub struct Published {
     pub name: String,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The config file it was started with (absolute); `None`: the embedded default.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 /// The folder runtime files live in, if there is one.

@@ -25,6 +25,13 @@ fn test_commands_find_the_one_running_node_and_say_what_they_tried_when_none_run
     assert!(ok, "{out}");
     let (ok, out) = warden(&["incidents", "list"], &[("WARDEN_RUNTIME_DIR", runtime)]);
     assert!(ok, "{out}");
+    // `probes check` checks this node's probes (its ports), not the embedded default's.
+    let (_, out) = warden(&["probes", "check", "api-health", "db-ping", "--json"], &[("WARDEN_RUNTIME_DIR", runtime)]);
+    assert!(out.contains("checking the probes of the running node"), "{out}");
+    for probe in ["api-health", "db-ping"] {
+        let line = out.lines().find(|l| l.contains(&format!("\"probe\":\"{probe}\""))).unwrap_or_default();
+        assert!(line.contains("\"result\":\"ok\""), "{probe} of the running node passes: {out}");
+    }
     // WARDEN_URL wins over the runtime file: a node that is not there is named as tried.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let (ok, out) = warden(&["healing", "status"], &[("WARDEN_RUNTIME_DIR", runtime), ("WARDEN_URL", &nowhere)]);

@@ -44,6 +44,11 @@ pub struct ModesArgs {
     /// Faults, comma-separated (default: one per mode the default node can have).
     #[arg(long, value_enum, value_delimiter = ',')]
     faults: Vec<crate::inject::Injection>,
+    /// Run against this node config (with the files beside it) instead of the default
+    /// node, e.g. the reference node of real services; faults that fit none of its
+    /// services are skipped and said so.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     outputs: crate::report::Outputs,
 }
@@ -170,7 +175,8 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
             anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
             let injections =
                 if args.faults.is_empty() { crate::modes::DEFAULT_INJECTIONS.to_vec() } else { args.faults };
-            let cfg = crate::modes::ModesConfig { runs: args.runs, injections, outputs: args.outputs };
+            let cfg =
+                crate::modes::ModesConfig { runs: args.runs, injections, config: args.config, outputs: args.outputs };
             let report = match until_signal(tokio::task::spawn_blocking(move || crate::modes::run(&cfg))).await {
                 Ok(r) => r??,
                 Err(e) => {

@@ -24,6 +24,21 @@ pub enum HelperCommand {
         #[arg(long)]
         on_go: bool,
     },
+    /// SIGKILL `kill`, then starve the service's next boot of CPU for `secs`: every new
+    /// process in its cgroup (its `cgroup.procs` files) goes into a CPU cgroup allowed 0.1 %
+    /// of one CPU, then back where it was. It runs (as on an overloaded machine), only
+    /// slowly; nothing of its config changes. Gives up if no new process appears in 60 s.
+    SlowBoot {
+        #[arg(long)]
+        secs: u64,
+        #[arg(long, value_delimiter = ',')]
+        kill: Vec<u32>,
+        #[arg(long, value_delimiter = ',')]
+        cgroup_procs: Vec<std::path::PathBuf>,
+        /// The CPU cgroup the service's processes are in (v1 `cpu` hierarchy, or v2).
+        #[arg(long)]
+        cpu_cgroup: std::path::PathBuf,
+    },
     /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 100 ms,
     /// touching every page; stay until killed (or 10 minutes).
     Balloon {
@@ -63,6 +78,9 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
             drop(listener);
             Ok(())
         }
+        HelperCommand::SlowBoot { secs, kill, cgroup_procs, cpu_cgroup } => {
+            slow_boot(secs, &kill, &cgroup_procs, &cpu_cgroup)
+        }
         HelperCommand::Balloon { mb, cgroup_procs } => {
             for f in &cgroup_procs {
                 std::fs::write(f, std::process::id().to_string())
@@ -82,6 +100,104 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn members(cgroup_procs: &[std::path::PathBuf]) -> Vec<u32> {
+    cgroup_procs
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+/// Where a starved process goes and how it comes back: a v1 `cpu` hierarchy gets a cgroup
+/// of the harness's own beside the service's; on v2 the service's own cgroup is throttled.
+enum Throttle {
+    V1 { starved: std::path::PathBuf, home: std::path::PathBuf },
+    V2 { cpu_max: std::path::PathBuf },
+}
+
+impl Throttle {
+    fn make(cpu_cgroup: &std::path::Path) -> anyhow::Result<Self> {
+        let cpu_max = cpu_cgroup.join("cpu.max");
+        if cpu_max.exists() {
+            std::fs::write(&cpu_max, "1000 1000000")?;
+            return Ok(Throttle::V2 { cpu_max });
+        }
+        let root = cpu_cgroup
+            .ancestors()
+            .find(|d| d.parent().is_some_and(|p| p == std::path::Path::new("/sys/fs/cgroup")))
+            .ok_or_else(|| anyhow::anyhow!("{} is not under /sys/fs/cgroup", cpu_cgroup.display()))?;
+        let starved = root.join(format!("warden-chaos-slow-boot-{}", std::process::id()));
+        std::fs::create_dir_all(&starved)?;
+        std::fs::write(starved.join("cpu.cfs_period_us"), "1000000")?;
+        std::fs::write(starved.join("cpu.cfs_quota_us"), "1000")?;
+        Ok(Throttle::V1 { starved, home: cpu_cgroup.to_path_buf() })
+    }
+
+    fn take(&self, pid: u32) -> bool {
+        match self {
+            Throttle::V1 { starved, .. } => std::fs::write(starved.join("cgroup.procs"), pid.to_string()).is_ok(),
+            Throttle::V2 { .. } => true,
+        }
+    }
+
+    /// Lets every process go on at full speed, where it was.
+    fn lift(&self) {
+        match self {
+            Throttle::V1 { starved, home } => {
+                // One at a time: a process that forked meanwhile is in the list too.
+                for _ in 0..100 {
+                    let left = members(&[starved.join("cgroup.procs")]);
+                    if left.is_empty() {
+                        break;
+                    }
+                    for pid in left {
+                        let _ = std::fs::write(home.join("cgroup.procs"), pid.to_string());
+                    }
+                }
+                let _ = std::fs::remove_dir(starved);
+            }
+            Throttle::V2 { cpu_max } => {
+                let _ = std::fs::write(cpu_max, "max 100000");
+            }
+        }
+    }
+}
+
+fn slow_boot(
+    secs: u64,
+    kill: &[u32],
+    cgroup_procs: &[std::path::PathBuf],
+    cpu_cgroup: &std::path::Path,
+) -> anyhow::Result<()> {
+    let old: std::collections::HashSet<u32> = members(cgroup_procs).into_iter().chain(kill.iter().copied()).collect();
+    let throttle = Throttle::make(cpu_cgroup)?;
+    for &p in kill {
+        if let Err(e) = procs::signal(p, Signal::SIGKILL) {
+            throttle.lift();
+            return Err(e.into());
+        }
+    }
+    ready()?;
+    let start = Instant::now();
+    let mut taken: Vec<u32> = Vec::new();
+    let mut until: Option<Instant> = None;
+    // Every process of the new boot is starved, the ones it forks too, until the time is up.
+    while until.is_none_or(|u| Instant::now() < u) && start.elapsed() < Duration::from_secs(60 + secs) {
+        for pid in members(cgroup_procs) {
+            if !old.contains(&pid) && !taken.contains(&pid) && throttle.take(pid) {
+                taken.push(pid);
+                until.get_or_insert_with(|| Instant::now() + Duration::from_secs(secs));
+            }
+        }
+        if until.is_none() && start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    throttle.lift();
+    Ok(())
 }
 
 fn ready() -> anyhow::Result<()> {

@@ -28,12 +28,14 @@ use crate::procs;
 pub enum Injection {
     /// (1) SIGSTOP the database: it holds its port and answers nothing.
     DbFreeze,
-    /// (1) Flip bytes in the middle of the database's data file.
+    /// (1) Flip bytes in the middle of the database's data file; for PostgreSQL, in its
+    /// control file (`global/pg_control`, read only at start), then SIGKILL it.
     DbCorrupt,
     /// (2) SIGKILL the service, then a stranger holds its port for `--secs`.
     PortHold,
-    /// (3) Make the service's next boot take `--secs` (a setting in its `env_file` that a
-    /// demo service boots slowly on), then SIGKILL it.
+    /// (3) SIGKILL the service and starve its next boot of CPU (0.1 % of one) for `--secs`
+    /// or past its startup deadline, whichever is longer; then let it go on at full speed.
+    /// It runs all along, only slowly; nothing of its config is changed.
     SlowBoot,
     /// (4) A process inside the service's cgroup grows past its memory limit.
     MemoryGrowth,
@@ -126,6 +128,11 @@ impl Injection {
     }
 }
 
+/// The service `fault` goes to when no `--target` is given; `None`: no service fits.
+pub fn default_target(fault: Injection, config: &NodeConfig) -> Option<&ServiceSpec> {
+    fault.default_target(config)
+}
+
 /// Why a fault is not made: nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -165,8 +172,10 @@ pub struct Prepared {
 enum Action {
     Signal { pids: Vec<u32>, signal: Signal },
     Corrupt { file: PathBuf },
+    /// PostgreSQL's control file: bytes its checksum covers, then the postmaster killed.
+    CorruptControl { file: PathBuf, pids: Vec<u32> },
     Hold { pids: Vec<u32>, port: u16, secs: u64 },
-    SlowBoot { pids: Vec<u32>, env_file: PathBuf, secs: u64 },
+    SlowBoot { pids: Vec<u32>, cgroup_procs: Vec<PathBuf>, cpu_cgroup: PathBuf, secs: u64 },
     Balloon { cgroup_procs: Vec<PathBuf>, mb: u64 },
     Fill { dir: PathBuf, bytes: u64 },
     LinkDown { interface: String },
@@ -190,6 +199,13 @@ pub enum Check {
         expect: String,
         password_file: Option<PathBuf>,
     },
+    /// PostgreSQL answers `SELECT 1` (logged in with the password in `password_file`).
+    Postgres {
+        addr: SocketAddr,
+        user: String,
+        dbname: String,
+        password_file: Option<PathBuf>,
+    },
     FileExists(PathBuf),
     /// The filesystem of `path` has at least `pct` % free.
     FreeSpace {
@@ -210,6 +226,7 @@ impl std::fmt::Display for Check {
         match self {
             Check::Http { url, .. } => write!(f, "GET {url}"),
             Check::Line { addr, send, .. } => write!(f, "{send} to {addr}"),
+            Check::Postgres { addr, .. } => write!(f, "SELECT 1 on {addr}"),
             Check::FileExists(p) => write!(f, "{} exists", p.display()),
             Check::FreeSpace { path, pct } => write!(f, "{} has {pct} % free", path.display()),
             Check::NotHolding { port, pid } => write!(f, "pid {pid} off port {port}"),
@@ -302,9 +319,19 @@ pub fn prepare(
             Action::Signal { pids: running()?, signal: Signal::SIGKILL },
         ),
         Injection::DbCorrupt => {
-            let file = largest_file(&service_dir.join("data"))
-                .ok_or_else(|| refuse(format!("no data file under {}", service_dir.join("data").display())))?;
-            (format!("flip bytes in the middle of {}", file.display()), Action::Corrupt { file })
+            let data = spec.hooks.data.clone().unwrap_or_else(|| service_dir.join("data"));
+            let control = data.join("global/pg_control");
+            if control.is_file() {
+                let pids = running()?;
+                (
+                    format!("flip bytes of {} under its checksum, then SIGKILL `{target}` (pids {pids:?})", control.display()),
+                    Action::CorruptControl { file: control, pids },
+                )
+            } else {
+                let file =
+                    largest_file(&data).ok_or_else(|| refuse(format!("no data file under {}", data.display())))?;
+                (format!("flip bytes in the middle of {}", file.display()), Action::Corrupt { file })
+            }
         }
         Injection::PortHold => {
             let port = *spec.ports.first().ok_or_else(|| refuse(format!("`{target}` declares no port")))?;
@@ -315,18 +342,23 @@ pub fn prepare(
             )
         }
         Injection::SlowBoot => {
-            let env_file = spec
-                .env_file
-                .clone()
-                .ok_or_else(|| refuse(format!("`{target}` has no env_file to slow its boot with")))?;
             let pids = running()?;
+            let pid = *pids.first().unwrap_or(&0);
+            let procs = memory_cgroup_procs(pid);
+            let cpu_cgroup = cpu_cgroup(pid);
+            let (false, Some(cpu_cgroup)) = (procs.is_empty(), cpu_cgroup) else {
+                return Err(refuse(format!(
+                    "`{target}` is not in a cgroup of its own with a CPU controller, where its next boot could be slowed"
+                )));
+            };
+            // Past the deadline it is judged by, or it is no slow boot to warden at all.
+            let secs = opts.secs.max(spec.startup_deadline.as_secs() + 1);
             (
                 format!(
-                    "make `{target}` boot in {} s (WARDEN_DEMO_BOOT_DELAY_MS in {}), then SIGKILL it",
-                    opts.secs,
-                    env_file.display()
+                    "SIGKILL `{target}` (pids {pids:?}) and starve its next boot of CPU for {secs} s (its startup deadline: {} ms)",
+                    spec.startup_deadline.as_millis()
                 ),
-                Action::SlowBoot { pids, env_file, secs: opts.secs },
+                Action::SlowBoot { pids, cgroup_procs: procs, cpu_cgroup, secs },
             )
         }
         Injection::MemoryGrowth => {
@@ -419,6 +451,12 @@ pub fn own_checks(config: &NodeConfig, spec: &ServiceSpec) -> Vec<Check> {
                 expect: expect.clone(),
                 password_file: password_file.clone(),
             }),
+            ProbeCheck::Postgres { addr, user, dbname, password_file } => Some(Check::Postgres {
+                addr: *addr,
+                user: user.clone(),
+                dbname: dbname.clone(),
+                password_file: password_file.clone(),
+            }),
             _ => None,
         })
         .collect();
@@ -460,6 +498,30 @@ fn memory_cgroup_procs(pid: u32) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The CPU cgroup `pid` is in: its folder in the v1 `cpu` hierarchy, or its v2 cgroup when
+/// that has a `cpu.max`.
+fn cpu_cgroup(pid: u32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "cpu") {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(controllers).join(path);
+            if dir.join("cpu.cfs_quota_us").exists() {
+                return Some(dir);
+            }
+        } else if controllers.is_empty() {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(path);
+            if dir.join("cpu.max").exists() && path.contains("warden.") {
+                v2 = Some(dir);
+            }
+        }
+    }
+    v2
 }
 
 /// The service's folder, or a folder in it, on a filesystem of its own under 1 GiB: (where,
@@ -514,6 +576,13 @@ impl Prepared {
                 corrupt(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
                 None
             }
+            Action::CorruptControl { file, pids } => {
+                corrupt_at(file, 16, 32).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+                for &p in pids {
+                    procs::signal(p, Signal::SIGKILL).map_err(|e| fail(e.to_string()))?;
+                }
+                None
+            }
             Action::Hold { pids, port, secs } => {
                 let pid =
                     helper(&["hold", "--port", &port.to_string(), "--secs", &secs.to_string(), "--kill", &join(pids)])
@@ -521,15 +590,22 @@ impl Prepared {
                 checks.push(Check::NotHolding { port: *port, pid });
                 Some(pid)
             }
-            Action::SlowBoot { pids, env_file, secs } => {
-                let text = std::fs::read_to_string(env_file).unwrap_or_default();
-                let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
-                let text = format!("{}\nWARDEN_DEMO_BOOT_DELAY_MS={}\n", kept.join("\n"), secs * 1000);
-                std::fs::write(env_file, text).map_err(|e| fail(format!("{}: {e}", env_file.display())))?;
-                for &p in pids {
-                    procs::signal(p, Signal::SIGKILL).map_err(|e| fail(e.to_string()))?;
-                }
-                None
+            Action::SlowBoot { pids, cgroup_procs, cpu_cgroup, secs } => {
+                let files: Vec<String> = cgroup_procs.iter().map(|p| p.display().to_string()).collect();
+                let cpu = cpu_cgroup.display().to_string();
+                let pid = helper(&[
+                    "slow-boot",
+                    "--secs",
+                    &secs.to_string(),
+                    "--kill",
+                    &join(pids),
+                    "--cgroup-procs",
+                    &files.join(","),
+                    "--cpu-cgroup",
+                    &cpu,
+                ])
+                .map_err(fail)?;
+                Some(pid)
             }
             Action::Balloon { cgroup_procs, mb } => {
                 let files: Vec<String> = cgroup_procs.iter().map(|p| p.display().to_string()).collect();
@@ -635,6 +711,21 @@ fn corrupt(file: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Inverts `len` bytes of `file` at `at` (in place).
+fn corrupt_at(file: &Path, at: u64, len: usize) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    let mut buf = vec![0u8; len];
+    f.seek(SeekFrom::Start(at))?;
+    let n = f.read(&mut buf)?;
+    for b in &mut buf[..n] {
+        *b = !*b;
+    }
+    f.seek(SeekFrom::Start(at))?;
+    f.write_all(&buf[..n])?;
+    f.sync_all()
+}
+
 /// Writes `bytes` of filler into `dir/tmp/` as a file last touched two days ago (a
 /// leftover of a job that crashed), stopping quietly when the volume is full.
 fn fill(dir: &Path, bytes: u64) -> std::io::Result<()> {
@@ -707,6 +798,9 @@ pub fn check_once(client: &reqwest::blocking::Client, c: &Check, timeout: Durati
         Check::Line { addr, send, expect, password_file } => {
             line(*addr, send, expect, password_file.as_deref(), timeout)
         }
+        Check::Postgres { addr, user, dbname, password_file } => {
+            postgres(*addr, user, dbname, password_file.as_deref(), timeout)
+        }
         Check::FileExists(p) => {
             if p.exists() {
                 Ok(())
@@ -755,7 +849,8 @@ fn line(
         let token = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
         writer.write_all(format!("AUTH {}\n", token.trim()).as_bytes()).map_err(|e| e.to_string())?;
         reader.read_line(&mut answer).map_err(|e| e.to_string())?;
-        if !answer.starts_with("OK") {
+        // The demo db answers `OK`, Redis `+OK`.
+        if !answer.starts_with("OK") && !answer.starts_with("+OK") {
             return Err(format!("login refused: {}", answer.trim()));
         }
         answer.clear();
@@ -763,4 +858,35 @@ fn line(
     writer.write_all(format!("{send}\n").as_bytes()).map_err(|e| e.to_string())?;
     reader.read_line(&mut answer).map_err(|e| e.to_string())?;
     if answer.starts_with(expect) { Ok(()) } else { Err(format!("answered {:?}", answer.trim())) }
+}
+
+/// `SELECT 1` on PostgreSQL, within `timeout` (on a thread of its own with its own small
+/// runtime: the harness is blocking code).
+fn postgres(
+    addr: SocketAddr,
+    user: &str,
+    dbname: &str,
+    password_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut config = tokio_postgres::Config::new();
+    config.host(addr.ip().to_string()).port(addr.port()).user(user).dbname(dbname).connect_timeout(timeout);
+    if let Some(file) = password_file {
+        let password = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        config.password(password.trim_end_matches(['\n', '\r']));
+    }
+    let run = move || -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let session = async {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+                let driver = tokio::spawn(connection);
+                let answer = client.simple_query("SELECT 1").await.map_err(|e| e.to_string()).map(|_| ());
+                driver.abort();
+                answer
+            };
+            tokio::time::timeout(timeout, session).await.map_err(|_| format!("no answer within {timeout:?}"))?
+        })
+    };
+    std::thread::spawn(run).join().map_err(|_| "the check's thread panicked".to_string())?
 }

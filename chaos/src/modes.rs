@@ -50,6 +50,9 @@ pub const DEFAULT_INJECTIONS: [Injection; 11] = [
 pub struct ModesConfig {
     pub runs: u32,
     pub injections: Vec<Injection>,
+    /// A node config to run the faults against instead of the default node (with the files
+    /// beside it, such as the reference node's app).
+    pub config: Option<PathBuf>,
     /// Where the report goes; whether scratch files are kept.
     pub outputs: crate::report::Outputs,
 }
@@ -57,7 +60,8 @@ pub struct ModesConfig {
 impl ModesConfig {
     pub fn command(&self) -> String {
         let names: Vec<&str> = self.injections.iter().map(|i| i.name()).collect();
-        let cmd = format!("warden chaos modes --runs {} --faults {}", self.runs, names.join(","));
+        let on = self.config.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
+        let cmd = format!("warden chaos modes{on} --runs {} --faults {}", self.runs, names.join(","));
         crate::report::with_outputs(cmd, &self.outputs)
     }
 }
@@ -78,11 +82,34 @@ pub struct ModeResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModesReport {
     pub kind: &'static str,
+    /// The node's name (`demo` for the default node).
+    pub node: String,
+    /// Snapshot space at the end, against the data it copies (a node with snapshots).
+    pub snapshots: Option<SnapshotUse>,
     pub date: String,
     pub command: String,
     pub machine: Machine,
     pub runs: u32,
     pub results: Vec<ModeResult>,
+}
+
+/// What the node's snapshots took at the end of the run, beside the data they copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotUse {
+    pub service: String,
+    pub data_bytes: u64,
+    pub snapshot_bytes: u64,
+    pub snapshots: usize,
+    /// Faults made in the whole run.
+    pub faults: u32,
+}
+
+/// The node under test: its folder, its API, and what says it is healthy.
+struct Target {
+    dir: PathBuf,
+    base: String,
+    /// Checks that pass when every service is healthy.
+    health: Vec<crate::inject::Check>,
 }
 
 /// The node the modes run against: the default node with the two knobs turned.
@@ -167,13 +194,12 @@ pub fn unfinished(incident: &serde_json::Value) -> bool {
 }
 
 /// Healthy, and no incident open, for [`QUIET_FOR`]: the node is ready for the next fault.
-fn settle(client: &reqwest::blocking::Client, limit: Duration) -> bool {
+fn settle(client: &reqwest::blocking::Client, node: &Target, limit: Duration) -> bool {
     let start = Instant::now();
-    let api = services::api_health_url();
-    let recent = format!("http://127.0.0.1:{}/api/incidents?limit=50", services::WARDEN_PORT);
+    let recent = format!("{}/api/incidents?limit=50", node.base);
     let mut quiet_since: Option<Instant> = None;
     while start.elapsed() < limit {
-        let healthy = client.get(&api).send().is_ok_and(|r| r.status().is_success());
+        let healthy = node.health.iter().all(|c| crate::inject::check_once(client, c, Duration::from_secs(1)).is_ok());
         let quiet = get(client, &recent)
             .is_some_and(|v| v["incidents"].as_array().is_some_and(|all| !all.iter().any(unfinished)));
         if healthy && quiet {
@@ -210,34 +236,51 @@ pub fn kill_node() {
 
 pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    if let Some(config) = &cfg.config {
+        return config_node(cfg, config, &exe);
+    }
     let on_default: Vec<Injection> = cfg.injections.iter().copied().filter(|i| *i != Injection::LinkDown).collect();
     let mut results = if on_default.is_empty() { Vec::new() } else { default_node_phase(cfg, &on_default, &exe)? };
     if cfg.injections.contains(&Injection::LinkDown) {
         results.push(link_phase(cfg, &exe)?);
     }
+    finish(cfg, "demo".into(), results, None)
+}
+
+fn finish(
+    cfg: &ModesConfig,
+    node: String,
+    mut results: Vec<ModeResult>,
+    snapshots: Option<SnapshotUse>,
+) -> Result<ModesReport, BenchError> {
     let order = |r: &ModeResult| cfg.injections.iter().position(|i| i.name() == r.fault);
     results.sort_by_key(order);
     let report = ModesReport {
         kind: "modes",
+        node,
+        snapshots,
         date: crate::report::today_utc(),
         command: cfg.command(),
         machine: Machine::detect(),
         runs: cfg.runs,
         results,
     };
-    cfg.outputs.save(&report, &report.markdown(), (START_MARKER, END_MARKER))?;
+    let (start, end) = report.markers();
+    cfg.outputs.save(&report, &report.markdown(), (&start, &end))?;
     Ok(report)
 }
 
 /// Starts `warden run --config node.yaml --data-dir data` in `dir` and waits until it has
 /// settled; stopped when the guard is dropped.
-fn start_node(dir: &Path, exe: &Path, client: &reqwest::blocking::Client) -> Result<Warden, BenchError> {
+fn start_node(node: &Target, exe: &Path, client: &reqwest::blocking::Client, limit: Duration) -> Result<Warden, BenchError> {
+    let dir = &node.dir;
     let log = std::fs::File::create(dir.join("warden.log")).map_err(BenchError::io("creating warden.log"))?;
     let child = {
         use std::os::unix::process::CommandExt;
         Command::new(exe)
             .args(["run", "--config", "node.yaml", "--data-dir", "data"])
             .current_dir(dir)
+            .env("WARDEN_RUNTIME_DIR", dir.join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -247,45 +290,45 @@ fn start_node(dir: &Path, exe: &Path, client: &reqwest::blocking::Client) -> Res
     };
     NODE_PGID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
     let warden = Warden(child);
-    if !settle(client, Duration::from_secs(60)) {
+    if !settle(client, node, limit) {
         return Err(BenchError::NotHealthy {
             what: "the node".into(),
-            secs: 60,
+            secs: limit.as_secs(),
             log: procs::log_tail(&dir.join("warden.log"), 30),
         });
     }
     Ok(warden)
 }
 
-/// `runs` injections of `fault` against the node in `dir`, each followed by [`undo`] and
-/// `between` (what else must be put back).
+/// `runs` injections of `fault` against the node, each followed by [`undo`] and `between`
+/// (what else must be put back).
 fn series(
     cfg: &ModesConfig,
     client: &reqwest::blocking::Client,
-    dir: &Path,
+    node: &Target,
     fault: Injection,
     opts: &InjectOptions,
     mut notes: Vec<String>,
     between: &dyn Fn(),
 ) -> Result<ModeResult, BenchError> {
-    let data = dir.join("data");
+    let data = node.dir.join("data");
     let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
     let token = token.trim().to_string();
-    let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
+    let base = node.base.as_str();
     let mut samples = Vec::new();
     let mut failures = 0usize;
     let mut harmful = Vec::new();
     if notes.iter().all(|n| !n.starts_with("skipped")) {
-        let config =
-            crate::inject::running_config(Some(&dir.join("node.yaml")), Some(&data)).map_err(BenchError::NodeConfig)?;
+        let config = crate::inject::running_config(Some(&node.dir.join("node.yaml")), Some(&data))
+            .map_err(BenchError::NodeConfig)?;
         for _ in 0..cfg.runs {
-            if !settle(client, Duration::from_secs(60)) {
+            if !settle(client, node, Duration::from_secs(60)) {
                 notes.push("the node did not settle before a run".into());
             }
             // Every service watched from just before the fault until the node settled.
             let from = warden_core::time::now_unix_ms();
             let watch = crate::harm::Watch::start(&config);
-            match one(&data, dir, fault, opts) {
+            match one(&data, &node.dir, fault, opts) {
                 Ok(d) => samples.push(d),
                 Err(e) => {
                     failures += 1;
@@ -295,12 +338,12 @@ fn series(
                 }
             }
             between();
-            if !settle(client, Duration::from_secs(60)) {
+            if !settle(client, node, Duration::from_secs(60)) {
                 notes.push("the node did not settle after a run".into());
             }
-            harmful.extend(crate::harm::judge(client, &base, &watch, from, warden_core::time::now_unix_ms()));
+            harmful.extend(crate::harm::judge(client, base, &watch, from, warden_core::time::now_unix_ms()));
             drop(watch);
-            undo(client, &base, &token, &data, fault);
+            undo(client, base, &token, fault);
         }
     }
     Ok(ModeResult {
@@ -308,9 +351,32 @@ fn series(
         mode: fault.mode().as_str(),
         summary: summarize(&samples, failures)?,
         notes,
-        playbooks: resolved_by(client, &base, fault),
+        playbooks: resolved_by(client, base, fault),
         harmful,
     })
+}
+
+/// A tmpfs of `size` at `at`, for `disk-full`; a note on the fault when none can be made.
+fn small_volume(at: &Path, size: &str) -> Result<Unmount, String> {
+    std::fs::create_dir_all(at).map_err(|e| format!("skipped: creating {}: {e}", at.display()))?;
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(at).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(Unmount(at.to_path_buf())),
+        Ok(o) => Err(format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("skipped: mount: {e}")),
+    }
+}
+
+/// A snapshot of the database through its own playbook, for `db-corrupt` to be restored from.
+fn back_up(client: &reqwest::blocking::Client, node: &Target, db: &str) {
+    let Ok(token) = std::fs::read_to_string(node.dir.join("data/admin.token")) else { return };
+    let _ = client
+        .post(format!("{}/api/guardian/playbooks/snapshot_database/run", node.base))
+        .bearer_auth(token.trim())
+        .timeout(Duration::from_secs(60))
+        .json(&serde_json::json!({"target": db, "reason": "the bench's backup"}))
+        .send();
+    settle(client, node, Duration::from_secs(60));
 }
 
 /// Every injection but `link-down`, on the default node (with the two knobs turned).
@@ -324,41 +390,122 @@ fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -
     let mut notes_for: Vec<(Injection, String)> = Vec::new();
     let mut _unmount = None;
     if injections.contains(&Injection::DiskFull) {
-        let volume = data.join("services/db");
-        std::fs::create_dir_all(&volume).map_err(BenchError::io("creating the db's folder"))?;
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&volume).output();
-        match out {
-            Ok(o) if o.status.success() => _unmount = Some(Unmount(volume)),
-            Ok(o) => notes_for.push((
-                Injection::DiskFull,
-                format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim()),
-            )),
-            Err(e) => notes_for.push((Injection::DiskFull, format!("skipped: mount: {e}"))),
+        match small_volume(&data.join("services/db"), "16m") {
+            Ok(u) => _unmount = Some(u),
+            Err(note) => notes_for.push((Injection::DiskFull, note)),
         }
     }
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
-    let _warden = start_node(dir, exe, &client)?;
+    let node = Target {
+        dir: dir.to_path_buf(),
+        base: format!("http://127.0.0.1:{}", services::WARDEN_PORT),
+        health: vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }],
+    };
+    let _warden = start_node(&node, exe, &client, Duration::from_secs(60))?;
     // Data in the db and a snapshot of it, for db-corrupt.
     if injections.contains(&Injection::DbCorrupt) {
-        let token =
-            std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
-        let base = format!("http://127.0.0.1:{}", services::WARDEN_PORT);
         let _ = client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
-        let _ = client
-            .post(format!("{base}/api/guardian/playbooks/snapshot_database/run"))
-            .bearer_auth(token.trim())
-            .json(&serde_json::json!({"target": "db", "reason": "the bench's backup"}))
-            .send();
-        settle(&client, Duration::from_secs(30));
+        back_up(&client, &node, "db");
     }
     let mut results = Vec::new();
     for &fault in injections {
         let notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
         let secs = if fault == Injection::SlowBoot { 3 } else { 5 };
         let opts = InjectOptions { target: None, secs, interface: None };
-        results.push(series(cfg, &client, dir, fault, &opts, notes, &|| {})?);
+        results.push(series(cfg, &client, &node, fault, &opts, notes, &|| {})?);
     }
     Ok(results)
+}
+
+/// Every injection that applies, on the node of a config (such as the reference node of
+/// real services): its folder copied into a scratch directory and run from there, with the
+/// harness's limits (no repair budget, raised rate limits).
+fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesReport, BenchError> {
+    let tmp = procs::temp_dir("warden-modes-config", cfg.outputs.keep_tmp)?;
+    let dir = tmp.path();
+    // Services that run as their own users (postgres, redis) reach their data through it.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(BenchError::io("opening the scratch directory"))?;
+    let yaml = copy_node(config, dir)?;
+    std::fs::write(dir.join("node.yaml"), harness_yaml(&yaml)).map_err(BenchError::io("writing node.yaml"))?;
+    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
+    let data = dir.join("data");
+    let parsed = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(&data)).map_err(BenchError::NodeConfig)?;
+    let mut ports: Vec<u16> = parsed.services.iter().flat_map(|s| s.ports.iter().copied()).collect();
+    ports.push(parsed.http_listen.port());
+    procs::ensure_ports_free(&ports)?;
+    let mut notes_for: Vec<(Injection, String)> = Vec::new();
+    let applies = |fault: Injection| crate::inject::default_target(fault, &parsed).map(|s| s.name.to_string());
+    let mut _unmount = None;
+    if cfg.injections.contains(&Injection::DiskFull)
+        && let Some(db) = applies(Injection::DiskFull)
+    {
+        match small_volume(&data.join("services").join(&db), "256m") {
+            Ok(u) => _unmount = Some(u),
+            Err(note) => notes_for.push((Injection::DiskFull, note)),
+        }
+    }
+    for &fault in &cfg.injections {
+        if fault == Injection::LinkDown {
+            notes_for.push((
+                fault,
+                "skipped: this node's services talk over loopback, which is not cut; a link is cut on the demo node's link phase (`warden chaos modes --faults link-down`)".into(),
+            ));
+        } else if applies(fault).is_none() {
+            notes_for.push((fault, format!("skipped: no service of this node fits {}", fault.name())));
+        }
+    }
+    let health: Vec<crate::inject::Check> =
+        parsed.services.iter().flat_map(|s| crate::inject::own_checks(&parsed, s)).collect();
+    let node = Target { dir: dir.to_path_buf(), base: format!("http://{}", parsed.http_listen), health };
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    // A first start may build data dirs (initdb).
+    let _warden = start_node(&node, exe, &client, Duration::from_secs(180))?;
+    let db = applies(Injection::DbCorrupt);
+    if cfg.injections.contains(&Injection::DbCorrupt)
+        && let Some(db) = &db
+    {
+        back_up(&client, &node, db);
+    }
+    let mut results = Vec::new();
+    for &fault in &cfg.injections {
+        let notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
+        let secs = if fault == Injection::SlowBoot { 3 } else { 5 };
+        let opts = InjectOptions { target: None, secs, interface: None };
+        results.push(series(cfg, &client, &node, fault, &opts, notes, &|| {})?);
+    }
+    let faults = cfg.runs * results.iter().filter(|r| r.summary.n + r.summary.failures > 0).count() as u32;
+    let snapshots = db.and_then(|db| {
+        let spec = parsed.services.iter().find(|s| s.name.as_str() == db)?;
+        let data_dir = spec.hooks.data.as_ref()?;
+        let (_, snapshot_bytes) = procs::tree_bytes(&data.join("snapshots").join(&db));
+        let count = std::fs::read_dir(data.join("snapshots").join(&db)).map(|d| d.count()).unwrap_or(0);
+        Some(SnapshotUse { service: db, data_bytes: procs::tree_bytes(data_dir).1, snapshot_bytes, snapshots: count, faults })
+    });
+    finish(cfg, parsed.name.clone(), results, snapshots)
+}
+
+/// Copies the config's folder (its regular files, dot files left out: warden's audit key
+/// and checkpoints live there) into `dir`; the config's text.
+fn copy_node(config: &Path, dir: &Path) -> Result<String, BenchError> {
+    let yaml = std::fs::read_to_string(config).map_err(BenchError::io(format!("reading {}", config.display())))?;
+    let from = config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let entries = std::fs::read_dir(from).map_err(BenchError::io(format!("reading {}", from.display())))?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        std::fs::copy(e.path(), dir.join(&name)).map_err(BenchError::io(format!("copying {}", e.path().display())))?;
+    }
+    Ok(yaml)
+}
+
+/// A node config with the harness's limits: no repair budget or operator hold, and its
+/// raised rate limits in `policy.yaml` (a `governance_policies:` of its own is replaced).
+fn harness_yaml(yaml: &str) -> String {
+    let kept: Vec<&str> = yaml.lines().filter(|l| !l.starts_with("governance_policies:")).collect();
+    format!("{}\ngovernance_policies: policy.yaml\n", unbudgeted(&kept.join("\n")))
 }
 
 /// `link-down`: the db behind a real link ([`crate::link`]), the link cut on the host's end.
@@ -387,14 +534,19 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
     std::fs::write(dir.join("node.yaml"), yaml).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
-    let _warden = start_node(dir, exe, &client)?;
+    let node = Target {
+        dir: dir.to_path_buf(),
+        base: format!("http://127.0.0.1:{}", services::WARDEN_PORT),
+        health: vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }],
+    };
+    let _warden = start_node(&node, exe, &client, Duration::from_secs(60))?;
     let opts = InjectOptions { target: Some("api".into()), secs: 5, interface: Some(link.host_end.clone()) };
     let up = || {
         if let Err(e) = link.up() {
             eprintln!("link-down: cannot bring the link back up: {e}");
         }
     };
-    series(cfg, &client, dir, Injection::LinkDown, &opts, Vec::new(), &up)
+    series(cfg, &client, &node, Injection::LinkDown, &opts, Vec::new(), &up)
 }
 
 /// One injection, timed from the change to the harness's checks passing.
@@ -406,18 +558,10 @@ fn one(data: &Path, dir: &Path, fault: Injection, opts: &InjectOptions) -> Resul
     wait_restored(&checks, t0, Duration::from_secs(60))
 }
 
-/// Undoes what would hide the next fault of the same kind.
-fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, data: &Path, fault: Injection) {
-    if fault == Injection::SlowBoot {
-        // The boot setting out again.
-        let env = data.join("services/api/env");
-        if let Ok(text) = std::fs::read_to_string(&env) {
-            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("WARDEN_DEMO_BOOT_DELAY_MS=")).collect();
-            let _ = std::fs::write(&env, format!("{}\n", kept.join("\n")));
-        }
-    }
-    // A runtime override a repair set (a longer deadline, a moved port, a switched upstream)
-    // is rolled back, so the next fault meets the node as it was.
+/// Undoes what a repair left that would hide the next fault of the same kind: a runtime
+/// override it set (a longer deadline, a moved port, a switched upstream) is rolled back,
+/// so the next fault meets the node as it was.
+fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, fault: Injection) {
     let overridden = get(client, &format!("{base}/api/guardian/overrides"))
         .is_some_and(|v| v["overrides"].as_object().is_some_and(|o| !o.is_empty()));
     if !overridden {
@@ -435,7 +579,7 @@ fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, data: &Path
         let _ = client
             .post(format!("{base}/api/guardian/runs/{run}/rollback"))
             .bearer_auth(token)
-            .json(&serde_json::json!({"reason": "the bench undoes the repair before the next slow boot"}))
+            .json(&serde_json::json!({"reason": "the bench undoes the repair before the next fault"}))
             .send();
     }
 }
@@ -453,9 +597,24 @@ fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection)
 }
 
 impl ModesReport {
+    /// The section of the benchmarks file it (re)writes: the default node's, or its node's.
+    pub fn markers(&self) -> (String, String) {
+        if self.node == "demo" {
+            (START_MARKER.into(), END_MARKER.into())
+        } else {
+            (format!("<!-- bench:modes:{}:start -->", self.node), format!("<!-- bench:modes:{}:end -->", self.node))
+        }
+    }
+
     pub fn markdown(&self) -> String {
+        let (start, end) = self.markers();
+        let title = if self.node == "demo" {
+            "MTTR per failure mode (harness clock)".to_string()
+        } else {
+            format!("MTTR per failure mode on the `{}` node (harness clock)", self.node)
+        };
         let mut s = format!(
-            "{START_MARKER}\n## MTTR per failure mode (harness clock)\n\n{} · {} · {} runs per fault\n\n`{}`\n\n",
+            "{start}\n## {title}\n\n{} · {} · {} runs per fault\n\n`{}`\n\n",
             self.date,
             self.machine.describe(),
             self.runs,
@@ -486,10 +645,21 @@ impl ModesReport {
         notes.extend(self.results.iter().flat_map(|r| {
             r.harmful.iter().take(5).map(move |h| format!("- {}: harmful ({}): {}", r.fault, h.kind, h.detail))
         }));
+        if let Some(u) = &self.snapshots {
+            s.push_str(&format!(
+                "\nSnapshots of `{}` after {} faults: {} kept, {} bytes, against {} bytes of data ({:.2}×).\n",
+                u.service,
+                u.faults,
+                u.snapshots,
+                u.snapshot_bytes,
+                u.data_bytes,
+                u.snapshot_bytes as f64 / u.data_bytes.max(1) as f64
+            ));
+        }
         if !notes.is_empty() {
             s.push_str(&format!("\n{}\n", notes.join("\n")));
         }
-        s.push_str(&format!("{END_MARKER}\n"));
+        s.push_str(&format!("{end}\n"));
         s
     }
 }

@@ -280,6 +280,26 @@ pub fn kill_our_listeners(ports: &[u16]) -> usize {
 
 /// A private (0700) temporary directory, removed when dropped unless `keep` (then its path
 /// is printed so the logs and configs in it can be read).
+/// Files and bytes under `dir` (symlinks not followed); (0, 0) for what cannot be read.
+pub fn tree_bytes(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) if m.is_file() => {
+                    files += 1;
+                    bytes += m.len();
+                }
+                _ => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
 pub fn temp_dir(prefix: &str, keep: bool) -> Result<tempfile::TempDir, BenchError> {
     let mut dir = tempfile::Builder::new()
         .prefix(&format!("{prefix}-"))

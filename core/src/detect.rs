@@ -146,6 +146,11 @@ pub fn assess(
     let ProbeEvent::Down { probe, target, layer, kind, failure, consecutive, first_failure_unix_ms, .. } = event else {
         return None;
     };
+    // A service not started yet (waiting for its dependencies: its files are not even
+    // written) or stopped on purpose fails its probes as expected; nothing to repair.
+    if matches!(service_state, Some(ServiceState::Pending | ServiceState::Stopping | ServiceState::Stopped)) {
+        return None;
+    }
     let running = service_state == Some(ServiceState::Running);
     let finding = |evidence: String| {
         Some(Finding {
@@ -509,6 +514,12 @@ mod tests {
         assert!(assess(FailureMode::NetworkUnreachable, &l3, RUNNING, db).is_some());
         let refused = down_of("postgres", Layer::L7, Failure::Auth("28P01".into()));
         assert!(assess(FailureMode::InvalidCredentials, &refused, RUNNING, None).is_some());
+        for not_started in [ServiceState::Pending, ServiceState::Stopped] {
+            assert!(
+                assess(FailureMode::InvalidCredentials, &refused, Some(not_started), None).is_none(),
+                "a service waiting for its dependencies has not written its credentials yet"
+            );
+        }
         for status in [401, 403] {
             let forbidden = down(Failure::Status(status));
             assert!(

@@ -78,6 +78,25 @@ pub fn owner(f: &ManagedFile) -> Option<(Option<u32>, u32)> {
     }
 }
 
+/// Makes a service's declared data directory when it does not exist yet: owned by the
+/// user it runs as, mode 0700, so a program that fills its own data dir at first start
+/// (`initdb`, Redis) can. One that exists is never touched.
+pub fn make_data_dir(spec: &warden_core::config::ServiceSpec) -> io::Result<bool> {
+    let Some(dir) = &spec.hooks.data else { return Ok(false) };
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return Ok(false);
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::create_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(id) = &spec.identity {
+        std::os::unix::fs::chown(dir, id.user.as_ref().map(|u| u.uid), Some(id.gid))?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

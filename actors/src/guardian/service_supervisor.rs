@@ -379,6 +379,11 @@ impl ServiceSupervisor {
         let generation = e.generation;
         // Managed files (config, credentials) are brought to what the config declares.
         e.edited_files = settle_files(&self.data_dir.vault(), service, &e.spec.files);
+        match super::managed_files::make_data_dir(&e.spec) {
+            Ok(true) => info!(service = service.as_str(), "made its data dir (it did not exist)"),
+            Ok(false) => {}
+            Err(err) => warn!(service = service.as_str(), %err, "cannot make its data dir"),
+        }
         let me = self.me.clone();
         let svc = service.clone();
         let on_exit = move |_| {
