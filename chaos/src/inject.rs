@@ -170,17 +170,46 @@ pub struct Prepared {
 
 #[derive(Debug)]
 enum Action {
-    Signal { pids: Vec<u32>, signal: Signal },
-    Corrupt { file: PathBuf },
+    Signal {
+        pids: Vec<u32>,
+        signal: Signal,
+    },
+    Corrupt {
+        file: PathBuf,
+    },
     /// PostgreSQL's control file: bytes its checksum covers, then the postmaster killed.
-    CorruptControl { file: PathBuf, pids: Vec<u32> },
-    Hold { pids: Vec<u32>, port: u16, secs: u64 },
-    SlowBoot { pids: Vec<u32>, cgroup_procs: Vec<PathBuf>, cpu_cgroup: PathBuf, secs: u64 },
-    Balloon { cgroup_procs: Vec<PathBuf>, mb: u64 },
-    Fill { dir: PathBuf, bytes: u64 },
-    LinkDown { interface: String },
-    Delete { file: PathBuf },
-    Garble { file: PathBuf },
+    CorruptControl {
+        file: PathBuf,
+        pids: Vec<u32>,
+    },
+    Hold {
+        pids: Vec<u32>,
+        port: u16,
+        secs: u64,
+    },
+    SlowBoot {
+        pids: Vec<u32>,
+        cgroup_procs: Vec<PathBuf>,
+        cpu_cgroup: PathBuf,
+        secs: u64,
+    },
+    Balloon {
+        cgroup_procs: Vec<PathBuf>,
+        mb: u64,
+    },
+    Fill {
+        dir: PathBuf,
+        bytes: u64,
+    },
+    LinkDown {
+        interface: String,
+    },
+    Delete {
+        file: PathBuf,
+    },
+    Garble {
+        file: PathBuf,
+    },
 }
 
 /// One check of the harness's own.
@@ -324,7 +353,10 @@ pub fn prepare(
             if control.is_file() {
                 let pids = running()?;
                 (
-                    format!("flip bytes of {} under its checksum, then SIGKILL `{target}` (pids {pids:?})", control.display()),
+                    format!(
+                        "flip bytes of {} under its checksum, then SIGKILL `{target}` (pids {pids:?})",
+                        control.display()
+                    ),
                     Action::CorruptControl { file: control, pids },
                 )
             } else {

@@ -75,6 +75,9 @@ pub struct ModeResult {
     pub notes: Vec<String>,
     /// The playbooks that resolved its incidents, with counts.
     pub playbooks: Vec<(String, u32)>,
+    /// Its mode's incidents as the node diagnosed them: (cause, first playbook tried), with
+    /// counts.
+    pub diagnosed: Vec<((String, String), u32)>,
     /// What its repairs did that made things worse, every run's ([`crate::harm`]).
     pub harmful: Vec<crate::harm::Harm>,
 }
@@ -272,7 +275,12 @@ fn finish(
 
 /// Starts `warden run --config node.yaml --data-dir data` in `dir` and waits until it has
 /// settled; stopped when the guard is dropped.
-fn start_node(node: &Target, exe: &Path, client: &reqwest::blocking::Client, limit: Duration) -> Result<Warden, BenchError> {
+fn start_node(
+    node: &Target,
+    exe: &Path,
+    client: &reqwest::blocking::Client,
+    limit: Duration,
+) -> Result<Warden, BenchError> {
     let dir = &node.dir;
     let log = std::fs::File::create(dir.join("warden.log")).map_err(BenchError::io("creating warden.log"))?;
     let child = {
@@ -352,6 +360,7 @@ fn series(
         summary: summarize(&samples, failures)?,
         notes,
         playbooks: resolved_by(client, base, fault),
+        diagnosed: diagnosed(client, base, fault),
         harmful,
     })
 }
@@ -359,7 +368,8 @@ fn series(
 /// A tmpfs of `size` at `at`, for `disk-full`; a note on the fault when none can be made.
 fn small_volume(at: &Path, size: &str) -> Result<Unmount, String> {
     std::fs::create_dir_all(at).map_err(|e| format!("skipped: creating {}: {e}", at.display()))?;
-    let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(at).output();
+    let out =
+        Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(at).output();
     match out {
         Ok(o) if o.status.success() => Ok(Unmount(at.to_path_buf())),
         Ok(o) => Err(format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim())),
@@ -430,7 +440,8 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
     std::fs::write(dir.join("node.yaml"), harness_yaml(&yaml)).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
     let data = dir.join("data");
-    let parsed = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(&data)).map_err(BenchError::NodeConfig)?;
+    let parsed =
+        crate::inject::running_config(Some(&dir.join("node.yaml")), Some(&data)).map_err(BenchError::NodeConfig)?;
     let mut ports: Vec<u16> = parsed.services.iter().flat_map(|s| s.ports.iter().copied()).collect();
     ports.push(parsed.http_listen.port());
     procs::ensure_ports_free(&ports)?;
@@ -480,7 +491,13 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
         let data_dir = spec.hooks.data.as_ref()?;
         let (_, snapshot_bytes) = procs::tree_bytes(&data.join("snapshots").join(&db));
         let count = std::fs::read_dir(data.join("snapshots").join(&db)).map(|d| d.count()).unwrap_or(0);
-        Some(SnapshotUse { service: db, data_bytes: procs::tree_bytes(data_dir).1, snapshot_bytes, snapshots: count, faults })
+        Some(SnapshotUse {
+            service: db,
+            data_bytes: procs::tree_bytes(data_dir).1,
+            snapshot_bytes,
+            snapshots: count,
+            faults,
+        })
     });
     finish(cfg, parsed.name.clone(), results, snapshots)
 }
@@ -516,6 +533,7 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
         summary: Summary::default(),
         notes: vec![format!("skipped: {why}")],
         playbooks: Vec::new(),
+        diagnosed: Vec::new(),
         harmful: Vec::new(),
     };
     procs::ensure_ports_free(&services::NODE_PORTS)?;
@@ -592,6 +610,18 @@ fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection)
         if let Some(p) = i["attempts"].as_array().and_then(|a| a.last()).and_then(|a| a["playbook"].as_str()) {
             *counts.entry(p.to_string()).or_default() += 1;
         }
+    }
+    counts.into_iter().collect()
+}
+
+/// This fault's mode's incidents by (cause, first playbook tried), with counts.
+fn diagnosed(client: &reqwest::blocking::Client, base: &str, fault: Injection) -> Vec<((String, String), u32)> {
+    let list = get(client, &format!("{base}/api/incidents?mode={}&limit=1000", fault.mode().as_str()));
+    let mut counts: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
+    for i in list.as_ref().and_then(|v| v["incidents"].as_array()).into_iter().flatten() {
+        let cause = i["cause"].as_str().unwrap_or("-").to_string();
+        let first = i["attempts"][0]["playbook"].as_str().unwrap_or("-").to_string();
+        *counts.entry((cause, first)).or_default() += 1;
     }
     counts.into_iter().collect()
 }

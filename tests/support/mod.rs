@@ -706,3 +706,12 @@ impl SmtpSink {
         self.messages.lock().unwrap().clone()
     }
 }
+
+/// PostgreSQL, Redis and nginx from Debian, for the real-services reference node.
+pub fn ensure_reference_packages() {
+    let _ = postgres_bin_dir();
+    let present = |cmd: &str| Command::new(cmd).arg("-v").output().is_ok() || Path::new("/usr/sbin").join(cmd).exists();
+    if !present("redis-server") || !present("nginx") {
+        install_deps();
+    }
+}
