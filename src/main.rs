@@ -134,7 +134,14 @@ fn main() -> ExitCode {
         Some(Command::Services(cmd)) => rt.block_on(governance_cmd::services(cmd)),
         Some(Command::Healing(cmd)) => rt.block_on(healing_cmd::run(cmd)),
         Some(Command::Demo(cmd)) => rt.block_on(demo::run(cmd)).map(|_| ExitCode::SUCCESS),
-        Some(Command::Chaos(cmd)) => rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS),
+        Some(Command::Chaos(mut cmd)) => {
+            // `chaos inject` without --config goes to the one node running here, as other
+            // commands do.
+            if let [one] = runtime_file::running().as_slice() {
+                cmd.default_node(one.config.clone(), one.data_dir.clone());
+            }
+            rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS)
+        }
         Some(Command::Launch { .. }) => Ok(ExitCode::FAILURE),
     };
     // The spans still queued leave before the runtime that sends them stops.

@@ -32,6 +32,9 @@ fn test_commands_find_the_one_running_node_and_say_what_they_tried_when_none_run
         let line = out.lines().find(|l| l.contains(&format!("\"probe\":\"{probe}\""))).unwrap_or_default();
         assert!(line.contains("\"result\":\"ok\""), "{probe} of the running node passes: {out}");
     }
+    // So does `chaos inject`: its dry run finds the node's db on the node's own port.
+    let (ok, out) = warden(&["chaos", "inject", "db-freeze", "--dry-run"], &[("WARDEN_RUNTIME_DIR", runtime)]);
+    assert!(ok && out.contains("SIGSTOP `db`"), "{out}");
     // WARDEN_URL wins over the runtime file: a node that is not there is named as tried.
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let (ok, out) = warden(&["healing", "status"], &[("WARDEN_RUNTIME_DIR", runtime), ("WARDEN_URL", &nowhere)]);

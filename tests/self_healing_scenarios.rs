@@ -177,9 +177,13 @@ fn test_3_a_boot_past_its_deadline_gets_a_longer_deadline() {
     assert!(config.contains("startup_deadline_ms: 2000"));
     let node = Node::start_with(&config, ports, &[]);
     node.wait_ready();
+    let env_file = node.data_dir().join("services/api/env");
+    let env_before = std::fs::read_to_string(&env_file).unwrap();
+    // The boot is starved of CPU past the 2 s deadline; nothing of its config is touched.
     inject(&node, "slow-boot", &["--secs", "3"]);
     let incident = assert_healed(&node, "slow_boot", "extend_startup_deadline");
     assert_eq!(incident["service"], "api");
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), env_before, "its env file as it was");
     let overrides = get_json(&node.url("/api/guardian/overrides")).unwrap();
     assert!(overrides.to_string().contains("startup_deadline"), "{overrides}");
 }

@@ -67,7 +67,7 @@ pub struct InjectArgs {
     /// The interface `link-down` takes down.
     #[arg(long)]
     interface: Option<String>,
-    /// Node config file (default: the embedded demo node).
+    /// Node config file (default: the one node running here, else the embedded demo node).
     #[arg(long)]
     config: Option<PathBuf>,
     /// The node's data dir (default: the one the node answering at the config's address
@@ -164,6 +164,20 @@ pub struct BenchArgs {
     outputs: crate::report::Outputs,
 }
 
+impl ChaosCommand {
+    /// The node `inject` goes to when it names none (no `--config`, no `--data-dir`): the
+    /// one running here, by its config file (`None`: the embedded default) and data dir.
+    pub fn default_node(&mut self, config: Option<PathBuf>, data_dir: PathBuf) {
+        if let ChaosCommand::Inject(a) = self
+            && a.config.is_none()
+            && a.data_dir.is_none()
+        {
+            a.config = config;
+            a.data_dir = Some(data_dir);
+        }
+    }
+}
+
 pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
     match cmd {
         ChaosCommand::Bench(args) => run_bench(args).await,
@@ -183,6 +197,7 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                     // No destructor runs on this path: the node and the link go here.
                     crate::modes::kill_node();
                     crate::link::remove_leftover();
+                    crate::modes::remove_leftover_mounts();
                     return Err(e);
                 }
             };

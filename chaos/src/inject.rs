@@ -726,32 +726,27 @@ fn helper(args: &[&str]) -> Result<u32, String> {
     }
 }
 
-/// Flips 16 bytes in the middle of `file` (in place: the file keeps its inode and size).
+/// Flips 16 bytes in the middle of `file` (in place: the file keeps its inode and size):
+/// each becomes `#` (`%` where it was one), which breaks a record's checksum.
 fn corrupt(file: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
-    let len = f.metadata()?.len();
-    let at = len / 2;
-    let mut buf = [0u8; 16];
-    f.seek(SeekFrom::Start(at))?;
-    let n = f.read(&mut buf)?;
-    for b in &mut buf[..n] {
-        *b = if *b == b'#' { b'%' } else { b'#' };
-    }
-    f.seek(SeekFrom::Start(at))?;
-    f.write_all(&buf[..n])?;
-    f.sync_all()
+    let len = std::fs::metadata(file)?.len();
+    rewrite_bytes(file, len / 2, 16, |b| if b == b'#' { b'%' } else { b'#' })
 }
 
 /// Inverts `len` bytes of `file` at `at` (in place).
 fn corrupt_at(file: &Path, at: u64, len: usize) -> std::io::Result<()> {
+    rewrite_bytes(file, at, len, |b| !b)
+}
+
+/// Rewrites `len` bytes of `file` at `at` through `each`, and syncs it.
+fn rewrite_bytes(file: &Path, at: u64, len: usize, each: impl Fn(u8) -> u8) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
     let mut buf = vec![0u8; len];
     f.seek(SeekFrom::Start(at))?;
     let n = f.read(&mut buf)?;
     for b in &mut buf[..n] {
-        *b = !*b;
+        *b = each(*b);
     }
     f.seek(SeekFrom::Start(at))?;
     f.write_all(&buf[..n])?;

@@ -1,11 +1,13 @@
-//! `warden chaos modes`: MTTR per failure mode on the default node, by the harness's clock.
+//! `warden chaos modes`: MTTR per failure mode on the default node (or the node of a config
+//! given with `--config`, such as the reference node of real services), by the harness's
+//! clock.
 //!
-//! The embedded default node runs in a temporary directory; every injection of
+//! The node runs in a temporary directory; every injection of
 //! [`crate::inject`] is made `--runs` times, one after the other, and each sample is the
 //! time from the fault being made to the harness's own checks passing again (not warden's
 //! word). Between runs the node is let settle (healthy, no incident open) and what a
 //! repair left in place that would hide the next fault is undone (a longer startup
-//! deadline is rolled back through the API; the slow-boot setting is taken out again).
+//! deadline is rolled back through the API).
 //!
 //! Two knobs differ from the default node, both so that ten faults in a row measure the
 //! repair and not the node's brakes: governance rate limits are raised (the default allows
@@ -15,6 +17,11 @@
 //! default node's shape whose db is in a network namespace behind a veth pair, with a
 //! standby db on loopback ([`crate::link`]; root and `ip`); between two cuts the link comes
 //! back up and the failover is rolled back.
+//!
+//! With `--config`, the config's folder is copied and run with the harness's limits (no
+//! repair budget, raised rate limits; its own deadlines kept), a tmpfs is mounted under
+//! the database's folder for `disk-full`, and faults that fit none of its services are
+//! reported as skipped. Its report has a section of its own in the benchmarks file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -174,11 +181,31 @@ impl Drop for Warden {
     }
 }
 
+/// A tmpfs the harness mounted, unmounted when dropped (and by [`remove_leftover_mounts`]
+/// when the harness is stopped by a signal, where no destructor runs).
 struct Unmount(PathBuf);
+
+static MOUNTED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+impl Unmount {
+    fn new(at: PathBuf) -> Self {
+        MOUNTED.lock().unwrap_or_else(|p| p.into_inner()).push(at.clone());
+        Self(at)
+    }
+}
 
 impl Drop for Unmount {
     fn drop(&mut self) {
+        MOUNTED.lock().unwrap_or_else(|p| p.into_inner()).retain(|m| m != &self.0);
         let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Unmounts what the harness mounted and has not unmounted yet (stopped by a signal).
+pub fn remove_leftover_mounts() {
+    let left = std::mem::take(&mut *MOUNTED.lock().unwrap_or_else(|p| p.into_inner()));
+    for at in left {
+        let _ = Command::new("umount").arg("-l").arg(&at).output();
     }
 }
 
@@ -371,7 +398,7 @@ fn small_volume(at: &Path, size: &str) -> Result<Unmount, String> {
     let out =
         Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(at).output();
     match out {
-        Ok(o) if o.status.success() => Ok(Unmount(at.to_path_buf())),
+        Ok(o) if o.status.success() => Ok(Unmount::new(at.to_path_buf())),
         Ok(o) => Err(format!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim())),
         Err(e) => Err(format!("skipped: mount: {e}")),
     }
