@@ -31,6 +31,11 @@ pub enum ChaosCommand {
     /// MTTR per failure mode on the default node: every fault `--runs` times, timed by the
     /// harness from the fault to its own checks passing again.
     Modes(ModesArgs),
+    /// Many faults in a row at a fixed interval (seeded), each one accounted for: the
+    /// node's incident, the harness's own restore check, playbooks, harmful actions; control
+    /// faults that must not heal; a silent failure fails the soak. One JSON line per fault
+    /// as it ends, a JSON report and a Markdown summary.
+    Soak(SoakArgs),
     /// The long half of an injection, run by `inject` in a process of its own.
     #[command(subcommand, hide = true)]
     Helper(crate::helper::HelperCommand),
@@ -51,6 +56,42 @@ pub struct ModesArgs {
     config: Option<std::path::PathBuf>,
     #[command(flatten)]
     outputs: crate::report::Outputs,
+}
+
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Faults to make (default: `--duration` over `--interval`, else 168: the plan's seven
+    /// days at one an hour).
+    #[arg(long)]
+    faults: Option<u32>,
+    /// How long the soak runs (with `--interval`: how many faults), e.g. `7d`, `2h`.
+    #[arg(long, value_parser = duration_arg)]
+    duration: Option<std::time::Duration>,
+    /// Time from one fault to the next, e.g. `1h`, `20s`.
+    #[arg(long, value_parser = duration_arg, default_value = "20s")]
+    interval: std::time::Duration,
+    /// Seed of the fault sequence (the same seed, the same sequence).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fault kinds to choose from (default: every one that applies to the node).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kinds: Vec<crate::inject::Injection>,
+    /// Control faults (healing paused for the target: they must not heal). A soak with
+    /// none fails: its verifier was not checked.
+    #[arg(long, default_value_t = 1)]
+    controls: u32,
+    /// A fault neither restored nor escalated within this is a silent failure.
+    #[arg(long, value_parser = duration_arg, default_value = "2m")]
+    silent_after: std::time::Duration,
+    /// A node config (with the files beside it) instead of the default node.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The JSON report; the fault records (`.jsonl`) and the summary (`.md`) go beside it.
+    #[arg(long, default_value = "reports/soak_test_7day.json")]
+    out: PathBuf,
+    /// Keep the node's scratch directory.
+    #[arg(long)]
+    keep_tmp: bool,
 }
 
 #[derive(clap::Args)]
@@ -164,6 +205,13 @@ pub struct BenchArgs {
     outputs: crate::report::Outputs,
 }
 
+/// A duration as people write it (`20s`, `1h`, `7d`; a day is 24 hours).
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text.trim().parse().map_err(|e| format!("`{text}` is not a duration (20s, 1h, 7d): {e}"))?;
+    let d = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|e| format!("`{text}`: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{text}` must be positive"))
+}
+
 impl ChaosCommand {
     /// The node `inject` goes to when it names none (no `--config`, no `--data-dir`): the
     /// one running here, by its config file (`None`: the embedded default) and data dir.
@@ -202,6 +250,36 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 }
             };
             println!("{}", report.markdown());
+            Ok(())
+        }
+        ChaosCommand::Soak(args) => {
+            let faults = match (args.faults, args.duration) {
+                (Some(n), _) => n,
+                (None, Some(d)) => (d.as_secs_f64() / args.interval.as_secs_f64().max(0.001)).round() as u32,
+                (None, None) => 168,
+            };
+            anyhow::ensure!(faults > 0, "a soak needs at least one fault");
+            let cfg = crate::soak::SoakConfig {
+                config: args.config,
+                faults,
+                interval: args.interval,
+                seed: args.seed,
+                kinds: args.kinds,
+                controls: args.controls,
+                silent_after: args.silent_after,
+                out: args.out,
+                keep_tmp: args.keep_tmp,
+            };
+            let report = match until_signal(tokio::task::spawn_blocking(move || crate::soak::run(&cfg))).await {
+                Ok(r) => r??,
+                Err(e) => {
+                    crate::modes::kill_node();
+                    crate::modes::remove_leftover_mounts();
+                    return Err(e);
+                }
+            };
+            println!("{}", report.markdown());
+            anyhow::ensure!(report.failed.is_empty(), "the soak failed: {}", report.failed.join("; "));
             Ok(())
         }
         ChaosCommand::Helper(cmd) => tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?,

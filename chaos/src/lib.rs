@@ -9,6 +9,8 @@
 //! - [`services`]: the demo node's services and ports, started by hand
 //! - [`link`]: a db behind a real link (network namespace, veth) for mode 6
 //! - [`harm`]: harmful actions of a repair, counted from outside
+//! - [`modes`]: `warden chaos modes`, MTTR per failure mode on a node the harness starts
+//! - [`soak`]: `warden chaos soak`, many seeded faults in a row, each accounted for
 //! - [`procs`]: owned process groups, orphan reaping, `/proc` readings (RSS, CPU)
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
 //! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (re-exported from `warden-core`)
@@ -29,6 +31,7 @@ pub mod reliability;
 pub mod report;
 pub mod restore;
 pub mod services;
+pub mod soak;
 pub mod stats;
 pub mod supervisord;
 pub mod trace_cost;

@@ -115,11 +115,11 @@ pub struct SnapshotUse {
 }
 
 /// The node under test: its folder, its API, and what says it is healthy.
-struct Target {
-    dir: PathBuf,
-    base: String,
+pub(crate) struct Target {
+    pub dir: PathBuf,
+    pub base: String,
     /// Checks that pass when every service is healthy.
-    health: Vec<crate::inject::Check>,
+    pub health: Vec<crate::inject::Check>,
 }
 
 /// The node the modes run against: the default node with the two knobs turned.
@@ -162,7 +162,13 @@ pub fn raised_limits_policy() -> String {
 }
 
 /// warden, killed with its process group when dropped.
-struct Warden(Child);
+pub(crate) struct Warden(Child);
+
+impl Warden {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Warden {
     fn drop(&mut self) {
@@ -224,7 +230,7 @@ pub fn unfinished(incident: &serde_json::Value) -> bool {
 }
 
 /// Healthy, and no incident open, for [`QUIET_FOR`]: the node is ready for the next fault.
-fn settle(client: &reqwest::blocking::Client, node: &Target, limit: Duration) -> bool {
+pub(crate) fn settle(client: &reqwest::blocking::Client, node: &Target, limit: Duration) -> bool {
     let start = Instant::now();
     let recent = format!("{}/api/incidents?limit=50", node.base);
     let mut quiet_since: Option<Instant> = None;
@@ -416,55 +422,49 @@ fn back_up(client: &reqwest::blocking::Client, node: &Target, db: &str) {
     settle(client, node, Duration::from_secs(60));
 }
 
-/// Every injection but `link-down`, on the default node (with the two knobs turned).
-fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -> Result<Vec<ModeResult>, BenchError> {
-    procs::ensure_ports_free(&services::NODE_PORTS)?;
-    let tmp = procs::temp_dir("warden-modes", cfg.outputs.keep_tmp)?;
-    let dir = tmp.path();
-    std::fs::write(dir.join("node.yaml"), node_yaml()).map_err(BenchError::io("writing node.yaml"))?;
-    std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
-    let data = dir.join("data");
-    let mut notes_for: Vec<(Injection, String)> = Vec::new();
-    let mut _unmount = None;
-    if injections.contains(&Injection::DiskFull) {
-        match small_volume(&data.join("services/db"), "16m") {
-            Ok(u) => _unmount = Some(u),
-            Err(note) => notes_for.push((Injection::DiskFull, note)),
-        }
-    }
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
-    let node = Target {
-        dir: dir.to_path_buf(),
-        base: format!("http://127.0.0.1:{}", services::WARDEN_PORT),
-        health: vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }],
-    };
-    let _warden = start_node(&node, exe, &client, Duration::from_secs(60))?;
-    // Data in the db and a snapshot of it, for db-corrupt.
-    if injections.contains(&Injection::DbCorrupt) {
-        let _ = client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
-        back_up(&client, &node, "db");
-    }
-    let mut results = Vec::new();
-    for &fault in injections {
-        let notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
-        let secs = if fault == Injection::SlowBoot { 3 } else { 5 };
-        let opts = InjectOptions { target: None, secs, interface: None };
-        results.push(series(cfg, &client, &node, fault, &opts, notes, &|| {})?);
-    }
-    Ok(results)
+/// A node the harness started in a scratch directory, with what it made for it; all of it
+/// is stopped, unmounted and deleted when dropped (fields drop in order: the node first).
+pub(crate) struct Launched {
+    pub warden: Warden,
+    pub node: Target,
+    pub client: reqwest::blocking::Client,
+    /// The node's config as it runs.
+    pub config: warden_core::config::NodeConfig,
+    /// Why a fault cannot be made on it (skipped with this note).
+    pub notes_for: Vec<(Injection, String)>,
+    /// The service `db-corrupt` goes to, if any.
+    pub db: Option<String>,
+    _unmount: Option<Unmount>,
+    _tmp: tempfile::TempDir,
 }
 
-/// Every injection that applies, on the node of a config (such as the reference node of
-/// real services): its folder copied into a scratch directory and run from there, with the
-/// harness's limits (no repair budget, raised rate limits).
-fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesReport, BenchError> {
-    let tmp = procs::temp_dir("warden-modes-config", cfg.outputs.keep_tmp)?;
-    let dir = tmp.path();
+impl Launched {
+    /// The notes on `fault`.
+    pub fn notes(&self, fault: Injection) -> Vec<String> {
+        self.notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect()
+    }
+}
+
+/// The default node (with the two knobs turned), or the node of `config` (its folder
+/// copied, the harness's limits), started in a scratch directory and settled; a tmpfs
+/// under the database's folder when `disk-full` is among `injections`, and a snapshot of
+/// the database when `db-corrupt` is. `link-down` is left to the link phase.
+pub(crate) fn launch(
+    config: Option<&Path>,
+    keep_tmp: bool,
+    injections: &[Injection],
+    exe: &Path,
+) -> Result<Launched, BenchError> {
+    let tmp = procs::temp_dir(if config.is_some() { "warden-modes-config" } else { "warden-modes" }, keep_tmp)?;
+    let dir = tmp.path().to_path_buf();
     // Services that run as their own users (postgres, redis) reach their data through it.
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(BenchError::io("opening the scratch directory"))?;
-    let yaml = copy_node(config, dir)?;
-    std::fs::write(dir.join("node.yaml"), harness_yaml(&yaml)).map_err(BenchError::io("writing node.yaml"))?;
+    let yaml = match config {
+        Some(c) => harness_yaml(&copy_node(c, &dir)?),
+        None => node_yaml(),
+    };
+    std::fs::write(dir.join("node.yaml"), yaml).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
     let data = dir.join("data");
     let parsed =
@@ -474,47 +474,80 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
     procs::ensure_ports_free(&ports)?;
     let mut notes_for: Vec<(Injection, String)> = Vec::new();
     let applies = |fault: Injection| crate::inject::default_target(fault, &parsed).map(|s| s.name.to_string());
-    let mut _unmount = None;
-    if cfg.injections.contains(&Injection::DiskFull)
+    let mut unmount = None;
+    if injections.contains(&Injection::DiskFull)
         && let Some(db) = applies(Injection::DiskFull)
     {
-        match small_volume(&data.join("services").join(&db), "256m") {
-            Ok(u) => _unmount = Some(u),
+        let size = if config.is_some() { "256m" } else { "16m" };
+        match small_volume(&data.join("services").join(&db), size) {
+            Ok(u) => unmount = Some(u),
             Err(note) => notes_for.push((Injection::DiskFull, note)),
         }
     }
-    for &fault in &cfg.injections {
-        if fault == Injection::LinkDown {
+    for &fault in injections {
+        if fault == Injection::LinkDown && config.is_some() {
             notes_for.push((
                 fault,
                 "skipped: this node's services talk over loopback, which is not cut; a link is cut on the demo node's link phase (`warden chaos modes --faults link-down`)".into(),
             ));
-        } else if applies(fault).is_none() {
+        } else if fault != Injection::LinkDown && applies(fault).is_none() {
             notes_for.push((fault, format!("skipped: no service of this node fits {}", fault.name())));
         }
     }
-    let health: Vec<crate::inject::Check> =
-        parsed.services.iter().flat_map(|s| crate::inject::own_checks(&parsed, s)).collect();
-    let node = Target { dir: dir.to_path_buf(), base: format!("http://{}", parsed.http_listen), health };
+    let health: Vec<crate::inject::Check> = if config.is_some() {
+        parsed.services.iter().flat_map(|s| crate::inject::own_checks(&parsed, s)).collect()
+    } else {
+        vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }]
+    };
+    let node = Target { dir: dir.clone(), base: format!("http://{}", parsed.http_listen), health };
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
     // A first start may build data dirs (initdb).
-    let _warden = start_node(&node, exe, &client, Duration::from_secs(180))?;
+    let warden = start_node(&node, exe, &client, Duration::from_secs(180))?;
     let db = applies(Injection::DbCorrupt);
-    if cfg.injections.contains(&Injection::DbCorrupt)
+    if injections.contains(&Injection::DbCorrupt)
         && let Some(db) = &db
     {
+        if config.is_none() {
+            // Data in the demo db, so its snapshot holds some.
+            let _ =
+                client.put(format!("http://127.0.0.1:{}/api/items/greeting", services::API_PORT)).body("hello").send();
+        }
         back_up(&client, &node, db);
     }
+    Ok(Launched { warden, node, client, config: parsed, notes_for, db, _unmount: unmount, _tmp: tmp })
+}
+
+/// How long a fault's hold lasts: a slow boot the shortest that is still past a short
+/// deadline (the injector makes it longer where the deadline is).
+pub(crate) fn fault_secs(fault: Injection) -> u64 {
+    if fault == Injection::SlowBoot { 3 } else { 5 }
+}
+
+/// Every injection but `link-down`, on the default node (with the two knobs turned).
+fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -> Result<Vec<ModeResult>, BenchError> {
+    let l = launch(None, cfg.outputs.keep_tmp, injections, exe)?;
+    let mut results = Vec::new();
+    for &fault in injections {
+        let opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
+        results.push(series(cfg, &l.client, &l.node, fault, &opts, l.notes(fault), &|| {})?);
+    }
+    Ok(results)
+}
+
+/// Every injection that applies, on the node of a config (such as the reference node of
+/// real services): its folder copied into a scratch directory and run from there, with the
+/// harness's limits (no repair budget, raised rate limits).
+fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesReport, BenchError> {
+    let l = launch(Some(config), cfg.outputs.keep_tmp, &cfg.injections, exe)?;
     let mut results = Vec::new();
     for &fault in &cfg.injections {
-        let notes: Vec<String> = notes_for.iter().filter(|(f, _)| *f == fault).map(|(_, n)| n.clone()).collect();
-        let secs = if fault == Injection::SlowBoot { 3 } else { 5 };
-        let opts = InjectOptions { target: None, secs, interface: None };
-        results.push(series(cfg, &client, &node, fault, &opts, notes, &|| {})?);
+        let opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
+        results.push(series(cfg, &l.client, &l.node, fault, &opts, l.notes(fault), &|| {})?);
     }
     let faults = cfg.runs * results.iter().filter(|r| r.summary.n + r.summary.failures > 0).count() as u32;
-    let snapshots = db.and_then(|db| {
-        let spec = parsed.services.iter().find(|s| s.name.as_str() == db)?;
+    let data = l.node.dir.join("data");
+    let snapshots = l.db.clone().and_then(|db| {
+        let spec = l.config.services.iter().find(|s| s.name.as_str() == db)?;
         let data_dir = spec.hooks.data.as_ref()?;
         let (_, snapshot_bytes) = procs::tree_bytes(&data.join("snapshots").join(&db));
         let count = std::fs::read_dir(data.join("snapshots").join(&db)).map(|d| d.count()).unwrap_or(0);
@@ -526,7 +559,7 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
             faults,
         })
     });
-    finish(cfg, parsed.name.clone(), results, snapshots)
+    finish(cfg, l.config.name.clone(), results, snapshots)
 }
 
 /// Copies the config's folder (its regular files, dot files left out: warden's audit key
@@ -606,7 +639,7 @@ fn one(data: &Path, dir: &Path, fault: Injection, opts: &InjectOptions) -> Resul
 /// Undoes what a repair left that would hide the next fault of the same kind: a runtime
 /// override it set (a longer deadline, a moved port, a switched upstream) is rolled back,
 /// so the next fault meets the node as it was.
-fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, fault: Injection) {
+pub(crate) fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, fault: Injection) {
     let overridden = get(client, &format!("{base}/api/guardian/overrides"))
         .is_some_and(|v| v["overrides"].as_object().is_some_and(|o| !o.is_empty()));
     if !overridden {

@@ -1,0 +1,599 @@
+//! `warden chaos soak`: many faults, one after another at a fixed interval, each one
+//! accounted for. The plan's 7-day soak injects a fault every hour (168 faults);
+//! `--interval 20s --faults 168` is the same count compressed into about an hour.
+//!
+//! The node is started by the harness in a scratch directory (the default node, or the
+//! node of `--config`, as `warden chaos modes` does). The fault sequence comes from
+//! `--seed`, so a run can be repeated. Before every fault the node must be in its steady
+//! state (every service healthy by the harness's own checks, no incident open); then one
+//! fault is made and followed until the harness's checks pass again. Each fault gets one
+//! JSON line, appended and flushed as it ends, so a soak that is killed leaves what it did:
+//! when it was made, the node's incident for it (matched by service, mode and time), when
+//! it was restored, which playbooks ran, what was harmful.
+//!
+//! A **silent failure** is a fault with no incident for it in the node, or one neither
+//! restored nor escalated to a person within 2 minutes. The verifier checks itself with
+//! **control faults**: healing is paused for the target (a person's pause, audited) during
+//! the fault, so it must not heal; the harness must report it not restored and the node
+//! must show it waiting for a person. A soak whose control comes back healed fails, as does
+//! one in which a scheduled fault kind never fired.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::error::BenchError;
+use crate::inject::{InjectOptions, Injection, check_once, prepare};
+use crate::stats::{Summary, summarize};
+
+/// How long a control fault is left unhealed, with healing paused for its target.
+const CONTROL_FOR: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct SoakConfig {
+    /// A node config (with the files beside it); `None`: the default node.
+    pub config: Option<PathBuf>,
+    pub faults: u32,
+    pub interval: Duration,
+    pub seed: u64,
+    /// The kinds to choose from (empty: every one that applies to the node).
+    pub kinds: Vec<Injection>,
+    /// Control faults among them.
+    pub controls: u32,
+    /// A fault neither restored nor escalated within this is a silent failure.
+    pub silent_after: Duration,
+    /// The JSON report; the fault records go beside it (`.jsonl`), the summary too (`.md`).
+    pub out: PathBuf,
+    pub keep_tmp: bool,
+}
+
+impl SoakConfig {
+    pub fn command(&self) -> String {
+        let on = self.config.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
+        let kinds = if self.kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" --kinds {}", self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))
+        };
+        format!(
+            "warden chaos soak{on} --faults {} --interval {}ms --seed {} --controls {}{kinds} --silent-after {}s --out {}",
+            self.faults,
+            self.interval.as_millis(),
+            self.seed,
+            self.controls,
+            self.silent_after.as_secs(),
+            self.out.display()
+        )
+    }
+}
+
+/// One fault, as it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub n: u32,
+    pub fault: String,
+    pub mode: String,
+    pub target: String,
+    /// Healing was paused for the target: it must not heal.
+    pub control: bool,
+    /// Whether the node was in its steady state before it.
+    pub steady_before: bool,
+    pub injected_unix_ms: u64,
+    /// The node's incident for it.
+    pub incident: Option<u64>,
+    pub detected_ms: Option<u64>,
+    pub cause: Option<String>,
+    pub status: Option<String>,
+    /// Restored by the harness's own checks, from the fault.
+    pub restored_ms: Option<u64>,
+    /// The node said a person must act (a hold, an approval, no playbook left).
+    pub escalated: bool,
+    pub playbooks: Vec<String>,
+    pub harmful: Vec<crate::harm::Harm>,
+    /// Why this fault is a silent failure, if it is one.
+    pub silent: Option<String>,
+    /// Why the fault could not be made (nothing was changed).
+    pub not_made: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KindSummary {
+    pub fault: String,
+    pub made: u32,
+    pub detect: Summary,
+    pub restore: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeHealth {
+    /// (seconds since start, RSS KiB, open fds, threads) of warden, once per fault.
+    pub samples: Vec<(f64, u64, u64, u64)>,
+    /// Least-squares slope per hour over the run.
+    pub rss_kib_per_hour: Option<f64>,
+    pub fds_per_hour: Option<f64>,
+    pub threads_per_hour: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub kind: &'static str,
+    pub date: String,
+    pub command: String,
+    pub node: String,
+    pub version: &'static str,
+    pub seed: u64,
+    pub interval_ms: u64,
+    /// What the interval stands for: the plan's one fault per hour.
+    pub compression: String,
+    pub wall_secs: f64,
+    pub faults: u32,
+    pub kinds: Vec<KindSummary>,
+    /// Kinds in the sequence of which no fault could be made.
+    pub never_fired: Vec<String>,
+    pub silent: Vec<FaultRecord>,
+    pub harmful: Vec<crate::harm::Harm>,
+    pub controls: Vec<FaultRecord>,
+    pub node_health: NodeHealth,
+    /// Why the soak failed; empty: it passed.
+    pub failed: Vec<String>,
+}
+
+/// The sequence of faults for `seed`: (kind, whether it is a control), `faults` long, every
+/// kind at least once when there are enough faults.
+pub fn schedule(seed: u64, kinds: &[Injection], faults: u32, controls: u32) -> Vec<(Injection, bool)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = faults as usize;
+    let mut seq: Vec<Injection> = kinds.iter().copied().cycle().take(kinds.len().min(n)).collect();
+    while seq.len() < n {
+        seq.push(kinds[rng.random_range(0..kinds.len())]);
+    }
+    // Shuffled (Fisher–Yates), so the first ones are not always in catalog order.
+    for i in (1..seq.len()).rev() {
+        let j = rng.random_range(0..=i);
+        seq.swap(i, j);
+    }
+    // Controls go to faults that stay without a repair (a held port is let go, a slow boot
+    // ends: those heal by themselves and would prove nothing).
+    let mut candidates: Vec<usize> = (0..n).filter(|&i| !heals_by_itself(seq[i])).collect();
+    let mut control = vec![false; n];
+    for _ in 0..controls.min(candidates.len() as u32) {
+        let at = candidates.swap_remove(rng.random_range(0..candidates.len()));
+        control[at] = true;
+    }
+    seq.into_iter().zip(control).collect()
+}
+
+/// Faults that end without any repair: no control fault can be made of them.
+fn heals_by_itself(k: Injection) -> bool {
+    matches!(k, Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown)
+}
+
+fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().ok()?.json().ok()
+}
+
+/// The node's incident for a fault on `target` of `mode` made at `at`.
+fn incident_for(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    target: &str,
+    mode: &str,
+    at: u64,
+) -> Option<serde_json::Value> {
+    let since = at.saturating_sub(2000);
+    let list = get(client, &format!("{base}/api/incidents?service={target}&mode={mode}&since={since}&limit=20"))?;
+    list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
+}
+
+/// Whether the node shows the incident waiting for a person.
+fn escalated(i: &serde_json::Value) -> bool {
+    !i["on_hold"].is_null()
+        || matches!(i["status"].as_str(), Some("failed" | "awaiting_approval"))
+        || i["detail"].as_str().is_some_and(|d| d.contains("person"))
+}
+
+fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_json::Value) -> Result<(), String> {
+    let resp = client.post(url).bearer_auth(token).json(&body).send().map_err(|e| e.to_string())?;
+    if resp.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", resp.status())) }
+}
+
+/// warden's RSS (KiB), open fds and threads.
+fn node_sample(pid: u32) -> Option<(u64, u64, u64)> {
+    let rss = crate::procs::rss_kib(pid)?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()?;
+    Some((rss, fds, threads))
+}
+
+/// Least-squares slope of `ys` over `xs` (seconds), per hour.
+pub fn slope_per_hour(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    let n = xs.len() as f64;
+    if xs.len() < 3 {
+        return None;
+    }
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    Some(sxy / sxx * 3600.0)
+}
+
+pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
+    let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    let wanted: Vec<Injection> = if cfg.kinds.is_empty() {
+        crate::modes::DEFAULT_INJECTIONS.iter().copied().filter(|k| *k != Injection::LinkDown).collect()
+    } else {
+        cfg.kinds.clone()
+    };
+    let l = crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe)?;
+    let kinds: Vec<Injection> = wanted.into_iter().filter(|k| l.notes(*k).is_empty()).collect();
+    if kinds.is_empty() {
+        return Err(BenchError::NodeConfig("no fault kind applies to this node".into()));
+    }
+    let data = l.node.dir.join("data");
+    let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
+    let token = token.trim().to_string();
+    let base = l.node.base.clone();
+    let client = &l.client;
+    let warden_pid = l.warden.pid();
+    let records_path = cfg.out.with_extension("jsonl");
+    if let Some(dir) = records_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
+    }
+    let mut records_file =
+        std::fs::File::create(&records_path).map_err(BenchError::io(format!("creating {}", records_path.display())))?;
+    let plan = schedule(cfg.seed, &kinds, cfg.faults, cfg.controls);
+    let started = Instant::now();
+    let mut records: Vec<FaultRecord> = Vec::new();
+    let mut health = Vec::new();
+    for (i, (fault, control)) in plan.iter().copied().enumerate() {
+        let tick = started + cfg.interval * i as u32;
+        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let steady_before = crate::modes::settle(client, &l.node, cfg.silent_after);
+        let record =
+            one_fault(&l, &data, &base, &token, (i as u32 + 1, fault, control), steady_before, cfg.silent_after);
+        if let Some((rss, fds, threads)) = node_sample(warden_pid) {
+            health.push((started.elapsed().as_secs_f64(), rss, fds, threads));
+        }
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        let _ = writeln!(records_file, "{line}").and_then(|()| records_file.flush());
+        let silent = records.iter().chain(std::iter::once(&record)).filter(|r| r.silent.is_some()).count();
+        let done = i + 1;
+        // The interval, or what a fault has taken so far if that is longer.
+        let per_fault = cfg.interval.max(started.elapsed() / done as u32);
+        let eta = per_fault.saturating_mul((plan.len() - done) as u32);
+        eprintln!(
+            "[{done}/{}] {}{} on `{}`: {} · silent so far: {silent} · ETA {} s",
+            plan.len(),
+            record.fault,
+            if control { " (control)" } else { "" },
+            record.target,
+            outcome(&record),
+            eta.as_secs()
+        );
+        records.push(record);
+    }
+    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, started.elapsed())?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
+    std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
+    let md = cfg.out.with_extension("md");
+    std::fs::write(&md, report.markdown()).map_err(BenchError::io(format!("writing {}", md.display())))?;
+    Ok(report)
+}
+
+fn outcome(r: &FaultRecord) -> String {
+    if let Some(why) = &r.not_made {
+        return format!("not made ({why})");
+    }
+    let incident = r
+        .incident
+        .map(|i| format!("incident #{i} {}", r.cause.as_deref().unwrap_or("?")))
+        .unwrap_or("no incident".into());
+    let restored = match r.restored_ms {
+        Some(ms) => format!("restored in {:.2} s", ms as f64 / 1000.0),
+        None if r.escalated => "not restored, escalated".into(),
+        None => "not restored".into(),
+    };
+    match &r.silent {
+        Some(why) => format!("{restored}, {incident} · SILENT: {why}"),
+        None => format!("{restored}, {incident}"),
+    }
+}
+
+/// Makes fault `n` (a control or not) and follows it to its end.
+fn one_fault(
+    l: &crate::modes::Launched,
+    data: &Path,
+    base: &str,
+    token: &str,
+    (n, fault, control): (u32, Injection, bool),
+    steady_before: bool,
+    silent_after: Duration,
+) -> FaultRecord {
+    let client = &l.client;
+    let mut r = FaultRecord {
+        n,
+        fault: fault.name().into(),
+        mode: fault.mode().as_str().into(),
+        target: String::new(),
+        control,
+        steady_before,
+        injected_unix_ms: 0,
+        incident: None,
+        detected_ms: None,
+        cause: None,
+        status: None,
+        restored_ms: None,
+        escalated: false,
+        playbooks: Vec::new(),
+        harmful: Vec::new(),
+        silent: None,
+        not_made: None,
+    };
+    let config = match crate::inject::running_config(Some(&l.node.dir.join("node.yaml")), Some(data)) {
+        Ok(c) => c,
+        Err(e) => {
+            r.not_made = Some(e);
+            return r;
+        }
+    };
+    let opts = InjectOptions { target: None, secs: crate::modes::fault_secs(fault), interface: None };
+    let prepared = match prepare(&config, data, fault, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            r.not_made = Some(e.to_string());
+            return r;
+        }
+    };
+    r.target = prepared.target.clone();
+    if control {
+        let body =
+            serde_json::json!({"service": r.target, "for_ms": 600_000, "reason": "soak control fault: must not heal"});
+        if let Err(e) = post(client, &format!("{base}/api/healing/pause"), token, body) {
+            r.not_made = Some(format!("cannot pause healing for the control: {e}"));
+            return r;
+        }
+    }
+    let watch = crate::harm::Watch::start(&config);
+    let from = warden_core::time::now_unix_ms();
+    r.injected_unix_ms = from;
+    let t0 = Instant::now();
+    let checks = match prepared.inject() {
+        Ok((_, checks)) => checks,
+        Err(e) => {
+            r.not_made = Some(e.to_string());
+            return r;
+        }
+    };
+    let limit = if control { CONTROL_FOR } else { silent_after };
+    let check_client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| client.clone());
+    let mut incident = serde_json::Value::Null;
+    while t0.elapsed() < limit {
+        if r.restored_ms.is_none()
+            && checks.iter().all(|c| check_once(&check_client, c, Duration::from_millis(500)).is_ok())
+        {
+            r.restored_ms = Some(t0.elapsed().as_millis() as u64);
+        }
+        if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
+            incident = i;
+        }
+        let detected = !incident.is_null();
+        // Restored and seen: done. A restore the node has no incident for gets a few
+        // seconds more for its detector to report it.
+        if detected && r.restored_ms.is_some() {
+            break;
+        }
+        if r.restored_ms.is_some_and(|ms| t0.elapsed().as_millis() as u64 > ms + 10_000) {
+            break;
+        }
+        if control && detected && escalated(&incident) && t0.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !incident.is_null() {
+        r.incident = incident["id"].as_u64();
+        r.detected_ms = incident["detected_unix_ms"].as_u64().map(|d| d.saturating_sub(from));
+        r.cause = incident["cause"].as_str().map(String::from);
+        r.status = incident["status"].as_str().map(String::from);
+        r.escalated = escalated(&incident);
+        r.playbooks = incident["attempts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["playbook"].as_str().map(String::from))
+            .collect();
+    }
+    r.silent = match (control, r.incident.is_some(), r.restored_ms.is_some(), r.escalated) {
+        (_, false, _, _) => Some("the node opened no incident for it".into()),
+        (true, true, true, _) => {
+            Some("a control fault healed with healing paused: the verifier cannot be trusted".into())
+        }
+        (true, true, false, false) => Some("a control fault was not shown as waiting for a person".into()),
+        (false, true, false, false) => {
+            Some(format!("neither restored nor escalated within {} s", silent_after.as_secs()))
+        }
+        _ => None,
+    };
+    if control {
+        let body = serde_json::json!({"service": r.target, "reason": "soak control fault over"});
+        let _ = post(client, &format!("{base}/api/healing/resume"), token, body);
+        // Healed now, so the next fault meets a steady node.
+        let _ = crate::inject::wait_restored(&checks, Instant::now(), silent_after);
+    }
+    crate::modes::settle(client, &l.node, silent_after);
+    r.harmful = crate::harm::judge(client, base, &watch, from, warden_core::time::now_unix_ms());
+    crate::modes::undo(client, base, token, fault);
+    r
+}
+
+fn summarize_soak(
+    cfg: &SoakConfig,
+    node: &str,
+    kinds: &[Injection],
+    records: Vec<FaultRecord>,
+    health: Vec<(f64, u64, u64, u64)>,
+    wall: Duration,
+) -> Result<SoakReport, BenchError> {
+    let mut per_kind = Vec::new();
+    let mut never_fired = Vec::new();
+    for k in kinds {
+        let made: Vec<&FaultRecord> =
+            records.iter().filter(|r| r.fault == k.name() && !r.control && r.not_made.is_none()).collect();
+        let scheduled = records.iter().any(|r| r.fault == k.name());
+        if scheduled && !records.iter().any(|r| r.fault == k.name() && r.not_made.is_none()) {
+            never_fired.push(k.name().to_string());
+        }
+        let detect: Vec<Duration> = made.iter().filter_map(|r| r.detected_ms.map(Duration::from_millis)).collect();
+        let restore: Vec<Duration> = made.iter().filter_map(|r| r.restored_ms.map(Duration::from_millis)).collect();
+        let unrestored = made.len() - restore.len();
+        per_kind.push(KindSummary {
+            fault: k.name().into(),
+            made: made.len() as u32,
+            detect: summarize(&detect, made.len() - detect.len())?,
+            restore: summarize(&restore, unrestored)?,
+        });
+    }
+    let silent: Vec<FaultRecord> = records.iter().filter(|r| r.silent.is_some()).cloned().collect();
+    let harmful: Vec<crate::harm::Harm> = records.iter().flat_map(|r| r.harmful.clone()).collect();
+    let controls: Vec<FaultRecord> = records.iter().filter(|r| r.control).cloned().collect();
+    let xs: Vec<f64> = health.iter().map(|h| h.0).collect();
+    let col = |f: fn(&(f64, u64, u64, u64)) -> u64| health.iter().map(|h| f(h) as f64).collect::<Vec<f64>>();
+    let node_health = NodeHealth {
+        rss_kib_per_hour: slope_per_hour(&xs, &col(|h| h.1)),
+        fds_per_hour: slope_per_hour(&xs, &col(|h| h.2)),
+        threads_per_hour: slope_per_hour(&xs, &col(|h| h.3)),
+        samples: health,
+    };
+    let mut failed = Vec::new();
+    if !silent.is_empty() {
+        failed.push(format!("{} silent failures", silent.len()));
+    }
+    if !harmful.is_empty() {
+        failed.push(format!("{} harmful actions", harmful.len()));
+    }
+    if !never_fired.is_empty() {
+        failed.push(format!("scheduled kinds that never fired: {}", never_fired.join(", ")));
+    }
+    if controls.iter().all(|c| c.not_made.is_some()) {
+        failed.push("no control fault was made: the verifier was not checked".into());
+    }
+    let interval_s = cfg.interval.as_secs_f64();
+    Ok(SoakReport {
+        kind: "soak",
+        date: crate::report::today_utc(),
+        command: cfg.command(),
+        node: node.to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        seed: cfg.seed,
+        interval_ms: cfg.interval.as_millis() as u64,
+        compression: format!(
+            "one fault every {interval_s:.0} s stands for the plan's one every hour: {:.0}× compressed; {} faults stand for {:.1} days",
+            3600.0 / interval_s.max(0.001),
+            cfg.faults,
+            f64::from(cfg.faults) / 24.0
+        ),
+        wall_secs: wall.as_secs_f64(),
+        faults: cfg.faults,
+        kinds: per_kind,
+        never_fired,
+        silent,
+        harmful,
+        controls,
+        node_health,
+        failed,
+    })
+}
+
+impl SoakReport {
+    pub fn markdown(&self) -> String {
+        let verdict =
+            if self.failed.is_empty() { "passed".to_string() } else { format!("FAILED: {}", self.failed.join("; ")) };
+        let mut s = format!(
+            "# Soak on the `{}` node: {verdict}\n\n{} · warden {} · seed {} · {} faults in {:.0} s\n\n`{}`\n\n{}.\n\n",
+            self.node, self.date, self.version, self.seed, self.faults, self.wall_secs, self.command, self.compression
+        );
+        s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for k in &self.kinds {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                k.fault,
+                k.made,
+                crate::stats::fmt_secs(k.detect.median_s),
+                crate::stats::fmt_secs(k.detect.p99_s),
+                crate::stats::fmt_secs(k.restore.median_s),
+                crate::stats::fmt_secs(k.restore.p99_s),
+                crate::stats::fmt_secs(k.restore.max_s),
+                k.restore.failures
+            ));
+        }
+        s.push_str(&format!(
+            "\nSilent failures: {}. Harmful actions: {}. Control faults (healing paused for the target): {}, each reported not healed and waiting for a person: {}.\n",
+            self.silent.len(),
+            self.harmful.len(),
+            self.controls.len(),
+            self.controls.iter().all(|c| c.restored_ms.is_none() && c.escalated)
+        ));
+        let fmt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:+.1}"));
+        s.push_str(&format!(
+            "\nwarden itself over the run (least-squares slope per hour over {} samples, one per fault; a short run mostly shows its warm-up): RSS {} KiB/h, open fds {}/h, threads {}/h.\n",
+            self.node_health.samples.len(),
+            fmt(self.node_health.rss_kib_per_hour),
+            fmt(self.node_health.fds_per_hour),
+            fmt(self.node_health.threads_per_hour)
+        ));
+        for r in &self.silent {
+            s.push_str(&format!(
+                "\n- silent: fault {} ({} on `{}`): {}",
+                r.n,
+                r.fault,
+                r.target,
+                r.silent.as_deref().unwrap_or("")
+            ));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_the_schedule_is_repeatable_fires_every_kind_and_places_the_controls() {
+        let kinds = [Injection::DbFreeze, Injection::ApiHang, Injection::PortHold];
+        let a = schedule(7, &kinds, 12, 2);
+        assert_eq!(a, schedule(7, &kinds, 12, 2), "the same seed, the same sequence");
+        assert_ne!(a, schedule(8, &kinds, 12, 2), "another seed, another sequence");
+        assert_eq!(a.len(), 12);
+        for k in kinds {
+            assert!(a.iter().any(|(f, _)| *f == k), "{k:?} fires");
+        }
+        assert_eq!(a.iter().filter(|(_, c)| *c).count(), 2);
+        assert!(a.iter().all(|(f, c)| !c || *f != Injection::PortHold), "a held port heals by itself: no control");
+    }
+
+    #[test]
+    fn test_a_steady_rise_is_a_positive_slope_and_noise_around_a_level_is_near_zero() {
+        let xs: Vec<f64> = (0..10).map(|i| f64::from(i) * 360.0).collect();
+        let rising: Vec<f64> = xs.iter().map(|x| 1000.0 + x / 36.0).collect();
+        let slope = slope_per_hour(&xs, &rising).expect("slope");
+        assert!((slope - 100.0).abs() < 1e-6, "{slope}");
+        let flat: Vec<f64> = (0..10).map(|i| if i % 2 == 0 { 1000.0 } else { 1002.0 }).collect();
+        assert!(slope_per_hour(&xs, &flat).expect("slope").abs() < 5.0);
+        assert_eq!(slope_per_hour(&xs[..2], &flat[..2]), None, "too few samples");
+    }
+}

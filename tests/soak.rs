@@ -1,0 +1,90 @@
+//! `warden chaos soak` on the demo node: a short run of seeded faults, each accounted for
+//! (the node's incident, the harness's own restore check), with a control fault that must
+//! not heal; and a node that does not notice a fault is a silent failure the soak reports.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+fn soak(dir: &Path, args: &[&str]) -> (bool, String, serde_json::Value) {
+    let out = dir.join("soak.json");
+    let run =
+        Command::new(WARDEN).args(["chaos", "soak", "--out"]).arg(&out).args(args).current_dir(dir).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let report = std::fs::read(&out).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    (run.status.success(), said, report)
+}
+
+#[test]
+fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The demo node on ports of its own.
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
+    let kinds = "db-freeze,port-hold,api-hang,config-delete,bad-credentials,model-hang";
+    let (ok, said, report) = soak(
+        dir.path(),
+        &["--config", "node/node.yaml", "--faults", "8", "--interval", "1s", "--seed", "42", "--kinds", kinds],
+    );
+    assert!(ok, "{said}");
+    assert_eq!(report["faults"], 8, "{said}");
+    assert_eq!(report["silent"].as_array().map(Vec::len), Some(0), "{said}");
+    assert_eq!(report["harmful"].as_array().map(Vec::len), Some(0), "{said}");
+    assert_eq!(report["never_fired"].as_array().map(Vec::len), Some(0), "{said}");
+    let control = &report["controls"][0];
+    assert!(control["restored_ms"].is_null() && control["escalated"] == true, "the control: {control}\n{said}");
+    // One line per fault, each complete.
+    let lines = std::fs::read_to_string(dir.path().join("soak.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 8);
+    for r in records.iter().filter(|r| r["control"] == false) {
+        assert!(r["incident"].is_u64() && r["restored_ms"].is_u64(), "accounted for: {r}");
+    }
+    let summary = std::fs::read_to_string(dir.path().join("soak.md")).unwrap();
+    assert!(summary.contains("passed"), "{summary}");
+}
+
+/// A node without the probe that sees bad credentials (the api's login to the db) opens no
+/// incident for them: the soak counts the fault as silent and fails.
+#[test]
+fn test_a_fault_the_node_does_not_notice_is_a_silent_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::fresh();
+    let config = default_config_on(ports);
+    let at = config.find("  - name: api-credentials").unwrap();
+    let end = at + config[at..].find("\n\n").unwrap();
+    let blind = format!("{}{}", &config[..at], &config[end + 1..]);
+    assert!(!blind.contains("api-credentials"));
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::write(node_dir.join("node.yaml"), blind).unwrap();
+    let (ok, said, report) = soak(
+        dir.path(),
+        &[
+            "--config",
+            "node/node.yaml",
+            "--kinds",
+            "bad-credentials",
+            "--faults",
+            "1",
+            "--controls",
+            "0",
+            "--silent-after",
+            "8s",
+        ],
+    );
+    assert!(!ok, "a silent failure fails the soak: {said}");
+    let silent = &report["silent"];
+    assert_eq!(silent.as_array().map(Vec::len), Some(1), "{said}");
+    assert_eq!(silent[0]["fault"], "bad-credentials");
+    assert!(silent[0]["silent"].as_str().unwrap().contains("no incident"), "{silent}");
+    assert!(
+        report["failed"].to_string().contains("control"),
+        "no control: its verifier unchecked: {}",
+        report["failed"]
+    );
+}
