@@ -49,27 +49,17 @@ impl Api {
             return Self::with_base(base, own.as_deref(), "--url or WARDEN_URL".into());
         }
         if node.config.is_none() && node.data_dir.is_none() {
-            let running = crate::runtime_file::running();
-            match running.as_slice() {
-                [one] => {
+            return match crate::runtime_file::the_running_node()? {
+                Some(one) => {
                     let how = format!("the running node `{}` (pid {})", one.name, one.pid);
-                    return Self::with_base(one.url.clone(), Some(&one.data_dir.join("admin.token")), how);
+                    Self::with_base(one.url, Some(&one.data_dir.join("admin.token")), how)
                 }
-                [] => {
+                None => {
                     let mut api = Self::of(None, None)?;
                     api.found_by = format!("the embedded default node's address; {}", crate::runtime_file::tried());
-                    return Ok(api);
+                    Ok(api)
                 }
-                many => {
-                    let each: Vec<String> =
-                        many.iter().map(|p| format!("`{}` pid {} at {}", p.name, p.pid, p.url)).collect();
-                    anyhow::bail!(
-                        "{} nodes are running ({}): name one with --config, --url or WARDEN_URL",
-                        many.len(),
-                        each.join(", ")
-                    );
-                }
-            }
+            };
         }
         Self::of(node.config.as_deref(), node.data_dir.as_deref())
     }

@@ -137,8 +137,8 @@ fn main() -> ExitCode {
         Some(Command::Chaos(mut cmd)) => {
             // `chaos inject` without --config goes to the one node running here, as other
             // commands do.
-            if let [one] = runtime_file::running().as_slice() {
-                cmd.default_node(one.config.clone(), one.data_dir.clone());
+            if let Ok(Some(one)) = runtime_file::the_running_node() {
+                cmd.default_node(one.config, one.data_dir);
             }
             rt.block_on(warden_chaos::cli::run(cmd)).map(|_| ExitCode::SUCCESS)
         }

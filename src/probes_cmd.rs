@@ -43,21 +43,13 @@ fn chosen_node(args: &NodeArgs) -> anyhow::Result<(NodeArgs, Option<String>)> {
     if args.config.is_some() || args.data_dir.is_some() {
         return Ok((args.clone(), None));
     }
-    match crate::runtime_file::running().as_slice() {
-        [] => Ok((args.clone(), None)),
-        [one] => Ok((
+    Ok(match crate::runtime_file::the_running_node()? {
+        None => (args.clone(), None),
+        Some(one) => (
             NodeArgs { config: one.config.clone(), data_dir: Some(one.data_dir.clone()), url: None },
             Some(format!("checking the probes of the running node `{}` (pid {})", one.name, one.pid)),
-        )),
-        many => {
-            let each: Vec<String> = many.iter().map(|p| format!("`{}` pid {}", p.name, p.pid)).collect();
-            anyhow::bail!(
-                "{} nodes are running ({}): name one with --config (and --data-dir)",
-                many.len(),
-                each.join(", ")
-            )
-        }
-    }
+        ),
+    })
 }
 
 pub async fn run(cmd: ProbesCommand) -> anyhow::Result<ExitCode> {

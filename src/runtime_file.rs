@@ -72,6 +72,21 @@ pub fn running() -> Vec<Published> {
     out
 }
 
+/// The node a command that names none goes to: the one running here (`None` when none
+/// runs); several running is an error that lists them, for the user to pick one.
+pub fn the_running_node() -> anyhow::Result<Option<Published>> {
+    let mut running = running();
+    match running.len() {
+        0 => Ok(None),
+        1 => Ok(running.pop()),
+        n => {
+            let each: Vec<String> =
+                running.iter().map(|p| format!("`{}` pid {} at {}", p.name, p.pid, p.url)).collect();
+            anyhow::bail!("{n} nodes are running ({}): name one with --config, --url or WARDEN_URL", each.join(", "))
+        }
+    }
+}
+
 /// Whether `pid` is a live warden (a reused pid of another program is not).
 fn alive(pid: u32) -> bool {
     let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return false };

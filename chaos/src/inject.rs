@@ -104,8 +104,8 @@ impl Injection {
         }
     }
 
-    /// The service the fault goes to when no `--target` is given.
-    fn default_target(self, config: &NodeConfig) -> Option<&ServiceSpec> {
+    /// The service the fault goes to when no `--target` is given; `None`: no service fits.
+    pub fn default_target(self, config: &NodeConfig) -> Option<&ServiceSpec> {
         let by_role = |role| config.services.iter().find(|s| s.role == Some(role));
         let app = || {
             config
@@ -126,11 +126,6 @@ impl Injection {
             | Injection::ApiHang => app(),
         }
     }
-}
-
-/// The service `fault` goes to when no `--target` is given; `None`: no service fits.
-pub fn default_target(fault: Injection, config: &NodeConfig) -> Option<&ServiceSpec> {
-    fault.default_target(config)
 }
 
 /// Why a fault is not made: nothing was changed.

@@ -215,7 +215,7 @@ pub fn remove_leftover_mounts() {
     }
 }
 
-fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Value> {
+pub(crate) fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Value> {
     client.get(url).send().ok()?.json().ok()
 }
 
@@ -473,7 +473,7 @@ pub(crate) fn launch(
     ports.push(parsed.http_listen.port());
     procs::ensure_ports_free(&ports)?;
     let mut notes_for: Vec<(Injection, String)> = Vec::new();
-    let applies = |fault: Injection| crate::inject::default_target(fault, &parsed).map(|s| s.name.to_string());
+    let applies = |fault: Injection| fault.default_target(&parsed).map(|s| s.name.to_string());
     let mut unmount = None;
     if injections.contains(&Injection::DiskFull)
         && let Some(db) = applies(Injection::DiskFull)

@@ -171,10 +171,6 @@ fn heals_by_itself(k: Injection) -> bool {
     matches!(k, Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown)
 }
 
-fn get(client: &reqwest::blocking::Client, url: &str) -> Option<serde_json::Value> {
-    client.get(url).send().ok()?.json().ok()
-}
-
 /// The node's incident for a fault on `target` of `mode` made at `at`.
 fn incident_for(
     client: &reqwest::blocking::Client,
@@ -184,7 +180,10 @@ fn incident_for(
     at: u64,
 ) -> Option<serde_json::Value> {
     let since = at.saturating_sub(2000);
-    let list = get(client, &format!("{base}/api/incidents?service={target}&mode={mode}&since={since}&limit=20"))?;
+    let list = crate::modes::get(
+        client,
+        &format!("{base}/api/incidents?service={target}&mode={mode}&since={since}&limit=20"),
+    )?;
     list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
 }
 
