@@ -89,3 +89,64 @@ fn test_the_reference_node_of_real_services_heals_every_fault_that_applies_witho
     assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
     assert!(started.elapsed() < Duration::from_secs(900));
 }
+
+/// Removes the test's namespace and link however the test ends.
+struct LinkGuard(std::path::PathBuf, String, String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg(&self.0).args(["down", &self.1, &self.2]).output();
+    }
+}
+
+#[test]
+fn test_a_cut_link_to_postgres_fails_the_app_over_to_the_standby_as_one_incident() {
+    ensure_reference_packages();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/reference");
+    // Its own ports, namespace and subnet (a reference node may run beside it).
+    let k = std::process::id() % 200 + 20;
+    let (ns, prefix) = (format!("wrt{k}"), format!("10.254.{k}"));
+    let mut yaml = std::fs::read_to_string(src.join("link.yaml")).unwrap();
+    for shipped in ["7721", "5444", "5445", "6393", "8094"] {
+        assert!(yaml.contains(shipped), "the link node uses port {shipped}");
+        yaml = yaml.replace(shipped, &free_port().to_string());
+    }
+    yaml = yaml.replace("10.254.0.", &format!("{prefix}.")).replace("wref", &ns);
+    let node = dir.path().join("link.yaml");
+    std::fs::write(&node, yaml).unwrap();
+    for f in ["app.py", "link.sh"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let script = dir.path().join("link.sh");
+    let _link = LinkGuard(script.clone(), ns.clone(), prefix.clone());
+    let made = Command::new("sh").arg(&script).args(["up", &ns, &prefix]).output().unwrap();
+    assert!(made.status.success(), "link.sh up: {}", String::from_utf8_lossy(&made.stderr));
+    let out = dir.path().join("modes.json");
+    let run = Command::new(WARDEN)
+        .args(["chaos", "modes", "--runs", "2", "--faults", "link-down", "--config"])
+        .arg(&node)
+        .arg("--json")
+        .arg(&out)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "chaos modes failed:\n{said}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = &report["results"][0];
+    assert_eq!(r["fault"], "link-down");
+    assert_eq!(
+        (r["summary"]["n"].as_u64(), r["summary"]["failures"].as_u64()),
+        (Some(2), Some(0)),
+        "healed: {r}\n{said}"
+    );
+    // One incident per cut (the primary's own probes seeing it are linked to the app's),
+    // nothing restarted that was healthy: the harness counts both.
+    assert_eq!(r["harmful"].as_array().map(Vec::len), Some(0), "nothing harmful: {r}");
+    assert_eq!(r["diagnosed"], serde_json::json!([[["unreachable", "failover_upstream"], 2]]), "{r}");
+    assert_eq!(r["playbooks"], serde_json::json!([["failover_upstream", 2]]), "{r}");
+    let left = Command::new("pgrep").arg("-f").arg(dir.path().to_str().unwrap()).output().unwrap();
+    assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+}

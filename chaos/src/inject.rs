@@ -422,8 +422,16 @@ pub fn prepare(
             )
         }
         Injection::LinkDown => {
-            let interface =
-                opts.interface.clone().ok_or_else(|| refuse("name the interface with --interface".into()))?;
+            // Unnamed: the link into the network namespace a service of the node runs in.
+            let interface = match (&opts.interface, config.services.iter().find_map(|s| s.network_namespace.as_ref())) {
+                (Some(i), _) => i.clone(),
+                (None, Some(ns)) => crate::link::host_end_of(ns).map_err(refuse)?,
+                (None, None) => {
+                    return Err(refuse(
+                        "no service of this node runs in a network namespace of its own (its links are loopback, which is not cut): name the interface with --interface".into(),
+                    ));
+                }
+            };
             if !Path::new("/sys/class/net").join(&interface).exists() {
                 return Err(refuse(format!("no interface `{interface}`")));
             }

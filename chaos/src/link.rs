@@ -77,7 +77,7 @@ impl Link {
 
     /// Brings the host end back up (between two faults).
     pub fn up(&self) -> Result<(), String> {
-        ip(&["link", "set", &self.host_end, "up"])
+        set_up(&self.host_end)
     }
 
     /// The node: db in the namespace, standby db, model and api on loopback at the default
@@ -110,6 +110,46 @@ impl Link {
     }
 }
 
+/// Brings an interface (back) up.
+pub fn set_up(interface: &str) -> Result<(), String> {
+    ip(&["link", "set", "dev", interface, "up"])
+}
+
+/// The host's end of the veth pair into the network namespace at `ns` (a name made by `ip
+/// netns add`, under `/run/netns`): the interface `link-down` takes down for a node whose
+/// service runs in that namespace.
+pub fn host_end_of(ns: &std::path::Path) -> Result<String, String> {
+    let name = ns
+        .strip_prefix("/run/netns")
+        .ok()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .ok_or_else(|| {
+            format!("{} is not a named namespace (under /run/netns): name the interface with --interface", ns.display())
+        })?;
+    if !ns.exists() {
+        return Err(format!(
+            "the network namespace `{name}` does not exist: make it first (for the reference node: `config/examples/reference/link.sh up`)"
+        ));
+    }
+    let out =
+        Command::new("ip").args(["-o", "link", "show", "type", "veth"]).output().map_err(|e| format!("ip: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    veth_into(&text, name).ok_or_else(|| {
+        format!("no veth on this host leads into the namespace `{name}`: name the interface with --interface")
+    })
+}
+
+/// In `ip -o link show type veth` output, the interface whose peer is in namespace `name`.
+fn veth_into(listing: &str, name: &str) -> Option<String> {
+    listing.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let iface = words.nth(1)?.trim_end_matches(':');
+        let peer_ns = line.split_whitespace().skip_while(|w| *w != "link-netns").nth(1)?;
+        (peer_ns == name).then(|| iface.split('@').next().unwrap_or(iface).to_string())
+    })
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         *MADE.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -120,6 +160,16 @@ impl Drop for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_the_host_end_is_the_veth_whose_peer_is_in_the_namespace() {
+        let listing = "39: wref-h@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether b6:a8:e2:af:5f:35 brd ff:ff:ff:ff:ff:ff link-netns wref\n\
+                       41: other@if3: <BROADCAST> mtu 1500 link/ether 00:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff link-netns elsewhere\n";
+        assert_eq!(veth_into(listing, "wref").as_deref(), Some("wref-h"));
+        assert_eq!(veth_into(listing, "elsewhere").as_deref(), Some("other"));
+        assert_eq!(veth_into(listing, "none"), None);
+        assert!(host_end_of(std::path::Path::new("/proc/1/ns/net")).is_err(), "not a named one");
+    }
 
     #[test]
     fn test_node_yaml_is_a_valid_config_with_the_db_behind_the_link() {

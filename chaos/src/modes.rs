@@ -486,10 +486,9 @@ pub(crate) fn launch(
     }
     for &fault in injections {
         if fault == Injection::LinkDown && config.is_some() {
-            notes_for.push((
-                fault,
-                "skipped: this node's services talk over loopback, which is not cut; a link is cut on the demo node's link phase (`warden chaos modes --faults link-down`)".into(),
-            ));
+            if let Err(why) = link_of(&parsed) {
+                notes_for.push((fault, format!("skipped: {why}")));
+            }
         } else if fault != Injection::LinkDown && applies(fault).is_none() {
             notes_for.push((fault, format!("skipped: no service of this node fits {}", fault.name())));
         }
@@ -541,12 +540,23 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
     let l = launch(Some(config), cfg.outputs.keep_tmp, &cfg.injections, exe)?;
     let mut results = Vec::new();
     for &fault in &cfg.injections {
-        let opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
-        results.push(series(cfg, &l.client, &l.node, fault, &opts, l.notes(fault), &|| {})?);
+        let mut opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
+        let notes = l.notes(fault);
+        if fault == Injection::LinkDown && notes.is_empty() {
+            opts.interface = link_of(&l.config).ok();
+        }
+        let up = || {
+            if let Some(i) = &opts.interface
+                && let Err(e) = crate::link::set_up(i)
+            {
+                eprintln!("link-down: cannot bring {i} back up: {e}");
+            }
+        };
+        results.push(series(cfg, &l.client, &l.node, fault, &opts, notes, &up)?);
     }
     let faults = cfg.runs * results.iter().filter(|r| r.summary.n + r.summary.failures > 0).count() as u32;
     let data = l.node.dir.join("data");
-    let snapshots = l.db.clone().and_then(|db| {
+    let snapshots = l.db.clone().filter(|_| cfg.injections.contains(&Injection::DbCorrupt)).and_then(|db| {
         let spec = l.config.services.iter().find(|s| s.name.as_str() == db)?;
         let data_dir = spec.hooks.data.as_ref()?;
         let (_, snapshot_bytes) = procs::tree_bytes(&data.join("snapshots").join(&db));
@@ -560,6 +570,17 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
         })
     });
     finish(cfg, l.config.name.clone(), results, snapshots)
+}
+
+/// The link `link-down` cuts on a node of a config: the host's end of the veth into the
+/// network namespace one of its services runs in (made beforehand, as the reference
+/// node's `link.sh up` does); why there is none.
+fn link_of(config: &warden_core::config::NodeConfig) -> Result<String, String> {
+    let ns = config.services.iter().find_map(|s| s.network_namespace.as_ref()).ok_or(
+        "no service of this node runs in a network namespace of its own: its links are loopback, which is not cut \
+         (config/examples/reference/link.yaml puts PostgreSQL across a link)",
+    )?;
+    crate::link::host_end_of(ns)
 }
 
 /// Copies the config's folder (its regular files, dot files left out: warden's audit key

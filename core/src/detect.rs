@@ -408,6 +408,12 @@ fn rank(mode: FailureMode) -> u8 {
     }
 }
 
+/// Whether a failure of this mode on a service and on one of its dependents can be one
+/// fault seen from both ends: the path between them cut.
+pub fn seen_from_both_ends(mode: FailureMode) -> bool {
+    mode == FailureMode::NetworkUnreachable
+}
+
 /// Whether a fault of mode `cause` on a service explains a failure of mode `symptom` on it.
 pub fn explains(cause: FailureMode, symptom: FailureMode) -> bool {
     rank(cause) < rank(symptom)

@@ -119,6 +119,11 @@ pub struct Incident {
     /// What still fails while it is mitigated (lower-layer checks), in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub still_failing: Vec<String>,
+    /// Dependencies whose own path was seen cut by the same fault (their probes fail too):
+    /// a repair that went round the cut mitigates, and the incident ends when they are
+    /// whole again as well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_on: Vec<ServiceName>,
     /// The incident that explains this one (status absorbed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absorbed_by: Option<u64>,
@@ -224,6 +229,7 @@ impl Incident {
             not_applicable: Vec::new(),
             restored_unix_ms: None,
             still_failing: Vec::new(),
+            waits_on: Vec::new(),
             absorbed_by: None,
             acknowledged: None,
             closed: None,
@@ -331,6 +337,30 @@ impl Incident {
         true
     }
 
+    /// The path this incident's service lost to `dependency` is seen cut from the other end
+    /// too (the dependency's own probes fail the same way): one fault, so no incident of
+    /// its own. Linked here, and while this one is open it waits on `dependency`: a repair
+    /// that goes round the cut (a failover) mitigates it, and it ends when `dependency` is
+    /// whole again. A resolved incident only gets the link. Whether it changed.
+    pub fn same_cut_seen_from(&mut self, dependency: &ServiceName, evidence: &str) -> bool {
+        if self.waits_on.contains(dependency) || self.service == *dependency {
+            return false;
+        }
+        let text = format!("the same cut, seen from `{dependency}`'s own probes: {evidence}");
+        if self.status.is_open() {
+            self.waits_on.push(dependency.clone());
+            if self.status == IncidentStatus::Mitigated {
+                self.still_failing.push(format!("`{dependency}` unreachable"));
+            }
+            self.link(text);
+            true
+        } else if !self.suppressed.iter().any(|l| l.contains(&format!("seen from `{dependency}`"))) {
+            self.link(text)
+        } else {
+            false
+        }
+    }
+
     /// A detector reported the same fault again while the incident is open.
     pub fn note_finding(&mut self, now_unix_ms: u64) {
         self.findings = self.findings.saturating_add(1);
@@ -435,9 +465,10 @@ impl Incident {
                 self.restored_unix_ms = Some(
                     run.restored_unix_ms.unwrap_or(at).clamp(self.detected_unix_ms, at.max(self.detected_unix_ms)),
                 );
-                if !run.still_failing.is_empty() {
+                if !run.still_failing.is_empty() || !self.waits_on.is_empty() {
                     self.status = IncidentStatus::Mitigated;
                     self.still_failing = run.still_failing.clone();
+                    self.still_failing.extend(self.waits_on.iter().map(|d| format!("`{d}` unreachable")));
                     self.detail =
                         format!("mitigated by `{playbook}`; still failing: {}", self.still_failing.join("; "));
                     return Some(NextStep::Mitigated { still_failing: self.still_failing.clone() });
@@ -763,6 +794,7 @@ pub(crate) fn fixture(
         not_applicable: vec![],
         restored_unix_ms: None,
         still_failing: vec![],
+        waits_on: vec![],
         absorbed_by: None,
         acknowledged: None,
         closed: None,
@@ -1064,6 +1096,29 @@ mod tests {
         assert!(!i.fault_cleared(8_000), "one finding gone is not the whole service back");
         assert!(i.lower_recovered(9_000), "the link came back");
         assert_eq!((i.status, i.mttr_ms()), (IncidentStatus::Resolved, Some(300)), "MTTR counts to the mitigation");
+    }
+
+    #[test]
+    fn test_a_cut_seen_from_both_ends_is_one_incident_mitigated_until_the_far_end_is_whole() {
+        let c = catalog();
+        let db = ServiceName::parse("db").expect("name");
+        let mut i = fresh();
+        i.begin(10, "first");
+        assert!(i.same_cut_seen_from(&db, "probe `db-link`: down"), "linked while its repair runs");
+        assert!(!i.same_cut_seen_from(&db, "probe `db-route`: unreachable"), "once per dependency");
+        assert!(!i.same_cut_seen_from(&i.service.clone(), "itself"), "not its own service");
+        let step = i.finish_run(&run(10, "first", RunOutcome::Succeeded, 1_700), &c);
+        assert_eq!(step, Some(NextStep::Mitigated { still_failing: vec!["`db` unreachable".into()] }));
+        assert_eq!(i.waits_on, vec![db.clone()]);
+        assert!(i.lower_recovered(9_000), "the far end is whole again");
+        assert_eq!(i.status, IncidentStatus::Resolved);
+        let mut late = fresh();
+        late.begin(10, "first");
+        late.finish_run(&run(10, "first", RunOutcome::Succeeded, 1_700), &c);
+        assert_eq!(late.status, IncidentStatus::Resolved);
+        assert!(late.same_cut_seen_from(&db, "probe `db-link`: down"), "a resolved one gets the link");
+        assert_eq!((late.status, late.waits_on.len()), (IncidentStatus::Resolved, 0), "and stays resolved");
+        assert!(!late.same_cut_seen_from(&db, "probe `db-link`: down 2"), "linked once");
     }
 
     #[test]

@@ -343,9 +343,41 @@ impl IncidentManager {
             st.open.insert(incident.id, incident);
             return Ok(());
         }
+        st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
+        // A cut path is seen from both ends: a dependent's incident for it (open, or just
+        // resolved by a failover) is the fault's one incident; this end is linked to it.
+        if warden_core::detect::seen_from_both_ends(f.mode) {
+            let dependents = self.config.get().dependents_of(&f.service);
+            let mine = |s: &ServiceName, m: FailureMode| m == f.mode && dependents.contains(s);
+            let seen = st
+                .open
+                .values()
+                .find(|i| mine(&i.service, i.mode))
+                .map(|i| i.id)
+                .or_else(|| st.resolved.iter().find(|((s, m), _)| mine(s, *m)).map(|(_, (id, _))| *id));
+            if let Some(id) = seen {
+                let incident = match st.open.get(&id) {
+                    Some(i) => Some(i.clone()),
+                    None => self.store.incident(id).await?,
+                };
+                if let Some(mut incident) = incident
+                    && incident.same_cut_seen_from(&f.service, &f.evidence)
+                {
+                    tracing::info!(
+                        incident = id,
+                        service = f.service.as_str(),
+                        "the same cut seen from the other end: linked, not opened"
+                    );
+                    self.store.put_incident(incident.clone()).await?;
+                    if incident.status.is_open() {
+                        st.open.insert(id, incident);
+                    }
+                }
+                return Ok(());
+            }
+        }
         // Still there after its repair: that repair did not hold.
         let key = (f.service.clone(), f.mode);
-        st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
         if f.persists
             && let Some((id, _)) = st.resolved.remove(&key)
             && let Some(mut incident) = self.store.incident(id).await?
@@ -684,8 +716,11 @@ impl IncidentManager {
         for mut incident in mitigated {
             // Every probe of the service: the path a failover went round, or the service
             // itself when its dependents were pointed elsewhere; its state when it has none.
-            let probes: Vec<&warden_core::probe::ProbeStatus> =
-                statuses.iter().filter(|s| s.target == incident.service).collect();
+            // And those of a dependency whose own end of the cut was seen.
+            let probes: Vec<&warden_core::probe::ProbeStatus> = statuses
+                .iter()
+                .filter(|s| s.target == incident.service || incident.waits_on.contains(&s.target))
+                .collect();
             let running = self.services.state_of(incident.service.as_str()) == Some(ServiceState::Running);
             if !warden_core::probe::whole_again(&probes, running) {
                 continue;

@@ -29,6 +29,9 @@ pub const EXIT_NOTFOUND: i32 = 127;
 pub struct LaunchPlan {
     /// `cgroup.procs` files the launcher writes its own pid into, first of all.
     pub cgroup_procs: Vec<PathBuf>,
+    /// A network namespace to join (`setns`), while the launcher may still do so.
+    #[serde(default)]
+    pub network_namespace: Option<PathBuf>,
     /// `limits.open_files`: soft and hard limit.
     pub open_files: Option<u64>,
     /// Without `limits.open_files`: the soft limit warden itself was given, restored
@@ -93,6 +96,13 @@ fn set_up(plan: &LaunchPlan) -> Result<(), String> {
     let me = std::process::id().to_string();
     for procs in &plan.cgroup_procs {
         std::fs::write(procs, &me).map_err(|e| format!("cannot join cgroup {}: {e}", procs.display()))?;
+    }
+    if let Some(ns) = &plan.network_namespace {
+        // Joined before privileges drop: setns needs CAP_SYS_ADMIN.
+        let file =
+            std::fs::File::open(ns).map_err(|e| format!("cannot open network namespace {}: {e}", ns.display()))?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("cannot join network namespace {}: {e}", ns.display()))?;
     }
     if let Some(n) = plan.open_files {
         setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("cannot set open files limit {n}: {e}"))?;

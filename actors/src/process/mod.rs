@@ -142,6 +142,7 @@ fn plan(spec: &ServiceSpec, cgroup: Option<&ServiceCgroup>) -> LaunchPlan {
     let identity = spec.identity.as_ref();
     LaunchPlan {
         cgroup_procs: cgroup.map(ServiceCgroup::procs_files).unwrap_or_default(),
+        network_namespace: spec.network_namespace.clone(),
         open_files: spec.limits.open_files,
         open_files_soft: INHERITED_OPEN_FILES.get().copied(),
         processes: spec.limits.processes.filter(|_| !cgroup.is_some_and(ServiceCgroup::limits_processes)),

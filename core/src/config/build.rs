@@ -483,6 +483,17 @@ fn service(
         }
         Some(path)
     });
+    let network_namespace = s.network_namespace.as_ref().and_then(|n| network_namespace(c, n, label));
+    if let (Some(_), Some(p)) = (&network_namespace, s.ports.first()) {
+        // Who holds a port is read from warden's own namespace: it cannot see these.
+        c.at(
+            p.referenced,
+            format!(
+                "service `{label}`: ports cannot be declared for a service in another network namespace \
+                 (warden checks who holds a port in its own); probe its address instead"
+            ),
+        );
+    }
     let mut own_ports = Vec::new();
     for p in &s.ports {
         if p.value == 0 {
@@ -573,6 +584,7 @@ fn service(
         args,
         env,
         workdir,
+        network_namespace,
         ports: own_ports,
         depends_on,
         ready,
@@ -610,6 +622,29 @@ fn service(
 /// Octal permission digits (`"0640"`, `"640"`) up to 0777.
 fn octal_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777 && !text.is_empty())
+}
+
+/// `network_namespace:`: a name made by `ip netns add` (under `/run/netns`) or an absolute
+/// path to a namespace file (`/proc/PID/ns/net`). Whether it exists is checked at each
+/// start, not here: it may be made after the config is checked.
+fn network_namespace(c: &mut Collector, n: &Spanned<String>, label: &str) -> Option<PathBuf> {
+    let v = n.value.as_str();
+    let path = if v.starts_with('/') {
+        PathBuf::from(v)
+    } else if !v.is_empty() && !v.contains('/') && v != "." && v != ".." {
+        Path::new("/run/netns").join(v)
+    } else {
+        c.at(
+            n.referenced,
+            format!("service `{label}`: network_namespace `{v}` is neither a name (as `ip netns add` makes) nor an absolute path"),
+        );
+        return None;
+    };
+    if path.components().any(|p| p == std::path::Component::ParentDir) {
+        c.at(n.referenced, format!("service `{label}`: network_namespace `{v}` must not contain `..`"));
+        return None;
+    }
+    Some(path)
 }
 
 /// A service's `files:`: paths resolved, modes and owners worked out. A secret (declared, or

@@ -209,6 +209,9 @@ pub struct ServiceSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<PathBuf>,
+    /// The network namespace it runs in (as systemd's `NetworkNamespacePath=`); `None`:
+    /// warden's own.
+    pub network_namespace: Option<PathBuf>,
     /// Ports the service listens on (port probes, who holds a port).
     pub ports: Vec<u16>,
     pub depends_on: Vec<ServiceName>,

@@ -80,6 +80,9 @@ pub struct ServiceSection {
     pub env: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub workdir: Option<Spanned<String>>,
+    /// Run in this network namespace: a name under `/run/netns` or a path to one.
+    #[serde(default)]
+    pub network_namespace: Option<Spanned<String>>,
     #[serde(default)]
     pub ports: Vec<Spanned<u16>>,
     #[serde(default)]

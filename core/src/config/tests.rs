@@ -128,6 +128,12 @@ fn test_values_that_cannot_work_are_refused() {
         ("    startup_deadline_ms: 0\n", "startup_deadline_ms must be positive"),
         ("    args: ['${datadir}/x']\n", "unknown variable `${datadir}`"),
         ("    workdir: /no/such/dir\n", "is not a directory"),
+        ("    network_namespace: a/b\n", "neither a name"),
+        ("    network_namespace: /run/netns/../x\n", "must not contain `..`"),
+        (
+            "    ports: [9001]\n    network_namespace: wns\n",
+            "ports cannot be declared for a service in another network namespace",
+        ),
     ];
     for (extra, expected) in cases {
         let text = format!("{MINIMAL}{svc}{extra}");
@@ -135,6 +141,16 @@ fn test_values_that_cannot_work_are_refused() {
         assert_eq!(p.len(), 1, "{extra}: {p:?}");
         assert_eq!(p[0].0, 12, "{extra}: the problem is on the key's line: {p:?}");
         assert!(p[0].2.contains(expected), "{extra}: expected `{expected}` in {p:?}");
+    }
+}
+
+#[test]
+fn test_a_network_namespace_is_a_name_under_run_netns_or_a_path() {
+    let svc = "  - name: c\n    command: /bin/true\n";
+    for (given, path) in [("wns", "/run/netns/wns"), ("/proc/1/ns/net", "/proc/1/ns/net")] {
+        let c = load(&format!("{MINIMAL}{svc}    network_namespace: {given}\n")).expect("valid");
+        let spec = c.services.iter().find(|s| s.name.as_str() == "c").expect("c");
+        assert_eq!(spec.network_namespace.as_deref(), Some(std::path::Path::new(path)));
     }
 }
 
