@@ -133,15 +133,19 @@ fn test_a_corrupt_pg_control_is_diagnosed_from_the_log_and_restored_from_a_pg_ba
     wait_until("SELECT 1", Duration::from_secs(60), || psql(port, "select 1").as_deref() == Some("1"));
     assert!(psql(port, "create table kept(x int); insert into kept values (42)").is_some());
 
-    // Three backups while it runs: two are kept (its `keep`), pruned as each is made.
+    // Three backups while it runs: two are kept (its `keep`), pruned as each is made. The
+    // last through the shipped `snapshot_database`, which does not stop a database whose
+    // snapshots are made while it runs.
     let token = node.admin_token();
-    for i in 0..3 {
+    let before = node.service("postgres").and_then(|(p, _)| p).expect("running");
+    for (i, playbook) in ["backup_database", "backup_database", "snapshot_database"].into_iter().enumerate() {
         let (ok, out) = node.cli(
-            &["playbooks", "run", "backup_database", "--target", "postgres", "--reason", &format!("backup {i}")],
+            &["playbooks", "run", playbook, "--target", "postgres", "--reason", &format!("backup {i}")],
             &[("WARDEN_TOKEN", &token)],
         );
         assert!(ok, "{out}");
     }
+    assert_eq!(node.service("postgres").and_then(|(p, _)| p), Some(before), "never stopped for a backup");
     let snaps = node.data_dir().join("snapshots/postgres");
     let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&snaps).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(kept.len(), 2, "pruned to its keep: {kept:?}");

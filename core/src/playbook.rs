@@ -864,6 +864,37 @@ pub struct PlannedStep {
     pub tier: Tier,
 }
 
+/// Leaves out a stop and start that only bracket a snapshot, for a target whose snapshots
+/// are consistent while it runs (`snapshot.method` live or command, as `pg_basebackup`
+/// makes): stopping it would be an outage that buys nothing.
+pub fn keep_running_for_snapshot(steps: Vec<PlannedStep>, copies_while_running: bool) -> Vec<PlannedStep> {
+    if !copies_while_running {
+        return steps;
+    }
+    let is = |s: Option<&PlannedStep>, f: fn(&Primitive) -> bool| s.is_some_and(|s| f(&s.primitive));
+    let stop = |p: &Primitive| matches!(p, Primitive::StopService);
+    let snap = |p: &Primitive| matches!(p, Primitive::SnapshotDir { .. });
+    let start = |p: &Primitive| matches!(p, Primitive::StartService);
+    let mut out: Vec<PlannedStep> = Vec::with_capacity(steps.len());
+    let mut i = 0;
+    while i < steps.len() {
+        let same = |j: usize| steps.get(j).is_some_and(|s| s.target == steps[i].target);
+        if is(steps.get(i), stop)
+            && is(steps.get(i + 1), snap)
+            && is(steps.get(i + 2), start)
+            && same(i + 1)
+            && same(i + 2)
+        {
+            out.push(steps[i + 1].clone());
+            i += 3;
+        } else {
+            out.push(steps[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
 /// Binds a playbook's steps to `target`; `tier_of` lets policy raise a step's tier.
 /// `dependents`: the services that depend on the target, in start order, for which a
 /// `restart_dependents` step becomes one `restart_service` step each.
@@ -983,6 +1014,25 @@ mod tests {
         vars.hooks.secret_files = vec!["/d/a".into(), "/d/b".into()];
         assert_eq!(vars.expand("${lock_file}"), "/d/services/api/LOCK");
         assert_eq!(vars.expand_files(&["${secret_files}".into()]), ["/d/a", "/d/b"]);
+    }
+
+    #[test]
+    fn test_a_snapshot_made_while_running_keeps_the_database_running() {
+        let c = Catalog::embedded_default().expect("catalog");
+        let pb = c.get("snapshot_database").expect("playbook");
+        let db = ServiceName::parse("db").expect("name");
+        let actions = |steps: Vec<PlannedStep>| steps.iter().map(|s| s.primitive.action()).collect::<Vec<_>>();
+        let stopped = keep_running_for_snapshot(plan(pb, &db, &[], |_, t| t), false);
+        assert_eq!(actions(stopped), ["stop_service", "snapshot_dir", "start_service", "wait_healthy"]);
+        let live = keep_running_for_snapshot(plan(pb, &db, &[], |_, t| t), true);
+        assert_eq!(actions(live.clone()), ["snapshot_dir", "wait_healthy"]);
+        assert_eq!(live.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 3], "the playbook's step numbers stay");
+        let restart = c.get("restart_hung_service").expect("playbook");
+        assert_eq!(
+            actions(keep_running_for_snapshot(plan(restart, &db, &[], |_, t| t), true)),
+            actions(plan(restart, &db, &[], |_, t| t)),
+            "a stop that brackets no snapshot stays"
+        );
     }
 
     #[test]

@@ -432,7 +432,13 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
     let policies = ctx.policies.get();
     let dependents = ctx.config.get().dependents_of(&order.target);
-    let steps = plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t));
+    let copies_while_running = ctx.config.get().services.iter().any(|s| {
+        s.name == order.target && !matches!(s.hooks.snapshot.method, warden_core::config::SnapshotMethod::Stop)
+    });
+    let steps = warden_core::playbook::keep_running_for_snapshot(
+        plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t)),
+        copies_while_running,
+    );
     // The closing check is the trace's `verify`: the verification below, or the playbook's
     // own last step when that waits for the target's probes.
     let last_verifies = pb.verify && matches!(pb.steps.last(), Some(Primitive::WaitHealthy { .. }));
