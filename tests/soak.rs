@@ -25,7 +25,7 @@ fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_he
     let node_dir = dir.path().join("node");
     std::fs::create_dir(&node_dir).unwrap();
     std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
-    let kinds = "db-freeze,port-hold,api-hang,config-delete,bad-credentials,model-hang";
+    let kinds = "db-freeze,port-hold,api-hang,slow-answers,config-delete,bad-credentials,model-hang";
     let (ok, said, report) = soak(
         dir.path(),
         &["--config", "node/node.yaml", "--faults", "8", "--interval", "1s", "--seed", "42", "--kinds", kinds],
@@ -46,6 +46,48 @@ fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_he
     }
     let summary = std::fs::read_to_string(dir.path().join("soak.md")).unwrap();
     assert!(summary.contains("passed"), "{summary}");
+    // warden itself sampled all along, its latencies in windows.
+    let health = &report["node_health"];
+    assert!(health["samples"].as_array().unwrap().len() >= 3, "{health}");
+    assert!(health["windows"][0]["api"]["n"].as_u64() > Some(0), "{health}");
+    assert!(health["samples"][0]["rss_kib"].as_u64() > Some(0), "{health}");
+    assert!(summary.contains("## warden itself") && summary.contains("Leak:"), "{summary}");
+}
+
+#[test]
+fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_with_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = dir.path().join("node");
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
+    let records = dir.path().join("soak.jsonl");
+    let stop = dir.path().join("soak.stop");
+    let watcher = std::thread::spawn(move || {
+        // After the first fault's record, ask it to stop.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(240) {
+            if std::fs::read_to_string(&records).is_ok_and(|t| t.lines().count() >= 1) {
+                std::fs::write(&stop, "").unwrap();
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    });
+    let (ok, said, report) = soak(
+        dir.path(),
+        &["--config", "node/node.yaml", "--faults", "40", "--interval", "1s", "--kinds", "api-hang", "--controls", "0"],
+    );
+    assert!(watcher.join().unwrap(), "no fault was recorded:\n{said}");
+    let done = report["faults_done"].as_u64().unwrap();
+    assert!((1..40).contains(&done), "stopped early: {done}\n{said}");
+    assert!(report["stopped_early"].as_str().is_some_and(|w| w.contains("soak.stop")), "{report}");
+    let lines = std::fs::read_to_string(dir.path().join("soak.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, done, "every fault made is recorded");
+    // No control was asked for: the soak says its verifier was not checked.
+    assert!(!ok && report["failed"].to_string().contains("no control"), "{said}");
+    let left = Command::new("pgrep").arg("-f").arg(dir.path().to_str().unwrap()).output().unwrap();
+    assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
 }
 
 /// A node without the probe that sees bad credentials (the api's login to the db) opens no

@@ -270,13 +270,30 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 out: args.out,
                 keep_tmp: args.keep_tmp,
             };
-            let report = match until_signal(tokio::task::spawn_blocking(move || crate::soak::run(&cfg))).await {
-                Ok(r) => r??,
-                Err(e) => {
+            let stop_file = cfg.stop_file();
+            let mut task = tokio::task::spawn_blocking(move || crate::soak::run(&cfg));
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+            // The first signal ends the soak after the fault in progress, with its report;
+            // a second one stops everything at once.
+            let mut asked = false;
+            let report = loop {
+                let signalled = tokio::select! {
+                    r = &mut task => break r??,
+                    _ = tokio::signal::ctrl_c() => true,
+                    _ = term.recv() => true,
+                };
+                if signalled && asked {
                     crate::modes::kill_node();
                     crate::modes::remove_leftover_mounts();
-                    return Err(e);
+                    anyhow::bail!("stopped at once; all started processes were killed");
                 }
+                asked = true;
+                crate::soak::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!(
+                    "stopping after the fault in progress (a second signal stops at once; `touch {}` does the same as the first)",
+                    stop_file.display()
+                );
             };
             println!("{}", report.markdown());
             anyhow::ensure!(report.failed.is_empty(), "the soak failed: {}", report.failed.join("; "));

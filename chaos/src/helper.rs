@@ -39,6 +39,21 @@ pub enum HelperCommand {
         #[arg(long)]
         cpu_cgroup: std::path::PathBuf,
     },
+    /// Take `interface` down, and back up after `secs` (as a cable pulled and put back).
+    LinkDown {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        secs: u64,
+    },
+    /// Stop `pids` nine tenths of every second (SIGSTOP 900 ms, SIGCONT 100 ms) for `secs`,
+    /// or until they are gone: they answer, late. They are left running (SIGCONT) at the end.
+    SlowAnswers {
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<u32>,
+        #[arg(long)]
+        secs: u64,
+    },
     /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 100 ms,
     /// touching every page; stay until killed (or 10 minutes).
     Balloon {
@@ -80,6 +95,40 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
         }
         HelperCommand::SlowBoot { secs, kill, cgroup_procs, cpu_cgroup } => {
             slow_boot(secs, &kill, &cgroup_procs, &cpu_cgroup)
+        }
+        HelperCommand::LinkDown { interface, secs } => {
+            let set = |state: &str| {
+                std::process::Command::new("ip")
+                    .args(["link", "set", "dev", &interface, state])
+                    .status()
+                    .map_err(|e| anyhow::anyhow!("ip: {e}"))
+                    .and_then(|s| {
+                        if s.success() {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!("ip link set {interface} {state} failed"))
+                        }
+                    })
+            };
+            set("down")?;
+            ready()?;
+            std::thread::sleep(Duration::from_secs(secs));
+            set("up")
+        }
+        HelperCommand::SlowAnswers { pids, secs } => {
+            ready()?;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(secs) && pids.iter().any(|p| procs::is_alive(*p)) {
+                for &p in &pids {
+                    let _ = procs::signal(p, Signal::SIGSTOP);
+                }
+                std::thread::sleep(Duration::from_millis(900));
+                for &p in &pids {
+                    let _ = procs::signal(p, Signal::SIGCONT);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
         }
         HelperCommand::Balloon { mb, cgroup_procs } => {
             for f in &cgroup_procs {

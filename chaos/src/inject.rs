@@ -45,6 +45,9 @@ pub enum Injection {
     LinkDown,
     /// (7) SIGSTOP an application service (the api).
     ApiHang,
+    /// (7) Make an application service answer late, past its probes' timeouts: stopped
+    /// nine tenths of every second and let run the rest, for `--secs`. It answers, slowly.
+    SlowAnswers,
     /// (8) Delete the first file the service's config manages.
     ConfigDelete,
     /// (9) Overwrite the service's credentials file with a token nobody accepts.
@@ -56,7 +59,7 @@ pub enum Injection {
 }
 
 impl Injection {
-    pub const ALL: [Injection; 12] = [
+    pub const ALL: [Injection; 13] = [
         Injection::DbFreeze,
         Injection::DbCorrupt,
         Injection::PortHold,
@@ -65,6 +68,7 @@ impl Injection {
         Injection::DiskFull,
         Injection::LinkDown,
         Injection::ApiHang,
+        Injection::SlowAnswers,
         Injection::ConfigDelete,
         Injection::BadCredentials,
         Injection::ModelHang,
@@ -81,6 +85,7 @@ impl Injection {
             Injection::DiskFull => "disk-full",
             Injection::LinkDown => "link-down",
             Injection::ApiHang => "api-hang",
+            Injection::SlowAnswers => "slow-answers",
             Injection::ConfigDelete => "config-delete",
             Injection::BadCredentials => "bad-credentials",
             Injection::ModelHang => "model-hang",
@@ -97,7 +102,7 @@ impl Injection {
             Injection::MemoryGrowth => FailureMode::OutOfMemory,
             Injection::DiskFull => FailureMode::DiskFull,
             Injection::LinkDown => FailureMode::NetworkUnreachable,
-            Injection::ApiHang => FailureMode::ApiTimeout,
+            Injection::ApiHang | Injection::SlowAnswers => FailureMode::ApiTimeout,
             Injection::ConfigDelete => FailureMode::MissingConfig,
             Injection::BadCredentials => FailureMode::InvalidCredentials,
             Injection::ModelHang | Injection::ModelKill => FailureMode::ModelServerDown,
@@ -123,7 +128,8 @@ impl Injection {
             | Injection::SlowBoot
             | Injection::MemoryGrowth
             | Injection::LinkDown
-            | Injection::ApiHang => app(),
+            | Injection::ApiHang
+            | Injection::SlowAnswers => app(),
         }
     }
 }
@@ -198,6 +204,11 @@ enum Action {
     },
     LinkDown {
         interface: String,
+        secs: u64,
+    },
+    SlowAnswers {
+        pids: Vec<u32>,
+        secs: u64,
     },
     Delete {
         file: PathBuf,
@@ -243,6 +254,13 @@ pub enum Check {
     },
     /// Process `pid` is gone (a balloon killed with its service, or by itself).
     Gone(u32),
+    /// `check` passes `times` times in a row, a quarter second apart, each within
+    /// `within`: the service answers promptly again, not just at some moment.
+    Prompt {
+        check: Box<Check>,
+        within: Duration,
+        times: u32,
+    },
 }
 
 impl std::fmt::Display for Check {
@@ -255,6 +273,9 @@ impl std::fmt::Display for Check {
             Check::FreeSpace { path, pct } => write!(f, "{} has {pct} % free", path.display()),
             Check::NotHolding { port, pid } => write!(f, "pid {pid} off port {port}"),
             Check::Gone(pid) => write!(f, "pid {pid} gone"),
+            Check::Prompt { check, within, times } => {
+                write!(f, "{check}, {times} times in a row within {} ms", within.as_millis())
+            }
         }
     }
 }
@@ -333,10 +354,21 @@ pub fn prepare(
     };
     let mut checks = own_checks(config, spec);
     let service_dir = data_dir.join("services").join(spec.name.as_str());
+    if fault == Injection::SlowAnswers {
+        // A slow service answers now and then: restored means prompt, every time.
+        checks = checks
+            .into_iter()
+            .map(|c| Check::Prompt { check: Box::new(c), within: Duration::from_millis(300), times: 6 })
+            .collect();
+    }
     let (what, action) = match fault {
         Injection::DbFreeze | Injection::ApiHang | Injection::ModelHang => (
             format!("SIGSTOP `{target}` (pids {pids:?})"),
             Action::Signal { pids: running()?, signal: Signal::SIGSTOP },
+        ),
+        Injection::SlowAnswers => (
+            format!("stop `{target}` (pids {pids:?}) nine tenths of every second for {} s", opts.secs),
+            Action::SlowAnswers { pids: running()?, secs: opts.secs },
         ),
         Injection::ModelKill => (
             format!("SIGKILL `{target}` (pids {pids:?})"),
@@ -438,7 +470,7 @@ pub fn prepare(
             if interface == "lo" {
                 return Err(refuse("taking `lo` down would cut the harness off from the node too".into()));
             }
-            (format!("take `{interface}` down"), Action::LinkDown { interface })
+            (format!("take `{interface}` down for {} s", opts.secs), Action::LinkDown { interface, secs: opts.secs })
         }
         Injection::ConfigDelete => {
             let file = spec
@@ -653,13 +685,14 @@ impl Prepared {
                 fill(dir, *bytes).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
                 None
             }
-            Action::LinkDown { interface } => {
-                let out = Command::new("ip").args(["link", "set", "dev", interface, "down"]).output();
-                match out {
-                    Ok(o) if o.status.success() => None,
-                    Ok(o) => return Err(fail(String::from_utf8_lossy(&o.stderr).trim().to_string())),
-                    Err(e) => return Err(fail(format!("ip: {e}"))),
-                }
+            Action::LinkDown { interface, secs } => {
+                // The helper brings it back up after its time, whoever else does not.
+                Some(helper(&["link-down", "--interface", interface, "--secs", &secs.to_string()]).map_err(fail)?)
+            }
+            Action::SlowAnswers { pids, secs } => {
+                let pid =
+                    helper(&["slow-answers", "--pids", &join(pids), "--secs", &secs.to_string()]).map_err(fail)?;
+                Some(pid)
             }
             Action::Delete { file } => {
                 std::fs::remove_file(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
@@ -801,8 +834,10 @@ pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Resul
     // One client for the whole wait (a client per poll would cost more than the checks).
     let client = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| e.to_string())?;
     while since.elapsed() < limit {
+        // Restored when the checks that passed began (a prompt check takes a while).
+        let at = since.elapsed();
         match all_pass(&client, checks, timeout) {
-            Ok(()) => return Ok(since.elapsed()),
+            Ok(()) => return Ok(at),
             Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -813,6 +848,19 @@ pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Resul
 /// One check, once.
 pub fn check_once(client: &reqwest::blocking::Client, c: &Check, timeout: Duration) -> Result<(), String> {
     match c {
+        Check::Prompt { check, within, times } => {
+            for i in 0..*times {
+                let start = Instant::now();
+                check_once(client, check, timeout)?;
+                if start.elapsed() > *within {
+                    return Err(format!("{check} answered after {} ms", start.elapsed().as_millis()));
+                }
+                if i + 1 < *times {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+            Ok(())
+        }
         Check::Http { url, body } => {
             let resp = client.get(url).send().map_err(|e| e.to_string())?;
             let status = resp.status();

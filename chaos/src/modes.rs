@@ -485,7 +485,7 @@ pub(crate) fn launch(
         }
     }
     for &fault in injections {
-        if fault == Injection::LinkDown && config.is_some() {
+        if fault == Injection::LinkDown {
             if let Err(why) = link_of(&parsed) {
                 notes_for.push((fault, format!("skipped: {why}")));
             }
@@ -519,7 +519,12 @@ pub(crate) fn launch(
 /// How long a fault's hold lasts: a slow boot the shortest that is still past a short
 /// deadline (the injector makes it longer where the deadline is).
 pub(crate) fn fault_secs(fault: Injection) -> u64 {
-    if fault == Injection::SlowBoot { 3 } else { 5 }
+    match fault {
+        Injection::SlowBoot => 3,
+        // Longer than a control fault is left alone: with healing paused it must not end.
+        Injection::SlowAnswers => 30,
+        _ => 5,
+    }
 }
 
 /// Every injection but `link-down`, on the default node (with the two knobs turned).

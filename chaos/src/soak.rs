@@ -50,7 +50,20 @@ pub struct SoakConfig {
     pub keep_tmp: bool,
 }
 
+/// Set by the first SIGINT or SIGTERM: the soak ends after the fault in progress (undone
+/// and recorded), with its report.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl SoakConfig {
+    /// A file whose appearance ends the soak as a signal does: beside the report.
+    pub fn stop_file(&self) -> PathBuf {
+        self.out.with_extension("stop")
+    }
+
+    fn stop_asked(&self) -> bool {
+        STOP.load(std::sync::atomic::Ordering::SeqCst) || self.stop_file().exists()
+    }
+
     pub fn command(&self) -> String {
         let on = self.config.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
         let kinds = if self.kinds.is_empty() {
@@ -108,16 +121,6 @@ pub struct KindSummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct NodeHealth {
-    /// (seconds since start, RSS KiB, open fds, threads) of warden, once per fault.
-    pub samples: Vec<(f64, u64, u64, u64)>,
-    /// Least-squares slope per hour over the run.
-    pub rss_kib_per_hour: Option<f64>,
-    pub fds_per_hour: Option<f64>,
-    pub threads_per_hour: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct SoakReport {
     pub kind: &'static str,
     pub date: String,
@@ -129,14 +132,19 @@ pub struct SoakReport {
     /// What the interval stands for: the plan's one fault per hour.
     pub compression: String,
     pub wall_secs: f64,
+    /// Faults planned.
     pub faults: u32,
+    /// Faults made (fewer when the soak was stopped early).
+    pub faults_done: u32,
+    /// Why it ended before its last fault (a signal, the stop file).
+    pub stopped_early: Option<String>,
     pub kinds: Vec<KindSummary>,
     /// Kinds in the sequence of which no fault could be made.
     pub never_fired: Vec<String>,
     pub silent: Vec<FaultRecord>,
     pub harmful: Vec<crate::harm::Harm>,
     pub controls: Vec<FaultRecord>,
-    pub node_health: NodeHealth,
+    pub node_health: crate::soak_watch::NodeHealth,
     /// Why the soak failed; empty: it passed.
     pub failed: Vec<String>,
 }
@@ -199,34 +207,11 @@ fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_
     if resp.status().is_success() { Ok(()) } else { Err(format!("{url} answered {}", resp.status())) }
 }
 
-/// warden's RSS (KiB), open fds and threads.
-fn node_sample(pid: u32) -> Option<(u64, u64, u64)> {
-    let rss = crate::procs::rss_kib(pid)?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:"))?.trim().parse().ok()?;
-    Some((rss, fds, threads))
-}
-
-/// Least-squares slope of `ys` over `xs` (seconds), per hour.
-pub fn slope_per_hour(xs: &[f64], ys: &[f64]) -> Option<f64> {
-    let n = xs.len() as f64;
-    if xs.len() < 3 {
-        return None;
-    }
-    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    Some(sxy / sxx * 3600.0)
-}
-
 pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
     let wanted: Vec<Injection> = if cfg.kinds.is_empty() {
-        crate::modes::DEFAULT_INJECTIONS.iter().copied().filter(|k| *k != Injection::LinkDown).collect()
+        // Every kind; those that fit no service of the node drop out below.
+        crate::modes::DEFAULT_INJECTIONS.iter().copied().chain([Injection::SlowAnswers]).collect()
     } else {
         cfg.kinds.clone()
     };
@@ -249,19 +234,31 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         std::fs::File::create(&records_path).map_err(BenchError::io(format!("creating {}", records_path.display())))?;
     let plan = schedule(cfg.seed, &kinds, cfg.faults, cfg.controls);
     let started = Instant::now();
+    // Latency windows: an hour, or a quarter of a run planned shorter than two hours.
+    let planned = cfg.interval.saturating_mul(cfg.faults);
+    let window = if planned >= Duration::from_secs(7200) {
+        Duration::from_secs(3600)
+    } else {
+        (planned / 4).max(Duration::from_secs(60))
+    };
+    let every = (cfg.interval / 2).clamp(Duration::from_secs(2), Duration::from_secs(30));
+    let watch = crate::soak_watch::Watch::start(warden_pid, base.clone(), data.clone(), every, window);
     let mut records: Vec<FaultRecord> = Vec::new();
-    let mut health = Vec::new();
+    let mut stopped_early = None;
+    let _ = std::fs::remove_file(cfg.stop_file());
     for (i, (fault, control)) in plan.iter().copied().enumerate() {
         let tick = started + cfg.interval * i as u32;
-        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        while Instant::now() < tick && !cfg.stop_asked() {
+            std::thread::sleep((tick - Instant::now()).min(Duration::from_millis(200)));
+        }
+        if cfg.stop_asked() {
+            stopped_early =
+                Some(format!("stopped after {i} of {} faults (a signal or {})", plan.len(), cfg.stop_file().display()));
+            break;
         }
         let steady_before = crate::modes::settle(client, &l.node, cfg.silent_after);
         let record =
             one_fault(&l, &data, &base, &token, (i as u32 + 1, fault, control), steady_before, cfg.silent_after);
-        if let Some((rss, fds, threads)) = node_sample(warden_pid) {
-            health.push((started.elapsed().as_secs_f64(), rss, fds, threads));
-        }
         let line = serde_json::to_string(&record).unwrap_or_default();
         let _ = writeln!(records_file, "{line}").and_then(|()| records_file.flush());
         let silent = records.iter().chain(std::iter::once(&record)).filter(|r| r.silent.is_some()).count();
@@ -280,7 +277,8 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         );
         records.push(record);
     }
-    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, started.elapsed())?;
+    let health = watch.finish();
+    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, started.elapsed(), stopped_early)?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
     std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
     let md = cfg.out.with_extension("md");
@@ -380,10 +378,11 @@ fn one_fault(
         .unwrap_or_else(|_| client.clone());
     let mut incident = serde_json::Value::Null;
     while t0.elapsed() < limit {
+        let at = t0.elapsed().as_millis() as u64;
         if r.restored_ms.is_none()
             && checks.iter().all(|c| check_once(&check_client, c, Duration::from_millis(500)).is_ok())
         {
-            r.restored_ms = Some(t0.elapsed().as_millis() as u64);
+            r.restored_ms = Some(at);
         }
         if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
             incident = i;
@@ -443,8 +442,9 @@ fn summarize_soak(
     node: &str,
     kinds: &[Injection],
     records: Vec<FaultRecord>,
-    health: Vec<(f64, u64, u64, u64)>,
+    node_health: crate::soak_watch::NodeHealth,
     wall: Duration,
+    stopped_early: Option<String>,
 ) -> Result<SoakReport, BenchError> {
     let mut per_kind = Vec::new();
     let mut never_fired = Vec::new();
@@ -468,14 +468,6 @@ fn summarize_soak(
     let silent: Vec<FaultRecord> = records.iter().filter(|r| r.silent.is_some()).cloned().collect();
     let harmful: Vec<crate::harm::Harm> = records.iter().flat_map(|r| r.harmful.clone()).collect();
     let controls: Vec<FaultRecord> = records.iter().filter(|r| r.control).cloned().collect();
-    let xs: Vec<f64> = health.iter().map(|h| h.0).collect();
-    let col = |f: fn(&(f64, u64, u64, u64)) -> u64| health.iter().map(|h| f(h) as f64).collect::<Vec<f64>>();
-    let node_health = NodeHealth {
-        rss_kib_per_hour: slope_per_hour(&xs, &col(|h| h.1)),
-        fds_per_hour: slope_per_hour(&xs, &col(|h| h.2)),
-        threads_per_hour: slope_per_hour(&xs, &col(|h| h.3)),
-        samples: health,
-    };
     let mut failed = Vec::new();
     if !silent.is_empty() {
         failed.push(format!("{} silent failures", silent.len()));
@@ -485,6 +477,9 @@ fn summarize_soak(
     }
     if !never_fired.is_empty() {
         failed.push(format!("scheduled kinds that never fired: {}", never_fired.join(", ")));
+    }
+    if node_health.failed {
+        failed.push(format!("warden itself: leak {}; degradation {}", node_health.leak, node_health.degradation));
     }
     if controls.iter().all(|c| c.not_made.is_some()) {
         failed.push("no control fault was made: the verifier was not checked".into());
@@ -506,6 +501,8 @@ fn summarize_soak(
         ),
         wall_secs: wall.as_secs_f64(),
         faults: cfg.faults,
+        faults_done: records.len() as u32,
+        stopped_early,
         kinds: per_kind,
         never_fired,
         silent,
@@ -517,12 +514,61 @@ fn summarize_soak(
 }
 
 impl SoakReport {
+    fn node_health_markdown(&self) -> String {
+        let h = &self.node_health;
+        let t = |name: &str, t: &Option<crate::soak_watch::Trend>| match t {
+            Some(t) => format!("| {name} | {:+.1} | {:+.1} … {:+.1} |\n", t.per_hour, t.low, t.high),
+            None => format!("| {name} | — | — |\n"),
+        };
+        let mut s = format!(
+            "\n## warden itself\n\nSampled every {:.0} s ({} samples); slopes per hour by least squares after the first tenth (warm-up), with their 95 % interval.\n\n| gauge | slope per hour | 95 % interval |\n|---|---:|---|\n",
+            h.every_s,
+            h.samples.len()
+        );
+        s.push_str(&t("RSS (KiB)", &h.rss_kib));
+        s.push_str(&t("open fds", &h.fds));
+        s.push_str(&t("threads", &h.threads));
+        s.push_str(&t("store (bytes)", &h.store_bytes));
+        let cpu: Vec<f64> = h.samples.iter().skip(1).map(|x| x.cpu_pct).collect();
+        if !cpu.is_empty() {
+            s.push_str(&format!(
+                "\nCPU: {:.2} % of one core on average.\n",
+                cpu.iter().sum::<f64>() / cpu.len() as f64
+            ));
+        }
+        s.push_str("\n| window (s) | API p50 (ms) | API p99 (ms) | probe p50 (ms) | probe p99 (ms) | probe samples |\n|---|---:|---:|---:|---:|---:|\n");
+        let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+        for w in &h.windows {
+            s.push_str(&format!(
+                "| {:.0}–{:.0} | {} | {} | {} | {} | {} |\n",
+                w.from_s,
+                w.to_s,
+                ms(w.api.p50_ms),
+                ms(w.api.p99_ms),
+                ms(w.probes.p50_ms),
+                ms(w.probes.p99_ms),
+                w.probes.n
+            ));
+        }
+        s.push_str(&format!("\nLeak: {}. Degradation: {}.\n", h.leak, h.degradation));
+        s
+    }
+
     pub fn markdown(&self) -> String {
         let verdict =
             if self.failed.is_empty() { "passed".to_string() } else { format!("FAILED: {}", self.failed.join("; ")) };
         let mut s = format!(
-            "# Soak on the `{}` node: {verdict}\n\n{} · warden {} · seed {} · {} faults in {:.0} s\n\n`{}`\n\n{}.\n\n",
-            self.node, self.date, self.version, self.seed, self.faults, self.wall_secs, self.command, self.compression
+            "# Soak on the `{}` node: {verdict}\n\n{} · warden {} · seed {} · {} of {} faults in {:.0} s\n\n`{}`\n\n{}.{}\n\n",
+            self.node,
+            self.date,
+            self.version,
+            self.seed,
+            self.faults_done,
+            self.faults,
+            self.wall_secs,
+            self.command,
+            self.compression,
+            self.stopped_early.as_ref().map(|w| format!(" {w}.")).unwrap_or_default()
         );
         s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for k in &self.kinds {
@@ -545,14 +591,7 @@ impl SoakReport {
             self.controls.len(),
             self.controls.iter().all(|c| c.restored_ms.is_none() && c.escalated)
         ));
-        let fmt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:+.1}"));
-        s.push_str(&format!(
-            "\nwarden itself over the run (least-squares slope per hour over {} samples, one per fault; a short run mostly shows its warm-up): RSS {} KiB/h, open fds {}/h, threads {}/h.\n",
-            self.node_health.samples.len(),
-            fmt(self.node_health.rss_kib_per_hour),
-            fmt(self.node_health.fds_per_hour),
-            fmt(self.node_health.threads_per_hour)
-        ));
+        s.push_str(&self.node_health_markdown());
         for r in &self.silent {
             s.push_str(&format!(
                 "\n- silent: fault {} ({} on `{}`): {}",
@@ -583,16 +622,5 @@ mod tests {
         }
         assert_eq!(a.iter().filter(|(_, c)| *c).count(), 2);
         assert!(a.iter().all(|(f, c)| !c || *f != Injection::PortHold), "a held port heals by itself: no control");
-    }
-
-    #[test]
-    fn test_a_steady_rise_is_a_positive_slope_and_noise_around_a_level_is_near_zero() {
-        let xs: Vec<f64> = (0..10).map(|i| f64::from(i) * 360.0).collect();
-        let rising: Vec<f64> = xs.iter().map(|x| 1000.0 + x / 36.0).collect();
-        let slope = slope_per_hour(&xs, &rising).expect("slope");
-        assert!((slope - 100.0).abs() < 1e-6, "{slope}");
-        let flat: Vec<f64> = (0..10).map(|i| if i % 2 == 0 { 1000.0 } else { 1002.0 }).collect();
-        assert!(slope_per_hour(&xs, &flat).expect("slope").abs() < 5.0);
-        assert_eq!(slope_per_hour(&xs[..2], &flat[..2]), None, "too few samples");
     }
 }
