@@ -37,6 +37,15 @@ pub enum ChaosCommand {
     /// as it ends, a JSON report and a Markdown summary.
     Soak(SoakArgs),
     /// The long half of an injection, run by `inject` in a process of its own.
+    /// Draw a soak's time-to-restore plot (SVG) from its fault records (`.jsonl`), as a
+    /// soak that was killed leaves them; the soak draws its own when it ends.
+    PlotSoak {
+        /// The `.jsonl` of fault records.
+        records: PathBuf,
+        /// The SVG (default: beside the records).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     #[command(subcommand, hide = true)]
     Helper(crate::helper::HelperCommand),
 }
@@ -297,6 +306,12 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
             };
             println!("{}", report.markdown());
             anyhow::ensure!(report.failed.is_empty(), "the soak failed: {}", report.failed.join("; "));
+            Ok(())
+        }
+        ChaosCommand::PlotSoak { records, out } => {
+            let out = out.unwrap_or_else(|| records.with_extension("svg"));
+            let n = crate::soak_plot::plot_records(&records, &out).map_err(anyhow::Error::msg)?;
+            println!("{n} faults drawn into {}", out.display());
             Ok(())
         }
         ChaosCommand::Helper(cmd) => tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?,

@@ -281,8 +281,19 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, started.elapsed(), stopped_early)?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
     std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
+    let svg = cfg.out.with_extension("svg");
+    let plotted = crate::soak_plot::plot_records(&records_path, &svg);
+    if let Err(e) = &plotted {
+        eprintln!("no plot: {e}");
+    }
     let md = cfg.out.with_extension("md");
-    std::fs::write(&md, report.markdown()).map_err(BenchError::io(format!("writing {}", md.display())))?;
+    let mut text = report.markdown();
+    if plotted.is_ok()
+        && let Some(name) = svg.file_name()
+    {
+        text.push_str(&format!("\n![time to restore per fault over the soak]({})\n", name.to_string_lossy()));
+    }
+    std::fs::write(&md, text).map_err(BenchError::io(format!("writing {}", md.display())))?;
     Ok(report)
 }
 
