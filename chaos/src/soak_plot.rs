@@ -43,7 +43,7 @@ pub fn plot_records(jsonl: &std::path::Path, svg: &std::path::Path) -> Result<us
 pub fn restore_svg(made: &[Point]) -> Result<String, String> {
     let start = made.iter().map(|r| r.injected_unix_ms).min().unwrap_or(0);
     let at = |r: &Point| r.injected_unix_ms.saturating_sub(start) as f64 / 60_000.0;
-    let x_max = made.iter().map(|r| at(r)).fold(1.0_f64, f64::max) * 1.02;
+    let x_max = made.iter().map(at).fold(1.0_f64, f64::max) * 1.02;
     let y_max = made.iter().filter_map(|r| r.restored_ms).map(|ms| ms as f64 / 1000.0).fold(1.0_f64, f64::max) * 1.15;
     let mut svg = String::new();
     {
