@@ -55,18 +55,19 @@ fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_he
 }
 
 #[test]
-fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_with_its_report() {
+fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_and_resume_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let node_dir = dir.path().join("node");
     std::fs::create_dir(&node_dir).unwrap();
     std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
     let records = dir.path().join("soak.jsonl");
     let stop = dir.path().join("soak.stop");
+    let watched = records.clone();
     let watcher = std::thread::spawn(move || {
         // After the first fault's record, ask it to stop.
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(240) {
-            if std::fs::read_to_string(&records).is_ok_and(|t| t.lines().count() >= 1) {
+            if std::fs::read_to_string(&watched).is_ok_and(|t| t.lines().count() >= 1) {
                 std::fs::write(&stop, "").unwrap();
                 return true;
             }
@@ -74,20 +75,29 @@ fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_with_its_report() 
         }
         false
     });
-    let (ok, said, report) = soak(
-        dir.path(),
-        &["--config", "node/node.yaml", "--faults", "40", "--interval", "1s", "--kinds", "api-hang", "--controls", "0"],
-    );
+    let args =
+        ["--config", "node/node.yaml", "--faults", "6", "--interval", "1s", "--seed", "5", "--kinds", "api-hang"];
+    let (_, said, report) = soak(dir.path(), &args);
     assert!(watcher.join().unwrap(), "no fault was recorded:\n{said}");
     let done = report["faults_done"].as_u64().unwrap();
-    assert!((1..40).contains(&done), "stopped early: {done}\n{said}");
+    assert!((1..6).contains(&done), "stopped early: {done}\n{said}");
     assert!(report["stopped_early"].as_str().is_some_and(|w| w.contains("soak.stop")), "{report}");
-    let lines = std::fs::read_to_string(dir.path().join("soak.jsonl")).unwrap();
-    assert_eq!(lines.lines().count() as u64, done, "every fault made is recorded");
-    // No control was asked for: the soak says its verifier was not checked.
-    assert!(!ok && report["failed"].to_string().contains("no control"), "{said}");
+    assert_eq!(std::fs::read_to_string(&records).unwrap().lines().count() as u64, done, "every fault made is recorded");
     let left = Command::new("pgrep").arg("-f").arg(dir.path().to_str().unwrap()).output().unwrap();
     assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+
+    // Another sequence is refused; the same one carries on to its end.
+    let mut other = args.to_vec();
+    other[9] = "db-freeze";
+    let (ok, said, _) = soak(dir.path(), &[other.as_slice(), &["--resume"]].concat());
+    assert!(!ok && said.contains("is not fault"), "{said}");
+    let (ok, said, report) = soak(dir.path(), &[args.as_slice(), &["--resume"]].concat());
+    assert!(ok, "{said}");
+    assert_eq!((report["faults_done"].as_u64(), report["resumed_after"].as_u64()), (Some(6), Some(done)), "{report}");
+    let lines = std::fs::read_to_string(&records).unwrap();
+    let ns: Vec<u64> =
+        lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, [1, 2, 3, 4, 5, 6], "one record per fault, in order");
 }
 
 /// A node without the probe that sees bad credentials (the api's login to the db) opens no

@@ -101,6 +101,10 @@ pub struct SoakArgs {
     /// Keep the node's scratch directory.
     #[arg(long)]
     keep_tmp: bool,
+    /// Carry on a soak that was stopped or killed (its `.jsonl` beside `--out`), with the
+    /// same sequence options: its records are kept, the rest is made on a fresh node.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args)]
@@ -278,6 +282,7 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 silent_after: args.silent_after,
                 out: args.out,
                 keep_tmp: args.keep_tmp,
+                resume: args.resume,
             };
             let stop_file = cfg.stop_file();
             let mut task = tokio::task::spawn_blocking(move || crate::soak::run(&cfg));

@@ -49,9 +49,9 @@ const ABOUT_ITSELF: &[&str] = &[
 ];
 
 /// One harmful action, in words.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Harm {
-    pub kind: &'static str,
+    pub kind: String,
     pub detail: String,
 }
 
@@ -152,7 +152,7 @@ pub fn judge(client: &reqwest::blocking::Client, base: &str, watch: &Watch, from
     if let Some((first, more)) = counted.split_first() {
         for extra in more {
             out.push(Harm {
-                kind: "second_incident",
+                kind: "second_incident".into(),
                 detail: format!(
                     "incident {} ({} on {}) for the fault incident {} ({} on {}) was opened for",
                     extra["id"],
@@ -182,7 +182,7 @@ pub fn judge(client: &reqwest::blocking::Client, base: &str, watch: &Watch, from
         }
         if let Some(ago) = watch.served_before(&target, at) {
             out.push(Harm {
-                kind: "healthy_service",
+                kind: "healthy_service".into(),
                 detail: format!("{action} on `{target}` while its own checks passed ({ago} ms before; cause {cause})"),
             });
         }
@@ -191,7 +191,7 @@ pub fn judge(client: &reqwest::blocking::Client, base: &str, watch: &Watch, from
         for s in status["services"].as_array().into_iter().flatten() {
             if matches!(s["state"].as_str(), Some("quarantined" | "stopped")) {
                 out.push(Harm {
-                    kind: "left_down",
+                    kind: "left_down".into(),
                     detail: format!("`{}` left {} after the repair", text(&s["name"]), text(&s["state"])),
                 });
             }

@@ -521,8 +521,9 @@ pub(crate) fn launch(
 pub(crate) fn fault_secs(fault: Injection) -> u64 {
     match fault {
         Injection::SlowBoot => 3,
-        // Longer than a control fault is left alone: with healing paused it must not end.
-        Injection::SlowAnswers => 30,
+        // Past the harness's wait for a restore (60 s), so only a repair ends it in time,
+        // and past a control's wait, in which it must not end.
+        Injection::SlowAnswers => 90,
         _ => 5,
     }
 }

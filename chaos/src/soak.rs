@@ -48,6 +48,9 @@ pub struct SoakConfig {
     /// The JSON report; the fault records go beside it (`.jsonl`), the summary too (`.md`).
     pub out: PathBuf,
     pub keep_tmp: bool,
+    /// Carry on a soak that was stopped or killed: the faults its records hold are kept,
+    /// the rest of the same sequence is made on a fresh node.
+    pub resume: bool,
 }
 
 /// Set by the first SIGINT or SIGTERM: the soak ends after the fault in progress (undone
@@ -84,7 +87,7 @@ impl SoakConfig {
 }
 
 /// One fault, as it ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FaultRecord {
     pub n: u32,
     pub fault: String,
@@ -138,6 +141,9 @@ pub struct SoakReport {
     pub faults_done: u32,
     /// Why it ended before its last fault (a signal, the stop file).
     pub stopped_early: Option<String>,
+    /// Faults kept from an earlier run it resumed (`--resume`); warden's own health and
+    /// the wall time are this run's.
+    pub resumed_after: u32,
     pub kinds: Vec<KindSummary>,
     /// Kinds in the sequence of which no fault could be made.
     pub never_fired: Vec<String>,
@@ -230,9 +236,19 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     if let Some(dir) = records_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
     }
-    let mut records_file =
-        std::fs::File::create(&records_path).map_err(BenchError::io(format!("creating {}", records_path.display())))?;
     let plan = schedule(cfg.seed, &kinds, cfg.faults, cfg.controls);
+    let mut records: Vec<FaultRecord> = if cfg.resume { earlier(&records_path, &plan)? } else { Vec::new() };
+    let mut records_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(cfg.resume)
+        .write(true)
+        .truncate(!cfg.resume)
+        .open(&records_path)
+        .map_err(BenchError::io(format!("opening {}", records_path.display())))?;
+    let resumed_at = records.len();
+    if cfg.resume {
+        eprintln!("resuming after {resumed_at} of {} faults", plan.len());
+    }
     let started = Instant::now();
     // Latency windows: an hour, or a quarter of a run planned shorter than two hours.
     let planned = cfg.interval.saturating_mul(cfg.faults);
@@ -243,11 +259,10 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     };
     let every = (cfg.interval / 2).clamp(Duration::from_secs(2), Duration::from_secs(30));
     let watch = crate::soak_watch::Watch::start(warden_pid, base.clone(), data.clone(), every, window);
-    let mut records: Vec<FaultRecord> = Vec::new();
     let mut stopped_early = None;
     let _ = std::fs::remove_file(cfg.stop_file());
-    for (i, (fault, control)) in plan.iter().copied().enumerate() {
-        let tick = started + cfg.interval * i as u32;
+    for (i, (fault, control)) in plan.iter().copied().enumerate().skip(resumed_at) {
+        let tick = started + cfg.interval * (i - resumed_at) as u32;
         while Instant::now() < tick && !cfg.stop_asked() {
             std::thread::sleep((tick - Instant::now()).min(Duration::from_millis(200)));
         }
@@ -264,7 +279,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         let silent = records.iter().chain(std::iter::once(&record)).filter(|r| r.silent.is_some()).count();
         let done = i + 1;
         // The interval, or what a fault has taken so far if that is longer.
-        let per_fault = cfg.interval.max(started.elapsed() / done as u32);
+        let per_fault = cfg.interval.max(started.elapsed() / (done - resumed_at) as u32);
         let eta = per_fault.saturating_mul((plan.len() - done) as u32);
         eprintln!(
             "[{done}/{}] {}{} on `{}`: {} · silent so far: {silent} · ETA {} s",
@@ -278,7 +293,8 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         records.push(record);
     }
     let health = watch.finish();
-    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, started.elapsed(), stopped_early)?;
+    let end = End { wall: started.elapsed(), stopped_early, resumed_after: resumed_at as u32 };
+    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, end)?;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
     std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
     let svg = cfg.out.with_extension("svg");
@@ -314,6 +330,32 @@ fn outcome(r: &FaultRecord) -> String {
         Some(why) => format!("{restored}, {incident} · SILENT: {why}"),
         None => format!("{restored}, {incident}"),
     }
+}
+
+/// The records of the soak being resumed; each must be the fault the sequence has at its
+/// place (the same seed, kinds, count and controls), else this is another soak.
+fn earlier(path: &Path, plan: &[(Injection, bool)]) -> Result<Vec<FaultRecord>, BenchError> {
+    let text =
+        std::fs::read_to_string(path).map_err(BenchError::io(format!("reading {} to resume", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        // A line cut short by a kill is the fault in progress: it is made again.
+        let Ok(r) = serde_json::from_str::<FaultRecord>(line) else { break };
+        match plan.get(i) {
+            Some((k, c)) if k.name() == r.fault && *c == r.control && r.n as usize == i + 1 => out.push(r),
+            _ => {
+                return Err(BenchError::NodeConfig(format!(
+                    "{} line {}: {} (control: {}) is not fault {} of this soak's sequence: resume with the same --seed, --kinds, --faults and --controls",
+                    path.display(),
+                    i + 1,
+                    r.fault,
+                    r.control,
+                    i + 1
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Makes fault `n` (a control or not) and follows it to its end.
@@ -448,15 +490,22 @@ fn one_fault(
     r
 }
 
+/// How the run went: its wall time, why it ended early, what it resumed.
+struct End {
+    wall: Duration,
+    stopped_early: Option<String>,
+    resumed_after: u32,
+}
+
 fn summarize_soak(
     cfg: &SoakConfig,
     node: &str,
     kinds: &[Injection],
     records: Vec<FaultRecord>,
     node_health: crate::soak_watch::NodeHealth,
-    wall: Duration,
-    stopped_early: Option<String>,
+    end: End,
 ) -> Result<SoakReport, BenchError> {
+    let End { wall, stopped_early, resumed_after } = end;
     let mut per_kind = Vec::new();
     let mut never_fired = Vec::new();
     for k in kinds {
@@ -514,6 +563,7 @@ fn summarize_soak(
         faults: cfg.faults,
         faults_done: records.len() as u32,
         stopped_early,
+        resumed_after,
         kinds: per_kind,
         never_fired,
         silent,
@@ -568,8 +618,17 @@ impl SoakReport {
     pub fn markdown(&self) -> String {
         let verdict =
             if self.failed.is_empty() { "passed".to_string() } else { format!("FAILED: {}", self.failed.join("; ")) };
+        let stopped = self.stopped_early.as_ref().map(|w| format!(" {w}.")).unwrap_or_default();
+        let resumed = if self.resumed_after > 0 {
+            format!(
+                " Resumed after {} faults of an earlier run (warden's own health and the wall time are this run's).",
+                self.resumed_after
+            )
+        } else {
+            String::new()
+        };
         let mut s = format!(
-            "# Soak on the `{}` node: {verdict}\n\n{} · warden {} · seed {} · {} of {} faults in {:.0} s\n\n`{}`\n\n{}.{}\n\n",
+            "# Soak on the `{}` node: {verdict}\n\n{} · warden {} · seed {} · {} of {} faults in {:.0} s\n\n`{}`\n\n{}.{stopped}{resumed}\n\n",
             self.node,
             self.date,
             self.version,
@@ -579,7 +638,6 @@ impl SoakReport {
             self.wall_secs,
             self.command,
             self.compression,
-            self.stopped_early.as_ref().map(|w| format!(" {w}.")).unwrap_or_default()
         );
         s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for k in &self.kinds {

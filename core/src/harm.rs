@@ -36,6 +36,13 @@ pub fn checks_the_path(probe: &ProbeSpec) -> bool {
     probe.layer <= Layer::L3 || matches!(probe.check, ProbeCheck::Dns { .. })
 }
 
+/// Rounds of the service's own checks that must all pass, [`HEALTHY_SPACING`] apart,
+/// before a repair is skipped as needless: one passing check may be a slow or flapping
+/// service caught at a good moment (it answers now and then), and skipping its repair
+/// leaves it broken. Five rounds a quarter second apart span more than a second.
+pub const HEALTHY_ROUNDS: u32 = 5;
+pub const HEALTHY_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What the service's own checks (its probes at L4 to L7, or its ready check) say now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {

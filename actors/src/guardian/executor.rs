@@ -735,8 +735,17 @@ async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> G
         }
     }
     let config = ctx.config.get();
-    let evidence = Checks::of(&config, &ctx.table, &step.target, true).gather().await;
-    let verdict = harm::judge(&step.primitive, cause, &evidence);
+    let mut checks = Checks::of(&config, &ctx.table, &step.target, true);
+    let mut verdict = harm::judge(&step.primitive, cause, &checks.gather().await);
+    // "Nothing to repair" only when its checks pass round after round: a slow or flapping
+    // service passes one now and then.
+    for _ in 1..harm::HEALTHY_ROUNDS {
+        if verdict != Verdict::Healthy {
+            break;
+        }
+        tokio::time::sleep(harm::HEALTHY_SPACING).await;
+        verdict = harm::judge(&step.primitive, cause, &checks.gather().await);
+    }
     let label = match verdict {
         Verdict::Act { .. } => "act",
         Verdict::Healthy => "healthy",
@@ -756,7 +765,11 @@ async fn judge_step(ctx: &RunContext, order: &RunOrder, step: &PlannedStep) -> G
         }
         Verdict::Healthy => {
             let restored = step.target == order.target;
-            let why = format!("`{}`'s own checks pass now: nothing to repair on it", step.target);
+            let why = format!(
+                "`{}`'s own checks pass now ({} rounds in a row): nothing to repair on it",
+                step.target,
+                harm::HEALTHY_ROUNDS
+            );
             tracing::info!(
                 run = order.run_id,
                 target = step.target.as_str(),
