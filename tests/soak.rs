@@ -91,6 +91,10 @@ fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_and_resume_carries
     other[9] = "db-freeze";
     let (ok, said, _) = soak(dir.path(), &[other.as_slice(), &["--resume"]].concat());
     assert!(!ok && said.contains("is not fault"), "{said}");
+    // A record cut short by a kill is dropped, not run into the next one.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&records).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"n\": 9, \"fault\": \"api-h").unwrap();
+    drop(f);
     let (ok, said, report) = soak(dir.path(), &[args.as_slice(), &["--resume"]].concat());
     assert!(ok, "{said}");
     assert_eq!((report["faults_done"].as_u64(), report["resumed_after"].as_u64()), (Some(6), Some(done)), "{report}");
@@ -139,4 +143,36 @@ fn test_a_fault_the_node_does_not_notice_is_a_silent_failure() {
         "no control: its verifier unchecked: {}",
         report["failed"]
     );
+}
+
+/// A helper holding a slow-answers fault that is told to stop (SIGTERM) leaves its
+/// processes running, not stopped halfway through a cycle.
+#[test]
+fn test_a_stopped_slow_answers_helper_leaves_its_process_running() {
+    use std::io::BufRead;
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut helper = Command::new(WARDEN)
+        .args(["chaos", "helper", "slow-answers", "--secs", "60", "--pids", &victim.id().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(helper.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let state = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap().to_string()
+    };
+    // Caught while stopped (it is stopped nine tenths of the time).
+    let start = std::time::Instant::now();
+    while state(victim.id()) != "T" && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(state(victim.id()), "T", "the helper stops it");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = helper.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_ne!(state(victim.id()), "T", "left running");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
 }

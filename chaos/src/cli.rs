@@ -115,7 +115,8 @@ pub struct InjectArgs {
     /// server, the application service).
     #[arg(long)]
     target: Option<String>,
-    /// How long a held port lasts, or how long a slow boot takes.
+    /// How long the fault lasts: a held port, a slow boot, a cut link (put back up after
+    /// it), slow answers.
     #[arg(long, default_value_t = 5)]
     secs: u64,
     /// The interface `link-down` takes down.
@@ -319,7 +320,19 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
             println!("{n} faults drawn into {}", out.display());
             Ok(())
         }
-        ChaosCommand::Helper(cmd) => tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?,
+        ChaosCommand::Helper(cmd) => {
+            // A signal asks it to put back what it changed, not to die with it changed.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                crate::helper::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            tokio::task::spawn_blocking(move || crate::helper::run(cmd)).await?
+        }
     }
 }
 

@@ -9,6 +9,22 @@ use nix::sys::signal::Signal;
 
 use crate::procs;
 
+/// Set on SIGTERM or SIGINT: a helper that holds a fault puts back what it changed (the
+/// link up, the stopped processes continued) and leaves.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Sleeps `d`, or less when asked to stop.
+fn nap(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stopping() {
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum HelperCommand {
     /// SIGKILL `kill`, take `port` the moment it is free, hold it for `secs`.
@@ -111,22 +127,24 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                     })
             };
             set("down")?;
-            ready()?;
-            std::thread::sleep(Duration::from_secs(secs));
-            set("up")
+            let said = ready();
+            nap(Duration::from_secs(secs));
+            set("up").and(said)
         }
         HelperCommand::SlowAnswers { pids, secs } => {
             ready()?;
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(secs) && pids.iter().any(|p| procs::is_alive(*p)) {
+            while start.elapsed() < Duration::from_secs(secs) && !stopping() && pids.iter().any(|p| procs::is_alive(*p))
+            {
                 for &p in &pids {
                     let _ = procs::signal(p, Signal::SIGSTOP);
                 }
-                std::thread::sleep(Duration::from_millis(900));
+                nap(Duration::from_millis(900));
+                // Always continued, whatever ends the loop.
                 for &p in &pids {
                     let _ = procs::signal(p, Signal::SIGCONT);
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                nap(Duration::from_millis(100));
             }
             Ok(())
         }

@@ -237,7 +237,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
     }
     let plan = schedule(cfg.seed, &kinds, cfg.faults, cfg.controls);
-    let mut records: Vec<FaultRecord> = if cfg.resume { earlier(&records_path, &plan)? } else { Vec::new() };
+    let (mut records, kept_bytes) = if cfg.resume { earlier(&records_path, &plan)? } else { (Vec::new(), 0) };
     let mut records_file = std::fs::OpenOptions::new()
         .create(true)
         .append(cfg.resume)
@@ -245,6 +245,8 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         .truncate(!cfg.resume)
         .open(&records_path)
         .map_err(BenchError::io(format!("opening {}", records_path.display())))?;
+    // A line cut short by a kill goes: the next record starts on a line of its own.
+    records_file.set_len(kept_bytes).map_err(BenchError::io(format!("trimming {}", records_path.display())))?;
     let resumed_at = records.len();
     if cfg.resume {
         eprintln!("resuming after {resumed_at} of {} faults", plan.len());
@@ -272,8 +274,10 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
             break;
         }
         let steady_before = crate::modes::settle(client, &l.node, cfg.silent_after);
+        watch.fault_in_progress(true);
         let record =
             one_fault(&l, &data, &base, &token, (i as u32 + 1, fault, control), steady_before, cfg.silent_after);
+        watch.fault_in_progress(false);
         let line = serde_json::to_string(&record).unwrap_or_default();
         let _ = writeln!(records_file, "{line}").and_then(|()| records_file.flush());
         let silent = records.iter().chain(std::iter::once(&record)).filter(|r| r.silent.is_some()).count();
@@ -334,15 +338,23 @@ fn outcome(r: &FaultRecord) -> String {
 
 /// The records of the soak being resumed; each must be the fault the sequence has at its
 /// place (the same seed, kinds, count and controls), else this is another soak.
-fn earlier(path: &Path, plan: &[(Injection, bool)]) -> Result<Vec<FaultRecord>, BenchError> {
+/// With the length of the file those records take (what follows is cut off).
+fn earlier(path: &Path, plan: &[(Injection, bool)]) -> Result<(Vec<FaultRecord>, u64), BenchError> {
     let text =
         std::fs::read_to_string(path).map_err(BenchError::io(format!("reading {} to resume", path.display())))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    let mut kept = 0u64;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
         // A line cut short by a kill is the fault in progress: it is made again.
-        let Ok(r) = serde_json::from_str::<FaultRecord>(line) else { break };
+        let Ok(r) = serde_json::from_str::<FaultRecord>(line.trim_end()) else { break };
+        if !line.ends_with('\n') {
+            break;
+        }
         match plan.get(i) {
-            Some((k, c)) if k.name() == r.fault && *c == r.control && r.n as usize == i + 1 => out.push(r),
+            Some((k, c)) if k.name() == r.fault && *c == r.control && r.n as usize == i + 1 => {
+                kept += line.len() as u64;
+                out.push(r);
+            }
             _ => {
                 return Err(BenchError::NodeConfig(format!(
                     "{} line {}: {} (control: {}) is not fault {} of this soak's sequence: resume with the same --seed, --kinds, --faults and --controls",
@@ -355,7 +367,7 @@ fn earlier(path: &Path, plan: &[(Injection, bool)]) -> Result<Vec<FaultRecord>, 
             }
         }
     }
-    Ok(out)
+    Ok((out, kept))
 }
 
 /// Makes fault `n` (a control or not) and follows it to its end.
@@ -467,7 +479,21 @@ fn one_fault(
             .filter_map(|a| a["playbook"].as_str().map(String::from))
             .collect();
     }
+    // A slow boot ready before its deadline was not slowed: the new boot escaped the
+    // starvation (it came up between two looks of the helper). No fault was made.
+    let deadline = config.services.iter().find(|s| s.name.as_str() == r.target).map(|s| s.startup_deadline);
+    if fault == Injection::SlowBoot
+        && r.incident.is_none()
+        && let (Some(ms), Some(deadline)) = (r.restored_ms, deadline)
+        && Duration::from_millis(ms) < deadline
+    {
+        r.not_made = Some(format!(
+            "the new boot escaped the starvation: ready after {ms} ms, within its {} ms deadline",
+            deadline.as_millis()
+        ));
+    }
     r.silent = match (control, r.incident.is_some(), r.restored_ms.is_some(), r.escalated) {
+        _ if r.not_made.is_some() => None,
         (_, false, _, _) => Some("the node opened no incident for it".into()),
         (true, true, true, _) => {
             Some("a control fault healed with healing paused: the verifier cannot be trusted".into())

@@ -92,7 +92,7 @@ pub fn restore_svg(made: &[Point]) -> Result<String, String> {
             chart
                 .draw_series(unrestored.into_iter().map(|p| Cross::new(p, 5, RED.stroke_width(2))))
                 .map_err(err)?
-                .label("not restored (controls)")
+                .label("not restored")
                 .legend(|(x, y)| Cross::new((x, y), 5, RED.stroke_width(2)));
         }
         chart

@@ -103,6 +103,8 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 /// The sampling thread; [`Watch::finish`] stops it and judges.
 pub struct Watch {
     stop: Arc<AtomicBool>,
+    /// No fault in progress: the probes' latencies are the node's own, not a fault's.
+    quiet: Arc<AtomicBool>,
     handle: JoinHandle<(Vec<Sample>, Vec<Timed>)>,
     every: Duration,
 }
@@ -113,6 +115,8 @@ impl Watch {
     pub fn start(pid: u32, base: String, data: PathBuf, every: Duration, window: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let quiet = Arc::new(AtomicBool::new(true));
+        let between_faults = quiet.clone();
         let handle = std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -134,7 +138,8 @@ impl Watch {
                 }
                 let asked = Instant::now();
                 let ok = client.get(format!("{base}/api/status")).send().is_ok_and(|r| r.status().is_success());
-                let api_us = asked.elapsed().as_micros() as u64;
+                // An API that did not answer counts as its timeout, not as nothing.
+                let api_us = if ok { asked.elapsed().as_micros() as u64 } else { 5_000_000 };
                 let probes: Vec<u64> = client
                     .get(format!("{base}/api/guardian/probes"))
                     .send()
@@ -146,11 +151,10 @@ impl Watch {
                     .filter_map(|p| p["last_result"]["latency_ms"].as_f64())
                     .map(|ms| (ms * 1000.0) as u64)
                     .collect();
+                let quiet_now = between_faults.load(Ordering::SeqCst);
                 if let Some((_, _, h)) = windows.last_mut() {
-                    if ok {
-                        let _ = h.api.record(api_us.clamp(1, 600_000_000));
-                    }
-                    for us in probes {
+                    let _ = h.api.record(api_us.clamp(1, 600_000_000));
+                    for us in probes.into_iter().filter(|_| quiet_now) {
                         let _ = h.probes.record(us.clamp(1, 600_000_000));
                     }
                 }
@@ -164,7 +168,12 @@ impl Watch {
             }
             (samples, windows)
         });
-        Self { stop, handle, every }
+        Self { stop, quiet, handle, every }
+    }
+
+    /// Says whether a fault is in progress: probe latencies are kept only between faults.
+    pub fn fault_in_progress(&self, yes: bool) {
+        self.quiet.store(!yes, Ordering::SeqCst);
     }
 
     pub fn finish(self) -> NodeHealth {
@@ -251,8 +260,12 @@ fn judge(samples: Vec<Sample>, windows: Vec<Timed>, every: Duration) -> NodeHeal
         .into_iter()
         .map(|(from_s, to_s, h)| Window { from_s, to_s, api: percentiles(&h.api), probes: percentiles(&h.probes) })
         .collect();
-    let (degradation, degraded) = match (windows.first(), windows.last()) {
-        (Some(a), Some(b)) if windows.len() >= 2 => match (a.probes.p99_ms, b.probes.p99_ms) {
+    // The last window may be cut short by the end of the run: one covered less than half
+    // gives way to the one before it.
+    let end = samples.last().map_or(0.0, |s| s.t);
+    let last_full = windows.iter().rev().find(|w| end.min(w.to_s) - w.from_s >= (w.to_s - w.from_s) / 2.0);
+    let (degradation, degraded) = match (windows.first(), last_full) {
+        (Some(a), Some(b)) if !std::ptr::eq(a, b) => match (a.probes.p99_ms, b.probes.p99_ms) {
             (Some(first), Some(last)) => {
                 let change = (last - first) / first.max(0.001) * 100.0;
                 // Probe latencies of a few tenths of a millisecond move by more than 10 %

@@ -408,10 +408,17 @@ fn rank(mode: FailureMode) -> u8 {
     }
 }
 
-/// Whether a failure of this mode on a service and on one of its dependents can be one
-/// fault seen from both ends: the path between them cut.
-pub fn seen_from_both_ends(mode: FailureMode) -> bool {
-    mode == FailureMode::NetworkUnreachable
+/// How far apart the first signs of the two ends of one cut may be.
+pub const SAME_CUT_WITHIN_MS: u64 = 5_000;
+
+/// Whether failures on a service and on a service that depends on it directly are one
+/// fault seen from both ends (the path between them cut): both network unreachable, first
+/// seen within [`SAME_CUT_WITHIN_MS`] of each other. A dependency cut well before or after
+/// is a fault of its own.
+pub fn one_cut(a: FailureMode, a_first_sign_ms: u64, b: FailureMode, b_first_sign_ms: u64) -> bool {
+    a == FailureMode::NetworkUnreachable
+        && b == FailureMode::NetworkUnreachable
+        && a_first_sign_ms.abs_diff(b_first_sign_ms) <= SAME_CUT_WITHIN_MS
 }
 
 /// Whether a fault of mode `cause` on a service explains a failure of mode `symptom` on it.
@@ -427,6 +434,15 @@ pub fn causes_of(mode: FailureMode) -> impl Iterator<Item = FailureMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_one_cut_needs_both_ends_unreachable_and_seen_together() {
+        let nu = FailureMode::NetworkUnreachable;
+        assert!(one_cut(nu, 10_000, nu, 10_400));
+        assert!(one_cut(nu, 10_400, nu, 10_000), "either end first");
+        assert!(!one_cut(nu, 10_000, nu, 40_000), "a cut half a minute later is another fault");
+        assert!(!one_cut(nu, 10_000, FailureMode::ApiTimeout, 10_000));
+    }
 
     fn api() -> ServiceName {
         ServiceName::parse("api").expect("name")

@@ -179,12 +179,33 @@ pub fn unmet(pb: &Playbook, spec: &ServiceSpec, dependents: &[&ServiceSpec]) -> 
     why
 }
 
+/// Why `pb` repairs nothing on `spec` when an incident calls for it, if so: for a database
+/// whose snapshots are made while it runs, a snapshot playbook keeps it running, so all
+/// that is left of it is a backup, not a repair. (A person may still run it for the backup.)
+pub fn repairs_nothing(pb: &Playbook, spec: &ServiceSpec) -> Option<String> {
+    let live = !matches!(spec.hooks.snapshot.method, crate::config::SnapshotMethod::Stop);
+    let planned = crate::playbook::plan(pb, &spec.name, &[], |_, t| t);
+    let disrupting = |steps: &[crate::playbook::PlannedStep]| steps.iter().any(|s| crate::harm::disrupts(&s.primitive));
+    let kept = crate::playbook::keep_running_for_snapshot(planned.clone(), live);
+    (live && disrupting(&planned) && !disrupting(&kept))
+        .then(|| format!("`{}`'s snapshots are made while it runs: here this playbook only takes a backup", spec.name))
+}
+
 /// [`unmet`] for service `service` of `config` (nothing for a service it does not have).
 pub fn unmet_on(pb: &Playbook, config: &NodeConfig, service: &ServiceName) -> Vec<String> {
     let Some(spec) = config.services.iter().find(|s| s.name == *service) else { return Vec::new() };
     let dependents = config.dependents_of(service);
     let dependents: Vec<&ServiceSpec> = config.services.iter().filter(|s| dependents.contains(&s.name)).collect();
     unmet(pb, spec, &dependents)
+}
+
+/// [`unmet_on`] for an incident's plan: also what [`repairs_nothing`] there.
+pub fn unmet_for_incident(pb: &Playbook, config: &NodeConfig, service: &ServiceName) -> Vec<String> {
+    let mut why = unmet_on(pb, config, service);
+    if let Some(spec) = config.services.iter().find(|s| s.name == *service) {
+        why.extend(repairs_nothing(pb, spec));
+    }
+    why
 }
 
 /// Why a step sent to `spec` cannot run there (a dependent lacking what it needs), if so.
@@ -251,6 +272,24 @@ services:
 "#;
         NodeConfig::load(&Source { name: "n.yaml", dir: Path::new("/"), text }, &LoadOptions::default())
             .expect("config")
+    }
+
+    #[test]
+    fn test_a_snapshot_playbook_repairs_nothing_on_a_database_copied_while_it_runs() {
+        let c = Catalog::embedded_default().expect("catalog");
+        let pb = c.get("snapshot_database").expect("playbook");
+        let stopped = node();
+        let db = ServiceName::parse("db").expect("name");
+        assert!(unmet_for_incident(pb, &stopped, &db).is_empty(), "stop, copy, start: a repair too");
+        let mut live = stopped.clone();
+        if let Some(spec) = live.services.iter_mut().find(|s| s.name == db) {
+            spec.hooks.snapshot.method = crate::config::SnapshotMethod::Live;
+        }
+        let why = unmet_for_incident(pb, &live, &db);
+        assert!(why.iter().any(|w| w.contains("only takes a backup")), "{why:?}");
+        assert!(unmet_on(pb, &live, &db).is_empty(), "a person may still take the backup");
+        let restart = c.get("restart_database").expect("playbook");
+        assert!(unmet_for_incident(restart, &live, &db).is_empty());
     }
 
     #[test]

@@ -339,26 +339,19 @@ impl Incident {
 
     /// The path this incident's service lost to `dependency` is seen cut from the other end
     /// too (the dependency's own probes fail the same way): one fault, so no incident of
-    /// its own. Linked here, and while this one is open it waits on `dependency`: a repair
-    /// that goes round the cut (a failover) mitigates it, and it ends when `dependency` is
-    /// whole again. A resolved incident only gets the link. Whether it changed.
+    /// its own. Linked here, and the incident waits on `dependency`: a repair that goes
+    /// round the cut (a failover) mitigates it, and it ends when `dependency` is whole
+    /// again. Only an open incident takes it. Whether it changed.
     pub fn same_cut_seen_from(&mut self, dependency: &ServiceName, evidence: &str) -> bool {
-        if self.waits_on.contains(dependency) || self.service == *dependency {
+        if !self.status.is_open() || self.waits_on.contains(dependency) || self.service == *dependency {
             return false;
         }
-        let text = format!("the same cut, seen from `{dependency}`'s own probes: {evidence}");
-        if self.status.is_open() {
-            self.waits_on.push(dependency.clone());
-            if self.status == IncidentStatus::Mitigated {
-                self.still_failing.push(format!("`{dependency}` unreachable"));
-            }
-            self.link(text);
-            true
-        } else if !self.suppressed.iter().any(|l| l.contains(&format!("seen from `{dependency}`"))) {
-            self.link(text)
-        } else {
-            false
+        self.waits_on.push(dependency.clone());
+        if self.status == IncidentStatus::Mitigated {
+            self.still_failing.push(format!("`{dependency}` unreachable"));
         }
+        self.link(format!("the same cut, seen from `{dependency}`'s own probes: {evidence}"));
+        true
     }
 
     /// A detector reported the same fault again while the incident is open.
@@ -1116,9 +1109,8 @@ mod tests {
         late.begin(10, "first");
         late.finish_run(&run(10, "first", RunOutcome::Succeeded, 1_700), &c);
         assert_eq!(late.status, IncidentStatus::Resolved);
-        assert!(late.same_cut_seen_from(&db, "probe `db-link`: down"), "a resolved one gets the link");
-        assert_eq!((late.status, late.waits_on.len()), (IncidentStatus::Resolved, 0), "and stays resolved");
-        assert!(!late.same_cut_seen_from(&db, "probe `db-link`: down 2"), "linked once");
+        assert!(!late.same_cut_seen_from(&db, "probe `db-link`: down"), "a resolved one takes nothing");
+        assert!(late.waits_on.is_empty() && late.suppressed.is_empty());
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl Table {
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
     inner: Arc<Mutex<Table>>,
+    /// Counts the boots marked slow: the slow-boot detector looks at once rather than at
+    /// its next tick (a boot only a little past its deadline is ready again before then).
+    slow_boots: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl ServiceTable {
@@ -173,7 +176,12 @@ impl ServiceTable {
             t.order.push(spec.name.clone());
             t.services.insert(spec.name.clone(), ServiceEntry::new(spec.clone()));
         }
-        Self { inner: Arc::new(Mutex::new(t)) }
+        Self { inner: Arc::new(Mutex::new(t)), slow_boots: Arc::new(tokio::sync::watch::Sender::new(0)) }
+    }
+
+    /// Changes whenever a boot is marked slow.
+    pub fn slow_boots(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.slow_boots.subscribe()
     }
 
     /// The table, locked. A poisoned lock (a panic while holding it) still yields the
@@ -254,6 +262,7 @@ impl ServiceTable {
         match t.services.get_mut(service) {
             Some(e) if e.generation == generation && e.state == ServiceState::Starting => {
                 e.slow_boot = true;
+                self.slow_boots.send_modify(|n| *n += 1);
                 true
             }
             _ => false,

@@ -94,6 +94,8 @@ pub struct State {
     /// threshold (that failure may explain them), since when.
     deferred: BTreeMap<Key, u64>,
     _tick: AbortOnDrop,
+    /// The slow-boot detector's look the moment a boot is marked slow.
+    _nudge: Option<AbortOnDrop>,
     _reg: Registration,
 }
 
@@ -118,6 +120,17 @@ impl Actor for Detector {
         });
         // Whatever went down before this instance subscribed, then every tick.
         myself.send_message(DetectorMsg::Recheck)?;
+        let nudge = (mode == FailureMode::SlowBoot).then(|| {
+            let mut marked = self.services.slow_boots();
+            let me = myself.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                while marked.changed().await.is_ok() {
+                    if me.send_message(DetectorMsg::Recheck).is_err() {
+                        break;
+                    }
+                }
+            }))
+        });
         Ok(State {
             reported: BTreeMap::new(),
             explained: BTreeSet::new(),
@@ -126,6 +139,7 @@ impl Actor for Detector {
             verified: BTreeMap::new(),
             deferred: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
+            _nudge: nudge,
             _reg: self.registry.started(&path(self.mode)),
         })
     }

@@ -42,6 +42,10 @@ use warden_core::service::ServiceState;
 pub const PATH: &str = "healing/incident_manager";
 /// Overdue alerts, the check of every open incident's run, dispatch retries.
 const TICK: Duration = Duration::from_secs(1);
+/// A fault that went away is closed as cleared only when it stays away this long: a slow
+/// or flapping service passes a check now and then, and its fault coming back a moment
+/// later is the same fault, not a second incident.
+const CLEAR_HOLD: Duration = Duration::from_secs(5);
 /// A run still marked running this long past its limit (`verify::run_limit`) has no task
 /// behind it (the grace covers putting its service back after a failed run).
 const RUN_GRACE: Duration = Duration::from_secs(10);
@@ -153,6 +157,9 @@ pub struct State {
     /// Incidents resolved lately, by (service, mode): a fault back within
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
+    /// Incidents whose fault went away, by id: when it did (Unix ms) and when they close
+    /// as cleared unless it comes back first ([`CLEAR_HOLD`]).
+    clearing: BTreeMap<u64, (u64, tokio::time::Instant)>,
     /// When each service's automatic repairs of the last hour started (its budget).
     /// (By run id, so a run heard of twice, from the store at start and then its notice,
     /// counts once.)
@@ -177,6 +184,7 @@ impl Actor for IncidentManager {
             undispatched: BTreeMap::new(),
             alerted: BTreeSet::new(),
             resolved: BTreeMap::new(),
+            clearing: BTreeMap::new(),
             repairs: self.recent_repairs().await,
             _tick: AbortOnDrop(myself.send_interval(TICK, || IncidentMsg::Tick)),
             _reg: self.registry.started(PATH),
@@ -227,6 +235,9 @@ impl Actor for IncidentManager {
             }
             IncidentMsg::Tick => {
                 self.alert_overdue(st);
+                if let Err(e) = self.close_cleared(st).await {
+                    tracing::debug!(error = %e, "cannot close the incidents whose fault stayed away");
+                }
                 if let Err(e) = self.check_mitigated(st).await {
                     tracing::debug!(error = %e, "cannot check the mitigated incidents");
                 }
@@ -337,6 +348,8 @@ impl IncidentManager {
         // The same fault seen again: one incident, which counts the sightings.
         if let Some(open) = st.open.values().find(|i| i.service == f.service && i.mode == f.mode) {
             let mut incident = open.clone();
+            // Back before its clearing was final: the same fault, still open.
+            st.clearing.remove(&incident.id);
             incident.note_finding(warden_core::time::now_unix_ms());
             tracing::debug!(incident = incident.id, findings = incident.findings, "the open incident was seen again");
             self.store.put_incident(incident.clone()).await?;
@@ -344,38 +357,47 @@ impl IncidentManager {
             return Ok(());
         }
         st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
-        // A cut path is seen from both ends: a dependent's incident for it (open, or just
-        // resolved by a failover) is the fault's one incident; this end is linked to it.
-        if warden_core::detect::seen_from_both_ends(f.mode) {
-            let dependents = self.config.get().dependents_of(&f.service);
-            let mine = |s: &ServiceName, m: FailureMode| m == f.mode && dependents.contains(s);
-            let seen = st
-                .open
-                .values()
-                .find(|i| mine(&i.service, i.mode))
-                .map(|i| i.id)
-                .or_else(|| st.resolved.iter().find(|((s, m), _)| mine(s, *m)).map(|(_, (id, _))| *id));
-            if let Some(id) = seen {
-                let incident = match st.open.get(&id) {
-                    Some(i) => Some(i.clone()),
-                    None => self.store.incident(id).await?,
-                };
-                if let Some(mut incident) = incident
-                    && incident.same_cut_seen_from(&f.service, &f.evidence)
-                {
-                    tracing::info!(
-                        incident = id,
-                        service = f.service.as_str(),
-                        "the same cut seen from the other end: linked, not opened"
-                    );
-                    self.store.put_incident(incident.clone()).await?;
-                    if incident.status.is_open() {
-                        st.open.insert(id, incident);
-                    }
-                }
-                return Ok(());
+        // A cut path is seen from both ends: a direct dependent's open incident for it, first
+        // seen at about the same time, is the fault's one incident; this end is linked to it
+        // and the incident waits for it to be whole.
+        let config = self.config.get();
+        let direct = |dependency: &ServiceName, dependent: &ServiceName| {
+            config.services.iter().any(|s| s.name == *dependent && s.depends_on.contains(dependency))
+        };
+        let onset = |i: &Incident| i.fault_onset_unix_ms.unwrap_or(i.detected_unix_ms);
+        if let Some(mut incident) = st
+            .open
+            .values()
+            .find(|i| {
+                direct(&f.service, &i.service)
+                    && warden_core::detect::one_cut(i.mode, onset(i), f.mode, f.first_sign_unix_ms)
+            })
+            .cloned()
+        {
+            if incident.same_cut_seen_from(&f.service, &f.evidence) {
+                tracing::info!(
+                    incident = incident.id,
+                    service = f.service.as_str(),
+                    "the same cut seen from the other end: linked, not opened"
+                );
+                self.store.put_incident(incident.clone()).await?;
+                st.open.insert(incident.id, incident);
             }
+            return Ok(());
         }
+        // The other way round: a direct dependency's open incident for the same cut (seen
+        // first from its end) is taken into this one, whose repair (a failover) goes round it.
+        let other_end: Vec<Incident> = st
+            .open
+            .values()
+            .filter(|i| {
+                direct(&i.service, &f.service)
+                    && i.status != IncidentStatus::Mitigated
+                    && warden_core::detect::one_cut(i.mode, onset(i), f.mode, f.first_sign_unix_ms)
+            })
+            .cloned()
+            .collect();
+        drop(config);
         // Still there after its repair: that repair did not hold.
         let key = (f.service.clone(), f.mode);
         if f.persists
@@ -390,6 +412,19 @@ impl IncidentManager {
         }
         let id = self.store.next_id(Counter::Incident).await?;
         let mut incident = Incident::open(id, &f, warden_core::time::now_unix_ms());
+        for mut other in other_end {
+            let why = format!("the same cut, seen first from `{}`: {}", other.service, other.evidence);
+            if other.absorb(id, &why, warden_core::time::now_unix_ms()) {
+                incident.same_cut_seen_from(&other.service, &other.evidence);
+                self.store.put_incident(other.clone()).await?;
+                tracing::warn!(
+                    incident = other.id,
+                    by = id,
+                    "the same cut seen first from the other end: taken into this incident"
+                );
+                self.close(other.id, st, "absorbed", None);
+            }
+        }
         // Open incidents this one explains (an upper layer of the same service, or a
         // dependent, seen first): their plans stop, this one's repair is the one that counts.
         self.absorb_explained(&mut incident, st).await?;
@@ -428,8 +463,9 @@ impl IncidentManager {
         );
         trace.adopt(&diagnose);
         let config = self.config.get();
-        let step =
-            diagnose.in_scope(|| incident.first_step(&self.catalog.get(), |pb| fit::unmet_on(pb, &config, &f.service)));
+        let step = diagnose.in_scope(|| {
+            incident.first_step(&self.catalog.get(), |pb| fit::unmet_for_incident(pb, &config, &f.service))
+        });
         for why in &incident.not_applicable {
             tracing::info!(
                 incident = id,
@@ -450,22 +486,39 @@ impl IncidentManager {
 
     /// The fault is gone: an open incident with no repair under way closes as cleared.
     async fn fault_cleared(&self, service: &ServiceName, mode: FailureMode, st: &mut State) -> Result<(), StoreError> {
-        let Some(mut incident) = st.open.values().find(|i| i.service == *service && i.mode == mode).cloned() else {
+        let Some(id) = st.open.values().find(|i| i.service == *service && i.mode == mode).map(|i| i.id) else {
             return Ok(());
         };
-        // A mitigated incident is not cleared by one finding going away: it resolves when
-        // every probe of its service passes again (`check_mitigated`).
-        if st.undispatched.contains_key(&incident.id) || !incident.fault_cleared(warden_core::time::now_unix_ms()) {
-            return Ok(());
+        // Closed on a later tick if it stays away; a finding before then keeps it open.
+        st.clearing.entry(id).or_insert((warden_core::time::now_unix_ms(), tokio::time::Instant::now() + CLEAR_HOLD));
+        Ok(())
+    }
+
+    /// Incidents whose fault went away and stayed away for [`CLEAR_HOLD`] close as cleared.
+    async fn close_cleared(&self, st: &mut State) -> Result<(), StoreError> {
+        let due: Vec<(u64, u64)> = st
+            .clearing
+            .iter()
+            .filter(|(_, (_, at))| tokio::time::Instant::now() >= *at)
+            .map(|(id, (since, _))| (*id, *since))
+            .collect();
+        for (id, since) in due {
+            st.clearing.remove(&id);
+            let Some(mut incident) = st.open.get(&id).cloned() else { continue };
+            // A mitigated incident is not cleared by one finding going away: it resolves when
+            // every probe of its service passes again (`check_mitigated`).
+            if st.undispatched.contains_key(&id) || !incident.fault_cleared(since) {
+                continue;
+            }
+            self.store.put_incident(incident.clone()).await?;
+            tracing::info!(
+                incident = id,
+                service = incident.service.as_str(),
+                mode = incident.mode.as_str(),
+                "incident cleared: the fault went away by itself"
+            );
+            self.close(id, st, "cleared", None);
         }
-        self.store.put_incident(incident.clone()).await?;
-        tracing::info!(
-            incident = incident.id,
-            service = service.as_str(),
-            mode = mode.as_str(),
-            "incident cleared: the fault went away by itself"
-        );
-        self.close(incident.id, st, "cleared", None);
         Ok(())
     }
 

@@ -147,8 +147,24 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
     let services = start_order(&mut c, &raw.services.value, services, &names);
 
     let mut probe_names = BTreeSet::new();
-    let probes: Vec<ProbeSpec> =
-        raw.probes.iter().filter_map(|p| probe(&mut c, &ctx, p, &names, &mut probe_names)).collect();
+    let namespaced: BTreeSet<&ServiceName> =
+        services.iter().filter(|s| s.network_namespace.is_some()).map(|s| &s.name).collect();
+    let mut probes: Vec<ProbeSpec> = Vec::new();
+    for p in &raw.probes {
+        let Some(spec) = probe(&mut c, &ctx, p, &names, &mut probe_names) else { continue };
+        // Who holds a port is read in warden's namespace: there a host process on the same
+        // port would be taken for a stranger on the service's.
+        if matches!(spec.check, ProbeCheck::Tcp { owner: true, .. }) && namespaced.contains(&spec.target) {
+            c.at(
+                p.name.referenced,
+                format!(
+                    "probe `{}`: its target `{}` runs in another network namespace, where warden cannot see who holds the port; set `owner: false`",
+                    spec.name, spec.target
+                ),
+            );
+        }
+        probes.push(spec);
+    }
 
     let mut commands = BTreeMap::new();
     for (name, argv) in &raw.commands {

@@ -145,6 +145,17 @@ fn test_values_that_cannot_work_are_refused() {
 }
 
 #[test]
+fn test_an_owner_probe_of_a_service_in_another_network_namespace_is_refused() {
+    let text = format!(
+        "{MINIMAL}  - name: c\n    command: /bin/true\n    network_namespace: wns\nprobes:\n  - name: p\n    layer: l4\n    target: c\n    check: {{ kind: tcp, addr: '10.0.0.2:80' }}\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].2.contains("set `owner: false`"), "{p:?}");
+    assert!(load(&text.replace("'10.0.0.2:80' }", "'10.0.0.2:80', owner: false }")).is_ok());
+}
+
+#[test]
 fn test_a_network_namespace_is_a_name_under_run_netns_or_a_path() {
     let svc = "  - name: c\n    command: /bin/true\n";
     for (given, path) in [("wns", "/run/netns/wns"), ("/proc/1/ns/net", "/proc/1/ns/net")] {
