@@ -29,13 +29,29 @@ fn reference_copy(dir: &Path) -> std::path::PathBuf {
     node
 }
 
+/// `warden chaos modes` on the node of `config` (from `dir`): its JSON report and what it said.
+fn modes(dir: &Path, config: &Path, runs: u32, faults: &str) -> (serde_json::Value, String) {
+    let out = dir.join("modes.json");
+    let started = Instant::now();
+    let run = Command::new(WARDEN)
+        .args(["chaos", "modes", "--runs", &runs.to_string(), "--faults", faults, "--config"])
+        .arg(config)
+        .arg("--json")
+        .arg(&out)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "chaos modes failed after {:?}:\n{said}", started.elapsed());
+    (serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap(), said)
+}
+
 #[test]
 fn test_the_reference_node_of_real_services_heals_every_fault_that_applies_without_harm() {
     ensure_reference_packages();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let node = reference_copy(dir.path());
-    let out = dir.path().join("modes.json");
     // (fault, its incident's cause, the first playbook tried). A balloon may outrun the
     // pressure detector: then the kernel's OOM kill is what is seen first.
     let expected = [
@@ -54,18 +70,7 @@ fn test_the_reference_node_of_real_services_heals_every_fault_that_applies_witho
     ];
     let faults: Vec<&str> = expected.iter().map(|e| e.0).collect();
     let started = Instant::now();
-    let run = Command::new(WARDEN)
-        .args(["chaos", "modes", "--runs", "1", "--faults", &faults.join(",")])
-        .arg("--config")
-        .arg(&node)
-        .arg("--json")
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(run.status.success(), "chaos modes failed after {:?}:\n{said}", started.elapsed());
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (report, said) = modes(dir.path(), &node, 1, &faults.join(","));
     assert_eq!(report["node"], "reference");
     for (fault, cause, first) in expected {
         let r = report["results"].as_array().unwrap().iter().find(|r| r["fault"] == fault).unwrap();
@@ -126,18 +131,7 @@ fn test_a_cut_link_to_postgres_fails_the_app_over_to_the_standby_as_one_incident
     let _link = LinkGuard(script.clone(), ns.clone(), prefix.clone());
     let made = Command::new("sh").arg(&script).args(["up", &ns, &prefix]).output().unwrap();
     assert!(made.status.success(), "link.sh up: {}", String::from_utf8_lossy(&made.stderr));
-    let out = dir.path().join("modes.json");
-    let run = Command::new(WARDEN)
-        .args(["chaos", "modes", "--runs", "2", "--faults", "link-down", "--config"])
-        .arg(&node)
-        .arg("--json")
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(run.status.success(), "chaos modes failed:\n{said}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let (report, said) = modes(dir.path(), &node, 2, "link-down");
     let r = &report["results"][0];
     assert_eq!(r["fault"], "link-down");
     assert_eq!(

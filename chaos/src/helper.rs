@@ -105,7 +105,8 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                 }
             };
             ready()?;
-            std::thread::sleep(Duration::from_secs(secs));
+            // A stranger asked to leave (SIGTERM) leaves.
+            nap(Duration::from_secs(secs));
             drop(listener);
             Ok(())
         }
@@ -157,7 +158,7 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
             let step = 8usize << 20;
             let mut held: Vec<Vec<u8>> = Vec::new();
             let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(600) {
+            while start.elapsed() < Duration::from_secs(600) && !stopping() {
                 if (held.len() as u64) * 8 < mb {
                     // Written, not just reserved: the pages count against the limit.
                     held.push(vec![0xa5; step]);
@@ -251,7 +252,7 @@ fn slow_boot(
     let mut taken: Vec<u32> = Vec::new();
     let mut until: Option<Instant> = None;
     // Every process of the new boot is starved, the ones it forks too, until the time is up.
-    while until.is_none_or(|u| Instant::now() < u) && start.elapsed() < Duration::from_secs(60 + secs) {
+    while until.is_none_or(|u| Instant::now() < u) && start.elapsed() < Duration::from_secs(60 + secs) && !stopping() {
         for pid in members(cgroup_procs) {
             if !old.contains(&pid) && !taken.contains(&pid) && throttle.take(pid) {
                 taken.push(pid);
