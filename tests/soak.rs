@@ -18,13 +18,18 @@ fn soak(dir: &Path, args: &[&str]) -> (bool, String, serde_json::Value) {
     (run.status.success(), said, report)
 }
 
-#[test]
-fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_healed() {
+/// A scratch directory with the demo node, on ports of its own, at `node/node.yaml`.
+fn demo_node_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    // The demo node on ports of its own.
     let node_dir = dir.path().join("node");
     std::fs::create_dir(&node_dir).unwrap();
     std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
+    dir
+}
+
+#[test]
+fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_healed() {
+    let dir = demo_node_dir();
     let kinds = "db-freeze,port-hold,api-hang,slow-answers,config-delete,bad-credentials,model-hang";
     let (ok, said, report) = soak(
         dir.path(),
@@ -56,10 +61,7 @@ fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_he
 
 #[test]
 fn test_a_stop_file_ends_the_soak_after_the_fault_in_progress_and_resume_carries_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let node_dir = dir.path().join("node");
-    std::fs::create_dir(&node_dir).unwrap();
-    std::fs::write(node_dir.join("node.yaml"), default_config_on(Ports::fresh())).unwrap();
+    let dir = demo_node_dir();
     let records = dir.path().join("soak.jsonl");
     let stop = dir.path().join("soak.stop");
     let watched = records.clone();

@@ -455,14 +455,9 @@ pub fn prepare(
         }
         Injection::LinkDown => {
             // Unnamed: the link into the network namespace a service of the node runs in.
-            let interface = match (&opts.interface, config.services.iter().find_map(|s| s.network_namespace.as_ref())) {
-                (Some(i), _) => i.clone(),
-                (None, Some(ns)) => crate::link::host_end_of(ns).map_err(refuse)?,
-                (None, None) => {
-                    return Err(refuse(
-                        "no service of this node runs in a network namespace of its own (its links are loopback, which is not cut): name the interface with --interface".into(),
-                    ));
-                }
+            let interface = match &opts.interface {
+                Some(i) => i.clone(),
+                None => crate::link::of_node(config).map_err(refuse)?,
             };
             if !Path::new("/sys/class/net").join(&interface).exists() {
                 return Err(refuse(format!("no interface `{interface}`")));

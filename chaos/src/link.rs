@@ -115,6 +115,17 @@ pub fn set_up(interface: &str) -> Result<(), String> {
     ip(&["link", "set", "dev", interface, "up"])
 }
 
+/// The link `link-down` cuts on a node: the host's end of the veth into the network
+/// namespace one of its services runs in (made beforehand, as the reference node's
+/// `link.sh up` does); why there is none.
+pub fn of_node(config: &warden_core::config::NodeConfig) -> Result<String, String> {
+    let ns = config.services.iter().find_map(|s| s.network_namespace.as_ref()).ok_or(
+        "no service of this node runs in a network namespace of its own: its links are loopback, which is not cut \
+         (config/examples/reference/link.yaml puts PostgreSQL across a link); name the interface with --interface",
+    )?;
+    host_end_of(ns)
+}
+
 /// The host's end of the veth pair into the network namespace at `ns` (a name made by `ip
 /// netns add`, under `/run/netns`): the interface `link-down` takes down for a node whose
 /// service runs in that namespace.

@@ -486,7 +486,7 @@ pub(crate) fn launch(
     }
     for &fault in injections {
         if fault == Injection::LinkDown {
-            if let Err(why) = link_of(&parsed) {
+            if let Err(why) = crate::link::of_node(&parsed) {
                 notes_for.push((fault, format!("skipped: {why}")));
             }
         } else if fault != Injection::LinkDown && applies(fault).is_none() {
@@ -549,7 +549,7 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
         let mut opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
         let notes = l.notes(fault);
         if fault == Injection::LinkDown && notes.is_empty() {
-            opts.interface = link_of(&l.config).ok();
+            opts.interface = crate::link::of_node(&l.config).ok();
         }
         let up = || {
             if let Some(i) = &opts.interface
@@ -576,17 +576,6 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
         })
     });
     finish(cfg, l.config.name.clone(), results, snapshots)
-}
-
-/// The link `link-down` cuts on a node of a config: the host's end of the veth into the
-/// network namespace one of its services runs in (made beforehand, as the reference
-/// node's `link.sh up` does); why there is none.
-fn link_of(config: &warden_core::config::NodeConfig) -> Result<String, String> {
-    let ns = config.services.iter().find_map(|s| s.network_namespace.as_ref()).ok_or(
-        "no service of this node runs in a network namespace of its own: its links are loopback, which is not cut \
-         (config/examples/reference/link.yaml puts PostgreSQL across a link)",
-    )?;
-    crate::link::host_end_of(ns)
 }
 
 /// Copies the config's folder (its regular files, dot files left out: warden's audit key

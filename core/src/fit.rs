@@ -183,7 +183,7 @@ pub fn unmet(pb: &Playbook, spec: &ServiceSpec, dependents: &[&ServiceSpec]) -> 
 /// whose snapshots are made while it runs, a snapshot playbook keeps it running, so all
 /// that is left of it is a backup, not a repair. (A person may still run it for the backup.)
 pub fn repairs_nothing(pb: &Playbook, spec: &ServiceSpec) -> Option<String> {
-    let live = !matches!(spec.hooks.snapshot.method, crate::config::SnapshotMethod::Stop);
+    let live = spec.hooks.snapshot.copies_while_running();
     let planned = crate::playbook::plan(pb, &spec.name, &[], |_, t| t);
     let disrupting = |steps: &[crate::playbook::PlannedStep]| steps.iter().any(|s| crate::harm::disrupts(&s.primitive));
     let kept = crate::playbook::keep_running_for_snapshot(planned.clone(), live);

@@ -18,6 +18,37 @@ use crate::playbook::{Catalog, Playbook};
 use crate::run::{RunOutcome, RunRecord};
 use serde::{Deserialize, Serialize};
 
+/// What a new finding is to the open incidents where a path between a service and one
+/// that depends on it directly may be cut (both ends network unreachable, first seen
+/// together: [`crate::detect::one_cut`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SameCut {
+    /// The finding is the far end of this dependent's incident: linked to it, not opened.
+    LinkTo(u64),
+    /// The finding's own incident takes these dependencies' incidents in (their end was
+    /// seen first; the dependent's repair, a failover, goes round the cut).
+    TakeIn(Vec<u64>),
+}
+
+/// How `f` relates to the `open` incidents as one cut, if it does; `depends_directly(a, b)`:
+/// `a` names `b` in its `depends_on`.
+pub fn same_cut<'a>(
+    f: &Finding,
+    open: impl Iterator<Item = &'a Incident> + Clone,
+    depends_directly: impl Fn(&ServiceName, &ServiceName) -> bool,
+) -> Option<SameCut> {
+    let onset = |i: &Incident| i.fault_onset_unix_ms.unwrap_or(i.detected_unix_ms);
+    let cut = |i: &Incident| crate::detect::one_cut(i.mode, onset(i), f.mode, f.first_sign_unix_ms);
+    if let Some(i) = open.clone().find(|i| depends_directly(&i.service, &f.service) && cut(i)) {
+        return Some(SameCut::LinkTo(i.id));
+    }
+    let taken: Vec<u64> = open
+        .filter(|i| depends_directly(&f.service, &i.service) && i.status != IncidentStatus::Mitigated && cut(i))
+        .map(|i| i.id)
+        .collect();
+    (!taken.is_empty()).then_some(SameCut::TakeIn(taken))
+}
+
 /// How many times one playbook may be cut short by warden's own crash or shutdown before
 /// the incident moves on: an interrupted run says nothing about the playbook, but a run
 /// that keeps taking warden down with it must not loop.
@@ -1111,6 +1142,35 @@ mod tests {
         assert_eq!(late.status, IncidentStatus::Resolved);
         assert!(!late.same_cut_seen_from(&db, "probe `db-link`: down"), "a resolved one takes nothing");
         assert!(late.waits_on.is_empty() && late.suppressed.is_empty());
+    }
+
+    #[test]
+    fn test_a_cut_is_linked_to_a_direct_dependents_incident_or_takes_the_dependencys_in() {
+        let name = |n: &str| ServiceName::parse(n).expect("name");
+        let (app, db) = (name("app"), name("db"));
+        // app depends on db.
+        let depends = |a: &ServiceName, b: &ServiceName| a.as_str() == "app" && b.as_str() == "db";
+        let finding = |service: &ServiceName, mode: FailureMode, at: u64| Finding {
+            mode,
+            service: service.clone(),
+            evidence: "down".into(),
+            first_sign_unix_ms: at,
+            cause: Cause::Unreachable,
+            persists: false,
+        };
+        let nu = FailureMode::NetworkUnreachable;
+        let app_incident = Incident::open(1, &finding(&app, nu, 10_000), 10_300);
+        let seen = same_cut(&finding(&db, nu, 10_400), [&app_incident].into_iter(), depends);
+        assert_eq!(seen, Some(SameCut::LinkTo(1)), "the far end of the app's cut");
+        let later = same_cut(&finding(&db, nu, 60_000), [&app_incident].into_iter(), depends);
+        assert_eq!(later, None, "a cut a minute later is a fault of its own");
+        let other = same_cut(&finding(&db, FailureMode::DiskFull, 10_400), [&app_incident].into_iter(), depends);
+        assert_eq!(other, None, "another mode is another fault");
+        let db_incident = Incident::open(2, &finding(&db, nu, 10_000), 10_300);
+        let first = same_cut(&finding(&app, nu, 10_200), [&db_incident].into_iter(), depends);
+        assert_eq!(first, Some(SameCut::TakeIn(vec![2])), "the db's end seen first is taken in");
+        let unrelated = |_: &ServiceName, _: &ServiceName| false;
+        assert_eq!(same_cut(&finding(&db, nu, 10_400), [&app_incident].into_iter(), unrelated), None);
     }
 
     #[test]

@@ -432,9 +432,8 @@ async fn run_playbook(ctx: &RunContext, order: &RunOrder, mut record: RunRecord)
     tracing::info!(run = order.run_id, playbook = pb.id, target = order.target.as_str(), "playbook run started");
     let policies = ctx.policies.get();
     let dependents = ctx.config.get().dependents_of(&order.target);
-    let copies_while_running = ctx.config.get().services.iter().any(|s| {
-        s.name == order.target && !matches!(s.hooks.snapshot.method, warden_core::config::SnapshotMethod::Stop)
-    });
+    let copies_while_running =
+        ctx.config.get().services.iter().any(|s| s.name == order.target && s.hooks.snapshot.copies_while_running());
     let steps = warden_core::playbook::keep_running_for_snapshot(
         plan(&pb, &order.target, &dependents, |a, t| policies.tier_of(a, t)),
         copies_while_running,

@@ -32,7 +32,9 @@ use std::time::Duration;
 use tracing::Instrument as _;
 use warden_core::config::{NodeConfig, ServiceName};
 use warden_core::fit;
-use warden_core::incident::{Finding, Incident, IncidentStatus, NextStep, OperatorNote, overdue, under_repair};
+use warden_core::incident::{
+    Finding, Incident, IncidentStatus, NextStep, OperatorNote, SameCut, overdue, under_repair,
+};
 use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
 use warden_core::playbook::OnRecovery;
@@ -357,47 +359,29 @@ impl IncidentManager {
             return Ok(());
         }
         st.resolved.retain(|_, (_, at)| at.elapsed() < REOPEN_WITHIN);
-        // A cut path is seen from both ends: a direct dependent's open incident for it, first
-        // seen at about the same time, is the fault's one incident; this end is linked to it
-        // and the incident waits for it to be whole.
+        // A cut path is seen from both ends: one incident for it (`incident::same_cut`).
         let config = self.config.get();
-        let direct = |dependency: &ServiceName, dependent: &ServiceName| {
-            config.services.iter().any(|s| s.name == *dependent && s.depends_on.contains(dependency))
-        };
-        let onset = |i: &Incident| i.fault_onset_unix_ms.unwrap_or(i.detected_unix_ms);
-        if let Some(mut incident) = st
-            .open
-            .values()
-            .find(|i| {
-                direct(&f.service, &i.service)
-                    && warden_core::detect::one_cut(i.mode, onset(i), f.mode, f.first_sign_unix_ms)
-            })
-            .cloned()
-        {
-            if incident.same_cut_seen_from(&f.service, &f.evidence) {
-                tracing::info!(
-                    incident = incident.id,
-                    service = f.service.as_str(),
-                    "the same cut seen from the other end: linked, not opened"
-                );
-                self.store.put_incident(incident.clone()).await?;
-                st.open.insert(incident.id, incident);
-            }
-            return Ok(());
-        }
-        // The other way round: a direct dependency's open incident for the same cut (seen
-        // first from its end) is taken into this one, whose repair (a failover) goes round it.
-        let other_end: Vec<Incident> = st
-            .open
-            .values()
-            .filter(|i| {
-                direct(&i.service, &f.service)
-                    && i.status != IncidentStatus::Mitigated
-                    && warden_core::detect::one_cut(i.mode, onset(i), f.mode, f.first_sign_unix_ms)
-            })
-            .cloned()
-            .collect();
+        let cut = warden_core::incident::same_cut(&f, st.open.values(), |a, b| config.depends_directly(a, b));
         drop(config);
+        let mut other_end: Vec<Incident> = Vec::new();
+        match cut {
+            Some(SameCut::LinkTo(id)) => {
+                if let Some(mut incident) = st.open.get(&id).cloned()
+                    && incident.same_cut_seen_from(&f.service, &f.evidence)
+                {
+                    tracing::info!(
+                        incident = id,
+                        service = f.service.as_str(),
+                        "the same cut seen from the other end: linked, not opened"
+                    );
+                    self.store.put_incident(incident.clone()).await?;
+                    st.open.insert(id, incident);
+                }
+                return Ok(());
+            }
+            Some(SameCut::TakeIn(ids)) => other_end = ids.iter().filter_map(|id| st.open.get(id).cloned()).collect(),
+            None => {}
+        }
         // Still there after its repair: that repair did not hold.
         let key = (f.service.clone(), f.mode);
         if f.persists

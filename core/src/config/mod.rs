@@ -94,6 +94,11 @@ impl NodeConfig {
     }
 
     /// The services that depend on `name`, directly or through others, in start order.
+    /// Whether `dependent` names `dependency` in its `depends_on`.
+    pub fn depends_directly(&self, dependent: &ServiceName, dependency: &ServiceName) -> bool {
+        self.services.iter().any(|s| s.name == *dependent && s.depends_on.contains(dependency))
+    }
+
     pub fn dependents_of(&self, name: &ServiceName) -> Vec<ServiceName> {
         let mut found: Vec<ServiceName> = Vec::new();
         // Start order puts every service after what it depends on: one pass finds them all.
@@ -430,6 +435,14 @@ pub struct SnapshotPolicy {
 
 pub const DEFAULT_SNAPSHOT_KEEP: usize = 3;
 pub const DEFAULT_SNAPSHOT_MAX_MB: u64 = 1024;
+
+impl SnapshotPolicy {
+    /// Whether a snapshot is consistent while the service runs (copied live, or made by
+    /// its own program such as `pg_basebackup`): no stop and start around it.
+    pub fn copies_while_running(&self) -> bool {
+        !matches!(self.method, SnapshotMethod::Stop)
+    }
+}
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
