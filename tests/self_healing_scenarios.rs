@@ -381,6 +381,39 @@ fn test_a_fault_that_cannot_be_made_here_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn test_a_fault_its_checks_never_see_is_reported_as_not_made_not_as_restored() {
+    // A link no service of the node uses, taken down: the target's checks pass at the
+    // first look. The harness must not call that a restore in no time.
+    ensure_iproute2();
+    let node = default_node();
+    let dummy = format!("wnm{}", node.ports.http);
+    let added = Command::new("ip").args(["link", "add", &dummy, "type", "dummy"]).output().unwrap();
+    if !added.status.success() {
+        eprintln!("skipped: this machine refuses dummy links: {}", String::from_utf8_lossy(&added.stderr));
+        return;
+    }
+    let _link = Link(dummy.clone());
+    let _ = Command::new("ip").args(["link", "set", &dummy, "up"]).output();
+    let (ok, out) = node.cli(
+        &["chaos", "inject", "link-down", "--interface", &dummy, "--secs", "1", "--json", "--verify-secs", "10"],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    let report: Value = out.lines().find_map(|l| serde_json::from_str(l).ok()).expect("report");
+    assert_eq!(report["restored"], false, "{report}");
+    assert!(report["error"].as_str().unwrap().starts_with("not made"), "{report}");
+}
+
+/// A link deleted when the test ends.
+struct Link(String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+#[test]
 fn test_a_crash_loop_caused_by_a_stopped_dependency_waits_for_it_instead_of_quarantine() {
     // A worker that exits when its dependency does not answer, killed while the dependency
     // is stopped for maintenance: it is not restarted into the same failure (and not

@@ -822,22 +822,52 @@ fn all_pass(client: &reqwest::blocking::Client, checks: &[Check], timeout: Durat
 }
 
 /// Polls until every check passes (the time since `since`) or `limit` passes (the checks
-/// that still fail).
+/// that still fail). Checks that pass at the first look mean the fault never took (a link
+/// put back by someone else, a service that was not where the fault went): that is an
+/// error, not a restore in no time.
 pub fn wait_restored(checks: &[Check], since: Instant, limit: Duration) -> Result<Duration, String> {
     let mut last = String::new();
     let timeout = Duration::from_millis(500);
     // One client for the whole wait (a client per poll would cost more than the checks).
     let client = reqwest::blocking::Client::builder().timeout(timeout).no_proxy().build().map_err(|e| e.to_string())?;
+    let mut first = true;
     while since.elapsed() < limit {
         // Restored when the checks that passed began (a prompt check takes a while).
         let at = since.elapsed();
         match all_pass(&client, checks, timeout) {
+            Ok(()) if first => return Err(NOT_MADE.into()),
             Ok(()) => return Ok(at),
             Err(e) => last = e,
         }
+        first = false;
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!("not restored within {} s: {last}", limit.as_secs()))
+}
+
+/// Why a fault counts as not made: the harness's checks never saw it.
+pub const NOT_MADE: &str = "not made: its checks passed at the first look after it was put in place";
+
+/// Ends a fault's helper, if it still runs: SIGTERM, on which it puts back what it changed
+/// (a link up, a port let go, a process let run) and leaves; waited for (bounded) and
+/// reaped, so the next fault never meets the last one's helper, nor its late undo.
+pub fn end_helper(pid: u32, limit: Duration) -> Result<(), String> {
+    if !procs::is_alive(pid) {
+        procs::reap(pid);
+        return Ok(());
+    }
+    let _ = procs::signal(pid, Signal::SIGTERM);
+    let start = Instant::now();
+    while procs::is_alive(pid) {
+        if start.elapsed() > limit {
+            let _ = procs::signal(pid, Signal::SIGKILL);
+            procs::reap(pid);
+            return Err(format!("the helper (pid {pid}) did not leave within {} s of SIGTERM", limit.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs::reap(pid);
+    Ok(())
 }
 
 /// One check, once.

@@ -648,8 +648,14 @@ fn one(data: &Path, dir: &Path, fault: Injection, opts: &InjectOptions) -> Resul
     let config = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(data))?;
     let prepared = prepare(&config, data, fault, opts).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let (_, checks) = prepared.inject().map_err(|e| e.to_string())?;
-    wait_restored(&checks, t0, Duration::from_secs(60))
+    let (injected, checks) = prepared.inject().map_err(|e| e.to_string())?;
+    let restored = wait_restored(&checks, t0, Duration::from_secs(60));
+    // Restored or not, the fault ends here: a helper left running would undo its fault in
+    // the middle of the next run (a link put back up seconds into the next cut).
+    let ended = injected.helper_pid.map_or(Ok(()), |pid| crate::inject::end_helper(pid, Duration::from_secs(10)));
+    let d = restored?;
+    ended?;
+    Ok(d)
 }
 
 /// Undoes what a repair left that would hide the next fault of the same kind: a runtime

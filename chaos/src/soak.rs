@@ -428,8 +428,8 @@ fn one_fault(
     let from = warden_core::time::now_unix_ms();
     r.injected_unix_ms = from;
     let t0 = Instant::now();
-    let checks = match prepared.inject() {
-        Ok((_, checks)) => checks,
+    let (helper, checks) = match prepared.inject() {
+        Ok((injected, checks)) => (injected.helper_pid, checks),
         Err(e) => {
             r.not_made = Some(e.to_string());
             return r;
@@ -442,13 +442,19 @@ fn one_fault(
         .build()
         .unwrap_or_else(|_| client.clone());
     let mut incident = serde_json::Value::Null;
+    let mut first = true;
     while t0.elapsed() < limit {
         let at = t0.elapsed().as_millis() as u64;
         if r.restored_ms.is_none()
             && checks.iter().all(|c| check_once(&check_client, c, Duration::from_millis(500)).is_ok())
         {
+            if first {
+                r.not_made = Some(crate::inject::NOT_MADE.into());
+                break;
+            }
             r.restored_ms = Some(at);
         }
+        first = false;
         if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
             incident = i;
         }
@@ -509,6 +515,12 @@ fn one_fault(
         let _ = post(client, &format!("{base}/api/healing/resume"), token, body);
         // Healed now, so the next fault meets a steady node.
         let _ = crate::inject::wait_restored(&checks, Instant::now(), silent_after);
+    }
+    // The fault ends here, so the next one never meets this one's helper (nor its late undo).
+    if let Some(pid) = helper
+        && let Err(e) = crate::inject::end_helper(pid, Duration::from_secs(10))
+    {
+        eprintln!("soak: fault {n} ({}): {e}", r.fault);
     }
     crate::modes::settle(client, &l.node, silent_after);
     r.harmful = crate::harm::judge(client, base, &watch, from, warden_core::time::now_unix_ms());
