@@ -118,12 +118,9 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("locating this executable"))?;
     let mut found = Vec::new();
     for peer in cfg.peers() {
-        let binary = match peer {
-            Peer::Monit => monit::find_monit()?,
-            Peer::Supervisord => supervisord::find(&exe)?,
-            Peer::None => continue,
-        };
-        found.push(FoundPeer { peer, binary });
+        if let Some(binary) = find_peer(peer, &exe)? {
+            found.push(FoundPeer { peer, binary });
+        }
     }
     procs::become_subreaper()?;
     let mut report = Report {
@@ -141,21 +138,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
             max_jitter_ms: 1000,
             settle_s: cfg.timing.settle.as_secs(),
         },
-        peers: found
-            .iter()
-            .map(|f| match f.peer {
-                Peer::Monit => PeerInfo {
-                    name: "monit".to_string(),
-                    version: monit::version(&f.binary),
-                    setup: format!("`set daemon {}`", cfg.monit_cycle.max(1)),
-                },
-                _ => PeerInfo {
-                    name: f.peer.name().to_string(),
-                    version: supervisord::version(&f.binary),
-                    setup: format!("`startretries={}`", supervisord::START_RETRIES),
-                },
-            })
-            .collect(),
+        peers: found.iter().map(|f| peer_info(f.peer, &f.binary, cfg.monit_cycle)).collect(),
         api_start: None,
         warden_idle: None,
         results: Vec::new(),
@@ -178,6 +161,31 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         crate::report::write_json(json, &report)?;
     }
     Ok(report)
+}
+
+/// The peer's program on this machine (`None` for `none`), or why it is missing.
+pub(crate) fn find_peer(peer: Peer, exe: &Path) -> Result<Option<PathBuf>, BenchError> {
+    Ok(match peer {
+        Peer::Monit => Some(monit::find_monit()?),
+        Peer::Supervisord => Some(supervisord::find(exe)?),
+        Peer::None => None,
+    })
+}
+
+/// The peer's version and how it is set up, for reports.
+pub(crate) fn peer_info(peer: Peer, binary: &Path, monit_cycle: u32) -> PeerInfo {
+    match peer {
+        Peer::Monit => PeerInfo {
+            name: "monit".to_string(),
+            version: monit::version(binary),
+            setup: format!("`set daemon {}`", monit_cycle.max(1)),
+        },
+        _ => PeerInfo {
+            name: peer.name().to_string(),
+            version: supervisord::version(binary),
+            setup: format!("`startretries={}`", supervisord::START_RETRIES),
+        },
+    }
 }
 
 /// The port of the service a fault hits.
@@ -336,55 +344,9 @@ async fn peer_part(cfg: &BenchConfig, exe: &Path, found: &FoundPeer, report: &mu
     procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
     let tmp = procs::temp_dir(&format!("warden-bench-{name}"), cfg.outputs.keep_tmp)?;
     let dir = tmp.path().to_path_buf();
-    let files = DemoFiles::create(&dir)?;
     // Dropped last: kills what the peer started, on every way out of this function.
     let _guard = Leftovers;
-    let services = [
-        ("demo-db", files.db_args(), MonitCheck::Line { port: DB_PORT, send: "PING".into(), expect: "PONG".into() }),
-        ("demo-model", files.model_args(), MonitCheck::Http { port: MODEL_PORT, path: "/api/tags".into() }),
-        ("demo-api", files.api_args(), MonitCheck::Http { port: API_PORT, path: "/health".into() }),
-    ];
-    let (program, args) = match peer {
-        Peer::Monit => {
-            let rc = MonitRc {
-                cycle_secs: cfg.monit_cycle,
-                program_timeout_secs: 1,
-                dir: dir.clone(),
-                services: services
-                    .into_iter()
-                    .map(|(name, args, check)| MonitService {
-                        name: name.to_string(),
-                        pidfile: dir.join(format!("{name}.pid")),
-                        program: exe.to_path_buf(),
-                        args,
-                        log: dir.join(format!("{name}.log")),
-                        check,
-                    })
-                    .collect(),
-            };
-            let path = dir.join("monitrc");
-            monit::write_and_check(&found.binary, &path, &rc.render()?)?;
-            (found.binary.clone(), monit::args(&path))
-        }
-        Peer::Supervisord | Peer::None => {
-            let conf = SupervisordConf {
-                dir: dir.clone(),
-                programs: services
-                    .into_iter()
-                    .map(|(name, args, _)| supervisord::Program {
-                        name: name.to_string(),
-                        program: exe.to_path_buf(),
-                        args,
-                        log: dir.join(format!("{name}.log")),
-                    })
-                    .collect(),
-            };
-            let path = dir.join("supervisord.conf");
-            services::write_private(&path, &conf.render()?)?;
-            (found.binary.clone(), supervisord::args(&path))
-        }
-    };
-    let mut daemon = Group::spawn(name, &program, &args, &dir.join(format!("{name}.out")))?;
+    let mut daemon = spawn_peer(peer, &found.binary, exe, &dir, cfg.monit_cycle)?;
     eprintln!("{name}: started pid {}", daemon.pid());
     let api = Probe::new(&services::api_health_url(), cfg.timing)?;
     if !api.wait_stable().await {
@@ -412,9 +374,68 @@ async fn peer_part(cfg: &BenchConfig, exe: &Path, found: &FoundPeer, report: &mu
     Ok(())
 }
 
+/// Starts `peer` (its `binary`) supervising the demo db, model and api, from files it
+/// writes in `dir`: the same services, checks and start commands for every use.
+pub(crate) fn spawn_peer(
+    peer: Peer,
+    binary: &Path,
+    exe: &Path,
+    dir: &Path,
+    monit_cycle: u32,
+) -> Result<Group, BenchError> {
+    let name = peer.name();
+    let files = DemoFiles::create(dir)?;
+    let services = [
+        ("demo-db", files.db_args(), MonitCheck::Line { port: DB_PORT, send: "PING".into(), expect: "PONG".into() }),
+        ("demo-model", files.model_args(), MonitCheck::Http { port: MODEL_PORT, path: "/api/tags".into() }),
+        ("demo-api", files.api_args(), MonitCheck::Http { port: API_PORT, path: "/health".into() }),
+    ];
+    let (program, args) = match peer {
+        Peer::Monit => {
+            let rc = MonitRc {
+                cycle_secs: monit_cycle,
+                program_timeout_secs: 1,
+                dir: dir.to_path_buf(),
+                services: services
+                    .into_iter()
+                    .map(|(name, args, check)| MonitService {
+                        name: name.to_string(),
+                        pidfile: dir.join(format!("{name}.pid")),
+                        program: exe.to_path_buf(),
+                        args,
+                        log: dir.join(format!("{name}.log")),
+                        check,
+                    })
+                    .collect(),
+            };
+            let path = dir.join("monitrc");
+            monit::write_and_check(binary, &path, &rc.render()?)?;
+            (binary.to_path_buf(), monit::args(&path))
+        }
+        Peer::Supervisord | Peer::None => {
+            let conf = SupervisordConf {
+                dir: dir.to_path_buf(),
+                programs: services
+                    .into_iter()
+                    .map(|(name, args, _)| supervisord::Program {
+                        name: name.to_string(),
+                        program: exe.to_path_buf(),
+                        args,
+                        log: dir.join(format!("{name}.log")),
+                    })
+                    .collect(),
+            };
+            let path = dir.join("supervisord.conf");
+            services::write_private(&path, &conf.render()?)?;
+            (binary.to_path_buf(), supervisord::args(&path))
+        }
+    };
+    Group::spawn(name, &program, &args, &dir.join(format!("{name}.out")))
+}
+
 /// Kills what a peer left of the demo services (whatever of ours still listens on their
 /// ports), then reaps it; the peers' own processes die with their groups.
-struct Leftovers;
+pub(crate) struct Leftovers;
 
 impl Drop for Leftovers {
     fn drop(&mut self) {

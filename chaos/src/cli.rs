@@ -105,6 +105,10 @@ pub struct SoakArgs {
     /// same sequence options: its records are kept, the rest is made on a fresh node.
     #[arg(long)]
     resume: bool,
+    /// Give the same sequence to a peer supervisor on the demo services after warden's
+    /// part (repeatable): `monit` (Debian), `supervisord` (PyPI).
+    #[arg(long, value_enum)]
+    peer: Vec<crate::bench::Peer>,
 }
 
 #[derive(clap::Args)]
@@ -284,6 +288,7 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 out: args.out,
                 keep_tmp: args.keep_tmp,
                 resume: args.resume,
+                peers: args.peer.into_iter().filter(|p| *p != crate::bench::Peer::None).collect(),
             };
             let stop_file = cfg.stop_file();
             let mut task = tokio::task::spawn_blocking(move || crate::soak::run(&cfg));

@@ -32,6 +32,7 @@ pub mod report;
 pub mod restore;
 pub mod services;
 pub mod soak;
+pub mod soak_peer;
 pub mod soak_plot;
 pub mod soak_watch;
 pub mod stats;

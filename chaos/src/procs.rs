@@ -300,6 +300,25 @@ pub fn tree_bytes(dir: &Path) -> (u64, u64) {
     (files, bytes)
 }
 
+/// The disk space the files under `dir` take (allocated blocks): a preallocated, sparse
+/// file (fjall's 64 MiB journal) counts for what it holds, not for its length.
+pub fn tree_disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) if m.is_file() => bytes += m.blocks() * 512,
+                _ => {}
+            }
+        }
+    }
+    bytes
+}
+
 pub fn temp_dir(prefix: &str, keep: bool) -> Result<tempfile::TempDir, BenchError> {
     let mut dir = tempfile::Builder::new()
         .prefix(&format!("{prefix}-"))

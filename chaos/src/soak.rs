@@ -51,6 +51,8 @@ pub struct SoakConfig {
     /// Carry on a soak that was stopped or killed: the faults its records hold are kept,
     /// the rest of the same sequence is made on a fresh node.
     pub resume: bool,
+    /// Peer supervisors given the same sequence on the demo services after warden's part.
+    pub peers: Vec<crate::bench::Peer>,
 }
 
 /// Set by the first SIGINT or SIGTERM: the soak ends after the fault in progress (undone
@@ -74,8 +76,9 @@ impl SoakConfig {
         } else {
             format!(" --kinds {}", self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))
         };
+        let peers: String = self.peers.iter().map(|p| format!(" --peer {}", p.name())).collect();
         format!(
-            "warden chaos soak{on} --faults {} --interval {}ms --seed {} --controls {}{kinds} --silent-after {}s --out {}",
+            "warden chaos soak{on} --faults {} --interval {}ms --seed {} --controls {}{kinds} --silent-after {}s{peers} --out {}",
             self.faults,
             self.interval.as_millis(),
             self.seed,
@@ -151,6 +154,8 @@ pub struct SoakReport {
     pub harmful: Vec<crate::harm::Harm>,
     pub controls: Vec<FaultRecord>,
     pub node_health: crate::soak_watch::NodeHealth,
+    /// The peers' parts: the same sequence on the demo services under each.
+    pub peers: Vec<crate::soak_peer::PeerSoak>,
     /// Why the soak failed; empty: it passed.
     pub failed: Vec<String>,
 }
@@ -201,11 +206,13 @@ fn incident_for(
     list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
 }
 
-/// Whether the node shows the incident waiting for a person.
+/// Whether the node shows the incident waiting for a person: its repair held (a pause,
+/// maintenance, the breaker), waiting for an approver, acknowledged by someone, or failed
+/// (nothing left to try). Read from the incident's fields, never from its words.
 fn escalated(i: &serde_json::Value) -> bool {
     !i["on_hold"].is_null()
+        || !i["acknowledged"].is_null()
         || matches!(i["status"].as_str(), Some("failed" | "awaiting_approval"))
-        || i["detail"].as_str().is_some_and(|d| d.contains("person"))
 }
 
 fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_json::Value) -> Result<(), String> {
@@ -215,6 +222,16 @@ fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_
 
 pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    if cfg.config.is_some() && !cfg.peers.is_empty() {
+        return Err(BenchError::NodeConfig(
+            "`--peer` runs the sequence on the demo services the peers are set up for: use it without `--config`"
+                .into(),
+        ));
+    }
+    // A missing peer is said before the hour of warden's part, not after it.
+    for &peer in &cfg.peers {
+        crate::bench::find_peer(peer, &exe)?;
+    }
     let wanted: Vec<Injection> = if cfg.kinds.is_empty() {
         // Every kind; those that fit no service of the node drop out below.
         crate::modes::DEFAULT_INJECTIONS.iter().copied().chain([Injection::SlowAnswers]).collect()
@@ -297,8 +314,32 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         records.push(record);
     }
     let health = watch.finish();
-    let end = End { wall: started.elapsed(), stopped_early, resumed_after: resumed_at as u32 };
-    let report = summarize_soak(cfg, &l.config.name, &kinds, records, health, end)?;
+    let wall = started.elapsed();
+    let node_name = l.config.name.clone();
+    // The node goes before the peers take the demo services' ports.
+    drop(l);
+    let mut peers = Vec::new();
+    let sequence: Vec<Injection> = plan.iter().take(records.len()).map(|(k, _)| *k).collect();
+    for &peer in &cfg.peers {
+        if cfg.stop_asked() {
+            break;
+        }
+        let path = cfg.out.with_extension(format!("{}.jsonl", peer.name()));
+        let stop = || cfg.stop_asked();
+        let part = crate::soak_peer::run(peer, &exe, &sequence, cfg.silent_after, &path, cfg.keep_tmp, &stop);
+        let part = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.block_on(part),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(BenchError::io("starting a runtime for the peer"))?
+                .block_on(part),
+        };
+        peers.push(part?);
+    }
+    let end = End { wall, stopped_early, resumed_after: resumed_at as u32 };
+    let mut report = summarize_soak(cfg, &node_name, &kinds, records, health, end)?;
+    report.peers = peers;
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
     std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
     let svg = cfg.out.with_extension("svg");
@@ -608,6 +649,7 @@ fn summarize_soak(
         harmful,
         controls,
         node_health,
+        peers: Vec::new(),
         failed,
     })
 }
@@ -709,6 +751,44 @@ impl SoakReport {
             ));
         }
         s.push('\n');
+        s.push_str(&self.peers_markdown());
+        s
+    }
+
+    fn peers_markdown(&self) -> String {
+        let mut s = String::new();
+        for p in &self.peers {
+            let warden_silent = |kind: &str| self.silent.iter().filter(|r| r.fault == kind).count();
+            s.push_str(&format!(
+                "\n## {} {} ({}) beside it\n\nThe same sequence on the demo services under {}, after warden's part: {} faults made, {} silent.\n\n| fault | made | restore p50 (s) | restore p99 (s) | restore max (s) | silent | warden's silent |\n|---|---:|---:|---:|---:|---:|---:|\n",
+                p.peer.name, p.peer.version, p.peer.setup, p.peer.name, p.faults_made, p.silent.len()
+            ));
+            for k in &p.kinds {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    k.fault,
+                    k.made,
+                    crate::stats::fmt_secs(k.restore.median_s),
+                    crate::stats::fmt_secs(k.restore.p99_s),
+                    crate::stats::fmt_secs(k.restore.max_s),
+                    k.restore.failures,
+                    warden_silent(&k.fault)
+                ));
+            }
+            for (kind, n, why) in &p.not_run {
+                s.push_str(&format!("\n- not run against {}: {kind} ×{n}: {why}", p.peer.name));
+            }
+            for r in &p.silent {
+                s.push_str(&format!(
+                    "\n- {} silent: fault {} ({}): {}",
+                    p.peer.name,
+                    r.n,
+                    r.fault,
+                    r.silent.as_deref().unwrap_or("")
+                ));
+            }
+            s.push('\n');
+        }
         s
     }
 }
@@ -729,5 +809,16 @@ mod tests {
         }
         assert_eq!(a.iter().filter(|(_, c)| *c).count(), 2);
         assert!(a.iter().all(|(f, c)| !c || *f != Injection::PortHold), "a held port heals by itself: no control");
+    }
+
+    #[test]
+    fn test_escalated_is_read_from_the_incidents_fields_not_its_words() {
+        let open = serde_json::json!({"status": "open", "detail": "a person restarted it by hand", "on_hold": null});
+        assert!(!escalated(&open), "words about a person are not an escalation");
+        assert!(escalated(&serde_json::json!({"status": "open", "on_hold": "restart_service"})));
+        assert!(escalated(&serde_json::json!({"status": "open", "acknowledged": {"by": "ops"}})));
+        assert!(escalated(&serde_json::json!({"status": "awaiting_approval"})));
+        assert!(escalated(&serde_json::json!({"status": "failed"})));
+        assert!(!escalated(&serde_json::json!({"status": "resolved"})));
     }
 }

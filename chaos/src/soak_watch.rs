@@ -199,7 +199,7 @@ fn sample(pid: u32, t: f64, data: &std::path::Path, ticks: f64, last: &mut Optio
         fds: p.fd_count().ok()? as u64,
         threads: stat.num_threads as u64,
         cpu_pct,
-        store_bytes: crate::procs::tree_bytes(&data.join("store")).1,
+        store_bytes: crate::procs::tree_disk_bytes(&data.join("store")),
     })
 }
 

@@ -622,6 +622,26 @@ mod tests {
         assert_eq!(s.audit_range(2, 10).await.expect("range").len(), 2);
     }
 
+    /// The store's memory is bounded: once a keyspace's writes exceed its memtable, they
+    /// go to a table on disk (fjall's default would keep 64 MiB per keyspace in memory).
+    #[tokio::test]
+    async fn test_writes_beyond_the_memtable_are_flushed_to_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&DataDir::new(dir.path())).expect("open");
+        let entry = vec![7u8; 4096];
+        let entries = 2 * db::MEMTABLE_BYTES / entry.len() as u64 + 16;
+        for seq in 1..=entries {
+            s.audit_put_raw(seq, entry.clone()).await.expect("put");
+        }
+        let tables = || s.inner.db.read().ok().and_then(|g| g.as_ref().map(|db| db.audit_tables())).unwrap_or(0);
+        let started = std::time::Instant::now();
+        while tables() == 0 && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(tables() > 0, "{} KiB written, still all in memory", entries * 4);
+        assert_eq!(s.audit_raw(entries).await.expect("read"), Some(entry), "a flushed entry reads back");
+    }
+
     #[tokio::test]
     async fn test_undecodable_entry_is_a_named_break() {
         let dir = tempfile::tempdir().expect("tempdir");
