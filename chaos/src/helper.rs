@@ -62,13 +62,16 @@ pub enum HelperCommand {
         #[arg(long)]
         secs: u64,
     },
-    /// Stop `pids` nine tenths of every second (SIGSTOP 900 ms, SIGCONT 100 ms) for `secs`,
-    /// or until they are gone: they answer, late. They are left running (SIGCONT) at the end.
+    /// Stop `pids` for `stop_ms`, let them run 100 ms, again and again for `secs`, or until
+    /// they are gone: they answer, late. They are left running (SIGCONT) at the end.
     SlowAnswers {
         #[arg(long, value_delimiter = ',')]
         pids: Vec<u32>,
         #[arg(long)]
         secs: u64,
+        /// How long they are stopped in each cycle (they then run for 100 ms).
+        #[arg(long, default_value_t = 900)]
+        stop_ms: u64,
     },
     /// Join the cgroups (their `cgroup.procs` files) and grow to `mb` MiB, 8 MiB per 100 ms,
     /// touching every page; stay until killed (or 10 minutes).
@@ -132,7 +135,7 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
             nap(Duration::from_secs(secs));
             set("up").and(said)
         }
-        HelperCommand::SlowAnswers { pids, secs } => {
+        HelperCommand::SlowAnswers { pids, secs, stop_ms } => {
             ready()?;
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(secs) && !stopping() && pids.iter().any(|p| procs::is_alive(*p))
@@ -140,7 +143,7 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                 for &p in &pids {
                     let _ = procs::signal(p, Signal::SIGSTOP);
                 }
-                nap(Duration::from_millis(900));
+                nap(Duration::from_millis(stop_ms));
                 // Always continued, whatever ends the loop.
                 for &p in &pids {
                     let _ = procs::signal(p, Signal::SIGCONT);

@@ -209,6 +209,7 @@ enum Action {
     SlowAnswers {
         pids: Vec<u32>,
         secs: u64,
+        stop: Duration,
     },
     Delete {
         file: PathBuf,
@@ -327,6 +328,24 @@ pub fn running_config(config: Option<&Path>, data_dir: Option<&Path>) -> Result<
     })
 }
 
+/// How long a slow service runs between two stops: long enough to answer a request or two.
+const SLOW_ANSWERS_RUN: Duration = Duration::from_millis(100);
+
+/// How long a slow service is stopped in each cycle: four times its longest L7 probe
+/// deadline (at least 900 ms, at most 10 s), so about three answers in four come after the
+/// deadline the node judges it by. A fixed 900 ms was within a 550 ms deadline half the
+/// time, and the node rightly saw nothing wrong.
+pub fn slow_answers_stop(config: &NodeConfig, spec: &ServiceSpec) -> Duration {
+    let deadline = config
+        .probes
+        .iter()
+        .filter(|p| p.target == spec.name && p.layer == warden_core::config::Layer::L7)
+        .map(|p| p.timeout)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    (deadline * 4).clamp(Duration::from_millis(900), Duration::from_secs(10))
+}
+
 /// Checks that `fault` can be made on the node of `config` (whose data dir is
 /// `data_dir`), and says how; changes nothing.
 pub fn prepare(
@@ -366,10 +385,18 @@ pub fn prepare(
             format!("SIGSTOP `{target}` (pids {pids:?})"),
             Action::Signal { pids: running()?, signal: Signal::SIGSTOP },
         ),
-        Injection::SlowAnswers => (
-            format!("stop `{target}` (pids {pids:?}) nine tenths of every second for {} s", opts.secs),
-            Action::SlowAnswers { pids: running()?, secs: opts.secs },
-        ),
+        Injection::SlowAnswers => {
+            let stop = slow_answers_stop(config, spec);
+            (
+                format!(
+                    "stop `{target}` (pids {pids:?}) {} ms of every {} ms for {} s: most answers come after its probes' deadline",
+                    stop.as_millis(),
+                    (stop + SLOW_ANSWERS_RUN).as_millis(),
+                    opts.secs
+                ),
+                Action::SlowAnswers { pids: running()?, secs: opts.secs, stop },
+            )
+        }
         Injection::ModelKill => (
             format!("SIGKILL `{target}` (pids {pids:?})"),
             Action::Signal { pids: running()?, signal: Signal::SIGKILL },
@@ -684,9 +711,18 @@ impl Prepared {
                 // The helper brings it back up after its time, whoever else does not.
                 Some(helper(&["link-down", "--interface", interface, "--secs", &secs.to_string()]).map_err(fail)?)
             }
-            Action::SlowAnswers { pids, secs } => {
-                let pid =
-                    helper(&["slow-answers", "--pids", &join(pids), "--secs", &secs.to_string()]).map_err(fail)?;
+            Action::SlowAnswers { pids, secs, stop } => {
+                let stop_ms = stop.as_millis().to_string();
+                let pid = helper(&[
+                    "slow-answers",
+                    "--pids",
+                    &join(pids),
+                    "--secs",
+                    &secs.to_string(),
+                    "--stop-ms",
+                    &stop_ms,
+                ])
+                .map_err(fail)?;
                 Some(pid)
             }
             Action::Delete { file } => {
@@ -992,4 +1028,33 @@ fn postgres(
         })
     };
     std::thread::spawn(run).join().map_err(|_| "the check's thread panicked".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::config::{LoadOptions, NodeConfig};
+
+    #[test]
+    fn test_slow_answers_stop_a_service_past_its_probes_deadline() {
+        let mut config = NodeConfig::embedded_default(Path::new("."), &LoadOptions::default()).expect("default node");
+        let api = config.services.iter().find(|s| s.name.as_str() == "api").expect("api").clone();
+        let l7: Vec<usize> = (0..config.probes.len())
+            .filter(|&i| {
+                config.probes[i].target == api.name && config.probes[i].layer == warden_core::config::Layer::L7
+            })
+            .collect();
+        assert!(!l7.is_empty(), "the default node probes its api at L7");
+        for &i in &l7 {
+            config.probes[i].timeout = Duration::from_millis(550);
+        }
+        assert_eq!(slow_answers_stop(&config, &api), Duration::from_millis(2200), "four deadlines");
+        config.probes[l7[0]].timeout = Duration::from_millis(50);
+        for &i in &l7[1..] {
+            config.probes[i].timeout = Duration::from_millis(50);
+        }
+        assert_eq!(slow_answers_stop(&config, &api), Duration::from_millis(900), "never shorter than 900 ms");
+        config.probes[l7[0]].timeout = Duration::from_secs(30);
+        assert_eq!(slow_answers_stop(&config, &api), Duration::from_secs(10), "at most 10 s");
+    }
 }

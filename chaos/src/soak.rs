@@ -103,6 +103,10 @@ pub struct FaultRecord {
     pub injected_unix_ms: u64,
     /// The node's incident for it.
     pub incident: Option<u64>,
+    /// For a fault plain supervision heals (a killed process) and no incident was opened
+    /// for: the seq of the node's audit entry of its supervision restart.
+    #[serde(default)]
+    pub restart_audit_seq: Option<u64>,
     pub detected_ms: Option<u64>,
     pub cause: Option<String>,
     pub status: Option<String>,
@@ -188,6 +192,21 @@ pub fn schedule(seed: u64, kinds: &[Injection], faults: u32, controls: u32) -> V
 /// Faults that end without any repair: no control fault can be made of them.
 fn heals_by_itself(k: Injection) -> bool {
     matches!(k, Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown)
+}
+
+/// Faults plain supervision heals (a killed process restarts at once): the node may open
+/// no incident for them, but its audit trail records the restart.
+fn healed_by_supervision(k: Injection) -> bool {
+    matches!(k, Injection::ModelKill)
+}
+
+/// The seq of the node's audit entry of a supervision restart of `target` at or after `at`.
+fn restart_record(client: &reqwest::blocking::Client, base: &str, token: &str, target: &str, at: u64) -> Option<u64> {
+    let url = format!(
+        "{base}/api/governance/audit?kind=supervision&action=restart_service&target={target}&since_unix_ms={at}&limit=5"
+    );
+    let page: serde_json::Value = client.get(url).bearer_auth(token).send().ok()?.json().ok()?;
+    page["entries"].as_array()?.iter().filter_map(|e| e["seq"].as_u64()).min()
 }
 
 /// The node's incident for a fault on `target` of `mode` made at `at`.
@@ -362,10 +381,11 @@ fn outcome(r: &FaultRecord) -> String {
     if let Some(why) = &r.not_made {
         return format!("not made ({why})");
     }
-    let incident = r
-        .incident
-        .map(|i| format!("incident #{i} {}", r.cause.as_deref().unwrap_or("?")))
-        .unwrap_or("no incident".into());
+    let incident = match (r.incident, r.restart_audit_seq) {
+        (Some(i), _) => format!("incident #{i} {}", r.cause.as_deref().unwrap_or("?")),
+        (None, Some(seq)) => format!("supervision restart, audit entry {seq}"),
+        (None, None) => "no incident".into(),
+    };
     let restored = match r.restored_ms {
         Some(ms) => format!("restored in {:.2} s", ms as f64 / 1000.0),
         None if r.escalated => "not restored, escalated".into(),
@@ -431,6 +451,7 @@ fn one_fault(
         steady_before,
         injected_unix_ms: 0,
         incident: None,
+        restart_audit_seq: None,
         detected_ms: None,
         cause: None,
         status: None,
@@ -499,7 +520,10 @@ fn one_fault(
         if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
             incident = i;
         }
-        let detected = !incident.is_null();
+        if incident.is_null() && r.restart_audit_seq.is_none() && healed_by_supervision(fault) {
+            r.restart_audit_seq = restart_record(client, base, token, &r.target, from);
+        }
+        let detected = !incident.is_null() || r.restart_audit_seq.is_some();
         // Restored and seen: done. A restore the node has no incident for gets a few
         // seconds more for its detector to report it.
         if detected && r.restored_ms.is_some() {
@@ -541,6 +565,10 @@ fn one_fault(
     }
     r.silent = match (control, r.incident.is_some(), r.restored_ms.is_some(), r.escalated) {
         _ if r.not_made.is_some() => None,
+        (false, false, true, _) if r.restart_audit_seq.is_some() => None,
+        (_, false, _, _) if healed_by_supervision(fault) => {
+            Some("the node opened no incident for it and recorded no supervision restart".into())
+        }
         (_, false, _, _) => Some("the node opened no incident for it".into()),
         (true, true, true, _) => {
             Some("a control fault healed with healing paused: the verifier cannot be trusted".into())
