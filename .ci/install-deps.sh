@@ -6,6 +6,7 @@
 #   redis-server, redis-cli (Debian packages `redis-server`, `redis-tools`)
 #                                               always: the real-services reference node
 #   nginx    (Debian package `nginx`)           always: the real-services reference node
+#   nft      (Debian package `nftables`)        always: a link that is up and carries nothing
 #   monit    (Debian package `monit`)           with --bench (a peer in the restore benchmark)
 #   supervisord (PyPI package `supervisor`)     with --bench (the other peer), into a
 #            virtualenv beside the build (target/peers), where `warden chaos bench` finds it
@@ -39,7 +40,7 @@ fi
 
 # command -> Debian package
 declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2
-                 [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx)
+                 [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [nft]=nftables)
 if [ "$bench" = 1 ]; then
     want[monit]=monit
 fi
@@ -48,8 +49,8 @@ fi
 have() {
     if [ "$1" = postgres ]; then
         compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
-    elif [ "$1" = nginx ]; then
-        command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+    elif [ "$1" = nginx ] || [ "$1" = nft ]; then
+        command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]
     else
         command -v "$1" >/dev/null 2>&1
     fi

@@ -62,6 +62,14 @@ pub enum HelperCommand {
         #[arg(long)]
         secs: u64,
     },
+    /// Drop every packet sent out of `interface` for `secs` (an nftables table of its own,
+    /// removed at the end or when asked to stop), as a link that is up and carries nothing.
+    LinkLoss {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        secs: u64,
+    },
     /// Stop `pids` for `stop_ms`, let them run 100 ms, again and again for `secs`, or until
     /// they are gone: they answer, late. They are left running (SIGCONT) at the end.
     SlowAnswers {
@@ -134,6 +142,19 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
             let said = ready();
             nap(Duration::from_secs(secs));
             set("up").and(said)
+        }
+        HelperCommand::LinkLoss { interface, secs } => {
+            let table = loss_table(&interface);
+            nft(&["add", "table", "inet", &table])?;
+            let made = nft(&["add", "chain", "inet", &table, "out", "{ type filter hook output priority 0 ; }"])
+                .and_then(|()| nft(&["add", "rule", "inet", &table, "out", "oifname", &interface, "drop"]));
+            let said = made.and_then(|()| ready());
+            if said.is_ok() {
+                nap(Duration::from_secs(secs));
+            }
+            // Always removed, whatever happened since it was added.
+            let removed = nft(&["delete", "table", "inet", &table]);
+            said.and(removed)
         }
         HelperCommand::SlowAnswers { pids, secs, stop_ms } => {
             ready()?;
@@ -268,6 +289,24 @@ fn slow_boot(
         std::thread::sleep(Duration::from_millis(2));
     }
     throttle.lift();
+    Ok(())
+}
+
+/// The nftables table of a link-loss fault on `interface`: one per interface, so it is
+/// found and removed by name.
+pub fn loss_table(interface: &str) -> String {
+    let name: String = interface.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("warden_chaos_loss_{name}")
+}
+
+fn nft(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("nft").args(args).output().map_err(|e| anyhow::anyhow!("nft: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 

@@ -43,6 +43,9 @@ pub enum Injection {
     DiskFull,
     /// (6) Take a network interface down (`--interface`), as a cut cable would.
     LinkDown,
+    /// (6) Drop every packet sent out of a network interface (`--interface`) with an
+    /// nftables rule: the link stays up (its carrier is there) and carries nothing.
+    LinkLoss,
     /// (7) SIGSTOP an application service (the api).
     ApiHang,
     /// (7) Make an application service answer late, past its probes' timeouts: stopped
@@ -59,7 +62,7 @@ pub enum Injection {
 }
 
 impl Injection {
-    pub const ALL: [Injection; 13] = [
+    pub const ALL: [Injection; 14] = [
         Injection::DbFreeze,
         Injection::DbCorrupt,
         Injection::PortHold,
@@ -67,6 +70,7 @@ impl Injection {
         Injection::MemoryGrowth,
         Injection::DiskFull,
         Injection::LinkDown,
+        Injection::LinkLoss,
         Injection::ApiHang,
         Injection::SlowAnswers,
         Injection::ConfigDelete,
@@ -84,6 +88,7 @@ impl Injection {
             Injection::MemoryGrowth => "memory-growth",
             Injection::DiskFull => "disk-full",
             Injection::LinkDown => "link-down",
+            Injection::LinkLoss => "link-loss",
             Injection::ApiHang => "api-hang",
             Injection::SlowAnswers => "slow-answers",
             Injection::ConfigDelete => "config-delete",
@@ -101,12 +106,17 @@ impl Injection {
             Injection::SlowBoot => FailureMode::SlowBoot,
             Injection::MemoryGrowth => FailureMode::OutOfMemory,
             Injection::DiskFull => FailureMode::DiskFull,
-            Injection::LinkDown => FailureMode::NetworkUnreachable,
+            Injection::LinkDown | Injection::LinkLoss => FailureMode::NetworkUnreachable,
             Injection::ApiHang | Injection::SlowAnswers => FailureMode::ApiTimeout,
             Injection::ConfigDelete => FailureMode::MissingConfig,
             Injection::BadCredentials => FailureMode::InvalidCredentials,
             Injection::ModelHang | Injection::ModelKill => FailureMode::ModelServerDown,
         }
+    }
+
+    /// Whether the fault is made on the link into a service's network namespace.
+    pub fn on_link(self) -> bool {
+        matches!(self, Injection::LinkDown | Injection::LinkLoss)
     }
 
     /// The service the fault goes to when no `--target` is given; `None`: no service fits.
@@ -128,6 +138,7 @@ impl Injection {
             | Injection::SlowBoot
             | Injection::MemoryGrowth
             | Injection::LinkDown
+            | Injection::LinkLoss
             | Injection::ApiHang
             | Injection::SlowAnswers => app(),
         }
@@ -203,6 +214,10 @@ enum Action {
         bytes: u64,
     },
     LinkDown {
+        interface: String,
+        secs: u64,
+    },
+    LinkLoss {
         interface: String,
         secs: u64,
     },
@@ -480,7 +495,7 @@ pub fn prepare(
                 Action::Fill { dir, bytes },
             )
         }
-        Injection::LinkDown => {
+        Injection::LinkDown | Injection::LinkLoss => {
             // Unnamed: the link into the network namespace a service of the node runs in.
             let interface = match &opts.interface {
                 Some(i) => i.clone(),
@@ -492,7 +507,20 @@ pub fn prepare(
             if interface == "lo" {
                 return Err(refuse("taking `lo` down would cut the harness off from the node too".into()));
             }
-            (format!("take `{interface}` down for {} s", opts.secs), Action::LinkDown { interface, secs: opts.secs })
+            if fault == Injection::LinkLoss {
+                if procs::find_program("nft", None).is_none() {
+                    return Err(refuse("`nft` is not installed (Debian package nftables)".into()));
+                }
+                (
+                    format!("drop every packet sent out of `{interface}` for {} s (the link stays up)", opts.secs),
+                    Action::LinkLoss { interface, secs: opts.secs },
+                )
+            } else {
+                (
+                    format!("take `{interface}` down for {} s", opts.secs),
+                    Action::LinkDown { interface, secs: opts.secs },
+                )
+            }
         }
         Injection::ConfigDelete => {
             let file = spec
@@ -710,6 +738,10 @@ impl Prepared {
             Action::LinkDown { interface, secs } => {
                 // The helper brings it back up after its time, whoever else does not.
                 Some(helper(&["link-down", "--interface", interface, "--secs", &secs.to_string()]).map_err(fail)?)
+            }
+            Action::LinkLoss { interface, secs } => {
+                // The helper removes its rule after its time, or when asked to stop.
+                Some(helper(&["link-loss", "--interface", interface, "--secs", &secs.to_string()]).map_err(fail)?)
             }
             Action::SlowAnswers { pids, secs, stop } => {
                 let stop_ms = stop.as_millis().to_string();

@@ -275,6 +275,7 @@ pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
     if let Some(config) = &cfg.config {
         return config_node(cfg, config, &exe);
     }
+    // The default node has no service behind a link: `link-loss` is skipped there and said so.
     let on_default: Vec<Injection> = cfg.injections.iter().copied().filter(|i| *i != Injection::LinkDown).collect();
     let mut results = if on_default.is_empty() { Vec::new() } else { default_node_phase(cfg, &on_default, &exe)? };
     if cfg.injections.contains(&Injection::LinkDown) {
@@ -485,11 +486,11 @@ pub(crate) fn launch(
         }
     }
     for &fault in injections {
-        if fault == Injection::LinkDown {
+        if fault.on_link() {
             if let Err(why) = crate::link::of_node(&parsed) {
                 notes_for.push((fault, format!("skipped: {why}")));
             }
-        } else if fault != Injection::LinkDown && applies(fault).is_none() {
+        } else if applies(fault).is_none() {
             notes_for.push((fault, format!("skipped: no service of this node fits {}", fault.name())));
         }
     }
@@ -548,7 +549,7 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
     for &fault in &cfg.injections {
         let mut opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
         let notes = l.notes(fault);
-        if fault == Injection::LinkDown && notes.is_empty() {
+        if fault.on_link() && notes.is_empty() {
             opts.interface = crate::link::of_node(&l.config).ok();
         }
         let up = || {

@@ -191,7 +191,10 @@ pub fn schedule(seed: u64, kinds: &[Injection], faults: u32, controls: u32) -> V
 
 /// Faults that end without any repair: no control fault can be made of them.
 fn heals_by_itself(k: Injection) -> bool {
-    matches!(k, Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown)
+    matches!(
+        k,
+        Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown | Injection::LinkLoss
+    )
 }
 
 /// Faults plain supervision heals (a killed process restarts at once): the node may open
@@ -253,7 +256,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     }
     let wanted: Vec<Injection> = if cfg.kinds.is_empty() {
         // Every kind; those that fit no service of the node drop out below.
-        crate::modes::DEFAULT_INJECTIONS.iter().copied().chain([Injection::SlowAnswers]).collect()
+        crate::modes::DEFAULT_INJECTIONS.iter().copied().chain([Injection::SlowAnswers, Injection::LinkLoss]).collect()
     } else {
         cfg.kinds.clone()
     };

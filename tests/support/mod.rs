@@ -383,6 +383,14 @@ pub fn ensure_iproute2() {
     }
 }
 
+/// Installs nftables (`nft`) when it is missing: the link-loss fault's rule.
+pub fn ensure_nft() {
+    let found = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        install_deps();
+    }
+}
+
 /// The directory of PostgreSQL's server binaries (newest version installed).
 pub fn postgres_bin_dir() -> PathBuf {
     let find = || {

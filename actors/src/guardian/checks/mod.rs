@@ -198,10 +198,15 @@ pub async fn ready(client: &reqwest::Client, check: &ReadyCheck, timeout: Durati
 }
 
 /// An I/O error as a failure: unreachable network and host told apart from a refusal.
+/// `EPERM` on a connect or a send is this host's packet filter dropping what goes out (a
+/// remote filter answers `EHOSTUNREACH`): the path is blocked, as it is for a cut link.
 pub fn classify(e: &std::io::Error) -> Failure {
     match e.raw_os_error().map(nix::errno::Errno::from_raw) {
         Some(nix::errno::Errno::ENETUNREACH) => Failure::NetworkUnreachable(e.to_string()),
         Some(nix::errno::Errno::EHOSTUNREACH) => Failure::HostUnreachable(e.to_string()),
+        Some(nix::errno::Errno::EPERM) => {
+            Failure::HostUnreachable(format!("{e}: a packet filter on this host drops what is sent there"))
+        }
         Some(nix::errno::Errno::ETIMEDOUT) => Failure::Timeout,
         _ => Failure::Connect(e.to_string()),
     }
@@ -258,4 +263,21 @@ pub async fn read_line_bytes<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R)
 /// One line of an answer as text (invalid UTF-8 replaced).
 pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<String> {
     read_line_bytes(reader).await.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_path_blocked_here_or_away_is_unreachable_and_a_refusal_is_a_connect_failure() {
+        let err = |n: nix::errno::Errno| std::io::Error::from_raw_os_error(n as i32);
+        assert!(
+            matches!(classify(&err(nix::errno::Errno::EPERM)), Failure::HostUnreachable(m) if m.contains("packet filter"))
+        );
+        assert!(matches!(classify(&err(nix::errno::Errno::EHOSTUNREACH)), Failure::HostUnreachable(_)));
+        assert!(matches!(classify(&err(nix::errno::Errno::ENETUNREACH)), Failure::NetworkUnreachable(_)));
+        assert_eq!(classify(&err(nix::errno::Errno::ETIMEDOUT)), Failure::Timeout);
+        assert!(matches!(classify(&err(nix::errno::Errno::ECONNREFUSED)), Failure::Connect(_)));
+    }
 }
