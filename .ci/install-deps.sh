@@ -7,7 +7,7 @@
 #                                               always: the real-services reference node
 #   nginx    (Debian package `nginx`)           always: the real-services reference node
 #   nft      (Debian package `nftables`)        always: a link that is up and carries nothing
-#   monit    (Debian package `monit`)           with --bench (a peer in the restore benchmark)
+#   monit    (Debian package `monit`)           always: the soak's peer (and the restore benchmark's)
 #   supervisord (PyPI package `supervisor`)     with --bench (the other peer), into a
 #            virtualenv beside the build (target/peers), where `warden chaos bench` finds it
 # Idempotent and quiet: skips apt entirely when every command is present, runs
@@ -40,10 +40,8 @@ fi
 
 # command -> Debian package
 declare -A want=([promtool]=prometheus [postgres]=postgresql [psql]=postgresql [ip]=iproute2
-                 [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [nft]=nftables)
-if [ "$bench" = 1 ]; then
-    want[monit]=monit
-fi
+                 [redis-server]=redis-server [redis-cli]=redis-tools [nginx]=nginx [nft]=nftables
+                 [monit]=monit)
 
 # PostgreSQL's server binaries live outside PATH, under /usr/lib/postgresql/VERSION/bin.
 have() {

@@ -178,3 +178,56 @@ fn test_a_stopped_slow_answers_helper_leaves_its_process_running() {
     victim.kill().unwrap();
     victim.wait().unwrap();
 }
+
+#[test]
+fn test_a_peer_is_given_the_same_sequence_on_the_same_services_and_told_why_not_the_rest() {
+    ensure_monit();
+    let dir = demo_node_dir();
+    let (ok, said, report) = soak(
+        dir.path(),
+        &[
+            "--config",
+            "node/node.yaml",
+            "--faults",
+            "4",
+            "--interval",
+            "1s",
+            "--seed",
+            "3",
+            "--kinds",
+            "api-hang,model-kill,config-delete",
+            "--peer",
+            "monit",
+        ],
+    );
+    assert!(ok, "{said}");
+    let peer = &report["peers"][0];
+    assert_eq!(peer["peer"]["name"], "monit", "{said}");
+    // The sequence warden was given, fault by fault, on the peer's side.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("soak.monit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let warden: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("soak.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        records.iter().map(|r| r["fault"].clone()).collect::<Vec<_>>(),
+        warden.iter().map(|r| r["fault"].clone()).collect::<Vec<_>>(),
+        "{said}"
+    );
+    for r in &records {
+        if r["fault"] == "config-delete" {
+            assert!(r["not_run"].as_str().is_some_and(|w| w.contains("description")), "{r}");
+        } else {
+            // A hang and a kill Monit sees and restores: a new process answering.
+            assert!(r["not_run"].is_null() && r["restored_ms"].is_u64(), "{r}\n{said}");
+        }
+    }
+    assert_eq!(peer["silent"].as_array().map(Vec::len), Some(0), "{said}");
+    let summary = std::fs::read_to_string(dir.path().join("soak.md")).unwrap();
+    assert!(summary.contains("## monit") && summary.contains("beside it"), "{summary}");
+}

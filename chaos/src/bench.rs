@@ -24,7 +24,7 @@ use crate::monit::{self, MonitCheck, MonitRc, MonitService};
 use crate::procs::{self, Group};
 use crate::report::{Idle, Machine, Method, PeerInfo, Report, SeriesReport, Skipped};
 use crate::restore::{self, Fault, Probe, Target, Timing};
-use crate::services::{self, API_PORT, DB_PORT, DemoFiles, MODEL_PORT, NODE_PORTS, WARDEN_PORT};
+use crate::services::{self, API_PORT, DB_PORT, DemoFiles, DemoPorts, MODEL_PORT, NODE_PORTS, WARDEN_PORT};
 use crate::supervisord::{self, SupervisordConf};
 
 /// A supervisor warden is compared with.
@@ -345,8 +345,8 @@ async fn peer_part(cfg: &BenchConfig, exe: &Path, found: &FoundPeer, report: &mu
     let tmp = procs::temp_dir(&format!("warden-bench-{name}"), cfg.outputs.keep_tmp)?;
     let dir = tmp.path().to_path_buf();
     // Dropped last: kills what the peer started, on every way out of this function.
-    let _guard = Leftovers;
-    let mut daemon = spawn_peer(peer, &found.binary, exe, &dir, cfg.monit_cycle)?;
+    let _guard = Leftovers(DemoPorts::DEFAULT);
+    let mut daemon = spawn_peer(peer, &found.binary, exe, &dir, cfg.monit_cycle, DemoPorts::DEFAULT)?;
     eprintln!("{name}: started pid {}", daemon.pid());
     let api = Probe::new(&services::api_health_url(), cfg.timing)?;
     if !api.wait_stable().await {
@@ -382,13 +382,14 @@ pub(crate) fn spawn_peer(
     exe: &Path,
     dir: &Path,
     monit_cycle: u32,
+    ports: DemoPorts,
 ) -> Result<Group, BenchError> {
     let name = peer.name();
-    let files = DemoFiles::create(dir)?;
+    let files = DemoFiles::create_on(dir, ports)?;
     let services = [
-        ("demo-db", files.db_args(), MonitCheck::Line { port: DB_PORT, send: "PING".into(), expect: "PONG".into() }),
-        ("demo-model", files.model_args(), MonitCheck::Http { port: MODEL_PORT, path: "/api/tags".into() }),
-        ("demo-api", files.api_args(), MonitCheck::Http { port: API_PORT, path: "/health".into() }),
+        ("demo-db", files.db_args(), MonitCheck::Line { port: ports.db, send: "PING".into(), expect: "PONG".into() }),
+        ("demo-model", files.model_args(), MonitCheck::Http { port: ports.model, path: "/api/tags".into() }),
+        ("demo-api", files.api_args(), MonitCheck::Http { port: ports.api, path: "/health".into() }),
     ];
     let (program, args) = match peer {
         Peer::Monit => {
@@ -435,11 +436,11 @@ pub(crate) fn spawn_peer(
 
 /// Kills what a peer left of the demo services (whatever of ours still listens on their
 /// ports), then reaps it; the peers' own processes die with their groups.
-pub(crate) struct Leftovers;
+pub(crate) struct Leftovers(pub DemoPorts);
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        procs::kill_our_listeners(&[API_PORT, DB_PORT, MODEL_PORT]);
+        procs::kill_our_listeners(&self.0.all());
         procs::reap_orphans();
     }
 }

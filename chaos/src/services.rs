@@ -25,23 +25,61 @@ pub fn warden_health_url() -> String {
     format!("http://127.0.0.1:{WARDEN_PORT}/healthz")
 }
 
+/// The loopback ports of the demo services: the embedded default node's, or a test's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub api: u16,
+    pub db: u16,
+    pub model: u16,
+}
+
+impl DemoPorts {
+    pub const DEFAULT: DemoPorts = DemoPorts { api: API_PORT, db: DB_PORT, model: MODEL_PORT };
+
+    /// The ports of a node config's `api`, `db` and `model` services (their first port
+    /// each), when it has all three: the demo node, on whatever ports it was given.
+    pub fn of(config: &warden_core::config::NodeConfig) -> Option<Self> {
+        let port = |name: &str| config.services.iter().find(|s| s.name.as_str() == name)?.ports.first().copied();
+        Some(Self { api: port("api")?, db: port("db")?, model: port("model")? })
+    }
+
+    pub fn all(self) -> [u16; 3] {
+        [self.api, self.db, self.model]
+    }
+
+    pub fn api_health_url(self) -> String {
+        format!("http://127.0.0.1:{}/health", self.api)
+    }
+
+    pub fn model_url(self) -> String {
+        format!("http://127.0.0.1:{}/api/tags", self.model)
+    }
+}
+
 /// The files of a hand-started demo node, all under one private directory.
 pub struct DemoFiles {
     pub config: PathBuf,
     pub credentials: PathBuf,
     pub db_dir: PathBuf,
     pub dir: PathBuf,
+    pub ports: DemoPorts,
 }
 
 impl DemoFiles {
     /// Writes `config.json` (`{"name":"demo-api"}`), `credentials` (a token, mode 0600) and
     /// creates the db data directory.
     pub fn create(dir: &Path) -> Result<Self, BenchError> {
+        Self::create_on(dir, DemoPorts::DEFAULT)
+    }
+
+    /// As [`DemoFiles::create`], for services on `ports`.
+    pub fn create_on(dir: &Path, ports: DemoPorts) -> Result<Self, BenchError> {
         let files = Self {
             config: dir.join("config.json"),
             credentials: dir.join("credentials"),
             db_dir: dir.join("db"),
             dir: dir.to_path_buf(),
+            ports,
         };
         std::fs::write(&files.config, "{\"name\":\"demo-api\"}\n").map_err(BenchError::io("writing the api config"))?;
         let token = format!("bench-{:x}", std::process::id());
@@ -56,7 +94,7 @@ impl DemoFiles {
             "demo".into(),
             "db".into(),
             "--listen".into(),
-            format!("127.0.0.1:{DB_PORT}"),
+            format!("127.0.0.1:{}", self.ports.db),
             "--data-dir".into(),
             path_arg(&self.db_dir),
             "--password-file".into(),
@@ -66,7 +104,7 @@ impl DemoFiles {
 
     /// `demo model` arguments.
     pub fn model_args(&self) -> Vec<String> {
-        vec!["demo".into(), "model".into(), "--listen".into(), format!("127.0.0.1:{MODEL_PORT}")]
+        vec!["demo".into(), "model".into(), "--listen".into(), format!("127.0.0.1:{}", self.ports.model)]
     }
 
     /// `demo api` arguments.
@@ -75,11 +113,11 @@ impl DemoFiles {
             "demo".into(),
             "api".into(),
             "--listen".into(),
-            format!("127.0.0.1:{API_PORT}"),
+            format!("127.0.0.1:{}", self.ports.api),
             "--db".into(),
-            format!("127.0.0.1:{DB_PORT}"),
+            format!("127.0.0.1:{}", self.ports.db),
             "--model-url".into(),
-            format!("http://127.0.0.1:{MODEL_PORT}"),
+            format!("http://127.0.0.1:{}", self.ports.model),
             "--config".into(),
             path_arg(&self.config),
             "--credentials".into(),
@@ -91,8 +129,8 @@ impl DemoFiles {
     pub async fn start_dependencies(&self, exe: &Path) -> Result<(Group, Group), BenchError> {
         let db = Group::spawn("demo db", exe, &self.db_args(), &self.dir.join("db.log"))?;
         let model = Group::spawn("demo model", exe, &self.model_args(), &self.dir.join("model.log"))?;
-        wait_listening(&db, DB_PORT).await?;
-        wait_listening(&model, MODEL_PORT).await?;
+        wait_listening(&db, self.ports.db).await?;
+        wait_listening(&model, self.ports.model).await?;
         Ok((db, model))
     }
 }
@@ -143,6 +181,7 @@ mod tests {
             credentials: "/t/credentials".into(),
             db_dir: "/t/db".into(),
             dir: "/t".into(),
+            ports: DemoPorts::DEFAULT,
         };
         assert_eq!(
             files.api_args().join(" "),

@@ -244,12 +244,6 @@ fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_
 
 pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
-    if cfg.config.is_some() && !cfg.peers.is_empty() {
-        return Err(BenchError::NodeConfig(
-            "`--peer` runs the sequence on the demo services the peers are set up for: use it without `--config`"
-                .into(),
-        ));
-    }
     // A missing peer is said before the hour of warden's part, not after it.
     for &peer in &cfg.peers {
         crate::bench::find_peer(peer, &exe)?;
@@ -262,6 +256,15 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     };
     let l = crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe)?;
     let kinds: Vec<Injection> = wanted.into_iter().filter(|k| l.notes(*k).is_empty()).collect();
+    // The peers are set up for the demo services (db, model, api), on the node's ports.
+    let peer_ports = crate::services::DemoPorts::of(&l.config);
+    if !cfg.peers.is_empty() && peer_ports.is_none() {
+        return Err(BenchError::NodeConfig(
+            "`--peer` gives the sequence to a peer set up for the demo services (api, db and model with a port each); \
+             this node has not got them"
+                .into(),
+        ));
+    }
     if kinds.is_empty() {
         return Err(BenchError::NodeConfig("no fault kind applies to this node".into()));
     }
@@ -348,7 +351,8 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         }
         let path = cfg.out.with_extension(format!("{}.jsonl", peer.name()));
         let stop = || cfg.stop_asked();
-        let part = crate::soak_peer::run(peer, &exe, &sequence, cfg.silent_after, &path, cfg.keep_tmp, &stop);
+        let ports = peer_ports.unwrap_or(crate::services::DemoPorts::DEFAULT);
+        let part = crate::soak_peer::run(peer, ports, &exe, &sequence, cfg.silent_after, &path, cfg.keep_tmp, &stop);
         let part = match tokio::runtime::Handle::try_current() {
             Ok(h) => h.block_on(part),
             Err(_) => tokio::runtime::Builder::new_current_thread()

@@ -20,7 +20,7 @@ use crate::error::BenchError;
 use crate::inject::Injection;
 use crate::report::PeerInfo;
 use crate::restore::{self, Fault, Outcome, Probe, Timing};
-use crate::services::{API_PORT, DB_PORT, MODEL_PORT};
+use crate::services::DemoPorts;
 use crate::stats::{Summary, summarize};
 
 /// One fault of the sequence, as the peer's run of it ended.
@@ -57,22 +57,21 @@ pub struct PeerSoak {
 
 /// What a soak fault is on the peer's copy of the demo services: the fault, the port of the
 /// process it hits, and the health URL that tells it restored.
-fn on_peer(k: Injection) -> Option<(Fault, u16, String)> {
-    let api = || crate::services::api_health_url();
-    let model = || format!("http://127.0.0.1:{MODEL_PORT}/api/tags");
+fn on_peer(k: Injection, ports: DemoPorts) -> Option<(Fault, u16, String)> {
+    let (api, model) = (ports.api_health_url(), ports.model_url());
     match k {
-        Injection::ModelKill => Some((Fault::Kill, MODEL_PORT, model())),
-        Injection::ModelHang => Some((Fault::Hang, MODEL_PORT, model())),
-        Injection::ApiHang => Some((Fault::Hang, API_PORT, api())),
-        Injection::DbFreeze => Some((Fault::Freeze, DB_PORT, api())),
-        Injection::PortHold => Some((Fault::Hold5, API_PORT, api())),
+        Injection::ModelKill => Some((Fault::Kill, ports.model, model)),
+        Injection::ModelHang => Some((Fault::Hang, ports.model, model)),
+        Injection::ApiHang => Some((Fault::Hang, ports.api, api)),
+        Injection::DbFreeze => Some((Fault::Freeze, ports.db, api)),
+        Injection::PortHold => Some((Fault::Hold5, ports.api, api)),
         _ => None,
     }
 }
 
 /// Why `k` is not made against `peer`, if it is not.
 pub fn not_run(peer: Peer, k: Injection) -> Option<String> {
-    match on_peer(k) {
+    match on_peer(k, DemoPorts::DEFAULT) {
         None => Some(
             "made through warden's description of the service (its files, cgroup, limits or link), which the peer's \
              services do not have"
@@ -85,8 +84,10 @@ pub fn not_run(peer: Peer, k: Injection) -> Option<String> {
 /// Runs `plan` (the soak's sequence, controls included: a peer has no pause, so a control
 /// is an ordinary fault to it) against the demo services under `peer`. Each record is
 /// appended to `records` as it ends. Stops early when `stop` says so.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     peer: Peer,
+    ports: DemoPorts,
     exe: &Path,
     plan: &[Injection],
     silent_after: Duration,
@@ -99,14 +100,14 @@ pub async fn run(
         return Err(BenchError::NodeConfig("`--peer none` is no peer".into()));
     };
     crate::procs::become_subreaper()?;
-    crate::procs::ensure_ports_free(&[API_PORT, DB_PORT, MODEL_PORT])?;
+    crate::procs::ensure_ports_free(&ports.all())?;
     let tmp = crate::procs::temp_dir(&format!("warden-soak-{name}"), keep_tmp)?;
     let dir: PathBuf = tmp.path().to_path_buf();
     // Dropped last: kills what the peer started, on every way out.
-    let _guard = Leftovers;
-    let mut daemon = crate::bench::spawn_peer(peer, &binary, exe, &dir, 1)?;
+    let _guard = Leftovers(ports);
+    let mut daemon = crate::bench::spawn_peer(peer, &binary, exe, &dir, 1, ports)?;
     let timing = Timing { run_limit: silent_after, stable_limit: Duration::from_secs(60), ..Timing::default() };
-    let api = Probe::new(&crate::services::api_health_url(), timing)?;
+    let api = Probe::new(&ports.api_health_url(), timing)?;
     if !api.wait_stable().await {
         let log = daemon.log_tail(10) + &crate::procs::log_tail(&dir.join(format!("{name}.log")), 10);
         daemon.kill_group().await;
@@ -127,7 +128,7 @@ pub async fn run(
             not_run: not_run(peer, k),
         };
         if r.not_run.is_none()
-            && let Some((fault, port, url)) = on_peer(k)
+            && let Some((fault, port, url)) = on_peer(k, ports)
         {
             let probe = Probe::new(&url, timing)?;
             // The whole node steady first (the api needs the db), then the fault's own check.

@@ -383,6 +383,14 @@ pub fn ensure_iproute2() {
     }
 }
 
+/// Installs Monit when it is missing: the soak's peer.
+pub fn ensure_monit() {
+    let found = Command::new("monit").arg("-V").output().is_ok_and(|o| o.status.success());
+    if !found {
+        install_deps();
+    }
+}
+
 /// Installs nftables (`nft`) when it is missing: the link-loss fault's rule.
 pub fn ensure_nft() {
     let found = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
