@@ -109,6 +109,9 @@ pub struct FaultRecord {
     pub restart_audit_seq: Option<u64>,
     pub detected_ms: Option<u64>,
     pub cause: Option<String>,
+    /// The mode of the node's incident when it is not the fault's.
+    #[serde(default)]
+    pub seen_as: Option<String>,
     pub status: Option<String>,
     /// Restored by the harness's own checks, from the fault.
     pub restored_ms: Option<u64>,
@@ -160,6 +163,8 @@ pub struct SoakReport {
     pub node_health: crate::soak_watch::NodeHealth,
     /// The peers' parts: the same sequence on the demo services under each.
     pub peers: Vec<crate::soak_peer::PeerSoak>,
+    /// Faults whose incident was of another mode than the fault's: (n, fault, mode seen).
+    pub records_seen_otherwise: Vec<(u32, String, String)>,
     /// Why the soak failed; empty: it passed.
     pub failed: Vec<String>,
 }
@@ -212,7 +217,10 @@ fn restart_record(client: &reqwest::blocking::Client, base: &str, token: &str, t
     page["entries"].as_array()?.iter().filter_map(|e| e["seq"].as_u64()).min()
 }
 
-/// The node's incident for a fault on `target` of `mode` made at `at`.
+/// The node's incident for a fault on `target` of `mode` made at `at`: the first of that
+/// mode (from 2 s before it, for the detector's clock), else the first of any mode detected
+/// after it: the fault showed as another mode (a starved boot that got ready and then did
+/// not answer is a hang to the node), which the record says (`seen_as`).
 fn incident_for(
     client: &reqwest::blocking::Client,
     base: &str,
@@ -220,12 +228,11 @@ fn incident_for(
     mode: &str,
     at: u64,
 ) -> Option<serde_json::Value> {
-    let since = at.saturating_sub(2000);
-    let list = crate::modes::get(
-        client,
-        &format!("{base}/api/incidents?service={target}&mode={mode}&since={since}&limit=20"),
-    )?;
-    list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
+    let first = |query: String| {
+        let list = crate::modes::get(client, &format!("{base}/api/incidents?service={target}&{query}&limit=20"))?;
+        list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
+    };
+    first(format!("mode={mode}&since={}", at.saturating_sub(2000))).or_else(|| first(format!("since={at}")))
 }
 
 /// Whether the node shows the incident waiting for a person: its repair held (a pause,
@@ -389,7 +396,11 @@ fn outcome(r: &FaultRecord) -> String {
         return format!("not made ({why})");
     }
     let incident = match (r.incident, r.restart_audit_seq) {
-        (Some(i), _) => format!("incident #{i} {}", r.cause.as_deref().unwrap_or("?")),
+        (Some(i), _) => format!(
+            "incident #{i} {}{}",
+            r.cause.as_deref().unwrap_or("?"),
+            r.seen_as.as_deref().map(|m| format!(" (seen as {m})")).unwrap_or_default()
+        ),
         (None, Some(seq)) => format!("supervision restart, audit entry {seq}"),
         (None, None) => "no incident".into(),
     };
@@ -461,6 +472,7 @@ fn one_fault(
         restart_audit_seq: None,
         detected_ms: None,
         cause: None,
+        seen_as: None,
         status: None,
         restored_ms: None,
         escalated: false,
@@ -548,6 +560,7 @@ fn one_fault(
         r.incident = incident["id"].as_u64();
         r.detected_ms = incident["detected_unix_ms"].as_u64().map(|d| d.saturating_sub(from));
         r.cause = incident["cause"].as_str().map(String::from);
+        r.seen_as = incident["mode"].as_str().filter(|m| *m != r.mode).map(String::from);
         r.status = incident["status"].as_str().map(String::from);
         r.escalated = escalated(&incident);
         r.playbooks = incident["attempts"]
@@ -557,18 +570,26 @@ fn one_fault(
             .filter_map(|a| a["playbook"].as_str().map(String::from))
             .collect();
     }
-    // A slow boot ready before its deadline was not slowed: the new boot escaped the
-    // starvation (it came up between two looks of the helper). No fault was made.
+    // A slow boot ready within its deadline was not slowed past it: the new boot escaped
+    // the starvation (it got through its start between two looks of the helper, or the
+    // restart came late, after a backoff, and the starvation was over before the deadline).
+    // The boot is timed as the node sees it: from the new process's start to the restore.
     let deadline = config.services.iter().find(|s| s.name.as_str() == r.target).map(|s| s.startup_deadline);
     if fault == Injection::SlowBoot
         && r.incident.is_none()
         && let (Some(ms), Some(deadline)) = (r.restored_ms, deadline)
-        && Duration::from_millis(ms) < deadline
     {
-        r.not_made = Some(format!(
-            "the new boot escaped the starvation: ready after {ms} ms, within its {} ms deadline",
-            deadline.as_millis()
-        ));
+        let ready_at = from + ms;
+        let started = crate::modes::get(client, &format!("{base}/api/status")).and_then(|s| {
+            s["services"].as_array()?.iter().find(|x| x["name"] == r.target.as_str())?["started_unix_ms"].as_u64()
+        });
+        let boot = started.filter(|&t| t >= from && t <= ready_at).map_or(ms, |t| ready_at - t);
+        if Duration::from_millis(boot) < deadline {
+            r.not_made = Some(format!(
+                "the new boot escaped the starvation: ready {boot} ms after it started, within its {} ms deadline",
+                deadline.as_millis()
+            ));
+        }
     }
     r.silent = match (control, r.incident.is_some(), r.restored_ms.is_some(), r.escalated) {
         _ if r.not_made.is_some() => None,
@@ -685,6 +706,10 @@ fn summarize_soak(
         controls,
         node_health,
         peers: Vec::new(),
+        records_seen_otherwise: records
+            .iter()
+            .filter_map(|r| r.seen_as.as_ref().map(|m| (r.n, r.fault.clone(), m.clone())))
+            .collect(),
         failed,
     })
 }
@@ -784,6 +809,15 @@ impl SoakReport {
                 r.target,
                 r.silent.as_deref().unwrap_or("")
             ));
+        }
+        let other: Vec<String> = self
+            .records_seen_otherwise
+            .iter()
+            .map(|(n, fault, mode)| format!("\n- fault {n} ({fault}) was seen by the node as {mode}"))
+            .collect();
+        if !other.is_empty() {
+            s.push_str("\n\nFaults the node saw as another mode (detected and repaired, under that mode's playbooks):");
+            s.push_str(&other.concat());
         }
         s.push('\n');
         s.push_str(&self.peers_markdown());
