@@ -788,7 +788,7 @@ fn join(pids: &[u32]) -> String {
 fn helper(args: &[&str]) -> Result<u32, String> {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let exe = procs::own_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let mut child = Command::new(exe)
         .args(["chaos", "helper"])
         .args(args)

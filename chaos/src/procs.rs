@@ -222,9 +222,35 @@ pub fn rss_kib(raw_pid: u32) -> Option<u64> {
     procfs::process::Process::new(i32::try_from(raw_pid).ok()?).ok()?.status().ok()?.vmrss
 }
 
+/// A copy of this executable that a long run uses instead of the file it was started
+/// from, so that a rebuild during the run (which replaces that file) does not leave it
+/// unable to start its helpers, its node or its peers' services.
+static PINNED_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Copies this executable into `dir` (which must outlive the run) and uses the copy from
+/// now on for everything the harness starts; its path.
+pub fn pin_exe(dir: &Path) -> Result<PathBuf, BenchError> {
+    if let Some(p) = PINNED_EXE.get() {
+        return Ok(p.clone());
+    }
+    let from = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    let to = dir.join("warden");
+    std::fs::copy(&from, &to).map_err(BenchError::io(format!("copying {} to {}", from.display(), to.display())))?;
+    Ok(PINNED_EXE.get_or_init(|| to).clone())
+}
+
+/// The executable the harness starts its helpers and nodes from: the pinned copy of a
+/// long run, else this process's own file.
+pub fn own_exe() -> std::io::Result<PathBuf> {
+    match PINNED_EXE.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
 /// True when `raw_pid` runs the same executable as this process (so it is one of ours).
 pub fn runs_our_exe(raw_pid: u32) -> bool {
-    let Ok(ours) = std::env::current_exe() else {
+    let Ok(ours) = own_exe() else {
         return false;
     };
     std::fs::read_link(format!("/proc/{raw_pid}/exe")).is_ok_and(|theirs| theirs == ours)

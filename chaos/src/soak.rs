@@ -250,7 +250,12 @@ fn post(client: &reqwest::blocking::Client, url: &str, token: &str, body: serde_
 }
 
 pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
-    let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    // Everything this soak starts comes from a copy of this executable: a rebuild during an
+    // hour-long run replaced the file, and the helpers could no longer be started.
+    let pinned = crate::procs::temp_dir("warden-soak-exe", false)?;
+    std::fs::set_permissions(pinned.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(BenchError::io("opening the executable's directory"))?;
+    let exe = crate::procs::pin_exe(pinned.path())?;
     // A missing peer is said before the hour of warden's part, not after it.
     for &peer in &cfg.peers {
         crate::bench::find_peer(peer, &exe)?;
@@ -350,8 +355,14 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let node_name = l.config.name.clone();
     // The node goes before the peers take the demo services' ports.
     drop(l);
-    let mut peers = Vec::new();
-    let sequence: Vec<Injection> = plan.iter().take(records.len()).map(|(k, _)| *k).collect();
+    let end = End { wall, stopped_early, resumed_after: resumed_at as u32 };
+    let mut report = summarize_soak(cfg, &node_name, &kinds, records, health, end)?;
+    // warden's part is written before the peers run: a peer that cannot run loses nothing.
+    write_reports(cfg, &report, &records_path)?;
+    if cfg.peers.is_empty() {
+        return Ok(report);
+    }
+    let sequence: Vec<Injection> = plan.iter().take(report.faults_done as usize).map(|(k, _)| *k).collect();
     for &peer in &cfg.peers {
         if cfg.stop_asked() {
             break;
@@ -368,15 +379,24 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
                 .map_err(BenchError::io("starting a runtime for the peer"))?
                 .block_on(part),
         };
-        peers.push(part?);
+        match part {
+            Ok(p) => report.peers.push(p),
+            Err(e) => {
+                eprintln!("{}: {e}", peer.name());
+                report.failed.push(format!("the peer {} could not run: {e}", peer.name()));
+            }
+        }
     }
-    let end = End { wall, stopped_early, resumed_after: resumed_at as u32 };
-    let mut report = summarize_soak(cfg, &node_name, &kinds, records, health, end)?;
-    report.peers = peers;
+    write_reports(cfg, &report, &records_path)?;
+    Ok(report)
+}
+
+/// The JSON report, the plot of the records and the Markdown summary beside it.
+fn write_reports(cfg: &SoakConfig, report: &SoakReport, records_path: &Path) -> Result<(), BenchError> {
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BenchError::NodeConfig(e.to_string()))?;
     std::fs::write(&cfg.out, json).map_err(BenchError::io(format!("writing {}", cfg.out.display())))?;
     let svg = cfg.out.with_extension("svg");
-    let plotted = crate::soak_plot::plot_records(&records_path, &svg);
+    let plotted = crate::soak_plot::plot_records(records_path, &svg);
     if let Err(e) = &plotted {
         eprintln!("no plot: {e}");
     }
@@ -388,7 +408,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         text.push_str(&format!("\n![time to restore per fault over the soak]({})\n", name.to_string_lossy()));
     }
     std::fs::write(&md, text).map_err(BenchError::io(format!("writing {}", md.display())))?;
-    Ok(report)
+    Ok(())
 }
 
 fn outcome(r: &FaultRecord) -> String {
