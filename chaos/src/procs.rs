@@ -304,25 +304,29 @@ pub fn kill_our_listeners(ports: &[u16]) -> usize {
     n
 }
 
-/// A private (0700) temporary directory, removed when dropped unless `keep` (then its path
-/// is printed so the logs and configs in it can be read).
-/// Files and bytes under `dir` (symlinks not followed); (0, 0) for what cannot be read.
-pub fn tree_bytes(dir: &Path) -> (u64, u64) {
-    let (mut files, mut bytes) = (0u64, 0u64);
+/// Calls `f` with the metadata of every file under `dir` (symlinks not followed); what
+/// cannot be read is left out.
+fn each_file(dir: &Path, mut f: impl FnMut(&std::fs::Metadata)) {
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
         for e in entries.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => todo.push(e.path()),
-                Ok(m) if m.is_file() => {
-                    files += 1;
-                    bytes += m.len();
-                }
+                Ok(m) if m.is_file() => f(&m),
                 _ => {}
             }
         }
     }
+}
+
+/// Files and bytes under `dir`; (0, 0) for what cannot be read.
+pub fn tree_bytes(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    each_file(dir, |m| {
+        files += 1;
+        bytes += m.len();
+    });
     (files, bytes)
 }
 
@@ -331,20 +335,12 @@ pub fn tree_bytes(dir: &Path) -> (u64, u64) {
 pub fn tree_disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut bytes = 0u64;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => todo.push(e.path()),
-                Ok(m) if m.is_file() => bytes += m.blocks() * 512,
-                _ => {}
-            }
-        }
-    }
+    each_file(dir, |m| bytes += m.blocks() * 512);
     bytes
 }
 
+/// A private (0700) temporary directory, removed when dropped unless `keep` (then its path
+/// is printed so the logs and configs in it can be read).
 pub fn temp_dir(prefix: &str, keep: bool) -> Result<tempfile::TempDir, BenchError> {
     let mut dir = tempfile::Builder::new()
         .prefix(&format!("{prefix}-"))
@@ -360,6 +356,17 @@ pub fn temp_dir(prefix: &str, keep: bool) -> Result<tempfile::TempDir, BenchErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_a_sparse_file_counts_its_length_in_bytes_and_what_it_holds_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = std::fs::File::create(dir.path().join("journal")).expect("create");
+        file.set_len(64 << 20).expect("set_len");
+        std::fs::write(dir.path().join("table"), vec![1u8; 8192]).expect("write");
+        assert_eq!(tree_bytes(dir.path()), (2, (64 << 20) + 8192));
+        let disk = tree_disk_bytes(dir.path());
+        assert!((8192..1 << 20).contains(&disk), "{disk} bytes on disk");
+    }
 
     #[test]
     fn test_own_stat_and_rss_are_readable() {
