@@ -228,11 +228,13 @@ fn incident_for(
     mode: &str,
     at: u64,
 ) -> Option<serde_json::Value> {
-    let first = |query: String| {
-        let list = crate::modes::get(client, &format!("{base}/api/incidents?service={target}&{query}&limit=20"))?;
-        list["incidents"].as_array()?.iter().min_by_key(|i| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX)).cloned()
-    };
-    first(format!("mode={mode}&since={}", at.saturating_sub(2000))).or_else(|| first(format!("since={at}")))
+    // One request for both: this runs every 100 ms while a fault is followed.
+    let since = at.saturating_sub(2000);
+    let list = crate::modes::get(client, &format!("{base}/api/incidents?service={target}&since={since}&limit=20"))?;
+    let incidents = list["incidents"].as_array()?;
+    let detected = |i: &&serde_json::Value| i["detected_unix_ms"].as_u64().unwrap_or(u64::MAX);
+    let first_of_mode = incidents.iter().filter(|i| i["mode"] == mode).min_by_key(detected);
+    first_of_mode.or_else(|| incidents.iter().filter(|i| detected(i) >= at).min_by_key(detected)).cloned()
 }
 
 /// Whether the node shows the incident waiting for a person: its repair held (a pause,
