@@ -53,14 +53,33 @@ fn assert_healed(node: &Node, mode: &str, playbook: &str) -> Value {
     let run_id = incident["attempts"][0]["run_id"].as_u64().unwrap();
     let detail = get_json(&node.url(&format!("/api/incidents/{}", incident["id"]))).unwrap();
     assert_eq!(detail["runs"][0]["run_id"], run_id, "{detail}");
-    let trail = http()
-        .get(node.url("/api/governance/audit?limit=1000"))
-        .send()
-        .ok()
-        .and_then(|r| r.json::<Value>().ok())
-        .unwrap_or_default();
-    let of_run: Vec<&Value> =
-        trail["entries"].as_array().into_iter().flatten().filter(|e| e["run_id"].as_u64() == Some(run_id)).collect();
+    // The trail is read until the run's allow and outcome are in it (a bounded wait: a
+    // loaded machine may answer a large page slowly); a failed read is kept for the message.
+    let mut of_run: Vec<Value> = Vec::new();
+    let mut last_error = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match slow_http().get(node.url("/api/governance/audit?limit=1000")).send().and_then(|r| r.json::<Value>()) {
+            Ok(trail) => {
+                of_run = trail["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["run_id"].as_u64() == Some(run_id))
+                    .cloned()
+                    .collect();
+                last_error.clear();
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        let complete = of_run.iter().any(|e| e["kind"] == "decision" && e["decision"] == "allow")
+            && of_run.iter().any(|e| e["kind"] == "outcome" && e["outcome"] == "succeeded");
+        if complete || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(last_error.is_empty(), "the trail could not be read: {last_error}");
     assert!(
         of_run.iter().any(|e| e["kind"] == "decision" && e["decision"] == "allow"),
         "the gatekeeper's allow is in the trail: {of_run:?}"
@@ -448,6 +467,13 @@ fn test_a_crash_loop_caused_by_a_stopped_dependency_waits_for_it_instead_of_quar
     let node = Node::start_with(&config, ports, &[]);
     let running = |name: &str| matches!(node.service(name), Some((Some(_), ref s)) if s == "running");
     wait_until("both running", Duration::from_secs(30), || running("dep") && running("worker"));
+    // Running is not yet connected: the worker holds its dependency's connection once bash
+    // has replaced itself with `sleep`. Stopping `dep` before that would fail its connect.
+    wait_until("the worker connected to its dependency", Duration::from_secs(20), || {
+        node.service("worker")
+            .and_then(|(pid, _)| pid)
+            .is_some_and(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"))
+    });
     let resp = node.post_as_admin("/api/services/dep/stop").json(&serde_json::json!({"reason": "maintenance"})).send();
     assert_eq!(resp.unwrap().status().as_u16(), 200);
     let Some((Some(worker), _)) = node.service("worker") else { panic!("worker has no pid") };
