@@ -155,3 +155,73 @@ fn test_alerts_reach_a_real_smtp_server_by_email() {
         assert!(out.contains(&format!("node.yaml:{line}:")) && out.contains(text), "{line} {text}: {out}");
     }
 }
+
+/// The `WardenIncidentNeedsPerson` alerts the receiver got: (status, target, summary).
+fn person_alerts(rx: &Receiver) -> Vec<(String, String, String)> {
+    rx.bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == "WardenIncidentNeedsPerson")
+        .map(|a| {
+            let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+            (s(&a["status"]), s(&a["labels"]["target"]), s(&a["annotations"]["summary"]))
+        })
+        .collect()
+}
+
+#[test]
+fn test_an_incident_whose_repair_is_paused_tells_a_person_and_says_when_it_no_longer_needs_one() {
+    // Healing paused for `web` (a person's pause): its hang opens an incident that no
+    // repair will touch, so a person is told through the sinks, not only the log; and the
+    // probe's own alert is not held back for a repair that is not under way. Resumed, the
+    // repair runs and the person is told the incident no longer needs them.
+    let rx = Receiver::start(0);
+    let ports = Ports::fresh();
+    let web = free_port();
+    let config = format!(
+        "node:\n  name: t\n  http_listen: 127.0.0.1:{http}\nservices:\n  - name: web\n    command: '@warden'\n    args: [demo, model, --listen, '127.0.0.1:{web}']\n    ports: [{web}]\n\
+         probes:\n  - name: web-http\n    layer: l7\n    target: web\n    check: {{ kind: http, url: 'http://127.0.0.1:{web}/api/tags' }}\n    interval_ms: 200\n    timeout_ms: 150\n    failure_threshold: 2\n\
+         healing:\n  operator_hold_ms: 0\nalerts:\n  group_wait_ms: 500\n  webhooks:\n    - url: {hook}\n      timeout_ms: 2000\n",
+        http = ports.http,
+        hook = rx.url("/hook"),
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    wait_until("the node ready", Duration::from_secs(30), || status_code(&node.url("/readyz")) == Some(200));
+    let paused = node
+        .post_as_admin("/api/healing/pause")
+        .json(&json!({"service": "web", "for_ms": 600000, "reason": "test: a person's pause"}))
+        .send()
+        .unwrap();
+    assert_eq!(paused.status().as_u16(), 200, "{:?}", paused.text());
+    // Serving first: a process stopped before it listens is another fault.
+    wait_until("the probe up", Duration::from_secs(20), || {
+        node.status().is_some_and(|s| s["probes"][0]["state"] == "up")
+    });
+    let (Some(pid), _) = node.service("web").unwrap() else { panic!("web has no pid") };
+    kill(pid, nix::sys::signal::Signal::SIGSTOP);
+    let start = std::time::Instant::now();
+    while !person_alerts(&rx).iter().any(|(st, target, _)| st == "firing" && target == "web") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no person told of the paused incident; incidents: {:?}\n{}",
+            get_json(&node.url("/api/incidents")),
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let told = person_alerts(&rx);
+    assert!(told[0].2.contains("paused"), "says why: {told:?}");
+    wait_until("the probe's alert, not held for a repair", Duration::from_secs(20), || {
+        firing_probes(&rx).iter().any(|p| p == "web-http")
+    });
+    assert!(node.stderr().contains("alert: the incident needs a person"), "{}", node.stderr());
+
+    let resumed =
+        node.post_as_admin("/api/healing/resume").json(&json!({"service": "web", "reason": "test over"})).send();
+    assert_eq!(resumed.unwrap().status().as_u16(), 200);
+    wait_until("the person told it no longer needs them", Duration::from_secs(60), || {
+        person_alerts(&rx).iter().any(|(st, target, _)| st == "resolved" && target == "web")
+    });
+    let firing = person_alerts(&rx).iter().filter(|(st, _, _)| st == "firing").count();
+    assert_eq!(firing, 1, "told once: {:?}", person_alerts(&rx));
+}

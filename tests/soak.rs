@@ -42,6 +42,15 @@ fn test_a_short_soak_accounts_for_every_fault_and_its_control_is_reported_not_he
     assert_eq!(report["never_fired"].as_array().map(Vec::len), Some(0), "{said}");
     let control = &report["controls"][0];
     assert!(control["restored_ms"].is_null() && control["escalated"] == true, "the control: {control}\n{said}");
+    // A person was told: a firing alert about its target reached the harness's webhook.
+    assert!(
+        control["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["status"] == "firing" && a["target"] == control["target"]),
+        "the control's alert: {control}\n{said}"
+    );
     // One line per fault, each complete.
     let lines = std::fs::read_to_string(dir.path().join("soak.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -15,6 +15,7 @@
 //! - [`stats`], [`report`]: HDR summaries, the JSON document and the markdown section
 //! - [`procnet`]: who holds a port, from `/proc/net/tcp*` (re-exported from `warden-core`)
 
+pub mod alert_sink;
 pub mod bench;
 pub mod cli;
 pub mod error;

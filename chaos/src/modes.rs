@@ -450,11 +450,14 @@ impl Launched {
 /// copied, the harness's limits), started in a scratch directory and settled; a tmpfs
 /// under the database's folder when `disk-full` is among `injections`, and a snapshot of
 /// the database when `db-corrupt` is. `link-down` is left to the link phase.
+/// The node of `config` (or the default node) in a scratch directory, with the harness's
+/// limits; its alerts also go to `alerts_to`, a webhook of the harness, when given.
 pub(crate) fn launch(
     config: Option<&Path>,
     keep_tmp: bool,
     injections: &[Injection],
     exe: &Path,
+    alerts_to: Option<&str>,
 ) -> Result<Launched, BenchError> {
     let tmp = procs::temp_dir(if config.is_some() { "warden-modes-config" } else { "warden-modes" }, keep_tmp)?;
     let dir = tmp.path().to_path_buf();
@@ -464,6 +467,11 @@ pub(crate) fn launch(
     let yaml = match config {
         Some(c) => harness_yaml(&copy_node(c, &dir)?),
         None => node_yaml(),
+    };
+    let yaml = match alerts_to {
+        Some(url) => crate::alert_sink::with_webhook(&yaml, url)
+            .map_err(|e| BenchError::NodeConfig(format!("adding the harness's alert receiver: {e}")))?,
+        None => yaml,
     };
     std::fs::write(dir.join("node.yaml"), yaml).map_err(BenchError::io("writing node.yaml"))?;
     std::fs::write(dir.join("policy.yaml"), raised_limits_policy()).map_err(BenchError::io("writing policy.yaml"))?;
@@ -531,7 +539,7 @@ pub(crate) fn fault_secs(fault: Injection) -> u64 {
 
 /// Every injection but `link-down`, on the default node (with the two knobs turned).
 fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -> Result<Vec<ModeResult>, BenchError> {
-    let l = launch(None, cfg.outputs.keep_tmp, injections, exe)?;
+    let l = launch(None, cfg.outputs.keep_tmp, injections, exe, None)?;
     let mut results = Vec::new();
     for &fault in injections {
         let opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
@@ -544,7 +552,7 @@ fn default_node_phase(cfg: &ModesConfig, injections: &[Injection], exe: &Path) -
 /// real services): its folder copied into a scratch directory and run from there, with the
 /// harness's limits (no repair budget, raised rate limits).
 fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesReport, BenchError> {
-    let l = launch(Some(config), cfg.outputs.keep_tmp, &cfg.injections, exe)?;
+    let l = launch(Some(config), cfg.outputs.keep_tmp, &cfg.injections, exe, None)?;
     let mut results = Vec::new();
     for &fault in &cfg.injections {
         let mut opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };

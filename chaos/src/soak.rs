@@ -123,6 +123,9 @@ pub struct FaultRecord {
     pub silent: Option<String>,
     /// Why the fault could not be made (nothing was changed).
     pub not_made: Option<String>,
+    /// The alerts the node sent while it lasted, as the harness's webhook received them.
+    #[serde(default)]
+    pub alerts: Vec<crate::alert_sink::SeenAlert>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +134,8 @@ pub struct KindSummary {
     pub made: u32,
     pub detect: Summary,
     pub restore: Summary,
+    /// Firing alerts the node sent during these faults.
+    pub alerts_firing: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -268,7 +273,9 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     } else {
         cfg.kinds.clone()
     };
-    let l = crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe)?;
+    // The node's alerts reach the harness as they would reach a person's pager.
+    let alerts = crate::alert_sink::AlertSink::start()?;
+    let l = crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe, Some(&alerts.url))?;
     let kinds: Vec<Injection> = wanted.into_iter().filter(|k| l.notes(*k).is_empty()).collect();
     // The peers are set up for the demo services (db, model, api), on the node's ports.
     let peer_ports = crate::services::DemoPorts::of(&l.config);
@@ -331,8 +338,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         }
         let steady_before = crate::modes::settle(client, &l.node, cfg.silent_after);
         watch.fault_in_progress(true);
-        let record =
-            one_fault(&l, &data, &base, &token, (i as u32 + 1, fault, control), steady_before, cfg.silent_after);
+        let record = one_fault(&l, &alerts, &token, (i as u32 + 1, fault, control), steady_before, cfg.silent_after);
         watch.fault_in_progress(false);
         let line = serde_json::to_string(&record).unwrap_or_default();
         let _ = writeln!(records_file, "{line}").and_then(|()| records_file.flush());
@@ -474,14 +480,16 @@ fn earlier(path: &Path, plan: &[(Injection, bool)]) -> Result<(Vec<FaultRecord>,
 /// Makes fault `n` (a control or not) and follows it to its end.
 fn one_fault(
     l: &crate::modes::Launched,
-    data: &Path,
-    base: &str,
+    alerts: &crate::alert_sink::AlertSink,
     token: &str,
     (n, fault, control): (u32, Injection, bool),
     steady_before: bool,
     silent_after: Duration,
 ) -> FaultRecord {
     let client = &l.client;
+    let base = l.node.base.as_str();
+    let data = l.node.dir.join("data");
+    let data = data.as_path();
     let mut r = FaultRecord {
         n,
         fault: fault.name().into(),
@@ -502,6 +510,7 @@ fn one_fault(
         harmful: Vec::new(),
         silent: None,
         not_made: None,
+        alerts: Vec::new(),
     };
     let config = match crate::inject::running_config(Some(&l.node.dir.join("node.yaml")), Some(data)) {
         Ok(c) => c,
@@ -644,7 +653,16 @@ fn one_fault(
     crate::modes::settle(client, &l.node, silent_after);
     r.harmful = crate::harm::judge(client, base, &watch, from, warden_core::time::now_unix_ms());
     crate::modes::undo(client, base, token, fault);
+    // What a person was told of it: the alerts that reached the harness's receiver from
+    // the injection to the end of the settle (a notification still in its group wait
+    // then is counted with the next fault).
+    r.alerts = alerts.since(from);
     r
+}
+
+/// The firing alerts the node sent during a fault.
+fn firing(r: &FaultRecord) -> u32 {
+    r.alerts.iter().filter(|a| a.status == "firing").count() as u32
 }
 
 /// How the run went: its wall time, why it ended early, what it resumed.
@@ -680,6 +698,7 @@ fn summarize_soak(
             made: made.len() as u32,
             detect: summarize(&detect, made.len() - detect.len())?,
             restore: summarize(&restore, unrestored)?,
+            alerts_firing: made.iter().map(|r| firing(r)).sum(),
         });
     }
     let silent: Vec<FaultRecord> = records.iter().filter(|r| r.silent.is_some()).cloned().collect();
@@ -801,10 +820,10 @@ impl SoakReport {
             self.command,
             self.compression,
         );
-        s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored | alerts |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for k in &self.kinds {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 k.fault,
                 k.made,
                 crate::stats::fmt_secs(k.detect.median_s),
@@ -812,9 +831,15 @@ impl SoakReport {
                 crate::stats::fmt_secs(k.restore.median_s),
                 crate::stats::fmt_secs(k.restore.p99_s),
                 crate::stats::fmt_secs(k.restore.max_s),
-                k.restore.failures
+                k.restore.failures,
+                k.alerts_firing
             ));
         }
+        s.push_str(&format!(
+            "\nAlerts: the firing alerts the node sent to the harness's webhook (as a pager gets them) during each kind's faults; a repair that holds in time sends none. Control faults that told a person by an alert: {} of {}.\n",
+            self.controls.iter().filter(|c| firing(c) > 0).count(),
+            self.controls.len()
+        ));
         s.push_str(&format!(
             "\nSilent failures: {}. Harmful actions: {}. Control faults (healing paused for the target): {}, each reported not healed and waiting for a person: {}.\n",
             self.silent.len(),

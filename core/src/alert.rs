@@ -116,6 +116,16 @@ impl Alert {
             .annotate("failure_kind", failure.kind())
     }
 
+    /// An incident that needs a person (`WardenIncidentNeedsPerson`): its repair waits for
+    /// an approver or a hold, or it is past its time, or it ended unhealed (`why`).
+    pub fn incident_needs_person(id: u64, service: &str, mode: &str, why: &str, since_unix_ms: u64) -> Self {
+        Self::new("WardenIncidentNeedsPerson", Severity::Critical, AlertStatus::Firing, since_unix_ms)
+            .label("incident", &id.to_string())
+            .label("target", service)
+            .label("mode", mode)
+            .annotate("summary", format!("incident #{id} ({mode} on {service}) needs a person: {why}"))
+    }
+
     /// A probe whose state changes too often (`ProbeFlapping`).
     pub fn probe_flapping(probe: &str, target: &str, layer: &str, changes: usize, window: Duration, at: u64) -> Self {
         Self::new("ProbeFlapping", Severity::Warning, AlertStatus::Firing, at)

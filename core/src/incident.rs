@@ -780,6 +780,35 @@ pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_m
         .collect()
 }
 
+/// Why an unfinished incident needs a person now, if it does: its repair waits for an
+/// approver; automatic repair of it is off, paused by a person or stopped by the breaker
+/// (`hold`: what blocks its service's repairs); or it has been open past the MTTR limit.
+/// None when it is acknowledged (a person is on it), in maintenance (someone is at work
+/// on it) or held a moment for an operator's own action.
+pub fn needs_person(
+    i: &Incident,
+    hold: Option<crate::holds::HoldKind>,
+    healing_on: bool,
+    now_unix_ms: u64,
+    limit_ms: u64,
+) -> Option<String> {
+    use crate::holds::HoldKind;
+    if !i.status.is_open() || i.acknowledged.is_some() || hold == Some(HoldKind::Maintenance) {
+        return None;
+    }
+    if i.status == IncidentStatus::AwaitingApproval {
+        return Some(format!("its repair waits for an approver: {}", i.detail));
+    }
+    if !healing_on {
+        return Some("automatic repair is off (healing.enabled: false)".into());
+    }
+    if i.on_hold.is_some() && matches!(hold, Some(HoldKind::Pause | HoldKind::Breaker)) {
+        return Some(format!("automatic repair is held: {}", i.detail));
+    }
+    let open_ms = now_unix_ms.saturating_sub(i.detected_unix_ms);
+    (open_ms > limit_ms).then(|| format!("open {} s, past the MTTR limit of {} s", open_ms / 1000, limit_ms / 1000))
+}
+
 /// An api_timeout incident for tests: its attempts are runs of `playbooks`, in order.
 #[cfg(test)]
 pub(crate) fn fixture(
@@ -1239,6 +1268,29 @@ mod tests {
         assert_eq!(t.p99_ms, Some(990));
         let quiet = stats.iter().find(|s| s.mode == FailureMode::DiskFull).expect("disk");
         assert_eq!((quiet.incidents, quiet.p99_ms), (0, None));
+    }
+
+    #[test]
+    fn test_an_incident_needs_a_person_when_its_repair_waits_for_one_or_runs_past_its_time() {
+        use crate::holds::HoldKind;
+        let limit = 120_000;
+        let open = fixture(1, IncidentStatus::Open, 1_000, None, &[]);
+        assert_eq!(needs_person(&open, None, true, 60_000, limit), None, "under repair, in time");
+        assert!(needs_person(&open, None, true, 200_000, limit).is_some_and(|w| w.contains("MTTR limit")));
+        assert!(needs_person(&open, None, false, 2_000, limit).is_some_and(|w| w.contains("off")));
+        let mut held = open.clone();
+        held.hold("restart_service", "healing of `api` paused by ops: upgrade");
+        assert!(needs_person(&held, Some(HoldKind::Pause), true, 2_000, limit).is_some_and(|w| w.contains("paused")));
+        assert!(needs_person(&held, Some(HoldKind::Breaker), true, 2_000, limit).is_some());
+        assert_eq!(needs_person(&held, Some(HoldKind::Operator), true, 2_000, limit), None, "an operator's own act");
+        assert_eq!(needs_person(&held, Some(HoldKind::Maintenance), true, 200_000, limit), None, "someone is at work");
+        let awaiting = fixture(2, IncidentStatus::AwaitingApproval, 1_000, None, &[]);
+        assert!(needs_person(&awaiting, None, true, 2_000, limit).is_some_and(|w| w.contains("approver")));
+        let mut acked = awaiting.clone();
+        acked.acknowledged = Some(OperatorNote { by: "ops".into(), at_unix_ms: 1_500, reason: "on it".into() });
+        assert_eq!(needs_person(&acked, None, true, 200_000, limit), None, "a person is on it");
+        let resolved = fixture(3, IncidentStatus::Resolved, 1_000, Some(5_000), &[]);
+        assert_eq!(needs_person(&resolved, None, false, 200_000, limit), None, "over");
     }
 
     #[test]

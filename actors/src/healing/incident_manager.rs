@@ -12,6 +12,7 @@
 //! handed over is handed over again, a run still "running" long past its timeout is
 //! recorded as interrupted. Applying a run twice changes nothing.
 
+use super::notifier::Notifier;
 use super::repair_board::RepairBoard;
 use crate::addr::{AbortOnDrop, Addr, SendError};
 use crate::current::Current;
@@ -30,10 +31,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
+use warden_core::alert::Alert;
 use warden_core::config::{NodeConfig, ServiceName};
 use warden_core::fit;
 use warden_core::incident::{
-    Finding, Incident, IncidentStatus, NextStep, OperatorNote, SameCut, overdue, under_repair,
+    Finding, Incident, IncidentStatus, NextStep, OperatorNote, SameCut, needs_person, under_repair,
 };
 use warden_core::mode::FailureMode;
 use warden_core::playbook::Catalog;
@@ -149,13 +151,17 @@ pub struct IncidentManager {
     pub services: ServiceTable,
     /// To end an approval its incident no longer needs.
     pub approvals: Addr<ApprovalQueue>,
+    /// Tells a person of an incident that needs one (through the alert sinks).
+    pub notifier: Notifier,
 }
 
 pub struct State {
     open: BTreeMap<u64, Incident>,
     /// Runs the executor has not acknowledged yet, by incident.
     undispatched: BTreeMap<u64, RunOrder>,
-    alerted: BTreeSet<u64>,
+    /// Incidents a person was told need them: the firing alert, resolved once they no
+    /// longer do (a restart of the manager tells again; receivers deduplicate by labels).
+    told: BTreeMap<u64, Alert>,
     /// Incidents resolved lately, by (service, mode): a fault back within
     /// [`REOPEN_WITHIN`] reopens its incident.
     resolved: BTreeMap<(ServiceName, FailureMode), (u64, tokio::time::Instant)>,
@@ -184,7 +190,7 @@ impl Actor for IncidentManager {
         let mut st = State {
             open,
             undispatched: BTreeMap::new(),
-            alerted: BTreeSet::new(),
+            told: BTreeMap::new(),
             resolved: BTreeMap::new(),
             clearing: BTreeMap::new(),
             repairs: self.recent_repairs().await,
@@ -236,7 +242,7 @@ impl Actor for IncidentManager {
                 let _ = reply.send(self.close_by_operator(id, note, st).await);
             }
             IncidentMsg::Tick => {
-                self.alert_overdue(st);
+                self.tell_people(st);
                 if let Err(e) = self.close_cleared(st).await {
                     tracing::debug!(error = %e, "cannot close the incidents whose fault stayed away");
                 }
@@ -646,6 +652,9 @@ impl IncidentManager {
                     reason,
                     "alert: incident not healed, a person must look"
                 );
+                // Its firing alert stays: the failure notice carries on from it.
+                st.told.remove(&id);
+                self.tell_failed(&incident, &reason);
                 self.close(id, st, "failed", Some(&reason));
             }
             NextStep::Mitigated { still_failing } => {
@@ -897,7 +906,6 @@ impl IncidentManager {
         }
         st.open.remove(&id);
         st.undispatched.remove(&id);
-        st.alerted.remove(&id);
         self.traces.close(id, outcome, error);
     }
 
@@ -929,25 +937,67 @@ impl IncidentManager {
         }
     }
 
-    /// The repairs under way, for the alerter: none while healing is off (an incident
-    /// then waits for a person, and its alerts must reach one).
-    fn publish(&self, st: &State) {
+    /// Why each unfinished incident needs a person, for those that do.
+    fn needing_people(&self, st: &State) -> BTreeMap<u64, String> {
         let healing = self.config.get().healing;
-        let repairs = if healing.enabled {
-            under_repair(st.open.values(), warden_core::time::now_unix_ms(), healing.mttr_alert.as_millis() as u64)
-        } else {
-            Vec::new()
-        };
-        self.repairs.set(repairs);
+        let now = warden_core::time::now_unix_ms();
+        let limit_ms = healing.mttr_alert.as_millis() as u64;
+        st.open
+            .values()
+            .filter_map(|i| {
+                let hold = self.holds.blocking(&i.service).map(|h| h.kind);
+                needs_person(i, hold, healing.enabled, now, limit_ms).map(|why| (i.id, why))
+            })
+            .collect()
     }
 
-    fn alert_overdue(&self, st: &mut State) {
+    /// The repairs under way, for the alerter. An incident that needs a person (repair
+    /// off, paused, waiting for an approver, past its time) holds no alert back: it is
+    /// no longer being repaired by warden.
+    fn publish(&self, st: &State) {
+        let waiting = self.needing_people(st);
         let limit_ms = self.config.get().healing.mttr_alert.as_millis() as u64;
-        for id in overdue(st.open.values(), warden_core::time::now_unix_ms(), limit_ms) {
-            if st.alerted.insert(id) {
-                tracing::warn!(incident = id, limit_ms, "alert: incident open longer than the MTTR limit");
+        let repaired = st.open.values().filter(|i| !waiting.contains_key(&i.id));
+        self.repairs.set(under_repair(repaired, warden_core::time::now_unix_ms(), limit_ms));
+    }
+
+    /// Tells a person (the log and the alert sinks) of each incident that has come to need
+    /// one, once, and that it no longer does when it ends or its repair goes on.
+    fn tell_people(&self, st: &mut State) {
+        let waiting = self.needing_people(st);
+        let over: Vec<u64> = st.told.keys().filter(|id| !waiting.contains_key(id)).copied().collect();
+        let now = warden_core::time::now_unix_ms();
+        for id in over {
+            if let Some(alert) = st.told.remove(&id) {
+                tracing::info!(incident = id, "alert resolved: the incident no longer needs a person");
+                self.notifier.send(&alert.resolved_at(now));
             }
         }
+        for (id, why) in waiting {
+            let Some(i) = st.open.get(&id) else { continue };
+            if st.told.contains_key(&id) {
+                continue;
+            }
+            tracing::warn!(
+                incident = id,
+                service = i.service.as_str(),
+                reason = why,
+                "alert: the incident needs a person"
+            );
+            let alert = Alert::incident_needs_person(id, i.service.as_str(), i.mode.as_str(), &why, now);
+            self.notifier.send(&alert);
+            st.told.insert(id, alert);
+        }
+    }
+
+    /// An incident that ended unhealed: one notification (it has nothing left to resolve:
+    /// its service's probe alerts say whether the fault is still there).
+    fn tell_failed(&self, incident: &Incident, reason: &str) {
+        let now = warden_core::time::now_unix_ms();
+        let why = format!("not healed: {reason}");
+        let alert =
+            Alert::incident_needs_person(incident.id, incident.service.as_str(), incident.mode.as_str(), &why, now);
+        self.notifier.send(&alert);
     }
 }
 

@@ -61,6 +61,7 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             board: i.views.probes.clone(),
             services: i.views.services.clone(),
             approvals: i.addrs.approvals.clone(),
+            notifier: i.notifier.clone(),
         }));
         let g = w.clone();
         v.push(tree::worker(Addr::<HealingGuard>::at().name(), move || HealingGuard {
