@@ -62,17 +62,14 @@ pub async fn list(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let all = app.views.store.recent_incidents(usize::MAX).await?;
-    let picked: Vec<Value> = all
-        .iter()
-        .rev()
-        .filter(|i| f.status.is_none_or(|s| i.status == s))
-        .filter(|i| f.mode.is_none_or(|m| i.mode == m))
-        .filter(|i| f.service.as_deref().is_none_or(|s| i.service.as_str() == s))
-        .filter(|i| f.since.is_none_or(|t| i.detected_unix_ms >= t))
-        .take(limit)
-        .map(view)
-        .collect();
+    let Filter { status, mode, service, since, .. } = f;
+    let keep = move |i: &Incident| {
+        status.is_none_or(|s| i.status == s)
+            && mode.is_none_or(|m| i.mode == m)
+            && service.as_deref().is_none_or(|s| i.service.as_str() == s)
+            && since.is_none_or(|t| i.detected_unix_ms >= t)
+    };
+    let picked: Vec<Value> = app.views.store.newest_incidents_where(limit, keep).await?.iter().map(view).collect();
     Ok(Json(json!({ "incidents": picked })))
 }
 

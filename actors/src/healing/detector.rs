@@ -85,8 +85,9 @@ pub struct State {
     explained: BTreeSet<Key>,
     /// Findings whose incident was resolved since: seen again, the repair did not hold.
     after_repair: BTreeSet<Key>,
-    /// Events (an OOM kill) already reported, by what they are known by.
-    events: BTreeSet<String>,
+    /// Events (an OOM kill) already reported, by what they are known by, with when they
+    /// happened: forgotten once too old to be reported again.
+    events: BTreeMap<String, u64>,
     /// When each service was last verified restored: a probe streak whose failures all
     /// came before is about what the repair fixed, however the board still shows it.
     verified: BTreeMap<ServiceName, u64>,
@@ -135,7 +136,7 @@ impl Actor for Detector {
             reported: BTreeMap::new(),
             explained: BTreeSet::new(),
             after_repair: BTreeSet::new(),
-            events: BTreeSet::new(),
+            events: BTreeMap::new(),
             verified: BTreeMap::new(),
             deferred: BTreeMap::new(),
             _tick: AbortOnDrop(myself.send_interval(RECHECK_EVERY, || DetectorMsg::Recheck)),
@@ -180,7 +181,13 @@ impl Actor for Detector {
                         // one after the other in a crash loop are one fault while it lasts.
                         let about = match oom_exit_key(f).filter(|_| finding.cause == Cause::OomKilled) {
                             Some(key) if f.oom_kills == 0 && f.recent_exits < OOM_LOOP_EXITS => {
-                                if !st.events.insert(key.clone()) {
+                                // An exit older than OOM_EXIT_RECENT_MS is no finding any more.
+                                let now = f.now_unix_ms;
+                                st.events.retain(|_, at| {
+                                    now.saturating_sub(*at) <= 6 * warden_core::detect::OOM_EXIT_RECENT_MS
+                                });
+                                let at = f.last_exit.as_ref().map_or(now, |e| e.at_unix_ms);
+                                if st.events.insert(key.clone(), at).is_some() {
                                     continue;
                                 }
                                 key

@@ -472,6 +472,15 @@ impl Store {
         self.run(move |db| db.recent_incidents(limit)).await
     }
 
+    /// The newest `limit` incidents `keep` takes, newest first.
+    pub async fn newest_incidents_where(
+        &self,
+        limit: usize,
+        keep: impl Fn(&Incident) -> bool + Send + 'static,
+    ) -> Result<Vec<Incident>, StoreError> {
+        self.run(move |db| db.newest_incidents_where(limit, keep)).await
+    }
+
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
         let inner = self.inner.clone();
         self.write(move |db| {
