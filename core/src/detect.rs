@@ -98,6 +98,23 @@ impl DiskUsage {
     }
 }
 
+/// The node's memory as the kernel reports it (`/proc/meminfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeMemory {
+    pub total_bytes: u64,
+    /// `MemAvailable`: what can be had without swapping.
+    pub available_bytes: u64,
+}
+
+/// Whether the node's memory is low: its available memory under `min_pct` of the total
+/// *and* under `min_bytes` (a large machine with gigabytes left is not low at 4 %, a small
+/// one is low with a few hundred megabytes), as `healing.node_memory_min_available_*` set.
+pub fn node_memory_low(m: NodeMemory, min_pct: u8, min_bytes: u64) -> bool {
+    m.total_bytes > 0
+        && u128::from(m.available_bytes) * 100 < u128::from(m.total_bytes) * u128::from(min_pct)
+        && m.available_bytes < min_bytes
+}
+
 /// How long after an OOM kill it is still a finding (longer than a detector's tick).
 pub const OOM_EXIT_RECENT_MS: u64 = 10_000;
 
@@ -434,6 +451,17 @@ pub fn causes_of(mode: FailureMode) -> impl Iterator<Item = FailureMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_node_memory_is_low_under_both_the_share_and_the_floor() {
+        let gib = 1u64 << 30;
+        let m = |total, available| NodeMemory { total_bytes: total, available_bytes: available };
+        assert!(node_memory_low(m(8 * gib, 200 << 20), 5, 256 << 20), "200 MiB of 8 GiB");
+        assert!(!node_memory_low(m(64 * gib, 2 * gib), 5, 256 << 20), "a large machine with gigabytes left");
+        assert!(!node_memory_low(m(gib, 40 << 20), 5, 32 << 20), "over its floor");
+        assert!(!node_memory_low(m(0, 0), 5, 256 << 20), "nothing read is not low");
+        assert!(node_memory_low(m(24 * gib, 10 * gib), 99, 20 * gib), "thresholds raised: low under them");
+    }
 
     #[test]
     fn test_one_cut_needs_both_ends_unreachable_and_seen_together() {

@@ -1,12 +1,13 @@
 //! The healing pillar: one detector per failure mode with a rule, the incident manager,
-//! the healing guard (holds, the breaker, saying when healing is blocked), the quarantine
-//! watch, the SLO tracker and the alerter (one_for_one).
+//! the healing guard (holds, the breaker, saying when healing is blocked), the node watch
+//! (the node's memory), the quarantine watch, the SLO tracker and the alerter (one_for_one).
 
 pub mod alerter;
 pub mod detector;
 pub mod facts;
 pub mod guard;
 pub mod incident_manager;
+pub mod node_watch;
 pub mod notifier;
 pub mod quarantine_watch;
 pub mod repair_board;
@@ -20,6 +21,7 @@ use alerter::Alerter;
 use detector::Detector;
 use guard::HealingGuard;
 use incident_manager::IncidentManager;
+use node_watch::NodeWatch;
 use quarantine_watch::QuarantineWatch;
 use slo_tracker::SloTracker;
 
@@ -69,6 +71,13 @@ pub(crate) fn subtree(w: &Wiring) -> ChildSpec {
             notifier: g.notifier.clone(),
             audit: g.addrs.audit.clone(),
             registry: g.views.registry.clone(),
+        }));
+        let n = w.clone();
+        v.push(tree::worker(Addr::<NodeWatch>::at().name(), move || NodeWatch {
+            config: n.views.config.clone(),
+            services: n.views.services.clone(),
+            notifier: n.notifier.clone(),
+            registry: n.views.registry.clone(),
         }));
         let q = w.clone();
         v.push(tree::worker(Addr::<QuarantineWatch>::at().name(), move || QuarantineWatch {

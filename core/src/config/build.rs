@@ -38,6 +38,21 @@ pub(super) fn node(src: &Source<'_>, raw: NodeFile, opts: &LoadOptions) -> Resul
         memory_pressure_pct: pct(&mut c, &raw.healing.memory_pressure_pct, 90, "healing.memory_pressure_pct"),
         disk_min_free_pct: pct(&mut c, &raw.healing.disk_min_free_pct, 5, "healing.disk_min_free_pct"),
         disk_min_free_mb: raw.healing.disk_min_free_mb.as_ref().map_or(512, |v| v.value),
+        node_memory_min_available_pct: pct(
+            &mut c,
+            &raw.healing.node_memory_min_available_pct,
+            5,
+            "healing.node_memory_min_available_pct",
+        ),
+        node_memory_min_available_mb: match &raw.healing.node_memory_min_available_mb {
+            // More than any machine has (an exabyte) is a typo, and would overflow bytes.
+            Some(v) if v.value > 1 << 40 => {
+                c.at(v.referenced, "healing.node_memory_min_available_mb must be at most 1099511627776 (an exabyte)");
+                256
+            }
+            Some(v) => v.value,
+            None => 256,
+        },
         enabled: raw.healing.enabled.unwrap_or(true),
         max_unhealthy: max_unhealthy(&mut c, raw.healing.max_unhealthy.as_ref()),
         repair_budget: crate::holds::RepairBudget {

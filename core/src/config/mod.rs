@@ -727,6 +727,11 @@ pub struct HealingConfig {
     /// `disk_min_free_mb` is full (mode 5).
     pub disk_min_free_pct: u8,
     pub disk_min_free_mb: u64,
+    /// The node's memory is low when its available memory (`MemAvailable`) is under this
+    /// share of the total and under `node_memory_min_available_mb`: told to a person,
+    /// never repaired by killing what warden does not run.
+    pub node_memory_min_available_pct: u8,
+    pub node_memory_min_available_mb: u64,
     /// Automatic repair; off, detectors still open incidents but no playbook runs.
     pub enabled: bool,
     /// The node's circuit breaker: more services failing at once than this stops automatic

@@ -366,6 +366,10 @@ pub struct HealingSection {
     #[serde(default)]
     pub disk_min_free_mb: Option<Spanned<u64>>,
     #[serde(default)]
+    pub node_memory_min_available_pct: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub node_memory_min_available_mb: Option<Spanned<u64>>,
+    #[serde(default)]
     pub enabled: Option<bool>,
     /// How many services may fail at once before automatic repair stops: a count, a
     /// share (`"50%"`), or `off`.

@@ -1,0 +1,154 @@
+//! NodeWatch: the node as a whole, beside its services: its memory.
+//!
+//! Every [`TICK`] it reads the kernel's `MemAvailable` (`/proc/meminfo`) and judges it by
+//! `warden_core::detect::node_memory_low`. Memory low on the node is told to a person, once
+//! when it begins and once when it ends (a log line and a `NodeMemoryLow` alert naming the
+//! processes that hold the most, and whether warden runs them). It repairs nothing: what
+//! holds the memory may be a process warden does not run, which it never signals, and a
+//! service of warden's past its own limit is already its own fault (mode 4, per service).
+//! Two looks in a row must agree, so a passing spike is not a page.
+
+use super::notifier::Notifier;
+use crate::addr::{AbortOnDrop, Addr};
+use crate::current::Current;
+use crate::guardian::service_table::ServiceTable;
+use crate::registry::{ActorRegistry, Registration};
+use procfs::Current as _;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::time::Duration;
+use warden_core::alert::{Alert, AlertStatus, Severity};
+use warden_core::config::NodeConfig;
+use warden_core::detect::{NodeMemory, node_memory_low};
+
+pub const PATH: &str = "healing/node_watch";
+const TICK: Duration = Duration::from_secs(1);
+/// Looks in a row that must agree before the state told changes.
+const AGREE: u32 = 2;
+/// Processes named in the alert.
+const TOP: usize = 3;
+
+pub enum NodeWatchMsg {
+    Tick,
+}
+
+impl Addr<NodeWatch> {
+    pub fn at() -> Self {
+        Addr::new(PATH)
+    }
+}
+
+pub struct NodeWatch {
+    pub config: Current<NodeConfig>,
+    pub services: ServiceTable,
+    pub notifier: Notifier,
+    pub registry: ActorRegistry,
+}
+
+pub struct State {
+    /// The firing alert, while memory is low.
+    told: Option<Alert>,
+    /// Looks in a row that disagree with what was told.
+    streak: u32,
+    _tick: AbortOnDrop,
+    _reg: Registration,
+}
+
+#[ractor::async_trait]
+impl Actor for NodeWatch {
+    type Msg = NodeWatchMsg;
+    type State = State;
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<NodeWatchMsg>, _: ()) -> Result<State, ActorProcessingErr> {
+        Ok(State {
+            told: None,
+            streak: 0,
+            _tick: AbortOnDrop(myself.send_interval(TICK, || NodeWatchMsg::Tick)),
+            _reg: self.registry.started(PATH),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<NodeWatchMsg>,
+        msg: NodeWatchMsg,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        let NodeWatchMsg::Tick = msg;
+        let Some(m) = node_memory() else { return Ok(()) };
+        let h = self.config.get().healing;
+        let low = node_memory_low(m, h.node_memory_min_available_pct, h.node_memory_min_available_mb << 20);
+        st.streak = if low == st.told.is_some() { 0 } else { st.streak + 1 };
+        if st.streak < AGREE {
+            return Ok(());
+        }
+        st.streak = 0;
+        let now = warden_core::time::now_unix_ms();
+        let mib = |b: u64| b >> 20;
+        match st.told.take() {
+            None => {
+                let holders = self.largest_holders();
+                tracing::error!(
+                    available_mib = mib(m.available_bytes),
+                    total_mib = mib(m.total_bytes),
+                    holders,
+                    "alert: the node's memory is low; warden kills nothing it does not run"
+                );
+                let alert = Alert::new("NodeMemoryLow", Severity::Critical, AlertStatus::Firing, now)
+                    .label("target", "node")
+                    .annotate(
+                        "summary",
+                        format!(
+                            "the node's memory is low: {} MiB available of {} MiB (under {} % and {} MiB); most held by {holders}",
+                            mib(m.available_bytes),
+                            mib(m.total_bytes),
+                            h.node_memory_min_available_pct,
+                            h.node_memory_min_available_mb
+                        ),
+                    );
+                self.notifier.send(&alert);
+                st.told = Some(alert);
+            }
+            Some(alert) => {
+                tracing::warn!(available_mib = mib(m.available_bytes), "the node's memory is no longer low");
+                self.notifier.send(&alert.resolved_at(now));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NodeWatch {
+    /// The processes that hold the most memory, largest first, each with whether warden
+    /// runs it (a service's process, or one of its session).
+    fn largest_holders(&self) -> String {
+        let services = self.services.snapshot();
+        let Ok(all) = procfs::process::all_processes() else { return "(processes unreadable)".into() };
+        let page = procfs::page_size();
+        let mut held: Vec<(u64, i32, String, i32)> = all
+            .flatten()
+            .filter_map(|p| {
+                let stat = p.stat().ok()?;
+                Some((stat.rss.saturating_mul(page), stat.pid, stat.comm, stat.session))
+            })
+            .collect();
+        held.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
+        held.iter()
+            .take(TOP)
+            .map(|(bytes, pid, comm, session)| {
+                let ours = services.iter().find(|s| {
+                    s.pid.is_some_and(|sp| i64::from(sp) == i64::from(*pid) || i64::from(sp) == i64::from(*session))
+                });
+                let whose = ours.map_or("not run by warden".to_string(), |s| format!("service `{}`", s.name));
+                format!("pid {pid} ({comm}, {} MiB, {whose})", bytes >> 20)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The node's memory now, if `/proc/meminfo` says it.
+fn node_memory() -> Option<NodeMemory> {
+    let m = procfs::Meminfo::current().ok()?;
+    Some(NodeMemory { total_bytes: m.mem_total, available_bytes: m.mem_available? })
+}
