@@ -156,6 +156,53 @@ fn test_a_fault_the_node_does_not_notice_is_a_silent_failure() {
     );
 }
 
+#[test]
+fn test_memory_pressure_on_the_node_is_told_to_a_person_and_accounted_for() {
+    // The node-wide fault: a process of no service's takes the node under the floor the
+    // harness gives it. The node repairs nothing for it and tells a person; the soak
+    // counts that alert as its detection and the fault as escalated, not silent.
+    let avail = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+        .unwrap()
+        / 1024;
+    if avail < 4096 {
+        eprintln!("skipped: {avail} MiB available; node-memory needs 4096 MiB");
+        return;
+    }
+    let dir = demo_node_dir();
+    let (_, said, report) = soak(
+        dir.path(),
+        &[
+            "--config",
+            "node/node.yaml",
+            "--kinds",
+            "node-memory",
+            "--faults",
+            "2",
+            "--interval",
+            "1s",
+            "--controls",
+            "0",
+        ],
+    );
+    assert_eq!(report["silent"].as_array().map(Vec::len), Some(0), "{said}");
+    assert_eq!(report["harmful"].as_array().map(Vec::len), Some(0), "{said}");
+    let lines = std::fs::read_to_string(dir.path().join("soak.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{said}");
+    for r in &records {
+        assert_eq!(r["target"], "node", "{r}");
+        assert!(r["detected_ms"].is_u64() && r["escalated"] == true && r["incident"].is_null(), "{r}");
+        assert!(r["restored_ms"].is_u64(), "the node's memory back over its floor once the stranger left: {r}");
+        assert!(
+            r["alerts"].as_array().unwrap().iter().any(|a| a["name"] == "NodeMemoryLow" && a["status"] == "firing"),
+            "{r}"
+        );
+    }
+}
+
 /// A helper holding a slow-answers fault that is told to stop (SIGTERM) leaves its
 /// processes running, not stopped halfway through a cycle.
 #[test]

@@ -55,6 +55,14 @@ pub enum HelperCommand {
         #[arg(long)]
         cpu_cgroup: std::path::PathBuf,
     },
+    /// Take `mb` MiB of the node's memory (written, so it is resident) for `secs`, in this
+    /// process, which no service of the node's is: memory pressure on the node as a whole.
+    NodeMemory {
+        #[arg(long)]
+        mb: u64,
+        #[arg(long)]
+        secs: u64,
+    },
     /// Take `interface` down, and back up after `secs` (as a cable pulled and put back).
     LinkDown {
         #[arg(long)]
@@ -171,6 +179,17 @@ pub fn run(cmd: HelperCommand) -> anyhow::Result<()> {
                 }
                 nap(Duration::from_millis(100));
             }
+            Ok(())
+        }
+        HelperCommand::NodeMemory { mb, secs } => {
+            let step = 64usize << 20;
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            while (held.len() as u64) * 64 < mb && !stopping() {
+                held.push(vec![0xa5; step]);
+            }
+            ready()?;
+            nap(Duration::from_secs(secs));
+            drop(held);
             Ok(())
         }
         HelperCommand::Balloon { mb, cgroup_procs } => {

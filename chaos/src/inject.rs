@@ -59,10 +59,14 @@ pub enum Injection {
     ModelHang,
     /// (10) SIGKILL the model server.
     ModelKill,
+    /// (4, node-wide) A process warden does not run takes the node's available memory 1 GiB
+    /// under the node's floor (`healing.node_memory_min_available_mb`) for `--secs`: told
+    /// to a person (`NodeMemoryLow`), never repaired by a kill.
+    NodeMemory,
 }
 
 impl Injection {
-    pub const ALL: [Injection; 14] = [
+    pub const ALL: [Injection; 15] = [
         Injection::DbFreeze,
         Injection::DbCorrupt,
         Injection::PortHold,
@@ -77,6 +81,7 @@ impl Injection {
         Injection::BadCredentials,
         Injection::ModelHang,
         Injection::ModelKill,
+        Injection::NodeMemory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +100,7 @@ impl Injection {
             Injection::BadCredentials => "bad-credentials",
             Injection::ModelHang => "model-hang",
             Injection::ModelKill => "model-kill",
+            Injection::NodeMemory => "node-memory",
         }
     }
 
@@ -104,7 +110,7 @@ impl Injection {
             Injection::DbFreeze | Injection::DbCorrupt => FailureMode::DatabaseUnavailable,
             Injection::PortHold => FailureMode::PortInUse,
             Injection::SlowBoot => FailureMode::SlowBoot,
-            Injection::MemoryGrowth => FailureMode::OutOfMemory,
+            Injection::MemoryGrowth | Injection::NodeMemory => FailureMode::OutOfMemory,
             Injection::DiskFull => FailureMode::DiskFull,
             Injection::LinkDown | Injection::LinkLoss => FailureMode::NetworkUnreachable,
             Injection::ApiHang | Injection::SlowAnswers => FailureMode::ApiTimeout,
@@ -119,7 +125,14 @@ impl Injection {
         matches!(self, Injection::LinkDown | Injection::LinkLoss)
     }
 
-    /// The service the fault goes to when no `--target` is given; `None`: no service fits.
+    /// Whether the fault is on the node as a whole: told to a person, not an incident of a
+    /// service's.
+    pub fn node_wide(self) -> bool {
+        self == Injection::NodeMemory
+    }
+
+    /// The service the fault goes to when no `--target` is given; `None`: no service fits
+    /// (a node-wide fault: the node's first service stands for the node).
     pub fn default_target(self, config: &NodeConfig) -> Option<&ServiceSpec> {
         let by_role = |role| config.services.iter().find(|s| s.role == Some(role));
         let app = || {
@@ -132,6 +145,7 @@ impl Injection {
         match self {
             Injection::DbFreeze | Injection::DbCorrupt | Injection::DiskFull => by_role(ServiceRole::Database),
             Injection::ModelHang | Injection::ModelKill => by_role(ServiceRole::ModelServer),
+            Injection::NodeMemory => config.services.first(),
             Injection::ConfigDelete => config.services.iter().find(|s| s.role.is_none() && !s.files.is_empty()),
             Injection::BadCredentials => config.services.iter().find(|s| credentials_file(s).is_some()),
             Injection::PortHold
@@ -232,6 +246,11 @@ enum Action {
     Garble {
         file: PathBuf,
     },
+    /// A process of no service's takes `mb` MiB for `secs`.
+    NodeBalloon {
+        mb: u64,
+        secs: u64,
+    },
 }
 
 /// One check of the harness's own.
@@ -270,6 +289,10 @@ pub enum Check {
     },
     /// Process `pid` is gone (a balloon killed with its service, or by itself).
     Gone(u32),
+    /// The node has at least `mib` MiB available (`MemAvailable`).
+    MemAvailable {
+        mib: u64,
+    },
     /// `check` passes `times` times in a row, a quarter second apart, each within
     /// `within`: the service answers promptly again, not just at some moment.
     Prompt {
@@ -289,6 +312,7 @@ impl std::fmt::Display for Check {
             Check::FreeSpace { path, pct } => write!(f, "{} has {pct} % free", path.display()),
             Check::NotHolding { port, pid } => write!(f, "pid {pid} off port {port}"),
             Check::Gone(pid) => write!(f, "pid {pid} gone"),
+            Check::MemAvailable { mib } => write!(f, "{mib} MiB of memory available"),
             Check::Prompt { check, within, times } => {
                 write!(f, "{check}, {times} times in a row within {} ms", within.as_millis())
             }
@@ -361,6 +385,42 @@ pub fn slow_answers_stop(config: &NodeConfig, spec: &ServiceSpec) -> Duration {
     (deadline * 4).clamp(Duration::from_millis(900), Duration::from_secs(10))
 }
 
+/// The most a node-memory fault takes: it is sized from the node's floor, and a floor far
+/// under what is free would make it take the machine's memory.
+const NODE_BALLOON_MAX_MIB: u64 = 8192;
+
+/// `MemAvailable` now, in MiB.
+pub fn available_mib() -> Option<u64> {
+    use procfs::Current as _;
+    procfs::Meminfo::current().ok()?.mem_available.map(|b| b >> 20)
+}
+
+/// `node-memory`: a balloon 1 GiB past what takes the node to its floor.
+fn prepare_node_memory(config: &NodeConfig, opts: &InjectOptions) -> Result<Prepared, InjectError> {
+    let refuse = |why: String| InjectError::Refused { fault: "node-memory", why };
+    let floor = config.healing.node_memory_min_available_mb;
+    let avail = available_mib().ok_or_else(|| refuse("/proc/meminfo says no MemAvailable".into()))?;
+    if avail <= floor {
+        return Err(refuse(format!("the node is under its floor already ({avail} MiB available, floor {floor} MiB)")));
+    }
+    let mb = avail - floor + 1024;
+    if mb > NODE_BALLOON_MAX_MIB {
+        return Err(refuse(format!(
+            "taking the node under its floor ({floor} MiB; {avail} MiB available) needs {mb} MiB, over the {NODE_BALLOON_MAX_MIB} MiB this fault takes at most; raise healing.node_memory_min_available_mb"
+        )));
+    }
+    Ok(Prepared {
+        fault: Injection::NodeMemory,
+        target: "node".into(),
+        what: format!(
+            "a process of no service's takes {mb} MiB for {} s ({avail} MiB available, the node's floor {floor} MiB)",
+            opts.secs
+        ),
+        action: Action::NodeBalloon { mb, secs: opts.secs },
+        checks: vec![Check::MemAvailable { mib: floor }],
+    })
+}
+
 /// Checks that `fault` can be made on the node of `config` (whose data dir is
 /// `data_dir`), and says how; changes nothing.
 pub fn prepare(
@@ -370,6 +430,9 @@ pub fn prepare(
     opts: &InjectOptions,
 ) -> Result<Prepared, InjectError> {
     let name = fault.name();
+    if fault == Injection::NodeMemory {
+        return prepare_node_memory(config, opts);
+    }
     let spec = match &opts.target {
         Some(t) => {
             config.services.iter().find(|s| s.name.as_str() == t).ok_or_else(|| InjectError::NoSuchTarget(t.clone()))?
@@ -412,6 +475,7 @@ pub fn prepare(
                 Action::SlowAnswers { pids: running()?, secs: opts.secs, stop },
             )
         }
+        Injection::NodeMemory => return prepare_node_memory(config, opts),
         Injection::ModelKill => (
             format!("SIGKILL `{target}` (pids {pids:?})"),
             Action::Signal { pids: running()?, signal: Signal::SIGKILL },
@@ -731,6 +795,11 @@ impl Prepared {
                 checks.push(Check::Gone(pid));
                 Some(pid)
             }
+            Action::NodeBalloon { mb, secs } => {
+                let pid =
+                    helper(&["node-memory", "--mb", &mb.to_string(), "--secs", &secs.to_string()]).map_err(fail)?;
+                Some(pid)
+            }
             Action::Fill { dir, bytes } => {
                 fill(dir, *bytes).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
                 None
@@ -941,6 +1010,11 @@ pub fn end_helper(pid: u32, limit: Duration) -> Result<(), String> {
 /// One check, once.
 pub fn check_once(client: &reqwest::blocking::Client, c: &Check, timeout: Duration) -> Result<(), String> {
     match c {
+        Check::MemAvailable { mib } => match available_mib() {
+            Some(a) if a >= *mib => Ok(()),
+            Some(a) => Err(format!("{a} MiB available, under {mib} MiB")),
+            None => Err("/proc/meminfo says no MemAvailable".into()),
+        },
         Check::Prompt { check, within, times } => {
             for i in 0..*times {
                 let start = Instant::now();

@@ -138,12 +138,18 @@ pub const HARNESS_HEALING: &str = "  max_repairs_per_hour: 0\n  operator_hold_ms
 /// `yaml` (a node config with a top-level `healing:` section, or without one) with
 /// [`HARNESS_HEALING`].
 pub fn unbudgeted(yaml: &str) -> String {
+    with_healing_lines(yaml, HARNESS_HEALING)
+}
+
+/// `yaml` with `lines` (keys indented by two spaces) at the top of its `healing:` section,
+/// made when there is none.
+fn with_healing_lines(yaml: &str, lines: &str) -> String {
     match yaml.find("\nhealing:\n") {
         Some(at) => {
             let cut = at + "\nhealing:\n".len();
-            format!("{}{HARNESS_HEALING}{}", &yaml[..cut], &yaml[cut..])
+            format!("{}{lines}{}", &yaml[..cut], &yaml[cut..])
         }
-        None => format!("{}\nhealing:\n{HARNESS_HEALING}", yaml.trim_end()),
+        None => format!("{}\nhealing:\n{lines}", yaml.trim_end()),
     }
 }
 
@@ -272,6 +278,13 @@ pub fn kill_node() {
 
 pub fn run(cfg: &ModesConfig) -> Result<ModesReport, BenchError> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    if let Some(f) = cfg.injections.iter().find(|i| i.node_wide()) {
+        return Err(BenchError::NodeConfig(format!(
+            "{} is told to a person, not repaired: it has no time to repair; make it in `warden chaos soak --kinds {}`",
+            f.name(),
+            f.name()
+        )));
+    }
     if let Some(config) = &cfg.config {
         return config_node(cfg, config, &exe);
     }
@@ -468,6 +481,26 @@ pub(crate) fn launch(
         Some(c) => harness_yaml(&copy_node(c, &dir)?),
         None => node_yaml(),
     };
+    // A node-wide memory fault needs a floor it can cross without taking the machine's
+    // memory: 1 GiB under what is available now (the fault then takes 2 GiB).
+    let mut floor_note = None;
+    let yaml = if injections.contains(&Injection::NodeMemory) {
+        match crate::inject::available_mib() {
+            Some(avail) if avail >= 4096 => with_healing_lines(
+                &yaml,
+                &format!("  node_memory_min_available_pct: 99\n  node_memory_min_available_mb: {}\n", avail - 1024),
+            ),
+            avail => {
+                floor_note = Some(format!(
+                    "skipped: {} MiB available; node-memory needs 4096 MiB to take 2 GiB safely",
+                    avail.unwrap_or(0)
+                ));
+                yaml
+            }
+        }
+    } else {
+        yaml
+    };
     let yaml = match alerts_to {
         Some(url) => crate::alert_sink::with_webhook(&yaml, url)
             .map_err(|e| BenchError::NodeConfig(format!("adding the harness's alert receiver: {e}")))?,
@@ -482,6 +515,9 @@ pub(crate) fn launch(
     ports.push(parsed.http_listen.port());
     procs::ensure_ports_free(&ports)?;
     let mut notes_for: Vec<(Injection, String)> = Vec::new();
+    if let Some(note) = floor_note {
+        notes_for.push((Injection::NodeMemory, note));
+    }
     let applies = |fault: Injection| fault.default_target(&parsed).map(|s| s.name.to_string());
     let mut unmount = None;
     if injections.contains(&Injection::DiskFull)
@@ -533,6 +569,8 @@ pub(crate) fn fault_secs(fault: Injection) -> u64 {
         // Past the harness's wait for a restore (60 s), so only a repair ends it in time,
         // and past a control's wait, in which it must not end.
         Injection::SlowAnswers => 90,
+        // Long enough for the node's two looks and the notification.
+        Injection::NodeMemory => 10,
         _ => 5,
     }
 }

@@ -203,8 +203,23 @@ pub fn schedule(seed: u64, kinds: &[Injection], faults: u32, controls: u32) -> V
 fn heals_by_itself(k: Injection) -> bool {
     matches!(
         k,
-        Injection::PortHold | Injection::SlowBoot | Injection::ModelKill | Injection::LinkDown | Injection::LinkLoss
+        Injection::PortHold
+            | Injection::SlowBoot
+            | Injection::ModelKill
+            | Injection::LinkDown
+            | Injection::LinkLoss
+            | Injection::NodeMemory
     )
+}
+
+/// For a node-wide fault, which the node tells a person of and repairs nothing for: when
+/// its alert (`NodeMemoryLow`, firing) reached the harness's receiver, from `from`.
+fn told_at(alerts: &crate::alert_sink::AlertSink, from: u64) -> Option<u64> {
+    alerts
+        .since(from)
+        .iter()
+        .find(|a| a.name == "NodeMemoryLow" && a.status == "firing")
+        .map(|a| a.received_unix_ms.saturating_sub(from))
 }
 
 /// Faults plain supervision heals (a killed process restarts at once): the node may open
@@ -269,7 +284,11 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     }
     let wanted: Vec<Injection> = if cfg.kinds.is_empty() {
         // Every kind; those that fit no service of the node drop out below.
-        crate::modes::DEFAULT_INJECTIONS.iter().copied().chain([Injection::SlowAnswers, Injection::LinkLoss]).collect()
+        crate::modes::DEFAULT_INJECTIONS
+            .iter()
+            .copied()
+            .chain([Injection::SlowAnswers, Injection::LinkLoss, Injection::NodeMemory])
+            .collect()
     } else {
         cfg.kinds.clone()
     };
@@ -567,13 +586,17 @@ fn one_fault(
             r.restored_ms = Some(at);
         }
         first = false;
-        if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
+        if fault.node_wide() {
+            if r.detected_ms.is_none() {
+                r.detected_ms = told_at(alerts, from);
+            }
+        } else if let Some(i) = incident_for(client, base, &r.target, &r.mode, from) {
             incident = i;
         }
         if incident.is_null() && r.restart_audit_seq.is_none() && healed_by_supervision(fault) {
             r.restart_audit_seq = restart_record(client, base, token, &r.target, from);
         }
-        let detected = !incident.is_null() || r.restart_audit_seq.is_some();
+        let detected = !incident.is_null() || r.restart_audit_seq.is_some() || r.detected_ms.is_some();
         // Restored and seen: done. A restore the node has no incident for gets a few
         // seconds more for its detector to report it.
         if detected && r.restored_ms.is_some() {
@@ -622,8 +645,15 @@ fn one_fault(
             ));
         }
     }
+    if fault.node_wide() && r.detected_ms.is_some() {
+        // Told to a person is what the node does for it; it repairs nothing.
+        r.escalated = true;
+        r.cause = Some("node_memory_low".into());
+    }
     r.silent = match (control, r.incident.is_some(), r.restored_ms.is_some(), r.escalated) {
         _ if r.not_made.is_some() => None,
+        _ if fault.node_wide() && !r.escalated => Some("the node told no one: no NodeMemoryLow alert".into()),
+        _ if fault.node_wide() => None,
         (false, false, true, _) if r.restart_audit_seq.is_some() => None,
         (_, false, _, _) if healed_by_supervision(fault) => {
             Some("the node opened no incident for it and recorded no supervision restart".into())
