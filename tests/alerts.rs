@@ -222,7 +222,7 @@ fn test_an_incident_whose_repair_is_paused_tells_a_person_and_says_when_it_no_lo
     wait_until("the person told it no longer needs them", Duration::from_secs(60), || {
         person_alerts(&rx).iter().any(|(st, target, _)| st == "resolved" && target == "web")
     });
-    let firing = person_alerts(&rx).iter().filter(|(st, _, _)| st == "firing").count();
+    let firing = person_alerts(&rx).iter().filter(|(st, target, _)| st == "firing" && target == "web").count();
     assert_eq!(firing, 1, "told once: {:?}", person_alerts(&rx));
 }
 

@@ -59,6 +59,11 @@ impl HoldBoard {
         self.lock().blocking(service, warden_core::time::now_unix_ms()).cloned()
     }
 
+    /// The kinds of the holds on `service` now (its own and the node's).
+    pub fn kinds_on(&self, service: &ServiceName) -> Vec<HoldKind> {
+        self.lock().kinds_on(service, warden_core::time::now_unix_ms())
+    }
+
     /// Whether `service` is in maintenance now (no alerts about it).
     pub fn in_maintenance(&self, service: &ServiceName) -> bool {
         self.lock().in_maintenance(service, warden_core::time::now_unix_ms())

@@ -92,6 +92,12 @@ impl AlertSink {
         Ok(Self { url: format!("http://{addr}/alerts"), seen, stop: Some(stop), thread: Some(thread) })
     }
 
+    /// The last alert named `name` that arrived, if any.
+    pub fn last(&self, name: &str) -> Option<SeenAlert> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter().rev().find(|a| a.name == name).cloned()
+    }
+
     /// The alerts that arrived at or after `from_unix_ms`.
     pub fn since(&self, from_unix_ms: u64) -> Vec<SeenAlert> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

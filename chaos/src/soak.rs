@@ -555,6 +555,14 @@ fn one_fault(
             return r;
         }
     }
+    if fault.node_wide() {
+        // The node tells each low-memory spell once: the last one must be over (its
+        // resolve received) or this fault's would be no news to it.
+        let start = Instant::now();
+        while alerts.last("NodeMemoryLow").is_some_and(|a| a.status == "firing") && start.elapsed() < silent_after {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let watch = crate::harm::Watch::start(&config);
     let from = warden_core::time::now_unix_ms();
     r.injected_unix_ms = from;

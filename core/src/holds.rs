@@ -113,6 +113,15 @@ impl Holds {
         on.into_iter().next()
     }
 
+    /// The kinds of the holds on `service` now (its own and the node's), each once.
+    pub fn kinds_on(&self, service: &ServiceName, now_unix_ms: u64) -> Vec<HoldKind> {
+        let mut kinds: Vec<HoldKind> =
+            self.holds.iter().filter(|h| h.active(now_unix_ms) && h.covers(service)).map(|h| h.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
+
     /// Whether alerts about `service` are held back (it is in maintenance).
     pub fn in_maintenance(&self, service: &ServiceName, now_unix_ms: u64) -> bool {
         self.holds.iter().any(|h| h.kind == HoldKind::Maintenance && h.active(now_unix_ms) && h.covers(service))

@@ -771,29 +771,21 @@ pub fn held_by<'a>(
     repairs.iter().filter(|r| !r.overdue).find(|r| r.service == *target || dependencies.contains(&r.service))
 }
 
-/// Open incidents older than `limit_ms` at `now` (they raise the MTTR alert).
-pub fn overdue<'a>(incidents: impl IntoIterator<Item = &'a Incident>, now_unix_ms: u64, limit_ms: u64) -> Vec<u64> {
-    incidents
-        .into_iter()
-        .filter(|i| i.status.is_open() && now_unix_ms.saturating_sub(i.detected_unix_ms) > limit_ms)
-        .map(|i| i.id)
-        .collect()
-}
-
 /// Why an unfinished incident needs a person now, if it does: its repair waits for an
 /// approver; automatic repair of it is off, paused by a person or stopped by the breaker
-/// (`hold`: what blocks its service's repairs); or it has been open past the MTTR limit.
-/// None when it is acknowledged (a person is on it), in maintenance (someone is at work
-/// on it) or held a moment for an operator's own action.
+/// (`holds`: the kinds of every hold on its service, its own and the node's); or it has
+/// been open past the MTTR limit. None when it is acknowledged (a person is on it), in
+/// maintenance (someone is at work on it, whatever else holds it) or held only a moment
+/// for an operator's own action.
 pub fn needs_person(
     i: &Incident,
-    hold: Option<crate::holds::HoldKind>,
+    holds: &[crate::holds::HoldKind],
     healing_on: bool,
     now_unix_ms: u64,
     limit_ms: u64,
 ) -> Option<String> {
     use crate::holds::HoldKind;
-    if !i.status.is_open() || i.acknowledged.is_some() || hold == Some(HoldKind::Maintenance) {
+    if !i.status.is_open() || i.acknowledged.is_some() || holds.contains(&HoldKind::Maintenance) {
         return None;
     }
     if i.status == IncidentStatus::AwaitingApproval {
@@ -802,7 +794,7 @@ pub fn needs_person(
     if !healing_on {
         return Some("automatic repair is off (healing.enabled: false)".into());
     }
-    if i.on_hold.is_some() && matches!(hold, Some(HoldKind::Pause | HoldKind::Breaker)) {
+    if i.on_hold.is_some() && holds.iter().any(|k| matches!(k, HoldKind::Pause | HoldKind::Breaker)) {
         return Some(format!("automatic repair is held: {}", i.detail));
     }
     let open_ms = now_unix_ms.saturating_sub(i.detected_unix_ms);
@@ -1043,13 +1035,12 @@ mod tests {
     }
 
     #[test]
-    fn test_overdue_lists_open_incidents_past_limit() {
+    fn test_repairs_under_way_say_which_are_past_the_limit() {
         let all = [
             incident(1, IncidentStatus::Open, 0, None),
             incident(2, IncidentStatus::Open, 100_000, None),
             incident(3, IncidentStatus::Resolved, 0, Some(1)),
         ];
-        assert_eq!(overdue(&all, 130_000, 120_000), vec![1]);
         let repairs = under_repair(&all, 130_000, 120_000);
         assert_eq!(repairs.iter().map(|r| (r.incident_id, r.overdue)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
     }
@@ -1275,22 +1266,30 @@ mod tests {
         use crate::holds::HoldKind;
         let limit = 120_000;
         let open = fixture(1, IncidentStatus::Open, 1_000, None, &[]);
-        assert_eq!(needs_person(&open, None, true, 60_000, limit), None, "under repair, in time");
-        assert!(needs_person(&open, None, true, 200_000, limit).is_some_and(|w| w.contains("MTTR limit")));
-        assert!(needs_person(&open, None, false, 2_000, limit).is_some_and(|w| w.contains("off")));
+        assert_eq!(needs_person(&open, &[], true, 60_000, limit), None, "under repair, in time");
+        assert!(needs_person(&open, &[], true, 200_000, limit).is_some_and(|w| w.contains("MTTR limit")));
+        assert!(needs_person(&open, &[], false, 2_000, limit).is_some_and(|w| w.contains("off")));
         let mut held = open.clone();
         held.hold("restart_service", "healing of `api` paused by ops: upgrade");
-        assert!(needs_person(&held, Some(HoldKind::Pause), true, 2_000, limit).is_some_and(|w| w.contains("paused")));
-        assert!(needs_person(&held, Some(HoldKind::Breaker), true, 2_000, limit).is_some());
-        assert_eq!(needs_person(&held, Some(HoldKind::Operator), true, 2_000, limit), None, "an operator's own act");
-        assert_eq!(needs_person(&held, Some(HoldKind::Maintenance), true, 200_000, limit), None, "someone is at work");
+        assert!(needs_person(&held, &[HoldKind::Pause], true, 2_000, limit).is_some_and(|w| w.contains("paused")));
+        assert!(needs_person(&held, &[HoldKind::Breaker], true, 2_000, limit).is_some());
+        assert_eq!(needs_person(&held, &[HoldKind::Operator], true, 2_000, limit), None, "an operator's own act");
+        assert!(
+            needs_person(&held, &[HoldKind::Pause, HoldKind::Operator], true, 2_000, limit).is_some(),
+            "an operator's hold beside a pause hides nothing"
+        );
+        assert_eq!(
+            needs_person(&held, &[HoldKind::Pause, HoldKind::Maintenance], true, 200_000, limit),
+            None,
+            "someone is at work, whatever else holds it"
+        );
         let awaiting = fixture(2, IncidentStatus::AwaitingApproval, 1_000, None, &[]);
-        assert!(needs_person(&awaiting, None, true, 2_000, limit).is_some_and(|w| w.contains("approver")));
+        assert!(needs_person(&awaiting, &[], true, 2_000, limit).is_some_and(|w| w.contains("approver")));
         let mut acked = awaiting.clone();
         acked.acknowledged = Some(OperatorNote { by: "ops".into(), at_unix_ms: 1_500, reason: "on it".into() });
-        assert_eq!(needs_person(&acked, None, true, 200_000, limit), None, "a person is on it");
+        assert_eq!(needs_person(&acked, &[], true, 200_000, limit), None, "a person is on it");
         let resolved = fixture(3, IncidentStatus::Resolved, 1_000, Some(5_000), &[]);
-        assert_eq!(needs_person(&resolved, None, false, 200_000, limit), None, "over");
+        assert_eq!(needs_person(&resolved, &[], false, 200_000, limit), None, "over");
     }
 
     #[test]

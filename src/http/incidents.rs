@@ -69,7 +69,8 @@ pub async fn list(
             && service.as_deref().is_none_or(|s| i.service.as_str() == s)
             && since.is_none_or(|t| i.detected_unix_ms >= t)
     };
-    let picked: Vec<Value> = app.views.store.newest_incidents_where(limit, keep).await?.iter().map(view).collect();
+    let picked: Vec<Value> =
+        app.views.store.newest_incidents_where(limit, since, keep).await?.iter().map(view).collect();
     Ok(Json(json!({ "incidents": picked })))
 }
 

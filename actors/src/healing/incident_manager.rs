@@ -945,18 +945,23 @@ impl IncidentManager {
         st.open
             .values()
             .filter_map(|i| {
-                let hold = self.holds.blocking(&i.service).map(|h| h.kind);
-                needs_person(i, hold, healing.enabled, now, limit_ms).map(|why| (i.id, why))
+                let holds = self.holds.kinds_on(&i.service);
+                needs_person(i, &holds, healing.enabled, now, limit_ms).map(|why| (i.id, why))
             })
             .collect()
     }
 
-    /// The repairs under way, for the alerter. An incident that needs a person (repair
-    /// off, paused, waiting for an approver, past its time) holds no alert back: it is
-    /// no longer being repaired by warden.
+    /// The repairs under way, for the alerter: none while healing is off. An incident that
+    /// needs a person (paused, waiting for an approver, past its time) holds no alert
+    /// back: it is no longer being repaired by warden.
     fn publish(&self, st: &State) {
+        let healing = self.config.get().healing;
+        if !healing.enabled {
+            self.repairs.set(Vec::new());
+            return;
+        }
         let waiting = self.needing_people(st);
-        let limit_ms = self.config.get().healing.mttr_alert.as_millis() as u64;
+        let limit_ms = healing.mttr_alert.as_millis() as u64;
         let repaired = st.open.values().filter(|i| !waiting.contains_key(&i.id));
         self.repairs.set(under_repair(repaired, warden_core::time::now_unix_ms(), limit_ms));
     }

@@ -120,7 +120,8 @@ impl Actor for NodeWatch {
 
 impl NodeWatch {
     /// The processes that hold the most memory, largest first, each with whether warden
-    /// runs it (a service's process, or one of its session).
+    /// runs it (a service's process, or one of its process group: each service starts as
+    /// a group leader).
     fn largest_holders(&self) -> String {
         let services = self.services.snapshot();
         let Ok(all) = procfs::process::all_processes() else { return "(processes unreadable)".into() };
@@ -129,7 +130,7 @@ impl NodeWatch {
             .flatten()
             .filter_map(|p| {
                 let stat = p.stat().ok()?;
-                Some((stat.rss.saturating_mul(page), stat.pid, stat.comm, stat.session))
+                Some((stat.rss.saturating_mul(page), stat.pid, stat.comm, stat.pgrp))
             })
             .collect();
         held.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));

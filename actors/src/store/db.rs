@@ -305,10 +305,12 @@ impl Db {
     }
 
     /// The newest `limit` incidents `keep` takes, newest first: read one at a time, so a
-    /// filtered list of a long history holds no more than it answers.
+    /// filtered list of a long history holds no more than it answers; the read stops at
+    /// the first incident detected before `since_unix_ms` (ids follow detection).
     pub(super) fn newest_incidents_where(
         &self,
         limit: usize,
+        since_unix_ms: Option<u64>,
         keep: impl Fn(&Incident) -> bool,
     ) -> Result<Vec<Incident>, StoreError> {
         let mut out = Vec::new();
@@ -318,6 +320,9 @@ impl Db {
             }
             let (k, v) = g.into_inner()?;
             let i: Incident = decode_json("incidents", decode_key(&k), &v)?;
+            if since_unix_ms.is_some_and(|t| i.detected_unix_ms < t) {
+                break;
+            }
             if keep(&i) {
                 out.push(i);
             }

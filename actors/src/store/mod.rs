@@ -472,13 +472,15 @@ impl Store {
         self.run(move |db| db.recent_incidents(limit)).await
     }
 
-    /// The newest `limit` incidents `keep` takes, newest first.
+    /// The newest `limit` incidents `keep` takes, newest first, none detected before
+    /// `since_unix_ms`.
     pub async fn newest_incidents_where(
         &self,
         limit: usize,
+        since_unix_ms: Option<u64>,
         keep: impl Fn(&Incident) -> bool + Send + 'static,
     ) -> Result<Vec<Incident>, StoreError> {
-        self.run(move |db| db.newest_incidents_where(limit, keep)).await
+        self.run(move |db| db.newest_incidents_where(limit, since_unix_ms, keep)).await
     }
 
     pub async fn put_run(&self, run: RunRecord) -> Result<(), StoreError> {
