@@ -42,6 +42,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.node.url {
         anyhow::bail!("--url {url} names a running node's API; `warden run` starts one (use --config)");
     }
+    // Taken before anything starts: a SIGTERM while the node starts (its API may already
+    // answer) waits for the loop below and shuts down cleanly, instead of ending warden by
+    // the signal's default action with its services left behind.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let loaded = match args.node.load() {
         Ok(l) => l,
         Err(problems) => {
@@ -184,9 +190,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let _watchdog = AbortOnDrop(tokio::spawn(systemd::watchdog(running.supervisor.clone(), node.addrs().clone())));
     systemd::ready();
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let code = loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break ExitCode::SUCCESS }
