@@ -71,6 +71,12 @@ fn on_peer(k: Injection, ports: DemoPorts) -> Option<(Fault, u16, String)> {
 
 /// Why `k` is not made against `peer`, if it is not.
 pub fn not_run(peer: Peer, k: Injection) -> Option<String> {
+    if k.node_wide() {
+        return Some(
+            "a fault of the node as a whole: the peer is set up to watch the demo services, not the node's memory"
+                .into(),
+        );
+    }
     match on_peer(k, DemoPorts::DEFAULT) {
         None => Some(
             "made through warden's description of the service (its files, cgroup, limits or link), which the peer's \
@@ -206,6 +212,7 @@ mod tests {
         assert!(not_run(Peer::Supervisord, Injection::ApiHang).is_some_and(|w| w.contains("no health")));
         assert_eq!(not_run(Peer::Supervisord, Injection::ModelKill), None);
         assert!(not_run(Peer::Monit, Injection::DiskFull).is_some_and(|w| w.contains("description")));
+        assert!(not_run(Peer::Monit, Injection::NodeMemory).is_some_and(|w| w.contains("node as a whole")));
     }
 
     #[test]
