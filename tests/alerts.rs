@@ -226,18 +226,6 @@ fn test_an_incident_whose_repair_is_paused_tells_a_person_and_says_when_it_no_lo
     assert_eq!(firing, 1, "told once: {:?}", person_alerts(&rx));
 }
 
-/// `MemAvailable` now, in MiB.
-fn available_mib() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 #[test]
 fn test_low_memory_on_the_node_is_told_with_who_holds_it_and_nothing_is_killed() {
     // A process warden does not run takes 2 GiB; the node's floor is set 1 GiB under what

@@ -161,12 +161,7 @@ fn test_memory_pressure_on_the_node_is_told_to_a_person_and_accounted_for() {
     // The node-wide fault: a process of no service's takes the node under the floor the
     // harness gives it. The node repairs nothing for it and tells a person; the soak
     // counts that alert as its detection and the fault as escalated, not silent.
-    let avail = std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
-        .unwrap()
-        / 1024;
+    let avail = available_mib();
     if avail < 4096 {
         eprintln!("skipped: {avail} MiB available; node-memory needs 4096 MiB");
         return;

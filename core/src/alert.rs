@@ -126,6 +126,23 @@ impl Alert {
             .annotate("summary", format!("incident #{id} ({mode} on {service}) needs a person: {why}"))
     }
 
+    /// The node's memory is low (`NodeMemoryLow`): `available_mib` of `total_mib`, under
+    /// its floor of `min_pct` % and `min_mib`; `holders` names who holds the most.
+    pub fn node_memory_low(
+        available_mib: u64,
+        total_mib: u64,
+        (min_pct, min_mib): (u8, u64),
+        holders: &str,
+        at_unix_ms: u64,
+    ) -> Self {
+        Self::new("NodeMemoryLow", Severity::Critical, AlertStatus::Firing, at_unix_ms).label("target", "node").annotate(
+            "summary",
+            format!(
+                "the node's memory is low: {available_mib} MiB available of {total_mib} MiB (under {min_pct} % and {min_mib} MiB); most held by {holders}"
+            ),
+        )
+    }
+
     /// A probe whose state changes too often (`ProbeFlapping`).
     pub fn probe_flapping(probe: &str, target: &str, layer: &str, changes: usize, window: Duration, at: u64) -> Self {
         Self::new("ProbeFlapping", Severity::Warning, AlertStatus::Firing, at)

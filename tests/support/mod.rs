@@ -731,3 +731,15 @@ pub fn ensure_reference_packages() {
         install_deps();
     }
 }
+
+/// The node's available memory now (`MemAvailable`), in MiB.
+pub fn available_mib() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}

@@ -16,7 +16,7 @@ use crate::registry::{ActorRegistry, Registration};
 use procfs::Current as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::time::Duration;
-use warden_core::alert::{Alert, AlertStatus, Severity};
+use warden_core::alert::Alert;
 use warden_core::config::NodeConfig;
 use warden_core::detect::{NodeMemory, node_memory_low};
 
@@ -94,18 +94,8 @@ impl Actor for NodeWatch {
                     holders,
                     "alert: the node's memory is low; warden kills nothing it does not run"
                 );
-                let alert = Alert::new("NodeMemoryLow", Severity::Critical, AlertStatus::Firing, now)
-                    .label("target", "node")
-                    .annotate(
-                        "summary",
-                        format!(
-                            "the node's memory is low: {} MiB available of {} MiB (under {} % and {} MiB); most held by {holders}",
-                            mib(m.available_bytes),
-                            mib(m.total_bytes),
-                            h.node_memory_min_available_pct,
-                            h.node_memory_min_available_mb
-                        ),
-                    );
+                let floor = (h.node_memory_min_available_pct, h.node_memory_min_available_mb);
+                let alert = Alert::node_memory_low(mib(m.available_bytes), mib(m.total_bytes), floor, &holders, now);
                 self.notifier.send(&alert);
                 st.told = Some(alert);
             }
