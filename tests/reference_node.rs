@@ -131,19 +131,24 @@ fn test_a_cut_link_to_postgres_fails_the_app_over_to_the_standby_as_one_incident
     let _link = LinkGuard(script.clone(), ns.clone(), prefix.clone());
     let made = Command::new("sh").arg(&script).args(["up", &ns, &prefix]).output().unwrap();
     assert!(made.status.success(), "link.sh up: {}", String::from_utf8_lossy(&made.stderr));
-    let (report, said) = modes(dir.path(), &node, 2, "link-down");
-    let r = &report["results"][0];
-    assert_eq!(r["fault"], "link-down");
-    assert_eq!(
-        (r["summary"]["n"].as_u64(), r["summary"]["failures"].as_u64()),
-        (Some(2), Some(0)),
-        "healed: {r}\n{said}"
-    );
-    // One incident per cut (the primary's own probes seeing it are linked to the app's),
-    // nothing restarted that was healthy: the harness counts both.
-    assert_eq!(r["harmful"].as_array().map(Vec::len), Some(0), "nothing harmful: {r}");
-    assert_eq!(r["diagnosed"], serde_json::json!([[["unreachable", "failover_upstream"], 2]]), "{r}");
-    assert_eq!(r["playbooks"], serde_json::json!([["failover_upstream", 2]]), "{r}");
+    // Pulled (link-down) and up but carrying nothing (link-loss: the primary's SQL check
+    // then times out across it as well, which is the same cut, not a database fault).
+    let (report, said) = modes(dir.path(), &node, 2, "link-down,link-loss");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{report}");
+    for (r, fault) in results.iter().zip(["link-down", "link-loss"]) {
+        assert_eq!(r["fault"], fault);
+        assert_eq!(
+            (r["summary"]["n"].as_u64(), r["summary"]["failures"].as_u64()),
+            (Some(2), Some(0)),
+            "healed: {r}\n{said}"
+        );
+        // One incident per cut (the primary's own probes seeing it are linked to the app's),
+        // nothing restarted that was healthy: the harness counts both.
+        assert_eq!(r["harmful"].as_array().map(Vec::len), Some(0), "nothing harmful: {r}");
+        assert_eq!(r["diagnosed"], serde_json::json!([[["unreachable", "failover_upstream"], 2]]), "{r}");
+        assert_eq!(r["playbooks"], serde_json::json!([["failover_upstream", 2]]), "{r}");
+    }
     let left = Command::new("pgrep").arg("-f").arg(dir.path().to_str().unwrap()).output().unwrap();
     assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
 }

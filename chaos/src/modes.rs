@@ -373,6 +373,9 @@ fn series(
     let mut samples = Vec::new();
     let mut failures = 0usize;
     let mut harmful = Vec::new();
+    // Only this fault's incidents: an earlier fault of the same mode (link-down before
+    // link-loss) left its own.
+    let began = warden_core::time::now_unix_ms();
     if notes.iter().all(|n| !n.starts_with("skipped")) {
         let config = crate::inject::running_config(Some(&node.dir.join("node.yaml")), Some(&data))
             .map_err(BenchError::NodeConfig)?;
@@ -406,8 +409,8 @@ fn series(
         mode: fault.mode().as_str(),
         summary: summarize(&samples, failures)?,
         notes,
-        playbooks: resolved_by(client, base, fault),
-        diagnosed: diagnosed(client, base, fault),
+        playbooks: resolved_by(client, base, fault, began),
+        diagnosed: diagnosed(client, base, fault, began),
         harmful,
     })
 }
@@ -732,8 +735,11 @@ pub(crate) fn undo(client: &reqwest::blocking::Client, base: &str, token: &str, 
 }
 
 /// The playbooks that resolved this fault's incidents, with counts.
-fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection) -> Vec<(String, u32)> {
-    let list = get(client, &format!("{base}/api/incidents?mode={}&status=resolved&limit=1000", fault.mode().as_str()));
+fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection, since: u64) -> Vec<(String, u32)> {
+    let list = get(
+        client,
+        &format!("{base}/api/incidents?mode={}&status=resolved&since={since}&limit=1000", fault.mode().as_str()),
+    );
     let mut counts: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
     for i in list.as_ref().and_then(|v| v["incidents"].as_array()).into_iter().flatten() {
         if let Some(p) = i["attempts"].as_array().and_then(|a| a.last()).and_then(|a| a["playbook"].as_str()) {
@@ -743,11 +749,19 @@ fn resolved_by(client: &reqwest::blocking::Client, base: &str, fault: Injection)
     counts.into_iter().collect()
 }
 
-/// This fault's mode's incidents by (cause, first playbook tried), with counts.
-fn diagnosed(client: &reqwest::blocking::Client, base: &str, fault: Injection) -> Vec<((String, String), u32)> {
-    let list = get(client, &format!("{base}/api/incidents?mode={}&limit=1000", fault.mode().as_str()));
+/// This fault's mode's incidents by (cause, first playbook tried), with counts. An incident
+/// taken into another (the far end of a cut seen first, its step held) is part of that one,
+/// as the harm count has it: not a diagnosis of its own.
+fn diagnosed(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    fault: Injection,
+    since: u64,
+) -> Vec<((String, String), u32)> {
+    let list = get(client, &format!("{base}/api/incidents?mode={}&since={since}&limit=1000", fault.mode().as_str()));
     let mut counts: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
-    for i in list.as_ref().and_then(|v| v["incidents"].as_array()).into_iter().flatten() {
+    let incidents = list.as_ref().and_then(|v| v["incidents"].as_array()).into_iter().flatten();
+    for i in incidents.filter(|i| i["status"] != "absorbed") {
         let cause = i["cause"].as_str().unwrap_or("-").to_string();
         let first = i["attempts"][0]["playbook"].as_str().unwrap_or("-").to_string();
         *counts.entry((cause, first)).or_default() += 1;

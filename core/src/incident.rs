@@ -385,6 +385,15 @@ impl Incident {
         true
     }
 
+    /// Whether this incident explains a failure of `mode` on `service`: a lower layer of its
+    /// own service, or a symptom (a database or API check failing) of a dependency whose
+    /// path it has seen cut from both ends: checks across the cut fail with it, the same
+    /// fault. The dependency's own facts (its disk, its memory, its port) are its own.
+    pub fn explains(&self, service: &ServiceName, mode: FailureMode) -> bool {
+        (self.service == *service && crate::detect::explains(self.mode, mode))
+            || (self.waits_on.contains(service) && crate::detect::explained_by_dependency(mode))
+    }
+
     /// A detector reported the same fault again while the incident is open.
     pub fn note_finding(&mut self, now_unix_ms: u64) {
         self.findings = self.findings.saturating_add(1);
@@ -1162,6 +1171,22 @@ mod tests {
         assert_eq!(late.status, IncidentStatus::Resolved);
         assert!(!late.same_cut_seen_from(&db, "probe `db-link`: down"), "a resolved one takes nothing");
         assert!(late.waits_on.is_empty() && late.suppressed.is_empty());
+    }
+
+    #[test]
+    fn test_a_cut_explains_the_far_ends_upper_layers_too() {
+        let db = ServiceName::parse("db").expect("name");
+        let mut i = fresh();
+        i.mode = FailureMode::NetworkUnreachable;
+        let app = i.service.clone();
+        assert!(i.explains(&app, FailureMode::DatabaseUnavailable), "its own upper layer");
+        assert!(!i.explains(&db, FailureMode::DatabaseUnavailable), "not yet seen cut from `db`");
+        i.begin(10, "first");
+        assert!(i.same_cut_seen_from(&db, "probe `db-link`: down"));
+        assert!(i.explains(&db, FailureMode::DatabaseUnavailable), "`db`'s SQL check across the cut");
+        assert!(i.explains(&db, FailureMode::ApiTimeout));
+        assert!(!i.explains(&db, FailureMode::DiskFull), "a full disk is not the cut");
+        assert!(!i.explains(&db, FailureMode::NetworkUnreachable), "the cut itself is linked, not explained");
     }
 
     #[test]

@@ -333,13 +333,9 @@ impl IncidentManager {
 
     async fn open(&self, f: Finding, st: &mut State) -> Result<(), IncidentError> {
         // An open incident of a cause on the same service explains this one (a hang while
-        // memory runs out, while its repair restarts it): linked to it, not opened.
-        if let Some(cause) = st
-            .open
-            .values()
-            .find(|i| i.service == f.service && warden_core::detect::explains(i.mode, f.mode))
-            .map(|i| i.id)
-        {
+        // memory runs out, while its repair restarts it), as does a cut to it seen from a
+        // dependent: linked to it, not opened.
+        if let Some(cause) = st.open.values().find(|i| i.explains(&f.service, f.mode)).map(|i| i.id) {
             let mut incident = st.open[&cause].clone();
             let text = format!("{} on `{}`: {} (while this incident is open)", f.mode.as_str(), f.service, f.evidence);
             if incident.link(text) {
@@ -380,6 +376,9 @@ impl IncidentManager {
                         service = f.service.as_str(),
                         "the same cut seen from the other end: linked, not opened"
                     );
+                    // The far end's upper layers seen failing first (its SQL check across
+                    // the cut) are this cut too.
+                    self.absorb_explained(&mut incident, st).await?;
                     self.store.put_incident(incident.clone()).await?;
                     st.open.insert(id, incident);
                 }
@@ -717,8 +716,7 @@ impl IncidentManager {
             .open
             .values()
             .filter(|other| {
-                let same =
-                    other.service == incident.service && warden_core::detect::explains(incident.mode, other.mode);
+                let same = incident.explains(&other.service, other.mode);
                 let dependent = config.dependents_of(&incident.service).contains(&other.service)
                     && warden_core::detect::explained_by_dependency(other.mode);
                 (same || dependent) && other.status != IncidentStatus::Mitigated
