@@ -23,6 +23,11 @@ mod tokens_cmd;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The system allocator, counted: what is allocated and not freed is on `/metrics`
+/// (`warden_heap_allocated_bytes`), so a soak tells a leak from memory the allocator keeps.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 #[derive(Parser)]
 #[command(name = "warden", version, about = "A self-healing, governed supervisor for one node")]
 struct Cli {
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
         let code = warden_actors::process::launch::run(plan, program, args);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    warden_actors::metrics::count_heap_with(|| ALLOCATOR.allocated());
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -282,3 +282,57 @@ fn test_a_peer_is_given_the_same_sequence_on_the_same_services_and_told_why_not_
     let summary = std::fs::read_to_string(dir.path().join("soak.md")).unwrap();
     assert!(summary.contains("## monit") && summary.contains("beside it"), "{summary}");
 }
+
+/// A node started on its own (as systemd would start it) is soaked where it runs: the
+/// faults meet it as it is, its alerts reach the soak through the webhook its own config
+/// names, and it is left running as it was found.
+#[test]
+fn test_an_attached_soak_faults_a_running_node_and_leaves_it_running() {
+    let ports = Ports::fresh();
+    let sink = free_port();
+    let config = format!(
+        "{}\nalerts:\n  webhooks:\n    - url: \"http://127.0.0.1:{sink}/alerts\"\n",
+        default_config_on(ports).trim_end()
+    );
+    let node = Node::start_with(&config, ports, &[]);
+    node.wait_ready();
+    let pid = node.pid();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = node.config_path();
+    let listen = format!("127.0.0.1:{sink}");
+    let (ok, said, report) = soak(
+        dir.path(),
+        &[
+            "--attach",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--alerts-listen",
+            &listen,
+            "--faults",
+            "3",
+            "--interval",
+            "1s",
+            "--kinds",
+            "api-hang,config-delete",
+        ],
+    );
+    assert!(ok, "{said}");
+    assert_eq!(
+        (report["faults_done"].as_u64(), report["silent"].as_array().map(Vec::len)),
+        (Some(3), Some(0)),
+        "{said}"
+    );
+    assert_eq!(report["harmful"].as_array().map(Vec::len), Some(0), "{said}");
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("attached to the node running at") && notes.contains(&pid.to_string()), "{notes}");
+    assert!(!notes.contains("alerts not received"), "its webhook names the receiver: {notes}");
+    let control = &report["controls"][0];
+    assert!(control["escalated"] == true && control["restored_ms"].is_null(), "{control}");
+    assert!(control["alerts"].as_array().is_some_and(|a| !a.is_empty()), "told through its own webhook: {control}");
+    // Left running, the same process, serving, its healing no longer paused.
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "warden is still running");
+    node.wait_ready();
+    let healing: serde_json::Value = reqwest::blocking::get(node.url("/api/healing")).unwrap().json().unwrap();
+    assert_eq!(healing["automatic_repair"], "on", "{healing}");
+    assert!(node.service("api").is_some_and(|(_, state)| state == "running"), "{:?}", node.service("api"));
+}

@@ -54,8 +54,14 @@ pub struct AlertSink {
 impl AlertSink {
     /// Binds a free loopback port and serves on a thread of its own.
     pub fn start() -> Result<Self, BenchError> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(BenchError::io("binding the alert receiver"))?;
+        Self::start_at(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Binds `addr` (a node's config may name it among its webhooks) and serves on a
+    /// thread of its own.
+    pub fn start_at(addr: std::net::SocketAddr) -> Result<Self, BenchError> {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(BenchError::io(format!("binding the alert receiver to {addr}")))?;
         listener.set_nonblocking(true).map_err(BenchError::io("setting up the alert receiver"))?;
         let addr = listener.local_addr().map_err(BenchError::io("reading the alert receiver's address"))?;
         let seen: Arc<Mutex<Vec<SeenAlert>>> = Arc::default();

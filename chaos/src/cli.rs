@@ -109,6 +109,18 @@ pub struct SoakArgs {
     /// part (repeatable): `monit` (Debian), `supervisord` (PyPI).
     #[arg(long, value_enum)]
     peer: Vec<crate::bench::Peer>,
+    /// Soak the node already running at the address of `--config` (or of the default
+    /// node), started elsewhere (systemd, by hand), instead of starting one: its own policy
+    /// and limits, left running. `db-corrupt` and `node-memory` only when `--kinds` names them.
+    #[arg(long, conflicts_with_all = ["resume", "peer", "keep_tmp"])]
+    attach: bool,
+    /// The attached node's data dir (default: the one it says it uses).
+    #[arg(long, requires = "attach")]
+    data_dir: Option<PathBuf>,
+    /// Where the soak's alert receiver listens (default: a free loopback port); an attached
+    /// node's alerts reach it when its `alerts.webhooks` names `http://ADDR/alerts`.
+    #[arg(long)]
+    alerts_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -289,6 +301,9 @@ pub async fn run(cmd: ChaosCommand) -> anyhow::Result<()> {
                 keep_tmp: args.keep_tmp,
                 resume: args.resume,
                 peers: args.peer.into_iter().filter(|p| *p != crate::bench::Peer::None).collect(),
+                attach: args.attach,
+                data_dir: args.data_dir,
+                alerts_listen: args.alerts_listen,
             };
             let stop_file = cfg.stop_file();
             let mut task = tokio::task::spawn_blocking(move || crate::soak::run(&cfg));

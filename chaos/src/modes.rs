@@ -114,9 +114,13 @@ pub struct SnapshotUse {
     pub faults: u32,
 }
 
-/// The node under test: its folder, its API, and what says it is healthy.
+/// The node under test: its folder, its config and data dir, its API, and what says it is
+/// healthy.
 pub(crate) struct Target {
     pub dir: PathBuf,
+    /// Its config file (`None`: the embedded default node, relative to `dir`).
+    pub config_file: Option<PathBuf>,
+    pub data: PathBuf,
     pub base: String,
     /// Checks that pass when every service is healthy.
     pub health: Vec<crate::inject::Check>,
@@ -366,7 +370,7 @@ fn series(
     mut notes: Vec<String>,
     between: &dyn Fn(),
 ) -> Result<ModeResult, BenchError> {
-    let data = node.dir.join("data");
+    let data = node.data.clone();
     let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
     let token = token.trim().to_string();
     let base = node.base.as_str();
@@ -377,8 +381,8 @@ fn series(
     // link-loss) left its own.
     let began = warden_core::time::now_unix_ms();
     if notes.iter().all(|n| !n.starts_with("skipped")) {
-        let config = crate::inject::running_config(Some(&node.dir.join("node.yaml")), Some(&data))
-            .map_err(BenchError::NodeConfig)?;
+        let config =
+            crate::inject::running_config(node.config_file.as_deref(), Some(&data)).map_err(BenchError::NodeConfig)?;
         for _ in 0..cfg.runs {
             if !settle(client, node, Duration::from_secs(60)) {
                 notes.push("the node did not settle before a run".into());
@@ -386,7 +390,7 @@ fn series(
             // Every service watched from just before the fault until the node settled.
             let from = warden_core::time::now_unix_ms();
             let watch = crate::harm::Watch::start(&config);
-            match one(&data, &node.dir, fault, opts) {
+            match one(&data, node.config_file.as_deref(), fault, opts) {
                 Ok(d) => samples.push(d),
                 Err(e) => {
                     failures += 1;
@@ -429,7 +433,7 @@ fn small_volume(at: &Path, size: &str) -> Result<Unmount, String> {
 
 /// A snapshot of the database through its own playbook, for `db-corrupt` to be restored from.
 fn back_up(client: &reqwest::blocking::Client, node: &Target, db: &str) {
-    let Ok(token) = std::fs::read_to_string(node.dir.join("data/admin.token")) else { return };
+    let Ok(token) = std::fs::read_to_string(node.data.join("admin.token")) else { return };
     let _ = client
         .post(format!("{}/api/guardian/playbooks/snapshot_database/run", node.base))
         .bearer_auth(token.trim())
@@ -442,7 +446,11 @@ fn back_up(client: &reqwest::blocking::Client, node: &Target, db: &str) {
 /// A node the harness started in a scratch directory, with what it made for it; all of it
 /// is stopped, unmounted and deleted when dropped (fields drop in order: the node first).
 pub(crate) struct Launched {
-    pub warden: Warden,
+    /// The node's process, when the harness started it (`None`: attached to a node that
+    /// runs on its own, which the harness leaves running).
+    pub _warden: Option<Warden>,
+    /// warden's pid.
+    pub pid: u32,
     pub node: Target,
     pub client: reqwest::blocking::Client,
     /// The node's config as it runs.
@@ -452,7 +460,7 @@ pub(crate) struct Launched {
     /// The service `db-corrupt` goes to, if any.
     pub db: Option<String>,
     _unmount: Option<Unmount>,
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Launched {
@@ -546,7 +554,13 @@ pub(crate) fn launch(
     } else {
         vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }]
     };
-    let node = Target { dir: dir.clone(), base: format!("http://{}", parsed.http_listen), health };
+    let node = Target {
+        dir: dir.clone(),
+        config_file: Some(dir.join("node.yaml")),
+        data: data.clone(),
+        base: format!("http://{}", parsed.http_listen),
+        health,
+    };
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
     // A first start may build data dirs (initdb).
     let warden = start_node(&node, exe, &client, Duration::from_secs(180))?;
@@ -561,7 +575,95 @@ pub(crate) fn launch(
         }
         back_up(&client, &node, db);
     }
-    Ok(Launched { warden, node, client, config: parsed, notes_for, db, _unmount: unmount, _tmp: tmp })
+    let pid = warden.pid();
+    Ok(Launched {
+        _warden: Some(warden),
+        pid,
+        node,
+        client,
+        config: parsed,
+        notes_for,
+        db,
+        _unmount: unmount,
+        _tmp: Some(tmp),
+    })
+}
+
+/// Faults an attached node gets only when asked for by name (`--kinds`): they destroy its
+/// data (a restore brings back the last snapshot) or take the machine's memory.
+pub(crate) const ATTACHED_ONLY_BY_NAME: [Injection; 2] = [Injection::DbCorrupt, Injection::NodeMemory];
+
+/// A node that runs on its own (under systemd, by hand), reached at the address its config
+/// (`None`: the embedded default node, from the working directory) names, its data dir
+/// what it says it uses. Nothing of it is copied or changed, and it is left running: the
+/// faults meet it under its own policy and limits (a repair budget may send some of them
+/// to a person, which the soak counts as escalated). `injections` named by the user (not
+/// the default set) may include [`ATTACHED_ONLY_BY_NAME`].
+pub(crate) fn attach(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+    injections: &[Injection],
+    named: bool,
+) -> Result<Launched, BenchError> {
+    let config_file = config.map(std::path::absolute).transpose().map_err(BenchError::io("finding the config"))?;
+    let declared = crate::inject::running_config(config_file.as_deref(), data_dir).map_err(BenchError::NodeConfig)?;
+    let base = format!("http://{}", declared.http_listen);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let status = get(&client, &format!("{base}/api/status")).ok_or_else(|| {
+        BenchError::NodeConfig(format!("no node answers at {base} (`--attach` soaks a node that is running)"))
+    })?;
+    let pid = status["node"]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| BenchError::NodeConfig(format!("the node at {base} did not say its pid")))?;
+    // The data dir it runs with (its `--data-dir` may differ from the config's).
+    let data = match (data_dir, status["node"]["data_dir"].as_str().filter(|d| !d.is_empty())) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => declared.data_dir.clone(),
+    };
+    let parsed = crate::inject::running_config(config_file.as_deref(), Some(&data)).map_err(BenchError::NodeConfig)?;
+    if !data.join("admin.token").exists() {
+        return Err(BenchError::NodeConfig(format!(
+            "{} has no admin.token: is {} the node's data dir, and may this user read it?",
+            data.display(),
+            data.display()
+        )));
+    }
+    let mut notes_for: Vec<(Injection, String)> = Vec::new();
+    for &fault in injections {
+        let note = if ATTACHED_ONLY_BY_NAME.contains(&fault) && !named {
+            Some(format!("skipped: an attached node gets {} only when `--kinds` names it", fault.name()))
+        } else if fault == Injection::NodeMemory {
+            Some("skipped: node-memory needs the floor a launched node is given; an attached node keeps its own".into())
+        } else if fault.on_link() {
+            crate::link::of_node(&parsed).err().map(|why| format!("skipped: {why}"))
+        } else if fault.default_target(&parsed).is_none() {
+            Some(format!("skipped: no service of this node fits {}", fault.name()))
+        } else {
+            // What cannot be made on it as it is (a data dir on a large disk for disk-full)
+            // is said once here, not at each of its turns. Preparing changes nothing.
+            let opts = InjectOptions { target: None, secs: fault_secs(fault), interface: None };
+            prepare(&parsed, &data, fault, &opts).err().map(|e| format!("skipped: {e}"))
+        };
+        notes_for.extend(note.map(|n| (fault, n)));
+    }
+    let health = parsed.services.iter().flat_map(|s| crate::inject::own_checks(&parsed, s)).collect();
+    let dir = config_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .map_or_else(std::env::current_dir, Ok)
+        .map_err(BenchError::io("finding the working directory"))?;
+    let node = Target { dir, config_file, data, base, health };
+    let db = Injection::DbCorrupt.default_target(&parsed).map(|s| s.name.to_string());
+    if injections.contains(&Injection::DbCorrupt)
+        && !notes_for.iter().any(|(f, _)| *f == Injection::DbCorrupt)
+        && let Some(db) = &db
+    {
+        back_up(&client, &node, db);
+    }
+    Ok(Launched { _warden: None, pid, node, client, config: parsed, notes_for, db, _unmount: None, _tmp: None })
 }
 
 /// How long a fault's hold lasts: a slow boot the shortest that is still past a short
@@ -611,7 +713,7 @@ fn config_node(cfg: &ModesConfig, config: &Path, exe: &Path) -> Result<ModesRepo
         results.push(series(cfg, &l.client, &l.node, fault, &opts, notes, &up)?);
     }
     let faults = cfg.runs * results.iter().filter(|r| r.summary.n + r.summary.failures > 0).count() as u32;
-    let data = l.node.dir.join("data");
+    let data = l.node.data.clone();
     let snapshots = l.db.clone().filter(|_| cfg.injections.contains(&Injection::DbCorrupt)).and_then(|db| {
         let spec = l.config.services.iter().find(|s| s.name.as_str() == db)?;
         let data_dir = spec.hooks.data.as_ref()?;
@@ -680,6 +782,8 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
     let node = Target {
         dir: dir.to_path_buf(),
+        config_file: Some(dir.join("node.yaml")),
+        data: dir.join("data"),
         base: format!("http://127.0.0.1:{}", services::WARDEN_PORT),
         health: vec![crate::inject::Check::Http { url: services::api_health_url(), body: None }],
     };
@@ -694,8 +798,8 @@ fn link_phase(cfg: &ModesConfig, exe: &Path) -> Result<ModeResult, BenchError> {
 }
 
 /// One injection, timed from the change to the harness's checks passing.
-fn one(data: &Path, dir: &Path, fault: Injection, opts: &InjectOptions) -> Result<Duration, String> {
-    let config = crate::inject::running_config(Some(&dir.join("node.yaml")), Some(data))?;
+fn one(data: &Path, config_file: Option<&Path>, fault: Injection, opts: &InjectOptions) -> Result<Duration, String> {
+    let config = crate::inject::running_config(config_file, Some(data))?;
     let prepared = prepare(&config, data, fault, opts).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let (injected, checks) = prepared.inject().map_err(|e| e.to_string())?;

@@ -3,7 +3,10 @@
 //! `--interval 20s --faults 168` is the same count compressed into about an hour.
 //!
 //! The node is started by the harness in a scratch directory (the default node, or the
-//! node of `--config`, as `warden chaos modes` does). The fault sequence comes from
+//! node of `--config`, as `warden chaos modes` does), or, with `--attach`, it is a node
+//! already running (under systemd, by hand), soaked as it is and left running: its own
+//! policy and limits, its alerts received where its webhooks point (`--alerts-listen`), and
+//! the faults that destroy data or take the machine's memory only when named. The fault sequence comes from
 //! `--seed`, so a run can be repeated. Before every fault the node must be in its steady
 //! state (every service healthy by the harness's own checks, no incident open); then one
 //! fault is made and followed until the harness's checks pass again. Each fault gets one
@@ -53,6 +56,14 @@ pub struct SoakConfig {
     pub resume: bool,
     /// Peer supervisors given the same sequence on the demo services after warden's part.
     pub peers: Vec<crate::bench::Peer>,
+    /// Soak the node that runs at the config's address (started elsewhere) instead of
+    /// starting one; it is left running.
+    pub attach: bool,
+    /// The attached node's data dir (default: the one it says it uses).
+    pub data_dir: Option<PathBuf>,
+    /// Where the harness's alert receiver listens (default: a free loopback port). An
+    /// attached node's alerts reach it only when its config names it among its webhooks.
+    pub alerts_listen: Option<std::net::SocketAddr>,
 }
 
 /// Set by the first SIGINT or SIGTERM: the soak ends after the fault in progress (undone
@@ -77,6 +88,7 @@ impl SoakConfig {
             format!(" --kinds {}", self.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","))
         };
         let peers: String = self.peers.iter().map(|p| format!(" --peer {}", p.name())).collect();
+        let on = if self.attach { format!("{on} --attach") } else { on };
         format!(
             "warden chaos soak{on} --faults {} --interval {}ms --seed {} --controls {}{kinds} --silent-after {}s{peers} --out {}",
             self.faults,
@@ -156,6 +168,10 @@ pub struct SoakReport {
     pub faults_done: u32,
     /// Why it ended before its last fault (a signal, the stop file).
     pub stopped_early: Option<String>,
+    /// How it was run, where that changes what the report can say: an attached node, alerts
+    /// not received, kinds that cannot be made on this node (each with why).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Faults kept from an earlier run it resumed (`--resume`); warden's own health and
     /// the wall time are this run's.
     pub resumed_after: u32,
@@ -293,8 +309,38 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
         cfg.kinds.clone()
     };
     // The node's alerts reach the harness as they would reach a person's pager.
-    let alerts = crate::alert_sink::AlertSink::start()?;
-    let l = crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe, Some(&alerts.url))?;
+    let alerts = match cfg.alerts_listen {
+        Some(addr) => crate::alert_sink::AlertSink::start_at(addr)?,
+        None => crate::alert_sink::AlertSink::start()?,
+    };
+    let mut notes = Vec::new();
+    let l = if cfg.attach {
+        if !cfg.peers.is_empty() {
+            return Err(BenchError::NodeConfig(
+                "`--peer` gives the sequence to a peer on the demo services of a node the soak started; \
+                 not with `--attach`"
+                    .into(),
+            ));
+        }
+        let l = crate::modes::attach(cfg.config.as_deref(), cfg.data_dir.as_deref(), &wanted, !cfg.kinds.is_empty())?;
+        notes.push(format!(
+            "attached to the node running at {} (pid {}): its own policy and limits, left running",
+            l.node.base, l.pid
+        ));
+        if !l.config.alerts.webhooks.iter().any(|w| w.url.as_str() == alerts.url) {
+            notes.push(format!(
+                "alerts not received: the node's `alerts.webhooks` does not name the harness's receiver ({}; \
+                 choose its address with `--alerts-listen`)",
+                alerts.url
+            ));
+        }
+        l
+    } else {
+        crate::modes::launch(cfg.config.as_deref(), cfg.keep_tmp, &wanted, &exe, Some(&alerts.url))?
+    };
+    for (k, why) in &l.notes_for {
+        notes.push(format!("{}: {why}", k.name()));
+    }
     let kinds: Vec<Injection> = wanted.into_iter().filter(|k| l.notes(*k).is_empty()).collect();
     // The peers are set up for the demo services (db, model, api), on the node's ports.
     let peer_ports = crate::services::DemoPorts::of(&l.config);
@@ -308,12 +354,12 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     if kinds.is_empty() {
         return Err(BenchError::NodeConfig("no fault kind applies to this node".into()));
     }
-    let data = l.node.dir.join("data");
+    let data = l.node.data.clone();
     let token = std::fs::read_to_string(data.join("admin.token")).map_err(BenchError::io("reading the admin token"))?;
     let token = token.trim().to_string();
     let base = l.node.base.clone();
     let client = &l.client;
-    let warden_pid = l.warden.pid();
+    let warden_pid = l.pid;
     let records_path = cfg.out.with_extension("jsonl");
     if let Some(dir) = records_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
@@ -382,7 +428,7 @@ pub fn run(cfg: &SoakConfig) -> Result<SoakReport, BenchError> {
     let node_name = l.config.name.clone();
     // The node goes before the peers take the demo services' ports.
     drop(l);
-    let end = End { wall, stopped_early, resumed_after: resumed_at as u32 };
+    let end = End { wall, stopped_early, resumed_after: resumed_at as u32, notes };
     let mut report = summarize_soak(cfg, &node_name, &kinds, records, health, end)?;
     // warden's part is written before the peers run: a peer that cannot run loses nothing.
     write_reports(cfg, &report, &records_path)?;
@@ -507,8 +553,7 @@ fn one_fault(
 ) -> FaultRecord {
     let client = &l.client;
     let base = l.node.base.as_str();
-    let data = l.node.dir.join("data");
-    let data = data.as_path();
+    let data = l.node.data.as_path();
     let mut r = FaultRecord {
         n,
         fault: fault.name().into(),
@@ -531,7 +576,7 @@ fn one_fault(
         not_made: None,
         alerts: Vec::new(),
     };
-    let config = match crate::inject::running_config(Some(&l.node.dir.join("node.yaml")), Some(data)) {
+    let config = match crate::inject::running_config(l.node.config_file.as_deref(), Some(data)) {
         Ok(c) => c,
         Err(e) => {
             r.not_made = Some(e);
@@ -708,6 +753,7 @@ struct End {
     wall: Duration,
     stopped_early: Option<String>,
     resumed_after: u32,
+    notes: Vec<String>,
 }
 
 fn summarize_soak(
@@ -718,7 +764,7 @@ fn summarize_soak(
     node_health: crate::soak_watch::NodeHealth,
     end: End,
 ) -> Result<SoakReport, BenchError> {
-    let End { wall, stopped_early, resumed_after } = end;
+    let End { wall, stopped_early, resumed_after, notes } = end;
     let mut per_kind = Vec::new();
     let mut never_fired = Vec::new();
     for k in kinds {
@@ -777,6 +823,7 @@ fn summarize_soak(
         faults: cfg.faults,
         faults_done: records.len() as u32,
         stopped_early,
+        notes,
         resumed_after,
         kinds: per_kind,
         never_fired,
@@ -806,6 +853,7 @@ impl SoakReport {
             h.samples.len()
         );
         s.push_str(&t("RSS (KiB)", &h.rss_kib));
+        s.push_str(&t("heap in use (KiB)", &h.heap_kib));
         s.push_str(&t("open fds", &h.fds));
         s.push_str(&t("threads", &h.threads));
         s.push_str(&t("store (bytes)", &h.store_bytes));
@@ -858,6 +906,13 @@ impl SoakReport {
             self.command,
             self.compression,
         );
+        if !self.notes.is_empty() {
+            s.push_str("Notes:\n\n");
+            for n in &self.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+            s.push('\n');
+        }
         s.push_str("| fault | made | detect p50 (s) | detect p99 (s) | restore p50 (s) | restore p99 (s) | restore max (s) | not restored | alerts |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for k in &self.kinds {
             s.push_str(&format!(

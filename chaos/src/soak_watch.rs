@@ -1,5 +1,5 @@
 //! warden's own health over a soak, sampled on a thread of its own while faults come and
-//! go: its RSS, CPU, open fds, threads and store size every few seconds, the time its API
+//! go: its RSS, heap in use, CPU, open fds, threads and store size every few seconds, the time its API
 //! takes to answer, and what its probes measured. Over the run each gauge gets a slope with
 //! a confidence interval (a leak is a rise beyond the noise); the API's and the probes'
 //! latencies go into one HDR histogram per window (an hour, or a quarter of a shorter run),
@@ -16,6 +16,8 @@ use serde::Serialize;
 
 /// Runs shorter than this get no leak verdict.
 pub const MIN_JUDGED: Duration = Duration::from_secs(600);
+/// Windows with fewer probe samples than this get no degradation verdict.
+pub const MIN_PROBE_SAMPLES: u64 = 1000;
 
 /// One sample of warden itself.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -23,6 +25,9 @@ pub struct Sample {
     /// Seconds since the soak began.
     pub t: f64,
     pub rss_kib: u64,
+    /// The heap allocated and not freed (`warden_heap_allocated_bytes` on `/metrics`), when
+    /// the node says it: a leak rises here, where RSS also holds what the allocator keeps.
+    pub heap_kib: Option<u64>,
     pub fds: u64,
     pub threads: u64,
     /// Share of one CPU since the sample before, in percent.
@@ -64,6 +69,7 @@ pub struct NodeHealth {
     pub every_s: f64,
     pub samples: Vec<Sample>,
     pub rss_kib: Option<Trend>,
+    pub heap_kib: Option<Trend>,
     pub fds: Option<Trend>,
     pub threads: Option<Trend>,
     pub store_bytes: Option<Trend>,
@@ -158,7 +164,8 @@ impl Watch {
                         let _ = h.probes.record(us.clamp(1, 600_000_000));
                     }
                 }
-                if let Some(s) = sample(pid, t, &data, ticks, &mut last_cpu) {
+                if let Some(mut s) = sample(pid, t, &data, ticks, &mut last_cpu) {
+                    s.heap_kib = heap_kib(&client, &base);
                     samples.push(s);
                 }
                 let until = Instant::now() + every;
@@ -196,11 +203,20 @@ fn sample(pid: u32, t: f64, data: &std::path::Path, ticks: f64, last: &mut Optio
     Some(Sample {
         t,
         rss_kib: status.vmrss?,
+        heap_kib: None,
         fds: p.fd_count().ok()? as u64,
         threads: stat.num_threads as u64,
         cpu_pct,
         store_bytes: crate::procs::tree_disk_bytes(&data.join("store")),
     })
+}
+
+/// The node's heap in use, from its `/metrics`.
+fn heap_kib(client: &reqwest::blocking::Client, base: &str) -> Option<u64> {
+    let text = client.get(format!("{base}/metrics")).send().ok()?.text().ok()?;
+    let line = text.lines().find(|l| l.starts_with("warden_heap_allocated_bytes "))?;
+    let bytes: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(bytes as u64 / 1024)
 }
 
 /// Least-squares slope of `ys` over `xs` (seconds), per hour, with its 95 % interval;
@@ -239,11 +255,15 @@ fn judge(samples: Vec<Sample>, windows: Vec<Timed>, every: Duration) -> NodeHeal
     let threads = col(|s| s.threads);
     let store = col(|s| s.store_bytes);
     let rss_kib = trend(&xs, &rss, material(&rss, 64.0));
+    // The heap in use, where every sample has it (a node that does not export it: RSS only).
+    let heap: Option<Vec<f64>> = kept.iter().map(|s| s.heap_kib.map(|h| h as f64)).collect();
+    let heap_kib = heap.as_ref().and_then(|h| trend(&xs, h, material(h, 64.0)));
     let fds_t = trend(&xs, &fds, material(&fds, 1.0));
     let threads_t = trend(&xs, &threads, material(&threads, 1.0));
     // The store grows by design (incidents, runs, the audit trail): reported, not judged.
     let store_t = trend(&xs, &store, f64::INFINITY);
-    let rising: Vec<&str> = [("RSS", &rss_kib), ("open fds", &fds_t), ("threads", &threads_t)]
+    let memory = if heap_kib.is_some() { ("heap in use", &heap_kib) } else { ("RSS", &rss_kib) };
+    let rising: Vec<&str> = [memory, ("open fds", &fds_t), ("threads", &threads_t)]
         .into_iter()
         .filter(|(_, t)| t.as_ref().is_some_and(|t| t.rising))
         .map(|(n, _)| n)
@@ -251,10 +271,19 @@ fn judge(samples: Vec<Sample>, windows: Vec<Timed>, every: Duration) -> NodeHeal
     // A run of minutes shows warden's warm-up (caches, the store's first files), not a leak.
     let long_enough = samples.last().is_some_and(|s| s.t >= MIN_JUDGED.as_secs_f64());
     let rising = if long_enough { rising } else { Vec::new() };
+    // RSS also holds what the allocator keeps after a free: with the heap counted, a rise
+    // of RSS alone is said, not called a leak.
+    let rss_alone = match (&heap_kib, &rss_kib) {
+        (Some(h), Some(r)) if long_enough && r.rising && !h.rising => format!(
+            "; RSS rises {:.0} KiB/h while the heap in use does not ({:+.0} KiB/h): memory the allocator keeps",
+            r.per_hour, h.per_hour
+        ),
+        _ => String::new(),
+    };
     let leak = match (rss_kib.is_some() && long_enough, rising.is_empty()) {
         (false, _) => format!("not judged: fewer than 4 samples or a run under {} minutes", MIN_JUDGED.as_secs() / 60),
-        (true, true) => "none: RSS, open fds and threads do not rise beyond the noise".to_string(),
-        (true, false) => format!("rising beyond the noise: {}", rising.join(", ")),
+        (true, true) => format!("none: {}, open fds and threads do not rise beyond the noise{rss_alone}", memory.0),
+        (true, false) => format!("rising beyond the noise: {}{rss_alone}", rising.join(", ")),
     };
     let windows: Vec<Window> = windows
         .into_iter()
@@ -265,6 +294,14 @@ fn judge(samples: Vec<Sample>, windows: Vec<Timed>, every: Duration) -> NodeHeal
     let end = samples.last().map_or(0.0, |s| s.t);
     let last_full = windows.iter().rev().find(|w| end.min(w.to_s) - w.from_s >= (w.to_s - w.from_s) / 2.0);
     let (degradation, degraded) = match (windows.first(), last_full) {
+        // A p99 of a few hundred checks is their few slowest: one busy moment of the machine.
+        (Some(a), Some(b)) if a.probes.n.min(b.probes.n) < MIN_PROBE_SAMPLES => (
+            format!(
+                "not judged: {} and {} probe samples in the first and last windows (at least {MIN_PROBE_SAMPLES} each)",
+                a.probes.n, b.probes.n
+            ),
+            false,
+        ),
         (Some(a), Some(b)) if !std::ptr::eq(a, b) => match (a.probes.p99_ms, b.probes.p99_ms) {
             (Some(first), Some(last)) => {
                 let change = (last - first) / first.max(0.001) * 100.0;
@@ -288,6 +325,7 @@ fn judge(samples: Vec<Sample>, windows: Vec<Timed>, every: Duration) -> NodeHeal
         failed: !rising.is_empty() || degraded,
         samples,
         rss_kib,
+        heap_kib,
         fds: fds_t,
         threads: threads_t,
         store_bytes: store_t,
@@ -315,17 +353,28 @@ mod tests {
 
     #[test]
     fn test_the_last_window_is_judged_against_the_first() {
-        let sample = |t: f64, rss: u64| Sample { t, rss_kib: rss, fds: 20, threads: 9, cpu_pct: 1.0, store_bytes: 0 };
+        let sample = |t: f64, rss: u64| Sample {
+            t,
+            rss_kib: rss,
+            heap_kib: None,
+            fds: 20,
+            threads: 9,
+            cpu_pct: 1.0,
+            store_bytes: 0,
+        };
         let samples: Vec<Sample> =
             (0..80u32).map(|i| sample(f64::from(i) * 10.0, 10_000 + u64::from(i % 2) * 8)).collect();
-        let window = |from: f64, probe_ms: u64| {
+        let window_of = |from: f64, probe_ms: u64, n: u64| {
             let mut h = Hists::new().expect("histogram");
-            for _ in 0..100 {
+            for _ in 0..n {
                 h.probes.record(probe_ms * 1000).expect("record");
                 h.api.record(2000).expect("record");
             }
             (from, from + 100.0, h)
         };
+        let window = |from: f64, probe_ms: u64| window_of(from, probe_ms, MIN_PROBE_SAMPLES);
+        let few = judge(samples.clone(), vec![window(0.0, 5), window_of(100.0, 9, 200)], Duration::from_secs(10));
+        assert!(!few.failed && few.degradation.starts_with("not judged"), "{}", few.degradation);
         let same = judge(samples.clone(), vec![window(0.0, 5), window(100.0, 5)], Duration::from_secs(10));
         assert!(!same.failed, "{} / {}", same.leak, same.degradation);
         let slower = judge(samples.clone(), vec![window(0.0, 5), window(100.0, 9)], Duration::from_secs(10));
@@ -339,5 +388,12 @@ mod tests {
         assert!(leaked.failed && leaked.leak.contains("RSS"), "{}", leaked.leak);
         let short = judge(leaking[..30].to_vec(), vec![], Duration::from_secs(10));
         assert!(!short.failed && short.leak.starts_with("not judged"), "a 5-minute run: {}", short.leak);
+        // With the heap counted, a leak is the heap rising; RSS rising alone is said.
+        let kept: Vec<Sample> = leaking.iter().map(|s| Sample { heap_kib: Some(4_000), ..*s }).collect();
+        let kept = judge(kept, vec![], Duration::from_secs(10));
+        assert!(!kept.failed && kept.leak.contains("memory the allocator keeps"), "{}", kept.leak);
+        let grown: Vec<Sample> = leaking.iter().map(|s| Sample { heap_kib: Some(s.rss_kib / 2), ..*s }).collect();
+        let grown = judge(grown, vec![], Duration::from_secs(10));
+        assert!(grown.failed && grown.leak.contains("heap in use"), "{}", grown.leak);
     }
 }

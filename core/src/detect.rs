@@ -106,6 +106,41 @@ pub struct NodeMemory {
     pub available_bytes: u64,
 }
 
+/// A condition told to a person once when it begins and once when it ends, changed only
+/// after `agree` looks in a row disagree with what was told (a passing spike is no page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debounced {
+    agree: u32,
+    told: bool,
+    streak: u32,
+}
+
+impl Debounced {
+    pub fn new(agree: u32) -> Self {
+        Self { agree: agree.max(1), told: false, streak: 0 }
+    }
+
+    /// One look: `Some(now)` when what is told changes to `now`.
+    pub fn look(&mut self, now: bool) -> Option<bool> {
+        self.streak = if now == self.told { 0 } else { self.streak + 1 };
+        if self.streak < self.agree {
+            return None;
+        }
+        self.streak = 0;
+        self.told = now;
+        Some(now)
+    }
+}
+
+/// Whose a process is, of `services` (name, the pid it was started as): a service's own
+/// process, or one of its process group (each service starts as a group leader).
+pub fn owner_of(pid: i32, pgrp: i32, services: &[(String, Option<u32>)]) -> Option<&str> {
+    services
+        .iter()
+        .find(|(_, sp)| sp.is_some_and(|sp| i64::from(sp) == i64::from(pid) || i64::from(sp) == i64::from(pgrp)))
+        .map(|(name, _)| name.as_str())
+}
+
 /// Whether the node's memory is low: its available memory under `min_pct` of the total
 /// *and* under `min_bytes` (a large machine with gigabytes left is not low at 4 %, a small
 /// one is low with a few hundred megabytes), as `healing.node_memory_min_available_*` set.
@@ -451,6 +486,26 @@ pub fn causes_of(mode: FailureMode) -> impl Iterator<Item = FailureMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_a_condition_changes_only_after_looks_in_a_row_agree() {
+        let mut d = Debounced::new(2);
+        assert_eq!(d.look(true), None, "one look is a spike");
+        assert_eq!(d.look(false), None, "and it passed");
+        assert_eq!(d.look(true), None);
+        assert_eq!(d.look(true), Some(true), "two in a row: told");
+        assert_eq!(d.look(true), None, "told once");
+        assert_eq!(d.look(false), None);
+        assert_eq!(d.look(false), Some(false), "over: told once");
+    }
+
+    #[test]
+    fn test_a_process_belongs_to_the_service_it_was_started_as_or_its_group() {
+        let services = vec![("db".to_string(), Some(100)), ("api".to_string(), None)];
+        assert_eq!(owner_of(100, 100, &services), Some("db"));
+        assert_eq!(owner_of(140, 100, &services), Some("db"), "a child in its group");
+        assert_eq!(owner_of(200, 200, &services), None, "not run by warden");
+    }
 
     #[test]
     fn test_node_memory_is_low_under_both_the_share_and_the_floor() {

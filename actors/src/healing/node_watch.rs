@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::time::Duration;
 use warden_core::alert::Alert;
 use warden_core::config::NodeConfig;
-use warden_core::detect::{NodeMemory, node_memory_low};
+use warden_core::detect::{Debounced, NodeMemory, node_memory_low, owner_of};
 
 pub const PATH: &str = "healing/node_watch";
 const TICK: Duration = Duration::from_secs(1);
@@ -47,8 +47,7 @@ pub struct NodeWatch {
 pub struct State {
     /// The firing alert, while memory is low.
     told: Option<Alert>,
-    /// Looks in a row that disagree with what was told.
-    streak: u32,
+    low: Debounced,
     _tick: AbortOnDrop,
     _reg: Registration,
 }
@@ -62,7 +61,7 @@ impl Actor for NodeWatch {
     async fn pre_start(&self, myself: ActorRef<NodeWatchMsg>, _: ()) -> Result<State, ActorProcessingErr> {
         Ok(State {
             told: None,
-            streak: 0,
+            low: Debounced::new(AGREE),
             _tick: AbortOnDrop(myself.send_interval(TICK, || NodeWatchMsg::Tick)),
             _reg: self.registry.started(PATH),
         })
@@ -78,11 +77,9 @@ impl Actor for NodeWatch {
         let Some(m) = node_memory() else { return Ok(()) };
         let h = self.config.get().healing;
         let low = node_memory_low(m, h.node_memory_min_available_pct, h.node_memory_min_available_mb << 20);
-        st.streak = if low == st.told.is_some() { 0 } else { st.streak + 1 };
-        if st.streak < AGREE {
+        if st.low.look(low).is_none() {
             return Ok(());
         }
-        st.streak = 0;
         let now = warden_core::time::now_unix_ms();
         let mib = |b: u64| b >> 20;
         match st.told.take() {
@@ -113,7 +110,8 @@ impl NodeWatch {
     /// runs it (a service's process, or one of its process group: each service starts as
     /// a group leader).
     fn largest_holders(&self) -> String {
-        let services = self.services.snapshot();
+        let services: Vec<(String, Option<u32>)> =
+            self.services.snapshot().into_iter().map(|s| (s.name.to_string(), s.pid)).collect();
         let Ok(all) = procfs::process::all_processes() else { return "(processes unreadable)".into() };
         let page = procfs::page_size();
         let mut held: Vec<(u64, i32, String, i32)> = all
@@ -126,11 +124,9 @@ impl NodeWatch {
         held.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
         held.iter()
             .take(TOP)
-            .map(|(bytes, pid, comm, session)| {
-                let ours = services.iter().find(|s| {
-                    s.pid.is_some_and(|sp| i64::from(sp) == i64::from(*pid) || i64::from(sp) == i64::from(*session))
-                });
-                let whose = ours.map_or("not run by warden".to_string(), |s| format!("service `{}`", s.name));
+            .map(|(bytes, pid, comm, pgrp)| {
+                let whose = owner_of(*pid, *pgrp, &services)
+                    .map_or("not run by warden".to_string(), |name| format!("service `{name}`"));
                 format!("pid {pid} ({comm}, {} MiB, {whose})", bytes >> 20)
             })
             .collect::<Vec<_>>()

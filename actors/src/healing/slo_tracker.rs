@@ -120,6 +120,7 @@ impl Actor for SloTracker {
     async fn handle(&self, _: ActorRef<SloMsg>, msg: SloMsg, st: &mut State) -> Result<(), ActorProcessingErr> {
         let SloMsg::Tick = msg;
         let now = warden_core::time::now_unix_ms();
+        self.metrics.store_write_buffer_bytes.set(i64::try_from(self.store.write_buffer_bytes()).unwrap_or(i64::MAX));
         if let Err(e) = self.count_checks(st, now).await {
             tracing::debug!(error = %e, "cannot count the probe checks into the health objective yet");
         }

@@ -76,6 +76,11 @@ impl Db {
         })
     }
 
+    /// The writes held in memory (every keyspace's memtables, active and sealed).
+    pub(super) fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
+    }
+
     /// A synced write of a scratch key: proves the store takes writes.
     pub(super) fn probe_write(&self) -> Result<(), StoreError> {
         self.meta.insert("health/probe", warden_core::time::now_unix_ms().to_be_bytes())?;

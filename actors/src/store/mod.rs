@@ -423,6 +423,12 @@ impl Store {
         self.run(|db| db.all_incidents_and_runs()).await
     }
 
+    /// The writes the store holds in memory until they are flushed to its tables (0 while
+    /// degraded).
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db().map_or(0, |db| db.write_buffer_bytes())
+    }
+
     /// How many incident and run writes this handle's process has made: unchanged, the
     /// records read before are still all there is.
     pub fn record_writes(&self) -> u64 {
