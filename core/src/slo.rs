@@ -104,6 +104,18 @@ impl Buckets {
         self.buckets.entry(at_unix_ms - at_unix_ms % BUCKET_MS).or_default().add(count);
     }
 
+    /// Takes back `count` recorded at `at_unix_ms` (a record whose part changed).
+    pub fn take(&mut self, at_unix_ms: u64, count: Count) {
+        let key = at_unix_ms - at_unix_ms % BUCKET_MS;
+        if let Some(c) = self.buckets.get_mut(&key) {
+            c.good = c.good.saturating_sub(count.good);
+            c.total = c.total.saturating_sub(count.total);
+            if c.total == 0 {
+                self.buckets.remove(&key);
+            }
+        }
+    }
+
     /// Everything in the `window_ms` up to `now_unix_ms`.
     pub fn over(&self, now_unix_ms: u64, window_ms: u64) -> Count {
         let from = now_unix_ms.saturating_sub(window_ms);
@@ -130,41 +142,110 @@ impl Buckets {
     }
 }
 
-/// Trust's events from the playbook runs: every autonomous repair (a run for an incident,
-/// not a dry run nor a rollback) that ended, at its end; good when it succeeded and was not
-/// rolled back. A run governance stopped before it acted is not an action that ran.
-pub fn trust_events(runs: &[RunRecord]) -> Buckets {
-    let mut b = Buckets::default();
-    for r in runs {
-        let autonomous = r.incident_id.is_some() && !r.dry_run && r.rollback_of.is_none();
-        let Some(end) = r.finished_unix_ms.filter(|_| autonomous) else { continue };
-        let good = match r.outcome {
-            RunOutcome::Succeeded => r.rolled_back_by.is_none(),
-            RunOutcome::Failed => false,
-            _ => continue,
-        };
-        b.record(end, Count { good: u64::from(good), total: 1 });
-    }
-    b
+/// A run's trust event: every autonomous repair (a run for an incident, not a dry run nor a
+/// rollback) that ended counts at its end; good when it succeeded and was not rolled back.
+/// A run governance stopped before it acted is not an action that ran.
+pub fn run_event(r: &RunRecord) -> Option<(u64, Count)> {
+    let autonomous = r.incident_id.is_some() && !r.dry_run && r.rollback_of.is_none();
+    let end = r.finished_unix_ms.filter(|_| autonomous)?;
+    let good = match r.outcome {
+        RunOutcome::Succeeded => r.rolled_back_by.is_none(),
+        RunOutcome::Failed => false,
+        _ => return None,
+    };
+    Some((end, Count { good: u64::from(good), total: 1 }))
 }
 
-/// Confidence's and MTTR's events from the incidents that ended (resolved or failed, not
-/// cleared by themselves), at their end: good when the first playbook chosen resolved it,
+/// An incident's confidence and MTTR events: an incident that ended (resolved or failed, not
+/// cleared by itself) counts at its end; good when the first playbook chosen resolved it,
 /// and when it was restored within `mttr_limit_ms`.
-pub fn incident_events(incidents: &[Incident], mttr_limit_ms: u64) -> (Buckets, Buckets) {
-    let (mut confidence, mut mttr) = (Buckets::default(), Buckets::default());
-    for i in incidents {
-        let end = match i.status {
-            IncidentStatus::Resolved | IncidentStatus::Failed | IncidentStatus::Closed => {
-                i.resolved_unix_ms.unwrap_or(i.detected_unix_ms)
-            }
-            _ => continue,
-        };
-        confidence.record(end, Count { good: u64::from(i.resolved_by_first_playbook()), total: 1 });
-        let in_time = i.mttr().is_some_and(|(ms, _)| ms <= mttr_limit_ms);
-        mttr.record(end, Count { good: u64::from(in_time), total: 1 });
+pub fn incident_event(i: &Incident, mttr_limit_ms: u64) -> Option<(u64, Count, Count)> {
+    let end = match i.status {
+        IncidentStatus::Resolved | IncidentStatus::Failed | IncidentStatus::Closed => {
+            i.resolved_unix_ms.unwrap_or(i.detected_unix_ms)
+        }
+        _ => return None,
+    };
+    let in_time = i.mttr().is_some_and(|(ms, _)| ms <= mttr_limit_ms);
+    let one = |good: bool| Count { good: u64::from(good), total: 1 };
+    Some((end, one(i.resolved_by_first_playbook()), one(in_time)))
+}
+
+/// Trust's, confidence's and MTTR's events, kept record by record: a record written again
+/// (a run rolled back later, an incident reopened or closed) has its part replaced, so the
+/// events follow the store's writes without reading it whole after each one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventBook {
+    pub mttr_limit_ms: u64,
+    pub trust: Buckets,
+    pub confidence: Buckets,
+    pub mttr: Buckets,
+    runs: BTreeMap<u64, (u64, Count)>,
+    incidents: BTreeMap<u64, (u64, Count, Count)>,
+}
+
+impl EventBook {
+    pub fn new(mttr_limit_ms: u64) -> Self {
+        Self { mttr_limit_ms, ..Self::default() }
     }
-    (confidence, mttr)
+
+    /// Every record's events.
+    pub fn of(incidents: &[Incident], runs: &[RunRecord], mttr_limit_ms: u64) -> Self {
+        let mut book = Self::new(mttr_limit_ms);
+        for r in runs {
+            book.run(r.run_id, Some(r));
+        }
+        for i in incidents {
+            book.incident(i.id, Some(i));
+        }
+        book
+    }
+
+    /// Run `id` as written now (`None`: gone).
+    pub fn run(&mut self, id: u64, run: Option<&RunRecord>) {
+        if let Some((at, c)) = self.runs.remove(&id) {
+            self.trust.take(at, c);
+        }
+        if let Some((at, c)) = run.and_then(run_event) {
+            self.trust.record(at, c);
+            self.runs.insert(id, (at, c));
+        }
+    }
+
+    /// Incident `id` as written now (`None`: gone).
+    pub fn incident(&mut self, id: u64, incident: Option<&Incident>) {
+        if let Some((at, c, m)) = self.incidents.remove(&id) {
+            self.confidence.take(at, c);
+            self.mttr.take(at, m);
+        }
+        if let Some((at, c, m)) = incident.and_then(|i| incident_event(i, self.mttr_limit_ms)) {
+            self.confidence.record(at, c);
+            self.mttr.record(at, m);
+            self.incidents.insert(id, (at, c, m));
+        }
+    }
+
+    /// Forgets what is older than the objectives' window: buckets, and the records' parts
+    /// (a record that old written again counts at its old end, outside the window anyway).
+    pub fn prune(&mut self, now_unix_ms: u64) {
+        let keep_from = now_unix_ms.saturating_sub(SLO_WINDOW_MS + BUCKET_MS);
+        self.runs.retain(|_, (at, _)| *at >= keep_from);
+        self.incidents.retain(|_, (at, _, _)| *at >= keep_from);
+        for b in [&mut self.trust, &mut self.confidence, &mut self.mttr] {
+            b.prune(now_unix_ms);
+        }
+    }
+}
+
+/// Trust's events from the playbook runs ([`run_event`]).
+pub fn trust_events(runs: &[RunRecord]) -> Buckets {
+    EventBook::of(&[], runs, 0).trust
+}
+
+/// Confidence's and MTTR's events from the incidents ([`incident_event`]).
+pub fn incident_events(incidents: &[Incident], mttr_limit_ms: u64) -> (Buckets, Buckets) {
+    let book = EventBook::of(incidents, &[], mttr_limit_ms);
+    (book.confidence, book.mttr)
 }
 
 /// `(1 − ratio) / (1 − target)`: 1 spends the budget exactly over the window; 0 with no
@@ -444,5 +525,33 @@ mod tests {
         let (confidence, mttr) = incident_events(&all, 120_000);
         assert_eq!(confidence.over(NOW, 3_600_000), Count { good: 1, total: 3 }, "only the first playbook's wins");
         assert_eq!(mttr.over(NOW, 3_600_000), Count { good: 1, total: 3 }, "restored within 2 minutes");
+    }
+
+    #[test]
+    fn test_the_book_replaces_a_records_part_when_it_is_written_again() {
+        let svc = crate::config::ServiceName::parse("api").expect("name");
+        let mut r = RunRecord::started(1, Some(1), "restart_service", &svc, NOW - 10 * MIN);
+        let mut book = EventBook::new(120_000);
+        book.run(1, Some(&r));
+        assert_eq!(book.trust.total(), Count::default(), "still running: no event");
+        r.outcome = RunOutcome::Succeeded;
+        r.finished_unix_ms = Some(NOW - 9 * MIN);
+        book.run(1, Some(&r));
+        assert_eq!(book.trust.total(), Count { good: 1, total: 1 });
+        r.rolled_back_by = Some(2);
+        book.run(1, Some(&r));
+        assert_eq!(book.trust.total(), Count { good: 0, total: 1 }, "rolled back later: one bad event, not two");
+        let mut i = crate::incident::fixture(7, IncidentStatus::Resolved, NOW - 20 * MIN, Some(NOW - 19 * MIN), &["a"]);
+        book.incident(7, Some(&i));
+        assert_eq!(book.mttr.total(), Count { good: 1, total: 1 });
+        i.status = IncidentStatus::Open;
+        book.incident(7, Some(&i));
+        assert_eq!(book.mttr.total(), Count::default(), "reopened: no longer ended");
+        // The same as reading every record at once.
+        i.status = IncidentStatus::Failed;
+        book.incident(7, Some(&i));
+        assert_eq!(book, EventBook::of(std::slice::from_ref(&i), std::slice::from_ref(&r), 120_000));
+        book.prune(NOW + SLO_WINDOW_MS + 2 * BUCKET_MS);
+        assert_eq!(book, EventBook::new(120_000), "a window later nothing is kept");
     }
 }

@@ -1,9 +1,10 @@
 //! SloTracker: keeps the four service level objectives (rules: `warden_core::slo`).
 //!
 //! Every [`TICK`] it counts the probe checks made since its last look (the probe board's
-//! totals per probe) into the store's health buckets, takes the other objectives' events
-//! from the incidents and runs in the store (read again only after one was written), and
-//! judges each objective against its target from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
+//! totals per probe) into the store's health buckets, keeps the other objectives' events
+//! from the incidents and runs in the store (all of them read once, then only those written
+//! since: [`warden_core::slo::EventBook`]), and judges each objective against its target
+//! from the config. The result goes to the [`SloBoard`] (what `GET /api/slo` reads) and to
 //! the metrics (value, target, budget left, burn rates, and the events as counters for
 //! Prometheus's own rules). An objective under its alert threshold (target − 5 points), or
 //! burning its budget past a multiwindow rule, is alerted once, in the log and through the
@@ -16,13 +17,14 @@ use crate::guardian::probe_board::ProbeBoard;
 use crate::metrics::Metrics;
 use crate::registry::{ActorRegistry, Registration};
 use crate::store::Store;
+use crate::store::Written;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use warden_core::alert::{Alert, AlertStatus, Severity};
 use warden_core::config::NodeConfig;
-use warden_core::slo::{self, Count, SloKind, SloStatus};
+use warden_core::slo::{self, Count, EventBook, SloKind, SloStatus};
 
 pub const PATH: &str = "healing/slo_tracker";
 /// How often the objectives are counted and judged.
@@ -38,13 +40,10 @@ impl Addr<SloTracker> {
     }
 }
 
-/// Trust's, confidence's and MTTR's buckets, and what they were read at.
+/// Trust's, confidence's and MTTR's events, and the store's write they are up to.
 struct Events {
-    record_writes: u64,
-    mttr_limit_ms: u64,
-    trust: slo::Buckets,
-    confidence: slo::Buckets,
-    mttr: slo::Buckets,
+    seen_writes: u64,
+    book: EventBook,
 }
 
 /// When the objectives were judged, and what was found.
@@ -88,8 +87,8 @@ pub struct State {
     counted_incidents: BTreeSet<u64>,
     /// Whether the first look is done (what ended before it is not counted again).
     primed: bool,
-    /// Trust's, confidence's and MTTR's events as last read, with the store's record-write
-    /// count and the MTTR limit they were read at: read again only when either moved.
+    /// Trust's, confidence's and MTTR's events, followed write by write; read whole again
+    /// when the MTTR limit changes or the tracker fell too far behind.
     events: Option<Events>,
     /// Whether the probe checks' totals have been noted once.
     checks_primed: bool,
@@ -169,12 +168,9 @@ impl SloTracker {
         let config = self.config.get();
         let health = self.store.slo_buckets(SloKind::Health, now).await?;
         let limit = config.healing.mttr_alert.as_millis() as u64;
-        let writes = self.store.record_writes();
-        if !st.events.as_ref().is_some_and(|e| e.record_writes == writes && e.mttr_limit_ms == limit) {
-            st.events = Some(self.read_events(st, writes, limit).await?);
-        }
+        self.follow_writes(st, limit, now).await?;
         let Some(events) = &st.events else { return Ok(Vec::new()) };
-        let (trust, confidence, mttr) = (&events.trust, &events.confidence, &events.mttr);
+        let (trust, confidence, mttr) = (&events.book.trust, &events.book.confidence, &events.book.mttr);
         let statuses: Vec<SloStatus> = [
             (SloKind::Health, &health),
             (SloKind::Trust, trust),
@@ -190,13 +186,58 @@ impl SloTracker {
         Ok(statuses)
     }
 
-    /// Trust's, confidence's and MTTR's events from every incident and run in the store,
-    /// and the counters of what ended since the last read.
-    async fn read_events(&self, st: &mut State, writes: u64, limit: u64) -> Result<Events, crate::store::StoreError> {
-        let (incidents, runs) = self.store.incidents_and_runs().await?;
-        let trust = slo::trust_events(&runs);
-        let (confidence, mttr) = slo::incident_events(&incidents, limit);
-        // Counters: what ended since the last look (Prometheus's rules rate them).
+    /// Brings the events up to the store's last write: every record at the first look (or
+    /// when the MTTR limit changed, or too many writes went by), else only those written
+    /// since; and counts into the counters what ended since the last look.
+    async fn follow_writes(&self, st: &mut State, limit: u64, now: u64) -> Result<(), crate::store::StoreError> {
+        let followed = st
+            .events
+            .as_ref()
+            .filter(|e| e.book.mttr_limit_ms == limit)
+            .and_then(|e| self.store.written_since(e.seen_writes));
+        let Some((written, last)) = followed else {
+            // The count is read before the records: a write in between is read again next time.
+            let writes = self.store.record_writes();
+            let (incidents, runs) = self.store.incidents_and_runs().await?;
+            st.events = Some(Events { seen_writes: writes, book: EventBook::of(&incidents, &runs, limit) });
+            self.count_ended(st, &incidents, &runs, limit);
+            return Ok(());
+        };
+        if written.is_empty() {
+            return Ok(());
+        }
+        let (mut incidents, mut runs) = (Vec::new(), Vec::new());
+        for w in written {
+            match w {
+                Written::Incident(id) => incidents.push((id, self.store.incident(id).await?)),
+                Written::Run(id) => runs.push((id, self.store.run_record(id).await?)),
+            }
+        }
+        let Some(events) = st.events.as_mut() else { return Ok(()) };
+        for (id, i) in &incidents {
+            events.book.incident(*id, i.as_ref());
+        }
+        for (id, r) in &runs {
+            events.book.run(*id, r.as_ref());
+        }
+        events.book.prune(now);
+        events.seen_writes = last;
+        let incidents: Vec<_> = incidents.into_iter().filter_map(|(_, i)| i).collect();
+        let runs: Vec<_> = runs.into_iter().filter_map(|(_, r)| r).collect();
+        self.count_ended(st, &incidents, &runs, limit);
+        Ok(())
+    }
+
+    /// The counters (Prometheus's rules rate them): the records among these that ended since
+    /// the last look, each once; nothing at the first look (what ended before it was
+    /// counted by an earlier life, or is history).
+    fn count_ended(
+        &self,
+        st: &mut State,
+        incidents: &[warden_core::incident::Incident],
+        runs: &[warden_core::run::RunRecord],
+        limit: u64,
+    ) {
         let mut fresh_runs = Vec::new();
         for r in runs.iter().filter(|r| r.outcome.is_final()) {
             if st.counted_runs.insert(r.run_id) && st.primed {
@@ -214,7 +255,6 @@ impl SloTracker {
         let (c, m) = slo::incident_events(&fresh_incidents, limit);
         self.metrics.slo_counted(SloKind::Confidence, c.total());
         self.metrics.slo_counted(SloKind::Mttr, m.total());
-        Ok(Events { record_writes: writes, mttr_limit_ms: limit, trust, confidence, mttr })
     }
 
     /// Says each objective's alerts once when they start and once when they end.

@@ -19,7 +19,7 @@ pub mod journal;
 use crate::data_dir::DataDir;
 use db::Db;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -108,9 +108,40 @@ struct Inner {
     db: RwLock<Option<Arc<Db>>>,
     health: watch::Sender<Health>,
     reopening: AtomicBool,
-    /// Bumped by every write of an incident or a run: readers that derive figures from all
-    /// of them (the SLO tracker) read again only when it moved.
-    record_writes: AtomicU64,
+    /// Every write of an incident or a run, numbered: readers that derive figures from
+    /// them (the SLO tracker) read again only what was written since they last looked.
+    writes: std::sync::Mutex<Writes>,
+}
+
+/// An incident or a run written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Written {
+    Incident(u64),
+    Run(u64),
+}
+
+/// Writes kept for readers that follow them; one that falls further behind reads all.
+const WRITES_KEPT: usize = 4096;
+
+/// The number of writes made, and the last [`WRITES_KEPT`] of them with their numbers.
+#[derive(Debug, Default)]
+struct Writes {
+    count: u64,
+    last: std::collections::VecDeque<(u64, Written)>,
+}
+
+impl Inner {
+    /// Counted after the write, on the writing thread (which finishes even when the caller
+    /// gives up): a reader that looked before it sees it on its next look.
+    fn wrote(&self, what: Written) {
+        let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        w.count += 1;
+        let n = w.count;
+        if w.last.len() == WRITES_KEPT {
+            w.last.pop_front();
+        }
+        w.last.push_back((n, what));
+    }
 }
 
 /// The handle every part of warden uses to reach the store.
@@ -165,7 +196,7 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 health: watch::channel(Health::Healthy).0,
                 reopening: AtomicBool::new(false),
-                record_writes: AtomicU64::new(0),
+                writes: std::sync::Mutex::default(),
             }),
         })
     }
@@ -432,7 +463,20 @@ impl Store {
     /// How many incident and run writes this handle's process has made: unchanged, the
     /// records read before are still all there is.
     pub fn record_writes(&self) -> u64 {
-        self.inner.record_writes.load(Ordering::Acquire)
+        self.inner.writes.lock().unwrap_or_else(|p| p.into_inner()).count
+    }
+
+    /// The incidents and runs written after write number `seen` (each once), and
+    /// the number of the last; `None` when some of them are no longer kept (read them all).
+    pub fn written_since(&self, seen: u64) -> Option<(Vec<Written>, u64)> {
+        let w = self.inner.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = w.last.front().map_or(w.count + 1, |(n, _)| *n);
+        if seen > w.count || oldest > seen + 1 {
+            return None;
+        }
+        let out: std::collections::BTreeSet<Written> =
+            w.last.iter().filter(|(n, _)| *n > seen).map(|(_, what)| *what).collect();
+        Some((out.into_iter().collect(), w.count))
     }
 
     // --- incidents and runs ---------------------------------------------------------------
@@ -457,9 +501,7 @@ impl Store {
         let inner = self.inner.clone();
         self.write(move |db| {
             let written = db.put_incident(&incident);
-            // Counted after the write, on the writing thread (which finishes even when the
-            // caller gives up): a reader that read the count before it reads again.
-            inner.record_writes.fetch_add(1, Ordering::AcqRel);
+            inner.wrote(Written::Incident(incident.id));
             written
         })
         .await
@@ -493,7 +535,7 @@ impl Store {
         let inner = self.inner.clone();
         self.write(move |db| {
             let written = db.put_run(&run);
-            inner.record_writes.fetch_add(1, Ordering::AcqRel);
+            inner.wrote(Written::Run(run.run_id));
             written
         })
         .await
@@ -637,6 +679,29 @@ mod tests {
         assert_eq!(verify(&s).await, Ok(3));
         assert_eq!(s.audit_head().await.expect("head").map(|(seq, _)| seq), Some(3));
         assert_eq!(s.audit_range(2, 10).await.expect("range").len(), 2);
+    }
+
+    /// Readers follow the writes of incidents and runs: each written record once, and
+    /// told to read everything when they fell further behind than the writes kept.
+    #[tokio::test]
+    async fn test_readers_follow_the_records_written_since_they_looked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&DataDir::new(dir.path())).expect("open");
+        assert_eq!(s.written_since(0), Some((vec![], 0)), "nothing written yet");
+        let svc = warden_core::config::ServiceName::parse("api").expect("name");
+        let run = |id| RunRecord::started(id, None, "restart_service", &svc, 1_000);
+        s.put_run(run(1)).await.expect("put");
+        s.put_run(run(2)).await.expect("put");
+        s.put_run(run(1)).await.expect("put");
+        assert_eq!(s.written_since(0), Some((vec![Written::Run(1), Written::Run(2)], 3)), "each once");
+        assert_eq!(s.written_since(2), Some((vec![Written::Run(1)], 3)));
+        assert_eq!(s.written_since(3), Some((vec![], 3)));
+        assert_eq!(s.written_since(4), None, "ahead of the store: read everything");
+        for _ in 0..WRITES_KEPT {
+            s.put_run(run(3)).await.expect("put");
+        }
+        assert_eq!(s.written_since(0), None, "fell behind: read everything");
+        assert_eq!(s.written_since(3), Some((vec![Written::Run(3)], 3 + WRITES_KEPT as u64)));
     }
 
     /// The store's memory is bounded: once a keyspace's writes exceed its memtable, they
