@@ -340,6 +340,9 @@ fn start_node(
             .args(["run", "--config", "node.yaml", "--data-dir", "data"])
             .current_dir(dir)
             .env("WARDEN_RUNTIME_DIR", dir.join("run"))
+            // As the shipped systemd unit runs it (docs/systemd/warden.service): glibc's
+            // default arenas keep freed memory and blur what the soak measures.
+            .env("MALLOC_ARENA_MAX", std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
